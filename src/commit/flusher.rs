@@ -1,0 +1,430 @@
+//! The flusher thread: takes groups from the queue, admits them through the sequencer,
+//! assigns LSNs, writes each group with as few writes as possible, syncs as the group's
+//! durability levels say, publishes and answers every committer.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Request, Responder, Sequencer};
+use crate::config::{Durability, WalConfig};
+use crate::error::{Error, Result};
+use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
+use crate::wal::fs::FsRef;
+use crate::wal::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN};
+use crate::wal::recovery::meta;
+use crate::wal::segment::{
+    create_segment, segment_file_name, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
+};
+use crate::wal::Shared;
+
+/// The flusher's view of the log's tail. Owned by the flusher thread alone.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    pub fs: FsRef,
+    pub dir: PathBuf,
+    pub cfg: WalConfig,
+    pub active: Segment,
+    pub offset: u64,
+    pub next_lsn: Lsn,
+    /// Every LSN up to here is written to the active segment (or an earlier one).
+    pub written_lsn: Lsn,
+    /// Every LSN up to here is durable. Never ahead of `written_lsn`.
+    pub synced_lsn: Lsn,
+    /// When unsynced `Interval` writes must be synced by.
+    pub interval_deadline: Option<Instant>,
+    pub frame: FrameBuilder,
+    pub buf: Vec<u8>,
+}
+
+struct Admitted<T> {
+    lsn: Lsn,
+    ticket: T,
+    durability: Durability,
+    done: Responder,
+}
+
+/// An error for one waiter of a failed group.
+fn error_copy(e: &Error) -> Error {
+    let io_copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+    match e {
+        Error::SyncFailed(e) => Error::SyncFailed(io_copy(e)),
+        Error::DiskFull(e) => Error::DiskFull(io_copy(e)),
+        Error::Io(e) => Error::Io(io_copy(e)),
+        Error::Poisoned { cause } => Error::Poisoned {
+            cause: cause.clone(),
+        },
+        other => Error::Poisoned {
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
+}
+
+impl LogWriter {
+    fn poison<T>(&self, shared: &Shared<T>, what: &str, e: &io::Error) -> Error {
+        shared.poison(format!("{what}: {e}"));
+        Error::SyncFailed(io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+
+    /// Syncs the active segment (earlier ones were synced when the log rotated away).
+    fn sync<T>(&mut self, shared: &Shared<T>) -> Result<()> {
+        let target = self.written_lsn;
+        let started = Instant::now();
+        if let Err(e) = self.active.file.sync_data() {
+            return Err(self.poison(shared, "sync of the write-ahead log failed", &e));
+        }
+        self.synced_lsn = target;
+        self.interval_deadline = None;
+        shared.durable_lsn.store(target, Ordering::SeqCst);
+        shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .sync_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Syncs the current segment, then opens the next one for records from `first_lsn`.
+    fn rotate<T>(&mut self, shared: &Shared<T>, first_lsn: Lsn) -> Result<()> {
+        if self.synced_lsn < self.written_lsn {
+            self.sync(shared)?;
+        }
+        let segment_no = self.active.header.segment_no + 1;
+        let header = SegmentHeader::new(segment_no, first_lsn, self.cfg.segment_bytes);
+        let spare = shared.segments.lock().spares.pop();
+        match create_segment(self.fs.as_ref(), &self.dir, header, spare) {
+            Ok(segment) => {
+                shared.segments.lock().live.push(meta(&segment));
+                self.active = segment;
+                self.offset = SEGMENT_HEADER_LEN as u64;
+                shared.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(segment = segment_no, first_lsn, "rotated to a new WAL segment");
+                Ok(())
+            }
+            Err(e) => {
+                // A half-made segment stays under its temporary name, to be reused.
+                let tmp = self.dir.join(format!("{}.tmp", segment_file_name(segment_no)));
+                if self.fs.exists(&tmp) {
+                    shared.segments.lock().spares.push(tmp);
+                }
+                match e {
+                    Error::SyncFailed(e) => Err(self.poison(shared, "segment creation", &e)),
+                    Error::Io(e) if is_enospc(&e) => Err(Error::DiskFull(e)),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    fn write_buf<T>(&mut self, shared: &Shared<T>, first_write_of_group: bool) -> Result<()> {
+        match self.active.file.write_at(&self.buf, self.offset) {
+            Ok(()) => {
+                self.offset += self.buf.len() as u64;
+                shared
+                    .stats
+                    .bytes_written
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if is_enospc(&e) && first_write_of_group => {
+                // Clear whatever part landed so it can never be read as records, then fail
+                // only this group; the space is preallocated, so the zeros overwrite.
+                let zeros = vec![0u8; self.buf.len()];
+                match self.active.file.write_at(&zeros, self.offset) {
+                    Ok(()) => Err(Error::DiskFull(e)),
+                    Err(e2) => Err(self.poison(shared, "clearing a failed write", &e2)),
+                }
+            }
+            Err(e) => Err(self.poison(shared, "write to the write-ahead log failed", &e)),
+        }
+    }
+
+    /// Writes `records` as frames from `self.next_lsn` on, rotating when a segment is full.
+    /// On error nothing was acknowledged; unless the log is poisoned, nothing was written.
+    fn append<T>(&mut self, shared: &Shared<T>, records: &[EncodedRecord]) -> Result<()> {
+        let segment_bytes = self.active.header.segment_bytes;
+        let fits = |offset: u64, bytes: usize| offset + bytes as u64 <= segment_bytes;
+        let whole: usize = records.iter().map(|r| r.framed_len()).sum::<usize>()
+            + FRAME_HEADER_LEN * (records.len() / usize::from(u16::MAX) + 1);
+        if !fits(self.offset, whole) && fits(SEGMENT_HEADER_LEN as u64, whole) {
+            self.rotate(shared, self.next_lsn)?;
+        }
+        let compress = self.cfg.compress_threshold.map(|t| (t, self.cfg.compress_level));
+        let salt = |w: &LogWriter| w.active.header.salt;
+        let mut frame_first = self.next_lsn;
+        let mut lsn = self.next_lsn;
+        let mut written_any = false;
+        self.buf.clear();
+        for record in records {
+            let pending = self.buf.len() + FRAME_HEADER_LEN + self.frame.body_len();
+            if self.frame.count() > 0
+                && (!self.frame.has_room()
+                    || !fits(self.offset, pending + record.framed_len()))
+            {
+                let (s, synced) = (salt(self), self.synced_lsn);
+                self.frame.finish(&mut self.buf, s, frame_first, synced, compress);
+                frame_first = lsn;
+            }
+            if self.frame.count() == 0
+                && !fits(self.offset, self.buf.len() + FRAME_HEADER_LEN + record.framed_len())
+            {
+                if !self.buf.is_empty() {
+                    self.write_buf(shared, !written_any)?;
+                    written_any = true;
+                    self.buf.clear();
+                }
+                if let Err(e) = self.rotate(shared, lsn) {
+                    if written_any {
+                        shared.poison(format!("rotation failed inside a group: {e}"));
+                    }
+                    return Err(e);
+                }
+            }
+            self.frame.push(record);
+            lsn += 1;
+        }
+        let (s, synced) = (salt(self), self.synced_lsn);
+        self.frame
+            .finish(&mut self.buf, s, frame_first, synced, compress);
+        self.write_buf(shared, !written_any)?;
+        let raw: usize = records.iter().map(|r| r.payload().len()).sum();
+        shared.stats.record_bytes.fetch_add(raw as u64, Ordering::Relaxed);
+        self.next_lsn = lsn;
+        self.written_lsn = lsn - 1;
+        shared.written_lsn.store(self.written_lsn, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Admits, writes, syncs, publishes and answers one group.
+    fn write_group<S: Sequencer>(
+        &mut self,
+        shared: &Shared<S::Ticket>,
+        seq: &mut S,
+        group: &mut Vec<Request<S::Ticket>>,
+    ) {
+        let poisoned = shared.poison_error();
+        let mut admitted: Vec<Admitted<S::Ticket>> = Vec::with_capacity(group.len());
+        let mut records = Vec::with_capacity(group.len());
+        let mut sync_waiters = Vec::new();
+        let mut lsn = self.next_lsn;
+        for request in group.drain(..) {
+            match request {
+                Request::Sync { done } => sync_waiters.push(done),
+                Request::Commit {
+                    record,
+                    durability,
+                    mut ticket,
+                    done,
+                } => {
+                    if let Some(e) = &poisoned {
+                        done.respond(Err(error_copy(e)));
+                        continue;
+                    }
+                    match seq.admit(&mut ticket, lsn) {
+                        Ok(()) => {
+                            records.push(record);
+                            admitted.push(Admitted {
+                                lsn,
+                                ticket,
+                                durability,
+                                done,
+                            });
+                            lsn += 1;
+                        }
+                        Err(e) => done.respond(Err(e)),
+                    }
+                }
+            }
+        }
+        let fail_all = |e: &Error,
+                        seq: &mut S,
+                        admitted: Vec<Admitted<S::Ticket>>,
+                        sync_waiters: Vec<Responder>| {
+            for a in admitted {
+                seq.abandon(a.lsn, a.ticket);
+                a.done.respond(Err(error_copy(e)));
+            }
+            for w in sync_waiters {
+                w.respond(Err(error_copy(e)));
+            }
+        };
+        if let Some(e) = poisoned {
+            return fail_all(&e, seq, admitted, sync_waiters);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.append(shared, &records) {
+                return fail_all(&e, seq, admitted, sync_waiters);
+            }
+            shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .commits
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+        }
+        let mut need_sync = !sync_waiters.is_empty();
+        for a in &admitted {
+            match a.durability {
+                Durability::Interval(d) => {
+                    let due = Instant::now() + d;
+                    self.interval_deadline = Some(self.interval_deadline.map_or(due, |t| t.min(due)));
+                }
+                d if d.is_durable() => need_sync = true,
+                _ => {}
+            }
+        }
+        if self.interval_deadline.is_some_and(|t| Instant::now() >= t) {
+            need_sync = true;
+        }
+        if need_sync && self.synced_lsn < self.written_lsn {
+            if let Err(e) = self.sync(shared) {
+                return fail_all(&e, seq, admitted, sync_waiters);
+            }
+        }
+        for a in admitted {
+            seq.publish(a.lsn, a.ticket);
+            a.done.respond(Ok(a.lsn));
+        }
+        for w in sync_waiters {
+            w.respond(Ok(self.synced_lsn));
+        }
+    }
+
+    fn time_to_interval_sync(&self) -> Option<Duration> {
+        self.interval_deadline
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// The group limits the first request sets: (max commits, max wait, alone).
+    fn limits<T>(&self, first: &Request<T>) -> (usize, Duration, bool) {
+        let default_batch = match self.cfg.durability {
+            Durability::GroupCommit { max_batch, .. } => max_batch,
+            _ => 4096,
+        };
+        match first {
+            Request::Commit {
+                durability: Durability::EveryWrite,
+                ..
+            } => (1, Duration::ZERO, true),
+            Request::Commit {
+                durability:
+                    Durability::GroupCommit {
+                        max_wait,
+                        max_batch,
+                    },
+                ..
+            } => ((*max_batch).max(1), *max_wait, false),
+            _ => (default_batch.max(1), Duration::ZERO, false),
+        }
+    }
+}
+
+fn is_every_write<T>(r: &Request<T>) -> bool {
+    matches!(
+        r,
+        Request::Commit {
+            durability: Durability::EveryWrite,
+            ..
+        }
+    )
+}
+
+fn flusher_loop<S: Sequencer>(
+    shared: &Shared<S::Ticket>,
+    writer: &mut LogWriter,
+    seq: &mut S,
+) -> Result<()> {
+    let mut carry = None;
+    let mut group = Vec::new();
+    loop {
+        let Some(first) = carry.take().or_else(|| shared.queue.pop()) else {
+            if writer.time_to_interval_sync() == Some(Duration::ZERO)
+                && shared.poison_error().is_none()
+            {
+                // Background sync of `Interval` writes; an error poisons the log.
+                let _ = writer.sync(shared);
+            }
+            if shared.queue.is_drained() {
+                break;
+            }
+            shared.queue.wait_for_work(writer.time_to_interval_sync());
+            continue;
+        };
+        let (max_batch, max_wait, alone) = writer.limits(&first);
+        let mut bytes = first.queued_bytes();
+        group.push(first);
+        if !alone {
+            let deadline = Instant::now() + max_wait;
+            'gather: loop {
+                while group.len() < max_batch && bytes < writer.cfg.group_max_bytes {
+                    match shared.queue.pop() {
+                        Some(r) if is_every_write(&r) => {
+                            carry = Some(r);
+                            break 'gather;
+                        }
+                        Some(r) => {
+                            bytes += r.queued_bytes();
+                            group.push(r);
+                        }
+                        None => break,
+                    }
+                }
+                let now = Instant::now();
+                if group.len() >= max_batch
+                    || bytes >= writer.cfg.group_max_bytes
+                    || now >= deadline
+                    || shared.queue.is_closed()
+                {
+                    break;
+                }
+                shared.queue.wait_for_work(Some(deadline - now));
+            }
+        }
+        writer.write_group(shared, seq, &mut group);
+    }
+    if writer.synced_lsn < writer.written_lsn && shared.poison_error().is_none() {
+        writer.sync(shared)?;
+    }
+    Ok(())
+}
+
+/// Starts the flusher thread. It runs until the queue is closed and drained, then syncs.
+/// If it panics, the log is poisoned and every queued or later commit gets `FlusherDied`.
+pub(crate) fn spawn_flusher<S: Sequencer>(
+    shared: Arc<Shared<S::Ticket>>,
+    mut writer: LogWriter,
+    mut seq: S,
+) -> io::Result<JoinHandle<Result<()>>> {
+    ThreadBuilder::new()
+        .name("walmdb-flusher".into())
+        .spawn(move || {
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                flusher_loop(&shared, &mut writer, &mut seq)
+            }));
+            match run {
+                Ok(result) => result,
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    tracing::error!(panic = %msg, "the WAL flusher thread panicked");
+                    shared.mark_dead(msg.clone());
+                    shared.queue.close();
+                    // Answer everything queued now or by committers still pushing.
+                    while !shared.queue.is_drained() {
+                        match shared.queue.pop() {
+                            Some(r) => drop(r),
+                            None => crate::sync::yield_now(),
+                        }
+                    }
+                    Err(Error::FlusherDied(msg))
+                }
+            }
+        })
+}

@@ -1,0 +1,73 @@
+//! The commit pipeline: a bounded queue of commit requests, one flusher thread that writes
+//! them in groups and syncs as their durability says, and one-shot completions that wake
+//! each committer when its group is done.
+
+mod completion;
+mod flusher;
+mod queue;
+
+pub(crate) use completion::{Completion, Responder};
+pub(crate) use flusher::{spawn_flusher, LogWriter};
+pub(crate) use queue::CommitQueue;
+
+use crate::config::Durability;
+use crate::error::Result;
+use crate::wal::{EncodedRecord, Lsn};
+
+/// The engine's hook into the flusher. The flusher calls it, on its own thread and in commit
+/// order, to admit each commit before its LSN is fixed (a conflict check), and to publish
+/// each commit once it is written and synced as its durability requires, before the
+/// committer is answered.
+pub trait Sequencer: Send + 'static {
+    /// What a committer hands the sequencer with its record (for example its write set).
+    type Ticket: Send + 'static;
+
+    /// Decides whether the commit that would get `lsn` goes ahead. An error is returned to
+    /// that committer alone, and the LSN goes to the next commit.
+    fn admit(&mut self, ticket: &mut Self::Ticket, lsn: Lsn) -> Result<()>;
+
+    /// The commit at `lsn` is in the log as durable as its level promises; make it visible.
+    /// Called in LSN order, before its committer is answered.
+    fn publish(&mut self, lsn: Lsn, ticket: Self::Ticket);
+
+    /// An admitted commit failed to reach the log (I/O error); its committer gets the error.
+    fn abandon(&mut self, lsn: Lsn, ticket: Self::Ticket) {
+        let _ = (lsn, ticket);
+    }
+}
+
+/// The sequencer of a bare log: admits everything, publishes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSequencer;
+
+impl Sequencer for NoSequencer {
+    type Ticket = ();
+    fn admit(&mut self, _: &mut (), _: Lsn) -> Result<()> {
+        Ok(())
+    }
+    fn publish(&mut self, _: Lsn, _: ()) {}
+}
+
+/// What the flusher takes from the queue.
+#[derive(Debug)]
+pub(crate) enum Request<T> {
+    /// Write this record.
+    Commit {
+        record: EncodedRecord,
+        durability: Durability,
+        ticket: T,
+        done: Responder,
+    },
+    /// Sync everything written so far, then answer with the durable LSN.
+    Sync { done: Responder },
+}
+
+impl<T> Request<T> {
+    /// Bytes counted against the queue's byte bound.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        match self {
+            Request::Commit { record, .. } => record.framed_len(),
+            Request::Sync { .. } => 0,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The bounded commit queue: lock-free push and pop, bounded in count and bytes, with
+//! backpressure, a wake-up for the idle flusher and an orderly close.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sync::{fence, AtomicBool, AtomicUsize, BoundedQueue, Condvar, Mutex, Ordering};
+
+/// The queue between committers and the flusher.
+#[derive(Debug)]
+pub(crate) struct CommitQueue<T> {
+    items: BoundedQueue<(T, usize)>,
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    /// Committers between their closed-check and the end of their push. The flusher may
+    /// stop only when the queue is closed, this is zero and the queue is empty.
+    pushing: AtomicUsize,
+    closed: AtomicBool,
+    flusher_idle: AtomicBool,
+    wake_lock: Mutex<()>,
+    wake: Condvar,
+    space_lock: Mutex<()>,
+    space: Condvar,
+    space_waiters: AtomicUsize,
+}
+
+impl<T> CommitQueue<T> {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
+        CommitQueue {
+            items: BoundedQueue::new(capacity),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            pushing: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            flusher_idle: AtomicBool::new(false),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            space_lock: Mutex::new(()),
+            space: Condvar::new(),
+            space_waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// Enqueues `item` of `bytes` bytes. When the queue is full, waits up to `wait` for space,
+    /// then gives the item back with `Error::Backpressure`. A closed queue gives it back
+    /// with `Error::Closed`.
+    pub(crate) fn push(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
+        self.pushing.fetch_add(1, Ordering::SeqCst);
+        let result = self.push_inner(item, bytes, wait);
+        self.pushing.fetch_sub(1, Ordering::SeqCst);
+        if result.is_ok() {
+            self.wake_flusher();
+        }
+        result
+    }
+
+    fn push_inner(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
+        let mut item = item;
+        let mut deadline = None;
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err((Error::Closed, item));
+            }
+            match self.try_push(item, bytes) {
+                Ok(()) => return Ok(()),
+                Err(back) => item = back,
+            }
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + wait);
+            if now >= deadline {
+                let err = Error::Backpressure {
+                    queued_commits: self.items.len(),
+                    queued_bytes: self.bytes.load(Ordering::Relaxed),
+                };
+                return Err((err, item));
+            }
+            let guard = self.space_lock.lock();
+            self.space_waiters.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.is_full_for(bytes) && !self.closed.load(Ordering::SeqCst) {
+                drop(self.space.wait_timeout(guard, deadline - now));
+            } else {
+                drop(guard);
+            }
+            self.space_waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn is_full_for(&self, bytes: usize) -> bool {
+        self.items.len() >= self.items.capacity()
+            || self.bytes.load(Ordering::SeqCst) + bytes > self.max_bytes
+    }
+
+    fn try_push(&self, item: T, bytes: usize) -> Result<(), T> {
+        let before = self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before + bytes > self.max_bytes && before > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(item);
+        }
+        match self.items.push((item, bytes)) {
+            Ok(()) => Ok(()),
+            Err((item, _)) => {
+                self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+                Err(item)
+            }
+        }
+    }
+
+    /// Takes the oldest request, releasing its bytes and waking one committer waiting for
+    /// space.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let (item, bytes) = self.items.pop()?;
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.space_waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.space_lock.lock();
+            self.space.notify_all();
+        }
+        Some(item)
+    }
+
+    /// Commits and bytes waiting.
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        (self.items.len(), self.bytes.load(Ordering::Relaxed))
+    }
+
+    fn wake_flusher(&self) {
+        fence(Ordering::SeqCst);
+        if self.flusher_idle.load(Ordering::SeqCst) {
+            let _guard = self.wake_lock.lock();
+            self.wake.notify_one();
+        }
+    }
+
+    /// The flusher waits here for a request, for `timeout` at most (forever when `None`).
+    /// Returns at once when the queue holds requests or is closed.
+    pub(crate) fn wait_for_work(&self, timeout: Option<Duration>) {
+        let guard = self.wake_lock.lock();
+        self.flusher_idle.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let guard = if self.items.is_empty() && !self.closed.load(Ordering::SeqCst) {
+            match timeout {
+                Some(t) => self.wake.wait_timeout(guard, t),
+                None => self.wake.wait(guard),
+            }
+        } else {
+            guard
+        };
+        self.flusher_idle.store(false, Ordering::SeqCst);
+        drop(guard);
+    }
+
+    /// Refuses every later push and wakes the flusher and every committer waiting for space.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.wake_lock.lock();
+            self.wake.notify_all();
+        }
+        let _guard = self.space_lock.lock();
+        self.space.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// True once the queue is closed and no request is queued or being pushed: nothing more
+    /// can arrive.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+            && self.pushing.load(Ordering::SeqCst) == 0
+            && self.items.is_empty()
+    }
+}

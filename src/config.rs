@@ -1,0 +1,159 @@
+//! Configuration of the write-ahead log: durability levels, recovery modes and limits.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// What `commit()` waits for before it returns. Chosen per log and per transaction.
+///
+/// | level | on disk when `commit()` returns | lost by a process crash | lost by a power loss |
+/// |---|---|---|---|
+/// | `None` | written to the OS page cache | nothing | everything since the last sync |
+/// | `Interval(d)` | written to the OS; synced at most `d` later | nothing | at most the last `d` |
+/// | `EveryWrite` | written and synced, alone | nothing | nothing |
+/// | `GroupCommit` | written and synced with its group | nothing | nothing |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The record is written to the operating system and never synced by the commit; a later
+    /// sync (segment rotation, `sync()`, a durable commit, close) makes it durable.
+    None,
+    /// The record is written to the operating system; the flusher syncs in the background at
+    /// most this long after the first unsynced write. `commit()` returns after the write.
+    Interval(Duration),
+    /// The record is written and synced in its own group: one sync per transaction, shared
+    /// with no other. For comparison and for callers that want the isolation.
+    EveryWrite,
+    /// The default. The record is written with every other commit waiting at the same time,
+    /// and `commit()` returns after the one sync that covers the whole group.
+    GroupCommit {
+        /// How long the flusher may wait for more commits to join a group before it writes.
+        /// Zero (the default) batches only what queued during the previous sync.
+        max_wait: Duration,
+        /// The most commits one group holds. Default: 4096.
+        max_batch: usize,
+    },
+}
+
+impl Durability {
+    /// `GroupCommit` with its defaults: no added wait, up to 4096 commits a group.
+    pub const fn group_commit() -> Self {
+        Durability::GroupCommit {
+            max_wait: Duration::ZERO,
+            max_batch: 4096,
+        }
+    }
+
+    /// True when `commit()` returns only after a sync that covers the record.
+    pub fn is_durable(&self) -> bool {
+        matches!(self, Durability::EveryWrite | Durability::GroupCommit { .. })
+    }
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::group_commit()
+    }
+}
+
+/// What opening the log does with a damaged record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// The default. A damaged record with nothing valid after it (a write torn by a crash) is
+    /// cut with a warning; a damaged record followed by valid, previously synced records is
+    /// `Error::Corruption`.
+    #[default]
+    TolerateTornTail,
+    /// Any damaged record, even a torn tail, refuses to open (`Error::TornTail` or
+    /// `Error::Corruption`). Nothing is cut.
+    Strict,
+    /// Stop before the first damaged record, wherever it is, and cut the log there: recovers
+    /// the longest intact prefix. Records after the damage are discarded.
+    PointInTime,
+}
+
+/// Configuration of the write-ahead log.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Size a segment file is preallocated to. Default: 64 MiB.
+    pub segment_bytes: u64,
+    /// Largest encoded record (one transaction). Larger commits fail with
+    /// `Error::RecordTooLarge`. Default: 16 MiB. At most `segment_bytes / 2`.
+    pub max_record_bytes: usize,
+    /// Durability of commits that do not choose their own. Default: `Durability::GroupCommit`.
+    pub durability: Durability,
+    /// What opening does with damaged records. Default: `RecoveryMode::TolerateTornTail`.
+    pub recovery_mode: RecoveryMode,
+    /// Commits the queue holds at most. Default: 65536.
+    pub queue_capacity: usize,
+    /// Bytes of encoded records the queue holds at most. Default: 64 MiB.
+    pub queue_max_bytes: usize,
+    /// How long a commit waits for queue space before `Error::Backpressure`; zero refuses at
+    /// once. Default: 1 s.
+    pub backpressure_wait: Duration,
+    /// Bytes one group writes at most (it may exceed this by one record). Default: 4 MiB.
+    pub group_max_bytes: usize,
+    /// Frames whose body is at least this large are compressed with zstd when that saves
+    /// space; `None` turns compression off. Default: `Some(4096)`.
+    pub compress_threshold: Option<usize>,
+    /// zstd level for compressed frames. Default: 1.
+    pub compress_level: i32,
+    /// Retired segments kept for reuse (recycled instead of deleted). Default: 4.
+    pub recycle_segments: usize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            durability: Durability::default(),
+            recovery_mode: RecoveryMode::default(),
+            queue_capacity: 65536,
+            queue_max_bytes: 64 << 20,
+            backpressure_wait: Duration::from_secs(1),
+            group_max_bytes: 4 << 20,
+            compress_threshold: Some(4096),
+            compress_level: 1,
+            recycle_segments: 4,
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.segment_bytes < 64 * 1024 {
+            return bad(format!("segment_bytes {} is below 64 KiB", self.segment_bytes));
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes as u64 > self.segment_bytes / 2 {
+            return bad(format!(
+                "max_record_bytes {} must be between 1 and segment_bytes / 2 ({})",
+                self.max_record_bytes,
+                self.segment_bytes / 2
+            ));
+        }
+        if self.max_record_bytes > crate::wal::record::MAX_FRAME_BODY {
+            return bad(format!(
+                "max_record_bytes {} exceeds the format's limit of {}",
+                self.max_record_bytes,
+                crate::wal::record::MAX_FRAME_BODY
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1".into());
+        }
+        if self.queue_max_bytes < self.max_record_bytes {
+            return bad(format!(
+                "queue_max_bytes {} is below max_record_bytes {}",
+                self.queue_max_bytes, self.max_record_bytes
+            ));
+        }
+        if let Durability::GroupCommit { max_batch: 0, .. } = self.durability {
+            return bad("GroupCommit max_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! The one error type of walmdb.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The `Result` alias used throughout walmdb.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in walmdb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error outside the durability path (open, read, list).
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A sync (or the write before it) failed. The outcome of the affected commits is
+    /// indeterminate: they were not acknowledged, yet they may reappear after recovery.
+    /// The log is poisoned from then on.
+    #[error("write-ahead log sync failed; the log is now poisoned: {0}")]
+    SyncFailed(#[source] io::Error),
+
+    /// An earlier sync or write failed, so the log refuses writes until it is reopened.
+    /// Reopening replays the log from disk and heals the handle.
+    #[error("the write-ahead log is poisoned by an earlier I/O failure ({cause}); reopen to recover")]
+    Poisoned {
+        /// What poisoned the log.
+        cause: String,
+    },
+
+    /// The commit queue is full (by count or bytes) and no space freed within the configured wait.
+    #[error("commit queue is full ({queued_commits} commits, {queued_bytes} bytes queued)")]
+    Backpressure {
+        /// Commits waiting in the queue when the commit was refused.
+        queued_commits: usize,
+        /// Bytes waiting in the queue when the commit was refused.
+        queued_bytes: usize,
+    },
+
+    /// The disk is full (ENOSPC). The commit was not written; nothing earlier is affected, and
+    /// commits succeed again once space is freed.
+    #[error("the disk is full: {0}")]
+    DiskFull(#[source] io::Error),
+
+    /// A record larger than the configured maximum record size.
+    #[error("record of {size} bytes exceeds the maximum record size of {max} bytes")]
+    RecordTooLarge {
+        /// The encoded size of the record.
+        size: usize,
+        /// `Config::max_record_bytes`.
+        max: usize,
+    },
+
+    /// A bad record or segment with valid data after it: the log is damaged in the middle.
+    /// Never silently cut; see `RecoveryMode`.
+    #[error("corruption in WAL segment {segment} at offset {offset}: {reason}")]
+    Corruption {
+        /// The segment number (not the file name).
+        segment: u64,
+        /// The byte offset inside the segment file.
+        offset: u64,
+        /// What was found there.
+        reason: String,
+    },
+
+    /// A damaged tail found while opening in `RecoveryMode::Strict`.
+    #[error("torn tail in WAL segment {segment} at offset {offset} (strict recovery refuses to cut it)")]
+    TornTail {
+        /// The segment number.
+        segment: u64,
+        /// The byte offset where the damage starts.
+        offset: u64,
+    },
+
+    /// The set of segment files does not form one sequence (missing, duplicated or out of
+    /// order segment, or an LSN gap) above the retirement watermark.
+    #[error("WAL segments in {dir} do not form a sequence: {reason}")]
+    SegmentSequence {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// What is missing or out of place.
+        reason: String,
+    },
+
+    /// A file written by a format version this build does not read.
+    #[error("unsupported WAL format version {found} in {path} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in its header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// The log (or engine) has been closed; no further commits are accepted.
+    #[error("the write-ahead log is closed")]
+    Closed,
+
+    /// The flusher thread died (panicked); commits cannot be written until the log is reopened.
+    #[error("the WAL flusher thread died: {0}")]
+    FlusherDied(String),
+
+    /// An invalid configuration value.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl Error {
+    /// True when this error means the log must be reopened before it takes writes again.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(self, Error::Poisoned { .. } | Error::SyncFailed(_) | Error::FlusherDied(_))
+    }
+}

@@ -1,0 +1,185 @@
+//! The one import point for concurrency primitives: atomics, `Arc`, `Mutex`, `Condvar`,
+//! threads and the bounded queue. Under `--cfg walmdb_loom` every item is loom's (and the
+//! queue a bounded loom `Mutex<VecDeque>`), so loom models run over the real pipeline code.
+//!
+//! The lock API is std-shaped and never poisons: `lock()` returns the guard, `wait` takes
+//! and returns it.
+
+use std::time::Duration;
+
+#[cfg(not(walmdb_loom))]
+mod imp {
+    pub use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use std::sync::Arc;
+    pub use std::thread::{yield_now, Builder as ThreadBuilder, JoinHandle};
+
+    pub type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+    /// A mutex that does not poison.
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(parking_lot::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub fn new(value: T) -> Self {
+            Mutex(parking_lot::Mutex::new(value))
+        }
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+    }
+
+    /// A condition variable paired with [`Mutex`].
+    #[derive(Debug, Default)]
+    pub struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub fn new() -> Self {
+            Condvar(parking_lot::Condvar::new())
+        }
+        pub fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(&mut guard);
+            guard
+        }
+        /// Waits at most `timeout`; spurious and timed-out wake-ups both return the guard.
+        pub fn wait_timeout<'a, T>(
+            &self,
+            mut guard: MutexGuard<'a, T>,
+            timeout: super::Duration,
+        ) -> MutexGuard<'a, T> {
+            self.0.wait_for(&mut guard, timeout);
+            guard
+        }
+        pub fn notify_one(&self) {
+            self.0.notify_one();
+        }
+        pub fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    /// The bounded lock-free queue of commit requests.
+    #[derive(Debug)]
+    pub struct BoundedQueue<T>(crossbeam_queue::ArrayQueue<T>);
+
+    impl<T> BoundedQueue<T> {
+        pub fn new(capacity: usize) -> Self {
+            BoundedQueue(crossbeam_queue::ArrayQueue::new(capacity))
+        }
+        /// Pushes, or hands the value back when the queue is full.
+        pub fn push(&self, value: T) -> Result<(), T> {
+            self.0.push(value)
+        }
+        pub fn pop(&self) -> Option<T> {
+            self.0.pop()
+        }
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+        pub fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+}
+
+#[cfg(walmdb_loom)]
+mod imp {
+    pub use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use loom::sync::Arc;
+    pub use loom::thread::{yield_now, Builder as ThreadBuilder, JoinHandle};
+    use std::collections::VecDeque;
+
+    pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    #[derive(Debug)]
+    pub struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl<T: Default> Default for Mutex<T> {
+        fn default() -> Self {
+            Mutex::new(T::default())
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub fn new() -> Self {
+            Condvar(loom::sync::Condvar::new())
+        }
+        pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
+        }
+        /// loom does not model time: this waits for a notification.
+        pub fn wait_timeout<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            timeout: super::Duration,
+        ) -> MutexGuard<'a, T> {
+            match self.0.wait_timeout(guard, timeout) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            }
+        }
+        pub fn notify_one(&self) {
+            self.0.notify_one();
+        }
+        pub fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    /// loom cannot see inside crossbeam's `ArrayQueue`; this bounded `Mutex<VecDeque>` has the
+    /// same API and semantics.
+    #[derive(Debug)]
+    pub struct BoundedQueue<T> {
+        items: loom::sync::Mutex<VecDeque<T>>,
+        capacity: usize,
+    }
+
+    impl<T> BoundedQueue<T> {
+        pub fn new(capacity: usize) -> Self {
+            BoundedQueue {
+                items: loom::sync::Mutex::new(VecDeque::with_capacity(capacity)),
+                capacity,
+            }
+        }
+        pub fn push(&self, value: T) -> Result<(), T> {
+            let mut items = self.items.lock().unwrap();
+            if items.len() >= self.capacity {
+                return Err(value);
+            }
+            items.push_back(value);
+            Ok(())
+        }
+        pub fn pop(&self) -> Option<T> {
+            self.items.lock().unwrap().pop_front()
+        }
+        pub fn len(&self) -> usize {
+            self.items.lock().unwrap().len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.items.lock().unwrap().is_empty()
+        }
+        pub fn capacity(&self) -> usize {
+            self.capacity
+        }
+    }
+}
+
+pub(crate) use imp::*;
+
+/// Shared ownership of trait objects (`Arc<dyn Fs>`). loom's `Arc` cannot coerce to `dyn`;
+/// these handles carry no ordering of their own for loom to model.
+pub(crate) use std::sync::Arc as DynArc;

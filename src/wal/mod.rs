@@ -1,0 +1,551 @@
+//! The write-ahead log: segmented, checksummed files written by a group-commit pipeline.
+//!
+//! [`Wal::open`] recovers the log (see `docs/recovery.md`), then starts the flusher.
+//! Committers call [`Wal::commit`]; the flusher writes and syncs groups and answers them.
+
+pub mod fs;
+pub mod record;
+pub(crate) mod recovery;
+pub(crate) mod segment;
+
+use std::path::{Path, PathBuf};
+
+pub use record::{
+    EncodedRecord, LogRecord, Lsn, Op, Record, RecordType, TxnRecord, FORMAT_VERSION,
+};
+pub use recovery::{CutTail, RecoveryReport, SegmentMeta};
+
+use crate::commit::{spawn_flusher, CommitQueue, Completion, LogWriter, NoSequencer, Request,
+    Sequencer};
+use crate::config::{Durability, WalConfig};
+use crate::error::{Error, Result};
+use crate::sync::{Arc, AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
+use fs::{FsRef, StdFs};
+use segment::{read_segment, records_in, SegmentHeader, SEGMENT_HEADER_LEN};
+
+/// Live segments and spare files, shared by the flusher (rotation) and retirement.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentSet {
+    pub live: Vec<SegmentMeta>,
+    pub spares: Vec<PathBuf>,
+}
+
+/// Counters kept by the flusher.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub commits: AtomicU64,
+    pub groups: AtomicU64,
+    pub syncs: AtomicU64,
+    pub sync_micros: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub record_bytes: AtomicU64,
+    pub rotations: AtomicU64,
+    pub segments_retired: AtomicU64,
+}
+
+/// State shared by the log handle and the flusher thread.
+#[derive(Debug)]
+pub(crate) struct Shared<T> {
+    pub queue: CommitQueue<Request<T>>,
+    pub written_lsn: AtomicU64,
+    pub durable_lsn: AtomicU64,
+    pub segments: Mutex<SegmentSet>,
+    pub stats: Stats,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    dead: Mutex<Option<String>>,
+}
+
+impl<T> Shared<T> {
+    /// Turns the sticky poisoned state on; the first cause is kept.
+    pub(crate) fn poison(&self, cause: String) {
+        let mut slot = self.poison_cause.lock();
+        if slot.is_none() {
+            tracing::error!(cause = %cause, "the write-ahead log is poisoned; reopen to recover");
+            *slot = Some(cause);
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    /// `Error::Poisoned` when the log is poisoned.
+    pub(crate) fn poison_error(&self) -> Option<Error> {
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let cause = self.poison_cause.lock().clone().unwrap_or_default();
+        Some(Error::Poisoned { cause })
+    }
+
+    pub(crate) fn mark_dead(&self, msg: String) {
+        *self.dead.lock() = Some(msg.clone());
+        self.poison(format!("the flusher thread died: {msg}"));
+    }
+
+    fn dead_error(&self) -> Option<Error> {
+        self.dead.lock().clone().map(Error::FlusherDied)
+    }
+}
+
+/// A snapshot of the log's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Commits written.
+    pub commits: u64,
+    /// Groups written.
+    pub groups: u64,
+    /// Syncs of segment data.
+    pub syncs: u64,
+    /// Total time spent in those syncs, microseconds.
+    pub sync_micros: u64,
+    /// Bytes written to segments (frames, after compression).
+    pub bytes_written: u64,
+    /// Record payload bytes committed (before framing and compression).
+    pub record_bytes: u64,
+    /// Segment rotations.
+    pub rotations: u64,
+    /// Segments retired by `retire_below`.
+    pub segments_retired: u64,
+    /// The highest LSN written.
+    pub written_lsn: Lsn,
+    /// The highest LSN durable.
+    pub durable_lsn: Lsn,
+    /// Commits waiting in the queue.
+    pub queued_commits: usize,
+    /// Bytes waiting in the queue.
+    pub queued_bytes: usize,
+}
+
+/// A commit that was queued and not yet answered; see [`Wal::submit`].
+#[derive(Debug)]
+#[must_use = "a commit is only known to have happened once wait() returns Ok"]
+pub struct CommitHandle {
+    completion: Arc<Completion>,
+}
+
+impl CommitHandle {
+    /// Blocks until the flusher answers: the commit's LSN, or why it failed.
+    pub fn wait(self) -> Result<Lsn> {
+        self.completion.wait()
+    }
+
+    /// The answer, if it has arrived.
+    pub fn try_wait(&self) -> Option<Result<Lsn>> {
+        self.completion.try_take()
+    }
+}
+
+/// The write-ahead log.
+///
+/// ```
+/// use walmdb::{Wal, WalConfig, Record, TxnRecord, Op};
+/// let dir = tempfile::tempdir()?;
+/// let wal = Wal::open(dir.path(), WalConfig::default())?;
+/// let txn = Record::Txn(TxnRecord {
+///     commit_micros: 0,
+///     ops: vec![Op::Put { table: "t".into(), key: b"k".to_vec(), value: b"v".to_vec() }],
+/// });
+/// let lsn = wal.commit(txn.encode())?;
+/// assert_eq!(lsn, 1);
+/// wal.close()?;
+/// let wal = Wal::open(dir.path(), WalConfig::default())?;
+/// let back: Vec<_> = wal.read_from(1).collect::<Result<_, _>>()?;
+/// assert_eq!(back[0].record.decode()?, txn);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Wal<S: Sequencer = NoSequencer> {
+    shared: Arc<Shared<S::Ticket>>,
+    flusher: Mutex<Option<JoinHandle<Result<()>>>>,
+    fs: FsRef,
+    dir: PathBuf,
+    cfg: WalConfig,
+    report: RecoveryReport,
+}
+
+impl Wal<NoSequencer> {
+    /// Opens (recovering) or creates the log in `dir` on the real file system, keeping every
+    /// record of the oldest segment on.
+    pub fn open(dir: impl AsRef<Path>, cfg: WalConfig) -> Result<Self> {
+        Self::open_with(crate::sync::DynArc::new(StdFs), dir.as_ref(), cfg, None, NoSequencer)
+    }
+}
+
+impl<S: Sequencer> Wal<S> {
+    /// Opens the log on `fs`. With `from_lsn`, records up to it are the caller's already
+    /// (segments wholly at or below it are retired, and a gap there is no error); without,
+    /// the log starts at its oldest segment.
+    pub fn open_with(
+        fs: FsRef,
+        dir: &Path,
+        cfg: WalConfig,
+        from_lsn: Option<Lsn>,
+        sequencer: S,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let from_lsn = match from_lsn {
+            Some(lsn) => lsn,
+            None => oldest_first_lsn(fs.as_ref(), dir)?.map_or(0, |l| l - 1),
+        };
+        let rec = recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
+        let last_lsn = rec.next_lsn - 1;
+        let shared = Arc::new(Shared {
+            queue: CommitQueue::new(cfg.queue_capacity, cfg.queue_max_bytes),
+            written_lsn: AtomicU64::new(last_lsn),
+            durable_lsn: AtomicU64::new(last_lsn),
+            segments: Mutex::new(SegmentSet {
+                live: rec.segments,
+                spares: rec.spares,
+            }),
+            stats: Stats::default(),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            dead: Mutex::new(None),
+        });
+        let writer = LogWriter {
+            fs: fs.clone(),
+            dir: dir.to_owned(),
+            cfg: cfg.clone(),
+            active: rec.active,
+            offset: rec.write_offset,
+            next_lsn: rec.next_lsn,
+            written_lsn: last_lsn,
+            synced_lsn: last_lsn,
+            interval_deadline: None,
+            frame: Default::default(),
+            buf: Vec::new(),
+        };
+        let flusher = spawn_flusher(shared.clone(), writer, sequencer)?;
+        tracing::info!(
+            dir = %dir.display(),
+            first_lsn = rec.report.first_lsn,
+            last_lsn,
+            segments = rec.report.segments,
+            cut = rec.report.cut.is_some(),
+            "opened the write-ahead log"
+        );
+        Ok(Wal {
+            shared,
+            flusher: Mutex::new(Some(flusher)),
+            fs,
+            dir: dir.to_owned(),
+            cfg,
+            report: rec.report,
+        })
+    }
+
+    /// What opening found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &WalConfig {
+        &self.cfg
+    }
+
+    fn refusal(&self) -> Option<Error> {
+        self.shared
+            .dead_error()
+            .or_else(|| self.shared.poison_error())
+    }
+
+    /// Queues a commit and returns at once; [`CommitHandle::wait`] answers it.
+    pub fn submit(
+        &self,
+        record: EncodedRecord,
+        ticket: S::Ticket,
+        durability: Option<Durability>,
+    ) -> Result<CommitHandle> {
+        if record.framed_len() > self.cfg.max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                size: record.framed_len(),
+                max: self.cfg.max_record_bytes,
+            });
+        }
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let (completion, done) = Completion::pair();
+        let request = Request::Commit {
+            record,
+            durability: durability.unwrap_or(self.cfg.durability),
+            ticket,
+            done,
+        };
+        self.push(request)?;
+        Ok(CommitHandle { completion })
+    }
+
+    fn push(&self, request: Request<S::Ticket>) -> Result<()> {
+        let bytes = request.queued_bytes();
+        match self
+            .shared
+            .queue
+            .push(request, bytes, self.cfg.backpressure_wait)
+        {
+            Ok(()) => Ok(()),
+            Err((e, request)) => {
+                // Not queued: answer its responder here, quietly.
+                let (Request::Commit { done, .. } | Request::Sync { done }) = request;
+                done.respond(Err(Error::Closed));
+                Err(match e {
+                    Error::Closed => self.refusal().unwrap_or(Error::Closed),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Commits `record` at the log's durability with `ticket` for the sequencer, and waits
+    /// for the answer: the LSN once the record is as durable as the level promises.
+    pub fn commit_with(
+        &self,
+        record: EncodedRecord,
+        ticket: S::Ticket,
+        durability: Option<Durability>,
+    ) -> Result<Lsn> {
+        self.submit(record, ticket, durability)?.wait()
+    }
+
+    /// Syncs everything written so far and returns the durable LSN.
+    pub fn sync(&self) -> Result<Lsn> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let (completion, done) = Completion::pair();
+        self.push(Request::Sync { done })?;
+        completion.wait()
+    }
+
+    /// Returns once every LSN up to `lsn` is durable, syncing if it is not yet.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        if self.durable_lsn() >= lsn {
+            return Ok(());
+        }
+        let durable = self.sync()?;
+        if durable < lsn {
+            return Err(Error::InvalidConfig(format!(
+                "LSN {lsn} has not been written (the log is durable through {durable})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The highest LSN known durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable_lsn.load(Ordering::SeqCst)
+    }
+
+    /// The highest LSN written to the log.
+    pub fn written_lsn(&self) -> Lsn {
+        self.shared.written_lsn.load(Ordering::SeqCst)
+    }
+
+    /// True when an I/O failure poisoned the log; it then refuses writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poison_error().is_some()
+    }
+
+    /// The log's counters.
+    pub fn stats(&self) -> WalStats {
+        let s = &self.shared.stats;
+        let (queued_commits, queued_bytes) = self.shared.queue.depth();
+        WalStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            groups: s.groups.load(Ordering::Relaxed),
+            syncs: s.syncs.load(Ordering::Relaxed),
+            sync_micros: s.sync_micros.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            record_bytes: s.record_bytes.load(Ordering::Relaxed),
+            rotations: s.rotations.load(Ordering::Relaxed),
+            segments_retired: s.segments_retired.load(Ordering::Relaxed),
+            written_lsn: self.written_lsn(),
+            durable_lsn: self.durable_lsn(),
+            queued_commits,
+            queued_bytes,
+        }
+    }
+
+    /// The live segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.shared.segments.lock().live.clone()
+    }
+
+    /// Retires every segment all of whose records have LSN < `lsn` (never the active one):
+    /// each is renamed to a spare for reuse, or removed once `recycle_segments` spares exist.
+    /// The caller must hold those records durably elsewhere first. Returns how many.
+    pub fn retire_below(&self, lsn: Lsn) -> Result<usize> {
+        let retired: Vec<SegmentMeta> = {
+            let mut set = self.shared.segments.lock();
+            let keep_from = set
+                .live
+                .windows(2)
+                .take_while(|w| w[1].first_lsn <= lsn)
+                .count();
+            set.live.drain(..keep_from).collect()
+        };
+        if retired.is_empty() {
+            return Ok(0);
+        }
+        for m in &retired {
+            let spare = {
+                let set = self.shared.segments.lock();
+                (set.spares.len() < self.cfg.recycle_segments)
+                    .then(|| fs::join(&self.dir, &segment::spare_file_name(m.segment_no)))
+            };
+            match spare {
+                Some(spare) => {
+                    self.fs.rename(&m.path, &spare)?;
+                    self.shared.segments.lock().spares.push(spare);
+                }
+                None => self.fs.remove(&m.path)?,
+            }
+        }
+        self.fs.sync_dir(&self.dir).map_err(Error::SyncFailed)?;
+        self.shared
+            .stats
+            .segments_retired
+            .fetch_add(retired.len() as u64, Ordering::Relaxed);
+        tracing::debug!(below = lsn, count = retired.len(), "retired WAL segments");
+        Ok(retired.len())
+    }
+
+    /// Reads the records from `lsn` through the highest LSN written when called, checking
+    /// every CRC.
+    pub fn read_from(&self, lsn: Lsn) -> LogIter {
+        LogIter {
+            fs: self.fs.clone(),
+            segments: self.segments(),
+            next_lsn: lsn.max(1),
+            until_lsn: self.written_lsn(),
+            buffered: Default::default(),
+            done: false,
+        }
+    }
+
+    /// Drains the queue, writes and syncs everything, and stops the flusher. Later commits
+    /// get `Error::Closed`.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.shared.queue.close();
+        let Some(handle) = self.flusher.lock().take() else {
+            return Ok(());
+        };
+        match handle.join() {
+            Ok(result) => result,
+            Err(_) => Err(Error::FlusherDied("the flusher thread panicked".into())),
+        }
+    }
+}
+
+impl<S: Sequencer> Drop for Wal<S> {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "closing the write-ahead log on drop failed");
+        }
+    }
+}
+
+impl Wal<NoSequencer> {
+    /// Commits `record` at the log's default durability and waits for its LSN.
+    pub fn commit(&self, record: EncodedRecord) -> Result<Lsn> {
+        self.commit_with(record, (), None)
+    }
+}
+
+/// The first LSN of the oldest segment with a readable header, if any.
+fn oldest_first_lsn(fs: &dyn fs::Fs, dir: &Path) -> Result<Option<Lsn>> {
+    if !fs.exists(dir) {
+        return Ok(None);
+    }
+    let mut numbers: Vec<u64> = fs
+        .list(dir)?
+        .iter()
+        .filter_map(|n| segment::parse_segment_file_name(n))
+        .collect();
+    numbers.sort_unstable();
+    for n in numbers {
+        let file = fs.open(&fs::join(dir, &segment::segment_file_name(n)), false)?;
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        let len = file.read_at(&mut buf, 0)?;
+        if let Ok(h) = SegmentHeader::decode(&buf[..len]) {
+            return Ok(Some(h.first_lsn));
+        }
+    }
+    Ok(None)
+}
+
+/// An iterator over log records in LSN order; see [`Wal::read_from`].
+#[derive(Debug)]
+pub struct LogIter {
+    fs: FsRef,
+    segments: Vec<SegmentMeta>,
+    next_lsn: Lsn,
+    until_lsn: Lsn,
+    buffered: std::collections::VecDeque<LogRecord>,
+    done: bool,
+}
+
+impl LogIter {
+    fn load_next_segment(&mut self) -> Result<()> {
+        // The segment holding `next_lsn`: the last one starting at or before it.
+        let Some(idx) = self
+            .segments
+            .iter()
+            .rposition(|m| m.first_lsn <= self.next_lsn)
+        else {
+            return Err(Error::Corruption {
+                segment: self.segments.first().map_or(0, |m| m.segment_no),
+                offset: 0,
+                reason: format!("no segment holds LSN {}", self.next_lsn),
+            });
+        };
+        let m = self.segments[idx].clone();
+        let file = self.fs.open(&m.path, false)?;
+        let data = read_segment(file.as_ref())?;
+        let header = SegmentHeader::decode(&data).map_err(|e| Error::Corruption {
+            segment: m.segment_no,
+            offset: 0,
+            reason: format!("{e:?}"),
+        })?;
+        let (records, last) = records_in(&data, &header, self.next_lsn, self.until_lsn)?;
+        let wanted_end = self
+            .segments
+            .get(idx + 1)
+            .map_or(self.until_lsn, |next| (next.first_lsn - 1).min(self.until_lsn));
+        if last < wanted_end {
+            return Err(Error::Corruption {
+                segment: m.segment_no,
+                offset: 0,
+                reason: format!("the segment ends at LSN {last}, before LSN {wanted_end}"),
+            });
+        }
+        self.next_lsn = last + 1;
+        self.buffered.extend(records);
+        Ok(())
+    }
+}
+
+impl Iterator for LogIter {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.buffered.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done || self.next_lsn > self.until_lsn {
+                return None;
+            }
+            if let Err(e) = self.load_next_segment() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+

@@ -1,0 +1,575 @@
+//! Pure encoding and decoding of frames and records. No I/O.
+//!
+//! A frame holds one or more records (a group of transactions) under one CRC. Each record
+//! has one LSN: the i-th record of a frame has LSN `first_lsn + i`.
+
+use std::fmt;
+
+/// A log sequence number: the position of a record in the log. The first record is LSN 1;
+/// LSN 0 means "nothing".
+pub type Lsn = u64;
+
+/// The on-disk format version of segments and frames this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes of a frame header.
+pub const FRAME_HEADER_LEN: usize = 40;
+
+/// Bytes of a record header inside a frame body.
+pub const RECORD_HEADER_LEN: usize = 5;
+
+/// The largest frame body (stored or uncompressed) the decoder accepts. Caps allocation
+/// when a length field is damaged.
+pub const MAX_FRAME_BODY: usize = 256 << 20;
+
+/// Frame flag: the body is zstd-compressed; `raw_len` is its uncompressed length.
+pub const FLAG_ZSTD: u8 = 1;
+
+/// The type of a record, stored as one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordType {
+    /// A committed transaction: operations on named tables. Payload: [`TxnRecord`].
+    Txn = 1,
+    /// The engine's checkpoint marker: LMDB is durable through `applied_lsn`.
+    Checkpoint = 2,
+    /// A wall-clock time marker (optionally named), for point-in-time recovery.
+    Timestamp = 3,
+    /// Reserved for consensus use: a vote. Payload opaque to walmdb.
+    Vote = 16,
+    /// Reserved for consensus use: truncate the log after an LSN. Payload opaque.
+    TruncateSuffix = 17,
+    /// Reserved for consensus use: purge the log before an LSN. Payload opaque.
+    PurgePrefix = 18,
+}
+
+impl TryFrom<u8> for RecordType {
+    type Error = u8;
+    fn try_from(value: u8) -> Result<Self, u8> {
+        Ok(match value {
+            1 => RecordType::Txn,
+            2 => RecordType::Checkpoint,
+            3 => RecordType::Timestamp,
+            16 => RecordType::Vote,
+            17 => RecordType::TruncateSuffix,
+            18 => RecordType::PurgePrefix,
+            other => return Err(other),
+        })
+    }
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value` in `table` (creating the table if needed).
+    Put {
+        /// Table name.
+        table: String,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Value bytes.
+        value: Vec<u8>,
+    },
+    /// Remove `key` from `table`.
+    Delete {
+        /// Table name.
+        table: String,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+    /// Create `table` if it does not exist.
+    CreateTable {
+        /// Table name.
+        table: String,
+    },
+    /// Drop `table` and everything in it.
+    DropTable {
+        /// Table name.
+        table: String,
+    },
+}
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_CREATE_TABLE: u8 = 3;
+const OP_DROP_TABLE: u8 = 4;
+
+/// A transaction record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnRecord {
+    /// Commit time, microseconds since the Unix epoch (for point-in-time recovery).
+    pub commit_micros: u64,
+    /// The operations, applied in order.
+    pub ops: Vec<Op>,
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Record {
+    /// A transaction.
+    Txn(TxnRecord),
+    /// LMDB is durable through `applied_lsn`; older segments may be retired.
+    Checkpoint {
+        /// The highest LSN whose effects LMDB holds durably.
+        applied_lsn: Lsn,
+    },
+    /// A time marker, optionally a named restore point.
+    Timestamp {
+        /// Microseconds since the Unix epoch.
+        unix_micros: u64,
+        /// A restore point name, empty for none.
+        name: String,
+    },
+    /// A reserved consensus record; its payload is opaque to walmdb.
+    Consensus {
+        /// `Vote`, `TruncateSuffix` or `PurgePrefix`.
+        kind: RecordType,
+        /// The payload as written.
+        payload: Vec<u8>,
+    },
+}
+
+/// A record encoded for the log: its type byte and payload. Built by the committing thread
+/// so the flusher only copies bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    pub(crate) kind: RecordType,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl fmt::Debug for EncodedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedRecord")
+            .field("kind", &self.kind)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl EncodedRecord {
+    /// A record of a given type with an already encoded payload (for the consensus types).
+    pub fn raw(kind: RecordType, payload: Vec<u8>) -> Self {
+        EncodedRecord { kind, payload }
+    }
+
+    /// The record type.
+    pub fn kind(&self) -> RecordType {
+        self.kind
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Bytes this record takes in a frame body.
+    pub fn framed_len(&self) -> usize {
+        RECORD_HEADER_LEN + self.payload.len()
+    }
+
+    /// Decodes the payload.
+    pub fn decode(&self) -> Result<Record, DecodeError> {
+        Record::decode(self.kind, &self.payload)
+    }
+}
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A bounds-checked little-endian reader over a byte slice.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError(format!(
+                "needs {n} bytes, {} left",
+                self.buf.len()
+            )));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn string(&mut self, len: usize) -> Result<String, DecodeError> {
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| DecodeError("table name is not UTF-8".into()))
+    }
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+fn put_table(out: &mut Vec<u8>, table: &str) {
+    let len = u16::try_from(table.len()).expect("table names are at most 65535 bytes");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(table.as_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("keys and values are below 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The longest table name.
+pub const MAX_TABLE_NAME: usize = u16::MAX as usize;
+
+impl Record {
+    /// Encodes the record's payload.
+    ///
+    /// Panics if a table name exceeds [`MAX_TABLE_NAME`] bytes or a key or value 4 GiB; the
+    /// engine checks both before encoding.
+    pub fn encode(&self) -> EncodedRecord {
+        let mut out = Vec::new();
+        let kind = match self {
+            // Format: txn = { commit_micros: u64 | op_count: u32 | op* }
+            //         op  = { tag: u8 | table_len: u16 | table | [key_len: u32 | key]
+            //                 | [value_len: u32 | value] }   (key for put/delete, value for put)
+            Record::Txn(txn) => {
+                out.extend_from_slice(&txn.commit_micros.to_le_bytes());
+                let count = u32::try_from(txn.ops.len()).expect("fewer than 2^32 ops");
+                out.extend_from_slice(&count.to_le_bytes());
+                for op in &txn.ops {
+                    match op {
+                        Op::Put { table, key, value } => {
+                            out.push(OP_PUT);
+                            put_table(&mut out, table);
+                            put_bytes(&mut out, key);
+                            put_bytes(&mut out, value);
+                        }
+                        Op::Delete { table, key } => {
+                            out.push(OP_DELETE);
+                            put_table(&mut out, table);
+                            put_bytes(&mut out, key);
+                        }
+                        Op::CreateTable { table } => {
+                            out.push(OP_CREATE_TABLE);
+                            put_table(&mut out, table);
+                        }
+                        Op::DropTable { table } => {
+                            out.push(OP_DROP_TABLE);
+                            put_table(&mut out, table);
+                        }
+                    }
+                }
+                RecordType::Txn
+            }
+            // Format: checkpoint = { applied_lsn: u64 }
+            Record::Checkpoint { applied_lsn } => {
+                out.extend_from_slice(&applied_lsn.to_le_bytes());
+                RecordType::Checkpoint
+            }
+            // Format: timestamp = { unix_micros: u64 | name_len: u16 | name }
+            Record::Timestamp { unix_micros, name } => {
+                out.extend_from_slice(&unix_micros.to_le_bytes());
+                put_table(&mut out, name);
+                RecordType::Timestamp
+            }
+            Record::Consensus { kind, payload } => {
+                out.extend_from_slice(payload);
+                *kind
+            }
+        };
+        EncodedRecord { kind, payload: out }
+    }
+
+    /// Decodes a payload of the given type. Never panics and never allocates more than the
+    /// payload's own length.
+    pub fn decode(kind: RecordType, payload: &[u8]) -> Result<Record, DecodeError> {
+        let mut cur = Cursor::new(payload);
+        let record = match kind {
+            RecordType::Txn => {
+                let commit_micros = cur.u64()?;
+                let count = cur.u32()? as usize;
+                // Each op takes at least 3 bytes: cap the allocation by what is there.
+                let mut ops = Vec::with_capacity(count.min(payload.len() / 3));
+                for _ in 0..count {
+                    let tag = cur.u8()?;
+                    let table_len = cur.u16()? as usize;
+                    let table = cur.string(table_len)?;
+                    let op = match tag {
+                        OP_PUT => {
+                            let key_len = cur.u32()? as usize;
+                            let key = cur.take(key_len)?.to_vec();
+                            let value_len = cur.u32()? as usize;
+                            let value = cur.take(value_len)?.to_vec();
+                            Op::Put { table, key, value }
+                        }
+                        OP_DELETE => {
+                            let key_len = cur.u32()? as usize;
+                            let key = cur.take(key_len)?.to_vec();
+                            Op::Delete { table, key }
+                        }
+                        OP_CREATE_TABLE => Op::CreateTable { table },
+                        OP_DROP_TABLE => Op::DropTable { table },
+                        other => return Err(DecodeError(format!("unknown operation tag {other}"))),
+                    };
+                    ops.push(op);
+                }
+                Record::Txn(TxnRecord { commit_micros, ops })
+            }
+            RecordType::Checkpoint => Record::Checkpoint {
+                applied_lsn: cur.u64()?,
+            },
+            RecordType::Timestamp => {
+                let unix_micros = cur.u64()?;
+                let len = cur.u16()? as usize;
+                let name = cur.string(len)?;
+                Record::Timestamp { unix_micros, name }
+            }
+            RecordType::Vote | RecordType::TruncateSuffix | RecordType::PurgePrefix => {
+                return Ok(Record::Consensus {
+                    kind,
+                    payload: payload.to_vec(),
+                })
+            }
+        };
+        if !cur.is_empty() {
+            return Err(DecodeError("trailing bytes after the record".into()));
+        }
+        Ok(record)
+    }
+}
+
+/// The fixed header of a frame.
+///
+/// ```text
+/// Format: frame = { len: u32 | crc: u32 | salt: u32 | flags: u8 | reserved: u8 | count: u16
+///                 | first_lsn: u64 | synced_lsn: u64 | raw_len: u32 | reserved: u32
+///                 | body: [u8; len] }
+///         crc   = crc32(frame[0..4] ++ frame[8..40 + len])
+///         body (after zstd when flags & 1) = record{count},
+///         record = { type: u8 | payload_len: u32 | payload }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Stored body length (compressed length when `FLAG_ZSTD`).
+    pub len: u32,
+    /// The frame's CRC.
+    pub crc: u32,
+    /// The segment's salt: frames left over from a recycled file's earlier life carry another.
+    pub salt: u32,
+    /// `FLAG_ZSTD` or 0.
+    pub flags: u8,
+    /// Records in the frame, at least 1.
+    pub count: u16,
+    /// LSN of the first record.
+    pub first_lsn: Lsn,
+    /// Every LSN up to this one was durable before this frame was written. Recovery uses it to
+    /// tell a torn tail (valid frames after damage, all written after the last sync) from
+    /// corruption (a valid frame proving the damaged one had been synced).
+    pub synced_lsn: Lsn,
+    /// Body length before compression.
+    pub raw_len: u32,
+}
+
+impl FrameHeader {
+    /// Parses a header; checks nothing but the reserved bytes.
+    pub fn parse(bytes: &[u8; FRAME_HEADER_LEN]) -> FrameHeader {
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8"));
+        FrameHeader {
+            len: u32_at(0),
+            crc: u32_at(4),
+            salt: u32_at(8),
+            flags: bytes[12],
+            count: u16::from_le_bytes([bytes[14], bytes[15]]),
+            first_lsn: u64_at(16),
+            synced_lsn: u64_at(24),
+            raw_len: u32_at(32),
+        }
+    }
+
+    /// The last LSN in the frame.
+    pub fn last_lsn(&self) -> Lsn {
+        self.first_lsn + u64::from(self.count) - 1
+    }
+
+    /// Total bytes of the frame on disk.
+    pub fn total_len(&self) -> usize {
+        FRAME_HEADER_LEN + self.len as usize
+    }
+
+    /// Cheap plausibility checks done before reading the body or computing the CRC.
+    pub fn is_plausible(&self, salt: u32, room: usize) -> bool {
+        self.salt == salt
+            && self.count > 0
+            && (self.len as usize) <= room.saturating_sub(FRAME_HEADER_LEN)
+            && (self.len as usize) <= MAX_FRAME_BODY
+            && (self.raw_len as usize) <= MAX_FRAME_BODY
+            && self.flags & !FLAG_ZSTD == 0
+            && (self.flags & FLAG_ZSTD != 0 || self.raw_len == self.len)
+            && self.first_lsn > self.synced_lsn
+    }
+}
+
+/// The CRC of a whole frame (header and stored body), skipping the CRC field itself.
+pub fn frame_crc(frame: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[0..4]);
+    hasher.update(&frame[8..]);
+    hasher.finalize()
+}
+
+/// Builds frames into a reusable buffer.
+#[derive(Debug, Default)]
+pub struct FrameBuilder {
+    body: Vec<u8>,
+    count: u16,
+    compressed: Vec<u8>,
+}
+
+impl FrameBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records added since the last `finish`.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// Uncompressed body bytes added since the last `finish`.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// True when the frame can take another record without reaching `u16::MAX` records.
+    pub fn has_room(&self) -> bool {
+        self.count < u16::MAX
+    }
+
+    /// Appends one record to the frame body.
+    pub fn push(&mut self, record: &EncodedRecord) {
+        debug_assert!(self.has_room());
+        self.body.push(record.kind as u8);
+        let len = u32::try_from(record.payload.len()).expect("records are below 4 GiB");
+        self.body.extend_from_slice(&len.to_le_bytes());
+        self.body.extend_from_slice(&record.payload);
+        self.count += 1;
+    }
+
+    /// Appends the finished frame to `out` and resets the builder. Compresses with zstd when
+    /// `compress` is `Some((threshold, level))`, the body is at least `threshold` bytes and
+    /// compression saves space.
+    pub fn finish(
+        &mut self,
+        out: &mut Vec<u8>,
+        salt: u32,
+        first_lsn: Lsn,
+        synced_lsn: Lsn,
+        compress: Option<(usize, i32)>,
+    ) {
+        assert!(self.count > 0, "a frame holds at least one record");
+        let raw_len = self.body.len();
+        let mut flags = 0u8;
+        let mut stored: &[u8] = &self.body;
+        if let Some((threshold, level)) = compress {
+            if raw_len >= threshold {
+                if let Ok(c) = zstd::bulk::compress(&self.body, level) {
+                    if c.len() < raw_len {
+                        self.compressed = c;
+                        stored = &self.compressed;
+                        flags |= FLAG_ZSTD;
+                    }
+                }
+            }
+        }
+        let start = out.len();
+        out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&salt.to_le_bytes());
+        out.push(flags);
+        out.push(0);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&first_lsn.to_le_bytes());
+        out.extend_from_slice(&synced_lsn.to_le_bytes());
+        out.extend_from_slice(&(raw_len as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(stored);
+        let crc = frame_crc(&out[start..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.body.clear();
+        self.compressed.clear();
+        self.count = 0;
+    }
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Its type and payload.
+    pub record: EncodedRecord,
+}
+
+/// Checks a whole frame (header and body, `frame.len() == header.total_len()`) and splits it
+/// into its records. The frame must already have passed `is_plausible`.
+pub fn decode_frame(header: &FrameHeader, frame: &[u8]) -> Result<Vec<LogRecord>, DecodeError> {
+    if frame.len() != header.total_len() {
+        return Err(DecodeError("frame length mismatch".into()));
+    }
+    if frame_crc(frame) != header.crc {
+        return Err(DecodeError("frame CRC mismatch".into()));
+    }
+    if frame[13] != 0 || frame[36..40] != [0; 4] {
+        return Err(DecodeError("reserved frame header bytes are not zero".into()));
+    }
+    let stored = &frame[FRAME_HEADER_LEN..];
+    let decompressed;
+    let body: &[u8] = if header.flags & FLAG_ZSTD != 0 {
+        decompressed = zstd::bulk::decompress(stored, header.raw_len as usize)
+            .map_err(|e| DecodeError(format!("zstd: {e}")))?;
+        if decompressed.len() != header.raw_len as usize {
+            return Err(DecodeError("decompressed length mismatch".into()));
+        }
+        &decompressed
+    } else {
+        stored
+    };
+    let mut cur = Cursor::new(body);
+    let mut records = Vec::with_capacity(header.count as usize);
+    for i in 0..u64::from(header.count) {
+        let kind = cur.u8()?;
+        let kind = RecordType::try_from(kind)
+            .map_err(|t| DecodeError(format!("unknown record type {t}")))?;
+        let len = cur.u32()? as usize;
+        let payload = cur.take(len)?.to_vec();
+        records.push(LogRecord {
+            lsn: header.first_lsn + i,
+            record: EncodedRecord { kind, payload },
+        });
+    }
+    if !cur.is_empty() {
+        return Err(DecodeError("trailing bytes after the last record".into()));
+    }
+    Ok(records)
+}

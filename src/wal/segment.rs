@@ -1,0 +1,320 @@
+//! Segment files: naming, the header, creation, recycling and scanning.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::fs::{join, Fs, FsFile};
+use super::record::{
+    decode_frame, FrameHeader, LogRecord, Lsn, FORMAT_VERSION, FRAME_HEADER_LEN,
+};
+use crate::error::{Error, Result};
+
+/// Magic bytes at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"WALMDBLG";
+
+/// Bytes of the segment header; the first frame starts here.
+pub const SEGMENT_HEADER_LEN: usize = 64;
+
+/// The header at the start of every segment.
+///
+/// ```text
+/// Format: segment header = { magic: [u8; 8] "WALMDBLG" | version: u32 | salt: u32
+///                          | segment_no: u64 | first_lsn: u64 | segment_bytes: u64
+///                          | reserved: [u8; 20] (zero) | crc: u32 }
+///         crc = crc32(header[0..60])
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment's number; also in its file name.
+    pub segment_no: u64,
+    /// The LSN its first frame starts with.
+    pub first_lsn: Lsn,
+    /// A per-creation nonce stored in every frame, so frames left in a recycled file from its
+    /// earlier life are never mistaken for this life's.
+    pub salt: u32,
+    /// The size the segment was preallocated to.
+    pub segment_bytes: u64,
+}
+
+impl SegmentHeader {
+    /// A header for a new segment, with a fresh salt.
+    pub fn new(segment_no: u64, first_lsn: Lsn, segment_bytes: u64) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&segment_no.to_le_bytes());
+        h.update(&first_lsn.to_le_bytes());
+        h.update(&nanos.to_le_bytes());
+        // Zero would match zero-filled space in a fresh file.
+        let salt = h.finalize().max(1);
+        SegmentHeader {
+            segment_no,
+            first_lsn,
+            salt,
+            segment_bytes,
+        }
+    }
+
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.salt.to_le_bytes());
+        b[16..24].copy_from_slice(&self.segment_no.to_le_bytes());
+        b[24..32].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header. `Err` carries the reason, or the unsupported version.
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, HeaderError> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderError::Damaged("file shorter than a segment header".into()));
+        }
+        if b[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::Damaged("bad magic bytes".into()));
+        }
+        let crc = u32::from_le_bytes(b[60..64].try_into().expect("4"));
+        if crc32fast::hash(&b[0..60]) != crc {
+            return Err(HeaderError::Damaged("segment header CRC mismatch".into()));
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        if b[40..60].iter().any(|&x| x != 0) {
+            return Err(HeaderError::Damaged("reserved header bytes are not zero".into()));
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+        Ok(SegmentHeader {
+            salt: u32::from_le_bytes(b[12..16].try_into().expect("4")),
+            segment_no: u64_at(16),
+            first_lsn: u64_at(24),
+            segment_bytes: u64_at(32),
+        })
+    }
+}
+
+/// Why a segment header did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Damaged: bad magic, CRC or reserved bytes.
+    Damaged(String),
+    /// A format version this build does not read.
+    Version(u32),
+}
+
+/// The file name of segment `n`.
+pub fn segment_file_name(n: u64) -> String {
+    format!("wal-{n:08}.log")
+}
+
+/// The segment number in a segment file name.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The file name of a retired segment kept for reuse.
+pub fn spare_file_name(n: u64) -> String {
+    format!("spare-{n:08}.log")
+}
+
+/// True for names of spare files and of temporary files left by an interrupted creation.
+pub fn is_spare_or_temp(name: &str) -> bool {
+    (name.starts_with("spare-") && name.ends_with(".log")) || name.ends_with(".log.tmp")
+}
+
+/// An open segment.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: Box<dyn FsFile>,
+}
+
+/// Creates segment `header.segment_no` durably, reusing `spare` when given: the header is
+/// written and synced under a temporary name, then renamed and the directory synced, so a
+/// named segment always has a valid header and its full preallocated size.
+pub fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    header: SegmentHeader,
+    spare: Option<PathBuf>,
+) -> Result<Segment> {
+    let name = segment_file_name(header.segment_no);
+    let tmp = join(dir, &format!("{name}.tmp"));
+    let path = join(dir, &name);
+    if let Some(spare) = spare {
+        fs.rename(&spare, &tmp)?;
+    }
+    let file = fs.open(&tmp, true)?;
+    file.allocate(header.segment_bytes)?;
+    file.write_at(&header.encode(), 0)?;
+    file.sync_data().map_err(Error::SyncFailed)?;
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir(dir).map_err(Error::SyncFailed)?;
+    Ok(Segment { header, path, file })
+}
+
+/// How a segment's run of valid frames ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Zeros, frames from an earlier life of the file, or no room for another frame.
+    Clean,
+    /// Something with this segment's salt that is not a valid next frame.
+    Damaged(String),
+}
+
+/// The result of scanning one segment's frames in order.
+#[derive(Debug)]
+pub struct SegmentScan {
+    /// Offset just past the last valid frame: where the next frame would go.
+    pub end: usize,
+    /// LSN of the last valid record (`first_lsn - 1` when none).
+    pub last_lsn: Lsn,
+    /// How the run of valid frames ended.
+    pub end_kind: ScanEnd,
+    /// The headers of the run of valid frames.
+    pub frames: Vec<FrameHeader>,
+    /// Frames with a valid CRC found after `end`: (offset, header). Empty when `end` is clean
+    /// and nothing valid follows.
+    pub after: Vec<(usize, FrameHeader)>,
+}
+
+fn header_at(data: &[u8], off: usize) -> Option<FrameHeader> {
+    let bytes: &[u8; FRAME_HEADER_LEN] = data.get(off..off + FRAME_HEADER_LEN)?.try_into().ok()?;
+    Some(FrameHeader::parse(bytes))
+}
+
+/// The frame at `off` if it is whole and its CRC is valid.
+fn valid_frame_at(data: &[u8], off: usize, salt: u32) -> Option<FrameHeader> {
+    let h = header_at(data, off)?;
+    if !h.is_plausible(salt, data.len() - off) {
+        return None;
+    }
+    let frame = &data[off..off + h.total_len()];
+    (super::record::frame_crc(frame) == h.crc).then_some(h)
+}
+
+/// Scans the frames of one segment image from its header on. The frames must continue the
+/// LSN sequence from `header.first_lsn`; the scan stops at the first frame that does not.
+pub fn scan_segment(data: &[u8], header: &SegmentHeader) -> SegmentScan {
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut next_lsn = header.first_lsn;
+    let mut frames = Vec::new();
+    let end_kind = loop {
+        let Some(h) = header_at(data, off) else {
+            break ScanEnd::Clean;
+        };
+        if h.salt != header.salt {
+            // Zeros or a frame from the file's earlier life: the end of this life's frames,
+            // unless a bit flip hit the salt, which the probe below catches.
+            break ScanEnd::Clean;
+        }
+        if h.first_lsn != next_lsn {
+            break ScanEnd::Damaged(format!(
+                "frame starts at LSN {} where LSN {next_lsn} was expected",
+                h.first_lsn
+            ));
+        }
+        match valid_frame_at(data, off, header.salt) {
+            Some(h) => {
+                off += h.total_len();
+                next_lsn = h.last_lsn() + 1;
+                frames.push(h);
+            }
+            None => break ScanEnd::Damaged("frame fails its CRC or length checks".into()),
+        }
+    };
+    SegmentScan {
+        end: off,
+        last_lsn: next_lsn - 1,
+        end_kind,
+        frames,
+        after: probe_valid_frames(data, off + 1, header.salt),
+    }
+}
+
+/// Every frame with a valid CRC and this salt starting at or after `from`. The salt is
+/// compared before anything else, so scanning junk costs a compare per byte.
+pub fn probe_valid_frames(data: &[u8], from: usize, salt: u32) -> Vec<(usize, FrameHeader)> {
+    let salt_bytes = salt.to_le_bytes();
+    let mut found = Vec::new();
+    let mut off = from;
+    while off + FRAME_HEADER_LEN <= data.len() {
+        if data[off + 8..off + 12] == salt_bytes {
+            if let Some(h) = valid_frame_at(data, off, salt) {
+                found.push((off, h));
+                off += h.total_len();
+                continue;
+            }
+        }
+        off += 1;
+    }
+    found
+}
+
+/// Reads the whole segment file.
+pub fn read_segment(file: &dyn FsFile) -> Result<Vec<u8>> {
+    let len = file.len()? as usize;
+    let mut data = vec![0u8; len];
+    let mut off = 0;
+    while off < len {
+        match file.read_at(&mut data[off..], off as u64)? {
+            0 => break,
+            n => off += n,
+        }
+    }
+    data.truncate(off);
+    Ok(data)
+}
+
+/// Decodes the records with `from_lsn <= LSN <= until_lsn` of the run of valid frames that
+/// starts after the header. Returns them with the last LSN of the run read (which stops at
+/// the first frame that is invalid, out of sequence, or wholly above `until_lsn`).
+pub fn records_in(
+    data: &[u8],
+    header: &SegmentHeader,
+    from_lsn: Lsn,
+    until_lsn: Lsn,
+) -> Result<(Vec<LogRecord>, Lsn)> {
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut next_lsn = header.first_lsn;
+    let mut out = Vec::new();
+    while next_lsn <= until_lsn {
+        let Some(h) = valid_frame_at(data, off, header.salt) else {
+            break;
+        };
+        if h.first_lsn != next_lsn {
+            break;
+        }
+        if h.last_lsn() >= from_lsn {
+            let frame = &data[off..off + h.total_len()];
+            let records = decode_frame(&h, frame).map_err(|e| Error::Corruption {
+                segment: header.segment_no,
+                offset: off as u64,
+                reason: e.0,
+            })?;
+            out.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.lsn >= from_lsn && r.lsn <= until_lsn),
+            );
+        }
+        off += h.total_len();
+        next_lsn = h.last_lsn() + 1;
+    }
+    Ok((out, next_lsn - 1))
+}
