@@ -46,7 +46,10 @@ impl Durability {
 
     /// True when `commit()` returns only after a sync that covers the record.
     pub fn is_durable(&self) -> bool {
-        matches!(self, Durability::EveryWrite | Durability::GroupCommit { .. })
+        matches!(
+            self,
+            Durability::EveryWrite | Durability::GroupCommit { .. }
+        )
     }
 }
 
@@ -126,7 +129,10 @@ impl WalConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
         if self.segment_bytes < 64 * 1024 {
-            return bad(format!("segment_bytes {} is below 64 KiB", self.segment_bytes));
+            return bad(format!(
+                "segment_bytes {} is below 64 KiB",
+                self.segment_bytes
+            ));
         }
         if self.max_record_bytes == 0 || self.max_record_bytes as u64 > self.segment_bytes / 2 {
             return bad(format!(

@@ -22,7 +22,9 @@ pub enum Error {
 
     /// An earlier sync or write failed, so the log refuses writes until it is reopened.
     /// Reopening replays the log from disk and heals the handle.
-    #[error("the write-ahead log is poisoned by an earlier I/O failure ({cause}); reopen to recover")]
+    #[error(
+        "the write-ahead log is poisoned by an earlier I/O failure ({cause}); reopen to recover"
+    )]
     Poisoned {
         /// What poisoned the log.
         cause: String,
@@ -64,7 +66,9 @@ pub enum Error {
     },
 
     /// A damaged tail found while opening in `RecoveryMode::Strict`.
-    #[error("torn tail in WAL segment {segment} at offset {offset} (strict recovery refuses to cut it)")]
+    #[error(
+        "torn tail in WAL segment {segment} at offset {offset} (strict recovery refuses to cut it)"
+    )]
     TornTail {
         /// The segment number.
         segment: u64,
@@ -83,7 +87,9 @@ pub enum Error {
     },
 
     /// A file written by a format version this build does not read.
-    #[error("unsupported WAL format version {found} in {path} (this build reads version {supported})")]
+    #[error(
+        "unsupported WAL format version {found} in {path} (this build reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -109,6 +115,9 @@ pub enum Error {
 impl Error {
     /// True when this error means the log must be reopened before it takes writes again.
     pub fn is_poisoned(&self) -> bool {
-        matches!(self, Error::Poisoned { .. } | Error::SyncFailed(_) | Error::FlusherDied(_))
+        matches!(
+            self,
+            Error::Poisoned { .. } | Error::SyncFailed(_) | Error::FlusherDied(_)
+        )
     }
 }

@@ -103,12 +103,18 @@ impl LogWriter {
                 self.active = segment;
                 self.offset = SEGMENT_HEADER_LEN as u64;
                 shared.stats.rotations.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(segment = segment_no, first_lsn, "rotated to a new WAL segment");
+                tracing::debug!(
+                    segment = segment_no,
+                    first_lsn,
+                    "rotated to a new WAL segment"
+                );
                 Ok(())
             }
             Err(e) => {
                 // A half-made segment stays under its temporary name, to be reused.
-                let tmp = self.dir.join(format!("{}.tmp", segment_file_name(segment_no)));
+                let tmp = self
+                    .dir
+                    .join(format!("{}.tmp", segment_file_name(segment_no)));
                 if self.fs.exists(&tmp) {
                     shared.segments.lock().spares.push(tmp);
                 }
@@ -154,7 +160,10 @@ impl LogWriter {
         if !fits(self.offset, whole) && fits(SEGMENT_HEADER_LEN as u64, whole) {
             self.rotate(shared, self.next_lsn)?;
         }
-        let compress = self.cfg.compress_threshold.map(|t| (t, self.cfg.compress_level));
+        let compress = self
+            .cfg
+            .compress_threshold
+            .map(|t| (t, self.cfg.compress_level));
         let salt = |w: &LogWriter| w.active.header.salt;
         let mut frame_first = self.next_lsn;
         let mut lsn = self.next_lsn;
@@ -163,15 +172,18 @@ impl LogWriter {
         for record in records {
             let pending = self.buf.len() + FRAME_HEADER_LEN + self.frame.body_len();
             if self.frame.count() > 0
-                && (!self.frame.has_room()
-                    || !fits(self.offset, pending + record.framed_len()))
+                && (!self.frame.has_room() || !fits(self.offset, pending + record.framed_len()))
             {
                 let (s, synced) = (salt(self), self.synced_lsn);
-                self.frame.finish(&mut self.buf, s, frame_first, synced, compress);
+                self.frame
+                    .finish(&mut self.buf, s, frame_first, synced, compress);
                 frame_first = lsn;
             }
             if self.frame.count() == 0
-                && !fits(self.offset, self.buf.len() + FRAME_HEADER_LEN + record.framed_len())
+                && !fits(
+                    self.offset,
+                    self.buf.len() + FRAME_HEADER_LEN + record.framed_len(),
+                )
             {
                 if !self.buf.is_empty() {
                     self.write_buf(shared, !written_any)?;
@@ -193,7 +205,10 @@ impl LogWriter {
             .finish(&mut self.buf, s, frame_first, synced, compress);
         self.write_buf(shared, !written_any)?;
         let raw: usize = records.iter().map(|r| r.payload().len()).sum();
-        shared.stats.record_bytes.fetch_add(raw as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .record_bytes
+            .fetch_add(raw as u64, Ordering::Relaxed);
         self.next_lsn = lsn;
         self.written_lsn = lsn - 1;
         shared.written_lsn.store(self.written_lsn, Ordering::SeqCst);
@@ -271,7 +286,8 @@ impl LogWriter {
             match a.durability {
                 Durability::Interval(d) => {
                     let due = Instant::now() + d;
-                    self.interval_deadline = Some(self.interval_deadline.map_or(due, |t| t.min(due)));
+                    self.interval_deadline =
+                        Some(self.interval_deadline.map_or(due, |t| t.min(due)));
                 }
                 d if d.is_durable() => need_sync = true,
                 _ => {}

@@ -15,8 +15,9 @@ pub use record::{
 };
 pub use recovery::{CutTail, RecoveryReport, SegmentMeta};
 
-use crate::commit::{spawn_flusher, CommitQueue, Completion, LogWriter, NoSequencer, Request,
-    Sequencer};
+use crate::commit::{
+    spawn_flusher, CommitQueue, Completion, LogWriter, NoSequencer, Request, Sequencer,
+};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
@@ -167,7 +168,13 @@ impl Wal<NoSequencer> {
     /// Opens (recovering) or creates the log in `dir` on the real file system, keeping every
     /// record of the oldest segment on.
     pub fn open(dir: impl AsRef<Path>, cfg: WalConfig) -> Result<Self> {
-        Self::open_with(crate::sync::DynArc::new(StdFs), dir.as_ref(), cfg, None, NoSequencer)
+        Self::open_with(
+            crate::sync::DynArc::new(StdFs),
+            dir.as_ref(),
+            cfg,
+            None,
+            NoSequencer,
+        )
     }
 }
 
@@ -513,10 +520,9 @@ impl LogIter {
             reason: format!("{e:?}"),
         })?;
         let (records, last) = records_in(&data, &header, self.next_lsn, self.until_lsn)?;
-        let wanted_end = self
-            .segments
-            .get(idx + 1)
-            .map_or(self.until_lsn, |next| (next.first_lsn - 1).min(self.until_lsn));
+        let wanted_end = self.segments.get(idx + 1).map_or(self.until_lsn, |next| {
+            (next.first_lsn - 1).min(self.until_lsn)
+        });
         if last < wanted_end {
             return Err(Error::Corruption {
                 segment: m.segment_no,
@@ -548,4 +554,3 @@ impl Iterator for LogIter {
         }
     }
 }
-

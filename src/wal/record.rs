@@ -210,13 +210,19 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self, len: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.take(len)?.to_vec())
@@ -543,7 +549,9 @@ pub fn decode_frame(header: &FrameHeader, frame: &[u8]) -> Result<Vec<LogRecord>
         return Err(DecodeError("frame CRC mismatch".into()));
     }
     if frame[13] != 0 || frame[36..40] != [0; 4] {
-        return Err(DecodeError("reserved frame header bytes are not zero".into()));
+        return Err(DecodeError(
+            "reserved frame header bytes are not zero".into(),
+        ));
     }
     let stored = &frame[FRAME_HEADER_LEN..];
     let decompressed;

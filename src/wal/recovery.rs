@@ -84,7 +84,12 @@ fn sequence_error(dir: &Path, reason: String) -> Error {
 }
 
 /// Opens the log in `dir`, keeping every record with LSN > `from_lsn`.
-pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cfg: &WalConfig, from_lsn: Lsn) -> Result<Recovered> {
+pub(crate) fn recover(
+    fs: &dyn Fs,
+    dir: &Path,
+    cfg: &WalConfig,
+    from_lsn: Lsn,
+) -> Result<Recovered> {
     let started = Instant::now();
     if !fs.exists(dir) {
         fs.create_dir_all(dir)?;
@@ -328,7 +333,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cfg: &WalConfig, from_lsn: Lsn) -
     if last_lsn < from_lsn {
         return Err(sequence_error(
             dir,
-            format!("the log ends at LSN {last_lsn} but records through LSN {from_lsn} were expected"),
+            format!(
+                "the log ends at LSN {last_lsn} but records through LSN {from_lsn} were expected"
+            ),
         ));
     }
 

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::fs::{join, Fs, FsFile};
-use super::record::{
-    decode_frame, FrameHeader, LogRecord, Lsn, FORMAT_VERSION, FRAME_HEADER_LEN,
-};
+use super::record::{decode_frame, FrameHeader, LogRecord, Lsn, FORMAT_VERSION, FRAME_HEADER_LEN};
 use crate::error::{Error, Result};
 
 /// Magic bytes at the start of every segment file.
@@ -74,7 +72,9 @@ impl SegmentHeader {
     /// Parses and checks a header. `Err` carries the reason, or the unsupported version.
     pub fn decode(b: &[u8]) -> std::result::Result<Self, HeaderError> {
         if b.len() < SEGMENT_HEADER_LEN {
-            return Err(HeaderError::Damaged("file shorter than a segment header".into()));
+            return Err(HeaderError::Damaged(
+                "file shorter than a segment header".into(),
+            ));
         }
         if b[0..8] != SEGMENT_MAGIC {
             return Err(HeaderError::Damaged("bad magic bytes".into()));
@@ -88,7 +88,9 @@ impl SegmentHeader {
             return Err(HeaderError::Version(version));
         }
         if b[40..60].iter().any(|&x| x != 0) {
-            return Err(HeaderError::Damaged("reserved header bytes are not zero".into()));
+            return Err(HeaderError::Damaged(
+                "reserved header bytes are not zero".into(),
+            ));
         }
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
         Ok(SegmentHeader {

@@ -3,10 +3,10 @@
 //! [`StdFs`] is the real file system. [`SimFs`] keeps durable and pending state apart in
 //! memory, simulates power loss and injects errors.
 
+use crate::sync::DynArc;
 use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
-use crate::sync::DynArc;
 
 mod sim;
 mod std_fs;
