@@ -16,10 +16,12 @@ use crate::error::{Error, Result};
 #[non_exhaustive]
 pub enum Durability {
     /// The record is written to the operating system and never synced by the commit; a later
-    /// sync (segment rotation, `sync()`, a durable commit, close) makes it durable.
+    /// sync (segment rotation, `sync()`, a durable commit, close) makes it durable. Grouped
+    /// with a durable commit, it is answered after that group's sync.
     None,
-    /// The record is written to the operating system; the flusher syncs in the background at
-    /// most this long after the first unsynced write. `commit()` returns after the write.
+    /// The record is written to the operating system; the flusher syncs in the background
+    /// about this long after the write (later by at most one group's write time).
+    /// `commit()` returns after the write.
     Interval(Duration),
     /// The record is written and synced in its own group: one sync per transaction, shared
     /// with no other. For comparison and for callers that want the isolation.
@@ -96,9 +98,11 @@ pub struct WalConfig {
     /// once. Default: 1 s.
     pub backpressure_wait: Duration,
     /// Bytes one group writes at most (it may exceed this by one record). Default: 4 MiB.
+    /// Capped at `segment_bytes / 2`, so a group fits in one segment.
     pub group_max_bytes: usize,
     /// Frames whose body is at least this large are compressed with zstd when that saves
-    /// space; `None` turns compression off. Default: `Some(4096)`.
+    /// space; `None` turns compression off. Default: `Some(32768)`: small groups are written
+    /// as they are, since compressing them costs the flusher more than the bytes it saves.
     pub compress_threshold: Option<usize>,
     /// zstd level for compressed frames. Default: 1.
     pub compress_level: i32,
@@ -117,10 +121,18 @@ impl Default for WalConfig {
             queue_max_bytes: 64 << 20,
             backpressure_wait: Duration::from_secs(1),
             group_max_bytes: 4 << 20,
-            compress_threshold: Some(4096),
+            compress_threshold: Some(32 * 1024),
             compress_level: 1,
             recycle_segments: 4,
         }
+    }
+}
+
+impl WalConfig {
+    /// The group byte bound in force: `group_max_bytes`, at most half a segment.
+    pub(crate) fn effective_group_bytes(&self) -> usize {
+        self.group_max_bytes
+            .min(usize::try_from(self.segment_bytes / 2).unwrap_or(usize::MAX))
     }
 }
 
@@ -147,6 +159,16 @@ impl WalConfig {
                 self.max_record_bytes,
                 crate::wal::record::MAX_FRAME_BODY
             ));
+        }
+        if self.segment_bytes > crate::wal::record::MAX_FRAME_BODY as u64 {
+            return bad(format!(
+                "segment_bytes {} exceeds the format's limit of {}",
+                self.segment_bytes,
+                crate::wal::record::MAX_FRAME_BODY
+            ));
+        }
+        if self.group_max_bytes == 0 {
+            return bad("group_max_bytes must be at least 1".into());
         }
         if self.queue_capacity == 0 {
             return bad("queue_capacity must be at least 1".into());

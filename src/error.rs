@@ -49,12 +49,13 @@ pub enum Error {
     RecordTooLarge {
         /// The encoded size of the record.
         size: usize,
-        /// `Config::max_record_bytes`.
+        /// `WalConfig::max_record_bytes`.
         max: usize,
     },
 
-    /// A bad record or segment with valid data after it: the log is damaged in the middle.
-    /// Never silently cut; see `RecoveryMode`.
+    /// Damaged log data that may not be cut: a bad record with records after it that had been
+    /// synced, an unreadable segment header, or damage below the caller's `from_lsn`. Never
+    /// silently cut; see `RecoveryMode`.
     #[error("corruption in WAL segment {segment} at offset {offset}: {reason}")]
     Corruption {
         /// The segment number (not the file name).
@@ -106,6 +107,24 @@ pub enum Error {
     /// The flusher thread died (panicked); commits cannot be written until the log is reopened.
     #[error("the WAL flusher thread died: {0}")]
     FlusherDied(String),
+
+    /// `wait_durable` was asked for an LSN the log has not written.
+    #[error("LSN {lsn} has not been written (the log is written through LSN {written})")]
+    LsnNotWritten {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The highest LSN written.
+        written: u64,
+    },
+
+    /// A read asked for records the log no longer holds (retired below a checkpoint).
+    #[error("LSN {lsn} was retired from the log; its oldest record is LSN {oldest}")]
+    Retired {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The oldest LSN the log holds.
+        oldest: u64,
+    },
 
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]

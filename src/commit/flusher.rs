@@ -127,10 +127,18 @@ impl LogWriter {
         }
     }
 
-    fn write_buf<T>(&mut self, shared: &Shared<T>, first_write_of_group: bool) -> Result<()> {
+    /// Writes `self.buf`, which ends with the record at `last_lsn`.
+    fn write_buf<T>(
+        &mut self,
+        shared: &Shared<T>,
+        first_write_of_group: bool,
+        last_lsn: Lsn,
+    ) -> Result<()> {
         match self.active.file.write_at(&self.buf, self.offset) {
             Ok(()) => {
                 self.offset += self.buf.len() as u64;
+                // Set at every write, so a rotation inside a group syncs what it wrote.
+                self.written_lsn = last_lsn;
                 shared
                     .stats
                     .bytes_written
@@ -186,7 +194,7 @@ impl LogWriter {
                 )
             {
                 if !self.buf.is_empty() {
-                    self.write_buf(shared, !written_any)?;
+                    self.write_buf(shared, !written_any, lsn - 1)?;
                     written_any = true;
                     self.buf.clear();
                 }
@@ -203,14 +211,13 @@ impl LogWriter {
         let (s, synced) = (salt(self), self.synced_lsn);
         self.frame
             .finish(&mut self.buf, s, frame_first, synced, compress);
-        self.write_buf(shared, !written_any)?;
+        self.write_buf(shared, !written_any, lsn - 1)?;
         let raw: usize = records.iter().map(|r| r.payload().len()).sum();
         shared
             .stats
             .record_bytes
             .fetch_add(raw as u64, Ordering::Relaxed);
         self.next_lsn = lsn;
-        self.written_lsn = lsn - 1;
         shared.written_lsn.store(self.written_lsn, Ordering::SeqCst);
         Ok(())
     }
@@ -371,12 +378,13 @@ fn flusher_loop<S: Sequencer>(
             continue;
         };
         let (max_batch, max_wait, alone) = writer.limits(&first);
+        let group_bytes = writer.cfg.effective_group_bytes();
         let mut bytes = first.queued_bytes();
         group.push(first);
         if !alone {
             let deadline = Instant::now() + max_wait;
             'gather: loop {
-                while group.len() < max_batch && bytes < writer.cfg.group_max_bytes {
+                while group.len() < max_batch && bytes < group_bytes {
                     match shared.queue.pop() {
                         Some(r) if is_every_write(&r) => {
                             carry = Some(r);
@@ -391,7 +399,7 @@ fn flusher_loop<S: Sequencer>(
                 }
                 let now = Instant::now();
                 if group.len() >= max_batch
-                    || bytes >= writer.cfg.group_max_bytes
+                    || bytes >= group_bytes
                     || now >= deadline
                     || shared.queue.is_closed()
                 {
@@ -402,7 +410,11 @@ fn flusher_loop<S: Sequencer>(
         }
         writer.write_group(shared, seq, &mut group);
     }
-    if writer.synced_lsn < writer.written_lsn && shared.poison_error().is_none() {
+    if let Some(e) = shared.poison_error() {
+        // Nothing written after the failure can be made durable by this handle.
+        return Err(e);
+    }
+    if writer.synced_lsn < writer.written_lsn {
         writer.sync(shared)?;
     }
     Ok(())

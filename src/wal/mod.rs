@@ -332,9 +332,10 @@ impl<S: Sequencer> Wal<S> {
         }
         let durable = self.sync()?;
         if durable < lsn {
-            return Err(Error::InvalidConfig(format!(
-                "LSN {lsn} has not been written (the log is durable through {durable})"
-            )));
+            return Err(Error::LsnNotWritten {
+                lsn,
+                written: durable,
+            });
         }
         Ok(())
     }
@@ -409,7 +410,7 @@ impl<S: Sequencer> Wal<S> {
                 None => self.fs.remove(&m.path)?,
             }
         }
-        self.fs.sync_dir(&self.dir).map_err(Error::SyncFailed)?;
+        self.fs.sync_dir(&self.dir)?;
         self.shared
             .stats
             .segments_retired
@@ -464,26 +465,50 @@ impl Wal<NoSequencer> {
     }
 }
 
-/// The first LSN of the oldest segment with a readable header, if any.
+/// The first LSN of the lowest-numbered segment, if any. Its header must be intact and name
+/// it: without a caller's `from_lsn`, nothing tells a damaged first segment from an obsolete
+/// one, so that is an error rather than a silent retirement.
 fn oldest_first_lsn(fs: &dyn fs::Fs, dir: &Path) -> Result<Option<Lsn>> {
     if !fs.exists(dir) {
         return Ok(None);
     }
-    let mut numbers: Vec<u64> = fs
+    let Some(n) = fs
         .list(dir)?
         .iter()
         .filter_map(|n| segment::parse_segment_file_name(n))
-        .collect();
-    numbers.sort_unstable();
-    for n in numbers {
-        let file = fs.open(&fs::join(dir, &segment::segment_file_name(n)), false)?;
-        let mut buf = [0u8; SEGMENT_HEADER_LEN];
-        let len = file.read_at(&mut buf, 0)?;
-        if let Ok(h) = SegmentHeader::decode(&buf[..len]) {
-            return Ok(Some(h.first_lsn));
-        }
+        .min()
+    else {
+        return Ok(None);
+    };
+    let file = fs.open(&fs::join(dir, &segment::segment_file_name(n)), false)?;
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    let header = match file.read_exact_at(&mut buf, 0) {
+        Ok(()) => SegmentHeader::decode(&buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
+            segment::HeaderError::Damaged("file shorter than a segment header".into()),
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    match header {
+        Ok(h) if h.segment_no == n => Ok(Some(h.first_lsn)),
+        Ok(h) => Err(Error::SegmentSequence {
+            dir: dir.to_owned(),
+            reason: format!(
+                "the oldest file is named for segment {n} but its header names segment {}",
+                h.segment_no
+            ),
+        }),
+        Err(segment::HeaderError::Version(found)) => Err(Error::UnsupportedVersion {
+            path: fs::join(dir, &segment::segment_file_name(n)),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(segment::HeaderError::Damaged(reason)) => Err(Error::Corruption {
+            segment: n,
+            offset: 0,
+            reason,
+        }),
     }
-    Ok(None)
 }
 
 /// An iterator over log records in LSN order; see [`Wal::read_from`].
@@ -505,10 +530,9 @@ impl LogIter {
             .iter()
             .rposition(|m| m.first_lsn <= self.next_lsn)
         else {
-            return Err(Error::Corruption {
-                segment: self.segments.first().map_or(0, |m| m.segment_no),
-                offset: 0,
-                reason: format!("no segment holds LSN {}", self.next_lsn),
+            return Err(Error::Retired {
+                lsn: self.next_lsn,
+                oldest: self.segments.first().map_or(0, |m| m.first_lsn),
             });
         };
         let m = self.segments[idx].clone();

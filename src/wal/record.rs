@@ -445,12 +445,34 @@ pub fn frame_crc(frame: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The CRC a frame would have if its salt field held `salt`: tells a frame whose salt bits
+/// were damaged from space that never held a frame of this segment.
+pub fn frame_crc_with_salt(frame: &[u8], salt: u32) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[0..4]);
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&frame[12..]);
+    hasher.finalize()
+}
+
 /// Builds frames into a reusable buffer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FrameBuilder {
     body: Vec<u8>,
     count: u16,
     compressed: Vec<u8>,
+    /// A reused zstd context and its level: a fresh context per frame costs about as much
+    /// as the compression itself.
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+impl fmt::Debug for FrameBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameBuilder")
+            .field("count", &self.count)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl FrameBuilder {
@@ -501,7 +523,14 @@ impl FrameBuilder {
         let mut stored: &[u8] = &self.body;
         if let Some((threshold, level)) = compress {
             if raw_len >= threshold {
-                if let Ok(c) = zstd::bulk::compress(&self.body, level) {
+                if self.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
+                    self.compressor = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+                }
+                let result = match &mut self.compressor {
+                    Some((_, c)) => c.compress(&self.body),
+                    None => zstd::bulk::compress(&self.body, level),
+                };
+                if let Ok(c) = result {
                     if c.len() < raw_len {
                         self.compressed = c;
                         stored = &self.compressed;

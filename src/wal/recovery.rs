@@ -226,20 +226,14 @@ pub(crate) fn recover(
     }
 
     // The first place where the run of valid frames breaks.
-    let mut brk = None;
-    for k in 0..live.len() {
-        let (scan, _) = &scans[k];
+    let brk = scans.iter().enumerate().position(|(k, (scan, _))| {
         let next_mismatch = live
             .get(k + 1)
             .is_some_and(|(next, _)| next.first_lsn != scan.last_lsn + 1);
-        if scan.end_kind != ScanEnd::Clean || !scan.after.is_empty() || next_mismatch {
-            brk = Some(k);
-            break;
-        }
-    }
+        scan.end_kind != ScanEnd::Clean || !scan.after.is_empty() || next_mismatch
+    });
 
     let mut cut = None;
-    let mut drop_from = live.len();
     let (active_idx, write_offset, last_lsn) = match brk {
         None => {
             let k = live.len() - 1;
@@ -295,7 +289,15 @@ pub(crate) fn recover(
                 RecoveryMode::TolerateTornTail if synced_over => return Err(corruption()),
                 _ => {}
             }
-            // Cut: zero everything valid after the break in this segment, drop later ones.
+            // Cut. Later segments go first, durably: a crash between the two steps then leaves
+            // the same damage to cut again, never an empty later segment behind a clean end.
+            if k + 1 < live.len() {
+                for (_, path) in &live[k + 1..] {
+                    fs.remove(path)?;
+                }
+                fs.sync_dir(dir).map_err(Error::SyncFailed)?;
+            }
+            // Then zero everything valid after the break in this segment.
             let zero_end = scan
                 .after
                 .iter()
@@ -318,13 +320,13 @@ pub(crate) fn recover(
                 reason = %reason,
                 "cut the damaged tail of the write-ahead log"
             );
-            drop_from = k + 1;
+            let segments_dropped = live.len() - (k + 1);
             cut = Some(CutTail {
                 segment: header.segment_no,
                 offset: scan.end as u64,
                 bytes_cut: (zero_end - scan.end) as u64,
                 frames_dropped: evidence.len(),
-                segments_dropped: live.len() - drop_from,
+                segments_dropped,
                 reason,
             });
             (k, scan.end as u64, good_last)
@@ -339,12 +341,8 @@ pub(crate) fn recover(
         ));
     }
 
-    // Drop segments after a cut, then retire obsolete ones, then make it all durable.
+    // Retire obsolete segments, durably.
     let mut dir_changed = false;
-    for (_, path) in &live[drop_from..] {
-        fs.remove(path)?;
-        dir_changed = true;
-    }
     for f in &obsolete {
         if spares.len() < cfg.recycle_segments {
             let spare = join(dir, &super::segment::spare_file_name(f.segment_no));

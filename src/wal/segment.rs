@@ -221,8 +221,19 @@ pub fn scan_segment(data: &[u8], header: &SegmentHeader) -> SegmentScan {
             break ScanEnd::Clean;
         };
         if h.salt != header.salt {
-            // Zeros or a frame from the file's earlier life: the end of this life's frames,
-            // unless a bit flip hit the salt, which the probe below catches.
+            // Zeros or a frame from the file's earlier life end this life's frames, unless
+            // the frame is this life's with damaged salt bits: its CRC says which.
+            let repaired = FrameHeader {
+                salt: header.salt,
+                ..h
+            };
+            let damaged_salt = h.first_lsn == next_lsn
+                && repaired.is_plausible(header.salt, data.len() - off)
+                && super::record::frame_crc_with_salt(&data[off..off + h.total_len()], header.salt)
+                    == h.crc;
+            if damaged_salt {
+                break ScanEnd::Damaged("frame salt damaged".into());
+            }
             break ScanEnd::Clean;
         }
         if h.first_lsn != next_lsn {

@@ -37,6 +37,7 @@ pub trait Fs: Send + Sync + Debug + 'static {
 }
 
 /// An open file. All offsets are absolute; there is no cursor.
+#[allow(clippy::len_without_is_empty)]
 pub trait FsFile: Send + Sync + Debug {
     /// Writes all of `buf` at `offset`. An error may leave any prefix written.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;

@@ -1,0 +1,1157 @@
+//! Reopening the log: round trips of every record type, rotation, recycled segments, torn
+//! tails followed by new writes, oversized records, simulated power loss at every point of a
+//! run, and a checked-in log written by format version 1.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use walmdb::{
+    CrashOptions, Durability, EncodedRecord, Error, LogRecord, Lsn, Op, Record, RecordType,
+    RecoveryMode, SimFs, TxnRecord, Wal, WalConfig, FORMAT_VERSION,
+};
+
+fn read_range(wal: &Wal, from: Lsn) -> Vec<LogRecord> {
+    wal.read_from(from)
+        .collect::<walmdb::Result<_>>()
+        .unwrap_or_else(|e| panic!("read_from({from}): {e:?}"))
+}
+
+fn segment_numbers(wal: &Wal) -> Vec<u64> {
+    wal.segments().iter().map(|m| m.segment_no).collect()
+}
+
+/// Asserts the live segments are numbered consecutively and start at increasing LSNs.
+#[track_caller]
+fn assert_segment_chain(wal: &Wal) {
+    let segs = wal.segments();
+    for w in segs.windows(2) {
+        assert_eq!(w[1].segment_no, w[0].segment_no + 1, "{segs:?}");
+        assert!(w[1].first_lsn > w[0].first_lsn, "{segs:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips and rotation
+// ---------------------------------------------------------------------------------------
+
+/// Spec 1: every record type (Txn with all four operations, Checkpoint, Timestamp, the three
+/// consensus types) through commit -> close -> reopen -> read_from, at every durability.
+#[test]
+fn every_record_type_round_trips() {
+    let records = every_record_type();
+    let levels = [
+        Durability::group_commit(),
+        Durability::EveryWrite,
+        Durability::None,
+        Durability::Interval(std::time::Duration::from_millis(1)),
+    ];
+    for level in levels {
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg()).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                wal.commit_with(r.clone(), (), Some(level)).unwrap(),
+                i as u64 + 1
+            );
+        }
+        let ctx = format!("{level:?}, before close");
+        assert_records(&read_all(&wal), &records, 1, &ctx);
+        wal.close().unwrap();
+
+        let wal = open(&fs, cfg()).unwrap();
+        let got = read_all(&wal);
+        let ctx = format!("{level:?}, reopened");
+        assert_records(&got, &records, 1, &ctx);
+        for (g, want) in got.iter().zip(&records) {
+            assert_eq!(g.record.kind(), want.kind(), "{ctx}");
+            assert_eq!(g.record.decode().unwrap(), want.decode().unwrap(), "{ctx}");
+        }
+        let kinds: Vec<RecordType> = got.iter().map(|r| r.record.kind()).collect();
+        for kind in [
+            RecordType::Txn,
+            RecordType::Checkpoint,
+            RecordType::Timestamp,
+            RecordType::Vote,
+            RecordType::TruncateSuffix,
+            RecordType::PurgePrefix,
+        ] {
+            assert!(kinds.contains(&kind), "{kind:?} missing");
+        }
+        assert_eq!(wal.recovery_report().last_lsn, records.len() as u64);
+    }
+}
+
+/// Spec 1 with compression: large compressible records go to zstd frames and come back.
+#[test]
+fn compressed_frames_round_trip() {
+    let cfg = WalConfig {
+        compress_threshold: Some(256),
+        ..common::cfg()
+    };
+    let records: Vec<EncodedRecord> = (0..30u64)
+        .map(|i| {
+            Record::Txn(TxnRecord {
+                commit_micros: i,
+                ops: vec![Op::Put {
+                    table: "docs".into(),
+                    key: i.to_le_bytes().to_vec(),
+                    value: format!("document {i} ")
+                        .repeat(50 + i as usize * 20)
+                        .into_bytes(),
+                }],
+            })
+            .encode()
+        })
+        .chain((0..5).map(|i| rec(500 + i, 2000))) // incompressible: stored raw
+        .collect();
+    let fs = build_log(cfg.clone(), &records);
+    let image = snapshot(&fs);
+    let all: Vec<Frame> = image.iter().flat_map(|(_, d)| frames(d)).collect();
+    let zstd = all.iter().filter(|f| f.flags & FLAG_ZSTD != 0).count();
+    assert!(zstd >= 25, "only {zstd} compressed frames");
+    assert!(all.iter().any(|f| f.flags == 0), "no uncompressed frame");
+    let wal = open(&fs, cfg).unwrap();
+    assert_records(&read_all(&wal), &records, 1, "compressed, reopened");
+}
+
+/// Spec 2: many records with 64 KiB segments rotate through several segments; reopening
+/// reads them all in order, and `read_from` starts anywhere, including at segment starts.
+#[test]
+fn records_rotate_across_segments_and_read_back_in_order() {
+    let records: Vec<_> = (1..=240u64)
+        .map(|i| rec(i, 200 + (i as usize * 37) % 1800))
+        .collect();
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg()).unwrap();
+    commit_all(&wal, &records);
+    let before = wal.segments();
+    assert!(before.len() >= 4, "only {} segments", before.len());
+    assert_segment_chain(&wal);
+    assert_eq!(wal.stats().rotations, before.len() as u64 - 1);
+    wal.close().unwrap();
+
+    let wal = open(&fs, cfg()).unwrap();
+    assert_eq!(wal.segments(), before);
+    assert_eq!(wal.recovery_report().segments, before.len());
+    assert_records(&read_all(&wal), &records, 1, "reopened");
+    let mut starts: Vec<Lsn> = vec![0, 1, 2, 119, 239, 240, 241];
+    for m in &before {
+        starts.extend([m.first_lsn - 1, m.first_lsn, m.first_lsn + 1]);
+    }
+    for from in starts {
+        let first = from.max(1);
+        let want = records.get(first as usize - 1..).unwrap_or(&[]);
+        assert_records(
+            &read_range(&wal, from),
+            want,
+            first,
+            &format!("read_from({from})"),
+        );
+    }
+    // The files on disk are exactly the live segments, each preallocated.
+    let names = fs.file_names(dir());
+    let want: Vec<String> = before.iter().map(|m| seg_name(m.segment_no)).collect();
+    assert_eq!(names, want);
+    for n in &names {
+        assert_eq!(fs.read_file(&dir().join(n)).unwrap().len() as u64, SEG);
+    }
+}
+
+/// Spec 2 with grouping: commits queued together share frames, groups span rotations, and
+/// concurrent committers each see their records in order.
+#[test]
+fn grouped_and_concurrent_commits_rotate_and_read_back() {
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg()).unwrap();
+    let records: Vec<_> = (1..=400u64)
+        .map(|i| rec(i, 100 + (i as usize * 53) % 900))
+        .collect();
+    let handles: Vec<_> = records
+        .iter()
+        .map(|r| wal.submit(r.clone(), (), None).unwrap())
+        .collect();
+    let lsns: Vec<Lsn> = handles.into_iter().map(|h| h.wait().unwrap()).collect();
+    assert_eq!(lsns, (1..=400).collect::<Vec<_>>());
+
+    // Two threads committing at once.
+    let tagged = |t: u64, i: u64| rec(10_000 * (t + 1) + i, 50 + (i as usize % 7) * 100);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let wal = &wal;
+            s.spawn(move || {
+                for i in 0..150u64 {
+                    wal.commit(tagged(t, i)).unwrap();
+                }
+            });
+        }
+    });
+    wal.close().unwrap();
+
+    let image = snapshot(&fs);
+    let all: Vec<Frame> = image.iter().flat_map(|(_, d)| frames(d)).collect();
+    let multi = all.iter().filter(|f| f.count > 1).count();
+    eprintln!(
+        "grouping: {} records in {} frames ({} with several records), {} segments",
+        700,
+        all.len(),
+        multi,
+        image.len()
+    );
+    assert!(image.len() >= 5);
+
+    let wal = open(&fs, cfg()).unwrap();
+    assert_segment_chain(&wal);
+    let got = read_all(&wal);
+    assert_eq!(got.len(), 700);
+    assert_records(&got[..400], &records, 1, "submitted batch");
+    for t in 0..2u64 {
+        let want: Vec<_> = (0..150).map(|i| tagged(t, i)).collect();
+        let mine: Vec<EncodedRecord> = got[400..]
+            .iter()
+            .filter(|r| want.contains(&r.record))
+            .map(|r| r.record.clone())
+            .collect();
+        assert!(mine == want, "thread {t}: records missing or out of order");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Recycled segments
+// ---------------------------------------------------------------------------------------
+
+/// Spec 8: retired segments are recycled as spares; a reused file still holds whole, valid
+/// frames from its earlier life (different salt) right after this life's frames, and
+/// reopening reads exactly this life's records.
+#[test]
+fn recycled_segments_never_yield_stale_frames() {
+    let cfg = WalConfig {
+        recycle_segments: 4,
+        ..common::cfg()
+    };
+    // 3079-byte frames: 21 per segment.
+    let big = |i: u64| rec(i, 3000);
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg.clone()).unwrap();
+    let mut records: Vec<EncodedRecord> = (1..=70).map(big).collect();
+    commit_all(&wal, &records);
+    assert_eq!(segment_numbers(&wal), [1, 2, 3, 4]);
+    assert_eq!(wal.retire_below(64).unwrap(), 3);
+    assert_eq!(segment_numbers(&wal), [4]);
+
+    // 20 more: segment 4 fills at LSN 84, segment 5 reuses a spare for LSNs 85..=90.
+    let more: Vec<EncodedRecord> = (71..=90).map(big).collect();
+    commit_all(&wal, &more);
+    records.extend(more);
+    assert_eq!(segment_numbers(&wal), [4, 5]);
+    wal.close().unwrap();
+
+    let names = fs.file_names(dir());
+    let spares = names.iter().filter(|n| n.starts_with("spare-")).count();
+    assert_eq!(
+        spares, 2,
+        "one of three spares must have been reused: {names:?}"
+    );
+    let seg5 = fs.read_file(&seg_path(5)).unwrap();
+    let this_life = frames(&seg5);
+    assert_eq!(this_life.len(), 6);
+    // The earlier life's frames, same sizes, so the next one starts where this life ends.
+    let stale_at = this_life.last().unwrap().end();
+    assert_eq!(
+        seg5[stale_at..stale_at + 4],
+        3039u32.to_le_bytes(),
+        "no stale frame"
+    );
+    let stale_salt = u32::from_le_bytes(seg5[stale_at + 8..stale_at + 12].try_into().unwrap());
+    assert_ne!(stale_salt, parse_seg_header(&seg5).unwrap().salt);
+
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = open(&fs, cfg_mode(mode)).unwrap();
+        let ctx = format!("reused spare, {mode:?}");
+        assert_records(&read_range(&wal, 64), &records[63..], 64, &ctx);
+        assert!(wal.recovery_report().cut.is_none(), "{ctx}");
+        assert_eq!(wal.recovery_report().last_lsn, 90, "{ctx}");
+    }
+    // After power loss too (everything was synced).
+    for seed in 0..8 {
+        let img = fs.crash(seed, CrashOptions::default());
+        let wal = open(&img, cfg.clone()).unwrap();
+        assert_records(&read_range(&wal, 64), &records[63..], 64, "after a crash");
+    }
+
+    // Smaller frames in the reused files: the stale bytes now start mid-frame. Fill 5 and
+    // rotate into 6 and 7 (the other two spares) and 8 (new).
+    let wal = open(&fs, cfg.clone()).unwrap();
+    let small: Vec<EncodedRecord> = (91..=400)
+        .map(|i| rec(i, 300 + (i as usize % 5) * 211))
+        .collect();
+    commit_all(&wal, &small);
+    records.extend(small);
+    let segs = segment_numbers(&wal);
+    assert!(segs.len() >= 4 && segs[0] == 4, "{segs:?}");
+    wal.close().unwrap();
+    let names = fs.file_names(dir());
+    assert!(
+        !names.iter().any(|n| n.starts_with("spare-")),
+        "every spare should have been reused: {names:?}"
+    );
+    let wal = open(&fs, cfg.clone()).unwrap();
+    assert_records(
+        &read_range(&wal, 64),
+        &records[63..],
+        64,
+        "after reusing every spare",
+    );
+
+    // Retire again and reopen with from_lsn at the new oldest segment.
+    let first_kept = wal.segments()[2].first_lsn;
+    assert_eq!(wal.retire_below(first_kept).unwrap(), 2);
+    drop(wal);
+    let wal = open_from(&fs, cfg.clone(), Some(first_kept - 1)).unwrap();
+    let want = &records[first_kept as usize - 1..];
+    assert_records(
+        &read_range(&wal, first_kept),
+        want,
+        first_kept,
+        "after a second retirement",
+    );
+}
+
+/// Retirement keeps at most `recycle_segments` spares and removes the rest; reopening sees
+/// the spares, and nothing of a retired segment is read.
+#[test]
+fn retirement_keeps_at_most_recycle_segments_spares() {
+    for keep in [0usize, 1, 2] {
+        let cfg = WalConfig {
+            recycle_segments: keep,
+            ..common::cfg()
+        };
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg.clone()).unwrap();
+        let records: Vec<_> = (1..=70).map(|i| rec(i, 3000)).collect();
+        commit_all(&wal, &records);
+        assert_eq!(wal.retire_below(64).unwrap(), 3);
+        assert_eq!(wal.stats().segments_retired, 3);
+        drop(wal);
+        let names = fs.file_names(dir());
+        let spares = names.iter().filter(|n| n.starts_with("spare-")).count();
+        assert_eq!(spares, keep, "recycle_segments {keep}: {names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("wal-")).count(),
+            1,
+            "{names:?}"
+        );
+        let wal = open(&fs, cfg.clone()).unwrap();
+        assert_eq!(wal.recovery_report().first_lsn, 64);
+        assert_records(
+            &read_range(&wal, 64),
+            &records[63..],
+            64,
+            &format!("keep {keep}"),
+        );
+        // Asking for retired records is an error, not a silent skip.
+        assert!(wal.read_from(1).next().unwrap().is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Torn tails followed by new writes
+// ---------------------------------------------------------------------------------------
+
+/// Spec 9, deterministic: the last frame is torn (truncated mid-frame, or a bit flipped);
+/// the reopened log takes new commits after the intact prefix; a power loss after them
+/// keeps exactly that prefix plus every acknowledged new commit.
+#[test]
+fn torn_tail_then_new_commits_then_power_loss() {
+    let records: Vec<_> = (1..=30u64)
+        .map(|i| rec(i, 40 + (i as usize * 31) % 400))
+        .collect();
+    let fs = build_log(cfg(), &records);
+    let image = snapshot(&fs);
+    let last = *frames(file(&image, &seg_name(1))).last().unwrap();
+    let damages: Vec<(String, Image)> = {
+        let mut v = Vec::new();
+        for cut in [
+            last.offset + 41,
+            last.offset + last.total_len / 2,
+            last.end() - 1,
+        ] {
+            let mut img = image.clone();
+            file_mut(&mut img, &seg_name(1)).truncate(cut);
+            v.push((format!("truncated at {cut}"), img));
+        }
+        for bit in [7, 8 * 20, 8 * 45 + 1, last.total_len * 8 - 1] {
+            let mut img = image.clone();
+            flip_bit(&mut file_mut(&mut img, &seg_name(1))[last.offset..], bit);
+            v.push((format!("bit {bit} of the last frame flipped"), img));
+        }
+        v
+    };
+    let mut runs = 0;
+    for (what, img) in &damages {
+        let fs = restore(img);
+        let wal = open(&fs, cfg()).unwrap();
+        assert!(wal.recovery_report().cut.is_some(), "{what}");
+        assert_records(&read_all(&wal), &records[..29], 1, what);
+        // Three durable commits, then two that are only written.
+        let new: Vec<_> = (0..5u64)
+            .map(|i| rec(900 + i, 10 + i as usize * 150))
+            .collect();
+        for (i, r) in new.iter().enumerate() {
+            let level = if i < 3 { None } else { Some(Durability::None) };
+            assert_eq!(
+                wal.commit_with(r.clone(), (), level).unwrap(),
+                30 + i as u64
+            );
+        }
+        for seed in 0..24 {
+            runs += 1;
+            let ctx = format!("{what}, power loss seed {seed}");
+            let after = fs.crash(seed, CrashOptions::default());
+            let wal2 = open(&after, cfg()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+            let got = read_all(&wal2);
+            assert!(
+                (32..=34).contains(&got.len()),
+                "{ctx}: {} records",
+                got.len()
+            );
+            let mut want = records[..29].to_vec();
+            want.extend(new[..got.len() - 29].iter().cloned());
+            assert_records(&got, &want, 1, &ctx);
+        }
+        drop(wal);
+    }
+    eprintln!("torn tail + new commits + power loss: {runs} crash images checked");
+}
+
+/// A process crash keeps written but unsynced commits (they are in the page cache); the
+/// recovery that reads them syncs them, so a power loss after it keeps them too, and the
+/// commits made after it.
+#[test]
+fn process_crash_then_power_loss_keeps_what_recovery_read() {
+    let records: Vec<_> = (1..=100u64).map(|i| rec(i, 1500)).collect();
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg()).unwrap();
+    for r in &records {
+        wal.commit_with(r.clone(), (), Some(Durability::None))
+            .unwrap();
+    }
+    let process_crash = fs.keep_all_pending();
+    drop(wal);
+    let wal = open(&process_crash, cfg()).unwrap();
+    assert_eq!(segment_numbers(&wal), [1, 2, 3]);
+    assert_records(&read_all(&wal), &records, 1, "after a process crash");
+    assert!(wal.recovery_report().cut.is_none());
+    let extra = rec(101, 10);
+    assert_eq!(wal.commit(extra.clone()).unwrap(), 101);
+    let mut want = records.clone();
+    want.push(extra);
+    for seed in 0..16 {
+        let after = process_crash.crash(seed, CrashOptions::default());
+        let wal = open(&after, cfg()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        assert_records(
+            &read_all(&wal),
+            &want,
+            1,
+            &format!("power loss seed {seed}"),
+        );
+    }
+}
+
+/// Spec 9, randomized: synced commits, then unsynced ones, power loss (tearing the tail),
+/// reopen, more commits, power loss again: each time exactly a prefix of what was issued,
+/// holding every durable acknowledgement.
+#[test]
+fn repeated_power_loss_with_unsynced_tails() {
+    let mut cut_seen = 0;
+    for seed in 0..120u64 {
+        let mut rng = Rng(seed);
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg()).unwrap();
+        let mut issued: Vec<EncodedRecord> = Vec::new();
+        let mut durable = 0usize;
+        let mut next = 1u64;
+        let mut commit =
+            |wal: &Wal, issued: &mut Vec<EncodedRecord>, durable: &mut usize, sync: bool| {
+                let r = rec(next, 20 + (next as usize * 131) % 1500);
+                next += 1;
+                let level = if sync { None } else { Some(Durability::None) };
+                let lsn = wal.commit_with(r.clone(), (), level).unwrap();
+                issued.push(r);
+                assert_eq!(lsn, issued.len() as u64, "seed {seed}");
+                if sync {
+                    *durable = issued.len();
+                }
+            };
+        for _ in 0..(10 + rng.below(30)) {
+            commit(&wal, &mut issued, &mut durable, true);
+        }
+        for _ in 0..(1 + rng.below(12)) {
+            commit(&wal, &mut issued, &mut durable, false);
+        }
+        let mut image = fs.crash(seed, CrashOptions::default());
+        drop(wal);
+        for round in 0..3 {
+            let ctx = format!("seed {seed}, power loss {}", round + 1);
+            let wal = open(&image, cfg()).unwrap_or_else(|e| panic!("{ctx}: open: {e:?}"));
+            if wal.recovery_report().cut.is_some() {
+                cut_seen += 1;
+            }
+            let got = read_all(&wal);
+            assert!(
+                got.len() >= durable,
+                "{ctx}: lost durable commits ({} < {durable})",
+                got.len()
+            );
+            assert!(got.len() <= issued.len(), "{ctx}: records never issued");
+            assert_records(&got, &issued[..got.len()], 1, &ctx);
+            issued.truncate(got.len());
+            for _ in 0..(1 + rng.below(6)) {
+                commit(&wal, &mut issued, &mut durable, true);
+            }
+            for _ in 0..rng.below(6) {
+                commit(&wal, &mut issued, &mut durable, false);
+            }
+            image = image.crash(seed.wrapping_mul(31) + round, CrashOptions::default());
+            drop(wal);
+        }
+    }
+    eprintln!("repeated power loss: 120 seeds x 3 crashes, {cut_seen} torn tails cut");
+    assert!(
+        cut_seen > 0,
+        "no crash image had a torn tail: the test exercises nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Oversized records
+// ---------------------------------------------------------------------------------------
+
+/// Spec 10: a record over `max_record_bytes` is refused with `RecordTooLarge` (by `commit`,
+/// `commit_with` and `submit`), nothing is written for it, and the log goes on.
+#[test]
+fn oversized_records_are_refused_and_the_log_stays_usable() {
+    let cfg = WalConfig {
+        max_record_bytes: 4096,
+        ..common::cfg()
+    };
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg.clone()).unwrap();
+    let r1 = rec(1, 10);
+    assert_eq!(wal.commit(r1.clone()).unwrap(), 1);
+    // framed_len = 5-byte record header + payload.
+    let too_big = EncodedRecord::raw(RecordType::Vote, vec![7; 4092]);
+    assert_eq!(too_big.framed_len(), 4097);
+    let fits = EncodedRecord::raw(RecordType::Vote, vec![8; 4091]);
+    let huge = EncodedRecord::raw(RecordType::PurgePrefix, vec![0; 3 << 20]);
+    for (what, r) in [
+        ("commit", wal.commit(too_big.clone())),
+        (
+            "commit_with",
+            wal.commit_with(too_big.clone(), (), Some(Durability::EveryWrite)),
+        ),
+        ("submit", wal.submit(too_big.clone(), (), None).map(|_| 0)),
+        ("commit of 3 MiB", wal.commit(huge)),
+    ] {
+        match r {
+            Err(Error::RecordTooLarge { size, max }) => {
+                assert_eq!(max, 4096, "{what}");
+                assert!(size > 4096, "{what}");
+            }
+            other => panic!("{what}: expected RecordTooLarge, got {other:?}"),
+        }
+    }
+    assert!(!wal.is_poisoned());
+    assert_eq!(wal.commit(fits.clone()).unwrap(), 2);
+    let r3 = rec(3, 30);
+    assert_eq!(wal.commit(r3.clone()).unwrap(), 3);
+    wal.close().unwrap();
+    let wal = open(&fs, cfg).unwrap();
+    assert_records(&read_all(&wal), &[r1, fits, r3], 1, "reopened");
+
+    // The largest record allowed (half a segment) takes a segment of its own.
+    let cfg = WalConfig {
+        max_record_bytes: (SEG / 2) as usize,
+        ..common::cfg()
+    };
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg.clone()).unwrap();
+    let max_records: Vec<_> = (0..4u8)
+        .map(|i| EncodedRecord::raw(RecordType::Vote, vec![i; SEG as usize / 2 - 5]))
+        .collect();
+    commit_all(&wal, &max_records);
+    assert_eq!(segment_numbers(&wal), [1, 2, 3, 4]);
+    assert!(matches!(
+        wal.commit(EncodedRecord::raw(
+            RecordType::Vote,
+            vec![0; SEG as usize / 2 - 4]
+        )),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    wal.close().unwrap();
+    let wal = open(&fs, cfg).unwrap();
+    assert_records(&read_all(&wal), &max_records, 1, "half-segment records");
+
+    // A maximum above half a segment is a configuration error.
+    let bad = WalConfig {
+        max_record_bytes: (SEG / 2) as usize + 1,
+        ..common::cfg()
+    };
+    assert!(matches!(
+        open(&SimFs::new(), bad),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Power loss at every point
+// ---------------------------------------------------------------------------------------
+
+/// One run of spec 11: `commits` commits at `level(i)` from one thread, the file system dying
+/// after `k` operations, then power loss with `seed`. Returns (issued, durable acks, records
+/// recovered).
+fn power_loss_run(
+    k: u64,
+    seed: u64,
+    opts: CrashOptions,
+    commits: u64,
+    level: impl Fn(u64) -> Option<Durability>,
+) -> (usize, usize, usize) {
+    let ctx = format!("seed {seed}, crash after {k} ops, {opts:?}");
+    let fs = SimFs::new();
+    fs.crash_after_ops(k);
+    let mut issued: Vec<EncodedRecord> = Vec::new();
+    let mut durable = 0usize;
+    if let Ok(wal) = open(&fs, cfg()) {
+        for i in 1..=commits {
+            let r = rec(i, 400 + (i as usize * 997) % 2600);
+            issued.push(r.clone());
+            let l = level(i);
+            match wal.commit_with(r, (), l) {
+                Ok(lsn) => {
+                    assert_eq!(lsn, i, "{ctx}");
+                    if l.is_none_or(|d| d.is_durable()) {
+                        durable = i as usize;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        drop(wal);
+    }
+    let after = fs.crash(seed, opts);
+    let wal = open(&after, cfg()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e:?}"));
+    let got = try_read_all(&wal).unwrap_or_else(|e| panic!("{ctx}: read failed: {e:?}"));
+    assert!(
+        got.len() >= durable,
+        "{ctx}: {} records recovered but {durable} were acknowledged durable",
+        got.len()
+    );
+    assert!(got.len() <= issued.len(), "{ctx}: more records than issued");
+    assert_records(&got, &issued[..got.len()], 1, &ctx);
+    // The recovered log takes the next LSN and keeps it.
+    let n = got.len() as u64;
+    let extra = rec(77_777, 33);
+    assert_eq!(wal.commit(extra.clone()).unwrap(), n + 1, "{ctx}");
+    drop(wal);
+    let wal = open(&after, cfg()).unwrap_or_else(|e| panic!("{ctx}: second reopen: {e:?}"));
+    let again = read_all(&wal);
+    assert_eq!(again.len() as u64, n + 1, "{ctx}");
+    assert!(again[n as usize].record == extra, "{ctx}");
+    (issued.len(), durable, got.len())
+}
+
+/// The operations a whole run takes, to spread crash points over it.
+fn ops_of_a_full_run(commits: u64) -> u64 {
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg()).unwrap();
+    for i in 1..=commits {
+        wal.commit(rec(i, 400 + (i as usize * 997) % 2600)).unwrap();
+    }
+    wal.close().unwrap();
+    fs.op_count()
+}
+
+/// Spec 11: power loss at every point of a run of GroupCommit commits from one thread. The
+/// records read back are a prefix of those issued that holds every acknowledged commit.
+#[test]
+fn power_loss_at_any_point_keeps_every_acknowledged_commit() {
+    const COMMITS: u64 = 60;
+    let total = ops_of_a_full_run(COMMITS);
+    let variants = [
+        (0..300u64, CrashOptions::default()),
+        (
+            300..400,
+            CrashOptions {
+                reorder: false,
+                sector: 4096,
+                garbage_fill: true,
+            },
+        ),
+        (
+            400..500,
+            CrashOptions {
+                reorder: true,
+                sector: 1,
+                garbage_fill: true,
+            },
+        ),
+    ];
+    let (mut runs, mut lost_unacked, mut kept_all) = (0, 0, 0);
+    for (seeds, opts) in variants {
+        for seed in seeds {
+            let k = seed % (total + 2);
+            let (issued, durable, got) = power_loss_run(k, seed, opts, COMMITS, |_| None);
+            runs += 1;
+            if got < issued {
+                lost_unacked += 1;
+            }
+            if got == issued && durable == issued {
+                kept_all += 1;
+            }
+        }
+    }
+    eprintln!(
+        "power loss: {runs} seeds over crash points 0..={} of {total} ops; {lost_unacked} runs \
+         lost an unacknowledged commit, {kept_all} completed",
+        total + 1
+    );
+}
+
+/// Spec 11 with mixed durability: every third commit is `Durability::None`; the recovered
+/// records are a prefix that holds every commit acknowledged at GroupCommit (and so every
+/// record before it).
+#[test]
+fn power_loss_with_mixed_durability_keeps_every_durable_acknowledgement() {
+    const COMMITS: u64 = 60;
+    let total = ops_of_a_full_run(COMMITS);
+    let level = |i: u64| (i % 3 == 0).then_some(Durability::None);
+    for seed in 1000..1150u64 {
+        let k = (seed * 7) % (total + 2);
+        power_loss_run(k, seed, CrashOptions::default(), COMMITS, level);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checked-in format version 1 fixture
+// ---------------------------------------------------------------------------------------
+
+const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+
+/// The fixture's configuration: 64 KiB segments, default compression (zstd from 4 KiB).
+fn fixture_cfg() -> WalConfig {
+    WalConfig {
+        compress_threshold: WalConfig::default().compress_threshold,
+        ..common::cfg()
+    }
+}
+
+/// What `tests/fixtures/v1` holds, LSN 1 on: every record type, a compressible 8 KiB record
+/// (a zstd frame), 60 records of 1000 random bytes (rotation into segment 2), and a burst of
+/// 40 small records submitted together (frames of several records).
+fn fixture_records() -> (Vec<EncodedRecord>, usize) {
+    let mut v = every_record_type();
+    v.push(
+        Record::Txn(TxnRecord {
+            commit_micros: 1_700_000_002_000_000,
+            ops: vec![Op::Put {
+                table: "docs".into(),
+                key: b"readme".to_vec(),
+                value: b"walmdb fixture text. ".repeat(400),
+            }],
+        })
+        .encode(),
+    );
+    v.extend((0..60).map(|i| rec(100 + i, 1000)));
+    let burst_from = v.len();
+    v.extend((0..40).map(|i| rec(200 + i, 16)));
+    (v, burst_from)
+}
+
+/// Writes the fixture's log into `dir` with the real file system.
+fn write_fixture_log(dir: &Path) {
+    let (records, burst_from) = fixture_records();
+    let wal = Wal::open(dir, fixture_cfg()).unwrap();
+    commit_all(&wal, &records[..burst_from]);
+    let handles: Vec<_> = records[burst_from..]
+        .iter()
+        .map(|r| wal.submit(r.clone(), (), Some(Durability::None)).unwrap())
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.wait().unwrap(), (burst_from + i + 1) as u64);
+    }
+    wal.close().unwrap();
+}
+
+fn copy_segments(from: &Path, to: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("wal-") && n.ends_with(".log"))
+        .collect();
+    names.sort();
+    for n in &names {
+        std::fs::copy(from.join(n), to.join(n)).unwrap();
+    }
+    names
+}
+
+/// The current writer produces the fixture's records; with `WALMDB_WRITE_FIXTURES=1` this
+/// also (re)writes `tests/fixtures/v1` (run it alone:
+/// `WALMDB_WRITE_FIXTURES=1 cargo test --test recovery fixture_writer`).
+#[test]
+fn fixture_writer_produces_the_v1_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_fixture_log(tmp.path());
+    let wal = Wal::open(tmp.path(), fixture_cfg()).unwrap();
+    assert_records(
+        &read_all(&wal),
+        &fixture_records().0,
+        1,
+        "freshly written fixture",
+    );
+    assert_eq!(segment_numbers(&wal), [1, 2]);
+    drop(wal);
+    if std::env::var_os("WALMDB_WRITE_FIXTURES").is_some() {
+        let out = Path::new(FIXTURE_DIR);
+        std::fs::create_dir_all(out).unwrap();
+        for entry in std::fs::read_dir(out).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let written = copy_segments(tmp.path(), out);
+        eprintln!("wrote {written:?} to {}", out.display());
+    }
+}
+
+/// Format compatibility: a copy of the checked-in log written by format version 1 opens
+/// cleanly and reads back exactly the expected records, on the real and the simulated file
+/// system; new commits continue it.
+#[test]
+fn v1_fixture_opens_and_reads_back_exactly() {
+    let (records, _) = fixture_records();
+    let src = Path::new(FIXTURE_DIR);
+
+    // The checked-in files themselves.
+    let mut image: Image = Vec::new();
+    for n in [seg_name(1), seg_name(2)] {
+        let data = std::fs::read(src.join(&n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert_eq!(data.len() as u64, SEG, "{n}");
+        image.push((n, data));
+    }
+    let h1 = parse_seg_header(file(&image, &seg_name(1))).expect("segment 1 header");
+    let h2 = parse_seg_header(file(&image, &seg_name(2))).expect("segment 2 header");
+    assert_eq!((h1.version, h2.version), (1, 1));
+    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!((h1.segment_no, h2.segment_no), (1, 2));
+    assert_eq!((h1.segment_bytes, h2.segment_bytes), (SEG, SEG));
+    let (f1, f2) = (
+        frames(file(&image, &seg_name(1))),
+        frames(file(&image, &seg_name(2))),
+    );
+    assert_eq!(h1.first_lsn, 1);
+    assert_eq!(h2.first_lsn, f1.last().unwrap().last_lsn() + 1);
+    assert_eq!(f2.last().unwrap().last_lsn(), records.len() as u64);
+    let all: Vec<&Frame> = f1.iter().chain(&f2).collect();
+    assert!(all.iter().all(|f| f.synced_lsn < f.first_lsn));
+    assert!(
+        all.iter().any(|f| f.flags & FLAG_ZSTD != 0),
+        "no compressed frame"
+    );
+    assert!(
+        all.iter().any(|f| f.count > 1),
+        "no frame with several records"
+    );
+
+    // On the real file system.
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(copy_segments(src, tmp.path()), [seg_name(1), seg_name(2)]);
+    let wal = Wal::open(tmp.path(), fixture_cfg()).unwrap();
+    let report = wal.recovery_report().clone();
+    assert_eq!((report.segments, report.first_lsn), (2, 1));
+    assert_eq!(report.last_lsn, records.len() as u64);
+    assert!(report.cut.is_none());
+    let got = read_all(&wal);
+    assert_records(&got, &records, 1, "v1 fixture");
+    for r in &got {
+        r.record.decode().expect("every fixture record decodes");
+    }
+    let mid = h2.first_lsn;
+    assert_records(
+        &read_range(&wal, mid),
+        &records[mid as usize - 1..],
+        mid,
+        "from segment 2",
+    );
+    let extra = rec(4242, 42);
+    assert_eq!(wal.commit(extra.clone()).unwrap(), records.len() as u64 + 1);
+    wal.close().unwrap();
+    let wal = Wal::open(tmp.path(), fixture_cfg()).unwrap();
+    let mut want = records.clone();
+    want.push(extra);
+    assert_records(&read_all(&wal), &want, 1, "v1 fixture continued");
+
+    // With the default 64 MiB segment size configured: the files' own size governs them.
+    let fs = restore(&image);
+    let cfg = WalConfig {
+        queue_capacity: 256,
+        ..WalConfig::default()
+    };
+    let wal = open(&fs, cfg).unwrap();
+    assert_records(
+        &read_all(&wal),
+        &records,
+        1,
+        "v1 fixture, default configuration",
+    );
+    assert_eq!(wal.commit(rec(4243, 43)).unwrap(), records.len() as u64 + 1);
+    drop(wal);
+    assert_eq!(fs.read_file(&seg_path(2)).unwrap().len() as u64, SEG);
+
+    // On the simulated file system, in every recovery mode.
+    for mode in MODES {
+        let fs = restore(&image);
+        let cfg = WalConfig {
+            recovery_mode: mode,
+            ..fixture_cfg()
+        };
+        let wal = open(&fs, cfg).unwrap();
+        assert_records(
+            &read_all(&wal),
+            &records,
+            1,
+            &format!("v1 fixture on SimFs, {mode:?}"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Groups that span a rotation
+// ---------------------------------------------------------------------------------------
+
+/// Commits 38 records one at a time (38 frames of 1579 bytes leave 5470 bytes of segment
+/// 1), then `batch` records of the same size in one group, all acknowledged; then power
+/// loss with 24 seeds. Returns what went wrong, per seed.
+fn group_after_rotation_run(batch: u64, segments: &[u64]) -> Vec<String> {
+    // Large groups: the flusher waits briefly for the batch to queue (the byte cap still
+    // splits it; the last group waits out `max_wait`, so keep it short).
+    let gather = Durability::GroupCommit {
+        max_wait: std::time::Duration::from_millis(100),
+        max_batch: batch as usize,
+    };
+    let last = 38 + batch;
+    let mut lost = Vec::new();
+    for seed in 0..24u64 {
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg()).unwrap();
+        let mut records: Vec<_> = (1..=38).map(|i| rec(i, 1500)).collect();
+        commit_all(&wal, &records);
+        let group: Vec<_> = (39..=last).map(|i| rec(i, 1500)).collect();
+        let handles: Vec<_> = group
+            .iter()
+            .map(|r| wal.submit(r.clone(), (), Some(gather)).unwrap())
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.wait().unwrap(), 39 + i as u64, "seed {seed}");
+        }
+        records.extend(group);
+        assert_eq!(segment_numbers(&wal), segments);
+        assert_eq!(wal.stats().durable_lsn, last);
+        if seed == 0 {
+            // Groups are capped at half a segment, so this batch goes out as several
+            // groups; the part written before each rotation must still be synced by it.
+            let counts: Vec<Vec<u16>> = snapshot(&fs)
+                .iter()
+                .map(|(_, d)| {
+                    frames(d)
+                        .iter()
+                        .map(|f| f.count)
+                        .filter(|&c| c > 1)
+                        .collect()
+                })
+                .collect();
+            assert!(
+                counts
+                    .iter()
+                    .flatten()
+                    .all(|&c| usize::from(c) * 1539 <= 32 * 1024 + 1539),
+                "no group larger than half a segment: {counts:?}"
+            );
+        }
+
+        let after = fs.crash(seed, CrashOptions::default());
+        drop(wal);
+        let ctx = format!("seed {seed}");
+        match open(&after, cfg()) {
+            Ok(wal) => {
+                let got = read_all(&wal);
+                assert_records(&got, &records[..got.len()], 1, &ctx);
+                if got.len() < records.len() {
+                    lost.push(format!(
+                        "{ctx}: {} of {last} acknowledged records recovered (cut: {:?})",
+                        got.len(),
+                        wal.recovery_report().cut
+                    ));
+                }
+            }
+            Err(e) => lost.push(format!("{ctx}: reopen failed: {e}")),
+        }
+    }
+    lost
+}
+
+/// A group that does not fit the rest of segment 1 but fits an empty segment moves whole to
+/// segment 2; power loss after its acknowledgement keeps it all.
+#[test]
+fn power_loss_after_a_group_moved_to_a_new_segment_keeps_every_acknowledged_commit() {
+    let lost = group_after_rotation_run(10, &[1, 2]);
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost:\n{}",
+        lost.join("\n")
+    );
+}
+
+/// A group bigger than a segment (60 records, 92 KiB, here under the default
+/// `group_max_bytes` of 4 MiB) fills segment 1, then 2, and ends in 3: power loss after its
+/// acknowledgement must keep it all.
+#[test]
+fn power_loss_after_a_group_spanning_a_rotation_keeps_every_acknowledged_commit() {
+    let lost = group_after_rotation_run(60, &[1, 2, 3]);
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost:\n{}",
+        lost.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Power loss during recovery
+// ---------------------------------------------------------------------------------------
+
+/// Interrupts the recovery of `image` after each of its operations, loses power, and checks
+/// that the next recovery still yields exactly `want` records.
+fn interrupt_recovery_everywhere(
+    image: &Image,
+    mode: RecoveryMode,
+    want: &[EncodedRecord],
+    what: &str,
+) -> u64 {
+    let fs = restore(image);
+    let wal = open(&fs, cfg_mode(mode)).unwrap();
+    let ops = fs.op_count();
+    assert_records(&read_all(&wal), want, 1, what);
+    drop(wal);
+    for k in 0..ops {
+        let ctx = format!("{what}: recovery interrupted after {k} of {ops} ops");
+        let fs = restore(image);
+        fs.crash_after_ops(k);
+        if let Ok(wal) = open(&fs, cfg_mode(mode)) {
+            drop(wal);
+        }
+        let after = fs.crash(k, CrashOptions::default());
+        let wal = open(&after, cfg_mode(mode)).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+        assert_records(&read_all(&wal), want, 1, &ctx);
+        assert_eq!(
+            wal.commit(rec(31_337, 3)).unwrap(),
+            want.len() as u64 + 1,
+            "{ctx}"
+        );
+    }
+    ops
+}
+
+/// Recovery that cuts a torn tail (default mode) or damage followed by a later segment
+/// (PointInTime) writes zeros and removes files; power loss at any point of it changes
+/// nothing the next recovery decides.
+#[test]
+fn power_loss_during_recovery_is_harmless() {
+    let mut checked = 0;
+    // Torn tails from real power loss: 30 durable commits, then 6 that were only written.
+    let mut torn_images = 0;
+    for seed in 0..64u64 {
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg()).unwrap();
+        let records: Vec<_> = (1..=36u64)
+            .map(|i| rec(i, 100 + (i as usize * 71) % 900))
+            .collect();
+        for (i, r) in records.iter().enumerate() {
+            let level = (i >= 30).then_some(Durability::None);
+            wal.commit_with(r.clone(), (), level).unwrap();
+        }
+        let image = snapshot(&fs.crash(seed, CrashOptions::default()));
+        drop(wal);
+        let probe = restore(&image);
+        let wal = open(&probe, cfg()).unwrap();
+        if wal.recovery_report().cut.is_none() {
+            continue;
+        }
+        let n = read_all(&wal).len();
+        drop(wal);
+        let what = format!("torn tail from power-loss seed {seed} ({n} records kept)");
+        checked += interrupt_recovery_everywhere(
+            &image,
+            RecoveryMode::TolerateTornTail,
+            &records[..n],
+            &what,
+        );
+        torn_images += 1;
+        if torn_images == 4 {
+            break;
+        }
+    }
+    assert_eq!(torn_images, 4, "too few crash images with a torn tail");
+
+    // PointInTime: a damaged frame in segment 1 of 2; everything after it goes.
+    let records: Vec<_> = (1..=60u64).map(|i| rec(i, 1500)).collect();
+    let fs = build_log(cfg(), &records);
+    let mut image = snapshot(&fs);
+    let f = frames(file(&image, &seg_name(1)))[10];
+    file_mut(&mut image, &seg_name(1))[f.offset + 100] ^= 0x04;
+    checked += interrupt_recovery_everywhere(
+        &image,
+        RecoveryMode::PointInTime,
+        &records[..10],
+        "PointInTime cut",
+    );
+    eprintln!("power loss during recovery: {checked} interruption points checked");
+}
+
+/// A group of more than 65535 records is split into frames of at most 65535 records (the
+/// frame header's count is a u16) and reads back whole.
+#[test]
+fn a_group_of_more_than_65535_records_reads_back() {
+    let cfg = WalConfig {
+        segment_bytes: 4 << 20,
+        queue_capacity: 70_000,
+        ..cfg()
+    };
+    let n = 66_000usize;
+    // One group: the flusher waits (up to 5 s) until all of them are queued.
+    let gather = Durability::GroupCommit {
+        max_wait: std::time::Duration::from_secs(5),
+        max_batch: n,
+    };
+    let fs = SimFs::new();
+    let wal = open(&fs, cfg.clone()).unwrap();
+    let record = |i: usize| EncodedRecord::raw(RecordType::Vote, (i as u32).to_le_bytes().to_vec());
+    let handles: Vec<_> = (0..n)
+        .map(|i| wal.submit(record(i), (), Some(gather)).unwrap())
+        .collect();
+    let last = handles.into_iter().map(|h| h.wait().unwrap()).last();
+    assert_eq!(last, Some(n as u64));
+    wal.close().unwrap();
+    let seg = fs.read_file(&seg_path(1)).unwrap();
+    let counts: Vec<u16> = frames(&seg).iter().map(|f| f.count).collect();
+    assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), n);
+    assert!(counts.contains(&u16::MAX), "frames: {counts:?}");
+    let wal = open(&fs, cfg).unwrap();
+    let got = read_all(&wal);
+    assert_eq!(got.len(), n);
+    for (i, r) in got.iter().enumerate() {
+        assert!(r.lsn == i as u64 + 1 && r.record == record(i), "record {i}");
+    }
+}
