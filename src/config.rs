@@ -108,6 +108,10 @@ pub struct WalConfig {
     pub compress_level: i32,
     /// Retired segments kept for reuse (recycled instead of deleted). Default: 4.
     pub recycle_segments: usize,
+    /// Keep one spare segment preallocated by a background thread, so a rotation does not
+    /// write a segment of zeros on the commit path. Turn off for tests that need the exact
+    /// order of I/O operations. Default: true.
+    pub prepare_segments: bool,
 }
 
 impl Default for WalConfig {
@@ -124,6 +128,7 @@ impl Default for WalConfig {
             compress_threshold: Some(32 * 1024),
             compress_level: 1,
             recycle_segments: 4,
+            prepare_segments: true,
         }
     }
 }

@@ -29,6 +29,8 @@ fn small_cfg() -> WalConfig {
         max_record_bytes: 64 * 1024,
         queue_max_bytes: 1 << 20,
         group_max_bytes: 64 * 1024,
+        // Syncs are counted: no background spare preparation.
+        prepare_segments: false,
         ..WalConfig::default()
     }
 }
@@ -458,4 +460,51 @@ fn compressed_groups_round_trip() {
     assert_eq!(back[0].record, put(0));
     assert_eq!(back[299].record, put(299));
     assert_eq!(&back[..50].iter().map(|r| r.lsn).collect::<Vec<_>>(), &lsns);
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn rotation_uses_the_prepared_spare_and_a_new_one_is_prepared() {
+    let fs = SimFs::new();
+    let cfg = WalConfig {
+        segment_bytes: 64 * 1024,
+        max_record_bytes: 8 * 1024,
+        prepare_segments: true,
+        ..small_cfg()
+    };
+    let spares = |fs: &SimFs| -> Vec<String> {
+        fs.file_names(Path::new(DIR))
+            .into_iter()
+            .filter(|n| n.starts_with("spare-t"))
+            .collect()
+    };
+    let wal = open_sim(&fs, cfg.clone());
+    wait_for("the first spare", || spares(&fs).len() == 1);
+    let first = spares(&fs);
+    let mut n = 0;
+    while wal.segments().len() < 2 {
+        wal.commit_with(put(n), (), Some(Durability::None)).unwrap();
+        n += 1;
+    }
+    assert!(
+        !spares(&fs).contains(&first[0]),
+        "the rotation took the prepared spare"
+    );
+    wait_for("a replacement spare", || spares(&fs).len() == 1);
+    wal.close().unwrap();
+    let wal = open_sim(
+        &fs,
+        WalConfig {
+            prepare_segments: false,
+            ..cfg
+        },
+    );
+    assert_eq!(read_all(&wal), (1..=n).collect::<Vec<_>>());
 }

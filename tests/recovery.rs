@@ -898,6 +898,7 @@ fn v1_fixture_opens_and_reads_back_exactly() {
     let fs = restore(&image);
     let cfg = WalConfig {
         queue_capacity: 256,
+        prepare_segments: false,
         ..WalConfig::default()
     };
     let wal = open(&fs, cfg).unwrap();

@@ -7,7 +7,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{Request, Responder, Sequencer};
+use super::completer::HANDOFF_MIN_ANSWERS;
+use super::{Completer, Request, Responder, Sequencer};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
@@ -36,6 +37,8 @@ pub(crate) struct LogWriter {
     pub interval_deadline: Option<Instant>,
     pub frame: FrameBuilder,
     pub buf: Vec<u8>,
+    /// Answers large groups while the flusher goes on; dropped (and so drained) with it.
+    pub completer: Completer,
 }
 
 struct Admitted<T> {
@@ -96,7 +99,14 @@ impl LogWriter {
         }
         let segment_no = self.active.header.segment_no + 1;
         let header = SegmentHeader::new(segment_no, first_lsn, self.cfg.segment_bytes);
-        let spare = shared.segments.lock().spares.pop();
+        let spare = {
+            let mut set = shared.segments.lock();
+            let spare = set.spares.pop();
+            if set.spares.is_empty() {
+                shared.spare_wanted.notify_one();
+            }
+            spare
+        };
         match create_segment(self.fs.as_ref(), &self.dir, header, spare) {
             Ok(segment) => {
                 shared.segments.lock().live.push(meta(&segment));
@@ -308,12 +318,19 @@ impl LogWriter {
                 return fail_all(&e, seq, admitted, sync_waiters);
             }
         }
+        // Published in LSN order before any answer: an answered commit is visible.
+        let mut answers = Vec::with_capacity(admitted.len() + sync_waiters.len());
         for a in admitted {
             seq.publish(a.lsn, a.ticket);
-            a.done.respond(Ok(a.lsn));
+            answers.push((a.done, a.lsn));
         }
-        for w in sync_waiters {
-            w.respond(Ok(self.synced_lsn));
+        answers.extend(sync_waiters.into_iter().map(|w| (w, self.synced_lsn)));
+        if answers.len() >= HANDOFF_MIN_ANSWERS {
+            self.completer.answer(answers);
+        } else {
+            for (done, lsn) in answers {
+                done.respond(Ok(lsn));
+            }
         }
     }
 

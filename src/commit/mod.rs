@@ -2,10 +2,12 @@
 //! them in groups and syncs as their durability says, and one-shot completions that wake
 //! each committer when its group is done.
 
+mod completer;
 mod completion;
 mod flusher;
 mod queue;
 
+pub(crate) use completer::Completer;
 pub(crate) use completion::{Completion, Responder};
 pub(crate) use flusher::{spawn_flusher, LogWriter};
 pub(crate) use queue::CommitQueue;

@@ -4,6 +4,7 @@
 //! Committers call [`Wal::commit`]; the flusher writes and syncs groups and answers them.
 
 pub mod fs;
+mod preparer;
 pub mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;
@@ -20,7 +21,7 @@ use crate::commit::{
 };
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
-use crate::sync::{Arc, AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
 use fs::{FsRef, StdFs};
 use segment::{read_segment, records_in, SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -51,6 +52,10 @@ pub(crate) struct Shared<T> {
     pub written_lsn: AtomicU64,
     pub durable_lsn: AtomicU64,
     pub segments: Mutex<SegmentSet>,
+    /// Notified (with `segments` held or just released) when the last spare is taken.
+    pub spare_wanted: Condvar,
+    /// Set under the `segments` lock to stop the preparer.
+    pub preparer_stop: AtomicBool,
     pub stats: Stats,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
@@ -158,6 +163,7 @@ impl CommitHandle {
 pub struct Wal<S: Sequencer = NoSequencer> {
     shared: Arc<Shared<S::Ticket>>,
     flusher: Mutex<Option<JoinHandle<Result<()>>>>,
+    preparer: Mutex<Option<JoinHandle<()>>>,
     fs: FsRef,
     dir: PathBuf,
     cfg: WalConfig,
@@ -204,6 +210,8 @@ impl<S: Sequencer> Wal<S> {
                 live: rec.segments,
                 spares: rec.spares,
             }),
+            spare_wanted: Condvar::new(),
+            preparer_stop: AtomicBool::new(false),
             stats: Stats::default(),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
@@ -221,8 +229,19 @@ impl<S: Sequencer> Wal<S> {
             interval_deadline: None,
             frame: Default::default(),
             buf: Vec::new(),
+            completer: crate::commit::Completer::spawn()?,
         };
         let flusher = spawn_flusher(shared.clone(), writer, sequencer)?;
+        let preparer = if cfg.prepare_segments {
+            Some(preparer::spawn_preparer(
+                shared.clone(),
+                fs.clone(),
+                dir.to_owned(),
+                cfg.segment_bytes,
+            )?)
+        } else {
+            None
+        };
         tracing::info!(
             dir = %dir.display(),
             first_lsn = rec.report.first_lsn,
@@ -234,6 +253,7 @@ impl<S: Sequencer> Wal<S> {
         Ok(Wal {
             shared,
             flusher: Mutex::new(Some(flusher)),
+            preparer: Mutex::new(preparer),
             fs,
             dir: dir.to_owned(),
             cfg,
@@ -440,13 +460,24 @@ impl<S: Sequencer> Wal<S> {
 
     fn shutdown(&self) -> Result<()> {
         self.shared.queue.close();
-        let Some(handle) = self.flusher.lock().take() else {
-            return Ok(());
+        let flushed = match self.flusher.lock().take() {
+            None => Ok(()),
+            Some(handle) => match handle.join() {
+                Ok(result) => result,
+                Err(_) => Err(Error::FlusherDied("the flusher thread panicked".into())),
+            },
         };
-        match handle.join() {
-            Ok(result) => result,
-            Err(_) => Err(Error::FlusherDied("the flusher thread panicked".into())),
+        if let Some(handle) = self.preparer.lock().take() {
+            {
+                let _set = self.shared.segments.lock();
+                self.shared.preparer_stop.store(true, Ordering::SeqCst);
+                self.shared.spare_wanted.notify_all();
+            }
+            if handle.join().is_err() {
+                tracing::error!("the WAL segment preparer thread panicked");
+            }
         }
+        flushed
     }
 }
 

@@ -50,6 +50,8 @@ pub fn cfg() -> WalConfig {
         compress_threshold: None,
         // The queue is preallocated: a small one keeps each open cheap in debug builds.
         queue_capacity: 256,
+        // Exact, replayable I/O order: no background spare preparation.
+        prepare_segments: false,
         ..WalConfig::default()
     }
 }
