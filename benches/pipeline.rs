@@ -21,60 +21,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use walmdb::{Durability, Op, Record, TxnRecord, Wal, WalConfig, WalStats};
+use walmdb::{Durability, Wal, WalConfig, WalStats};
+
+mod common;
+use common::{txn, Rng};
 
 /// Size of the preallocated file of the raw overwrite baseline; offsets wrap around in it.
 const RAW_FILE_BYTES: u64 = 64 << 20;
 /// Bytes each raw baseline operation writes.
 const RAW_WRITE: usize = 4096;
-
-/// xorshift64*: a small deterministic generator, so the crate needs no `rand` dev-dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let r = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
-}
-
-const TEXT: &[u8] = b"user profile: status=active; plan=standard; region=eu-west; \
-                      flags=none; the quick brown fox jumps over the lazy dog. ";
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// A 1-op transaction: a put of a random 16-byte key and a 100-byte value (50 random bytes,
-/// then 50 bytes of text).
-fn txn(rng: &mut Rng) -> Record {
-    let mut key = vec![0u8; 16];
-    rng.fill(&mut key);
-    let mut value = vec![0u8; 100];
-    rng.fill(&mut value[..50]);
-    value[50..].copy_from_slice(&TEXT[..50]);
-    Record::Txn(TxnRecord {
-        commit_micros: now_micros(),
-        ops: vec![Op::Put {
-            table: "users".into(),
-            key,
-            value,
-        }],
-    })
-}
 
 struct Options {
     secs: f64,
