@@ -23,7 +23,7 @@ use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
 use fs::{FsRef, StdFs};
-use segment::{read_segment, records_in, SegmentHeader, SEGMENT_HEADER_LEN};
+use segment::{read_segment, records_in, SegmentHeader};
 
 /// Live segments and spare files, shared by the flusher (rotation) and retirement.
 #[derive(Debug, Default)]
@@ -511,16 +511,7 @@ fn oldest_first_lsn(fs: &dyn fs::Fs, dir: &Path) -> Result<Option<Lsn>> {
     else {
         return Ok(None);
     };
-    let file = fs.open(&fs::join(dir, &segment::segment_file_name(n)), false)?;
-    let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    let header = match file.read_exact_at(&mut buf, 0) {
-        Ok(()) => SegmentHeader::decode(&buf),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
-            segment::HeaderError::Damaged("file shorter than a segment header".into()),
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    match header {
+    match segment::read_header(fs, &fs::join(dir, &segment::segment_file_name(n)))? {
         Ok(h) if h.segment_no == n => Ok(Some(h.first_lsn)),
         Ok(h) => Err(Error::SegmentSequence {
             dir: dir.to_owned(),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use super::fs::{join, Fs};
 use super::record::{FrameHeader, Lsn, FORMAT_VERSION, FRAME_HEADER_LEN};
 use super::segment::{
-    create_segment, is_spare_or_temp, parse_segment_file_name, read_segment, scan_segment,
-    HeaderError, ScanEnd, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
+    create_segment, is_spare_or_temp, parse_segment_file_name, read_header, read_segment,
+    scan_segment, HeaderError, ScanEnd, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use crate::config::{RecoveryMode, WalConfig};
 use crate::error::{Error, Result};
@@ -104,10 +104,7 @@ pub(crate) fn recover(
     for name in names {
         let path = join(dir, &name);
         if let Some(segment_no) = parse_segment_file_name(&name) {
-            let file = fs.open(&path, false)?;
-            let mut buf = [0u8; SEGMENT_HEADER_LEN];
-            let n = file.read_at(&mut buf, 0)?;
-            let header = match SegmentHeader::decode(&buf[..n]) {
+            let header = match read_header(fs, &path)? {
                 Ok(h) if h.segment_no != segment_no => Err(format!(
                     "header names segment {} but the file is named for segment {segment_no}",
                     h.segment_no

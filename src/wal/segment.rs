@@ -111,6 +111,25 @@ pub enum HeaderError {
     Version(u32),
 }
 
+/// Reads and checks the header of the segment file at `path`. The outer error is I/O; the
+/// inner one says why the header is not valid.
+pub fn read_header(
+    fs: &dyn Fs,
+    path: &Path,
+) -> Result<std::result::Result<SegmentHeader, HeaderError>> {
+    let file = fs.open(path, false)?;
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    // A file shorter than the header reads short: decode reports it as damaged.
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], len as u64)? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    Ok(SegmentHeader::decode(&buf[..len]))
+}
+
 /// The file name of segment `n`.
 pub fn segment_file_name(n: u64) -> String {
     format!("wal-{n:08}.log")
