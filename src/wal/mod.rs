@@ -196,10 +196,6 @@ impl<S: Sequencer> Wal<S> {
         sequencer: S,
     ) -> Result<Self> {
         cfg.validate()?;
-        let from_lsn = match from_lsn {
-            Some(lsn) => lsn,
-            None => oldest_first_lsn(fs.as_ref(), dir)?.map_or(0, |l| l - 1),
-        };
         let rec = recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
         let last_lsn = rec.next_lsn - 1;
         let shared = Arc::new(Shared {
@@ -493,43 +489,6 @@ impl Wal<NoSequencer> {
     /// Commits `record` at the log's default durability and waits for its LSN.
     pub fn commit(&self, record: EncodedRecord) -> Result<Lsn> {
         self.commit_with(record, (), None)
-    }
-}
-
-/// The first LSN of the lowest-numbered segment, if any. Its header must be intact and name
-/// it: without a caller's `from_lsn`, nothing tells a damaged first segment from an obsolete
-/// one, so that is an error rather than a silent retirement.
-fn oldest_first_lsn(fs: &dyn fs::Fs, dir: &Path) -> Result<Option<Lsn>> {
-    if !fs.exists(dir) {
-        return Ok(None);
-    }
-    let Some(n) = fs
-        .list(dir)?
-        .iter()
-        .filter_map(|n| segment::parse_segment_file_name(n))
-        .min()
-    else {
-        return Ok(None);
-    };
-    match segment::read_header(fs, &fs::join(dir, &segment::segment_file_name(n)))? {
-        Ok(h) if h.segment_no == n => Ok(Some(h.first_lsn)),
-        Ok(h) => Err(Error::SegmentSequence {
-            dir: dir.to_owned(),
-            reason: format!(
-                "the oldest file is named for segment {n} but its header names segment {}",
-                h.segment_no
-            ),
-        }),
-        Err(segment::HeaderError::Version(found)) => Err(Error::UnsupportedVersion {
-            path: fs::join(dir, &segment::segment_file_name(n)),
-            found,
-            supported: FORMAT_VERSION,
-        }),
-        Err(segment::HeaderError::Damaged(reason)) => Err(Error::Corruption {
-            segment: n,
-            offset: 0,
-            reason,
-        }),
     }
 }
 

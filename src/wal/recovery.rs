@@ -83,12 +83,13 @@ fn sequence_error(dir: &Path, reason: String) -> Error {
     }
 }
 
-/// Opens the log in `dir`, keeping every record with LSN > `from_lsn`.
+/// Opens the log in `dir`, keeping every record with LSN > `from_lsn`; without `from_lsn`,
+/// every record from the lowest-numbered segment on.
 pub(crate) fn recover(
     fs: &dyn Fs,
     dir: &Path,
     cfg: &WalConfig,
-    from_lsn: Lsn,
+    from_lsn: Option<Lsn>,
 ) -> Result<Recovered> {
     let started = Instant::now();
     if !fs.exists(dir) {
@@ -137,6 +138,24 @@ pub(crate) fn recover(
             ));
         }
     }
+
+    // Without a caller's `from_lsn`, the lowest-numbered segment starts the log. Its header
+    // must be intact and name it: nothing tells a damaged first segment from an obsolete one,
+    // so that is an error rather than a silent retirement.
+    let from_lsn = match (from_lsn, found.first()) {
+        (Some(lsn), _) => lsn,
+        (None, None) => 0,
+        (None, Some(first)) => match &first.header {
+            Ok(h) => h.first_lsn.saturating_sub(1),
+            Err(reason) => {
+                return Err(Error::Corruption {
+                    segment: first.segment_no,
+                    offset: 0,
+                    reason: reason.clone(),
+                })
+            }
+        },
+    };
 
     // The live log starts at the last segment that begins at or before the first LSN needed.
     let needed = from_lsn + 1;
