@@ -190,3 +190,182 @@ impl WalConfig {
         Ok(())
     }
 }
+
+/// How a write transaction's reads are protected against concurrent commits. Checked by the
+/// flusher at commit, optimistically; a loser gets `Error::Conflict` and nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A transaction that read anything fails if a key it writes was committed by another
+    /// after its snapshot (first committer wins: no lost updates). Write skew is possible.
+    #[default]
+    Snapshot,
+    /// As `Snapshot`, and also fails if a key it read, or a key inside a range it scanned,
+    /// was committed by another after its snapshot: the result is serializable.
+    Serializable,
+}
+
+/// Configuration of the engine ([`crate::Db`]). Build it with the setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = walmdb::Config::default()
+///     .isolation(walmdb::Isolation::Serializable)
+///     .table("users")
+///     .txn_timeout(Some(Duration::from_secs(30)));
+/// assert_eq!(cfg.tables, ["users"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The write-ahead log's configuration (durability default, segment size, queue bounds).
+    /// Default: `WalConfig::default()`.
+    pub wal: WalConfig,
+    /// Isolation of write transactions that do not choose their own. Default: `Snapshot`.
+    pub isolation: Isolation,
+    /// Tables created at open if missing. Default: none (tables are created on first write).
+    pub tables: Vec<String>,
+    /// Initial size of LMDB's memory map; it grows by doubling when full. Default: 64 MiB.
+    pub map_size: usize,
+    /// The map never grows past this; a full map at this size is `Error::StorageFull`.
+    /// Default: 64 GiB.
+    pub max_map_size: usize,
+    /// LMDB reader slots: read and write transactions open at once, at most. Default: 1022.
+    pub max_readers: u32,
+    /// Tables at most (LMDB named databases). Default: 1000.
+    pub max_tables: u32,
+    /// Bytes of committed versions not yet applied to LMDB, at most; commits wait (then get
+    /// `Error::ApplyBacklog`) while the applier catches up. Default: 256 MiB.
+    pub overlay_max_bytes: usize,
+    /// Operations one LMDB apply transaction holds at most. Default: 100,000.
+    pub apply_max_ops: usize,
+    /// A checkpoint starts once this many WAL bytes were written since the last. Default: 64 MiB.
+    pub checkpoint_bytes: u64,
+    /// A checkpoint starts at least this often while anything was written. Default: 30 s.
+    pub checkpoint_interval: Duration,
+    /// Commits wait while recovery would replay more than this many WAL bytes (the applier or
+    /// checkpoint is behind). Default: 1 GiB.
+    pub max_replay_bytes: u64,
+    /// Read and write transactions older than this fail their next call with
+    /// `Error::TxnTimeout`. Default: `None` (no limit).
+    pub txn_timeout: Option<Duration>,
+    /// How long a map resize waits for open transactions to end before retrying. Default: 10 s.
+    pub resize_wait: Duration,
+    /// Attempts `Db::update` makes before returning `Error::Conflict`. Default: 16.
+    pub update_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            wal: WalConfig::default(),
+            isolation: Isolation::default(),
+            tables: Vec::new(),
+            map_size: 64 << 20,
+            max_map_size: 64 << 30,
+            max_readers: 1022,
+            max_tables: 1000,
+            overlay_max_bytes: 256 << 20,
+            apply_max_ops: 100_000,
+            checkpoint_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(30),
+            max_replay_bytes: 1 << 30,
+            txn_timeout: None,
+            resize_wait: Duration::from_secs(10),
+            update_attempts: 16,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Config {
+    setters! {
+        /// Sets [`Config::wal`].
+        wal: WalConfig;
+        /// Sets [`Config::isolation`].
+        isolation: Isolation;
+        /// Sets [`Config::map_size`].
+        map_size: usize;
+        /// Sets [`Config::max_map_size`].
+        max_map_size: usize;
+        /// Sets [`Config::max_readers`].
+        max_readers: u32;
+        /// Sets [`Config::max_tables`].
+        max_tables: u32;
+        /// Sets [`Config::overlay_max_bytes`].
+        overlay_max_bytes: usize;
+        /// Sets [`Config::apply_max_ops`].
+        apply_max_ops: usize;
+        /// Sets [`Config::checkpoint_bytes`].
+        checkpoint_bytes: u64;
+        /// Sets [`Config::checkpoint_interval`].
+        checkpoint_interval: Duration;
+        /// Sets [`Config::max_replay_bytes`].
+        max_replay_bytes: u64;
+        /// Sets [`Config::txn_timeout`].
+        txn_timeout: Option<Duration>;
+        /// Sets [`Config::resize_wait`].
+        resize_wait: Duration;
+        /// Sets [`Config::update_attempts`].
+        update_attempts: u32;
+    }
+
+    /// Sets the default durability of commits ([`WalConfig::durability`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.wal.durability = durability;
+        self
+    }
+
+    /// Declares a table, created at open if missing.
+    #[must_use]
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.tables.push(name.into());
+        self
+    }
+
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<()> {
+        self.wal.validate()?;
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.map_size == 0 || self.max_map_size < self.map_size {
+            return bad(format!(
+                "map_size {} must be at least 1 and at most max_map_size {}",
+                self.map_size, self.max_map_size
+            ));
+        }
+        if self.max_readers == 0 || self.max_tables == 0 || self.apply_max_ops == 0 {
+            return bad("max_readers, max_tables and apply_max_ops must be at least 1".into());
+        }
+        if self.overlay_max_bytes < self.wal.max_record_bytes {
+            return bad(format!(
+                "overlay_max_bytes {} is below the WAL's max_record_bytes {}",
+                self.overlay_max_bytes, self.wal.max_record_bytes
+            ));
+        }
+        if self.checkpoint_bytes == 0 || self.max_replay_bytes < self.checkpoint_bytes {
+            return bad(format!(
+                "checkpoint_bytes {} must be at least 1 and at most max_replay_bytes {}",
+                self.checkpoint_bytes, self.max_replay_bytes
+            ));
+        }
+        if self.update_attempts == 0 {
+            return bad("update_attempts must be at least 1".into());
+        }
+        for t in &self.tables {
+            crate::catalog::check_table_name(t)?;
+        }
+        Ok(())
+    }
+}

@@ -129,6 +129,86 @@ pub enum Error {
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// Another transaction committed, after this one's snapshot, a key this one wrote (or,
+    /// under `Isolation::Serializable`, read). Nothing was written; retry the transaction.
+    #[error("transaction conflict on table {table:?}, key {key:?}; retry the transaction")]
+    Conflict {
+        /// The table of the conflicting key.
+        table: String,
+        /// The conflicting key (empty for a conflict with a table drop or create).
+        key: Vec<u8>,
+    },
+
+    /// LMDB's map reached `Config::max_map_size`. Every acknowledged commit stays in the
+    /// write-ahead log and is applied once space exists (reopen with a larger maximum);
+    /// new commits are refused until then.
+    #[error("storage is full: the LMDB map is {map_size} bytes, the configured maximum")]
+    StorageFull {
+        /// The map size reached.
+        map_size: usize,
+    },
+
+    /// Every LMDB reader slot is taken (`Config::max_readers`).
+    #[error("all {max_readers} LMDB reader slots are in use; end some transactions or raise max_readers")]
+    ReadersFull {
+        /// `Config::max_readers`.
+        max_readers: u32,
+    },
+
+    /// The transaction is older than `Config::txn_timeout`; it fails every call from then on.
+    #[error("the transaction is {age:?} old, past the limit of {limit:?}")]
+    TxnTimeout {
+        /// The transaction's age.
+        age: std::time::Duration,
+        /// `Config::txn_timeout`.
+        limit: std::time::Duration,
+    },
+
+    /// No table of that name exists in the transaction's snapshot.
+    #[error("no table named {0:?}")]
+    TableNotFound(String),
+
+    /// A key, value or table name LMDB cannot store.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// "key", "value" or "table name".
+        what: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// The applier or the checkpoint is behind: unapplied versions hold
+    /// `Config::overlay_max_bytes`, or recovery would replay more than
+    /// `Config::max_replay_bytes`, and neither eased within `WalConfig::backpressure_wait`.
+    #[error("the apply backlog is full: {what} is {held}, over the limit of {limit}")]
+    ApplyBacklog {
+        /// Which bound: "unapplied bytes" or "replay bytes".
+        what: &'static str,
+        /// Its value.
+        held: u64,
+        /// Its limit.
+        limit: u64,
+    },
+
+    /// An LMDB operation failed.
+    #[error("LMDB {op} failed: {message}")]
+    Lmdb {
+        /// What was being done.
+        op: &'static str,
+        /// LMDB's message.
+        message: String,
+    },
+
+    /// The data directory's LMDB store and write-ahead log disagree (for example, the log
+    /// ends before the store's applied LSN), or the store's metadata is damaged.
+    #[error("inconsistent database at {path}: {reason}")]
+    Inconsistent {
+        /// The database directory.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -138,5 +218,10 @@ impl Error {
             self,
             Error::Poisoned { .. } | Error::SyncFailed(_) | Error::FlusherDied(_)
         )
+    }
+
+    /// True for a transaction conflict: running the transaction again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
     }
 }

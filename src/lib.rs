@@ -24,15 +24,25 @@
 
 #![warn(missing_docs)]
 
+mod catalog;
 mod commit;
 mod config;
+mod conflict;
+mod db;
 mod error;
+mod snapshots;
+mod store;
 mod sync;
+mod txn;
 pub mod wal;
 
+pub use catalog::MAX_TABLE_NAME_LEN;
 pub use commit::{NoSequencer, Sequencer};
-pub use config::{Durability, RecoveryMode, WalConfig};
+pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
+pub use db::{Db, DbRecoveryReport, DbStats};
 pub use error::{Error, Result};
+pub use store::STORE_FORMAT_VERSION;
+pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn, MAX_KEY_LEN};
 pub use wal::fs::{CrashOptions, FaultKind, Fs, FsFile, FsRef, OpKind, SimFs, StdFs};
 pub use wal::{
     CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Lsn, Op, Record, RecordType,

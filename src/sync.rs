@@ -1,4 +1,4 @@
-//! The one import point for concurrency primitives: atomics, `Arc`, `Mutex`, `Condvar`,
+//! The one import point for concurrency primitives: atomics, `Arc`, `Mutex`, `RwLock`, `Condvar`,
 //! threads and the bounded queue. Under `--cfg walmdb_loom` every item is loom's (and the
 //! queue a bounded loom `Mutex<VecDeque>`), so loom models run over the real pipeline code.
 //!
@@ -25,6 +25,25 @@ mod imp {
         }
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
+        }
+    }
+
+    pub type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
+    pub type RwLockWriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
+
+    /// A reader-writer lock that does not poison.
+    #[derive(Debug, Default)]
+    pub struct RwLock<T>(parking_lot::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub fn new(value: T) -> Self {
+            RwLock(parking_lot::RwLock::new(value))
+        }
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write()
         }
     }
 
@@ -108,6 +127,30 @@ mod imp {
     impl<T: Default> Default for Mutex<T> {
         fn default() -> Self {
             Mutex::new(T::default())
+        }
+    }
+
+    pub type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+    pub type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+
+    #[derive(Debug)]
+    pub struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub fn new(value: T) -> Self {
+            RwLock(loom::sync::RwLock::new(value))
+        }
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(|e| e.into_inner())
+        }
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl<T: Default> Default for RwLock<T> {
+        fn default() -> Self {
+            RwLock::new(T::default())
         }
     }
 

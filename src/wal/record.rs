@@ -245,6 +245,77 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A borrowed [`Op`], for encoding without copying.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OpRef<'a> {
+    Put {
+        table: &'a str,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        table: &'a str,
+        key: &'a [u8],
+    },
+    CreateTable {
+        table: &'a str,
+    },
+    DropTable {
+        table: &'a str,
+    },
+}
+
+// Format: txn = { commit_micros: u64 | op_count: u32 | op* }
+//         op  = { tag: u8 | table_len: u16 | table | [key_len: u32 | key]
+//                 | [value_len: u32 | value] }   (key for put/delete, value for put)
+fn encode_txn_into<'a>(
+    out: &mut Vec<u8>,
+    commit_micros: u64,
+    count: usize,
+    ops: impl Iterator<Item = OpRef<'a>>,
+) {
+    out.extend_from_slice(&commit_micros.to_le_bytes());
+    let count = u32::try_from(count).expect("fewer than 2^32 ops");
+    out.extend_from_slice(&count.to_le_bytes());
+    for op in ops {
+        match op {
+            OpRef::Put { table, key, value } => {
+                out.push(OP_PUT);
+                put_table(out, table);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            OpRef::Delete { table, key } => {
+                out.push(OP_DELETE);
+                put_table(out, table);
+                put_bytes(out, key);
+            }
+            OpRef::CreateTable { table } => {
+                out.push(OP_CREATE_TABLE);
+                put_table(out, table);
+            }
+            OpRef::DropTable { table } => {
+                out.push(OP_DROP_TABLE);
+                put_table(out, table);
+            }
+        }
+    }
+}
+
+/// Encodes a transaction record from borrowed operations (`count` of them).
+pub(crate) fn encode_txn<'a>(
+    commit_micros: u64,
+    count: usize,
+    ops: impl Iterator<Item = OpRef<'a>>,
+) -> EncodedRecord {
+    let mut payload = Vec::new();
+    encode_txn_into(&mut payload, commit_micros, count, ops);
+    EncodedRecord {
+        kind: RecordType::Txn,
+        payload,
+    }
+}
+
 /// The longest table name.
 pub const MAX_TABLE_NAME: usize = u16::MAX as usize;
 
@@ -260,32 +331,13 @@ impl Record {
             //         op  = { tag: u8 | table_len: u16 | table | [key_len: u32 | key]
             //                 | [value_len: u32 | value] }   (key for put/delete, value for put)
             Record::Txn(txn) => {
-                out.extend_from_slice(&txn.commit_micros.to_le_bytes());
-                let count = u32::try_from(txn.ops.len()).expect("fewer than 2^32 ops");
-                out.extend_from_slice(&count.to_le_bytes());
-                for op in &txn.ops {
-                    match op {
-                        Op::Put { table, key, value } => {
-                            out.push(OP_PUT);
-                            put_table(&mut out, table);
-                            put_bytes(&mut out, key);
-                            put_bytes(&mut out, value);
-                        }
-                        Op::Delete { table, key } => {
-                            out.push(OP_DELETE);
-                            put_table(&mut out, table);
-                            put_bytes(&mut out, key);
-                        }
-                        Op::CreateTable { table } => {
-                            out.push(OP_CREATE_TABLE);
-                            put_table(&mut out, table);
-                        }
-                        Op::DropTable { table } => {
-                            out.push(OP_DROP_TABLE);
-                            put_table(&mut out, table);
-                        }
-                    }
-                }
+                let ops = txn.ops.iter().map(|op| match op {
+                    Op::Put { table, key, value } => OpRef::Put { table, key, value },
+                    Op::Delete { table, key } => OpRef::Delete { table, key },
+                    Op::CreateTable { table } => OpRef::CreateTable { table },
+                    Op::DropTable { table } => OpRef::DropTable { table },
+                });
+                encode_txn_into(&mut out, txn.commit_micros, txn.ops.len(), ops);
                 RecordType::Txn
             }
             // Format: checkpoint = { applied_lsn: u64 }

@@ -1,0 +1,271 @@
+//! Tables: their existence over LSNs, their LMDB handle, and the overlay of committed versions
+//! LMDB does not hold yet.
+//!
+//! Invariants:
+//! - Versions are added by the flusher (`publish`) in LSN order, before `visible_lsn` moves
+//!   past them; they are removed by the applier only at or below the retirement horizon,
+//!   which is at most every live snapshot's applied LSN. So a snapshot `(applied A,
+//!   visible V)` finds, for every key, either its newest version <= V here, or no version in
+//!   (A, V] at all, in which case LMDB at A holds the answer.
+//! - A table's LMDB handle is set before LMDB holds any data of it, and never unset (a drop
+//!   clears the LMDB table, it does not delete it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use heed::types::Bytes;
+
+use crate::error::{Error, Result};
+use crate::sync::{Arc, RwLock};
+use crate::wal::Lsn;
+
+/// An LMDB table handle.
+pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
+
+/// The longest table name (LMDB stores it as a key, with a prefix).
+pub const MAX_TABLE_NAME_LEN: usize = 255;
+
+/// Refuses empty, overlong or NUL-holding table names.
+pub(crate) fn check_table_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_TABLE_NAME_LEN {
+        "it is longer than 255 bytes"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidInput {
+        what: "table name",
+        reason: format!("{name:?}: {reason}"),
+    })
+}
+
+/// One committed version of a key: its value, or `None` for a delete.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub lsn: Lsn,
+    pub value: Option<Arc<[u8]>>,
+}
+
+/// Bytes a version is charged against `overlay_max_bytes`.
+pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + 64
+}
+
+/// How a snapshot sees one table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableView {
+    /// Versions below this LSN belong to an earlier life of the table (before a drop).
+    pub min_lsn: Lsn,
+    /// The LMDB handle, when the snapshot's LMDB state holds this life of the table.
+    pub lmdb: Option<Dbi>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TableState {
+    /// Changes of existence `(lsn, exists)`, ascending.
+    history: Vec<(Lsn, bool)>,
+    /// The LMDB handle and the LSN from which LMDB holds the table.
+    lmdb: Option<(Dbi, Lsn)>,
+    /// Committed versions by key, oldest first, not yet retired.
+    pub versions: BTreeMap<Arc<[u8]>, Vec<Version>>,
+}
+
+impl TableState {
+    pub fn exists_now(&self) -> bool {
+        self.history.last().is_some_and(|e| e.1)
+    }
+
+    /// The table as a snapshot with applied LSN `a` and visible LSN `v` sees it, or `None`
+    /// if it does not exist there.
+    pub fn view(&self, a: Lsn, v: Lsn) -> Option<TableView> {
+        let upto = self.history.partition_point(|e| e.0 <= v);
+        let (born, exists) = *self.history[..upto].last()?;
+        if !exists {
+            return None;
+        }
+        let last_drop = self.history[..upto]
+            .iter()
+            .rev()
+            .find(|e| !e.1)
+            .map_or(0, |e| e.0);
+        let lmdb = self
+            .lmdb
+            .filter(|&(_, since)| since <= a && last_drop <= a)
+            .map(|(dbi, _)| dbi);
+        Some(TableView {
+            min_lsn: born,
+            lmdb,
+        })
+    }
+
+    /// The newest version of `key` the view sees, if the overlay decides it.
+    pub fn version(&self, view: &TableView, v: Lsn, key: &[u8]) -> Option<&Version> {
+        newest_visible(self.versions.get(key)?, view, v)
+    }
+
+    pub fn lmdb(&self) -> Option<Dbi> {
+        self.lmdb.map(|(dbi, _)| dbi)
+    }
+}
+
+/// The newest version in `chain` at or below `v`, if it belongs to the table's current life.
+pub(crate) fn newest_visible<'c>(
+    chain: &'c [Version],
+    view: &TableView,
+    v: Lsn,
+) -> Option<&'c Version> {
+    chain
+        .iter()
+        .rev()
+        .find(|ver| ver.lsn <= v)
+        .filter(|ver| ver.lsn >= view.min_lsn)
+}
+
+/// A named table.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub name: Arc<str>,
+    pub state: RwLock<TableState>,
+}
+
+/// Every table this process knows, dropped ones included (their names may come back).
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    tables: RwLock<HashMap<Arc<str>, Arc<Table>>>,
+}
+
+impl Catalog {
+    /// Registers a table LMDB holds at open.
+    pub fn add_existing(&self, name: &str, dbi: Dbi) {
+        let table = self.get_or_add(name);
+        let mut st = table.state.write();
+        st.history = vec![(0, true)];
+        st.lmdb = Some((dbi, 0));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Table>> {
+        self.tables.read().get(name).cloned()
+    }
+
+    pub fn get_or_add(&self, name: &str) -> Arc<Table> {
+        if let Some(t) = self.get(name) {
+            return t;
+        }
+        let mut tables = self.tables.write();
+        tables
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                Arc::new(Table {
+                    name: Arc::from(name),
+                    state: RwLock::new(TableState::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Tables existing at visible LSN `v`, sorted.
+    pub fn names_at(&self, v: Lsn) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tables
+            .read()
+            .values()
+            .filter(|t| {
+                let st = t.state.read();
+                let upto = st.history.partition_point(|e| e.0 <= v);
+                st.history[..upto].last().is_some_and(|e| e.1)
+            })
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Table {
+    /// Records, at publish, that the table exists from `lsn` on (if it did not).
+    pub fn note_exists(st: &mut TableState, lsn: Lsn) {
+        if !st.exists_now() {
+            st.history.push((lsn, true));
+        }
+    }
+
+    /// Records, at publish, that the table was dropped at `lsn` (if it existed).
+    pub fn note_dropped(st: &mut TableState, lsn: Lsn) {
+        if st.exists_now() {
+            st.history.push((lsn, false));
+        }
+    }
+
+    /// Sets the LMDB handle before LMDB holds data of the table from `since` on.
+    pub fn set_lmdb(&self, dbi: Dbi, since: Lsn) {
+        let mut st = self.state.write();
+        if st.lmdb.is_none() {
+            st.lmdb = Some((dbi, since));
+        }
+    }
+
+    /// Removes versions at or below `horizon` of `keys`; returns the bytes freed.
+    pub fn retire<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> usize {
+        let mut st = self.state.write();
+        let mut freed = 0;
+        for key in keys {
+            let Some(chain) = st.versions.get_mut(key) else {
+                continue;
+            };
+            let keep_from = chain.partition_point(|v| v.lsn <= horizon);
+            for v in chain.drain(..keep_from) {
+                freed += version_cost(key, v.value.as_deref());
+            }
+            if chain.is_empty() {
+                st.versions.remove(key);
+            }
+        }
+        // Existence changes at or below the horizon collapse into the last of them.
+        let upto = st.history.partition_point(|e| e.0 <= horizon);
+        if upto > 1 {
+            st.history.drain(..upto - 1);
+        }
+        freed
+    }
+}
+
+/// Owned bounds of a key range.
+pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Copies borrowed bounds.
+pub(crate) fn owned_bounds(range: &impl std::ops::RangeBounds<[u8]>) -> KeyBounds {
+    (
+        range.start_bound().map(<[u8]>::to_vec),
+        range.end_bound().map(<[u8]>::to_vec),
+    )
+}
+
+/// The bounds of the keys starting with `prefix`.
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> KeyBounds {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
+        }
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
+
+/// True if `key` lies inside `bounds`.
+pub(crate) fn in_bounds(bounds: &KeyBounds, key: &[u8]) -> bool {
+    let lower = match &bounds.0 {
+        Bound::Included(b) => key >= b.as_slice(),
+        Bound::Excluded(b) => key > b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let upper = match &bounds.1 {
+        Bound::Included(b) => key <= b.as_slice(),
+        Bound::Excluded(b) => key < b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    lower && upper
+}

@@ -1,0 +1,194 @@
+//! The engine's sequencer: on the flusher thread, in commit order, it checks each commit for
+//! conflicts (optimistic concurrency control) and publishes committed writes to the overlay.
+//!
+//! Invariants:
+//! - The conflict index maps each key to the LSN of its last admitted write; a commit is
+//!   admitted only if no key it must check has an LSN above its snapshot's visible LSN.
+//! - Entries at or below the conflict horizon are pruned: no live or later snapshot is older.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use crate::catalog::{in_bounds, KeyBounds};
+use crate::commit::Sequencer;
+use crate::db::Shared;
+use crate::error::{Error, Result};
+use crate::store::WriteOp;
+use crate::sync::Arc;
+use crate::wal::Lsn;
+
+/// What a transaction read, for `Isolation::Serializable`.
+#[derive(Debug, Default)]
+pub(crate) struct ReadSet {
+    pub points: Vec<(Arc<str>, Vec<u8>)>,
+    pub ranges: Vec<(Arc<str>, KeyBounds)>,
+}
+
+/// Which checks a commit needs.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// It read nothing: its writes do not depend on its snapshot.
+    Blind,
+    /// Keys it writes.
+    Writes,
+    /// Keys it writes and keys and ranges it read.
+    WritesAndReads(ReadSet),
+}
+
+/// A committed transaction's writes, shared by the overlay and the applier.
+#[derive(Debug)]
+pub(crate) struct TxnWrites {
+    pub ops: Vec<WriteOp>,
+}
+
+/// What a committer hands the flusher.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub snapshot: Lsn,
+    pub check: Check,
+    pub writes: Arc<TxnWrites>,
+}
+
+#[derive(Debug, Default)]
+struct TableConflicts {
+    keys: BTreeMap<Box<[u8]>, Lsn>,
+    /// The last create or drop.
+    ddl: Lsn,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngineSequencer {
+    shared: Arc<Shared>,
+    tables: HashMap<Arc<str>, TableConflicts>,
+    entries: usize,
+    prune_at: usize,
+}
+
+const MIN_PRUNE_AT: usize = 4096;
+
+impl EngineSequencer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        EngineSequencer {
+            shared,
+            tables: HashMap::new(),
+            entries: 0,
+            prune_at: MIN_PRUNE_AT,
+        }
+    }
+
+    fn check(&self, ticket: &Ticket) -> Result<()> {
+        let snap = ticket.snapshot;
+        let conflict = |table: &str, key: &[u8]| Error::Conflict {
+            table: table.to_owned(),
+            key: key.to_vec(),
+        };
+        let check_key = |table: &Arc<str>, key: &[u8]| -> Result<()> {
+            let Some(t) = self.tables.get(table) else {
+                return Ok(());
+            };
+            if t.ddl > snap {
+                return Err(conflict(table, &[]));
+            }
+            match t.keys.get(key) {
+                Some(&lsn) if lsn > snap => Err(conflict(table, key)),
+                _ => Ok(()),
+            }
+        };
+        let reads = match &ticket.check {
+            Check::Blind => return Ok(()),
+            Check::Writes => None,
+            Check::WritesAndReads(reads) => Some(reads),
+        };
+        for op in &ticket.writes.ops {
+            match op.key() {
+                Some(key) => check_key(op.table(), key)?,
+                None => {
+                    if self.tables.get(op.table()).is_some_and(|t| t.ddl > snap) {
+                        return Err(conflict(op.table(), &[]));
+                    }
+                }
+            }
+        }
+        let Some(reads) = reads else { return Ok(()) };
+        for (table, key) in &reads.points {
+            check_key(table, key)?;
+        }
+        for (table, bounds) in &reads.ranges {
+            let Some(t) = self.tables.get(table) else {
+                continue;
+            };
+            if t.ddl > snap {
+                return Err(conflict(table, &[]));
+            }
+            let range = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
+            if let Some((key, _)) = t
+                .keys
+                .range::<[u8], _>(range)
+                .find(|(k, &lsn)| lsn > snap && in_bounds(bounds, k))
+            {
+                return Err(conflict(table, key));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, writes: &TxnWrites, lsn: Lsn) {
+        for op in &writes.ops {
+            let t = self.tables.entry(op.table().clone()).or_default();
+            match op {
+                WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => {
+                    if t.keys.insert(Box::from(&key[..]), lsn).is_none() {
+                        self.entries += 1;
+                    }
+                }
+                WriteOp::CreateTable { .. } | WriteOp::DropTable { .. } => t.ddl = lsn,
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        let horizon = self
+            .shared
+            .snapshots
+            .conflict_horizon(&self.shared.visible_lsn);
+        let mut entries = 0;
+        self.tables.retain(|_, t| {
+            t.keys.retain(|_, lsn| *lsn > horizon);
+            entries += t.keys.len();
+            !t.keys.is_empty() || t.ddl > horizon
+        });
+        self.entries = entries;
+        self.prune_at = (entries * 2).max(MIN_PRUNE_AT);
+    }
+}
+
+fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Sequencer for EngineSequencer {
+    type Ticket = Ticket;
+
+    fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
+        if let Err(e) = self.check(ticket) {
+            self.shared
+                .stats
+                .conflicts
+                .fetch_add(1, crate::sync::Ordering::Relaxed);
+            return Err(e);
+        }
+        self.record(&ticket.writes, lsn);
+        if self.entries >= self.prune_at {
+            self.prune();
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, lsn: Lsn, ticket: Ticket) {
+        self.shared.publish(lsn, ticket.writes);
+    }
+}

@@ -1,0 +1,936 @@
+//! The engine handle: open (recovery), transactions, tables, stats, checkpoint, close.
+//!
+//! Threads: the WAL's flusher (conflict checks, LSNs, publish to the overlay), completer and
+//! preparer; `walmdb-applier`, the only LMDB writer; `walmdb-checkpoint`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::catalog::{check_table_name, version_cost, Catalog, Table, Version};
+use crate::config::{Config, Durability, Isolation};
+use crate::conflict::{Check, EngineSequencer, Ticket, TxnWrites};
+use crate::error::{Error, Result};
+use crate::snapshots::Snapshots;
+use crate::store::{Store, WriteOp};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, ThreadBuilder,
+};
+use crate::txn::{ReadTxn, Snapshot, WriteTxn};
+use crate::wal::{Lsn, Op, Record, RecoveryReport, Wal, WalStats};
+
+/// Counters kept by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub conflicts: AtomicU64,
+    pub apply_batches: AtomicU64,
+    pub applied_ops: AtomicU64,
+    pub map_resizes: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ApplyQueue {
+    items: VecDeque<(Lsn, Arc<TxnWrites>)>,
+    ops: usize,
+    applier_waiting: bool,
+    stop: Option<Stop>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Apply everything durable, then stop.
+    Drain,
+    /// Stop at once (a simulated crash).
+    Abandon,
+}
+
+#[derive(Debug, Default)]
+struct CheckpointState {
+    stop: bool,
+}
+
+/// State shared by the handle, the sequencer (on the flusher thread) and the engine threads.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub catalog: Catalog,
+    pub snapshots: Snapshots,
+    /// Every commit at or below it is in the overlay or LMDB, for every new snapshot.
+    pub visible_lsn: AtomicU64,
+    /// LMDB holds every commit at or below it.
+    pub applied_lsn: AtomicU64,
+    /// LMDB holds every commit at or below it durably; the log holds everything above.
+    pub checkpoint_lsn: AtomicU64,
+    pub overlay_bytes: AtomicUsize,
+    /// Recovery would replay more than `max_replay_bytes`.
+    replay_over: AtomicBool,
+    replay_estimate: AtomicU64,
+    /// The map is at its maximum (or the disk is full) and a batch is waiting for space.
+    storage_full: AtomicBool,
+    apply: Mutex<ApplyQueue>,
+    apply_cv: Condvar,
+    room: Mutex<()>,
+    room_cv: Condvar,
+    checkpoint: Mutex<CheckpointState>,
+    checkpoint_cv: Condvar,
+    /// The applier failed for good: the engine refuses commits until reopened.
+    failure: Mutex<Option<String>>,
+    pub stats: Counters,
+}
+
+impl Shared {
+    /// Makes the commit at `lsn` visible: versions into the overlay, the writes onto the
+    /// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order.
+    pub fn publish(&self, lsn: Lsn, writes: Arc<TxnWrites>) {
+        let mut bytes = 0;
+        let mut ops = writes.ops.iter().peekable();
+        while let Some(first) = ops.peek() {
+            let table = self.catalog.get_or_add(first.table());
+            let mut st = table.state.write();
+            while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
+                match op {
+                    WriteOp::Put { key, value, .. } => {
+                        Table::note_exists(&mut st, lsn);
+                        bytes += version_cost(key, Some(value));
+                        st.versions.entry(key.clone()).or_default().push(Version {
+                            lsn,
+                            value: Some(value.clone()),
+                        });
+                    }
+                    WriteOp::Delete { key, .. } => {
+                        bytes += version_cost(key, None);
+                        st.versions
+                            .entry(key.clone())
+                            .or_default()
+                            .push(Version { lsn, value: None });
+                    }
+                    WriteOp::CreateTable { .. } => Table::note_exists(&mut st, lsn),
+                    WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
+                }
+            }
+        }
+        self.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let n = writes.ops.len();
+        {
+            let mut q = self.apply.lock();
+            q.items.push_back((lsn, writes));
+            q.ops += n;
+            if q.applier_waiting {
+                q.applier_waiting = false;
+                self.apply_cv.notify_one();
+            }
+        }
+        self.visible_lsn.store(lsn, Ordering::Release);
+    }
+
+    fn refusal(&self) -> Option<Error> {
+        if let Some(cause) = self.failure.lock().clone() {
+            return Some(Error::Poisoned { cause });
+        }
+        None
+    }
+
+    fn fail(&self, cause: String) {
+        tracing::error!(cause = %cause, "the engine failed; reopen to recover");
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            *f = Some(cause);
+        }
+    }
+
+    fn notify_room(&self) {
+        let _g = self.room.lock();
+        self.room_cv.notify_all();
+    }
+}
+
+/// What opening the database found and did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DbRecoveryReport {
+    /// The log's own recovery (segments, torn tail cut).
+    pub wal: RecoveryReport,
+    /// LMDB's applied LSN found at open: replay started after it.
+    pub applied_lsn_at_open: Lsn,
+    /// Records replayed into LMDB.
+    pub replayed_records: u64,
+    /// Payload bytes of those records.
+    pub replayed_bytes: u64,
+    /// The last LSN replayed (the applied LSN after recovery).
+    pub last_lsn: Lsn,
+    /// Time recovery took, the log's included.
+    pub duration: Duration,
+}
+
+/// A snapshot of the engine's state and counters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DbStats {
+    /// The log's counters.
+    pub wal: WalStats,
+    /// The newest commit every new transaction sees.
+    pub visible_lsn: Lsn,
+    /// The newest commit LMDB holds.
+    pub applied_lsn: Lsn,
+    /// The newest commit LMDB holds durably (the last checkpoint).
+    pub checkpoint_lsn: Lsn,
+    /// Bytes of committed versions not yet retired from the overlay.
+    pub unapplied_bytes: usize,
+    /// Estimated log bytes recovery would replay now.
+    pub replay_estimate_bytes: u64,
+    /// Open read and write transactions.
+    pub open_snapshots: usize,
+    /// Age of the oldest open transaction (it pins LMDB pages and overlay versions).
+    pub oldest_snapshot_age: Duration,
+    /// Open transactions older than `txn_timeout` (or 60 s without one).
+    pub long_lived_snapshots: usize,
+    /// LMDB's map size now.
+    pub map_size: usize,
+    /// True while LMDB is full at `max_map_size` (or the disk is full).
+    pub storage_full: bool,
+    /// Commits refused for a conflict.
+    pub conflicts: u64,
+    /// LMDB apply transactions committed.
+    pub apply_batches: u64,
+    /// Operations applied to LMDB.
+    pub applied_ops: u64,
+    /// Times the map grew.
+    pub map_resizes: u64,
+    /// Checkpoints done.
+    pub checkpoints: u64,
+}
+
+pub(crate) struct Inner {
+    pub path: PathBuf,
+    pub cfg: Config,
+    pub shared: Arc<Shared>,
+    pub store: Store,
+    pub wal: Wal<EngineSequencer>,
+    report: DbRecoveryReport,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open database: a write-ahead log in front of LMDB. Share it between threads by
+/// reference (it is `Sync`); transactions borrow it.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = walmdb::Db::open(dir.path())?;
+/// let mut txn = db.write()?;
+/// txn.put("users", b"alice", b"1")?;
+/// let lsn = txn.commit()?;
+/// let read = db.read()?;
+/// assert_eq!(read.get("users", b"alice")?, Some(&b"1"[..]));
+/// assert!(read.lsn() >= lsn);
+/// drop(read);
+/// db.close()?;
+/// # Ok::<(), walmdb::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Db {
+    /// `Some` until `close` or drop.
+    inner: Option<Arc<Inner>>,
+    applier: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+impl Db {
+    /// Opens (creating, or recovering) the database in directory `path` with defaults.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Self::open_with(path, Config::default())
+    }
+
+    /// Opens (creating, or recovering) the database in directory `path`: reads LMDB's
+    /// applied LSN, replays every log record after it, and starts the engine's threads.
+    pub fn open_with(path: impl AsRef<Path>, cfg: Config) -> Result<Db> {
+        cfg.validate()?;
+        let started = Instant::now();
+        let path = path.as_ref().to_owned();
+        std::fs::create_dir_all(&path)?;
+        let shared = Arc::new(Shared::default());
+        let (store, opened) = Store::open(&path.join("data"), &cfg, &shared.catalog)?;
+        let wal = Wal::open_with(
+            crate::sync::DynArc::new(crate::wal::fs::StdFs),
+            &path.join("wal"),
+            cfg.wal.clone(),
+            Some(opened.applied_lsn),
+            EngineSequencer::new(shared.clone()),
+        )?;
+        let mut report = DbRecoveryReport {
+            wal: wal.recovery_report().clone(),
+            applied_lsn_at_open: opened.applied_lsn,
+            replayed_records: 0,
+            replayed_bytes: 0,
+            last_lsn: opened.applied_lsn,
+            duration: Duration::ZERO,
+        };
+        let mut inner = Inner {
+            path,
+            cfg,
+            shared,
+            store,
+            wal,
+            report: report.clone(),
+        };
+        replay(&inner, &mut report)?;
+        report.duration = started.elapsed();
+        inner.report = report;
+        let last = inner.report.last_lsn;
+        let sh = &inner.shared;
+        sh.visible_lsn.store(last, Ordering::Release);
+        sh.applied_lsn.store(last, Ordering::Release);
+        sh.checkpoint_lsn
+            .store(opened.applied_lsn, Ordering::Release);
+        let inner = Arc::new(inner);
+        if inner.report.replayed_records > 0 {
+            checkpoint_now(&inner)?;
+        }
+        tracing::info!(
+            path = %inner.path.display(),
+            applied_lsn_at_open = inner.report.applied_lsn_at_open,
+            replayed = inner.report.replayed_records,
+            replayed_bytes = inner.report.replayed_bytes,
+            cut = inner.report.wal.cut.is_some(),
+            micros = inner.report.duration.as_micros() as u64,
+            "opened the database"
+        );
+        let applier = {
+            let inner = inner.clone();
+            ThreadBuilder::new()
+                .name("walmdb-applier".into())
+                .spawn(move || applier_loop(&inner))?
+        };
+        let checkpointer = {
+            let inner = inner.clone();
+            ThreadBuilder::new()
+                .name("walmdb-checkpoint".into())
+                .spawn(move || checkpoint_loop(&inner))?
+        };
+        let db = Db {
+            inner: Some(inner),
+            applier: Some(applier),
+            checkpointer: Some(checkpointer),
+        };
+        for name in db.inner().cfg.tables.clone() {
+            if !db.table_exists(&name) {
+                db.create_table(&name)?;
+            }
+        }
+        Ok(db)
+    }
+
+    fn inner(&self) -> &Inner {
+        self.inner
+            .as_ref()
+            .expect("the handle is open until close or drop")
+    }
+
+    /// Begins a read transaction: a consistent snapshot of every commit that returned
+    /// before it began. It is `Send`.
+    pub fn read(&self) -> Result<ReadTxn<'_>> {
+        Ok(ReadTxn::new(Snapshot::begin(self.inner())?))
+    }
+
+    /// Begins a write transaction at the configured isolation.
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        self.write_with(self.inner().cfg.isolation)
+    }
+
+    /// Begins a write transaction at `isolation`.
+    pub fn write_with(&self, isolation: Isolation) -> Result<WriteTxn<'_>> {
+        Ok(WriteTxn::new(Snapshot::begin(self.inner())?, isolation))
+    }
+
+    /// Runs `f` in a write transaction and commits it, running it again (at most
+    /// `Config::update_attempts` times in all) while the commit meets a conflict.
+    pub fn update<T>(&self, mut f: impl FnMut(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut txn = self.write()?;
+            let out = f(&mut txn)?;
+            match txn.commit() {
+                Ok(_) => return Ok(out),
+                Err(e) if e.is_conflict() && attempt < self.inner().cfg.update_attempts => {
+                    // Back off a little, more each time, so the winner's snapshot moves on.
+                    std::thread::sleep(Duration::from_micros(20 << attempt.min(8)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// True if table `name` exists now.
+    pub fn table_exists(&self, name: &str) -> bool {
+        let v = self.inner().shared.visible_lsn.load(Ordering::Acquire);
+        self.inner()
+            .shared
+            .catalog
+            .get(name)
+            .is_some_and(|t| t.state.read().view(v, v).is_some())
+    }
+
+    /// The tables that exist now, sorted by name.
+    pub fn tables(&self) -> Vec<String> {
+        let v = self.inner().shared.visible_lsn.load(Ordering::Acquire);
+        self.inner().shared.catalog.names_at(v)
+    }
+
+    /// Creates table `name` (a commit of its own); nothing if it exists.
+    pub fn create_table(&self, name: &str) -> Result<Lsn> {
+        check_table_name(name)?;
+        let op = WriteOp::CreateTable {
+            table: Arc::from(name),
+        };
+        commit_ops(self.inner(), vec![op], Check::Blind, 0, None)
+    }
+
+    /// Drops table `name` and everything in it (a commit of its own). Transactions that
+    /// touched it and commit later get `Error::Conflict`.
+    pub fn drop_table(&self, name: &str) -> Result<Lsn> {
+        if !self.table_exists(name) {
+            return Err(Error::TableNotFound(name.to_owned()));
+        }
+        let op = WriteOp::DropTable {
+            table: Arc::from(name),
+        };
+        commit_ops(self.inner(), vec![op], Check::Blind, 0, None)
+    }
+
+    /// Makes every commit so far durable in the log; returns the durable LSN.
+    pub fn sync(&self) -> Result<Lsn> {
+        self.inner().wal.sync()
+    }
+
+    /// Applies every commit so far to LMDB, syncs LMDB and retires the log segments it
+    /// covers. Returns the checkpoint LSN.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        let inner = self.inner();
+        self.wait_applied(inner.shared.visible_lsn.load(Ordering::Acquire))?;
+        checkpoint_now(inner)?;
+        Ok(inner.shared.checkpoint_lsn.load(Ordering::Acquire))
+    }
+
+    /// Waits until LMDB holds every commit through `lsn`.
+    pub fn wait_applied(&self, lsn: Lsn) -> Result<()> {
+        let sh = &self.inner().shared;
+        loop {
+            if sh.applied_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if let Some(e) = sh.refusal() {
+                return Err(e);
+            }
+            if sh.storage_full.load(Ordering::Acquire) {
+                return Err(Error::StorageFull {
+                    map_size: self.inner().store.map_size.load(Ordering::Relaxed),
+                });
+            }
+            let mut g = sh.room.lock();
+            if sh.applied_lsn.load(Ordering::Acquire) < lsn {
+                g = sh.room_cv.wait_timeout(g, Duration::from_millis(10));
+            }
+            drop(g);
+        }
+    }
+
+    /// The engine's state and counters.
+    pub fn stats(&self) -> DbStats {
+        let inner = self.inner();
+        let sh = &inner.shared;
+        let long = inner.cfg.txn_timeout.unwrap_or(Duration::from_secs(60));
+        let (open, oldest, long_lived) = sh.snapshots.census(long);
+        DbStats {
+            wal: inner.wal.stats(),
+            visible_lsn: sh.visible_lsn.load(Ordering::Acquire),
+            applied_lsn: sh.applied_lsn.load(Ordering::Acquire),
+            checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
+            unapplied_bytes: sh.overlay_bytes.load(Ordering::Relaxed),
+            replay_estimate_bytes: sh.replay_estimate.load(Ordering::Relaxed),
+            open_snapshots: open,
+            oldest_snapshot_age: oldest,
+            long_lived_snapshots: long_lived,
+            map_size: inner.store.map_size.load(Ordering::Relaxed),
+            storage_full: sh.storage_full.load(Ordering::Relaxed),
+            conflicts: sh.stats.conflicts.load(Ordering::Relaxed),
+            apply_batches: sh.stats.apply_batches.load(Ordering::Relaxed),
+            applied_ops: sh.stats.applied_ops.load(Ordering::Relaxed),
+            map_resizes: sh.stats.map_resizes.load(Ordering::Relaxed),
+            checkpoints: sh.stats.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What opening found and did.
+    pub fn recovery_report(&self) -> &DbRecoveryReport {
+        &self.inner().report
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner().cfg
+    }
+
+    /// Drains the log, applies everything to LMDB, checkpoints and stops the engine's
+    /// threads: a clean reopen replays nothing.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown(Stop::Drain)
+    }
+
+    /// Stops the engine as a crash would, between any two LMDB transactions of the applier:
+    /// no final apply, no checkpoint. Every acknowledged commit is in the log; the next open
+    /// replays what LMDB lacks. For recovery tests.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        let _ = self.shutdown(Stop::Abandon);
+    }
+
+    fn shutdown(&mut self, how: Stop) -> Result<()> {
+        let (Some(applier), Some(checkpointer)) = (self.applier.take(), self.checkpointer.take())
+        else {
+            return Ok(());
+        };
+        let Some(inner) = self.inner.as_ref() else {
+            return Ok(());
+        };
+        let sh = &inner.shared;
+        let mut result = Ok(());
+        if how == Stop::Drain && !inner.wal.is_poisoned() {
+            // Everything queued becomes durable, so the applier may apply all of it.
+            if let Err(e) = inner.wal.sync() {
+                result = Err(e);
+            }
+        }
+        {
+            let mut q = sh.apply.lock();
+            q.stop = Some(how);
+            sh.apply_cv.notify_all();
+        }
+        if applier.join().is_err() {
+            result = result.and(Err(Error::Poisoned {
+                cause: "the applier thread panicked".into(),
+            }));
+        }
+        {
+            let mut st = sh.checkpoint.lock();
+            st.stop = true;
+            sh.checkpoint_cv.notify_all();
+        }
+        if checkpointer.join().is_err() {
+            tracing::error!("the checkpoint thread panicked");
+        }
+        if how == Stop::Drain {
+            if let Some(e) = sh.refusal() {
+                result = result.and(Err(e));
+            } else if sh.applied_lsn.load(Ordering::Acquire)
+                < sh.visible_lsn.load(Ordering::Acquire)
+            {
+                result = result.and(Err(Error::StorageFull {
+                    map_size: inner.store.map_size.load(Ordering::Relaxed),
+                }));
+            }
+            if let Err(e) = checkpoint_now(inner) {
+                result = result.and(Err(e));
+            }
+        }
+        // The threads are joined: this handle holds the only reference.
+        let Some(arc) = self.inner.take() else {
+            return result;
+        };
+        let inner = match Arc::try_unwrap(arc) {
+            Ok(inner) => inner,
+            Err(_) => {
+                return result.and(Err(Error::Poisoned {
+                    cause: "an engine thread still holds the database".into(),
+                }))
+            }
+        };
+        let Inner { wal, store, .. } = inner;
+        let wal_result = wal.close();
+        // Wait for LMDB to close, so a reopen in this process finds it closed.
+        let closing = store.env.clone().prepare_for_closing();
+        drop(store);
+        closing.wait();
+        result.and(wal_result)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown(Stop::Drain) {
+            tracing::warn!(error = %e, "closing the database on drop failed");
+        }
+    }
+}
+
+/// Waits while the overlay or the replay estimate is over its bound.
+fn wait_for_room(inner: &Inner) -> Result<()> {
+    let sh = &inner.shared;
+    let limit = inner.cfg.overlay_max_bytes;
+    let over = || {
+        let bytes = sh.overlay_bytes.load(Ordering::Relaxed);
+        if bytes > limit {
+            Some(Error::ApplyBacklog {
+                what: "unapplied bytes",
+                held: bytes as u64,
+                limit: limit as u64,
+            })
+        } else if sh.replay_over.load(Ordering::Relaxed) {
+            Some(Error::ApplyBacklog {
+                what: "replay bytes",
+                held: sh.replay_estimate.load(Ordering::Relaxed),
+                limit: inner.cfg.max_replay_bytes,
+            })
+        } else {
+            None
+        }
+    };
+    if over().is_none() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + inner.cfg.wal.backpressure_wait;
+    let mut g = sh.room.lock();
+    loop {
+        let Some(e) = over() else { return Ok(()) };
+        if sh.storage_full.load(Ordering::Acquire) {
+            return Err(Error::StorageFull {
+                map_size: inner.store.map_size.load(Ordering::Relaxed),
+            });
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(e);
+        }
+        g = sh
+            .room_cv
+            .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)));
+    }
+}
+
+/// Encodes `ops` as a log record and commits it through the flusher.
+pub(crate) fn commit_ops(
+    inner: &Inner,
+    ops: Vec<WriteOp>,
+    check: Check,
+    snapshot: Lsn,
+    durability: Option<Durability>,
+) -> Result<Lsn> {
+    let sh = &inner.shared;
+    if let Some(e) = sh.refusal() {
+        return Err(e);
+    }
+    if sh.storage_full.load(Ordering::Acquire) {
+        return Err(Error::StorageFull {
+            map_size: inner.store.map_size.load(Ordering::Relaxed),
+        });
+    }
+    wait_for_room(inner)?;
+    let record =
+        crate::wal::record::encode_txn(now_micros(), ops.len(), ops.iter().map(WriteOp::as_ref));
+    let ticket = Ticket {
+        snapshot,
+        check,
+        writes: Arc::new(TxnWrites { ops }),
+    };
+    inner.wal.commit_with(record, ticket, durability)
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Converts a logged operation.
+fn write_op(op: Op) -> WriteOp {
+    match op {
+        Op::Put { table, key, value } => WriteOp::Put {
+            table: Arc::from(table),
+            key: Arc::from(key),
+            value: Arc::from(value),
+        },
+        Op::Delete { table, key } => WriteOp::Delete {
+            table: Arc::from(table),
+            key: Arc::from(key),
+        },
+        Op::CreateTable { table } => WriteOp::CreateTable {
+            table: Arc::from(table),
+        },
+        Op::DropTable { table } => WriteOp::DropTable {
+            table: Arc::from(table),
+        },
+    }
+}
+
+/// Replays every log record after LMDB's applied LSN into LMDB, in batches.
+fn replay(inner: &Inner, report: &mut DbRecoveryReport) -> Result<()> {
+    let from = report.applied_lsn_at_open + 1;
+    let mut batch: Vec<(Lsn, WriteOp)> = Vec::new();
+    let mut last = report.applied_lsn_at_open;
+    let flush = |batch: &mut Vec<(Lsn, WriteOp)>, last: Lsn| -> Result<()> {
+        let ops: Vec<(Lsn, &WriteOp)> = batch.iter().map(|(l, op)| (*l, op)).collect();
+        apply_growing(inner, &ops, last, || true)?;
+        for (lsn, op) in batch.iter() {
+            let table = inner.shared.catalog.get_or_add(op.table());
+            let mut st = table.state.write();
+            match op {
+                WriteOp::Put { .. } | WriteOp::CreateTable { .. } => {
+                    Table::note_exists(&mut st, *lsn)
+                }
+                WriteOp::DropTable { .. } => Table::note_dropped(&mut st, *lsn),
+                WriteOp::Delete { .. } => {}
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    for item in inner.wal.read_from(from) {
+        let rec = item?;
+        report.replayed_records += 1;
+        report.replayed_bytes += rec.record.payload().len() as u64;
+        last = rec.lsn;
+        let decoded = rec.record.decode().map_err(|e| Error::Corruption {
+            segment: 0,
+            offset: 0,
+            reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
+        })?;
+        if let Record::Txn(txn) = decoded {
+            batch.extend(txn.ops.into_iter().map(|op| (rec.lsn, write_op(op))));
+        }
+        if batch.len() >= inner.cfg.apply_max_ops {
+            flush(&mut batch, last)?;
+        }
+    }
+    if last > report.applied_lsn_at_open {
+        flush(&mut batch, last)?;
+    }
+    let written = inner.wal.written_lsn();
+    if written != last {
+        return Err(Error::Inconsistent {
+            path: inner.path.clone(),
+            reason: format!("replay ended at LSN {last} but the log holds LSN {written}"),
+        });
+    }
+    report.last_lsn = last;
+    Ok(())
+}
+
+/// Applies `ops` through `last` in one LMDB transaction, growing the map when full. While
+/// the map is at its maximum (or the disk is full) it waits and tries again, until `give_up`.
+fn apply_growing(
+    inner: &Inner,
+    ops: &[(Lsn, &WriteOp)],
+    last: Lsn,
+    give_up: impl Fn() -> bool,
+) -> Result<()> {
+    use crate::store::ApplyError;
+    let sh = &inner.shared;
+    let store = &inner.store;
+    loop {
+        let attempt = store
+            .create_missing_tables(ops, &sh.catalog)
+            .and_then(|()| store.apply(ops, last, &sh.catalog));
+        let full = match attempt {
+            Ok(()) => {
+                if sh.storage_full.swap(false, Ordering::AcqRel) {
+                    tracing::info!("LMDB has space again; applying resumed");
+                }
+                return Ok(());
+            }
+            Err(ApplyError::MapFull) => match store.next_map_size() {
+                Some(size) => {
+                    if sh.snapshots.pause(inner.cfg.resize_wait) {
+                        let resized = store.resize(size);
+                        sh.snapshots.resume();
+                        resized?;
+                        sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(map_size = size, "grew the LMDB map");
+                    } else {
+                        tracing::warn!("map resize postponed: transactions stayed open");
+                    }
+                    continue;
+                }
+                None => Error::StorageFull {
+                    map_size: store.map_size.load(Ordering::Relaxed),
+                },
+            },
+            Err(ApplyError::Other(Error::Io(e))) if e.raw_os_error() == Some(28) => Error::Io(e),
+            Err(ApplyError::Other(e)) => return Err(e),
+        };
+        if !sh.storage_full.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %full, "LMDB is full; commits are refused until space exists");
+            sh.notify_room();
+        }
+        if give_up() {
+            return Err(full);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The applier: applies published commits to LMDB in LSN order, in large transactions, and
+/// retires overlay versions no snapshot needs. Never applies what the log does not hold
+/// durably (LMDB must never be ahead of the log).
+fn applier_loop(inner: &Inner) {
+    let sh = &inner.shared;
+    let mut backlog: VecDeque<(Lsn, Arc<TxnWrites>)> = VecDeque::new();
+    loop {
+        let (batch, stop) = {
+            let mut q = sh.apply.lock();
+            while q.items.is_empty() && q.stop.is_none() {
+                q.applier_waiting = true;
+                let wait = if backlog.is_empty() { 200 } else { 5 };
+                q = sh.apply_cv.wait_timeout(q, Duration::from_millis(wait));
+                q.applier_waiting = false;
+                if !backlog.is_empty() {
+                    break;
+                }
+            }
+            if q.stop == Some(Stop::Abandon) {
+                return;
+            }
+            let mut ops = 0;
+            let mut batch = Vec::new();
+            while let Some((_, w)) = q.items.front() {
+                if !batch.is_empty() && ops + w.ops.len() > inner.cfg.apply_max_ops {
+                    break;
+                }
+                ops += w.ops.len();
+                batch.push(q.items.pop_front().expect("front exists"));
+            }
+            q.ops -= ops;
+            (batch, q.stop)
+        };
+        if let Some((last, _)) = batch.last() {
+            let last = *last;
+            if inner.wal.durable_lsn() < last {
+                if let Err(e) = inner.wal.sync() {
+                    sh.fail(format!("the log could not be synced for the applier: {e}"));
+                    return;
+                }
+            }
+            let ops: Vec<(Lsn, &WriteOp)> = batch
+                .iter()
+                .flat_map(|(lsn, w)| w.ops.iter().map(move |op| (*lsn, op)))
+                .collect();
+            let give_up = || sh.apply.lock().stop.is_some();
+            if let Err(e) = apply_growing(inner, &ops, last, give_up) {
+                if !matches!(e, Error::StorageFull { .. } | Error::Io(_)) {
+                    sh.fail(format!("applying to LMDB failed: {e}"));
+                }
+                return;
+            }
+            sh.applied_lsn.store(last, Ordering::Release);
+            sh.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
+            sh.stats
+                .applied_ops
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            backlog.extend(batch);
+        }
+        retire(inner, &mut backlog);
+        if stop == Some(Stop::Drain) && sh.apply.lock().items.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Removes from the overlay the versions of applied commits no snapshot needs.
+fn retire(inner: &Inner, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>) {
+    let sh = &inner.shared;
+    if backlog.is_empty() {
+        return;
+    }
+    let horizon = sh
+        .snapshots
+        .retire_horizon(sh.applied_lsn.load(Ordering::Acquire));
+    let mut freed = 0;
+    while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
+        let (_, writes) = backlog.pop_front().expect("front exists");
+        let mut ops = writes.ops.iter().peekable();
+        while let Some(first) = ops.next() {
+            let name = first.table().clone();
+            let Some(table) = sh.catalog.get(&name) else {
+                continue;
+            };
+            let mut keys: Vec<&[u8]> = first.key().into_iter().collect();
+            while let Some(op) = ops.next_if(|op| op.table() == &name) {
+                keys.extend(op.key());
+            }
+            freed += table.retire(keys.into_iter(), horizon);
+        }
+    }
+    if freed > 0 {
+        sh.overlay_bytes.fetch_sub(freed, Ordering::Relaxed);
+        sh.notify_room();
+    }
+}
+
+/// Syncs LMDB and retires the log segments it covers.
+fn checkpoint_now(inner: &Inner) -> Result<()> {
+    let sh = &inner.shared;
+    let applied = sh.applied_lsn.load(Ordering::Acquire);
+    if applied > sh.checkpoint_lsn.load(Ordering::Acquire) {
+        inner.store.force_sync()?;
+        sh.checkpoint_lsn.fetch_max(applied, Ordering::AcqRel);
+        sh.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+    inner.wal.retire_below(applied + 1)?;
+    Ok(())
+}
+
+/// The checkpoint thread: checkpoints when enough log was written or enough time passed,
+/// or when asked; keeps the replay estimate.
+fn checkpoint_loop(inner: &Inner) {
+    let sh = &inner.shared;
+    let cfg = &inner.cfg;
+    let mut last = Instant::now();
+    // Log bytes written when the last checkpoint began, and unapplied bytes then.
+    let mut base = (inner.wal.stats().bytes_written, 0u64);
+    loop {
+        {
+            let mut st = sh.checkpoint.lock();
+            if !st.stop {
+                st = sh.checkpoint_cv.wait_timeout(st, Duration::from_millis(50));
+            }
+            if st.stop {
+                return;
+            }
+        }
+        let written = inner.wal.stats().bytes_written;
+        let estimate = written.saturating_sub(base.0) + base.1;
+        sh.replay_estimate.store(estimate, Ordering::Relaxed);
+        let over = estimate > cfg.max_replay_bytes;
+        if sh.replay_over.swap(over, Ordering::Relaxed) && !over {
+            sh.notify_room();
+        }
+        let due = estimate >= cfg.checkpoint_bytes
+            || (last.elapsed() >= cfg.checkpoint_interval
+                && sh.applied_lsn.load(Ordering::Acquire)
+                    > sh.checkpoint_lsn.load(Ordering::Acquire));
+        if !due {
+            continue;
+        }
+        let unapplied = sh.overlay_bytes.load(Ordering::Relaxed) as u64;
+        last = Instant::now();
+        match checkpoint_now(inner) {
+            Ok(()) => {
+                base = (written, unapplied);
+                let estimate = inner.wal.stats().bytes_written.saturating_sub(base.0) + base.1;
+                sh.replay_estimate.store(estimate, Ordering::Relaxed);
+                if sh
+                    .replay_over
+                    .swap(estimate > cfg.max_replay_bytes, Ordering::Relaxed)
+                {
+                    sh.notify_room();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying later"),
+        }
+    }
+}

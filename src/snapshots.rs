@@ -1,0 +1,149 @@
+//! Live snapshots: which LMDB states readers and writers hold, so the overlay and the
+//! conflict index keep what they need; and the gate that empties the process of LMDB
+//! transactions while the map is resized.
+//!
+//! Invariants:
+//! - A snapshot registers its applied LSN `A` only if nothing above `A` was retired yet
+//!   (`retired_through <= A`, checked under the same lock that raises `retired_through`),
+//!   so the retirement horizon never passes a registered snapshot's `A`.
+//! - Its visible LSN `V` is read under that lock, after registering: a conflict horizon
+//!   computed under the lock is <= the `V` of every snapshot registered later.
+//! - While `paused`, no LMDB transaction begins; `resize` runs only with `open == 0`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
+use crate::wal::Lsn;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Registered snapshots by (applied LSN, id), with their start time.
+    live: BTreeMap<(Lsn, u64), Instant>,
+    next_id: u64,
+    /// LMDB transactions open (registered or about to be).
+    open: usize,
+    paused: bool,
+    retired_through: Lsn,
+}
+
+/// A registered snapshot; hand it back to [`Snapshots::release`].
+#[derive(Debug)]
+pub(crate) struct Registration {
+    key: (Lsn, u64),
+    pub visible: Lsn,
+}
+
+impl Registration {
+    pub fn applied(&self) -> Lsn {
+        self.key.0
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Snapshots {
+    /// Waits while a resize is under way, then counts one more open LMDB transaction.
+    pub fn enter(&self) {
+        let mut st = self.state.lock();
+        while st.paused {
+            st = self.changed.wait(st);
+        }
+        st.open += 1;
+    }
+
+    /// Undoes `enter` for a transaction that was not registered.
+    pub fn leave(&self) {
+        let mut st = self.state.lock();
+        st.open -= 1;
+        if st.paused {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Registers a snapshot whose LMDB state is at applied LSN `applied`; `None` if versions
+    /// above it were retired meanwhile (begin again with a newer LMDB transaction).
+    pub fn register(&self, applied: Lsn, visible: &AtomicU64) -> Option<Registration> {
+        let mut st = self.state.lock();
+        if st.retired_through > applied {
+            return None;
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.live.insert((applied, id), Instant::now());
+        Some(Registration {
+            key: (applied, id),
+            visible: visible.load(Ordering::Acquire),
+        })
+    }
+
+    /// Ends a registered snapshot (its LMDB transaction is already gone).
+    pub fn release(&self, reg: &Registration) {
+        let mut st = self.state.lock();
+        st.live.remove(&reg.key);
+        st.open -= 1;
+        if st.paused {
+            self.changed.notify_all();
+        }
+    }
+
+    /// The retirement horizon: at most `applied` and every live snapshot's applied LSN.
+    /// Versions at or below it may be removed from the overlay.
+    pub fn retire_horizon(&self, applied: Lsn) -> Lsn {
+        let mut st = self.state.lock();
+        let oldest = st.live.keys().next().map_or(applied, |k| k.0);
+        let horizon = applied.min(oldest).max(st.retired_through);
+        st.retired_through = horizon;
+        horizon
+    }
+
+    /// The conflict horizon: commits at or below it can conflict with no live or later
+    /// transaction.
+    pub fn conflict_horizon(&self, visible: &AtomicU64) -> Lsn {
+        let st = self.state.lock();
+        let now = visible.load(Ordering::Acquire);
+        st.live.keys().next().map_or(now, |k| k.0.min(now))
+    }
+
+    /// Stops new LMDB transactions and waits up to `wait` for the open ones to end. Returns
+    /// false (and resumes) if some stayed open.
+    pub fn pause(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut st = self.state.lock();
+        st.paused = true;
+        while st.open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                st.paused = false;
+                self.changed.notify_all();
+                return false;
+            }
+            st = self.changed.wait_timeout(st, deadline - now);
+        }
+        true
+    }
+
+    /// Lets LMDB transactions begin again.
+    pub fn resume(&self) {
+        let mut st = self.state.lock();
+        st.paused = false;
+        self.changed.notify_all();
+    }
+
+    /// (open snapshots, age of the oldest, snapshots older than `older_than`).
+    pub fn census(&self, older_than: Duration) -> (usize, Duration, usize) {
+        let st = self.state.lock();
+        let now = Instant::now();
+        let ages = st.live.values().map(|t| now.saturating_duration_since(*t));
+        let (mut oldest, mut old) = (Duration::ZERO, 0);
+        for age in ages {
+            oldest = oldest.max(age);
+            old += usize::from(age >= older_than);
+        }
+        (st.live.len(), oldest, old)
+    }
+}

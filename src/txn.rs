@@ -1,0 +1,748 @@
+//! Read and write transactions.
+//!
+//! A snapshot pairs an LMDB read transaction (applied LSN `A`) with the overlay's versions
+//! at or below the visible LSN `V` read when it registered: it sees exactly the commits at
+//! or below `V`. Values are borrowed, zero-copy, from LMDB's map or from overlay versions
+//! the transaction pins.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{btree_map, BTreeMap, VecDeque};
+use std::ops::{Bound, RangeBounds};
+use std::time::Instant;
+
+use crate::catalog::{
+    check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Table, TableView,
+};
+use crate::config::{Durability, Isolation};
+use crate::conflict::{Check, ReadSet};
+use crate::db::{commit_ops, Inner};
+use crate::error::{Error, Result};
+use crate::snapshots::Registration;
+use crate::store::{lmdb_err, unseal, WriteOp};
+use crate::sync::Arc;
+use crate::wal::Lsn;
+
+/// The longest key LMDB stores.
+pub const MAX_KEY_LEN: usize = 511;
+
+/// Overlay bytes a transaction borrows from: kept alive, unmoved, until it ends.
+#[derive(Debug, Default)]
+struct Pins(RefCell<Vec<Arc<[u8]>>>);
+
+impl Pins {
+    fn pin<'a>(&'a self, bytes: &Arc<[u8]>) -> &'a [u8] {
+        let ptr: *const [u8] = Arc::as_ptr(bytes);
+        self.0.borrow_mut().push(bytes.clone());
+        // SAFETY: the clone pushed above keeps the allocation alive and unmoved until this
+        // `Pins` is dropped or cleared through `&mut self`; `pin` only ever pushes, so no
+        // `&'a self` borrow outlives the allocation.
+        unsafe { &*ptr }
+    }
+
+    fn clear(&mut self) {
+        self.0.get_mut().clear();
+    }
+}
+
+/// A consistent view: LMDB at applied LSN `A` plus overlay versions up to visible LSN `V`.
+pub(crate) struct Snapshot<'db> {
+    inner: &'db Inner,
+    /// `Some` until drop, which ends it before releasing the registration.
+    lmdb: Option<crate::store::ReadTxn<'db>>,
+    reg: Registration,
+    started: Instant,
+    pins: Pins,
+}
+
+impl<'db> Snapshot<'db> {
+    pub fn begin(inner: &'db Inner) -> Result<Self> {
+        let sh = &inner.shared;
+        loop {
+            sh.snapshots.enter();
+            let txn = match inner.store.read_txn() {
+                Ok(txn) => txn,
+                Err(e) => {
+                    sh.snapshots.leave();
+                    return Err(e);
+                }
+            };
+            let applied = match inner.store.applied_lsn(&txn) {
+                Ok(a) => a,
+                Err(e) => {
+                    drop(txn);
+                    sh.snapshots.leave();
+                    return Err(e);
+                }
+            };
+            match sh.snapshots.register(applied, &sh.visible_lsn) {
+                Some(reg) => {
+                    return Ok(Snapshot {
+                        inner,
+                        lmdb: Some(txn),
+                        reg,
+                        started: Instant::now(),
+                        pins: Pins::default(),
+                    })
+                }
+                // Versions above this LMDB state were retired meanwhile: take a newer one.
+                None => {
+                    drop(txn);
+                    sh.snapshots.leave();
+                }
+            }
+        }
+    }
+
+    fn lmdb(&self) -> &crate::store::ReadTxn<'db> {
+        self.lmdb
+            .as_ref()
+            .expect("the LMDB transaction lives until drop")
+    }
+
+    pub fn lsn(&self) -> Lsn {
+        self.reg.visible
+    }
+
+    fn check_age(&self) -> Result<()> {
+        if let Some(limit) = self.inner.cfg.txn_timeout {
+            let age = self.started.elapsed();
+            if age > limit {
+                return Err(Error::TxnTimeout { age, limit });
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self, table: &Table) -> Option<TableView> {
+        table
+            .state
+            .read()
+            .view(self.reg.applied(), self.reg.visible)
+    }
+
+    pub fn table_exists(&self, table: &str) -> Result<bool> {
+        self.check_age()?;
+        Ok(self
+            .inner
+            .shared
+            .catalog
+            .get(table)
+            .is_some_and(|t| self.view(&t).is_some()))
+    }
+
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.check_age()?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        let Some(t) = self.inner.shared.catalog.get(table) else {
+            return Ok(None);
+        };
+        let dbi = {
+            let st = t.state.read();
+            let Some(view) = st.view(self.reg.applied(), self.reg.visible) else {
+                return Ok(None);
+            };
+            if let Some(ver) = st.version(&view, self.reg.visible, key) {
+                return Ok(ver.value.as_ref().map(|v| self.pins.pin(v)));
+            }
+            match view.lmdb {
+                Some(dbi) => dbi,
+                None => return Ok(None),
+            }
+        };
+        let stored = dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))?;
+        Ok(stored.map(unseal))
+    }
+
+    pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
+        self.check_age()?;
+        let empty = Iter {
+            lmdb: None,
+            lmdb_head: None,
+            overlay: None,
+            overlay_head: None,
+            reverse,
+            failed: false,
+        };
+        if !bounds_valid(&bounds) {
+            return Ok(empty);
+        }
+        let Some(t) = self.inner.shared.catalog.get(table) else {
+            return Ok(empty);
+        };
+        let Some(view) = self.view(&t) else {
+            return Ok(empty);
+        };
+        let lmdb: Option<LmdbIter<'_>> = match view.lmdb {
+            None => None,
+            Some(dbi) => {
+                let range = (as_slice(&bounds.0), as_slice(&bounds.1));
+                let txn = self.lmdb();
+                Some(if reverse {
+                    Box::new(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
+                } else {
+                    Box::new(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
+                })
+            }
+        };
+        Ok(Iter {
+            lmdb,
+            lmdb_head: None,
+            overlay: Some(OverlayCursor {
+                table: t,
+                view,
+                visible: self.reg.visible,
+                bounds,
+                reverse,
+                buf: VecDeque::new(),
+                exhausted: false,
+                pins: &self.pins,
+            }),
+            overlay_head: None,
+            reverse,
+            failed: false,
+        })
+    }
+}
+
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("applied_lsn", &self.reg.applied())
+            .field("visible_lsn", &self.reg.visible)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        drop(self.lmdb.take());
+        self.inner.shared.snapshots.release(&self.reg);
+    }
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// False for bounds a `BTreeMap::range` refuses (start after end, or equal and both
+/// excluded); such a range is empty.
+fn bounds_valid(b: &KeyBounds) -> bool {
+    match (&b.0, &b.1) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
+        (Bound::Excluded(s), Bound::Excluded(e)) => s < e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s <= e
+        }
+    }
+}
+
+type LmdbIter<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+
+/// Walks a table's overlay in key order, a chunk at a time (the lock is not held between).
+struct OverlayCursor<'t> {
+    table: Arc<Table>,
+    view: TableView,
+    visible: Lsn,
+    /// What is left to walk.
+    bounds: KeyBounds,
+    reverse: bool,
+    buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
+    exhausted: bool,
+    pins: &'t Pins,
+}
+
+const OVERLAY_CHUNK: usize = 64;
+
+impl<'t> OverlayCursor<'t> {
+    fn next(&mut self) -> Option<(&'t [u8], Option<&'t [u8]>)> {
+        while self.buf.is_empty() && !self.exhausted {
+            self.refill();
+        }
+        self.buf.pop_front()
+    }
+
+    fn refill(&mut self) {
+        if !bounds_valid(&self.bounds) {
+            self.exhausted = true;
+            return;
+        }
+        let st = self.table.state.read();
+        let range = (as_slice(&self.bounds.0), as_slice(&self.bounds.1));
+        let entries = st.versions.range::<[u8], _>(range);
+        let entries: &mut dyn Iterator<Item = (&Arc<[u8]>, &Vec<crate::catalog::Version>)> =
+            if self.reverse {
+                &mut entries.rev()
+            } else {
+                &mut { entries }
+            };
+        let mut scanned = 0;
+        let mut last: Option<&Arc<[u8]>> = None;
+        for (key, chain) in entries.take(OVERLAY_CHUNK) {
+            scanned += 1;
+            last = Some(key);
+            if let Some(ver) = newest_visible(chain, &self.view, self.visible) {
+                let value = ver.value.as_ref().map(|v| self.pins.pin(v));
+                self.buf.push_back((self.pins.pin(key), value));
+            }
+        }
+        match last {
+            Some(key) if scanned == OVERLAY_CHUNK => {
+                let after = Bound::Excluded(key.to_vec());
+                if self.reverse {
+                    self.bounds.1 = after;
+                } else {
+                    self.bounds.0 = after;
+                }
+            }
+            _ => self.exhausted = true,
+        }
+    }
+}
+
+/// An iterator over a snapshot's keys and values in a range, in key order (or reverse).
+pub struct Iter<'t> {
+    lmdb: Option<LmdbIter<'t>>,
+    lmdb_head: Option<(&'t [u8], &'t [u8])>,
+    overlay: Option<OverlayCursor<'t>>,
+    overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    reverse: bool,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Iter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> Iterator for Iter<'t> {
+    type Item = Result<(&'t [u8], &'t [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if self.lmdb_head.is_none() {
+                if let Some(it) = self.lmdb.as_mut() {
+                    match it.next() {
+                        Some(Ok((k, v))) => self.lmdb_head = Some((k, unseal(v))),
+                        Some(Err(e)) => {
+                            self.failed = true;
+                            return Some(Err(lmdb_err("range")(e)));
+                        }
+                        None => self.lmdb = None,
+                    }
+                }
+            }
+            if self.overlay_head.is_none() {
+                if let Some(cur) = self.overlay.as_mut() {
+                    match cur.next() {
+                        Some(entry) => self.overlay_head = Some(entry),
+                        None => self.overlay = None,
+                    }
+                }
+            }
+            let take_overlay = match (self.lmdb_head, self.overlay_head) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((lk, _)), Some((ok, _))) => {
+                    let ord = if self.reverse { ok.cmp(lk) } else { lk.cmp(ok) };
+                    match ord {
+                        std::cmp::Ordering::Less => false,
+                        std::cmp::Ordering::Greater => true,
+                        // The overlay's version is newer: it shadows LMDB's.
+                        std::cmp::Ordering::Equal => {
+                            self.lmdb_head = None;
+                            true
+                        }
+                    }
+                }
+            };
+            if take_overlay {
+                let (k, v) = self.overlay_head.take().expect("checked above");
+                match v {
+                    Some(v) => return Some(Ok((k, v))),
+                    None => continue, // deleted
+                }
+            }
+            let (k, v) = self.lmdb_head.take().expect("checked above");
+            return Some(Ok((k, v)));
+        }
+    }
+}
+
+/// A read transaction: a consistent snapshot of every commit that returned before it began.
+/// Values are borrowed from the transaction without copying. It is `Send`; end it (drop it)
+/// soon, since it pins LMDB pages and unapplied versions.
+#[derive(Debug)]
+pub struct ReadTxn<'db> {
+    snap: Snapshot<'db>,
+}
+
+impl<'db> ReadTxn<'db> {
+    pub(crate) fn new(snap: Snapshot<'db>) -> Self {
+        ReadTxn { snap }
+    }
+
+    /// The LSN of the newest commit this transaction sees.
+    pub fn lsn(&self) -> Lsn {
+        self.snap.lsn()
+    }
+
+    /// The value of `key` in `table`, borrowed from the transaction. A table that does not
+    /// exist reads as empty.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.snap.get(table, key)
+    }
+
+    /// True if `table` exists in this snapshot.
+    pub fn table_exists(&self, table: &str) -> Result<bool> {
+        self.snap.table_exists(table)
+    }
+
+    /// The entries of `table` with keys in `range`, in ascending key order.
+    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
+        self.snap.iter(table, owned_bounds(&range), false)
+    }
+
+    /// The entries of `table` with keys in `range`, in descending key order.
+    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
+        self.snap.iter(table, owned_bounds(&range), true)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, ascending.
+    pub fn prefix(&self, table: &str, prefix: &[u8]) -> Result<Iter<'_>> {
+        self.snap.iter(table, prefix_bounds(prefix), false)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, descending.
+    pub fn rev_prefix(&self, table: &str, prefix: &[u8]) -> Result<Iter<'_>> {
+        self.snap.iter(table, prefix_bounds(prefix), true)
+    }
+}
+
+/// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
+type TableWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint {
+    undo_len: usize,
+    txn_started: Instant,
+}
+
+#[derive(Debug)]
+struct Undo {
+    table: Arc<str>,
+    key: Vec<u8>,
+    /// The buffered write before, `None` if there was none.
+    prev: Option<Option<Vec<u8>>>,
+}
+
+/// A write transaction: buffered puts and deletes over its own snapshot. It reads its own
+/// writes. `commit` makes them durable and visible as one; dropping it aborts.
+#[derive(Debug)]
+pub struct WriteTxn<'db> {
+    snap: Snapshot<'db>,
+    isolation: Isolation,
+    writes: BTreeMap<Arc<str>, TableWrites>,
+    /// Undo records, kept once a savepoint exists.
+    undo: Vec<Undo>,
+    has_savepoint: bool,
+    /// Keys and ranges read from the snapshot (`Serializable` only).
+    reads: RefCell<ReadSet>,
+    /// Whether anything was read from the snapshot.
+    read_any: Cell<bool>,
+}
+
+impl<'db> WriteTxn<'db> {
+    pub(crate) fn new(snap: Snapshot<'db>, isolation: Isolation) -> Self {
+        WriteTxn {
+            snap,
+            isolation,
+            writes: BTreeMap::new(),
+            undo: Vec::new(),
+            has_savepoint: false,
+            reads: RefCell::default(),
+            read_any: Cell::new(false),
+        }
+    }
+
+    /// The LSN of the newest commit this transaction's snapshot sees.
+    pub fn snapshot_lsn(&self) -> Lsn {
+        self.snap.lsn()
+    }
+
+    fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes
+            .get(table)
+            .and_then(|w| w.get(key))
+            .map(|v| v.as_deref())
+    }
+
+    fn note_read(&self, table: &str, read: impl FnOnce(Arc<str>, &mut ReadSet)) {
+        self.read_any.set(true);
+        if self.isolation == Isolation::Serializable {
+            read(Arc::from(table), &mut self.reads.borrow_mut());
+        }
+    }
+
+    /// The value of `key` in `table`: this transaction's own write, else its snapshot's.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.snap.check_age()?;
+        if let Some(own) = self.own(table, key) {
+            return Ok(own);
+        }
+        self.note_read(table, |t, r| r.points.push((t, key.to_vec())));
+        self.snap.get(table, key)
+    }
+
+    /// The entries of `table` with keys in `range`, ascending, this transaction's writes
+    /// merged over its snapshot.
+    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
+        self.iter(table, owned_bounds(&range), false)
+    }
+
+    /// As [`WriteTxn::range`], descending.
+    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
+        self.iter(table, owned_bounds(&range), true)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, ascending.
+    pub fn prefix(&self, table: &str, prefix: &[u8]) -> Result<WriteIter<'_>> {
+        self.iter(table, prefix_bounds(prefix), false)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, descending.
+    pub fn rev_prefix(&self, table: &str, prefix: &[u8]) -> Result<WriteIter<'_>> {
+        self.iter(table, prefix_bounds(prefix), true)
+    }
+
+    fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
+        let snap = self.snap.iter(table, bounds.clone(), reverse)?;
+        let own = match (self.writes.get(table), bounds_valid(&bounds)) {
+            (Some(w), true) => Some(w.range::<[u8], _>((as_slice(&bounds.0), as_slice(&bounds.1)))),
+            _ => None,
+        };
+        self.note_read(table, |t, r| r.ranges.push((t, bounds)));
+        Ok(WriteIter {
+            snap,
+            snap_head: None,
+            own,
+            own_head: None,
+            reverse,
+        })
+    }
+
+    fn check_write(&self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.snap.check_age()?;
+        check_table_name(table)?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidInput {
+                what: "key",
+                reason: format!("{} bytes; keys are 1 to {MAX_KEY_LEN} bytes", key.len()),
+            });
+        }
+        let max = self.snap.inner.cfg.wal.max_record_bytes;
+        if let Some(v) = value {
+            if v.len() + key.len() > max {
+                return Err(Error::RecordTooLarge {
+                    size: v.len() + key.len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
+        // Borrowed overlay bytes may be released: no `&self` borrow is alive here.
+        self.snap.pins.clear();
+        let writes = match self.writes.get_mut(table) {
+            Some(w) => w,
+            None => self.writes.entry(Arc::from(table)).or_default(),
+        };
+        let prev = writes.insert(key.to_vec(), value);
+        if self.has_savepoint {
+            let table = self
+                .writes
+                .get_key_value(table)
+                .map(|(k, _)| k.clone())
+                .expect("inserted above");
+            self.undo.push(Undo {
+                table,
+                key: key.to_vec(),
+                prev,
+            });
+        }
+    }
+
+    /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
+    pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_write(table, key, Some(value))?;
+        self.buffer(table, key, Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Removes `key` from `table`.
+    pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
+        self.check_write(table, key, None)?;
+        self.buffer(table, key, None);
+        Ok(())
+    }
+
+    /// Marks the current state of the writes; [`WriteTxn::rollback_to`] returns to it.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.has_savepoint = true;
+        Savepoint {
+            undo_len: self.undo.len(),
+            txn_started: self.snap.started,
+        }
+    }
+
+    /// Undoes every write made since `savepoint` (which stays usable). Reads made since are
+    /// still checked at commit.
+    pub fn rollback_to(&mut self, savepoint: &Savepoint) -> Result<()> {
+        if savepoint.txn_started != self.snap.started || savepoint.undo_len > self.undo.len() {
+            return Err(Error::InvalidInput {
+                what: "savepoint",
+                reason: "it belongs to another transaction or was rolled back past".into(),
+            });
+        }
+        self.snap.pins.clear();
+        while self.undo.len() > savepoint.undo_len {
+            let u = self.undo.pop().expect("len checked");
+            let writes = self.writes.entry(u.table).or_default();
+            match u.prev {
+                Some(prev) => {
+                    writes.insert(u.key, prev);
+                }
+                None => {
+                    writes.remove(&u.key);
+                }
+            }
+        }
+        self.writes.retain(|_, w| !w.is_empty());
+        Ok(())
+    }
+
+    /// Commits at the configured durability; returns the commit's LSN once it is as durable
+    /// as that level promises and visible to every transaction that begins afterwards.
+    /// `Error::Conflict` means nothing was written: run the transaction again.
+    pub fn commit(self) -> Result<Lsn> {
+        self.commit_inner(None)
+    }
+
+    /// Commits at `durability`.
+    pub fn commit_with(self, durability: Durability) -> Result<Lsn> {
+        self.commit_inner(Some(durability))
+    }
+
+    fn commit_inner(self, durability: Option<Durability>) -> Result<Lsn> {
+        self.snap.check_age()?;
+        if self.writes.is_empty() {
+            return Ok(self.snap.lsn());
+        }
+        let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
+        for (table, writes) in &self.writes {
+            for (key, value) in writes {
+                let key: Arc<[u8]> = Arc::from(key.as_slice());
+                ops.push(match value {
+                    Some(v) => WriteOp::Put {
+                        table: table.clone(),
+                        key,
+                        value: Arc::from(v.as_slice()),
+                    },
+                    None => WriteOp::Delete {
+                        table: table.clone(),
+                        key,
+                    },
+                });
+            }
+        }
+        let check = if !self.read_any.get() {
+            Check::Blind
+        } else if self.isolation == Isolation::Serializable {
+            Check::WritesAndReads(self.reads.take())
+        } else {
+            Check::Writes
+        };
+        // The snapshot stays registered until the flusher has checked this commit.
+        commit_ops(self.snap.inner, ops, check, self.snap.lsn(), durability)
+    }
+}
+
+/// An iterator over a write transaction's merged view; see [`WriteTxn::range`].
+pub struct WriteIter<'t> {
+    snap: Iter<'t>,
+    snap_head: Option<(&'t [u8], &'t [u8])>,
+    own: Option<btree_map::Range<'t, Vec<u8>, Option<Vec<u8>>>>,
+    own_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    reverse: bool,
+}
+
+impl std::fmt::Debug for WriteIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteIter")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> Iterator for WriteIter<'t> {
+    type Item = Result<(&'t [u8], &'t [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.snap_head.is_none() {
+                match self.snap.next() {
+                    Some(Ok(kv)) => self.snap_head = Some(kv),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+            }
+            if self.own_head.is_none() {
+                let next = match self.own.as_mut() {
+                    Some(r) if self.reverse => r.next_back(),
+                    Some(r) => r.next(),
+                    None => None,
+                };
+                self.own_head = next.map(|(k, v)| (k.as_slice(), v.as_deref()));
+            }
+            let take_own = match (self.snap_head, self.own_head) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((sk, _)), Some((ok, _))) => {
+                    let ord = if self.reverse { ok.cmp(sk) } else { sk.cmp(ok) };
+                    match ord {
+                        std::cmp::Ordering::Less => false,
+                        std::cmp::Ordering::Greater => true,
+                        std::cmp::Ordering::Equal => {
+                            self.snap_head = None;
+                            true
+                        }
+                    }
+                }
+            };
+            if take_own {
+                let (k, v) = self.own_head.take().expect("checked above");
+                match v {
+                    Some(v) => return Some(Ok((k, v))),
+                    None => continue,
+                }
+            }
+            return self.snap_head.take().map(Ok);
+        }
+    }
+}
