@@ -110,6 +110,9 @@ impl Shared {
             }
         }
         self.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Visible before the applier can take it: LMDB never holds a commit that is not
+        // visible, so every snapshot has applied LSN <= visible LSN.
+        self.visible_lsn.store(lsn, Ordering::Release);
         let n = writes.ops.len();
         {
             let mut q = self.apply.lock();
@@ -120,7 +123,6 @@ impl Shared {
                 self.apply_cv.notify_one();
             }
         }
-        self.visible_lsn.store(lsn, Ordering::Release);
     }
 
     fn refusal(&self) -> Option<Error> {

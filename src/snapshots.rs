@@ -75,9 +75,11 @@ impl Snapshots {
         let id = st.next_id;
         st.next_id += 1;
         st.live.insert((applied, id), Instant::now());
+        // The overlay holds every version up to the visible LSN, so a snapshot never sees
+        // less than its LMDB state holds.
         Some(Registration {
             key: (applied, id),
-            visible: visible.load(Ordering::Acquire),
+            visible: visible.load(Ordering::Acquire).max(applied),
         })
     }
 
