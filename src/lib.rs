@@ -1,26 +1,34 @@
 //! walmdb: an embedded transactional key-value engine that puts a group-commit write-ahead
 //! log in front of LMDB.
 //!
-//! This release holds the write-ahead log and its commit pipeline: segmented,
-//! CRC-checked log files, a bounded lock-free commit queue, one flusher thread that makes a
-//! whole group durable with one sync, four durability levels, and recovery that cuts only a
-//! torn tail. See `docs/design.md`, `docs/wal-format.md` and `docs/durability.md`.
+//! Many threads commit write transactions at once; one fsync makes a whole group durable;
+//! committed writes are visible at once through an in-memory overlay while one applier
+//! thread applies them to LMDB in large transactions; reads are LMDB's zero-copy snapshots.
+//! See `docs/design.md`, `docs/durability.md` and `docs/recovery.md`.
 //!
 //! ```
-//! use walmdb::{Durability, Op, Record, TxnRecord, Wal, WalConfig};
+//! use walmdb::{Config, Db, Isolation};
 //! let dir = tempfile::tempdir()?;
-//! let wal = Wal::open(dir.path(), WalConfig::default())?;
-//! let put = |k: &str| Record::Txn(TxnRecord {
-//!     commit_micros: 0,
-//!     ops: vec![Op::Put { table: "users".into(), key: k.into(), value: b"1".to_vec() }],
-//! });
-//! let a = wal.commit(put("alice").encode())?; // returns after the group's sync
-//! let b = wal.commit_with(put("bob").encode(), (), Some(Durability::None))?;
-//! wal.wait_durable(b)?; // commit fast, wait later
-//! assert_eq!((a, b), (1, 2));
-//! wal.close()?;
+//! let db = Db::open_with(dir.path(), Config::default().table("users"))?;
+//! let mut txn = db.write()?;
+//! txn.put("users", b"alice", b"1")?;
+//! txn.commit()?; // durable with its group; visible to every later transaction
+//! db.update(|txn| {
+//!     // Retried if another transaction wrote "bob" after this one's snapshot.
+//!     let n = txn.get("users", b"bob")?.map_or(0, |v| v[0]);
+//!     txn.put("users", b"bob", &[n + 1])
+//! })?;
+//! let read = db.read()?;
+//! assert_eq!(read.get("users", b"bob")?, Some(&[1u8][..]));
+//! let keys: Vec<&[u8]> = read.range("users", ..)?.map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+//! assert_eq!(keys, [&b"alice"[..], &b"bob"[..]]);
+//! drop(read);
+//! let _ = db.write_with(Isolation::Serializable)?; // dropped: aborted
+//! db.close()?;
 //! # Ok::<(), walmdb::Error>(())
 //! ```
+//!
+//! The write-ahead log is public on its own too: [`Wal`].
 
 #![warn(missing_docs)]
 
