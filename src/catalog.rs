@@ -16,7 +16,7 @@ use std::ops::Bound;
 use heed::types::Bytes;
 
 use crate::error::{Error, Result};
-use crate::sync::{Arc, RwLock};
+use crate::sync::{DataArc as Arc, RwLock};
 use crate::wal::Lsn;
 
 /// An LMDB table handle.

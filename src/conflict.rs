@@ -14,7 +14,7 @@ use crate::commit::Sequencer;
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::store::WriteOp;
-use crate::sync::Arc;
+use crate::sync::DataArc as Arc;
 use crate::wal::Lsn;
 
 /// What a transaction read, for `Isolation::Serializable`.

@@ -13,8 +13,9 @@ use crate::conflict::{Check, EngineSequencer, Ticket, TxnWrites};
 use crate::error::{Error, Result};
 use crate::snapshots::Snapshots;
 use crate::store::{Store, WriteOp};
+use crate::sync::DataArc as Arc;
 use crate::sync::{
-    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, ThreadBuilder,
+    AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, ThreadBuilder,
 };
 use crate::txn::{ReadTxn, Snapshot, WriteTxn};
 use crate::wal::{Lsn, Op, Record, RecoveryReport, Wal, WalStats};
@@ -74,6 +75,7 @@ pub(crate) struct Shared {
     checkpoint: Mutex<CheckpointState>,
     checkpoint_cv: Condvar,
     /// The applier failed for good: the engine refuses commits until reopened.
+    failed: AtomicBool,
     failure: Mutex<Option<String>>,
     pub stats: Counters,
 }
@@ -126,10 +128,11 @@ impl Shared {
     }
 
     fn refusal(&self) -> Option<Error> {
-        if let Some(cause) = self.failure.lock().clone() {
-            return Some(Error::Poisoned { cause });
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
         }
-        None
+        let cause = self.failure.lock().clone().unwrap_or_default();
+        Some(Error::Poisoned { cause })
     }
 
     fn fail(&self, cause: String) {
@@ -138,6 +141,7 @@ impl Shared {
         if f.is_none() {
             *f = Some(cause);
         }
+        self.failed.store(true, Ordering::Release);
     }
 
     fn notify_room(&self) {
@@ -811,10 +815,15 @@ fn applier_loop(inner: &Inner) {
         };
         if let Some((last, _)) = batch.last() {
             let last = *last;
-            if inner.wal.durable_lsn() < last {
-                if let Err(e) = inner.wal.sync() {
-                    sh.fail(format!("the log could not be synced for the applier: {e}"));
-                    return;
+            while inner.wal.durable_lsn() < last {
+                match inner.wal.sync() {
+                    Ok(_) => {}
+                    // A full queue only delays the sync.
+                    Err(Error::Backpressure { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(e) => {
+                        sh.fail(format!("the log could not be synced for the applier: {e}"));
+                        return;
+                    }
                 }
             }
             let ops: Vec<(Lsn, &WriteOp)> = batch

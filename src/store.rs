@@ -39,24 +39,24 @@ pub(crate) type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
 #[derive(Debug, Clone)]
 pub(crate) enum WriteOp {
     Put {
-        table: crate::sync::Arc<str>,
-        key: crate::sync::Arc<[u8]>,
-        value: crate::sync::Arc<[u8]>,
+        table: crate::sync::DataArc<str>,
+        key: crate::sync::DataArc<[u8]>,
+        value: crate::sync::DataArc<[u8]>,
     },
     Delete {
-        table: crate::sync::Arc<str>,
-        key: crate::sync::Arc<[u8]>,
+        table: crate::sync::DataArc<str>,
+        key: crate::sync::DataArc<[u8]>,
     },
     CreateTable {
-        table: crate::sync::Arc<str>,
+        table: crate::sync::DataArc<str>,
     },
     DropTable {
-        table: crate::sync::Arc<str>,
+        table: crate::sync::DataArc<str>,
     },
 }
 
 impl WriteOp {
-    pub fn table(&self) -> &crate::sync::Arc<str> {
+    pub fn table(&self) -> &crate::sync::DataArc<str> {
         match self {
             WriteOp::Put { table, .. }
             | WriteOp::Delete { table, .. }
@@ -252,7 +252,7 @@ impl Store {
         ops: &[(Lsn, &WriteOp)],
         catalog: &Catalog,
     ) -> Result<(), ApplyError> {
-        let mut missing: Vec<(crate::sync::Arc<crate::catalog::Table>, Lsn)> = Vec::new();
+        let mut missing: Vec<(crate::sync::DataArc<crate::catalog::Table>, Lsn)> = Vec::new();
         for &(lsn, op) in ops {
             if matches!(op, WriteOp::Delete { .. } | WriteOp::DropTable { .. }) {
                 continue;
@@ -297,9 +297,9 @@ impl Store {
     ) -> Result<(), ApplyError> {
         let mut wtxn = self.write_txn()?;
         let mut buf = Vec::new();
-        let mut current: Option<(crate::sync::Arc<str>, Option<Dbi>)> = None;
+        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>)> = None;
         // Tables this batch has made sure are listed.
-        let mut listed: Vec<crate::sync::Arc<str>> = Vec::new();
+        let mut listed: Vec<crate::sync::DataArc<str>> = Vec::new();
         for &(lsn, op) in ops {
             let name = op.table();
             if current.as_ref().is_none_or(|(n, _)| n != name) {

@@ -226,3 +226,7 @@ pub(crate) use imp::*;
 /// Shared ownership of trait objects (`Arc<dyn Fs>`). loom's `Arc` cannot coerce to `dyn`;
 /// these handles carry no ordering of their own for loom to model.
 pub(crate) use std::sync::Arc as DynArc;
+
+/// std's `Arc` for the engine's shared data (byte strings, table names, tables, engine state):
+/// loom does not model the engine above the commit pipeline, and these need `Ord`/`Hash`.
+pub(crate) use std::sync::Arc as DataArc;

@@ -19,7 +19,7 @@ use crate::db::{commit_ops, Inner};
 use crate::error::{Error, Result};
 use crate::snapshots::Registration;
 use crate::store::{lmdb_err, unseal, WriteOp};
-use crate::sync::Arc;
+use crate::sync::DataArc as Arc;
 use crate::wal::Lsn;
 
 /// The longest key LMDB stores.
