@@ -246,7 +246,8 @@ pub struct Config {
     /// checkpoint is behind). Default: 1 GiB.
     pub max_replay_bytes: u64,
     /// Read and write transactions older than this fail their next call with
-    /// `Error::TxnTimeout`. Default: `None` (no limit).
+    /// `Error::TxnTimeout` (an iterator checks every 1024 items). A timed-out transaction
+    /// still pins its snapshot until dropped. Default: `None` (no limit).
     pub txn_timeout: Option<Duration>,
     /// How long a map resize waits for open transactions to end before retrying. Default: 10 s.
     pub resize_wait: Duration,

@@ -157,6 +157,11 @@ impl<'db> Snapshot<'db> {
 
     pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
         self.check_age()?;
+        let age_limit = self
+            .inner
+            .cfg
+            .txn_timeout
+            .map(|limit| (self.started, limit));
         let empty = Iter {
             lmdb: None,
             lmdb_head: None,
@@ -164,6 +169,8 @@ impl<'db> Snapshot<'db> {
             overlay_head: None,
             reverse,
             failed: false,
+            age_limit,
+            steps: 0,
         };
         if !bounds_valid(&bounds) {
             return Ok(empty);
@@ -202,6 +209,8 @@ impl<'db> Snapshot<'db> {
             overlay_head: None,
             reverse,
             failed: false,
+            age_limit,
+            steps: 0,
         })
     }
 }
@@ -313,7 +322,12 @@ pub struct Iter<'t> {
     overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
     reverse: bool,
     failed: bool,
+    /// The transaction's start and `txn_timeout`, checked every `AGE_CHECK_STEPS` items.
+    age_limit: Option<(Instant, std::time::Duration)>,
+    steps: u32,
 }
+
+const AGE_CHECK_STEPS: u32 = 1024;
 
 impl std::fmt::Debug for Iter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,6 +343,17 @@ impl<'t> Iterator for Iter<'t> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
+        }
+        if let Some((started, limit)) = self.age_limit {
+            self.steps += 1;
+            if self.steps >= AGE_CHECK_STEPS {
+                self.steps = 0;
+                let age = started.elapsed();
+                if age > limit {
+                    self.failed = true;
+                    return Some(Err(Error::TxnTimeout { age, limit }));
+                }
+            }
         }
         loop {
             if self.lmdb_head.is_none() {
