@@ -146,6 +146,11 @@ impl Catalog {
         st.lmdb = Some((dbi, 0));
     }
 
+    /// Table names known: existing, dropped, or admitted for a commit.
+    pub fn len(&self) -> usize {
+        self.tables.read().len()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Table>> {
         self.tables.read().get(name).cloned()
     }
@@ -268,4 +273,16 @@ pub(crate) fn in_bounds(bounds: &KeyBounds, key: &[u8]) -> bool {
         Bound::Unbounded => true,
     };
     lower && upper
+}
+
+/// False for bounds a `BTreeMap::range` refuses (start after end, or equal and both
+/// excluded); such a range is empty.
+pub(crate) fn bounds_valid(b: &KeyBounds) -> bool {
+    match (&b.0, &b.1) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
+        (Bound::Excluded(s), Bound::Excluded(e)) => s < e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s <= e
+        }
+    }
 }

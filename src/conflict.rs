@@ -59,6 +59,7 @@ struct TableConflicts {
 #[derive(Debug)]
 pub(crate) struct EngineSequencer {
     shared: Arc<Shared>,
+    max_tables: u32,
     tables: HashMap<Arc<str>, TableConflicts>,
     entries: usize,
     prune_at: usize,
@@ -67,9 +68,10 @@ pub(crate) struct EngineSequencer {
 const MIN_PRUNE_AT: usize = 4096;
 
 impl EngineSequencer {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, max_tables: u32) -> Self {
         EngineSequencer {
             shared,
+            max_tables,
             tables: HashMap::new(),
             entries: 0,
             prune_at: MIN_PRUNE_AT,
@@ -120,6 +122,9 @@ impl EngineSequencer {
             if t.ddl > snap {
                 return Err(conflict(table, &[]));
             }
+            if !crate::catalog::bounds_valid(bounds) {
+                continue; // an empty range: `BTreeMap::range` would panic on it
+            }
             let range = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
             if let Some((key, _)) = t
                 .keys
@@ -128,6 +133,31 @@ impl EngineSequencer {
             {
                 return Err(conflict(table, key));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a commit that would need more LMDB tables than `max_tables`; registers the
+    /// new names of one that does not, so later commits count them.
+    fn admit_tables(&self, writes: &TxnWrites) -> Result<()> {
+        let catalog = &self.shared.catalog;
+        let mut new: Vec<&Arc<str>> = Vec::new();
+        for op in &writes.ops {
+            let creates = matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. });
+            if creates && !new.contains(&op.table()) && catalog.get(op.table()).is_none() {
+                new.push(op.table());
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        if catalog.len() + new.len() > self.max_tables as usize {
+            return Err(Error::TooManyTables {
+                max_tables: self.max_tables,
+            });
+        }
+        for name in new {
+            catalog.get_or_add(name);
         }
         Ok(())
     }
@@ -141,7 +171,9 @@ impl EngineSequencer {
                         self.entries += 1;
                     }
                 }
-                WriteOp::CreateTable { .. } | WriteOp::DropTable { .. } => t.ddl = lsn,
+                // Creating a table changes no key a transaction could have read.
+                WriteOp::CreateTable { .. } => {}
+                WriteOp::DropTable { .. } => t.ddl = lsn,
             }
         }
     }
@@ -174,6 +206,7 @@ impl Sequencer for EngineSequencer {
     type Ticket = Ticket;
 
     fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
+        self.admit_tables(&ticket.writes)?;
         if let Err(e) = self.check(ticket) {
             self.shared
                 .stats

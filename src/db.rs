@@ -87,7 +87,12 @@ impl Shared {
         let mut bytes = 0;
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.peek() {
-            let table = self.catalog.get_or_add(first.table());
+            let name = first.table().clone();
+            // A delete from a table never known changes nothing visible: skip it.
+            let Some(table) = self.catalog.get(&name) else {
+                while ops.next_if(|op| op.table() == &name).is_some() {}
+                continue;
+            };
             let mut st = table.state.write();
             while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
                 match op {
@@ -267,7 +272,7 @@ impl Db {
             &path.join("wal"),
             cfg.wal.clone(),
             Some(opened.applied_lsn),
-            EngineSequencer::new(shared.clone()),
+            EngineSequencer::new(shared.clone(), cfg.max_tables),
         )?;
         let mut report = DbRecoveryReport {
             wal: wal.recovery_report().clone(),
@@ -389,9 +394,13 @@ impl Db {
         self.inner().shared.catalog.names_at(v)
     }
 
-    /// Creates table `name` (a commit of its own); nothing if it exists.
+    /// Creates table `name` (a commit of its own) and returns its LSN; if the table exists,
+    /// commits nothing and returns the visible LSN.
     pub fn create_table(&self, name: &str) -> Result<Lsn> {
         check_table_name(name)?;
+        if self.table_exists(name) {
+            return Ok(self.inner().shared.visible_lsn.load(Ordering::Acquire));
+        }
         let op = WriteOp::CreateTable {
             table: Arc::from(name),
         };

@@ -165,6 +165,14 @@ pub enum Error {
         limit: std::time::Duration,
     },
 
+    /// The commit needs a new table and `Config::max_tables` tables exist (dropped tables
+    /// count until the database is reopened). Nothing was written.
+    #[error("the commit needs a new table, but the limit of {max_tables} tables is reached")]
+    TooManyTables {
+        /// `Config::max_tables`.
+        max_tables: u32,
+    },
+
     /// No table of that name exists in the transaction's snapshot.
     #[error("no table named {0:?}")]
     TableNotFound(String),

@@ -209,7 +209,12 @@ impl Store {
         for name in names {
             let dbi: Dbi = env
                 .create_database(&mut wtxn, Some(&lmdb_name(&name)))
-                .map_err(lmdb_err("open table"))?;
+                .map_err(|e| match e {
+                    heed::Error::Mdb(MdbError::DbsFull) => Error::TooManyTables {
+                        max_tables: cfg.max_tables,
+                    },
+                    other => lmdb_err("open table")(other),
+                })?;
             catalog.add_existing(&name, dbi);
         }
         wtxn.commit().map_err(lmdb_err("commit"))?;

@@ -11,7 +11,8 @@ use std::ops::{Bound, RangeBounds};
 use std::time::Instant;
 
 use crate::catalog::{
-    check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Table, TableView,
+    bounds_valid, check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Table,
+    TableView,
 };
 use crate::config::{Durability, Isolation};
 use crate::conflict::{Check, ReadSet};
@@ -181,10 +182,8 @@ impl<'db> Snapshot<'db> {
         let Some(view) = self.view(&t) else {
             return Ok(empty);
         };
-        let lmdb: Option<LmdbIter<'_>> = match view.lmdb {
-            None => None,
-            Some(dbi) => {
-                let range = (as_slice(&bounds.0), as_slice(&bounds.1));
+        let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
+            (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
                 Some(if reverse {
                     Box::new(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
@@ -192,6 +191,7 @@ impl<'db> Snapshot<'db> {
                     Box::new(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
                 })
             }
+            _ => None,
         };
         Ok(Iter {
             lmdb,
@@ -239,16 +239,28 @@ fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
-/// False for bounds a `BTreeMap::range` refuses (start after end, or equal and both
-/// excluded); such a range is empty.
-fn bounds_valid(b: &KeyBounds) -> bool {
-    match (&b.0, &b.1) {
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
-        (Bound::Excluded(s), Bound::Excluded(e)) => s < e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
-            s <= e
+/// `bounds` as LMDB can position a cursor with (keys of 1 to `MAX_KEY_LEN` bytes), over the
+/// same stored keys; `None` if no stored key lies inside.
+fn lmdb_bounds(bounds: &KeyBounds) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    let lower = match &bounds.0 {
+        // Every stored key is above the empty key.
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => Bound::Unbounded,
+        // A stored key is >= (or >) a longer key exactly when it is > its first
+        // MAX_KEY_LEN bytes.
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > MAX_KEY_LEN => {
+            Bound::Excluded(&k[..MAX_KEY_LEN])
         }
-    }
+        b => as_slice(b),
+    };
+    let upper = match &bounds.1 {
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => return None,
+        // ... and <= (or <) a longer key exactly when it is <= its first MAX_KEY_LEN bytes.
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > MAX_KEY_LEN => {
+            Bound::Included(&k[..MAX_KEY_LEN])
+        }
+        b => as_slice(b),
+    };
+    Some((lower, upper))
 }
 
 type LmdbIter<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
@@ -462,7 +474,7 @@ type TableWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Savepoint {
-    undo_len: usize,
+    id: u64,
     txn_started: Instant,
 }
 
@@ -484,6 +496,9 @@ pub struct WriteTxn<'db> {
     /// Undo records, kept once a savepoint exists.
     undo: Vec<Undo>,
     has_savepoint: bool,
+    /// Live savepoints, oldest first: (id, undo length when taken).
+    savepoints: Vec<(u64, usize)>,
+    next_savepoint: u64,
     /// Keys and ranges read from the snapshot (`Serializable` only).
     reads: RefCell<ReadSet>,
     /// Whether anything was read from the snapshot.
@@ -498,6 +513,8 @@ impl<'db> WriteTxn<'db> {
             writes: BTreeMap::new(),
             undo: Vec::new(),
             has_savepoint: false,
+            savepoints: Vec::new(),
+            next_savepoint: 0,
             reads: RefCell::default(),
             read_any: Cell::new(false),
         }
@@ -559,7 +576,10 @@ impl<'db> WriteTxn<'db> {
             (Some(w), true) => Some(w.range::<[u8], _>((as_slice(&bounds.0), as_slice(&bounds.1)))),
             _ => None,
         };
-        self.note_read(table, |t, r| r.ranges.push((t, bounds)));
+        // An empty (or inverted) range reads nothing and is not recorded.
+        if bounds_valid(&bounds) {
+            self.note_read(table, |t, r| r.ranges.push((t, bounds)));
+        }
         Ok(WriteIter {
             snap,
             snap_head: None,
@@ -629,23 +649,31 @@ impl<'db> WriteTxn<'db> {
     /// Marks the current state of the writes; [`WriteTxn::rollback_to`] returns to it.
     pub fn savepoint(&mut self) -> Savepoint {
         self.has_savepoint = true;
+        let id = self.next_savepoint;
+        self.next_savepoint += 1;
+        self.savepoints.push((id, self.undo.len()));
         Savepoint {
-            undo_len: self.undo.len(),
+            id,
             txn_started: self.snap.started,
         }
     }
 
-    /// Undoes every write made since `savepoint` (which stays usable). Reads made since are
-    /// still checked at commit.
+    /// Undoes every write made since `savepoint`, which stays usable; savepoints taken after
+    /// it are gone. Reads made since are still checked at commit.
     pub fn rollback_to(&mut self, savepoint: &Savepoint) -> Result<()> {
-        if savepoint.txn_started != self.snap.started || savepoint.undo_len > self.undo.len() {
+        let live = (savepoint.txn_started == self.snap.started)
+            .then(|| self.savepoints.iter().position(|sp| sp.0 == savepoint.id))
+            .flatten();
+        let Some(at) = live else {
             return Err(Error::InvalidInput {
                 what: "savepoint",
                 reason: "it belongs to another transaction or was rolled back past".into(),
             });
-        }
+        };
+        let undo_len = self.savepoints[at].1;
+        self.savepoints.truncate(at + 1);
         self.snap.pins.clear();
-        while self.undo.len() > savepoint.undo_len {
+        while self.undo.len() > undo_len {
             let u = self.undo.pop().expect("len checked");
             let writes = self.writes.entry(u.table).or_default();
             match u.prev {
