@@ -239,9 +239,12 @@ fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// Borrowed bounds of a key range.
+type SliceBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// `bounds` as LMDB can position a cursor with (keys of 1 to `MAX_KEY_LEN` bytes), over the
 /// same stored keys; `None` if no stored key lies inside.
-fn lmdb_bounds(bounds: &KeyBounds) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
     let lower = match &bounds.0 {
         // Every stored key is above the empty key.
         Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => Bound::Unbounded,
