@@ -10,7 +10,7 @@
 //! - A table's LMDB handle is set before LMDB holds any data of it, and never unset (a drop
 //!   clears the LMDB table, it does not delete it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use heed::types::Bytes;
@@ -69,8 +69,73 @@ pub(crate) struct TableState {
     history: Vec<(Lsn, bool)>,
     /// The LMDB handle and the LSN from which LMDB holds the table.
     lmdb: Option<(Dbi, Lsn)>,
-    /// Committed versions by key, oldest first, not yet retired.
-    pub versions: BTreeMap<Arc<[u8]>, Vec<Version>>,
+    /// Committed versions not yet retired.
+    pub overlay: Overlay,
+}
+
+/// Keys of an overlay range with their version chains.
+pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a [Version])> + 'a>;
+
+/// A table's committed versions by key, oldest first: hashed for point reads, ordered for
+/// ranges. A key is present while it has a version.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    chains: HashMap<Arc<[u8]>, Vec<Version>>,
+    order: BTreeSet<Arc<[u8]>>,
+}
+
+impl Overlay {
+    pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
+        match self.chains.get_mut(&key[..]) {
+            Some(chain) => chain.push(version),
+            None => {
+                self.chains.insert(key.clone(), vec![version]);
+                self.order.insert(key.clone());
+            }
+        }
+    }
+
+    pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
+        if self.chains.is_empty() {
+            return None;
+        }
+        self.chains.get(key).map(Vec::as_slice)
+    }
+
+    /// Keys in `range` (ascending, or descending if `reverse`) with their chains.
+    pub fn range<'a>(
+        &'a self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+    ) -> OverlayEntries<'a> {
+        let keys = self.order.range::<[u8], _>(range);
+        let with_chain = move |k: &'a Arc<[u8]>| {
+            let chain = self.chains.get(&k[..]).map_or(&[][..], Vec::as_slice);
+            (k, chain)
+        };
+        if reverse {
+            Box::new(keys.rev().map(with_chain))
+        } else {
+            Box::new(keys.map(with_chain))
+        }
+    }
+
+    /// Removes the versions of `key` at or below `horizon`; returns the bytes freed.
+    fn retire(&mut self, key: &[u8], horizon: Lsn) -> usize {
+        let Some(chain) = self.chains.get_mut(key) else {
+            return 0;
+        };
+        let keep_from = chain.partition_point(|v| v.lsn <= horizon);
+        let freed = chain
+            .drain(..keep_from)
+            .map(|v| version_cost(key, v.value.as_deref()))
+            .sum();
+        if chain.is_empty() {
+            self.chains.remove(key);
+            self.order.remove(key);
+        }
+        freed
+    }
 }
 
 impl TableState {
@@ -103,7 +168,7 @@ impl TableState {
 
     /// The newest version of `key` the view sees, if the overlay decides it.
     pub fn version(&self, view: &TableView, v: Lsn, key: &[u8]) -> Option<&Version> {
-        newest_visible(self.versions.get(key)?, view, v)
+        newest_visible(self.overlay.chain(key)?, view, v)
     }
 
     pub fn lmdb(&self) -> Option<Dbi> {
@@ -217,16 +282,7 @@ impl Table {
         let mut st = self.state.write();
         let mut freed = 0;
         for key in keys {
-            let Some(chain) = st.versions.get_mut(key) else {
-                continue;
-            };
-            let keep_from = chain.partition_point(|v| v.lsn <= horizon);
-            for v in chain.drain(..keep_from) {
-                freed += version_cost(key, v.value.as_deref());
-            }
-            if chain.is_empty() {
-                st.versions.remove(key);
-            }
+            freed += st.overlay.retire(key, horizon);
         }
         // Existence changes at or below the horizon collapse into the last of them.
         let upto = st.history.partition_point(|e| e.0 <= horizon);

@@ -238,6 +238,10 @@ pub struct Config {
     pub overlay_max_bytes: usize,
     /// Operations one LMDB apply transaction holds at most. Default: 100,000.
     pub apply_max_ops: usize,
+    /// The applier gathers commits this long (or until `apply_max_ops`) before an LMDB
+    /// transaction, so LMDB's syncs stay few and off the log's way; commits are visible
+    /// meanwhile through the overlay. Default: 20 ms.
+    pub apply_interval: Duration,
     /// A checkpoint starts once this many WAL bytes were written since the last. Default: 64 MiB.
     pub checkpoint_bytes: u64,
     /// A checkpoint starts at least this often while anything was written. Default: 30 s.
@@ -267,6 +271,7 @@ impl Default for Config {
             max_tables: 1000,
             overlay_max_bytes: 256 << 20,
             apply_max_ops: 100_000,
+            apply_interval: Duration::from_millis(20),
             checkpoint_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(30),
             max_replay_bytes: 1 << 30,
@@ -308,6 +313,8 @@ impl Config {
         overlay_max_bytes: usize;
         /// Sets [`Config::apply_max_ops`].
         apply_max_ops: usize;
+        /// Sets [`Config::apply_interval`].
+        apply_interval: Duration;
         /// Sets [`Config::checkpoint_bytes`].
         checkpoint_bytes: u64;
         /// Sets [`Config::checkpoint_interval`].

@@ -34,7 +34,14 @@ pub(crate) struct Counters {
 struct ApplyQueue {
     items: VecDeque<(Lsn, Arc<TxnWrites>)>,
     ops: usize,
+    /// When the oldest queued item arrived.
+    oldest_at: Option<Instant>,
+    /// The applier sleeps until an item arrives.
     applier_waiting: bool,
+    /// The applier gathers a batch; wake it when `ops` reaches this.
+    wake_at_ops: Option<usize>,
+    /// Someone waits for the applier: apply without gathering.
+    urgent: bool,
     stop: Option<Stop>,
 }
 
@@ -99,17 +106,17 @@ impl Shared {
                     WriteOp::Put { key, value, .. } => {
                         Table::note_exists(&mut st, lsn);
                         bytes += version_cost(key, Some(value));
-                        st.versions.entry(key.clone()).or_default().push(Version {
-                            lsn,
-                            value: Some(value.clone()),
-                        });
+                        st.overlay.push(
+                            key,
+                            Version {
+                                lsn,
+                                value: Some(value.clone()),
+                            },
+                        );
                     }
                     WriteOp::Delete { key, .. } => {
                         bytes += version_cost(key, None);
-                        st.versions
-                            .entry(key.clone())
-                            .or_default()
-                            .push(Version { lsn, value: None });
+                        st.overlay.push(key, Version { lsn, value: None });
                     }
                     WriteOp::CreateTable { .. } => Table::note_exists(&mut st, lsn),
                     WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
@@ -123,10 +130,15 @@ impl Shared {
         let n = writes.ops.len();
         {
             let mut q = self.apply.lock();
+            if q.items.is_empty() {
+                q.oldest_at = Some(Instant::now());
+            }
             q.items.push_back((lsn, writes));
             q.ops += n;
-            if q.applier_waiting {
+            let full = q.wake_at_ops.is_some_and(|at| q.ops >= at);
+            if q.applier_waiting || full {
                 q.applier_waiting = false;
+                q.wake_at_ops = None;
                 self.apply_cv.notify_one();
             }
         }
@@ -356,7 +368,7 @@ impl Db {
 
     /// Begins a write transaction at `isolation`.
     pub fn write_with(&self, isolation: Isolation) -> Result<WriteTxn<'_>> {
-        Ok(WriteTxn::new(Snapshot::begin(self.inner())?, isolation))
+        Ok(WriteTxn::new(self.inner(), isolation))
     }
 
     /// Runs `f` in a write transaction and commits it, running it again (at most
@@ -447,6 +459,11 @@ impl Db {
                 return Err(Error::StorageFull {
                     map_size: self.inner().store.map_size.load(Ordering::Relaxed),
                 });
+            }
+            {
+                let mut q = sh.apply.lock();
+                q.urgent = true;
+                sh.apply_cv.notify_all();
             }
             let mut g = sh.room.lock();
             if sh.applied_lsn.load(Ordering::Acquire) < lsn {
@@ -807,6 +824,19 @@ fn applier_loop(inner: &Inner) {
                     break;
                 }
             }
+            // Gather for `apply_interval` from the oldest item, or up to `apply_max_ops`.
+            while q.stop.is_none() && !q.urgent && q.ops < inner.cfg.apply_max_ops {
+                let Some(oldest) = q.oldest_at else { break };
+                let Some(left) = inner.cfg.apply_interval.checked_sub(oldest.elapsed()) else {
+                    break;
+                };
+                if left.is_zero() {
+                    break;
+                }
+                q.wake_at_ops = Some(inner.cfg.apply_max_ops);
+                q = sh.apply_cv.wait_timeout(q, left);
+                q.wake_at_ops = None;
+            }
             if q.stop == Some(Stop::Abandon) {
                 return;
             }
@@ -820,6 +850,12 @@ fn applier_loop(inner: &Inner) {
                 batch.push(q.items.pop_front().expect("front exists"));
             }
             q.ops -= ops;
+            q.urgent = false;
+            q.oldest_at = if q.items.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
             (batch, q.stop)
         };
         if let Some((last, _)) = batch.last() {

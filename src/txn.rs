@@ -2,10 +2,10 @@
 //!
 //! A snapshot pairs an LMDB read transaction (applied LSN `A`) with the overlay's versions
 //! at or below the visible LSN `V` read when it registered: it sees exactly the commits at
-//! or below `V`. Values are borrowed, zero-copy, from LMDB's map or from overlay versions
-//! the transaction pins.
+//! or below `V`. Values are borrowed, zero-copy, from LMDB's map or from overlay versions,
+//! which stay alive while the snapshot is registered.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::time::Instant;
@@ -20,29 +20,22 @@ use crate::db::{commit_ops, Inner};
 use crate::error::{Error, Result};
 use crate::snapshots::Registration;
 use crate::store::{lmdb_err, unseal, WriteOp};
-use crate::sync::DataArc as Arc;
+use crate::sync::{DataArc as Arc, Ordering};
 use crate::wal::Lsn;
 
 /// The longest key LMDB stores.
 pub const MAX_KEY_LEN: usize = 511;
 
-/// Overlay bytes a transaction borrows from: kept alive, unmoved, until it ends.
-#[derive(Debug, Default)]
-struct Pins(RefCell<Vec<Arc<[u8]>>>);
-
-impl Pins {
-    fn pin<'a>(&'a self, bytes: &Arc<[u8]>) -> &'a [u8] {
-        let ptr: *const [u8] = Arc::as_ptr(bytes);
-        self.0.borrow_mut().push(bytes.clone());
-        // SAFETY: the clone pushed above keeps the allocation alive and unmoved until this
-        // `Pins` is dropped or cleared through `&mut self`; `pin` only ever pushes, so no
-        // `&'a self` borrow outlives the allocation.
-        unsafe { &*ptr }
-    }
-
-    fn clear(&mut self) {
-        self.0.get_mut().clear();
-    }
+/// Borrows overlay bytes for as long as `_snapshot` lives.
+///
+/// SAFETY (the caller's): `bytes` belongs to a version with LSN above the snapshot's applied
+/// LSN `A` (or is the key of an entry holding one). The applier removes versions only at or
+/// below the retirement horizon, which stays at or below `A` while the snapshot is
+/// registered (until it drops); a key leaves the overlay only with its last version; and the
+/// bytes live in the `Arc`'s heap allocation, which does not move when chains or maps change.
+unsafe fn borrow_overlay<'s>(_snapshot: &'s Snapshot<'_>, bytes: &Arc<[u8]>) -> &'s [u8] {
+    // SAFETY: see above.
+    unsafe { &*Arc::as_ptr(bytes) }
 }
 
 /// A consistent view: LMDB at applied LSN `A` plus overlay versions up to visible LSN `V`.
@@ -52,7 +45,6 @@ pub(crate) struct Snapshot<'db> {
     lmdb: Option<crate::store::ReadTxn<'db>>,
     reg: Registration,
     started: Instant,
-    pins: Pins,
 }
 
 impl<'db> Snapshot<'db> {
@@ -82,7 +74,6 @@ impl<'db> Snapshot<'db> {
                         lmdb: Some(txn),
                         reg,
                         started: Instant::now(),
-                        pins: Pins::default(),
                     })
                 }
                 // Versions above this LMDB state were retired meanwhile: take a newer one.
@@ -144,8 +135,17 @@ impl<'db> Snapshot<'db> {
             let Some(view) = st.view(self.reg.applied(), self.reg.visible) else {
                 return Ok(None);
             };
-            if let Some(ver) = st.version(&view, self.reg.visible, key) {
-                return Ok(ver.value.as_ref().map(|v| self.pins.pin(v)));
+            match st.version(&view, self.reg.visible, key) {
+                // Newer than LMDB's state: the overlay decides.
+                Some(ver) if ver.lsn > self.reg.applied() => {
+                    // SAFETY: the version's LSN is above this snapshot's applied LSN.
+                    return Ok(ver
+                        .value
+                        .as_ref()
+                        .map(|v| unsafe { borrow_overlay(self, v) }));
+                }
+                // LMDB's state at `A` holds it (or nothing newer exists).
+                _ => {}
             }
             match view.lmdb {
                 Some(dbi) => dbi,
@@ -204,7 +204,7 @@ impl<'db> Snapshot<'db> {
                 reverse,
                 buf: VecDeque::new(),
                 exhausted: false,
-                pins: &self.pins,
+                snapshot: self,
             }),
             overlay_head: None,
             reverse,
@@ -278,7 +278,7 @@ struct OverlayCursor<'t> {
     reverse: bool,
     buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
     exhausted: bool,
-    pins: &'t Pins,
+    snapshot: &'t Snapshot<'t>,
 }
 
 const OVERLAY_CHUNK: usize = 64;
@@ -298,21 +298,25 @@ impl<'t> OverlayCursor<'t> {
         }
         let st = self.table.state.read();
         let range = (as_slice(&self.bounds.0), as_slice(&self.bounds.1));
-        let entries = st.versions.range::<[u8], _>(range);
-        let entries: &mut dyn Iterator<Item = (&Arc<[u8]>, &Vec<crate::catalog::Version>)> =
-            if self.reverse {
-                &mut entries.rev()
-            } else {
-                &mut { entries }
-            };
+        let applied = self.snapshot.reg.applied();
         let mut scanned = 0;
         let mut last: Option<&Arc<[u8]>> = None;
-        for (key, chain) in entries.take(OVERLAY_CHUNK) {
+        for (key, chain) in st.overlay.range(range, self.reverse).take(OVERLAY_CHUNK) {
             scanned += 1;
             last = Some(key);
-            if let Some(ver) = newest_visible(chain, &self.view, self.visible) {
-                let value = ver.value.as_ref().map(|v| self.pins.pin(v));
-                self.buf.push_back((self.pins.pin(key), value));
+            match newest_visible(chain, &self.view, self.visible) {
+                Some(ver) if ver.lsn > applied => {
+                    // SAFETY: the version's LSN is above the snapshot's applied LSN, and the
+                    // key is its entry's.
+                    let value = ver
+                        .value
+                        .as_ref()
+                        .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
+                    let key = unsafe { borrow_overlay(self.snapshot, key) };
+                    self.buf.push_back((key, value));
+                }
+                // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
+                _ => {}
             }
         }
         match last {
@@ -489,11 +493,15 @@ struct Undo {
     prev: Option<Option<Vec<u8>>>,
 }
 
-/// A write transaction: buffered puts and deletes over its own snapshot. It reads its own
-/// writes. `commit` makes them durable and visible as one; dropping it aborts.
+/// A write transaction: buffered puts and deletes over its own snapshot, taken at its first
+/// read. It reads its own writes. `commit` makes them durable and visible as one; dropping
+/// it aborts.
 #[derive(Debug)]
 pub struct WriteTxn<'db> {
-    snap: Snapshot<'db>,
+    inner: &'db Inner,
+    started: Instant,
+    /// Begun at the first read: a transaction that only writes needs none.
+    snap: OnceCell<Snapshot<'db>>,
     isolation: Isolation,
     writes: BTreeMap<Arc<str>, TableWrites>,
     /// Undo records, kept once a savepoint exists.
@@ -509,9 +517,11 @@ pub struct WriteTxn<'db> {
 }
 
 impl<'db> WriteTxn<'db> {
-    pub(crate) fn new(snap: Snapshot<'db>, isolation: Isolation) -> Self {
+    pub(crate) fn new(inner: &'db Inner, isolation: Isolation) -> Self {
         WriteTxn {
-            snap,
+            inner,
+            started: Instant::now(),
+            snap: OnceCell::new(),
             isolation,
             writes: BTreeMap::new(),
             undo: Vec::new(),
@@ -523,9 +533,28 @@ impl<'db> WriteTxn<'db> {
         }
     }
 
-    /// The LSN of the newest commit this transaction's snapshot sees.
-    pub fn snapshot_lsn(&self) -> Lsn {
-        self.snap.lsn()
+    /// The LSN of the newest commit this transaction's snapshot sees (taking the snapshot
+    /// now if nothing was read yet).
+    pub fn snapshot_lsn(&self) -> Result<Lsn> {
+        Ok(self.snap()?.lsn())
+    }
+
+    fn snap(&self) -> Result<&Snapshot<'db>> {
+        if self.snap.get().is_none() {
+            let snap = Snapshot::begin(self.inner)?;
+            let _ = self.snap.set(snap);
+        }
+        Ok(self.snap.get().expect("set above"))
+    }
+
+    fn check_age(&self) -> Result<()> {
+        if let Some(limit) = self.inner.cfg.txn_timeout {
+            let age = self.started.elapsed();
+            if age > limit {
+                return Err(Error::TxnTimeout { age, limit });
+            }
+        }
+        Ok(())
     }
 
     fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
@@ -544,12 +573,13 @@ impl<'db> WriteTxn<'db> {
 
     /// The value of `key` in `table`: this transaction's own write, else its snapshot's.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.snap.check_age()?;
+        self.check_age()?;
         if let Some(own) = self.own(table, key) {
             return Ok(own);
         }
+        let snap = self.snap()?;
         self.note_read(table, |t, r| r.points.push((t, key.to_vec())));
-        self.snap.get(table, key)
+        snap.get(table, key)
     }
 
     /// The entries of `table` with keys in `range`, ascending, this transaction's writes
@@ -574,7 +604,8 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
-        let snap = self.snap.iter(table, bounds.clone(), reverse)?;
+        self.check_age()?;
+        let snap = self.snap()?.iter(table, bounds.clone(), reverse)?;
         let own = match (self.writes.get(table), bounds_valid(&bounds)) {
             (Some(w), true) => Some(w.range::<[u8], _>((as_slice(&bounds.0), as_slice(&bounds.1)))),
             _ => None,
@@ -593,7 +624,7 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn check_write(&self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        self.snap.check_age()?;
+        self.check_age()?;
         check_table_name(table)?;
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidInput {
@@ -601,7 +632,7 @@ impl<'db> WriteTxn<'db> {
                 reason: format!("{} bytes; keys are 1 to {MAX_KEY_LEN} bytes", key.len()),
             });
         }
-        let max = self.snap.inner.cfg.wal.max_record_bytes;
+        let max = self.inner.cfg.wal.max_record_bytes;
         if let Some(v) = value {
             if v.len() + key.len() > max {
                 return Err(Error::RecordTooLarge {
@@ -614,8 +645,6 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn buffer(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
-        // Borrowed overlay bytes may be released: no `&self` borrow is alive here.
-        self.snap.pins.clear();
         let writes = match self.writes.get_mut(table) {
             Some(w) => w,
             None => self.writes.entry(Arc::from(table)).or_default(),
@@ -657,14 +686,14 @@ impl<'db> WriteTxn<'db> {
         self.savepoints.push((id, self.undo.len()));
         Savepoint {
             id,
-            txn_started: self.snap.started,
+            txn_started: self.started,
         }
     }
 
     /// Undoes every write made since `savepoint`, which stays usable; savepoints taken after
     /// it are gone. Reads made since are still checked at commit.
     pub fn rollback_to(&mut self, savepoint: &Savepoint) -> Result<()> {
-        let live = (savepoint.txn_started == self.snap.started)
+        let live = (savepoint.txn_started == self.started)
             .then(|| self.savepoints.iter().position(|sp| sp.0 == savepoint.id))
             .flatten();
         let Some(at) = live else {
@@ -675,7 +704,6 @@ impl<'db> WriteTxn<'db> {
         };
         let undo_len = self.savepoints[at].1;
         self.savepoints.truncate(at + 1);
-        self.snap.pins.clear();
         while self.undo.len() > undo_len {
             let u = self.undo.pop().expect("len checked");
             let writes = self.writes.entry(u.table).or_default();
@@ -705,9 +733,12 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn commit_inner(self, durability: Option<Durability>) -> Result<Lsn> {
-        self.snap.check_age()?;
+        self.check_age()?;
         if self.writes.is_empty() {
-            return Ok(self.snap.lsn());
+            return Ok(match self.snap.get() {
+                Some(snap) => snap.lsn(),
+                None => self.inner.shared.visible_lsn.load(Ordering::Acquire),
+            });
         }
         let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
         for (table, writes) in &self.writes {
@@ -734,7 +765,8 @@ impl<'db> WriteTxn<'db> {
             Check::Writes
         };
         // The snapshot stays registered until the flusher has checked this commit.
-        commit_ops(self.snap.inner, ops, check, self.snap.lsn(), durability)
+        let snapshot = self.snap.get().map_or(0, Snapshot::lsn);
+        commit_ops(self.inner, ops, check, snapshot, durability)
     }
 }
 

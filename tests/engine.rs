@@ -91,7 +91,7 @@ fn put_get_delete_and_read_your_own_writes() {
 
     // A transaction that wrote nothing commits nothing and answers its snapshot's LSN.
     let t = db.write().unwrap();
-    let snap = t.snapshot_lsn();
+    let snap = t.snapshot_lsn().unwrap();
     assert_eq!(snap, lsn2);
     assert_eq!(t.commit().unwrap(), snap);
     assert_eq!(db.stats().visible_lsn, lsn2);
@@ -808,6 +808,12 @@ fn dropping_a_write_txn_aborts_it() {
     commit_puts(&db, "t", &[(b"keep".to_vec(), b"1".to_vec())]);
     {
         let mut t = db.write().unwrap();
+        assert_eq!(
+            db.stats().open_snapshots,
+            0,
+            "a write txn takes its snapshot at its first read"
+        );
+        assert_eq!(t.get("t", b"keep").unwrap(), Some(&b"1"[..]));
         t.put("t", b"keep", b"changed").unwrap();
         t.put("t", b"new", b"1").unwrap();
         t.delete("t", b"keep").unwrap();
@@ -1060,6 +1066,7 @@ fn snapshot_is_stable_across_commits_and_checkpoints() {
     let old = db.read().unwrap();
     let old_lsn = old.lsn();
     let old_w = db.write().unwrap(); // a write txn's snapshot is stable too
+    old_w.snapshot_lsn().unwrap(); // taken now
 
     let mut model = base.clone();
     let mut rng = Rng::new(5);
@@ -1482,7 +1489,7 @@ fn model_check(config_isolation: Isolation, seed: u64) {
                                     };
                                     op.run(txn)?;
                                     last = (
-                                        txn.snapshot_lsn(),
+                                        txn.snapshot_lsn()?,
                                         vec![
                                             Step::Get {
                                                 table,
@@ -1518,7 +1525,7 @@ fn model_check(config_isolation: Isolation, seed: u64) {
                                             txn,
                                             &format!("{tag}.{attempt}"),
                                         );
-                                        Ok((txn.snapshot_lsn(), steps))
+                                        Ok((txn.snapshot_lsn()?, steps))
                                     })
                                     .unwrap();
                                 let ops: Vec<Op> = steps
@@ -1626,6 +1633,7 @@ fn transactions_older_than_txn_timeout_fail_every_call() {
     let r = db.read().unwrap();
     let mut w = db.write().unwrap();
     // On a stalled machine this may already time out; the checks below hold either way.
+    let _ = w.get("t", b"a");
     let _ = w.put("t", b"b", b"2");
     std::thread::sleep(Duration::from_millis(100));
 
@@ -1686,14 +1694,15 @@ fn read_slots_exhausted_is_readers_full_until_one_ends() {
     let db = Db::open_with(dir.path(), cfg().max_readers(SLOTS)).unwrap();
     commit_puts(&db, "t", &[(b"a".to_vec(), b"1".to_vec())]);
     let mut open: Vec<ReadTxn<'_>> = (0..SLOTS - 1).map(|_| db.read().unwrap()).collect();
-    let w = db.write().unwrap(); // a write transaction takes a slot too
+    let w = db.write().unwrap(); // a write transaction takes a slot at its first read
+    w.snapshot_lsn().unwrap();
     let full = |r: walmdb::Result<()>| match r {
         Err(Error::ReadersFull { max_readers }) => assert_eq!(max_readers, SLOTS),
         other => panic!("expected ReadersFull, got {other:?}"),
     };
     full(db.read().map(drop));
-    full(db.write().map(drop));
-    full(db.update(|_| Ok(())));
+    full(db.write().and_then(|w| w.snapshot_lsn()).map(drop));
+    full(db.update(|t| t.get("t", b"a").map(drop)));
     assert_eq!(db.stats().open_snapshots, SLOTS as usize);
     // The open ones keep working, and commits that need no new slot too.
     assert_eq!(get(&open[0], "t", b"a"), Some(b"1".to_vec()));
