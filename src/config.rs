@@ -240,7 +240,7 @@ pub struct Config {
     pub apply_max_ops: usize,
     /// The applier gathers commits this long (or until `apply_max_ops`) before an LMDB
     /// transaction, so LMDB's syncs stay few and off the log's way; commits are visible
-    /// meanwhile through the overlay. Default: 20 ms.
+    /// meanwhile through the overlay. Default: 100 ms.
     pub apply_interval: Duration,
     /// A checkpoint starts once this many WAL bytes were written since the last. Default: 64 MiB.
     pub checkpoint_bytes: u64,
@@ -271,7 +271,7 @@ impl Default for Config {
             max_tables: 1000,
             overlay_max_bytes: 256 << 20,
             apply_max_ops: 100_000,
-            apply_interval: Duration::from_millis(20),
+            apply_interval: Duration::from_millis(100),
             checkpoint_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(30),
             max_replay_bytes: 1 << 30,

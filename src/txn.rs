@@ -10,6 +10,8 @@ use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::time::Instant;
 
+use heed::types::Bytes;
+
 use crate::catalog::{
     bounds_valid, check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Table,
     TableView,
@@ -186,9 +188,9 @@ impl<'db> Snapshot<'db> {
             (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
                 Some(if reverse {
-                    Box::new(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
+                    LmdbIter::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
                 } else {
-                    Box::new(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
+                    LmdbIter::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
                 })
             }
             _ => None,
@@ -266,7 +268,21 @@ fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
     Some((lower, upper))
 }
 
-type LmdbIter<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+/// LMDB's side of a range walk (an enum, not a trait object: it is called for every key).
+enum LmdbIter<'t> {
+    Forward(heed::RoRange<'t, Bytes, Bytes>),
+    Reverse(heed::RoRevRange<'t, Bytes, Bytes>),
+}
+
+impl<'t> LmdbIter<'t> {
+    #[inline]
+    fn next(&mut self) -> Option<heed::Result<(&'t [u8], &'t [u8])>> {
+        match self {
+            LmdbIter::Forward(it) => it.next(),
+            LmdbIter::Reverse(it) => it.next(),
+        }
+    }
+}
 
 /// Walks a table's overlay in key order, a chunk at a time (the lock is not held between).
 struct OverlayCursor<'t> {
@@ -284,11 +300,13 @@ struct OverlayCursor<'t> {
 const OVERLAY_CHUNK: usize = 64;
 
 impl<'t> OverlayCursor<'t> {
-    fn next(&mut self) -> Option<(&'t [u8], Option<&'t [u8]>)> {
-        while self.buf.is_empty() && !self.exhausted {
-            self.refill();
+    /// True if every overlay entry up to `key` (in walk order) was scanned already.
+    fn covers(&self, key: &[u8]) -> bool {
+        match (self.reverse, &self.bounds) {
+            (false, (Bound::Excluded(k), _)) => key <= k.as_slice(),
+            (true, (_, Bound::Excluded(k))) => key >= k.as_slice(),
+            _ => false,
         }
-        self.buf.pop_front()
     }
 
     fn refill(&mut self) {
@@ -389,9 +407,20 @@ impl<'t> Iterator for Iter<'t> {
             }
             if self.overlay_head.is_none() {
                 if let Some(cur) = self.overlay.as_mut() {
-                    match cur.next() {
-                        Some(entry) => self.overlay_head = Some(entry),
-                        None => self.overlay = None,
+                    loop {
+                        if let Some(entry) = cur.buf.pop_front() {
+                            self.overlay_head = Some(entry);
+                            break;
+                        }
+                        if cur.exhausted {
+                            self.overlay = None;
+                            break;
+                        }
+                        // Scan the overlay only as far as LMDB's walk has come.
+                        if self.lmdb_head.is_some_and(|(k, _)| cur.covers(k)) {
+                            break;
+                        }
+                        cur.refill();
                     }
                 }
             }
