@@ -424,33 +424,45 @@ impl<'t> Iterator for Iter<'t> {
                     }
                 }
             }
-            let take_overlay = match (self.lmdb_head, self.overlay_head) {
-                (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((lk, _)), Some((ok, _))) => {
-                    let ord = if self.reverse { ok.cmp(lk) } else { lk.cmp(ok) };
-                    match ord {
-                        std::cmp::Ordering::Less => false,
-                        std::cmp::Ordering::Greater => true,
-                        // The overlay's version is newer: it shadows LMDB's.
-                        std::cmp::Ordering::Equal => {
-                            self.lmdb_head = None;
-                            true
-                        }
-                    }
-                }
-            };
-            if take_overlay {
-                let (k, v) = self.overlay_head.take().expect("checked above");
-                match v {
-                    Some(v) => return Some(Ok((k, v))),
-                    None => continue, // deleted
+            match merge_step(&mut self.lmdb_head, &mut self.overlay_head, self.reverse)? {
+                Some(entry) => return Some(Ok(entry)),
+                None => continue, // a deletion
+            }
+        }
+    }
+}
+
+/// Takes the next entry, in walk order, of two sorted streams' heads: `older` (LMDB, or a
+/// snapshot) and `newer` (the overlay, or a transaction's own writes), whose entries shadow
+/// `older`'s with the same key (`None` values are deletions). `None` when both are empty;
+/// `Some(None)` when it consumed a deletion.
+#[inline]
+fn merge_step<'t>(
+    older: &mut Option<(&'t [u8], &'t [u8])>,
+    newer: &mut Option<(&'t [u8], Option<&'t [u8]>)>,
+    reverse: bool,
+) -> Option<Option<(&'t [u8], &'t [u8])>> {
+    let take_newer = match (*older, *newer) {
+        (None, None) => return None,
+        (Some(_), None) => false,
+        (None, Some(_)) => true,
+        (Some((ok, _)), Some((nk, _))) => {
+            let ord = if reverse { nk.cmp(ok) } else { ok.cmp(nk) };
+            match ord {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => {
+                    *older = None;
+                    true
                 }
             }
-            let (k, v) = self.lmdb_head.take().expect("checked above");
-            return Some(Ok((k, v)));
         }
+    };
+    if take_newer {
+        let (k, v) = newer.take()?;
+        Some(v.map(|v| (k, v)))
+    } else {
+        older.take().map(Some)
     }
 }
 
@@ -836,30 +848,10 @@ impl<'t> Iterator for WriteIter<'t> {
                 };
                 self.own_head = next.map(|(k, v)| (k.as_slice(), v.as_deref()));
             }
-            let take_own = match (self.snap_head, self.own_head) {
-                (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((sk, _)), Some((ok, _))) => {
-                    let ord = if self.reverse { ok.cmp(sk) } else { sk.cmp(ok) };
-                    match ord {
-                        std::cmp::Ordering::Less => false,
-                        std::cmp::Ordering::Greater => true,
-                        std::cmp::Ordering::Equal => {
-                            self.snap_head = None;
-                            true
-                        }
-                    }
-                }
-            };
-            if take_own {
-                let (k, v) = self.own_head.take().expect("checked above");
-                match v {
-                    Some(v) => return Some(Ok((k, v))),
-                    None => continue,
-                }
+            match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
+                Some(entry) => return Some(Ok(entry)),
+                None => continue, // a deletion
             }
-            return self.snap_head.take().map(Ok);
         }
     }
 }
