@@ -35,10 +35,8 @@
 //! `benches/common`). Both walmdb and heed run with a 2 GiB map, so no figure includes a map
 //! resize. Everything runs in a temporary directory under `./target/bench-tmp`.
 
-use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::thread;
@@ -47,9 +45,9 @@ use std::time::{Duration, Instant};
 use heed::types::Bytes;
 use walmdb::{Config, Db, Durability};
 
-#[allow(dead_code)] // this benchmark uses the generator and `value`, not `txn`
+#[allow(dead_code)] // this benchmark uses the generator, `value` and the raw baseline, not `txn`
 mod common;
-use common::{value, Rng};
+use common::{value, Overwriter, Rng};
 
 /// The table (walmdb) every figure writes and reads.
 const TABLE: &str = "bench";
@@ -72,10 +70,6 @@ const OVERLAY_KEYS: usize = 100_000;
 const OVERLAY_TXN_KEYS: usize = 1_000;
 /// Keys of a large transaction.
 const BIG_TXN_KEYS: usize = 1_000;
-/// Size of the preallocated file of the raw overwrite baseline; offsets wrap around in it.
-const RAW_FILE_BYTES: u64 = 64 << 20;
-/// Bytes each raw baseline operation writes.
-const RAW_WRITE: usize = 4096;
 /// ABBA rounds of the interleaved comparisons.
 const ROUNDS: usize = 6;
 /// CPU of other processes (in cores) during a figure above which it is flagged as noisy.
@@ -741,43 +735,6 @@ fn write_figure(
 // ---------------------------------------------------------------------------------------
 // 2: single-thread commit latency against a raw 4 KiB overwrite + fdatasync.
 
-/// A preallocated (zero-written, fsynced) file overwritten 4 KiB at a time.
-struct Overwriter {
-    file: File,
-    buf: Vec<u8>,
-}
-
-impl Overwriter {
-    fn new(dir: &Path) -> Self {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.join("prealloc.dat"))
-            .expect("create");
-        let zeros = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < RAW_FILE_BYTES {
-            file.write_all_at(&zeros, off).expect("preallocate");
-            off += zeros.len() as u64;
-        }
-        file.sync_all().expect("fsync");
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .expect("fsync dir");
-        let mut buf = vec![0u8; RAW_WRITE];
-        Rng(11).fill(&mut buf);
-        Overwriter { file, buf }
-    }
-
-    /// Overwrites the `i`-th 4 KiB block (wrapping around) and fdatasyncs.
-    fn op(&mut self, i: u64) {
-        let offset = (i * RAW_WRITE as u64) % RAW_FILE_BYTES;
-        self.buf[0..8].copy_from_slice(&i.to_le_bytes());
-        self.file.write_all_at(&self.buf, offset).expect("write");
-        self.file.sync_data().expect("fdatasync");
-    }
-}
 
 /// Interleaved (ABBA) 1-thread latency: raw overwrite + fdatasync against a whole walmdb
 /// transaction (begin, one blind put, commit at GroupCommit).

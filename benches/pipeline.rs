@@ -26,12 +26,8 @@ use std::time::{Duration, Instant};
 use walmdb::{Durability, Wal, WalConfig, WalStats};
 
 mod common;
-use common::{txn, Rng};
+use common::{txn, Overwriter, Rng, RAW_WRITE};
 
-/// Size of the preallocated file of the raw overwrite baseline; offsets wrap around in it.
-const RAW_FILE_BYTES: u64 = 64 << 20;
-/// Bytes each raw baseline operation writes.
-const RAW_WRITE: usize = 4096;
 
 struct Options {
     secs: f64,
@@ -147,43 +143,6 @@ fn raw_overwrite(root: &Path, secs: f64) -> RawResult {
     })
 }
 
-/// A preallocated (zero-written, fsynced) file overwritten 4 KiB at a time.
-struct Overwriter {
-    file: File,
-    buf: Vec<u8>,
-}
-
-impl Overwriter {
-    fn new(dir: &Path) -> Self {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.join("prealloc.dat"))
-            .expect("create");
-        let zeros = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < RAW_FILE_BYTES {
-            file.write_all_at(&zeros, off).expect("preallocate");
-            off += zeros.len() as u64;
-        }
-        file.sync_all().expect("fsync");
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .expect("fsync dir");
-        let mut buf = vec![0u8; RAW_WRITE];
-        Rng(11).fill(&mut buf);
-        Overwriter { file, buf }
-    }
-
-    /// Overwrites the `i`-th 4 KiB block (wrapping around) and fdatasyncs.
-    fn op(&mut self, i: u64) {
-        let offset = (i * RAW_WRITE as u64) % RAW_FILE_BYTES;
-        self.buf[0..8].copy_from_slice(&i.to_le_bytes());
-        self.file.write_all_at(&self.buf, offset).expect("write");
-        self.file.sync_data().expect("fdatasync");
-    }
-}
 
 /// The 1-thread latency comparison with the disk's drift taken out: raw overwrites and
 /// GroupCommit commits alternate in short slices (ABBA order) on the same disk, and each

@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use walmdb::wal::record::{frame_crc, FrameBuilder};
 use walmdb::{Durability, EncodedRecord, Wal, WalConfig};
 
+#[allow(dead_code)] // this benchmark uses the workload, not the raw baseline
 mod common;
 use common::{txn, Rng};
 

@@ -1,6 +1,10 @@
-//! The workload both benchmarks use: 1-op transactions of a random 16-byte key and a
-//! 100-byte value (50 random bytes, then 50 bytes of text), from a deterministic generator.
+//! What the benchmarks share: the workload (1-op transactions of a random 16-byte key and a
+//! 100-byte value: 50 random bytes, then 50 bytes of text, from a deterministic generator) and
+//! the raw baseline (4 KiB overwrites of a preallocated file, each followed by fdatasync).
 
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use walmdb::{Op, Record, TxnRecord};
@@ -53,4 +57,47 @@ pub fn txn(rng: &mut Rng) -> Record {
             value: value(rng),
         }],
     })
+}
+
+/// Size of the preallocated file the raw baseline overwrites.
+pub const RAW_FILE_BYTES: u64 = 64 << 20;
+/// Bytes the raw baseline writes before each fdatasync.
+pub const RAW_WRITE: usize = 4096;
+
+/// A preallocated (zero-written, fsynced) file overwritten 4 KiB at a time.
+pub struct Overwriter {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Overwriter {
+    pub fn new(dir: &Path) -> Self {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("prealloc.dat"))
+            .expect("create");
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < RAW_FILE_BYTES {
+            file.write_all_at(&zeros, off).expect("preallocate");
+            off += zeros.len() as u64;
+        }
+        file.sync_all().expect("fsync");
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .expect("fsync dir");
+        let mut buf = vec![0u8; RAW_WRITE];
+        Rng(11).fill(&mut buf);
+        Overwriter { file, buf }
+    }
+
+    /// Overwrites the `i`-th 4 KiB block (wrapping around) and fdatasyncs.
+    pub fn op(&mut self, i: u64) {
+        let offset = (i * RAW_WRITE as u64) % RAW_FILE_BYTES;
+        self.buf[0..8].copy_from_slice(&i.to_le_bytes());
+        self.file.write_all_at(&self.buf, offset).expect("write");
+        self.file.sync_data().expect("fdatasync");
+    }
 }
