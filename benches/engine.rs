@@ -735,7 +735,6 @@ fn write_figure(
 // ---------------------------------------------------------------------------------------
 // 2: single-thread commit latency against a raw 4 KiB overwrite + fdatasync.
 
-
 /// Interleaved (ABBA) 1-thread latency: raw overwrite + fdatasync against a whole walmdb
 /// transaction (begin, one blind put, commit at GroupCommit).
 fn latency_figure(root: &Path, secs: f64) -> Row {

@@ -28,7 +28,6 @@ use walmdb::{Durability, Wal, WalConfig, WalStats};
 mod common;
 use common::{txn, Overwriter, Rng, RAW_WRITE};
 
-
 struct Options {
     secs: f64,
     quick: bool,
@@ -142,7 +141,6 @@ fn raw_overwrite(root: &Path, secs: f64) -> RawResult {
         raw.op(i)
     })
 }
-
 
 /// The 1-thread latency comparison with the disk's drift taken out: raw overwrites and
 /// GroupCommit commits alternate in short slices (ABBA order) on the same disk, and each
