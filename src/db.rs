@@ -706,7 +706,8 @@ fn replay(inner: &Inner, report: &mut DbRecoveryReport) -> Result<()> {
     let mut batch: Vec<(Lsn, WriteOp)> = Vec::new();
     let mut last = report.applied_lsn_at_open;
     let flush = |batch: &mut Vec<(Lsn, WriteOp)>, last: Lsn| -> Result<()> {
-        let ops: Vec<(Lsn, &WriteOp)> = batch.iter().map(|(l, op)| (*l, op)).collect();
+        let mut ops: Vec<(Lsn, &WriteOp)> = batch.iter().map(|(l, op)| (*l, op)).collect();
+        key_order(&mut ops);
         apply_growing(inner, &ops, last, || true)?;
         for (lsn, op) in batch.iter() {
             let table = inner.shared.catalog.get_or_add(op.table());
@@ -751,6 +752,15 @@ fn replay(inner: &Inner, report: &mut DbRecoveryReport) -> Result<()> {
     }
     report.last_lsn = last;
     Ok(())
+}
+
+/// Puts a batch's key operations in (table, key) order, keeping LSN order per key (a stable
+/// sort), so LMDB writes its pages in order: the same result, fewer page visits, and leaves
+/// laid out for scans. A batch with a table create or drop keeps LSN order.
+fn key_order(ops: &mut [(Lsn, &WriteOp)]) {
+    if ops.iter().all(|(_, op)| op.key().is_some()) {
+        ops.sort_by(|a, b| (a.1.table(), a.1.key()).cmp(&(b.1.table(), b.1.key())));
+    }
 }
 
 /// Applies `ops` through `last` in one LMDB transaction, growing the map when full. While
@@ -871,10 +881,11 @@ fn applier_loop(inner: &Inner) {
                     }
                 }
             }
-            let ops: Vec<(Lsn, &WriteOp)> = batch
+            let mut ops: Vec<(Lsn, &WriteOp)> = batch
                 .iter()
                 .flat_map(|(lsn, w)| w.ops.iter().map(move |op| (*lsn, op)))
                 .collect();
+            key_order(&mut ops);
             let give_up = || sh.apply.lock().stop.is_some();
             if let Err(e) = apply_growing(inner, &ops, last, give_up) {
                 if !matches!(e, Error::StorageFull { .. } | Error::Io(_)) {
