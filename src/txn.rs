@@ -392,6 +392,20 @@ impl<'t> Iterator for Iter<'t> {
                 }
             }
         }
+        // Once the overlay is done, LMDB's entries pass straight through.
+        if self.overlay.is_none() && self.overlay_head.is_none() && self.lmdb_head.is_none() {
+            return match self.lmdb.as_mut()?.next() {
+                Some(Ok((k, v))) => Some(Ok((k, unseal(v)))),
+                Some(Err(e)) => {
+                    self.failed = true;
+                    Some(Err(lmdb_err("range")(e)))
+                }
+                None => {
+                    self.lmdb = None;
+                    None
+                }
+            };
+        }
         loop {
             if self.lmdb_head.is_none() {
                 if let Some(it) = self.lmdb.as_mut() {
