@@ -37,7 +37,7 @@
 
 use std::hint::black_box;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ use walmdb::{Config, Db, Durability};
 
 #[allow(dead_code)] // this benchmark uses the generator, `value` and the raw baseline, not `txn`
 mod common;
-use common::{value, Overwriter, Rng};
+use common::{latency, value, Overwriter, Rng};
 
 /// The table (walmdb) every figure writes and reads.
 const TABLE: &str = "bench";
@@ -80,58 +80,6 @@ type HeedDb = heed::Database<Bytes, Bytes>;
 
 // ---------------------------------------------------------------------------------------
 // Options and helpers.
-
-struct Options {
-    secs: f64,
-    quick: bool,
-    /// Keys loaded for the read figures.
-    keys: usize,
-    /// `WALMDB_BENCH_FILTER`: run only figures whose name contains it.
-    filter: Option<String>,
-}
-
-impl Options {
-    fn wants(&self, name: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| name.contains(f))
-    }
-}
-
-fn options() -> Options {
-    // cargo passes `--bench` (and maybe a filter); anything but `--quick` is ignored.
-    let quick_flag = std::env::args().skip(1).any(|a| a == "--quick");
-    let quick_env = std::env::var("WALMDB_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let quick = quick_flag || quick_env;
-    let secs = std::env::var("WALMDB_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(if quick { 1.0 } else { 3.0 });
-    let filter = std::env::var("WALMDB_BENCH_FILTER")
-        .ok()
-        .filter(|f| !f.is_empty());
-    Options {
-        secs,
-        quick,
-        keys: if quick { 100_000 } else { 1_000_000 },
-        filter,
-    }
-}
-
-fn bench_root() -> PathBuf {
-    let root = std::env::current_dir()
-        .expect("current directory")
-        .join("target")
-        .join("bench-tmp");
-    std::fs::create_dir_all(&root).expect("create target/bench-tmp");
-    root
-}
-
-fn tempdir(root: &Path, what: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("engine-{what}-"))
-        .tempdir_in(root)
-        .expect("tempdir")
-}
 
 fn run_cmd(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
@@ -193,31 +141,17 @@ fn pick(rng: &mut Rng, n: usize) -> usize {
     ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
 }
 
+/// Keys loaded for the read figures.
+fn read_keys(opts: &common::Options) -> usize {
+    if opts.quick {
+        100_000
+    } else {
+        1_000_000
+    }
+}
+
 fn seed(t: usize) -> u64 {
     0x2545_f491_4f6c_dd1d ^ ((t as u64 + 1) << 32)
-}
-
-/// Latency percentiles, from nanosecond samples.
-struct Latency {
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-}
-
-fn latency(samples: &mut [u64]) -> Latency {
-    samples.sort_unstable();
-    let at = |q: f64| {
-        if samples.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        Duration::from_nanos(samples[i])
-    };
-    Latency {
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-    }
 }
 
 fn us(d: Duration) -> String {
@@ -606,7 +540,7 @@ impl Writer {
 /// (GroupCommit) durability. Returns keys/s over the window, keys/s counting the wait until
 /// LMDB holds everything committed in it (the rate the applier sustains), and a description.
 fn walmdb_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, f64, String) {
-    let dir = tempdir(root, "walmdb-writes");
+    let dir = common::tempdir(root, "engine", "walmdb-writes");
     let db = open_db(dir.path());
     let txn = |w: &mut Writer| -> walmdb::Result<()> {
         let mut txn = db.write()?;
@@ -663,7 +597,7 @@ fn walmdb_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, f
 /// heed: `threads` threads committing write transactions of `keys` puts each, heed's
 /// default flags (each commit syncs). Returns keys/s and a description.
 fn heed_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, String) {
-    let dir = tempdir(root, "heed-writes");
+    let dir = common::tempdir(root, "engine", "heed-writes");
     let (env, db) = open_heed(dir.path());
     let txn = |w: &mut Writer| -> heed::Result<()> {
         let mut wtxn = env.write_txn()?;
@@ -738,9 +672,9 @@ fn write_figure(
 /// Interleaved (ABBA) 1-thread latency: raw overwrite + fdatasync against a whole walmdb
 /// transaction (begin, one blind put, commit at GroupCommit).
 fn latency_figure(root: &Path, secs: f64) -> Row {
-    let raw_dir = tempdir(root, "raw");
+    let raw_dir = common::tempdir(root, "engine", "raw");
     let mut raw = Overwriter::new(raw_dir.path());
-    let dir = tempdir(root, "latency");
+    let dir = common::tempdir(root, "engine", "latency");
     let db = open_db(dir.path());
     let mut w = Writer::new(7);
     let commit = |w: &mut Writer| {
@@ -813,8 +747,8 @@ struct Loaded {
 
 fn load(root: &Path, n: usize) -> Loaded {
     let keys = random_keys(n, 0x5eed_1234);
-    let wdir = tempdir(root, "loaded-walmdb");
-    let hdir = tempdir(root, "loaded-heed");
+    let wdir = common::tempdir(root, "engine", "loaded-walmdb");
+    let hdir = common::tempdir(root, "engine", "loaded-heed");
     let db = open_db(wdir.path());
 
     let started = Instant::now();
@@ -1101,13 +1035,13 @@ fn scan_row(name: &str, what: String, (w, h): (f64, f64), target: Option<f64>) -
 
 /// The read figures: gets and scans with an empty overlay, then with `OVERLAY_KEYS` keys
 /// overwritten under a pinned old snapshot.
-fn read_figures(root: &Path, opts: &Options, rows: &mut Vec<Row>) {
+fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
     let wants_empty = opts.wants("get/empty") || opts.wants("range/empty");
     let wants_overlay = opts.wants("get/overlay") || opts.wants("range/overlay");
     if !wants_empty && !wants_overlay {
         return;
     }
-    let n = opts.keys;
+    let n = read_keys(opts);
     let loaded = load(root, n);
     let none = std::collections::HashSet::new();
     loaded.warm_and_check(&none);
@@ -1252,15 +1186,15 @@ fn read_figures(root: &Path, opts: &Options, rows: &mut Vec<Row>) {
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    let opts = options();
-    let root = bench_root();
+    let opts = common::Options::from_env();
+    let root = common::bench_root();
     let started = Instant::now();
     println!("# walmdb engine benchmark (walmdb vs raw heed / raw fdatasync)\n");
     println!(
         "- {} s a figure{}, {} keys for the read figures; directory {}",
         opts.secs,
         if opts.quick { " (quick)" } else { "" },
-        opts.keys,
+        read_keys(&opts),
         root.display()
     );
     println!("- nproc {}", run_cmd("nproc", &[]));

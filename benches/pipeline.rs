@@ -26,65 +26,7 @@ use std::time::{Duration, Instant};
 use walmdb::{Durability, Wal, WalConfig, WalStats};
 
 mod common;
-use common::{txn, Overwriter, Rng, RAW_WRITE};
-
-struct Options {
-    secs: f64,
-    quick: bool,
-    /// `WALMDB_BENCH_FILTER`: run only cells whose `label/threads` (or `raw`) contains it.
-    filter: Option<String>,
-}
-
-impl Options {
-    fn wants(&self, name: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| name.contains(f))
-    }
-}
-
-fn options() -> Options {
-    // cargo passes `--bench` (and maybe a filter); anything but `--quick` is ignored.
-    let quick_flag = std::env::args().skip(1).any(|a| a == "--quick");
-    let quick_env = std::env::var("WALMDB_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let quick = quick_flag || quick_env;
-    let secs = std::env::var("WALMDB_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(if quick { 1.0 } else { 3.0 });
-    let filter = std::env::var("WALMDB_BENCH_FILTER")
-        .ok()
-        .filter(|f| !f.is_empty());
-    Options {
-        secs,
-        quick,
-        filter,
-    }
-}
-
-/// Latency percentiles, from nanosecond samples.
-struct Latency {
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-fn latency(samples: &mut [u64]) -> Latency {
-    samples.sort_unstable();
-    let at = |q: f64| {
-        if samples.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        Duration::from_nanos(samples[i])
-    };
-    Latency {
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: at(1.0),
-    }
-}
+use common::{latency, txn, Latency, Overwriter, Rng, RAW_WRITE};
 
 fn us(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
@@ -93,22 +35,6 @@ fn us(d: Duration) -> String {
     } else {
         format!("{us:.1}")
     }
-}
-
-fn bench_root() -> PathBuf {
-    let root = std::env::current_dir()
-        .expect("current directory")
-        .join("target")
-        .join("bench-tmp");
-    std::fs::create_dir_all(&root).expect("create target/bench-tmp");
-    root
-}
-
-fn tempdir(root: &Path, what: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("walmdb-{what}-"))
-        .tempdir_in(root)
-        .expect("tempdir")
 }
 
 fn run_cmd(cmd: &str, args: &[&str]) -> String {
@@ -135,7 +61,7 @@ struct RawResult {
 /// 4 KiB overwrites at increasing offsets of a preallocated (zero-written, fsynced) file,
 /// each followed by `fdatasync`.
 fn raw_overwrite(root: &Path, secs: f64) -> RawResult {
-    let dir = tempdir(root, "raw-overwrite");
+    let dir = common::tempdir(root, "walmdb", "raw-overwrite");
     let mut raw = Overwriter::new(dir.path());
     raw_loop("overwrite preallocated 4 KiB + fdatasync", secs, |i| {
         raw.op(i)
@@ -146,7 +72,7 @@ fn raw_overwrite(root: &Path, secs: f64) -> RawResult {
 /// GroupCommit commits alternate in short slices (ABBA order) on the same disk, and each
 /// side's samples are pooled. Returns (raw, GroupCommit) latencies.
 fn paired_latency(root: &Path, secs: f64) -> (Latency, Latency) {
-    let dir = tempdir(root, "paired");
+    let dir = common::tempdir(root, "walmdb", "paired");
     let mut raw = Overwriter::new(dir.path());
     let wal = Wal::open(dir.path().join("wal"), WalConfig::default()).expect("open the log");
     let mut rng = Rng(0x51ce);
@@ -182,7 +108,7 @@ fn paired_latency(root: &Path, secs: f64) -> (Latency, Latency) {
 /// 4 KiB appends to a growing file, each followed by `fdatasync` (which then also has to
 /// make the new file size durable).
 fn raw_append(root: &Path, secs: f64) -> RawResult {
-    let dir = tempdir(root, "raw-append");
+    let dir = common::tempdir(root, "walmdb", "raw-append");
     let path = dir.path().join("append.dat");
     let file = OpenOptions::new()
         .read(true)
@@ -345,7 +271,7 @@ fn level_name(d: Durability) -> &'static str {
 }
 
 fn pipeline_cell(root: &Path, label: String, cfg: WalConfig, threads: usize, secs: f64) -> Cell {
-    let dir = tempdir(root, "pipeline");
+    let dir = common::tempdir(root, "walmdb", "pipeline");
     let opening = Instant::now();
     let wal = Arc::new(Wal::open(dir.path(), cfg).expect("open the log"));
     let open_time = opening.elapsed();
@@ -464,8 +390,8 @@ fn print_row(c: &Cell) {
 }
 
 fn main() {
-    let opts = options();
-    let root = bench_root();
+    let opts = common::Options::from_env();
+    let root = common::bench_root();
     let thread_counts: &[usize] = if opts.quick {
         &[1, 64]
     } else {

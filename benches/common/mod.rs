@@ -4,7 +4,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use walmdb::{Op, Record, TxnRecord};
@@ -99,5 +100,84 @@ impl Overwriter {
         self.buf[0..8].copy_from_slice(&i.to_le_bytes());
         self.file.write_all_at(&self.buf, offset).expect("write");
         self.file.sync_data().expect("fdatasync");
+    }
+}
+
+/// The knobs every benchmark reads: `WALMDB_BENCH_SECS`, `WALMDB_BENCH_QUICK` (or `--quick`)
+/// and `WALMDB_BENCH_FILTER`.
+pub struct Options {
+    pub secs: f64,
+    pub quick: bool,
+    /// Run only figures whose name contains it.
+    pub filter: Option<String>,
+}
+
+impl Options {
+    pub fn from_env() -> Options {
+        // cargo passes `--bench` (and maybe a filter); anything but `--quick` is ignored.
+        let quick_flag = std::env::args().skip(1).any(|a| a == "--quick");
+        let quick_env =
+            std::env::var("WALMDB_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = quick_flag || quick_env;
+        let secs = std::env::var("WALMDB_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(if quick { 1.0 } else { 3.0 });
+        let filter = std::env::var("WALMDB_BENCH_FILTER")
+            .ok()
+            .filter(|f| !f.is_empty());
+        Options {
+            secs,
+            quick,
+            filter,
+        }
+    }
+
+    pub fn wants(&self, name: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// `target/bench-tmp`, on the real disk (not tmpfs), created if missing.
+pub fn bench_root() -> PathBuf {
+    let root = std::env::current_dir()
+        .expect("current directory")
+        .join("target")
+        .join("bench-tmp");
+    std::fs::create_dir_all(&root).expect("create target/bench-tmp");
+    root
+}
+
+/// A temporary directory `<prefix>-<what>-*` under `root`.
+pub fn tempdir(root: &Path, prefix: &str, what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-{what}-"))
+        .tempdir_in(root)
+        .expect("tempdir")
+}
+
+/// Latency percentiles, from nanosecond samples.
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+}
+
+pub fn latency(samples: &mut [u64]) -> Latency {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        if samples.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        Duration::from_nanos(samples[i])
+    };
+    Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
     }
 }
