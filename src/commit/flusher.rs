@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::completer::HANDOFF_MIN_ANSWERS;
+use super::completer::INLINE_ANSWERS;
 use super::{Completer, Request, Responder, Sequencer};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
@@ -325,12 +325,14 @@ impl LogWriter {
             answers.push((a.done, a.lsn));
         }
         answers.extend(sync_waiters.into_iter().map(|w| (w, self.synced_lsn)));
-        if answers.len() >= HANDOFF_MIN_ANSWERS {
-            self.completer.answer(answers);
-        } else {
-            for (done, lsn) in answers {
-                done.respond(Ok(lsn));
-            }
+        // The first answers are given here: the time it takes lets their committers queue
+        // again before the next group is taken, so groups stay whole instead of alternating
+        // between a few stragglers and the rest. The remainder is woken in parallel.
+        if answers.len() > INLINE_ANSWERS {
+            self.completer.answer(answers.split_off(INLINE_ANSWERS));
+        }
+        for (done, lsn) in answers {
+            done.respond(Ok(lsn));
         }
     }
 
