@@ -51,7 +51,8 @@ pub(crate) struct Ticket {
 
 #[derive(Debug, Default)]
 struct TableConflicts {
-    keys: BTreeMap<Box<[u8]>, Lsn>,
+    /// Shares the key bytes of the committed writes (no copy on the flusher).
+    keys: BTreeMap<Arc<[u8]>, Lsn>,
     /// The last create or drop.
     ddl: Lsn,
 }
@@ -167,7 +168,7 @@ impl EngineSequencer {
             let t = self.tables.entry(op.table().clone()).or_default();
             match op {
                 WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => {
-                    if t.keys.insert(Box::from(&key[..]), lsn).is_none() {
+                    if t.keys.insert(key.clone(), lsn).is_none() {
                         self.entries += 1;
                     }
                 }

@@ -443,8 +443,14 @@ fn compressed_groups_round_trip() {
     };
     let wal = open_sim(&fs, cfg.clone());
     let lsns: Vec<u64> = (0..50).map(|i| wal.commit(put(i)).unwrap()).collect();
+    // One group of all 250: the first request holds the group open until the rest arrive
+    // (submitting them takes far less than the wait), so compression does not hang on timing.
+    let gather = Durability::GroupCommit {
+        max_wait: std::time::Duration::from_secs(5),
+        max_batch: 250,
+    };
     let handles: Vec<_> = (50..300)
-        .map(|i| wal.submit(put(i), (), Some(Durability::None)).unwrap())
+        .map(|i| wal.submit(put(i), (), Some(gather)).unwrap())
         .collect();
     for h in handles {
         h.wait().unwrap();
