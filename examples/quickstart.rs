@@ -100,13 +100,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
             })
             .collect();
-        for w in writers {
-            w.join().expect("writer thread")?;
-        }
+        // Stop the readers before reporting any writer's error: they run until told.
+        let written: Vec<_> = writers
+            .into_iter()
+            .map(|w| w.join().expect("writer thread"))
+            .collect();
         writers_done.store(true, Ordering::Release);
         for r in readers {
             r.join().expect("reader thread")?;
         }
+        written.into_iter().collect::<walmdb::Result<Vec<()>>>()?;
         Ok(())
     })?;
     let elapsed = started.elapsed();

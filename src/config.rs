@@ -255,7 +255,7 @@ pub struct Config {
     pub txn_timeout: Option<Duration>,
     /// How long a map resize waits for open transactions to end before retrying. Default: 10 s.
     pub resize_wait: Duration,
-    /// Attempts `Db::update` makes before returning `Error::Conflict`. Default: 16.
+    /// Attempts `Db::update` makes before returning `Error::Conflict`. Default: 100.
     pub update_attempts: u32,
 }
 
@@ -277,7 +277,7 @@ impl Default for Config {
             max_replay_bytes: 1 << 30,
             txn_timeout: None,
             resize_wait: Duration::from_secs(10),
-            update_attempts: 16,
+            update_attempts: 100,
         }
     }
 }

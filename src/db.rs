@@ -4,6 +4,7 @@
 //! preparer; `walmdb-applier`, the only LMDB writer; `walmdb-checkpoint`.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -382,8 +383,11 @@ impl Db {
             match txn.commit() {
                 Ok(_) => return Ok(out),
                 Err(e) if e.is_conflict() && attempt < self.inner().cfg.update_attempts => {
-                    // Back off a little, more each time, so the winner's snapshot moves on.
-                    std::thread::sleep(Duration::from_micros(20 << attempt.min(8)));
+                    // Back off a little, more each time and by a random share, so
+                    // committers that met each other do not meet again in lockstep.
+                    let base = 20u64 << attempt.min(8);
+                    let jitter = std::hash::RandomState::new().hash_one(attempt) % base;
+                    std::thread::sleep(Duration::from_micros(base / 2 + jitter));
                 }
                 Err(e) => return Err(e),
             }

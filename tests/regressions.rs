@@ -82,3 +82,83 @@ fn a_snapshot_never_sees_part_of_a_transaction_the_applier_is_applying() {
     });
     db.close().unwrap();
 }
+
+/// A commit the sequencer rejects (a conflict) is answered only once the writes admitted
+/// before it in its group are published, so a retry's new snapshot sees the write it met.
+/// Found by the quickstart under CPU load: rejections answered during admission retried
+/// before the winner was visible, met it again, and ran out of `update_attempts`.
+#[test]
+fn a_rejected_commit_is_answered_after_its_group_is_published() {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use walmdb::{Durability, FsRef, Op, Record, Sequencer, SimFs, TxnRecord, Wal, WalConfig};
+
+    struct SlowPublish {
+        open: Arc<AtomicBool>,
+        published: Arc<parking_lot::Mutex<Vec<u64>>>,
+    }
+    impl Sequencer for SlowPublish {
+        type Ticket = u64;
+        fn admit(&mut self, ticket: &mut u64, _lsn: u64) -> walmdb::Result<()> {
+            if *ticket == 1 {
+                return Err(walmdb::Error::InvalidConfig("rejected".into()));
+            }
+            Ok(())
+        }
+        fn publish(&mut self, lsn: u64, _ticket: u64) {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.published.lock().push(lsn);
+        }
+    }
+
+    let put = |i: u64| {
+        Record::Txn(TxnRecord {
+            commit_micros: i,
+            ops: vec![Op::Put {
+                table: "t".into(),
+                key: i.to_be_bytes().to_vec(),
+                value: vec![7; 100],
+            }],
+        })
+        .encode()
+    };
+    let open = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let fs: FsRef = Arc::new(SimFs::new());
+    let wal = Wal::open_with(
+        fs,
+        Path::new("/db/wal"),
+        WalConfig::default(),
+        None,
+        SlowPublish {
+            open: open.clone(),
+            published: published.clone(),
+        },
+    )
+    .unwrap();
+    // One group of both: the first request holds it open until the second arrives.
+    let both = Some(Durability::GroupCommit {
+        max_wait: Duration::from_secs(5),
+        max_batch: 2,
+    });
+    let winner = wal.submit(put(0), 0, both).unwrap();
+    let loser = wal.submit(put(1), 1, both).unwrap();
+    let opener = {
+        let open = open.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            open.store(true, Ordering::SeqCst);
+        })
+    };
+    assert!(loser.wait().is_err());
+    assert_eq!(
+        *published.lock(),
+        vec![1],
+        "the rejection came before the admitted write of its group was visible"
+    );
+    assert_eq!(winner.wait().unwrap(), 1);
+    opener.join().unwrap();
+}

@@ -243,6 +243,8 @@ impl LogWriter {
         let mut admitted: Vec<Admitted<S::Ticket>> = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
         let mut sync_waiters = Vec::new();
+        // Answered after the group is published: a retry must see the write it conflicted with.
+        let mut rejected: Vec<(Responder, Error)> = Vec::new();
         let mut lsn = self.next_lsn;
         for request in group.drain(..) {
             match request {
@@ -268,7 +270,7 @@ impl LogWriter {
                             });
                             lsn += 1;
                         }
-                        Err(e) => done.respond(Err(e)),
+                        Err(e) => rejected.push((done, e)),
                     }
                 }
             }
@@ -276,7 +278,11 @@ impl LogWriter {
         let fail_all = |e: &Error,
                         seq: &mut S,
                         admitted: Vec<Admitted<S::Ticket>>,
-                        sync_waiters: Vec<Responder>| {
+                        sync_waiters: Vec<Responder>,
+                        rejected: Vec<(Responder, Error)>| {
+            for (done, why) in rejected {
+                done.respond(Err(why));
+            }
             for a in admitted {
                 seq.abandon(a.lsn, a.ticket);
                 a.done.respond(Err(error_copy(e)));
@@ -286,11 +292,11 @@ impl LogWriter {
             }
         };
         if let Some(e) = poisoned {
-            return fail_all(&e, seq, admitted, sync_waiters);
+            return fail_all(&e, seq, admitted, sync_waiters, rejected);
         }
         if !records.is_empty() {
             if let Err(e) = self.append(shared, &records) {
-                return fail_all(&e, seq, admitted, sync_waiters);
+                return fail_all(&e, seq, admitted, sync_waiters, rejected);
             }
             shared.stats.groups.fetch_add(1, Ordering::Relaxed);
             shared
@@ -315,7 +321,7 @@ impl LogWriter {
         }
         if need_sync && self.synced_lsn < self.written_lsn {
             if let Err(e) = self.sync(shared) {
-                return fail_all(&e, seq, admitted, sync_waiters);
+                return fail_all(&e, seq, admitted, sync_waiters, rejected);
             }
         }
         // Published in LSN order before any answer: an answered commit is visible.
@@ -325,6 +331,9 @@ impl LogWriter {
             answers.push((a.done, a.lsn));
         }
         answers.extend(sync_waiters.into_iter().map(|w| (w, self.synced_lsn)));
+        for (done, why) in rejected {
+            done.respond(Err(why));
+        }
         // The first answers are given here: the time it takes lets their committers queue
         // again before the next group is taken, so groups stay whole instead of alternating
         // between a few stragglers and the rest. The remainder is woken in parallel.
