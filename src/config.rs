@@ -231,7 +231,8 @@ pub struct Config {
     pub max_map_size: usize,
     /// LMDB reader slots: read and write transactions open at once, at most. Default: 1022.
     pub max_readers: u32,
-    /// Tables at most (LMDB named databases). Default: 1000.
+    /// Tables at most (LMDB named databases). Every read transaction allocates and clears a
+    /// slot per possible table (about 50 bytes each), so keep it near what you use. Default: 62.
     pub max_tables: u32,
     /// Bytes of committed versions not yet applied to LMDB, at most; commits wait (then get
     /// `Error::ApplyBacklog`) while the applier catches up. Default: 256 MiB.
@@ -268,7 +269,7 @@ impl Default for Config {
             map_size: 64 << 20,
             max_map_size: 64 << 30,
             max_readers: 1022,
-            max_tables: 1000,
+            max_tables: 62,
             overlay_max_bytes: 256 << 20,
             apply_max_ops: 100_000,
             apply_interval: Duration::from_millis(100),

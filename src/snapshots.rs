@@ -32,6 +32,7 @@ struct State {
 pub(crate) struct Registration {
     key: (Lsn, u64),
     pub visible: Lsn,
+    pub started: Instant,
 }
 
 impl Registration {
@@ -74,12 +75,14 @@ impl Snapshots {
         }
         let id = st.next_id;
         st.next_id += 1;
-        st.live.insert((applied, id), Instant::now());
+        let started = Instant::now();
+        st.live.insert((applied, id), started);
         // The overlay holds every version up to the visible LSN, so a snapshot never sees
         // less than its LMDB state holds.
         Some(Registration {
             key: (applied, id),
             visible: visible.load(Ordering::Acquire).max(applied),
+            started,
         })
     }
 

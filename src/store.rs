@@ -17,7 +17,7 @@ use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
 use crate::catalog::{Catalog, Dbi};
 use crate::error::{Error, Result};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::wal::Lsn;
 
 /// The store format this build reads and writes.
@@ -139,6 +139,12 @@ pub(crate) struct Store {
     pub map_size: AtomicUsize,
     pub max_map_size: usize,
     pub max_readers: u32,
+    /// The applied LSN of the last LMDB transaction the applier committed, keyed by that
+    /// transaction's id, so a read transaction of that id skips reading it from LMDB.
+    /// Written only by the applier: `latest_txn` is zeroed first and set last, so a reader
+    /// that sees its own id before and after loading `latest_applied` loaded that id's value.
+    latest_txn: AtomicU64,
+    latest_applied: AtomicU64,
 }
 
 /// What opening the store found.
@@ -225,6 +231,8 @@ impl Store {
             map_size: AtomicUsize::new(map_size),
             max_map_size: round_up(cfg.max_map_size.max(map_size), page),
             max_readers: cfg.max_readers,
+            latest_txn: AtomicU64::new(0),
+            latest_applied: AtomicU64::new(0),
         };
         Ok((store, Opened { applied_lsn }))
     }
@@ -239,8 +247,28 @@ impl Store {
         })
     }
 
+    /// Records that LMDB transaction `txn_id`, now committed, holds applied LSN `applied`.
+    /// Only for transactions that wrote (an empty commit does not take its id).
+    fn remember_applied(&self, txn_id: u64, applied: Lsn) {
+        self.latest_txn.store(0, Ordering::Relaxed);
+        self.latest_applied.store(applied, Ordering::Release);
+        self.latest_txn.store(txn_id, Ordering::Release);
+    }
+
     /// The applied LSN of the LMDB state `txn` sees.
     pub fn applied_lsn(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Lsn> {
+        let id = txn.id() as u64;
+        if self.latest_txn.load(Ordering::Acquire) == id {
+            let applied = self.latest_applied.load(Ordering::Acquire);
+            if self.latest_txn.load(Ordering::Acquire) == id {
+                debug_assert_eq!(self.stored_applied_lsn(txn).ok(), Some(applied));
+                return Ok(applied);
+            }
+        }
+        self.stored_applied_lsn(txn)
+    }
+
+    fn stored_applied_lsn(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Lsn> {
         match self.meta.get(txn, KEY_APPLIED).map_err(lmdb_err("read"))? {
             None => Ok(0),
             Some(stored) => decode_u64(KEY_APPLIED, stored).ok_or_else(|| Error::Lmdb {
@@ -362,7 +390,10 @@ impl Store {
         self.meta
             .put(&mut wtxn, KEY_APPLIED, &buf)
             .map_err(apply_err("write applied LSN"))?;
-        wtxn.commit().map_err(apply_err("commit"))
+        let txn_id = wtxn.id() as u64;
+        wtxn.commit().map_err(apply_err("commit"))?;
+        self.remember_applied(txn_id, last_lsn);
+        Ok(())
     }
 
     /// Sets the map to `new_size`. The caller has emptied the process of LMDB transactions.

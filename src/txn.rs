@@ -74,8 +74,8 @@ impl<'db> Snapshot<'db> {
                     return Ok(Snapshot {
                         inner,
                         lmdb: Some(txn),
+                        started: reg.started,
                         reg,
-                        started: Instant::now(),
                     })
                 }
                 // Versions above this LMDB state were retired meanwhile: take a newer one.
