@@ -1,0 +1,171 @@
+//! What every engine under test offers the workloads, and the list of configurations.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+/// One engine, opened on one directory. Shared by the worker threads of a run.
+pub trait Engine: Send + Sync {
+    /// A handle for one worker thread (SQLite needs a connection per thread).
+    fn worker(&self) -> Result<Box<dyn Worker + '_>>;
+
+    /// Returns once everything committed is in the engine's main store and on disk (walmdb:
+    /// applied to LMDB and checkpointed), so reads and on-disk sizes measure the settled state.
+    fn settle(&self) -> Result<()>;
+}
+
+/// The operations of the workloads, on one thread.
+pub trait Worker {
+    /// Writes every pair in one transaction, committed as durably as the engine's
+    /// configuration says.
+    fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()>;
+
+    /// Reads `key`; the value's length, or `None` when absent.
+    fn get(&mut self, key: &[u8]) -> Result<Option<usize>>;
+
+    /// Reads up to `limit` entries in key order from `start` (inclusive); returns how many
+    /// entries were read. Each entry's key and value are touched (lengths summed).
+    fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize>;
+
+    /// Reads `key` and writes `value` under it in one transaction (YCSB F).
+    fn read_modify_write(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+}
+
+/// Every engine configuration the harness runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// walmdb, `Durability::GroupCommit` (the default).
+    WalmdbGroup,
+    /// walmdb, `Durability::EveryWrite`.
+    WalmdbEveryWrite,
+    /// walmdb, `Durability::Interval(10 ms)`.
+    WalmdbInterval,
+    /// walmdb, `Durability::None`.
+    WalmdbNone,
+    /// LMDB through heed, default flags: a sync per commit.
+    HeedDurable,
+    /// LMDB through heed with `NO_SYNC`.
+    HeedNoSync,
+    /// redb, `Durability::Immediate`.
+    RedbImmediate,
+    /// redb, `Durability::None`.
+    RedbNone,
+    /// RocksDB, `WriteOptions::set_sync(true)`.
+    RocksdbSync,
+    /// RocksDB, `sync = false` (WAL written, not synced).
+    RocksdbNoSync,
+    /// SQLite, WAL mode, `synchronous=FULL`.
+    SqliteFull,
+    /// SQLite, WAL mode, `synchronous=NORMAL`.
+    SqliteNormal,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 12] = [
+        EngineKind::WalmdbGroup,
+        EngineKind::WalmdbEveryWrite,
+        EngineKind::WalmdbInterval,
+        EngineKind::WalmdbNone,
+        EngineKind::HeedDurable,
+        EngineKind::HeedNoSync,
+        EngineKind::RedbImmediate,
+        EngineKind::RedbNone,
+        EngineKind::RocksdbSync,
+        EngineKind::RocksdbNoSync,
+        EngineKind::SqliteFull,
+        EngineKind::SqliteNormal,
+    ];
+
+    /// The name in tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::WalmdbGroup => "walmdb group",
+            EngineKind::WalmdbEveryWrite => "walmdb every-write",
+            EngineKind::WalmdbInterval => "walmdb interval-10ms",
+            EngineKind::WalmdbNone => "walmdb none",
+            EngineKind::HeedDurable => "lmdb durable",
+            EngineKind::HeedNoSync => "lmdb no-sync",
+            EngineKind::RedbImmediate => "redb immediate",
+            EngineKind::RedbNone => "redb none",
+            EngineKind::RocksdbSync => "rocksdb sync",
+            EngineKind::RocksdbNoSync => "rocksdb no-sync",
+            EngineKind::SqliteFull => "sqlite full",
+            EngineKind::SqliteNormal => "sqlite normal",
+        }
+    }
+
+    /// Whether an acknowledged commit survives a power loss.
+    pub fn durable(self) -> bool {
+        matches!(
+            self,
+            EngineKind::WalmdbGroup
+                | EngineKind::WalmdbEveryWrite
+                | EngineKind::HeedDurable
+                | EngineKind::RedbImmediate
+                | EngineKind::RocksdbSync
+                | EngineKind::SqliteFull
+        )
+    }
+
+    pub fn is_walmdb(self) -> bool {
+        self.name().starts_with("walmdb")
+    }
+
+    /// Whether this build can run it (peers are cargo features).
+    pub fn available(self) -> bool {
+        let (redb, rocksdb, sqlite) = (
+            cfg!(feature = "redb"),
+            cfg!(feature = "rocksdb"),
+            cfg!(feature = "sqlite"),
+        );
+        match self {
+            EngineKind::RedbImmediate | EngineKind::RedbNone => redb,
+            EngineKind::RocksdbSync | EngineKind::RocksdbNoSync => rocksdb,
+            EngineKind::SqliteFull | EngineKind::SqliteNormal => sqlite,
+            _ => true,
+        }
+    }
+
+    /// Opens (creating) the engine in `dir`, sized for about `keys` keys.
+    pub fn open(self, dir: &Path, keys: usize) -> Result<Box<dyn Engine>> {
+        use crate::engines;
+        if !self.available() {
+            bail!(
+                "{} is not in this build: build the harness with `--features peers` \
+                 (harness/run.sh does, after harness/setup.sh)",
+                self.name()
+            );
+        }
+        Ok(match self {
+            EngineKind::WalmdbGroup => {
+                engines::walmdb::open(dir, keys, engines::walmdb::Level::Group)?
+            }
+            EngineKind::WalmdbEveryWrite => {
+                engines::walmdb::open(dir, keys, engines::walmdb::Level::EveryWrite)?
+            }
+            EngineKind::WalmdbInterval => {
+                engines::walmdb::open(dir, keys, engines::walmdb::Level::Interval)?
+            }
+            EngineKind::WalmdbNone => {
+                engines::walmdb::open(dir, keys, engines::walmdb::Level::None)?
+            }
+            EngineKind::HeedDurable => engines::heed::open(dir, keys, true)?,
+            EngineKind::HeedNoSync => engines::heed::open(dir, keys, false)?,
+            #[cfg(feature = "redb")]
+            EngineKind::RedbImmediate => engines::redb::open(dir, keys, true)?,
+            #[cfg(feature = "redb")]
+            EngineKind::RedbNone => engines::redb::open(dir, keys, false)?,
+            #[cfg(feature = "rocksdb")]
+            EngineKind::RocksdbSync => engines::rocksdb::open(dir, keys, true)?,
+            #[cfg(feature = "rocksdb")]
+            EngineKind::RocksdbNoSync => engines::rocksdb::open(dir, keys, false)?,
+            #[cfg(feature = "sqlite")]
+            EngineKind::SqliteFull => engines::sqlite::open(dir, keys, true)?,
+            #[cfg(feature = "sqlite")]
+            EngineKind::SqliteNormal => engines::sqlite::open(dir, keys, false)?,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("checked by available()"),
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! LMDB through heed: durable (a sync per commit, LMDB's default) or `NO_SYNC`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
+
+use crate::engine::{Engine, Worker};
+
+struct Heed {
+    env: Env<WithoutTls>,
+    db: Database<Bytes, Bytes>,
+}
+
+pub fn open(dir: &Path, keys: usize, durable: bool) -> Result<Box<dyn Engine>> {
+    let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+    opts.map_size(super::walmdb::map_bytes(keys) * 4);
+    if !durable {
+        // SAFETY: NO_SYNC trades durability for speed; that is the configuration measured.
+        unsafe { opts.flags(EnvFlags::NO_SYNC) };
+    }
+    // SAFETY: the directory is fresh or the harness's own, opened once in this process.
+    let env = unsafe { opts.open(dir) }.context("open heed")?;
+    let mut wtxn = env.write_txn()?;
+    let db = env.create_database::<Bytes, Bytes>(&mut wtxn, None)?;
+    wtxn.commit()?;
+    Ok(Box::new(Heed { env, db }))
+}
+
+impl Engine for Heed {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>> {
+        Ok(Box::new(HeedWorker { heed: self }))
+    }
+
+    fn settle(&self) -> Result<()> {
+        self.env.force_sync()?;
+        Ok(())
+    }
+}
+
+struct HeedWorker<'a> {
+    heed: &'a Heed,
+}
+
+impl Worker for HeedWorker<'_> {
+    fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        let mut wtxn = self.heed.env.write_txn()?;
+        for (k, v) in pairs {
+            self.heed.db.put(&mut wtxn, k, v)?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn get(&mut self, key: &[u8]) -> Result<Option<usize>> {
+        let rtxn = self.heed.env.read_txn()?;
+        Ok(self.heed.db.get(&rtxn, key)?.map(<[u8]>::len))
+    }
+
+    fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize> {
+        let rtxn = self.heed.env.read_txn()?;
+        let range = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
+        let mut n = 0;
+        let mut bytes = 0;
+        for item in self.heed.db.range(&rtxn, &range)?.take(limit) {
+            let (k, v) = item?;
+            bytes += k.len() + v.len();
+            n += 1;
+        }
+        std::hint::black_box(bytes);
+        Ok(n)
+    }
+
+    fn read_modify_write(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut wtxn = self.heed.env.write_txn()?;
+        let old = self.heed.db.get(&wtxn, key)?.map(<[u8]>::len);
+        std::hint::black_box(old);
+        self.heed.db.put(&mut wtxn, key, value)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+}

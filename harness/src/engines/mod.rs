@@ -1,0 +1,12 @@
+//! One module per engine: each opens its engine and implements `Engine` and `Worker`.
+
+#[cfg(test)]
+mod conformance;
+pub mod heed;
+#[cfg(feature = "redb")]
+pub mod redb;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod walmdb;

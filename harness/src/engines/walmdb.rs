@@ -1,0 +1,121 @@
+//! walmdb at each durability level.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use walmdb::{Config, Db, Durability};
+
+use crate::engine::{Engine, Worker};
+
+const TABLE: &str = "bench";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Level {
+    Group,
+    EveryWrite,
+    Interval,
+    None,
+}
+
+struct Walmdb {
+    db: Db,
+}
+
+/// LMDB's map: room for `keys` entries of the workloads' sizes, several times over, in
+/// whole MiB (LMDB wants a multiple of the page size).
+pub fn map_bytes(keys: usize) -> usize {
+    (keys * 600).max(256 << 20).next_multiple_of(1 << 20)
+}
+
+pub fn open(dir: &Path, keys: usize, level: Level) -> Result<Box<dyn Engine>> {
+    let durability = match level {
+        Level::Group => Durability::group_commit(),
+        Level::EveryWrite => Durability::EveryWrite,
+        Level::Interval => Durability::Interval(Duration::from_millis(10)),
+        Level::None => Durability::None,
+    };
+    let map = map_bytes(keys);
+    let cfg = Config::default()
+        .durability(durability)
+        .table(TABLE)
+        .map_size(map)
+        .max_map_size(map * 4);
+    let db = Db::open_with(dir, cfg).context("open walmdb")?;
+    Ok(Box::new(Walmdb { db }))
+}
+
+impl Engine for Walmdb {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>> {
+        Ok(Box::new(WalmdbWorker { db: &self.db }))
+    }
+
+    fn settle(&self) -> Result<()> {
+        let visible = self.db.stats().visible_lsn;
+        self.db.wait_applied(visible)?;
+        self.db.checkpoint()?;
+        Ok(())
+    }
+}
+
+struct WalmdbWorker<'a> {
+    db: &'a Db,
+}
+
+impl Worker for WalmdbWorker<'_> {
+    fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        let mut txn = self.db.write()?;
+        for (k, v) in pairs {
+            txn.put(TABLE, k, v)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn get(&mut self, key: &[u8]) -> Result<Option<usize>> {
+        let txn = self.db.read()?;
+        Ok(txn.get(TABLE, key)?.map(<[u8]>::len))
+    }
+
+    fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize> {
+        let txn = self.db.read()?;
+        let mut n = 0;
+        let mut bytes = 0;
+        let range = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
+        for item in txn.range(TABLE, range)?.take(limit) {
+            let (k, v) = item?;
+            bytes += k.len() + v.len();
+            n += 1;
+        }
+        std::hint::black_box(bytes);
+        Ok(n)
+    }
+
+    fn read_modify_write(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.update(|txn| {
+            let old = txn.get(TABLE, key)?.map(<[u8]>::len);
+            std::hint::black_box(old);
+            txn.put(TABLE, key, value)
+        })?;
+        Ok(())
+    }
+}
+
+/// walmdb configured to keep everything in the log: nothing is applied to LMDB or
+/// checkpointed while the process lives, so a crash leaves all of it to replay.
+pub fn open_unapplied(dir: &Path, keys: usize, log_bytes: u64) -> Result<Box<dyn Engine>> {
+    let map = map_bytes(keys);
+    let hour = Duration::from_secs(3600);
+    let cfg = Config::default()
+        .table(TABLE)
+        .map_size(map)
+        .max_map_size(map * 4)
+        .apply_interval(hour)
+        .apply_max_ops(usize::MAX / 2)
+        .overlay_max_bytes(usize::MAX / 2)
+        .checkpoint_interval(hour)
+        .checkpoint_bytes(log_bytes * 4)
+        .max_replay_bytes(log_bytes * 4);
+    let db = Db::open_with(dir, cfg).context("open walmdb")?;
+    Ok(Box::new(Walmdb { db }))
+}

@@ -1,0 +1,1240 @@
+//! Turns the measured cells into what people read: markdown tables with walmdb's ratio to each
+//! peer, the issue's targets, CSV, JSON and SVG plots.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::Serialize;
+
+use crate::engine::EngineKind;
+use crate::results::Cell;
+
+/// The walmdb configuration the targets are stated for.
+pub const TARGET_WALMDB: &str = "walmdb group";
+
+/// Workloads in reading order; any other workload follows in order of appearance.
+const WORKLOAD_ORDER: [&str; 12] = [
+    "commit-1key",
+    "bulk-1000",
+    "get",
+    "scan",
+    "ycsb-a",
+    "ycsb-b",
+    "ycsb-c",
+    "ycsb-d",
+    "ycsb-e",
+    "ycsb-f",
+    "recovery-crash",
+    "recovery-clean",
+];
+
+fn workload_rank(cells: &[Cell], w: &str) -> (usize, usize) {
+    match WORKLOAD_ORDER.iter().position(|&o| o == w) {
+        Some(i) => (i, 0),
+        None => (
+            WORKLOAD_ORDER.len(),
+            cells.iter().position(|c| c.workload == w).unwrap_or(0),
+        ),
+    }
+}
+
+/// Engines in `EngineKind::ALL` order; any other engine follows in order of appearance.
+fn engine_rank(cells: &[Cell], e: &str) -> (usize, usize) {
+    match EngineKind::ALL.iter().position(|k| k.name() == e) {
+        Some(i) => (i, 0),
+        None => (
+            EngineKind::ALL.len(),
+            cells.iter().position(|c| c.engine == e).unwrap_or(0),
+        ),
+    }
+}
+
+fn is_walmdb(engine: &str) -> bool {
+    engine.starts_with("walmdb")
+}
+
+/// The cells grouped by (workload, threads), groups and rows in reading order.
+fn groups(cells: &[Cell]) -> Vec<((String, usize), Vec<&Cell>)> {
+    // Keyed by (workload's reading rank, workload, threads).
+    type Key = ((usize, usize), String, usize);
+    let mut map: BTreeMap<Key, Vec<&Cell>> = BTreeMap::new();
+    for c in cells {
+        let rank = workload_rank(cells, &c.workload);
+        map.entry((rank, c.workload.clone(), c.threads))
+            .or_default()
+            .push(c);
+    }
+    map.into_iter()
+        .map(|((_, w, t), mut rows)| {
+            rows.sort_by_key(|c| engine_rank(cells, &c.engine));
+            ((w, t), rows)
+        })
+        .collect()
+}
+
+/// The first cell of `engine` running `workload` at `threads`.
+fn find<'a>(cells: &'a [Cell], workload: &str, threads: usize, engine: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.workload == workload && c.threads == threads && c.engine == engine)
+}
+
+/// How many times better `ours` is than `peer`, so that > 1 means `ours` is better whatever the
+/// unit: `ours / peer` for a rate, `peer / ours` for a time. `None` when not a finite number.
+pub fn advantage(ours: &Cell, peer: &Cell) -> Option<f64> {
+    let r = if ours.higher_is_better {
+        ours.value / peer.value
+    } else {
+        peer.value / ours.value
+    };
+    r.is_finite().then_some(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Number formatting
+
+/// Digits grouped by thousands, no decimals.
+fn grouped(v: f64) -> String {
+    let s = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v < 0.0 && s != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// A figure for a table: about three significant digits, thousands grouped.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        grouped(v)
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a == 0.0 {
+        "0".into()
+    } else {
+        let digits = (2 - a.log10().floor() as i32).clamp(2, 9) as usize;
+        format!("{v:.digits$}")
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_else(|| "–".into())
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map(|b| num(b as f64 / (1u64 << 20) as f64))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{}x", num(r)))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// An axis label: 1.5M, 20k, 500, 0.5.
+fn si(v: f64) -> String {
+    let a = v.abs();
+    let (d, s) = if a >= 1e9 {
+        (1e9, "G")
+    } else if a >= 1e6 {
+        (1e6, "M")
+    } else if a >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    let x = v / d;
+    let t = if x.abs() >= 10.0 || x == x.round() {
+        format!("{x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    };
+    let t = if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        t
+    };
+    format!("{t}{s}")
+}
+
+/// A latency from microseconds, three significant digits: 19.7 µs, 4.8 ms, 237 ms.
+fn latency_label(us: f64) -> String {
+    let (v, unit) = if us >= 1e6 {
+        (us / 1e6, "s")
+    } else if us >= 1e3 {
+        (us / 1e3, "ms")
+    } else {
+        (us, "µs")
+    };
+    let t = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let t = if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        t
+    };
+    format!("{t} {unit}")
+}
+
+/// A latency axis label from microseconds: 800 µs, 12 ms, 1.5 s.
+fn duration_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{} s", si(us / 1e6))
+    } else if us >= 1e3 {
+        format!("{} ms", si(us / 1e3))
+    } else {
+        format!("{} µs", si(us))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown
+
+/// One table per (workload, threads), a row per engine, then `baseline_engine`'s ratio to each
+/// other engine (> 1 always means `baseline_engine` is better).
+pub fn markdown(cells: &[Cell], baseline_engine: &str) -> String {
+    let mut md = String::from("## Results by workload\n\n");
+    if cells.is_empty() {
+        md += "No cells were measured.\n";
+        return md;
+    }
+    for ((workload, threads), rows) in groups(cells) {
+        let plural = if threads == 1 { "" } else { "s" };
+        let _ = writeln!(md, "### {workload}, {threads} thread{plural}\n");
+        md += "| engine | durable | value | p50 µs | p99 µs | p999 µs | CPU s / 1k ops \
+               | written / op | write amp. | peak RSS MiB | disk MiB | other CPU (cores) |\n";
+        md += "|---|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        for c in &rows {
+            let name = if c.engine == baseline_engine {
+                format!("**{}**", c.engine)
+            } else {
+                c.engine.clone()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                name,
+                if c.durable { "yes" } else { "no" },
+                num(c.value),
+                c.unit,
+                opt(c.p50_us),
+                opt(c.p99_us),
+                opt(c.p999_us),
+                opt(c.cpu_secs_per_1000),
+                c.bytes_written_per_op
+                    .map(|b| format!("{} B", num(b)))
+                    .unwrap_or_else(|| "–".into()),
+                c.write_amplification
+                    .map(|w| format!("{}x", num(w)))
+                    .unwrap_or_else(|| "–".into()),
+                mib(c.peak_rss_bytes),
+                mib(c.disk_bytes),
+                opt(c.other_cpu_cores),
+            );
+        }
+        md += "\n";
+        md += &ratio_lines(&rows, baseline_engine);
+        let notes: Vec<String> = rows
+            .iter()
+            .filter(|c| !c.note.is_empty())
+            .map(|c| format!("- {}: {}", c.engine, c.note))
+            .collect();
+        if !notes.is_empty() {
+            md += "Notes:\n\n";
+            md += &notes.join("\n");
+            md += "\n\n";
+        }
+    }
+    md
+}
+
+/// The ratio lines under one group's table.
+fn ratio_lines(rows: &[&Cell], baseline_engine: &str) -> String {
+    let Some(base) = rows.iter().find(|c| c.engine == baseline_engine) else {
+        return format!("{baseline_engine} was not measured here, so there are no ratios.\n\n");
+    };
+    let part = |walmdb: bool| -> Vec<String> {
+        rows.iter()
+            .filter(|c| c.engine != baseline_engine && is_walmdb(&c.engine) == walmdb)
+            .map(|c| {
+                let durable = if c.durable { "" } else { " (not durable)" };
+                format!("{}{durable} **{}**", c.engine, ratio(advantage(base, c)))
+            })
+            .collect()
+    };
+    let (peers, own) = (part(false), part(true));
+    let mut s = String::new();
+    if !peers.is_empty() {
+        let _ = writeln!(
+            s,
+            "{baseline_engine} against each peer: {}.\n",
+            peers.join(", ")
+        );
+    }
+    if !own.is_empty() {
+        let _ = writeln!(
+            s,
+            "{baseline_engine} against the other walmdb configurations: {}.\n",
+            own.join(", ")
+        );
+    }
+    if peers.is_empty() && own.is_empty() {
+        return String::new();
+    }
+    let how = if base.higher_is_better {
+        format!(
+            "{} is a rate, so each ratio is {baseline_engine}'s figure divided by the other \
+             engine's (walmdb / peer)",
+            base.unit
+        )
+    } else {
+        format!(
+            "{} is a time, so each ratio is the other engine's figure divided by \
+             {baseline_engine}'s (peer / walmdb)",
+            base.unit
+        )
+    };
+    let _ = writeln!(
+        s,
+        "_{how}: above 1 means {baseline_engine} is better, below 1 that it is worse._\n"
+    );
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bound {
+    /// walmdb's advantage (its rate over the peer's) must be at least `required`.
+    AtLeast,
+    /// walmdb's time over the peer's must be at most `required` ("within 1.1x").
+    AtMost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Met,
+    Miss,
+    NotMeasured,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::Miss => "MISS",
+            Status::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One target of the issue, evaluated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is measured, in words.
+    pub what: String,
+    pub workload: String,
+    pub threads: usize,
+    pub walmdb: String,
+    pub peer: String,
+    pub bound: Bound,
+    pub required: f64,
+    /// `AtLeast`: walmdb's advantage (rate over rate). `AtMost`: walmdb's time over the peer's.
+    /// `None` when either cell is missing.
+    pub measured: Option<f64>,
+    pub status: Status,
+}
+
+/// The targets: (what, workload, threads, peer, bound, required).
+const TARGETS: [(&str, &str, usize, &str, Bound, f64); 9] = [
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        16,
+        "rocksdb sync",
+        Bound::AtLeast,
+        1.5,
+    ),
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        64,
+        "rocksdb sync",
+        Bound::AtLeast,
+        1.5,
+    ),
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        16,
+        "lmdb durable",
+        Bound::AtLeast,
+        20.0,
+    ),
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        64,
+        "lmdb durable",
+        Bound::AtLeast,
+        20.0,
+    ),
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        1,
+        "rocksdb sync",
+        Bound::AtLeast,
+        1.2,
+    ),
+    (
+        "durable 1-key commits/s",
+        "commit-1key",
+        1,
+        "sqlite full",
+        Bound::AtLeast,
+        1.0,
+    ),
+    (
+        "point get, ns/op",
+        "get",
+        1,
+        "lmdb durable",
+        Bound::AtMost,
+        1.1,
+    ),
+    (
+        "range scan, ns/key",
+        "scan",
+        1,
+        "lmdb durable",
+        Bound::AtMost,
+        1.2,
+    ),
+    (
+        "durable bulk ingest keys/s",
+        "bulk-1000",
+        1,
+        "rocksdb sync",
+        Bound::AtLeast,
+        1.0,
+    ),
+];
+
+/// Evaluates the issue's targets against the cells (walmdb = "walmdb group").
+pub fn targets(cells: &[Cell]) -> Vec<Target> {
+    TARGETS
+        .iter()
+        .map(|&(what, workload, threads, peer, bound, required)| {
+            let ours = find(cells, workload, threads, TARGET_WALMDB);
+            let theirs = find(cells, workload, threads, peer);
+            let measured = match (ours, theirs) {
+                (Some(o), Some(p)) => advantage(o, p).map(|a| match bound {
+                    Bound::AtLeast => a,
+                    Bound::AtMost => 1.0 / a,
+                }),
+                _ => None,
+            };
+            let status = match measured {
+                None => Status::NotMeasured,
+                Some(m) => {
+                    let ok = match bound {
+                        Bound::AtLeast => m >= required,
+                        Bound::AtMost => m <= required,
+                    };
+                    if ok {
+                        Status::Met
+                    } else {
+                        Status::Miss
+                    }
+                }
+            };
+            Target {
+                what: what.into(),
+                workload: workload.into(),
+                threads,
+                walmdb: TARGET_WALMDB.into(),
+                peer: peer.into(),
+                bound,
+                required,
+                measured,
+                status,
+            }
+        })
+        .collect()
+}
+
+/// The targets as a markdown table with a sentence on how to read it.
+pub fn targets_markdown(targets: &[Target]) -> String {
+    let mut md = String::from(
+        "| target | workload | threads | walmdb | peer | measured | required | status |\n\
+         |---|---|--:|---|---|--:|--:|:-:|\n",
+    );
+    for t in targets {
+        let (measured, required) = match t.bound {
+            Bound::AtLeast => (
+                t.measured
+                    .map(|m| format!("{m:.2}x"))
+                    .unwrap_or_else(|| "–".into()),
+                format!("≥ {:.2}x", t.required),
+            ),
+            Bound::AtMost => (
+                t.measured
+                    .map(|m| format!("{m:.2}"))
+                    .unwrap_or_else(|| "–".into()),
+                format!("≤ {:.2}", t.required),
+            ),
+        };
+        let status = match t.status {
+            Status::Miss => "**MISS**".to_string(),
+            s => s.label().to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            t.what, t.workload, t.threads, t.walmdb, t.peer, measured, required, status
+        );
+    }
+    let met = targets.iter().filter(|t| t.status == Status::Met).count();
+    let missed = targets.iter().filter(|t| t.status == Status::Miss).count();
+    let absent = targets.len() - met - missed;
+    let _ = write!(
+        md,
+        "\n{met} met, {missed} missed, {absent} not measured. For \"≥\" targets the measured \
+         figure is how many times walmdb's rate is the peer's (walmdb / peer). For \"≤\" \
+         targets (\"within 1.1x of LMDB\") it is walmdb's time per operation over the peer's \
+         (walmdb / peer, lower is better). \"not measured\" means a cell is missing from this \
+         run.\n"
+    );
+    md
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV and JSON
+
+const CSV_HEADER: [&str; 19] = [
+    "workload",
+    "engine",
+    "durable",
+    "threads",
+    "value",
+    "unit",
+    "higher_is_better",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "cpu_secs_per_1000",
+    "bytes_written_per_op",
+    "write_amplification",
+    "peak_rss_bytes",
+    "disk_bytes",
+    "ops",
+    "secs",
+    "other_cpu_cores",
+    "note",
+];
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Every field of every cell; a header line, then a line per cell. Absent figures are empty.
+pub fn csv(cells: &[Cell]) -> String {
+    fn o<T: ToString>(v: Option<T>) -> String {
+        v.map(|v| v.to_string()).unwrap_or_default()
+    }
+    let mut out = CSV_HEADER.join(",");
+    out.push('\n');
+    for c in cells {
+        let fields = [
+            csv_field(&c.workload),
+            csv_field(&c.engine),
+            c.durable.to_string(),
+            c.threads.to_string(),
+            c.value.to_string(),
+            csv_field(&c.unit),
+            c.higher_is_better.to_string(),
+            o(c.p50_us),
+            o(c.p99_us),
+            o(c.p999_us),
+            o(c.cpu_secs_per_1000),
+            o(c.bytes_written_per_op),
+            o(c.write_amplification),
+            o(c.peak_rss_bytes),
+            o(c.disk_bytes),
+            c.ops.to_string(),
+            c.secs.to_string(),
+            o(c.other_cpu_cores),
+            csv_field(&c.note),
+        ];
+        out += &fields.join(",");
+        out.push('\n');
+    }
+    out
+}
+
+/// The cells as a pretty JSON array.
+pub fn json(cells: &[Cell]) -> String {
+    serde_json::to_string_pretty(cells).expect("cells serialize")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plots
+
+/// Each engine's colour: one hue per engine family, the non-durable configuration lighter
+/// (and drawn dashed).
+fn engine_color(engine: &str, i: usize) -> RGBColor {
+    match engine {
+        "walmdb group" => RGBColor(200, 30, 30),
+        "walmdb every-write" => RGBColor(235, 120, 0),
+        "walmdb interval-10ms" => RGBColor(225, 100, 150),
+        "walmdb none" => RGBColor(240, 130, 120),
+        "lmdb durable" => RGBColor(30, 90, 180),
+        "lmdb no-sync" => RGBColor(100, 160, 220),
+        "redb immediate" => RGBColor(30, 140, 60),
+        "redb none" => RGBColor(110, 190, 110),
+        "rocksdb sync" => RGBColor(120, 60, 170),
+        "rocksdb no-sync" => RGBColor(170, 130, 210),
+        "sqlite full" => RGBColor(120, 80, 40),
+        "sqlite normal" => RGBColor(180, 140, 100),
+        _ => {
+            let p = [
+                RGBColor(60, 60, 60),
+                RGBColor(0, 150, 150),
+                RGBColor(150, 150, 0),
+                RGBColor(120, 120, 120),
+            ];
+            p[i % p.len()]
+        }
+    }
+}
+
+/// Tick values for a log axis over `lo..hi`: 1-2-5 steps, finer for a narrow range, coarser
+/// to stay within about `max` ticks.
+fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let within = |mantissas: &[f64]| -> Vec<f64> {
+        let mut ticks = Vec::new();
+        let mut e = lo.log10().floor() as i32;
+        while 10f64.powi(e) <= hi * 1.0001 {
+            for m in mantissas {
+                let v = m * 10f64.powi(e);
+                if v >= lo * 0.9999 && v <= hi * 1.0001 {
+                    ticks.push(v);
+                }
+            }
+            e += 1;
+        }
+        ticks
+    };
+    let t = within(&[1.0, 2.0, 5.0]);
+    if t.len() >= 3 && t.len() <= max {
+        return t;
+    }
+    if t.len() < 3 {
+        let fine = within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        return if fine.len() >= 2 { fine } else { vec![lo, hi] };
+    }
+    let t = within(&[1.0, 3.0]);
+    if t.len() <= max {
+        return t;
+    }
+    within(&[1.0])
+}
+
+/// A log range around `lo..=hi` with room at both ends.
+fn log_range(lo: f64, hi: f64, below: f64, above: f64) -> (f64, f64) {
+    let (lo, hi) = if lo == hi {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        (lo, hi)
+    };
+    (lo / below, hi * above)
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e:?}")
+}
+
+/// An SVG that says there is nothing to plot.
+fn empty_plot(path: &Path, title: &str, why: &str) -> Result<()> {
+    let root = SVGBackend::new(path, (800, 200)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    root.draw(&Text::new(
+        title.to_string(),
+        (20, 40),
+        ("sans-serif", 22).into_font(),
+    ))
+    .map_err(plot_err)?;
+    root.draw(&Text::new(
+        why.to_string(),
+        (20, 90),
+        ("sans-serif", 16).into_font(),
+    ))
+    .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// A legend of lines and markers, drawn in its own area.
+fn line_legend(
+    area: &DrawingArea<SVGBackend, Shift>,
+    entries: &[(String, RGBColor, bool)],
+) -> Result<()> {
+    let font = ("sans-serif", 15).into_font();
+    area.draw(&Text::new(
+        "engine".to_string(),
+        (10, 60),
+        ("sans-serif", 16).into_font().style(FontStyle::Bold),
+    ))
+    .map_err(plot_err)?;
+    for (i, (name, color, durable)) in entries.iter().enumerate() {
+        let y = 88 + 26 * i as i32;
+        let style = ShapeStyle::from(color).stroke_width(if name == TARGET_WALMDB { 4 } else { 2 });
+        if *durable {
+            area.draw(&PathElement::new(vec![(10, y), (46, y)], style))
+                .map_err(plot_err)?;
+            area.draw(&Circle::new((28, y), 4, color.filled()))
+                .map_err(plot_err)?;
+        } else {
+            area.draw(&DashedPathElement::new(vec![(10, y), (46, y)], 6, 4, style))
+                .map_err(plot_err)?;
+            area.draw(&Circle::new(
+                (28, y),
+                4,
+                ShapeStyle::from(color).stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+        }
+        area.draw(&Text::new(
+            name.clone(),
+            (54, y),
+            TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(plot_err)?;
+    }
+    let y = 88 + 26 * entries.len() as i32 + 10;
+    area.draw(&Text::new(
+        "dashed, hollow: not durable".to_string(),
+        (10, y),
+        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+    ))
+    .map_err(plot_err)?;
+    Ok(())
+}
+
+/// `workload`'s headline figure against the thread count (log2 x, log y), a line per engine.
+pub fn plot_throughput(cells: &[Cell], workload: &str, path: &Path) -> Result<()> {
+    let rows: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.workload == workload && c.value > 0.0 && c.value.is_finite())
+        .collect();
+    let title = format!("{workload}: by thread count");
+    if rows.is_empty() {
+        return empty_plot(path, &title, &format!("No {workload} cells were measured."));
+    }
+    let unit = rows[0].unit.clone();
+    let higher = rows[0].higher_is_better;
+    let mut threads: Vec<usize> = rows.iter().map(|c| c.threads.max(1)).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut engines: Vec<&str> = rows.iter().map(|c| c.engine.as_str()).collect();
+    engines.sort_by_key(|e| engine_rank(cells, e));
+    engines.dedup();
+
+    // A log2 axis over the thread counts, a tick at each one measured.
+    let xs: Vec<f64> = threads.iter().map(|&t| t as f64).collect();
+    let (x0, x1) = (xs[0] / 1.5, xs[xs.len() - 1] * 1.5);
+    let (x0, x1) = if xs.len() == 1 {
+        (x0 / 1.5, x1 * 1.5)
+    } else {
+        (x0, x1)
+    };
+    let lo = rows.iter().map(|c| c.value).fold(f64::INFINITY, f64::min);
+    let hi = rows.iter().map(|c| c.value).fold(0.0, f64::max);
+    let (y0, y1) = log_range(lo, hi, 1.6, 1.6);
+
+    let width = 1100;
+    let root = SVGBackend::new(path, (width, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(width - 250);
+    let better = if higher {
+        "higher is better"
+    } else {
+        "lower is better"
+    };
+    let mut chart = ChartBuilder::on(&left)
+        .caption(format!("{title} ({unit}, {better})"), ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(90)
+        .build_cartesian_2d(
+            (x0..x1).log_scale().base(2.0).with_key_points(xs),
+            (y0..y1).log_scale().with_key_points(log_ticks(y0, y1, 12)),
+        )
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("threads (log2 scale)")
+        .y_desc(format!("{unit} (log scale)"))
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| si(*y))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(plot_err)?;
+
+    let mut legend = Vec::new();
+    for (i, engine) in engines.iter().enumerate() {
+        let color = engine_color(engine, i);
+        let mut pts: Vec<(f64, f64, bool)> = rows
+            .iter()
+            .filter(|c| c.engine == *engine)
+            .map(|c| (c.threads.max(1) as f64, c.value, c.durable))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts.dedup_by(|a, b| a.0 == b.0);
+        let durable = pts.iter().all(|p| p.2);
+        let style =
+            ShapeStyle::from(&color).stroke_width(if *engine == TARGET_WALMDB { 4 } else { 2 });
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+        if durable {
+            chart
+                .draw_series(LineSeries::new(line.clone(), style))
+                .map_err(plot_err)?;
+        } else {
+            chart
+                .draw_series(DashedLineSeries::new(line.clone(), 8, 5, style))
+                .map_err(plot_err)?;
+        }
+        let marker = if durable {
+            color.filled()
+        } else {
+            ShapeStyle::from(&color).stroke_width(2)
+        };
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 5, marker)))
+            .map_err(plot_err)?;
+        legend.push((engine.to_string(), color, durable));
+    }
+    line_legend(&right, &legend)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Per engine, `workload`'s p50, p99 and p999 latency at `threads` threads: grouped
+/// horizontal bars on a log axis, one row per engine.
+pub fn plot_latency(cells: &[Cell], workload: &str, threads: usize, path: &Path) -> Result<()> {
+    let mut rows: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.workload == workload && c.threads == threads)
+        .filter(|c| {
+            [c.p50_us, c.p99_us, c.p999_us]
+                .iter()
+                .any(|p| p.is_some_and(|v| v > 0.0))
+        })
+        .collect();
+    rows.sort_by_key(|c| engine_rank(cells, &c.engine));
+    rows.dedup_by(|a, b| a.engine == b.engine);
+    let plural = if threads == 1 { "" } else { "s" };
+    let title = format!("{workload}, {threads} thread{plural}: latency per operation");
+    if rows.is_empty() {
+        return empty_plot(
+            path,
+            &title,
+            "No latency percentiles were measured for this group.",
+        );
+    }
+    let values: Vec<f64> = rows
+        .iter()
+        .flat_map(|c| [c.p50_us, c.p99_us, c.p999_us])
+        .flatten()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0, f64::max);
+    let (x0, x1) = log_range(lo, hi, 3.0, 4.0);
+    let n = rows.len();
+    // Each engine's row is ROW units high, its three bars BAR apart.
+    const ROW: i32 = 100;
+    const BAR: i32 = 28;
+
+    let width = 1100;
+    let height = 150 + 62 * n as u32;
+    let root = SVGBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(width - 150);
+    let names: Vec<String> = rows.iter().map(|c| c.engine.clone()).collect();
+    let mut chart = ChartBuilder::on(&left)
+        .caption(format!("{title} (lower is better)"), ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(180)
+        .build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(log_ticks(x0, x1, 10)),
+            (-ROW / 2..n as i32 * ROW - ROW / 2)
+                .with_key_points((0..n as i32).map(|i| i * ROW).collect()),
+        )
+        .map_err(plot_err)?;
+    // Engine i (reading order) is drawn top-down: its row is centred on y = (n - 1 - i) * ROW.
+    let names_of = names.clone();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("latency, log scale")
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| duration_us(*x))
+        .y_label_formatter(&move |y| {
+            let i = n as i32 - 1 - y / ROW;
+            if y % ROW == 0 && i >= 0 {
+                names_of.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(plot_err)?;
+
+    let shades = [
+        ("p50", RGBColor(140, 190, 235)),
+        ("p99", RGBColor(40, 110, 190)),
+        ("p999", RGBColor(15, 40, 100)),
+    ];
+    for (i, c) in rows.iter().enumerate() {
+        let yc = (n - 1 - i) as i32 * ROW;
+        for (j, p) in [c.p50_us, c.p99_us, c.p999_us].into_iter().enumerate() {
+            let Some(v) = p.filter(|v| *v > 0.0 && v.is_finite()) else {
+                continue;
+            };
+            // p50 above the row's centre, p99 on it, p999 below.
+            let centre = yc + BAR - j as i32 * BAR;
+            let (top, bottom) = (centre + BAR * 45 / 100, centre - BAR * 45 / 100);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, bottom), (v, top)],
+                    shades[j].1.filled(),
+                )))
+                .map_err(plot_err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!(" {}", latency_label(v)),
+                    (v, centre),
+                    TextStyle::from(("sans-serif", 13).into_font())
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                )))
+                .map_err(plot_err)?;
+        }
+    }
+    // The percentile legend, in its own strip.
+    let font = ("sans-serif", 15).into_font();
+    right
+        .draw(&Text::new(
+            "percentile".to_string(),
+            (10, 60),
+            ("sans-serif", 16).into_font().style(FontStyle::Bold),
+        ))
+        .map_err(plot_err)?;
+    for (j, (label, color)) in shades.iter().enumerate() {
+        let y = 88 + 28 * j as i32;
+        right
+            .draw(&Rectangle::new([(10, y - 8), (40, y + 8)], color.filled()))
+            .map_err(plot_err)?;
+        right
+            .draw(&Text::new(
+                label.to_string(),
+                (48, y),
+                TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(workload: &str, engine: &str, threads: usize, value: f64, unit: &str) -> Cell {
+        let higher = !unit.starts_with("ns") && unit != "ms";
+        let durable = EngineKind::ALL
+            .iter()
+            .find(|k| k.name() == engine)
+            .is_none_or(|k| k.durable());
+        Cell {
+            workload: workload.into(),
+            engine: engine.into(),
+            durable,
+            threads,
+            value,
+            unit: unit.into(),
+            higher_is_better: higher,
+            p50_us: Some(value.recip() * 1e6 / 3.0),
+            p99_us: Some(value.recip() * 1e6),
+            p999_us: Some(value.recip() * 3e6),
+            cpu_secs_per_1000: Some(0.012),
+            bytes_written_per_op: Some(4096.0),
+            write_amplification: Some(35.3),
+            peak_rss_bytes: Some(50 << 20),
+            disk_bytes: Some(300 << 20),
+            ops: 1000,
+            secs: 1.0,
+            other_cpu_cores: Some(0.05),
+            note: String::new(),
+        }
+    }
+
+    /// commit-1key at every thread count for walmdb, rocksdb and lmdb; get and scan on 1 thread.
+    fn sample() -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for (t, w, r, l) in [
+            (1, 1300.0, 1000.0, 450.0),
+            (4, 5200.0, 3000.0, 460.0),
+            (16, 20000.0, 10000.0, 470.0),
+            (64, 60000.0, 50000.0, 480.0),
+        ] {
+            cells.push(cell("commit-1key", "walmdb group", t, w, "commits/s"));
+            cells.push(cell("commit-1key", "rocksdb sync", t, r, "commits/s"));
+            cells.push(cell("commit-1key", "lmdb durable", t, l, "commits/s"));
+            cells.push(cell("commit-1key", "walmdb none", t, w * 3.0, "commits/s"));
+        }
+        cells.push(cell("get", "walmdb group", 1, 210.0, "ns/op"));
+        cells.push(cell("get", "lmdb durable", 1, 200.0, "ns/op"));
+        cells.push(cell("scan", "walmdb group", 1, 30.0, "ns/key"));
+        cells.push(cell("scan", "lmdb durable", 1, 20.0, "ns/key"));
+        cells
+    }
+
+    #[test]
+    fn ratios_point_the_right_way() {
+        let c = sample();
+        let w = find(&c, "commit-1key", 16, "walmdb group").unwrap();
+        let r = find(&c, "commit-1key", 16, "rocksdb sync").unwrap();
+        assert_eq!(advantage(w, r), Some(2.0), "rate: walmdb / peer");
+        let wg = find(&c, "get", 1, "walmdb group").unwrap();
+        let lg = find(&c, "get", 1, "lmdb durable").unwrap();
+        assert!(
+            (advantage(wg, lg).unwrap() - 200.0 / 210.0).abs() < 1e-12,
+            "time: peer / walmdb"
+        );
+
+        let md = markdown(&c, "walmdb group");
+        assert!(md.contains("### commit-1key, 16 threads"));
+        assert!(md.contains("rocksdb sync **2.00x**"), "{md}");
+        assert!(md.contains("lmdb durable **0.952x**"), "{md}");
+        assert!(md.contains("walmdb / peer") && md.contains("peer / walmdb"));
+        assert!(md.contains("walmdb none (not durable) **0.333x**"), "{md}");
+        // Groups in reading order: commit-1key before get before scan, threads ascending.
+        let pos = |s: &str| md.find(s).unwrap();
+        assert!(pos("commit-1key, 1 thread\n") < pos("commit-1key, 4 threads"));
+        assert!(pos("commit-1key, 64 threads") < pos("### get, 1 thread"));
+        assert!(pos("### get, 1 thread") < pos("### scan, 1 thread"));
+    }
+
+    #[test]
+    fn targets_evaluate() {
+        let c = sample();
+        let t = targets(&c);
+        assert_eq!(t.len(), 9);
+        let get = |w: &str, th: usize, peer: &str| {
+            t.iter()
+                .find(|x| x.workload == w && x.threads == th && x.peer == peer)
+                .unwrap()
+        };
+        let r16 = get("commit-1key", 16, "rocksdb sync");
+        assert_eq!((r16.measured, r16.status), (Some(2.0), Status::Met));
+        let r64 = get("commit-1key", 64, "rocksdb sync");
+        assert_eq!((r64.measured, r64.status), (Some(1.2), Status::Miss));
+        let l16 = get("commit-1key", 16, "lmdb durable");
+        assert_eq!(l16.status, Status::Met, "{:?}", l16.measured);
+        let r1 = get("commit-1key", 1, "rocksdb sync");
+        assert_eq!(r1.status, Status::Met);
+        // No sqlite cells: not measured.
+        let s1 = get("commit-1key", 1, "sqlite full");
+        assert_eq!((s1.measured, s1.status), (None, Status::NotMeasured));
+        let b = get("bulk-1000", 1, "rocksdb sync");
+        assert_eq!(b.status, Status::NotMeasured);
+        // Times: walmdb / lmdb. 210 / 200 = 1.05 <= 1.1: met; 30 / 20 = 1.5 > 1.2: miss.
+        let g = get("get", 1, "lmdb durable");
+        assert!((g.measured.unwrap() - 1.05).abs() < 1e-12);
+        assert_eq!(g.status, Status::Met);
+        let s = get("scan", 1, "lmdb durable");
+        assert!((s.measured.unwrap() - 1.5).abs() < 1e-12);
+        assert_eq!(s.status, Status::Miss);
+
+        let md = targets_markdown(&t);
+        assert!(md.contains("not measured"));
+        assert!(md.contains("**MISS**"));
+        assert!(md.contains("| 2.00x | ≥ 1.50x | met |"), "{md}");
+        assert!(md.contains("| 1.05 | ≤ 1.10 | met |"), "{md}");
+        assert!(md.contains("5 met, 2 missed, 2 not measured"), "{md}");
+    }
+
+    #[test]
+    fn missing_baseline_says_so() {
+        let c = vec![cell("commit-1key", "rocksdb sync", 1, 1000.0, "commits/s")];
+        let md = markdown(&c, "walmdb group");
+        assert!(md.contains("walmdb group was not measured here"));
+        assert!(targets(&c).iter().all(|t| t.status == Status::NotMeasured));
+    }
+
+    #[test]
+    fn csv_has_every_field() {
+        let mut c = sample();
+        c[0].note = "a note, with \"quotes\"".into();
+        let out = csv(&c);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), c.len() + 1);
+        assert_eq!(lines[0], CSV_HEADER.join(","));
+        assert!(
+            lines[1].ends_with(",\"a note, with \"\"quotes\"\"\""),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines[2].split(',').count(), CSV_HEADER.len());
+        // The header names exactly the serialized fields of a cell.
+        let v = serde_json::to_value(&c[0]).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut header = CSV_HEADER.to_vec();
+        fields.sort_unstable();
+        header.sort_unstable();
+        assert_eq!(fields, header);
+
+        let j = json(&c);
+        let back: Vec<Cell> = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.len(), c.len());
+        assert!(j.contains("\n  {"), "pretty");
+    }
+
+    #[test]
+    fn plots_write_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = sample();
+        let p = dir.path().join("t.svg");
+        plot_throughput(&c, "commit-1key", &p).unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains("<svg"));
+        assert!(s.contains("walmdb group") && s.contains("rocksdb sync"));
+        let p = dir.path().join("l.svg");
+        plot_latency(&c, "commit-1key", 16, &p).unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains("<svg") && s.contains("p999"));
+        // Nothing measured: still an SVG, saying so.
+        let p = dir.path().join("none.svg");
+        plot_throughput(&c, "ycsb-a", &p).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+        plot_latency(&c, "ycsb-a", 4, &p).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(num(1234567.0), "1,234,567");
+        assert_eq!(num(123.4), "123");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(1.234), "1.23");
+        assert_eq!(num(0.01234), "0.0123");
+        assert_eq!(si(1_500_000.0), "1.5M");
+        assert_eq!(si(20_000.0), "20k");
+        assert_eq!(si(500.0), "500");
+        assert_eq!(duration_us(2500.0), "2.5 ms");
+        assert_eq!(latency_label(237_037.0), "237 ms");
+        assert_eq!(latency_label(4800.0), "4.8 ms");
+        assert_eq!(latency_label(19.74), "19.7 µs");
+        let t = log_ticks(300.0, 70_000.0, 12);
+        assert_eq!(
+            t,
+            vec![500.0, 1000.0, 2000.0, 5000.0, 10_000.0, 20_000.0, 50_000.0]
+        );
+        assert!(log_ticks(50_000.0, 80_000.0, 12).len() >= 2);
+    }
+
+    /// Every engine at four thread counts, written to $TMPDIR/walmdb-harness-plots for a look:
+    /// `cargo test --release --no-default-features render_examples -- --ignored`.
+    #[test]
+    #[ignore]
+    fn render_examples() {
+        let figures: [(&str, [f64; 4]); 12] = [
+            ("walmdb group", [1300.0, 5200.0, 20_000.0, 61_000.0]),
+            ("walmdb every-write", [480.0, 1500.0, 3100.0, 4200.0]),
+            (
+                "walmdb interval-10ms",
+                [180_000.0, 420_000.0, 650_000.0, 700_000.0],
+            ),
+            ("walmdb none", [260_000.0, 600_000.0, 900_000.0, 950_000.0]),
+            ("lmdb durable", [450.0, 455.0, 460.0, 458.0]),
+            ("lmdb no-sync", [90_000.0, 85_000.0, 80_000.0, 78_000.0]),
+            ("redb immediate", [390.0, 400.0, 405.0, 401.0]),
+            ("redb none", [60_000.0, 58_000.0, 57_000.0, 55_000.0]),
+            ("rocksdb sync", [1000.0, 3200.0, 11_000.0, 38_000.0]),
+            (
+                "rocksdb no-sync",
+                [150_000.0, 380_000.0, 520_000.0, 560_000.0],
+            ),
+            ("sqlite full", [820.0, 800.0, 790.0, 770.0]),
+            ("sqlite normal", [21_000.0, 20_000.0, 19_000.0, 18_500.0]),
+        ];
+        let mut cells = Vec::new();
+        for (engine, values) in figures {
+            for (t, v) in [1, 4, 16, 64].into_iter().zip(values) {
+                let mut c = cell("commit-1key", engine, t, v, "commits/s");
+                let us = t as f64 / v * 1e6;
+                (c.p50_us, c.p99_us, c.p999_us) = (Some(us * 0.8), Some(us * 2.5), Some(us * 6.0));
+                cells.push(c);
+            }
+        }
+        let dir = std::env::temp_dir().join("walmdb-harness-plots");
+        std::fs::create_dir_all(&dir).unwrap();
+        plot_throughput(
+            &cells,
+            "commit-1key",
+            &dir.join("commit-1key-throughput.svg"),
+        )
+        .unwrap();
+        for t in [1, 16] {
+            let p = dir.join(format!("commit-1key-latency-t{t}.svg"));
+            plot_latency(&cells, "commit-1key", t, &p).unwrap();
+        }
+        plot_throughput(&cells, "ycsb-a", &dir.join("empty.svg")).unwrap();
+        std::fs::write(dir.join("report.md"), markdown(&cells, "walmdb group")).unwrap();
+        std::fs::write(dir.join("targets.md"), targets_markdown(&targets(&cells))).unwrap();
+    }
+}

@@ -1,0 +1,43 @@
+//! What one measured cell records. Cells are written as JSON lines by the child process that
+//! ran them and gathered by the parent into the report.
+
+use serde::{Deserialize, Serialize};
+
+/// One workload on one engine configuration at one thread count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cell {
+    /// Workload id: `commit-1key`, `bulk-1000`, `ycsb-a` .. `ycsb-f`, `get`, `scan`,
+    /// `recovery-crash`, `recovery-clean`.
+    pub workload: String,
+    /// Engine configuration, as `EngineKind::name()` ("walmdb group", "rocksdb sync", ...).
+    pub engine: String,
+    /// Whether an acknowledged commit of this configuration survives a power loss.
+    pub durable: bool,
+    pub threads: usize,
+    /// The headline figure and its unit: `commits/s`, `keys/s`, `ops/s`, `ns/op`, `ns/key`, `ms`.
+    pub value: f64,
+    pub unit: String,
+    /// True for rates, false for times.
+    pub higher_is_better: bool,
+    /// Latency percentiles of one operation (a commit, a get, ...), microseconds.
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    /// Process CPU (user + system) seconds per 1,000 operations.
+    pub cpu_secs_per_1000: Option<f64>,
+    /// Bytes the process caused to be written to storage, per operation (/proc/self/io
+    /// `write_bytes`), against the operation's payload bytes: write amplification.
+    pub bytes_written_per_op: Option<f64>,
+    pub write_amplification: Option<f64>,
+    /// Peak resident set size of the process during the cell.
+    pub peak_rss_bytes: Option<u64>,
+    /// The engine's directory on disk after the cell (allocated blocks).
+    pub disk_bytes: Option<u64>,
+    /// Operations counted and the measured window.
+    pub ops: u64,
+    pub secs: f64,
+    /// CPU used by other processes during the cell, in cores (noise indicator).
+    pub other_cpu_cores: Option<f64>,
+    /// Anything a reader must know (errors counted, conflicts retried, ...).
+    pub note: String,
+}
