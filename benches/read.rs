@@ -1,0 +1,92 @@
+//! Criterion micro-benchmarks of the read path: beginning and ending a read transaction, and
+//! a point get served by LMDB or by the overlay (committed, not yet applied).
+//!
+//! Run with `cargo bench --bench read`. The peer comparison of whole reads is the harness's
+//! (`harness/`, see `docs/benchmarks.md`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use walmdb::{Config, Db, Durability};
+
+#[allow(dead_code)] // only the temporary directories and the key generator are used
+mod common;
+use common::Rng;
+
+const TABLE: &str = "t";
+/// Keys in LMDB (applied) and, separately, in the overlay (unapplied).
+const KEYS: u64 = 100_000;
+const CHUNK: u64 = 10_000;
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn load(db: &Db, durability: Durability) {
+    for c in 0..KEYS / CHUNK {
+        let mut txn = db.write().expect("write");
+        for i in c * CHUNK..(c + 1) * CHUNK {
+            txn.put(TABLE, &key(i), &[7u8; 100]).expect("put");
+        }
+        txn.commit_with(durability).expect("commit");
+    }
+}
+
+fn reads(c: &mut Criterion) {
+    let root = common::bench_root();
+    let applied_dir = common::tempdir(&root, "read", "applied");
+    let applied = Db::open_with(applied_dir.path(), Config::default().table(TABLE)).expect("open");
+    load(&applied, Durability::group_commit());
+    applied
+        .wait_applied(applied.stats().visible_lsn)
+        .expect("apply");
+    applied.checkpoint().expect("checkpoint");
+
+    // Nothing is applied while the benchmark runs: every key is read from the overlay.
+    let overlay_dir = common::tempdir(&root, "read", "overlay");
+    let hour = Duration::from_secs(3600);
+    let cfg = Config::default()
+        .table(TABLE)
+        .apply_interval(hour)
+        .apply_max_ops(usize::MAX / 2)
+        .checkpoint_interval(hour);
+    let overlay = Db::open_with(overlay_dir.path(), cfg).expect("open");
+    load(&overlay, Durability::None);
+    assert!(overlay.stats().applied_lsn < overlay.stats().visible_lsn);
+
+    let mut g = c.benchmark_group("read");
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("txn_begin_end", |b| {
+        b.iter(|| black_box(applied.read().expect("read")))
+    });
+    let mut rng = Rng(0x5eed);
+    g.bench_function("get_lmdb_in_open_txn", |b| {
+        let txn = applied.read().expect("read");
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.bench_function("get_overlay_in_open_txn", |b| {
+        let txn = overlay.read().expect("read");
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.bench_function("get_lmdb_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            let txn = applied.read().expect("read");
+            black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, reads);
+criterion_main!(benches);
