@@ -176,15 +176,9 @@ fn recover(dir: &Path) -> (Lsn, Vec<u64>, Contents) {
     (m, last, contents)
 }
 
-/// The oracle; `Err` says what broke.
-fn check(
-    seed: u64,
-    m: Lsn,
-    last: &[u64],
-    contents: &Contents,
-    acks: &BTreeMap<(u64, u64), Ack>,
-) -> Result<(), String> {
-    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+/// The keys of every writer `w` after exactly its transactions `1..=last[w]`.
+fn model(seed: u64, last: &[u64]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
     for w in 0..WRITERS {
         for seq in 1..=last[w as usize] {
             for (k, v) in txn_ops(seed, w, seq).0 {
@@ -195,6 +189,18 @@ fn check(
             }
         }
     }
+    model
+}
+
+/// The oracle; `Err` says what broke.
+fn check(
+    seed: u64,
+    m: Lsn,
+    last: &[u64],
+    contents: &Contents,
+    acks: &BTreeMap<(u64, u64), Ack>,
+) -> Result<(), String> {
+    let model = model(seed, last);
     let got = contents.get(TABLE).cloned().unwrap_or_default();
     if got != model {
         let diff = got
@@ -319,20 +325,7 @@ fn kill9_loses_nothing_acknowledged() {
 #[test]
 fn the_oracle_refuses_loss_holes_and_partial_transactions() {
     let seed = 7;
-    let state = |last: &[u64]| {
-        let mut table: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for w in 0..WRITERS {
-            for seq in 1..=last[w as usize] {
-                for (k, v) in txn_ops(seed, w, seq).0 {
-                    match v {
-                        Some(v) => table.insert(k, v),
-                        None => table.remove(&k),
-                    };
-                }
-            }
-        }
-        Contents::from([(TABLE.to_string(), table)])
-    };
+    let state = |last: &[u64]| Contents::from([(TABLE.to_string(), model(seed, last))]);
     let ack = |w, seq, lsn, durable| {
         (
             (w, seq),

@@ -1,5 +1,7 @@
 //! Bugs found outside the topic suites, one named test each.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use walmdb::{Config, Db};
@@ -92,7 +94,7 @@ fn a_rejected_commit_is_answered_after_its_group_is_published() {
     use std::path::Path;
     use std::sync::Arc;
     use std::time::Duration;
-    use walmdb::{Durability, FsRef, Op, Record, Sequencer, SimFs, TxnRecord, Wal, WalConfig};
+    use walmdb::{Durability, FsRef, Sequencer, SimFs, Wal, WalConfig};
 
     struct SlowPublish {
         open: Arc<AtomicBool>,
@@ -114,17 +116,6 @@ fn a_rejected_commit_is_answered_after_its_group_is_published() {
         }
     }
 
-    let put = |i: u64| {
-        Record::Txn(TxnRecord {
-            commit_micros: i,
-            ops: vec![Op::Put {
-                table: "t".into(),
-                key: i.to_be_bytes().to_vec(),
-                value: vec![7; 100],
-            }],
-        })
-        .encode()
-    };
     let open = Arc::new(AtomicBool::new(false));
     let published = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let fs: FsRef = Arc::new(SimFs::new());
@@ -144,8 +135,8 @@ fn a_rejected_commit_is_answered_after_its_group_is_published() {
         max_wait: Duration::from_secs(5),
         max_batch: 2,
     });
-    let winner = wal.submit(put(0), 0, both).unwrap();
-    let loser = wal.submit(put(1), 1, both).unwrap();
+    let winner = wal.submit(common::rec(0, 100), 0, both).unwrap();
+    let loser = wal.submit(common::rec(1, 100), 1, both).unwrap();
     let opener = {
         let open = open.clone();
         std::thread::spawn(move || {
