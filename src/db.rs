@@ -274,6 +274,13 @@ impl Db {
     /// Opens (creating, or recovering) the database in directory `path`: reads LMDB's
     /// applied LSN, replays every log record after it, and starts the engine's threads.
     pub fn open_with(path: impl AsRef<Path>, cfg: Config) -> Result<Db> {
+        Self::open_with_fs(path, cfg, crate::sync::DynArc::new(crate::wal::fs::StdFs))
+    }
+
+    /// [`Db::open_with`], with the log's files behind `fs` (LMDB's stay on the real file
+    /// system, under `path`). For crash and fault tests with [`crate::SimFs`].
+    #[doc(hidden)]
+    pub fn open_with_fs(path: impl AsRef<Path>, cfg: Config, fs: crate::FsRef) -> Result<Db> {
         cfg.validate()?;
         let started = Instant::now();
         let path = path.as_ref().to_owned();
@@ -281,7 +288,7 @@ impl Db {
         let shared = Arc::new(Shared::default());
         let (store, opened) = Store::open(&path.join("data"), &cfg, &shared.catalog)?;
         let wal = Wal::open_with(
-            crate::sync::DynArc::new(crate::wal::fs::StdFs),
+            fs,
             &path.join("wal"),
             cfg.wal.clone(),
             Some(opened.applied_lsn),
