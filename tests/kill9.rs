@@ -4,238 +4,28 @@
 //! copy of the directory and checks it with the oracle, then lets the next child recover the
 //! original and go on writing, so every state also survives the crashes after it.
 //!
-//! The oracle. Writer `w` only writes keys `w{w}/...` of table `kv`, and every transaction
-//! sets `w{w}/last` to its sequence number, so the recovered state of each writer names the
-//! prefix of its transactions it holds. With `m` the recovered visible LSN:
-//! 1. each writer's keys equal the model after exactly its transactions 1..last (all or
-//!    nothing, no holes in its own order);
-//! 2. every acknowledged durable commit is at or below `m` and present (none lost);
-//! 3. every acknowledged commit at or below `m` is present and none above it is (the state is
-//!    a prefix of the LSN order across writers).
+//! The workload and the oracle (no lost acknowledged commit, no partial transaction, a
+//! prefix of the commit order) are `tests/common/crash.rs`'s.
 //!
 //! `WALMDB_KILLS` sets the number of kills (default 200, as in CI); `WALMDB_KILL_SEED` the
 //! seed. A failure prints both, and the directory it kept.
 
+#[path = "common/crash.rs"]
+mod crash;
 #[path = "common/engine.rs"]
 mod engine_common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crash::*;
 use engine_common::{Contents, Rng};
-use walmdb::{Config, Db, Durability, Lsn, WalConfig};
 
-const TABLE: &str = "kv";
-const WRITERS: u64 = 3;
-const KEYS_PER_WRITER: u64 = 24;
-const CHILD_ENV: &str = "WALMDB_KILL9_CHILD";
-
-/// Small segments and frequent checkpoints: rotations and checkpoints happen every few
-/// dozen commits, so kills land inside them too.
-fn config() -> Config {
-    Config::default()
-        .wal(WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 32 << 10,
-            queue_capacity: 1024,
-            queue_max_bytes: 4 << 20,
-            prepare_segments: true,
-            ..WalConfig::default()
-        })
-        .apply_max_ops(50)
-        .checkpoint_bytes(96 << 10)
-        .checkpoint_interval(Duration::from_millis(30))
-}
-
-fn data_key(w: u64, k: u64) -> Vec<u8> {
-    format!("w{w}/k{k:02}").into_bytes()
-}
-
-fn last_key(w: u64) -> Vec<u8> {
-    format!("w{w}/last").into_bytes()
-}
-
-/// Puts (`Some`) and deletes (`None`), in order.
-type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-
-/// One transaction of writer `w`, number `seq`: its writes and whether it is committed
-/// durably. A pure function of its arguments, so the parent knows what every commit wrote
-/// without being told.
-fn txn_ops(seed: u64, w: u64, seq: u64) -> (Writes, bool) {
-    let mut rng = Rng::new(seed ^ (w << 48) ^ seq.wrapping_mul(0x9E37_79B9));
-    let mut ops = Vec::new();
-    for _ in 0..rng.between(1, 5) {
-        let k = data_key(w, rng.below(KEYS_PER_WRITER as usize) as u64);
-        if rng.percent(20) {
-            ops.push((k, None));
-        } else {
-            let mut v = format!("{w}.{seq}:").into_bytes();
-            let len = rng.below(1200);
-            v.extend(rng.bytes(len));
-            ops.push((k, Some(v)));
-        }
-    }
-    ops.push((last_key(w), Some(seq.to_string().into_bytes())));
-    (ops, !rng.percent(20))
-}
-
-/// The child: writers commit from `start[w]` on until killed, printing `ACK w seq lsn d` after
-/// each commit returns (`d` 1 if it was durable).
 #[test]
 #[ignore = "the child process of kill9_loses_nothing_acknowledged"]
 fn kill9_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let seed: u64 = std::env::var("WALMDB_KILL_SEED").unwrap().parse().unwrap();
-    let start: Vec<u64> = std::env::var("WALMDB_KILL_START")
-        .unwrap()
-        .split(',')
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let db = Db::open_with(&dir, config()).expect("child open");
-    let out = std::sync::Mutex::new(std::io::stdout());
-    std::thread::scope(|s| {
-        for w in 0..WRITERS {
-            let (db, out, first) = (&db, &out, start[w as usize]);
-            s.spawn(move || {
-                for seq in first.. {
-                    let (ops, durable) = txn_ops(seed, w, seq);
-                    let mut txn = db.write().expect("write");
-                    for (k, v) in &ops {
-                        match v {
-                            Some(v) => txn.put(TABLE, k, v).expect("put"),
-                            None => txn.delete(TABLE, k).expect("delete"),
-                        }
-                    }
-                    let level = if durable {
-                        Durability::group_commit()
-                    } else {
-                        Durability::None
-                    };
-                    let lsn = txn.commit_with(level).expect("commit");
-                    let mut out = out.lock().unwrap();
-                    writeln!(out, "ACK {w} {seq} {lsn} {}", durable as u8).unwrap();
-                    out.flush().unwrap();
-                }
-            });
-        }
-    });
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    w: u64,
-    seq: u64,
-    lsn: Lsn,
-    durable: bool,
-}
-
-fn parse_ack(line: &str) -> Option<Ack> {
-    let mut f = line.strip_prefix("ACK ")?.split(' ');
-    let mut next = || f.next()?.parse::<u64>().ok();
-    Some(Ack {
-        w: next()?,
-        seq: next()?,
-        lsn: next()?,
-        durable: next()? == 1,
-    })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-/// What a recovered directory holds, per writer: the last sequence number and the keys.
-fn recover(dir: &Path) -> (Lsn, Vec<u64>, Contents) {
-    let db = Db::open_with(dir, config()).expect("recovery");
-    let m = db.stats().visible_lsn;
-    let contents = engine_common::dump(&db);
-    let txn = db.read().unwrap();
-    let last = (0..WRITERS)
-        .map(|w| {
-            txn.get(TABLE, &last_key(w))
-                .unwrap()
-                .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
-        })
-        .collect();
-    drop(txn);
-    drop(db);
-    (m, last, contents)
-}
-
-/// The keys of every writer `w` after exactly its transactions `1..=last[w]`.
-fn model(seed: u64, last: &[u64]) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut model = BTreeMap::new();
-    for w in 0..WRITERS {
-        for seq in 1..=last[w as usize] {
-            for (k, v) in txn_ops(seed, w, seq).0 {
-                match v {
-                    Some(v) => model.insert(k, v),
-                    None => model.remove(&k),
-                };
-            }
-        }
-    }
-    model
-}
-
-/// The oracle; `Err` says what broke.
-fn check(
-    seed: u64,
-    m: Lsn,
-    last: &[u64],
-    contents: &Contents,
-    acks: &BTreeMap<(u64, u64), Ack>,
-) -> Result<(), String> {
-    let model = model(seed, last);
-    let got = contents.get(TABLE).cloned().unwrap_or_default();
-    if got != model {
-        let diff = got
-            .iter()
-            .find(|(k, v)| model.get(*k) != Some(*v))
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-            .or_else(|| {
-                model
-                    .keys()
-                    .find(|k| !got.contains_key(*k))
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-            });
-        return Err(format!(
-            "state is not the writers' prefixes {last:?}: first difference at key {diff:?}"
-        ));
-    }
-    for a in acks.values() {
-        let present = a.seq <= last[a.w as usize];
-        if a.durable && a.lsn > m {
-            return Err(format!(
-                "acknowledged durable commit {a:?} lost (recovered to LSN {m})"
-            ));
-        }
-        if a.lsn <= m && !present {
-            return Err(format!(
-                "hole: {a:?} is missing although LSN {m} was recovered"
-            ));
-        }
-        if a.lsn > m && present {
-            return Err(format!(
-                "{a:?} is present although recovery stopped at LSN {m}"
-            ));
-        }
-    }
-    Ok(())
+    child_writers();
 }
 
 #[test]
@@ -266,52 +56,22 @@ fn kill9_loses_nothing_acknowledged() {
     let (mut acked, mut killed_before_ack) = (0u64, 0u64);
     let started = Instant::now();
     for kill in 0..kills {
-        let start: Vec<String> = last.iter().map(|l| (l + 1).to_string()).collect();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "kill9_child", "--nocapture"])
-            .env(CHILD_ENV, &dir)
-            .env("WALMDB_KILL_SEED", seed.to_string())
-            .env("WALMDB_KILL_START", start.join(","))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).split(b'\n') {
-                // A line cut by the kill has no newline and is not returned whole: parse fails.
-                lines.push(String::from_utf8_lossy(&line.unwrap()).into_owned());
-            }
-            lines
-        });
+        let child = spawn_child("kill9_child", &dir, seed, &last, &[]);
         // Early kills land in the child's open and recovery; later ones among the writes.
-        std::thread::sleep(Duration::from_millis(rng.between(5, 300) as u64));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let after = Duration::from_millis(rng.between(5, 300) as u64);
         let before = acks.len();
-        for a in lines.iter().filter_map(|l| parse_ack(l)) {
+        for a in collect_acks(child, Some(after)) {
             acks.insert((a.w, a.seq), a);
         }
         acked += (acks.len() - before) as u64;
         if acks.len() == before {
             killed_before_ack += 1;
         }
-        // Recover a copy; the original is left crashed for the next child to recover.
-        let copy = root.path().join("check");
-        let _ = std::fs::remove_dir_all(&copy);
-        if dir.exists() {
-            copy_dir(&dir, &copy);
+        // A copy is recovered; the original is left crashed for the next child to recover.
+        match recover_and_check(&dir, &root.path().join("check"), seed, &mut acks) {
+            Ok(recovered) => last = recovered,
+            Err(why) => fail(format!("kill {kill} (seed {seed}): {why}")),
         }
-        let (m, recovered, contents) = recover(&copy);
-        if let Err(why) = check(seed, m, &recovered, &contents, &acks) {
-            fail(format!("kill {kill} (seed {seed}): {why}"));
-        }
-        // Commits recovered without an acknowledgement are kept: the next child goes on
-        // after them, and later checks expect them.
-        last = recovered;
-        acks.retain(|_, a| a.seq <= last[a.w as usize]);
     }
     eprintln!(
         "kill9: {kills} kills (seed {seed}) in {:.1} s: {acked} acknowledged commits, \
