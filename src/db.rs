@@ -720,6 +720,7 @@ fn replay(inner: &Inner, report: &mut DbRecoveryReport) -> Result<()> {
         let mut ops: Vec<(Lsn, &WriteOp)> = batch.iter().map(|(l, op)| (*l, op)).collect();
         key_order(&mut ops);
         apply_growing(inner, &ops, last, || true)?;
+        fail::fail_point!("replay-batch-applied");
         for (lsn, op) in batch.iter() {
             let table = inner.shared.catalog.get_or_add(op.table());
             let mut st = table.state.write();
@@ -904,6 +905,7 @@ fn applier_loop(inner: &Inner) {
                 }
                 return;
             }
+            fail::fail_point!("applied-in-lmdb-before-published");
             sh.applied_lsn.store(last, Ordering::Release);
             sh.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
             sh.stats
@@ -955,6 +957,7 @@ fn checkpoint_now(inner: &Inner) -> Result<()> {
     let applied = sh.applied_lsn.load(Ordering::Acquire);
     if applied > sh.checkpoint_lsn.load(Ordering::Acquire) {
         inner.store.force_sync()?;
+        fail::fail_point!("checkpoint-lmdb-synced-before-retirement");
         sh.checkpoint_lsn.fetch_max(applied, Ordering::AcqRel);
         sh.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
     }

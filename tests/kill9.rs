@@ -60,7 +60,7 @@ fn kill9_loses_nothing_acknowledged() {
         // Early kills land in the child's open and recovery; later ones among the writes.
         let after = Duration::from_millis(rng.between(5, 300) as u64);
         let before = acks.len();
-        for a in collect_acks(child, Some(after)) {
+        for a in collect_acks(child, Some(after)).0 {
             acks.insert((a.w, a.seq), a);
         }
         acked += (acks.len() - before) as u64;

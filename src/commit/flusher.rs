@@ -319,11 +319,13 @@ impl LogWriter {
         if self.interval_deadline.is_some_and(|t| Instant::now() >= t) {
             need_sync = true;
         }
+        fail::fail_point!("group-written-before-sync");
         if need_sync && self.synced_lsn < self.written_lsn {
             if let Err(e) = self.sync(shared) {
                 return fail_all(&e, seq, admitted, sync_waiters, rejected);
             }
         }
+        fail::fail_point!("group-synced-before-answer");
         // Published in LSN order before any answer: an answered commit is visible.
         let mut answers = Vec::with_capacity(admitted.len() + sync_waiters.len());
         for a in admitted {

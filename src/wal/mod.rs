@@ -425,6 +425,7 @@ impl<S: Sequencer> Wal<S> {
                 }
                 None => self.fs.remove(&m.path)?,
             }
+            fail::fail_point!("segment-retired-before-dir-sync");
         }
         self.fs.sync_dir(&self.dir)?;
         self.shared

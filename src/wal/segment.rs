@@ -185,6 +185,7 @@ pub fn create_segment(
     file.write_at(&header.encode(), 0)?;
     file.sync_data().map_err(Error::SyncFailed)?;
     fs.rename(&tmp, &path)?;
+    fail::fail_point!("segment-renamed-before-dir-sync");
     fs.sync_dir(dir).map_err(Error::SyncFailed)?;
     Ok(Segment { header, path, file })
 }

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::engine_common::{self, Contents, Rng};
@@ -145,8 +145,9 @@ pub fn spawn_child(
     cmd.spawn().expect("spawn the child")
 }
 
-/// Waits for `child` to end (killed or not) and returns the acknowledgements it printed.
-pub fn collect_acks(mut child: Child, kill_after: Option<Duration>) -> Vec<Ack> {
+/// Waits for `child` to end, killing it after `kill_after` if given, and returns the
+/// acknowledgements it printed and how it ended.
+pub fn collect_acks(mut child: Child, kill_after: Option<Duration>) -> (Vec<Ack>, ExitStatus) {
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
@@ -157,16 +158,19 @@ pub fn collect_acks(mut child: Child, kill_after: Option<Duration>) -> Vec<Ack> 
         lines
     });
     if let Some(after) = kill_after {
-        std::thread::sleep(after);
-        child.kill().unwrap();
+        let deadline = std::time::Instant::now() + after;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Killing a child that already ended is harmless.
+        let _ = child.kill();
     }
-    child.wait().unwrap();
-    reader
-        .join()
-        .unwrap()
-        .iter()
-        .filter_map(|l| parse_ack(l))
-        .collect()
+    let status = child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    (lines.iter().filter_map(|l| parse_ack(l)).collect(), status)
 }
 
 /// Recovers a copy of `dir` (the original stays as it is) and checks it; returns the
