@@ -153,3 +153,20 @@ fn a_rejected_commit_is_answered_after_its_group_is_published() {
     assert_eq!(winner.wait().unwrap(), 1);
     opener.join().unwrap();
 }
+
+/// Found by the `record_decode` fuzz target: a frame whose CRC is right but whose first LSN is
+/// so large that its last record's LSN overflows made `decode_frame` (and `last_lsn`) panic
+/// on the addition. Such a frame is implausible and refused with an error.
+#[test]
+fn a_frame_whose_lsns_overflow_is_refused_not_a_panic() {
+    use walmdb::wal::record::{decode_frame, FrameBuilder, FrameHeader, FRAME_HEADER_LEN};
+    let mut fb = FrameBuilder::new();
+    fb.push(&common::rec(1, 10));
+    fb.push(&common::rec(2, 10));
+    let mut frame = Vec::new();
+    fb.finish(&mut frame, 0x5eed, u64::MAX, 0, None);
+    let header = FrameHeader::parse(frame[..FRAME_HEADER_LEN].try_into().unwrap());
+    assert_eq!(header.first_lsn, u64::MAX);
+    assert!(!header.is_plausible(0x5eed, frame.len()));
+    assert!(decode_frame(&header, &frame).is_err());
+}

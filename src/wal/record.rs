@@ -486,6 +486,8 @@ impl FrameHeader {
             && self.flags & !FLAG_ZSTD == 0
             && (self.flags & FLAG_ZSTD != 0 || self.raw_len == self.len)
             && self.first_lsn > self.synced_lsn
+            // The LSN after the frame is representable (`last_lsn` cannot overflow).
+            && self.first_lsn.checked_add(u64::from(self.count)).is_some()
     }
 }
 
@@ -646,6 +648,9 @@ pub fn decode_frame(header: &FrameHeader, frame: &[u8]) -> Result<Vec<LogRecord>
     } else {
         stored
     };
+    if header.count == 0 || header.first_lsn.checked_add(u64::from(header.count)).is_none() {
+        return Err(DecodeError("the frame's LSNs overflow".into()));
+    }
     let mut cur = Cursor::new(body);
     let mut records = Vec::with_capacity(header.count as usize);
     for i in 0..u64::from(header.count) {
