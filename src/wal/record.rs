@@ -648,7 +648,12 @@ pub fn decode_frame(header: &FrameHeader, frame: &[u8]) -> Result<Vec<LogRecord>
     } else {
         stored
     };
-    if header.count == 0 || header.first_lsn.checked_add(u64::from(header.count)).is_none() {
+    if header.count == 0
+        || header
+            .first_lsn
+            .checked_add(u64::from(header.count))
+            .is_none()
+    {
         return Err(DecodeError("the frame's LSNs overflow".into()));
     }
     let mut cur = Cursor::new(body);
