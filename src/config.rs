@@ -145,7 +145,7 @@ impl WalConfig {
     /// Checks the values against each other.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
-        if self.segment_bytes < 64 * 1024 {
+        if self.segment_bytes < crate::wal::segment::MIN_SEGMENT_BYTES {
             return bad(format!(
                 "segment_bytes {} is below 64 KiB",
                 self.segment_bytes

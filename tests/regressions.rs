@@ -170,3 +170,40 @@ fn a_frame_whose_lsns_overflow_is_refused_not_a_panic() {
     assert!(!header.is_plausible(0x5eed, frame.len()));
     assert!(decode_frame(&header, &frame).is_err());
 }
+
+/// Found by the `segment_recovery` fuzz target: a segment header with a valid CRC but a first
+/// LSN of 0 (which no writer produces) underflowed the scan's last LSN; in release builds
+/// recovery then took the whole segment for a torn tail and zeroed its valid frames. Such a
+/// header, or one with an impossible size, is damage: the open refuses and changes nothing.
+#[test]
+fn a_segment_header_with_impossible_values_is_refused_and_nothing_is_cut() {
+    use common::*;
+    let records: Vec<_> = (1..=5).map(|i| rec(i, 100)).collect();
+    let image = snapshot(&build_log(cfg(), &records));
+    for (what, first_lsn, segment_bytes) in [
+        ("first LSN 0", 0, None),
+        ("a first LSN no log reaches", u64::MAX - 2, None),
+        ("a segment size below 64 KiB", 1, Some(1u64)),
+        ("a segment size past the format's limit", 1, Some(u64::MAX)),
+    ] {
+        let mut img = image.clone();
+        let seg = file_mut(&mut img, &seg_name(1));
+        if let Some(bytes) = segment_bytes {
+            seg[32..40].copy_from_slice(&bytes.to_le_bytes());
+        }
+        rewrite_seg_header(seg, 1, first_lsn);
+        let damaged = file(&img, &seg_name(1)).clone();
+        let fs = restore(&img);
+        let r = open(&fs, cfg());
+        assert!(
+            matches!(r, Err(walmdb::Error::Corruption { .. })),
+            "{what}: opened as {:?}",
+            r.map(|w| w.recovery_report().clone())
+        );
+        assert_eq!(
+            fs.read_file(&seg_path(1)).as_ref(),
+            Some(&damaged),
+            "{what}: the refused open changed the segment"
+        );
+    }
+}

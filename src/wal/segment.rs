@@ -12,6 +12,11 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"WALMDBLG";
 
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
+/// The smallest segment `WalConfig` allows.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// The largest first LSN a header may carry: 2^62, out of reach of any log, so LSN
+/// arithmetic on a segment never overflows.
+const MAX_FIRST_LSN: u64 = 1 << 62;
 
 /// The header at the start of every segment.
 ///
@@ -93,12 +98,29 @@ impl SegmentHeader {
             ));
         }
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
-        Ok(SegmentHeader {
+        let header = SegmentHeader {
             salt: u32::from_le_bytes(b[12..16].try_into().expect("4")),
             segment_no: u64_at(16),
             first_lsn: u64_at(24),
             segment_bytes: u64_at(32),
-        })
+        };
+        // Values no writer produces are damage, even under a valid CRC: LSNs start at 1 and
+        // stay far from overflow, and sizes are what `WalConfig::validate` allows.
+        if header.first_lsn == 0 || header.first_lsn > MAX_FIRST_LSN {
+            return Err(HeaderError::Damaged(format!(
+                "impossible first LSN {}",
+                header.first_lsn
+            )));
+        }
+        if header.segment_bytes < MIN_SEGMENT_BYTES
+            || header.segment_bytes > crate::wal::record::MAX_FRAME_BODY as u64
+        {
+            return Err(HeaderError::Damaged(format!(
+                "impossible segment size {}",
+                header.segment_bytes
+            )));
+        }
+        Ok(header)
     }
 }
 
