@@ -18,6 +18,8 @@
 #![no_main]
 
 mod alloc_limit;
+mod bytes;
+use bytes::Bytes;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -90,22 +92,7 @@ macro_rules! trace {
     };
 }
 
-/// A reader that never fails: zeros once the input runs out.
-struct Bytes<'a>(&'a [u8]);
-
 impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
     fn table(&mut self) -> &'static str {
         TABLES[usize::from(self.u8()) % TABLES.len()]
     }

@@ -19,6 +19,8 @@
 #![no_main]
 
 mod alloc_limit;
+mod bytes;
+use bytes::Bytes;
 
 use libfuzzer_sys::fuzz_target;
 use walmdb::wal::record::{
@@ -180,37 +182,13 @@ fn check_frame(frame: &[u8], want: &[EncodedRecord], first_lsn: Lsn) {
     }
 }
 
-/// A little reader that never fails: zeros once the input runs out.
-struct Bytes<'a>(&'a [u8]);
-
 impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        for x in &mut b {
-            *x = self.u8();
-        }
-        u64::from_le_bytes(b)
-    }
     fn vec(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.u8() as usize).min(max).min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head.to_vec()
+        let n = (self.u8() as usize).min(max);
+        self.take(n).to_vec()
     }
     fn string(&mut self) -> String {
         String::from_utf8_lossy(&self.vec(40)).into_owned()
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

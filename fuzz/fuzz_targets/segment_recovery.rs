@@ -23,6 +23,8 @@
 #![no_main]
 
 mod alloc_limit;
+mod bytes;
+use bytes::Bytes;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -170,36 +172,6 @@ fn bases() -> &'static [Base; 3] {
             build(compressed, true),
         ]
     })
-}
-
-/// A reader that never fails: zeros once the input runs out.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(std::array::from_fn(|_| self.u8()))
-    }
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
