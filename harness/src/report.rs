@@ -171,12 +171,17 @@ fn si(v: f64) -> String {
     } else {
         format!("{x:.2}")
     };
-    let t = if t.contains('.') {
+    let t = without_trailing_zeros(t);
+    format!("{t}{s}")
+}
+
+/// `1.50` -> `1.5`, `2.00` -> `2`; integers unchanged.
+fn without_trailing_zeros(t: String) -> String {
+    if t.contains('.') {
         t.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         t
-    };
-    format!("{t}{s}")
+    }
 }
 
 /// A latency from microseconds, three significant digits: 19.7 µs, 4.8 ms, 237 ms.
@@ -195,11 +200,7 @@ fn latency_label(us: f64) -> String {
     } else {
         format!("{v:.2}")
     };
-    let t = if t.contains('.') {
-        t.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        t
-    };
+    let t = without_trailing_zeros(t);
     format!("{t} {unit}")
 }
 

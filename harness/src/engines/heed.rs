@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
-use crate::engine::{Engine, Worker};
+use crate::engine::{read_entries, Engine, Worker};
 
 struct Heed {
     env: Env<WithoutTls>,
@@ -61,14 +61,7 @@ impl Worker for HeedWorker<'_> {
     fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize> {
         let rtxn = self.heed.env.read_txn()?;
         let range = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
-        let mut n = 0;
-        let mut bytes = 0;
-        for item in self.heed.db.range(&rtxn, &range)?.take(limit) {
-            let (k, v) = item?;
-            bytes += k.len() + v.len();
-            n += 1;
-        }
-        std::hint::black_box(bytes);
+        let n = read_entries(self.heed.db.range(&rtxn, &range)?, limit)?;
         Ok(n)
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use walmdb::{Config, Db, Durability};
 
-use crate::engine::{Engine, Worker};
+use crate::engine::{read_entries, Engine, Worker};
 
 const TABLE: &str = "bench";
 
@@ -79,15 +79,8 @@ impl Worker for WalmdbWorker<'_> {
 
     fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize> {
         let txn = self.db.read()?;
-        let mut n = 0;
-        let mut bytes = 0;
         let range = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
-        for item in txn.range(TABLE, range)?.take(limit) {
-            let (k, v) = item?;
-            bytes += k.len() + v.len();
-            n += 1;
-        }
-        std::hint::black_box(bytes);
+        let n = read_entries(txn.range(TABLE, range)?, limit)?;
         Ok(n)
     }
 
