@@ -281,12 +281,48 @@ impl Db {
     /// system, under `path`). For crash and fault tests with [`crate::SimFs`].
     #[doc(hidden)]
     pub fn open_with_fs(path: impl AsRef<Path>, cfg: Config, fs: crate::FsRef) -> Result<Db> {
+        Self::open_inner(path.as_ref(), cfg, fs, None)
+    }
+
+    /// [`Db::open_with_fs`], telling `lmdb` of every LMDB commit and sync: for power-loss
+    /// tests that restore an image of LMDB's file taken at one of its commits.
+    #[doc(hidden)]
+    pub fn open_observed(
+        path: impl AsRef<Path>,
+        cfg: Config,
+        fs: crate::FsRef,
+        lmdb: crate::store::LmdbObserverRef,
+    ) -> Result<Db> {
+        Self::open_inner(path.as_ref(), cfg, fs, Some(lmdb))
+    }
+
+    fn open_inner(
+        path: &Path,
+        cfg: Config,
+        fs: crate::FsRef,
+        lmdb: Option<crate::store::LmdbObserverRef>,
+    ) -> Result<Db> {
         cfg.validate()?;
         let started = Instant::now();
-        let path = path.as_ref().to_owned();
+        let path = path.to_owned();
         std::fs::create_dir_all(&path)?;
         let shared = Arc::new(Shared::default());
-        let (store, opened) = Store::open(&path.join("data"), &cfg, &shared.catalog)?;
+        let (store, opened) = Store::open(&path.join("data"), &cfg, &shared.catalog, lmdb)?;
+        // After a process crash LMDB's newest commits may be in the page cache only
+        // (`NO_META_SYNC`): make them durable before the log's recovery retires the
+        // segments they cover, so the checkpoint LSN below is true.
+        store.force_sync()?;
+        // A crashed open may have created these without making their entries durable.
+        let data_dir = path.join("data");
+        for dir in [
+            Some(data_dir.as_path()),
+            Some(path.as_path()),
+            path.parent(),
+        ] {
+            if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                crate::store::sync_dir(dir)?;
+            }
+        }
         let wal = Wal::open_with(
             fs,
             &path.join("wal"),

@@ -50,6 +50,8 @@ pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
 pub use db::{Db, DbRecoveryReport, DbStats};
 pub use error::{Error, Result};
 pub use store::STORE_FORMAT_VERSION;
+#[doc(hidden)]
+pub use store::{LmdbObserver, LmdbObserverRef};
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn, MAX_KEY_LEN};
 pub use wal::fs::{CrashOptions, FaultKind, Fs, FsFile, FsRef, OpKind, SimFs, StdFs};
 pub use wal::{

@@ -11,7 +11,7 @@
 //! undo the newest LMDB transaction, never corrupt the file, and the log replays what was
 //! undone. A checkpoint's `force_sync` makes the meta page durable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
@@ -83,6 +83,40 @@ impl WriteOp {
     }
 }
 
+/// A test hook told of every LMDB commit and sync, so crash tests can keep an image of
+/// LMDB's file at each commit and restore one at a simulated power loss (LMDB's own I/O
+/// cannot go through the log's [`Fs`](crate::Fs)). Not for production use.
+#[doc(hidden)]
+pub trait LmdbObserver: Send + Sync + std::fmt::Debug {
+    /// The environment in `data_dir` is open; `data.mdb` is as the last process left it.
+    fn opened(&self, data_dir: &Path);
+    /// This environment's `n`-th write transaction (from 1) committed. Called on the
+    /// committing thread before any other LMDB write begins, so `data_dir/data.mdb` holds
+    /// exactly that commit.
+    fn committed(&self, data_dir: &Path, n: u64);
+    /// A sync returned: LMDB's file durably holds commit `n` or a later one (0: the state
+    /// at open).
+    fn synced(&self, n: u64);
+}
+
+/// Shared handle to an [`LmdbObserver`].
+pub type LmdbObserverRef = crate::sync::DynArc<dyn LmdbObserver>;
+
+/// The observer and what it needs to know.
+#[derive(Debug)]
+struct Observed {
+    observer: LmdbObserverRef,
+    dir: PathBuf,
+    commits: AtomicU64,
+}
+
+impl Observed {
+    fn committed(&self) {
+        let n = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
+        self.observer.committed(&self.dir, n);
+    }
+}
+
 /// Why an apply did not commit.
 #[derive(Debug)]
 pub(crate) enum ApplyError {
@@ -145,6 +179,7 @@ pub(crate) struct Store {
     /// that sees its own id before and after loading `latest_applied` loaded that id's value.
     latest_txn: AtomicU64,
     latest_applied: AtomicU64,
+    observed: Option<Observed>,
 }
 
 /// What opening the store found.
@@ -155,7 +190,12 @@ pub(crate) struct Opened {
 
 impl Store {
     /// Opens (creating) the store in `dir` and registers its tables in `catalog`.
-    pub fn open(dir: &Path, cfg: &crate::Config, catalog: &Catalog) -> Result<(Store, Opened)> {
+    pub fn open(
+        dir: &Path,
+        cfg: &crate::Config,
+        catalog: &Catalog,
+        observer: Option<LmdbObserverRef>,
+    ) -> Result<(Store, Opened)> {
         std::fs::create_dir_all(dir)?;
         let page = page_size();
         let existing = std::fs::metadata(dir.join("data.mdb")).map_or(0, |m| m.len() as usize);
@@ -171,6 +211,14 @@ impl Store {
             opts.open(dir)
         }
         .map_err(lmdb_err("open"))?;
+        let observed = observer.map(|observer| {
+            observer.opened(dir);
+            Observed {
+                observer,
+                dir: dir.to_owned(),
+                commits: AtomicU64::new(0),
+            }
+        });
         let mut wtxn = env.write_txn().map_err(lmdb_err("begin"))?;
         let meta: Dbi = env
             .create_database(&mut wtxn, Some(META_DB))
@@ -224,6 +272,9 @@ impl Store {
             catalog.add_existing(&name, dbi);
         }
         wtxn.commit().map_err(lmdb_err("commit"))?;
+        if let Some(o) = &observed {
+            o.committed();
+        }
         let store = Store {
             env,
             meta,
@@ -233,6 +284,7 @@ impl Store {
             max_readers: cfg.max_readers,
             latest_txn: AtomicU64::new(0),
             latest_applied: AtomicU64::new(0),
+            observed,
         };
         Ok((store, Opened { applied_lsn }))
     }
@@ -310,6 +362,7 @@ impl Store {
             created.push((table, dbi, lsn));
         }
         wtxn.commit().map_err(apply_err("commit"))?;
+        self.note_commit();
         for (table, dbi, lsn) in created {
             table.set_lmdb(dbi, lsn);
         }
@@ -392,6 +445,7 @@ impl Store {
             .map_err(apply_err("write applied LSN"))?;
         let txn_id = wtxn.id() as u64;
         wtxn.commit().map_err(apply_err("commit"))?;
+        self.note_commit();
         self.remember_applied(txn_id, last_lsn);
         Ok(())
     }
@@ -414,8 +468,28 @@ impl Store {
 
     /// Makes every committed LMDB transaction durable (the meta page included).
     pub fn force_sync(&self) -> Result<()> {
-        self.env.force_sync().map_err(lmdb_err("sync"))
+        let covered = self
+            .observed
+            .as_ref()
+            .map(|o| o.commits.load(Ordering::Acquire));
+        self.env.force_sync().map_err(lmdb_err("sync"))?;
+        if let (Some(o), Some(n)) = (&self.observed, covered) {
+            o.observer.synced(n);
+        }
+        Ok(())
     }
+
+    fn note_commit(&self) {
+        if let Some(o) = &self.observed {
+            o.committed();
+        }
+    }
+}
+
+/// Makes the entries of directory `dir` (LMDB's side, on the real file system) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn missing_handle(table: &str) -> ApplyError {

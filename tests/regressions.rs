@@ -207,3 +207,44 @@ fn a_segment_header_with_impossible_values_is_refused_and_nothing_is_cut() {
         );
     }
 }
+
+/// Found by the engine's power-loss tier (`tests/power_loss.rs`): an open that crashed while
+/// creating the log could leave the log directory's entry, or its first segment's name,
+/// written but not yet made durable by a directory fsync. The next open found them, wrote
+/// and synced commits into that segment without syncing the directories, and a power loss
+/// then took the segment's name (or the whole directory) with every acknowledged commit in
+/// it. Every open now makes the log's directory entries durable before writing.
+#[test]
+fn commits_after_a_crashed_log_creation_survive_a_later_power_loss() {
+    use common::*;
+    let records: Vec<_> = (1..=6).map(|i| rec(i, 300)).collect();
+    // Every operation of a first open, crashed after it.
+    let first_open_ops = {
+        let fs = walmdb::SimFs::new();
+        drop(open(&fs, cfg()).unwrap());
+        fs.op_count()
+    };
+    for k in 0..=first_open_ops {
+        let fs = walmdb::SimFs::new();
+        fs.crash_after_ops(k);
+        if let Ok(wal) = open(&fs, cfg()) {
+            drop(wal);
+        }
+        // The process died; the next one opens what it left and commits durably.
+        let fs = fs.keep_all_pending();
+        let wal = open(&fs, cfg()).unwrap_or_else(|e| panic!("crash after op {k}: reopen: {e:?}"));
+        let lsns = commit_all(&wal, &records);
+        drop(wal);
+        for seed in 0..4 {
+            let after = fs.crash(seed, walmdb::CrashOptions::default());
+            let wal = open(&after, cfg())
+                .unwrap_or_else(|e| panic!("crash after op {k}, power loss {seed}: {e:?}"));
+            assert_records(
+                &read_all(&wal),
+                &records,
+                lsns[0],
+                &format!("crash after op {k} of the log's creation, then power loss {seed}"),
+            );
+        }
+    }
+}

@@ -94,9 +94,11 @@ pub(crate) fn recover(
     let started = Instant::now();
     if !fs.exists(dir) {
         fs.create_dir_all(dir)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(Error::SyncFailed)?;
-        }
+    }
+    // Even a directory found here may be one a crashed open created without making its
+    // entry durable: sync its parent every time, or a power loss can take the whole log.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(parent).map_err(Error::SyncFailed)?;
     }
     let mut spares = Vec::new();
     let mut found = Vec::new();
@@ -357,8 +359,9 @@ pub(crate) fn recover(
         ));
     }
 
-    // Retire obsolete segments, durably.
-    let mut dir_changed = false;
+    // Retire obsolete segments. The directory is synced even if nothing changed here: a
+    // crashed process may have named a segment (rename, removal) without syncing it, and
+    // commits are about to go into that segment.
     for f in &obsolete {
         if spares.len() < cfg.recycle_segments {
             let spare = join(dir, &super::segment::spare_file_name(f.segment_no));
@@ -367,11 +370,8 @@ pub(crate) fn recover(
         } else {
             fs.remove(&f.path)?;
         }
-        dir_changed = true;
     }
-    if dir_changed {
-        fs.sync_dir(dir).map_err(Error::SyncFailed)?;
-    }
+    fs.sync_dir(dir).map_err(Error::SyncFailed)?;
 
     // Records recovered from the page cache after a process crash may not be on disk yet;
     // frames written from now on claim `synced_lsn >= last_lsn`, so sync first.

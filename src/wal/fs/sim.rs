@@ -131,6 +131,8 @@ struct State {
     /// Operations numbered above this fail with "simulated crash".
     crash_after: Option<u64>,
     dead: bool,
+    /// The kind of the first operation refused because of `crash_after`.
+    first_refused: Option<OpKind>,
     /// One-shot faults by absolute operation number.
     nth: Vec<(u64, FaultKind)>,
     /// One-shot faults for the next operation of a kind.
@@ -182,6 +184,7 @@ impl State {
         self.counts[op as usize] += 1;
         if self.crash_after.is_some_and(|k| self.ops > k) {
             self.dead = true;
+            self.first_refused.get_or_insert(op);
             return Err(io::Error::other("simulated crash"));
         }
         let n = self.ops;
@@ -480,6 +483,12 @@ impl SimFs {
     /// True once an operation has been refused because of `crash_after_ops`.
     pub fn is_dead(&self) -> bool {
         self.state.lock().dead
+    }
+
+    /// The kind of the first operation refused because of `crash_after_ops`: where the
+    /// simulated crash landed.
+    pub fn first_refused(&self) -> Option<OpKind> {
+        self.state.lock().first_refused
     }
 
     /// Operations attempted so far.
