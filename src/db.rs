@@ -850,7 +850,7 @@ fn apply_growing(
                     map_size: store.map_size.load(Ordering::Relaxed),
                 },
             },
-            Err(ApplyError::Other(Error::Io(e))) if e.raw_os_error() == Some(28) => Error::Io(e),
+            Err(ApplyError::Other(Error::Io(e))) if is_disk_full(&e) => Error::Io(e),
             Err(ApplyError::Other(e)) => return Err(e),
         };
         if !sh.storage_full.swap(true, Ordering::AcqRel) {
@@ -936,7 +936,14 @@ fn applier_loop(inner: &Inner) {
             key_order(&mut ops);
             let give_up = || sh.apply.lock().stop.is_some();
             if let Err(e) = apply_growing(inner, &ops, last, give_up) {
-                if !matches!(e, Error::StorageFull { .. } | Error::Io(_)) {
+                // Giving up on a full store to stop is no failure; any other error is, and
+                // nothing here retries it: the engine refuses commits until reopened.
+                let full = match &e {
+                    Error::StorageFull { .. } => true,
+                    Error::Io(io) => is_disk_full(io),
+                    _ => false,
+                };
+                if !full {
                     sh.fail(format!("applying to LMDB failed: {e}"));
                 }
                 return;
@@ -987,12 +994,26 @@ fn retire(inner: &Inner, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>) {
     }
 }
 
-/// Syncs LMDB and retires the log segments it covers.
+/// `ENOSPC`: the disk is full, which may pass.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// Syncs LMDB and retires the log segments it covers. A failed LMDB sync is never retried:
+/// the kernel may have dropped the pages it could not write, so a later sync that succeeds
+/// would prove nothing, and retiring log segments on its word could lose commits. The
+/// engine fails instead, and reopening replays the log.
 fn checkpoint_now(inner: &Inner) -> Result<()> {
     let sh = &inner.shared;
+    if let Some(e) = sh.refusal() {
+        return Err(e);
+    }
     let applied = sh.applied_lsn.load(Ordering::Acquire);
     if applied > sh.checkpoint_lsn.load(Ordering::Acquire) {
-        inner.store.force_sync()?;
+        if let Err(e) = inner.store.force_sync() {
+            sh.fail(format!("syncing LMDB failed: {e}"));
+            return Err(sh.refusal().unwrap_or(e));
+        }
         fail::fail_point!("checkpoint-lmdb-synced-before-retirement");
         sh.checkpoint_lsn.fetch_max(applied, Ordering::AcqRel);
         sh.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
