@@ -28,6 +28,7 @@ pub(crate) struct Counters {
     pub apply_batches: AtomicU64,
     pub applied_ops: AtomicU64,
     pub map_resizes: AtomicU64,
+    pub map_resizes_postponed: AtomicU64,
     pub checkpoints: AtomicU64,
 }
 
@@ -220,6 +221,8 @@ pub struct DbStats {
     pub applied_ops: u64,
     /// Times the map grew.
     pub map_resizes: u64,
+    /// Times a map resize waited `resize_wait` for open transactions and was put off.
+    pub map_resizes_postponed: u64,
     /// Checkpoints done.
     pub checkpoints: u64,
 }
@@ -542,6 +545,7 @@ impl Db {
             apply_batches: sh.stats.apply_batches.load(Ordering::Relaxed),
             applied_ops: sh.stats.applied_ops.load(Ordering::Relaxed),
             map_resizes: sh.stats.map_resizes.load(Ordering::Relaxed),
+            map_resizes_postponed: sh.stats.map_resizes_postponed.load(Ordering::Relaxed),
             checkpoints: sh.stats.checkpoints.load(Ordering::Relaxed),
         }
     }
@@ -842,6 +846,9 @@ fn apply_growing(
                         sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(map_size = size, "grew the LMDB map");
                     } else {
+                        sh.stats
+                            .map_resizes_postponed
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("map resize postponed: transactions stayed open");
                     }
                     continue;
