@@ -609,6 +609,7 @@ impl Db {
             tracing::error!("the checkpoint thread panicked");
         }
         if how == Stop::Drain {
+            fail::fail_point!("close-applied-before-checkpoint");
             if let Some(e) = sh.refusal() {
                 result = result.and(Err(e));
             } else if sh.applied_lsn.load(Ordering::Acquire)
@@ -635,6 +636,7 @@ impl Db {
             }
         };
         let Inner { wal, store, .. } = inner;
+        fail::fail_point!("close-checkpointed-before-log-close");
         let wal_result = wal.close();
         // Wait for LMDB to close, so a reopen in this process finds it closed.
         let closing = store.env.clone().prepare_for_closing();

@@ -10,6 +10,7 @@
 
 #![cfg(feature = "failpoints")]
 
+mod common;
 #[path = "common/crash.rs"]
 mod crash;
 #[path = "common/engine.rs"]
@@ -17,31 +18,103 @@ mod engine_common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crash::*;
 
-/// Every crash point in the engine, in the order a commit meets them.
-const POINTS: &[&str] = &[
-    "group-written-before-sync",
-    "group-synced-before-answer",
-    "segment-renamed-before-dir-sync",
-    "applied-in-lmdb-before-published",
-    "checkpoint-lmdb-synced-before-retirement",
-    "segment-retired-before-dir-sync",
-    "replay-batch-applied",
+/// What a child needs so that it reaches a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Writing reaches it.
+    Write,
+    /// Closing reaches it: the writers stop after a few commits and the child closes.
+    Close,
+    /// Opening reaches it when the log has a torn tail: one is added before each child.
+    TornTail,
+    /// As `TornTail`, with an empty segment after the torn one, which recovery removes.
+    TornTailBeforeEmptySegment,
+}
+
+/// Every crash point in the engine, in the order a commit meets them, and how to reach it.
+const POINTS: &[(&str, Reach)] = &[
+    ("group-written-before-sync", Reach::Write),
+    ("group-synced-before-answer", Reach::Write),
+    ("rotation-old-segment-synced", Reach::Write),
+    ("segment-header-synced-before-rename", Reach::Write),
+    ("segment-renamed-before-dir-sync", Reach::Write),
+    ("spare-zeroed-before-sync", Reach::Write),
+    ("applied-in-lmdb-before-published", Reach::Write),
+    ("checkpoint-lmdb-synced-before-retirement", Reach::Write),
+    ("segment-retired-before-dir-sync", Reach::Write),
+    ("close-applied-before-checkpoint", Reach::Close),
+    ("close-checkpointed-before-log-close", Reach::Close),
+    (
+        "recovery-later-segments-removed",
+        Reach::TornTailBeforeEmptySegment,
+    ),
+    ("recovery-tail-zeroed-before-sync", Reach::TornTail),
+    ("recovery-obsolete-retired-before-dir-sync", Reach::Write),
+    ("replay-batch-applied", Reach::Write),
 ];
+
+/// Gives the log in `db_dir` a torn tail that costs no record: after the last valid frame
+/// of the last segment with frames, a frame with the segment's salt and the next LSN whose
+/// body fails its CRC (as a write cut by a crash leaves it). With `empty_next`, an empty
+/// segment follows it (a rotation that wrote nothing yet), which recovery removes.
+fn tear_tail(db_dir: &Path, empty_next: bool) {
+    use walmdb::wal::record::FrameBuilder;
+    if !db_dir.join("wal").exists() {
+        return;
+    }
+    let segments = engine_common::wal_segments(db_dir);
+    let Some(last) = segments
+        .iter()
+        .rev()
+        .find(|p| {
+            let data = std::fs::read(p).unwrap();
+            engine_common::frames_end(&data).1 > engine_common::SEGMENT_HEADER
+        })
+        .cloned()
+    else {
+        return;
+    };
+    let mut data = std::fs::read(&last).unwrap();
+    let (salt, end, next_lsn) = engine_common::frames_end(&data);
+    let mut fb = FrameBuilder::new();
+    fb.push(&common::rec(next_lsn, 200));
+    let mut frame = Vec::new();
+    fb.finish(&mut frame, salt, next_lsn, next_lsn - 1, None);
+    if end + frame.len() > data.len() {
+        return;
+    }
+    frame[engine_common::FRAME_HEADER + 7] ^= 0x40;
+    data[end..end + frame.len()].copy_from_slice(&frame);
+    std::fs::write(&last, &data).unwrap();
+    let segment_no = common::parse_seg_header(&data).unwrap().segment_no;
+    let next = db_dir.join("wal").join(common::seg_name(segment_no + 1));
+    if empty_next && !next.exists() {
+        let mut empty = vec![0u8; data.len()];
+        empty[..engine_common::SEGMENT_HEADER]
+            .copy_from_slice(&data[..engine_common::SEGMENT_HEADER]);
+        common::rewrite_seg_header(&mut empty, segment_no + 1, next_lsn);
+        std::fs::write(&next, &empty).unwrap();
+    }
+}
 
 /// The tests of this binary run one at a time: a point configured in this process (the
 /// stalled applier's) would also stop the databases the crash-point test recovers here.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The hits to abort at, one child each. A recovery point is hit a few times per open at
-/// most, so there every child aborts at its first hit: the crashes chain inside replay.
+/// The hits to abort at, one child each. A recovery or close point is hit a few times per
+/// process at most, so there every child aborts at its first hit: the crashes chain.
 fn hits(point: &str) -> &'static [u64] {
-    if point.starts_with("replay") {
+    if ["replay", "recovery", "close"]
+        .iter()
+        .any(|p| point.starts_with(p))
+    {
         &[1, 1, 1, 1, 1, 1]
     } else {
         &[1, 2, 3, 5, 8, 13]
@@ -70,14 +143,20 @@ fn every_crash_point_loses_nothing_acknowledged() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed = 0x6661_696c;
     let mut report = Vec::new();
-    for point in POINTS {
+    for &(point, reach) in POINTS {
         let root = engine_common::tempdir();
         let dir = root.path().join("db");
         let mut acks: BTreeMap<(u64, u64), Ack> = BTreeMap::new();
         let mut last = vec![0u64; WRITERS as usize];
         let (mut aborted, mut acked) = (0, 0);
         for &n in hits(point) {
-            let env = [("WALMDB_FAILPOINT", format!("{point}:{n}"))];
+            let mut env = vec![("WALMDB_FAILPOINT", format!("{point}:{n}"))];
+            match reach {
+                Reach::Write => {}
+                Reach::Close => env.push(("WALMDB_CRASH_CLOSE_AFTER", "15".into())),
+                Reach::TornTail => tear_tail(&dir, false),
+                Reach::TornTailBeforeEmptySegment => tear_tail(&dir, true),
+            }
             let child = spawn_child("failpoint_child", &dir, seed, &last, &env);
             // A point not hit n times within the window: the child is killed instead.
             let (got, status) = collect_acks(child, Some(Duration::from_secs(2)));

@@ -97,6 +97,7 @@ impl LogWriter {
         if self.synced_lsn < self.written_lsn {
             self.sync(shared)?;
         }
+        fail::fail_point!("rotation-old-segment-synced");
         let segment_no = self.active.header.segment_no + 1;
         let header = SegmentHeader::new(segment_no, first_lsn, self.cfg.segment_bytes);
         let spare = {

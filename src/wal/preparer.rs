@@ -12,6 +12,7 @@ use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
 fn prepare(fs: &dyn Fs, path: &Path, segment_bytes: u64) -> io::Result<()> {
     let file = fs.open(path, true)?;
     file.allocate(segment_bytes)?;
+    fail::fail_point!("spare-zeroed-before-sync");
     // Spares need no directory fsync: a spare lost in a crash is only a missed reuse.
     file.sync_data()
 }

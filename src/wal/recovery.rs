@@ -314,6 +314,7 @@ pub(crate) fn recover(
                     fs.remove(path)?;
                 }
                 fs.sync_dir(dir).map_err(Error::SyncFailed)?;
+                fail::fail_point!("recovery-later-segments-removed");
             }
             // Then zero everything valid after the break in this segment.
             let zero_end = scan
@@ -328,6 +329,7 @@ pub(crate) fn recover(
             let zero_end = zero_end.min(file_len);
             if zero_end > scan.end {
                 file.write_at(&vec![0u8; zero_end - scan.end], scan.end as u64)?;
+                fail::fail_point!("recovery-tail-zeroed-before-sync");
                 file.sync_data().map_err(Error::SyncFailed)?;
             }
             tracing::warn!(
@@ -370,6 +372,9 @@ pub(crate) fn recover(
         } else {
             fs.remove(&f.path)?;
         }
+    }
+    if !obsolete.is_empty() {
+        fail::fail_point!("recovery-obsolete-retired-before-dir-sync");
     }
     fs.sync_dir(dir).map_err(Error::SyncFailed)?;
 

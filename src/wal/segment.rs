@@ -206,6 +206,7 @@ pub fn create_segment(
     file.allocate(header.segment_bytes)?;
     file.write_at(&header.encode(), 0)?;
     file.sync_data().map_err(Error::SyncFailed)?;
+    fail::fail_point!("segment-header-synced-before-rename");
     fs.rename(&tmp, &path)?;
     fail::fail_point!("segment-renamed-before-dir-sync");
     fs.sync_dir(dir).map_err(Error::SyncFailed)?;

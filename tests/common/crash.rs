@@ -81,7 +81,9 @@ pub fn txn_ops(seed: u64, w: u64, seq: u64) -> (Writes, bool) {
 
 /// The child's work: writers commit from `start[w]` on until the process dies, printing
 /// `ACK w seq lsn d` after each commit returns (`d` 1 if it was durable). Reads `CHILD_ENV`,
-/// `WALMDB_CRASH_SEED` and `WALMDB_CRASH_START`; returns at once without them.
+/// `WALMDB_CRASH_SEED` and `WALMDB_CRASH_START`; returns at once without them. With
+/// `WALMDB_CRASH_CLOSE_AFTER=n`, each writer stops after `n` commits and the database is
+/// closed (then the child returns).
 pub fn child_writers() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
@@ -92,13 +94,17 @@ pub fn child_writers() {
         .split(',')
         .map(|s| s.parse().unwrap())
         .collect();
+    let close_after: Option<u64> = std::env::var("WALMDB_CRASH_CLOSE_AFTER")
+        .ok()
+        .map(|n| n.parse().unwrap());
     let db = Db::open_with(&dir, config()).expect("child open");
     let out = std::sync::Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
         for w in 0..WRITERS {
             let (db, out, first) = (&db, &out, start[w as usize]);
             s.spawn(move || {
-                for seq in first.. {
+                let end = close_after.map_or(u64::MAX, |n| first + n);
+                for seq in first..end {
                     let (ops, durable) = txn_ops(seed, w, seq);
                     let mut txn = db.write().expect("write");
                     for (k, v) in &ops {
@@ -120,6 +126,7 @@ pub fn child_writers() {
             });
         }
     });
+    db.close().expect("child close");
 }
 
 /// Starts the test binary's `child_test` (an ignored test that calls [`child_writers`]) on
