@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crash::{check, last_key, txn_ops, Ack, TABLE, WRITERS};
 use engine_common::Rng;
 use walmdb::{
-    Config, CrashOptions, Db, Durability, Error, FsRef, LmdbObserver, Lsn, SimFs, WalConfig,
+    Config, CrashOptions, Db, Durability, Error, FsRef, LmdbObserver, Lsn, OpKind, SimFs, WalConfig,
 };
 
 /// Commits each writer makes in one round at most (a round ends earlier at the crash).
@@ -93,6 +93,11 @@ struct ImagesState {
     /// This process's finished syncs: (log operation count, image index made durable).
     syncs: Vec<(u64, usize)>,
     commits: u64,
+    /// Crash this many log operations after the next checkpoint's LMDB sync (the first sync
+    /// of a process is the open's, not a checkpoint's): inside its segment retirement.
+    crash_in_checkpoint: Option<u64>,
+    /// Crashes so aimed.
+    aimed_at_checkpoints: u64,
 }
 
 /// Keeps an image of LMDB's file at every commit.
@@ -139,6 +144,12 @@ impl LmdbObserver for LmdbImages {
         let ops = st.fs.as_ref().map_or(0, SimFs::op_count);
         let at = st.local[n as usize];
         st.syncs.push((ops, at));
+        if st.syncs.len() > 1 {
+            if let (Some(after), Some(fs)) = (st.crash_in_checkpoint.take(), st.fs.clone()) {
+                fs.crash_after_ops(ops + after);
+                st.aimed_at_checkpoints += 1;
+            }
+        }
     }
 }
 
@@ -197,6 +208,25 @@ impl LmdbImages {
     }
 }
 
+/// The log operation a crash stopped: its kind, and for renames and removals what they
+/// were part of (a segment's creation, or its retirement by a checkpoint or a recovery).
+fn where_it_landed(fs: &SimFs) -> String {
+    let Some((op, path)) = fs.first_refused() else {
+        return "none (the round ended first)".into();
+    };
+    let name = path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match op {
+        OpKind::Rename if name.starts_with("spare-") => "Rename (segment retirement)".into(),
+        OpKind::Remove if name.starts_with("wal-") => "Remove (segment retirement)".into(),
+        OpKind::Rename => "Rename (segment creation)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn fsref(fs: &SimFs) -> FsRef {
     Arc::new(fs.clone())
 }
@@ -239,16 +269,30 @@ struct Counts {
     lmdb_older_than_latest: u64,
     unacked_recovered: u64,
     lmdb_images: u64,
+    aimed_at_checkpoints: u64,
     /// Crashes by the log operation they stopped (`None`: the round ended first).
     by_op: BTreeMap<String, u64>,
 }
 
-/// Runs the writers until `stop` or the crash, recording every acknowledgement.
+/// Runs the writers for a round or until the crash, recording every acknowledgement, while
+/// another thread checkpoints every millisecond (the engine's own checkpoint thread looks
+/// only every 50 ms, longer than a round).
 fn write_round(db: &Db, seed: u64, last: &[u64], acks: &Mutex<Vec<Ack>>) {
+    let writing = std::sync::atomic::AtomicUsize::new(WRITERS as usize);
+    let writing = &writing;
     std::thread::scope(|s| {
+        s.spawn(move || {
+            while writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                if db.checkpoint().is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
         for w in 0..WRITERS {
             let first = last[w as usize] + 1;
             s.spawn(move || {
+                let _done = Done(writing);
                 for seq in first..first + COMMITS_PER_ROUND {
                     let (ops, durable) = txn_ops(seed, w, seq);
                     let Ok(mut txn) = db.write() else { return };
@@ -282,6 +326,15 @@ fn write_round(db: &Db, seed: u64, last: &[u64], acks: &Mutex<Vec<Ack>>) {
             });
         }
     });
+}
+
+/// Counts a writer out when it ends, however it ends.
+struct Done<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The recovered state: visible LSN and each writer's last sequence number, checked by the
@@ -338,10 +391,7 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
             CrashKind::ProcessCrash
         };
         let (bytes, older, what) = images.crash(k, kind, |lo, hi| lo + rng.below(hi - lo + 1));
-        let stopped = fs
-            .first_refused()
-            .map_or("none (ended first)".to_owned(), |op| format!("{op:?}"));
-        *counts.by_op.entry(stopped).or_default() += 1;
+        *counts.by_op.entry(where_it_landed(fs)).or_default() += 1;
         trace.lock().unwrap().push(what);
         counts.lmdb_older_than_latest += older as u64;
         restore_lmdb(&dir, &bytes);
@@ -408,13 +458,21 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
             .count() as u64;
         let _ = m;
         last = recovered;
-        // Write until the crash, after a random number of the log's operations.
-        let k = fs.op_count() + rng.between(1, 80) as u64;
+        // Write until the crash, after a random number of the log's operations, or (one
+        // round in four) inside the first checkpoint's segment retirement.
+        let mut k = fs.op_count() + rng.between(1, 60) as u64;
+        let aim_at_checkpoint = rng.percent(25);
+        if aim_at_checkpoint {
+            k += 10_000;
+            images.0.lock().unwrap().crash_in_checkpoint = Some(rng.below(3) as u64);
+        }
         fs.crash_after_ops(k);
         let round_acks = Mutex::new(Vec::new());
         write_round(&db, seed, &last, &round_acks);
         // A round that ended before its crash point crashes now.
-        let k = k.min(fs.op_count());
+        images.0.lock().unwrap().crash_in_checkpoint = None;
+        // (A checkpoint may have brought the crash point forward.)
+        let k = fs.crash_point().unwrap_or(k).min(fs.op_count());
         fs.crash_after_ops(k);
         db.simulate_crash();
         let round_acks = round_acks.into_inner().unwrap();
@@ -442,6 +500,7 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
     check_open(&db, seed, &mut acks).map_err(|why| keep(format!("final: {why}")))?;
     db.close().map_err(|e| keep(format!("close: {e:?}")))?;
     counts.lmdb_images += images.0.lock().unwrap().commits;
+    counts.aimed_at_checkpoints += images.0.lock().unwrap().aimed_at_checkpoints;
     Ok(())
 }
 
@@ -468,7 +527,8 @@ fn engine_power_loss_and_process_crash_lose_nothing_acknowledged() {
         "engine power loss: {} crashes ({} power losses, {} inside recovery) over seeds \
          {first}..{seed}, {} recovered opens checked, {} acknowledged commits ({} durable), \
          0 lost, 0 partial; LMDB restored older than its latest commit {} times; \
-         {} unacknowledged commits recovered; {} LMDB images; {:.1} s\n\
+         {} unacknowledged commits recovered; {} LMDB images; {} crashes aimed inside a \
+         checkpoint's segment retirement; {:.1} s\n\
          crashes by the log operation they stopped: {:?}",
         counts.crashes,
         counts.power_losses,
@@ -479,6 +539,7 @@ fn engine_power_loss_and_process_crash_lose_nothing_acknowledged() {
         counts.lmdb_older_than_latest,
         counts.unacked_recovered,
         counts.lmdb_images,
+        counts.aimed_at_checkpoints,
         started.elapsed().as_secs_f64(),
         counts.by_op
     );

@@ -131,8 +131,11 @@ struct State {
     /// Operations numbered above this fail with "simulated crash".
     crash_after: Option<u64>,
     dead: bool,
-    /// The kind of the first operation refused because of `crash_after`.
-    first_refused: Option<OpKind>,
+    /// The kind of the first operation refused because of `crash_after`, and the path it
+    /// named (renames and removals: the file renamed to or removed).
+    first_refused: Option<(OpKind, Option<PathBuf>)>,
+    /// Its operation number.
+    first_refused_at: u64,
     /// One-shot faults by absolute operation number.
     nth: Vec<(u64, FaultKind)>,
     /// One-shot faults for the next operation of a kind.
@@ -184,7 +187,10 @@ impl State {
         self.counts[op as usize] += 1;
         if self.crash_after.is_some_and(|k| self.ops > k) {
             self.dead = true;
-            self.first_refused.get_or_insert(op);
+            if self.first_refused.is_none() {
+                self.first_refused = Some((op, None));
+                self.first_refused_at = self.ops;
+            }
             return Err(io::Error::other("simulated crash"));
         }
         let n = self.ops;
@@ -195,6 +201,15 @@ impl State {
             return Ok(Some(self.next.remove(i).1));
         }
         Ok(self.always.iter().find(|&&(o, _)| o == op).map(|&(_, k)| k))
+    }
+
+    /// Names the path of the operation just refused, if it was the first refused.
+    fn name_refused(&mut self, path: &Path) {
+        if self.first_refused_at == self.ops {
+            if let Some((_, p)) = &mut self.first_refused {
+                *p = Some(path.to_owned());
+            }
+        }
     }
 
     /// Like `check`, with every fault turned into its error.
@@ -480,15 +495,20 @@ impl SimFs {
         self.state.lock().crash_after = Some(k);
     }
 
+    /// The `k` of the last `crash_after_ops(k)`.
+    pub fn crash_point(&self) -> Option<u64> {
+        self.state.lock().crash_after
+    }
+
     /// True once an operation has been refused because of `crash_after_ops`.
     pub fn is_dead(&self) -> bool {
         self.state.lock().dead
     }
 
-    /// The kind of the first operation refused because of `crash_after_ops`: where the
-    /// simulated crash landed.
-    pub fn first_refused(&self) -> Option<OpKind> {
-        self.state.lock().first_refused
+    /// The first operation refused because of `crash_after_ops`: where the simulated crash
+    /// landed. For a rename or a removal, also the path it named (the target of a rename).
+    pub fn first_refused(&self) -> Option<(OpKind, Option<PathBuf>)> {
+        self.state.lock().first_refused.clone()
     }
 
     /// Operations attempted so far.
@@ -606,7 +626,8 @@ impl Fs for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        st.start(OpKind::Rename)?;
+        st.start(OpKind::Rename)
+            .inspect_err(|_| st.name_refused(to))?;
         if st.dirs.contains_key(from) || st.dirs.contains_key(to) {
             return Err(io::Error::from_raw_os_error(EISDIR));
         }
@@ -620,7 +641,8 @@ impl Fs for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        st.start(OpKind::Remove)?;
+        st.start(OpKind::Remove)
+            .inspect_err(|_| st.name_refused(path))?;
         if st.dirs.contains_key(path) {
             return Err(io::Error::from_raw_os_error(EISDIR));
         }
