@@ -819,19 +819,6 @@ fn out_of_order_segments_are_an_error() {
     }
 }
 
-/// Shifts every LSN of a segment image (header, frames' first and synced LSNs) by `delta`,
-/// keeping every CRC valid.
-fn shift_lsns(seg: &mut [u8], delta: u64) {
-    let h = parse_seg_header(seg).unwrap();
-    let fr = frames(seg);
-    rewrite_seg_header(seg, h.segment_no, h.first_lsn + delta);
-    for f in fr {
-        seg[f.offset + 16..f.offset + 24].copy_from_slice(&(f.first_lsn + delta).to_le_bytes());
-        seg[f.offset + 24..f.offset + 32].copy_from_slice(&(f.synced_lsn + delta).to_le_bytes());
-        fix_frame_crc(seg, f.offset);
-    }
-}
-
 /// Spec 7: an LSN gap between segments is an error, unless wholly below `from_lsn`.
 #[test]
 fn an_lsn_gap_between_segments_is_an_error() {

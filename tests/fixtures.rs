@@ -26,20 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    every_record_type, fix_frame_crc, frames, noise, parse_seg_header, rec, rewrite_seg_header,
-    Frame, Image, FRAME_HEADER, MODES, SEG, SEG_HEADER,
+    frames, noise, parse_seg_header, rec, rewrite_seg_header, shift_lsns, Frame, Image,
+    FRAME_HEADER, MODES, SEG, SEG_HEADER,
 };
 use engine_common as ec;
 use walmdb::{
-    Config, Db, EncodedRecord, Error, FsRef, Lsn, NoSequencer, Op, Record, RecoveryMode, StdFs,
-    TxnRecord, Wal, WalConfig,
+    Config, Db, EncodedRecord, Error, FsRef, Lsn, NoSequencer, RecoveryMode, StdFs, Wal, WalConfig,
 };
 
 // =======================================================================================
 // Part 1: checked-in corrupt fixtures
 // =======================================================================================
 
-const V1_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+const V1_DIR: &str = common::FIXTURE_DIR;
 const CORRUPT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-corrupt");
 
 const SEG1: &str = "wal-00000001.log";
@@ -60,33 +59,17 @@ const SEG2_END: usize = 3463;
 /// The last LSN of the fixture.
 const LAST: Lsn = 110;
 
-/// The fixture's configuration: 64 KiB segments, default compression (zstd from 4 KiB), as
-/// in `tests/recovery.rs`.
+/// The fixture's configuration (`common::fixture_cfg`) in recovery mode `mode`.
 fn fixture_cfg(mode: RecoveryMode) -> WalConfig {
     WalConfig {
-        compress_threshold: WalConfig::default().compress_threshold,
         recovery_mode: mode,
-        ..common::cfg()
+        ..common::fixture_cfg()
     }
 }
 
-/// What `tests/fixtures/v1` holds, LSN 1 on (the same list as `tests/recovery.rs`).
+/// What `tests/fixtures/v1` holds, LSN 1 on.
 fn fixture_records() -> Vec<EncodedRecord> {
-    let mut v = every_record_type();
-    v.push(
-        Record::Txn(TxnRecord {
-            commit_micros: 1_700_000_002_000_000,
-            ops: vec![Op::Put {
-                table: "docs".into(),
-                key: b"readme".to_vec(),
-                value: b"walmdb fixture text. ".repeat(400),
-            }],
-        })
-        .encode(),
-    );
-    v.extend((0..60).map(|i| rec(100 + i, 1000)));
-    v.extend((0..40).map(|i| rec(200 + i, 16)));
-    v
+    common::fixture_records().0
 }
 
 /// The two intact segments, with their layout checked against the constants above.
@@ -133,19 +116,6 @@ fn empty_segment(segment_no: u64, first_lsn: Lsn, salt: u32) -> Vec<u8> {
     b[32..40].copy_from_slice(&SEG.to_le_bytes());
     rewrite_seg_header(&mut b, segment_no, first_lsn);
     b
-}
-
-/// Shifts every LSN of a segment image (header, frames' first and synced LSNs) by `delta`,
-/// keeping every CRC valid.
-fn shift_lsns(seg: &mut [u8], delta: u64) {
-    let h = parse_seg_header(seg).unwrap();
-    let fr = frames(seg);
-    rewrite_seg_header(seg, h.segment_no, h.first_lsn + delta);
-    for f in fr {
-        seg[f.offset + 16..f.offset + 24].copy_from_slice(&(f.first_lsn + delta).to_le_bytes());
-        seg[f.offset + 24..f.offset + 32].copy_from_slice(&(f.synced_lsn + delta).to_le_bytes());
-        fix_frame_crc(seg, f.offset);
-    }
 }
 
 /// A cut reported by an open: `CutTail`'s segment, offset, frames and segments dropped.

@@ -270,17 +270,7 @@ fn value_bytes(ops: &[Op]) -> usize {
 
 /// Every table of a run, in one read transaction.
 fn dump_txn(p: &Params, r: &ReadTxn<'_>) -> Contents {
-    let mut out = Contents::new();
-    for i in 0..p.tables {
-        let t = p.table(i);
-        let entries: TableMap = collect(r.range(&t, ..).expect("range"))
-            .into_iter()
-            .collect();
-        if !entries.is_empty() {
-            out.insert(t, entries);
-        }
-    }
-    out
+    dump_tables(r, (0..p.tables).map(|i| p.table(i)))
 }
 
 fn dump_db(p: &Params, db: &Db) -> Contents {

@@ -37,11 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crash::{check, last_key, txn_ops, Ack, TABLE, WRITERS};
+use crash::{check, commit_txn, writers_last, Ack, TABLE, WRITERS};
 use engine_common::Rng;
-use walmdb::{
-    Config, CrashOptions, Db, Durability, Error, FsRef, LmdbObserver, Lsn, OpKind, SimFs, WalConfig,
-};
+use walmdb::{Config, CrashOptions, Db, Error, FsRef, LmdbObserver, Lsn, OpKind, SimFs, WalConfig};
 
 /// Commits each writer makes in one round at most (a round ends earlier at the crash).
 const COMMITS_PER_ROUND: u64 = 12;
@@ -108,32 +106,30 @@ fn read_data_file(dir: &Path) -> Option<Vec<u8>> {
     std::fs::read(dir.join("data.mdb")).ok()
 }
 
-impl LmdbObserver for LmdbImages {
-    fn opened(&self, data_dir: &Path) {
+impl ImagesState {
+    /// Keeps an image of LMDB's file now; returns its index.
+    fn take_image(&mut self, data_dir: &Path) -> usize {
         let bytes = read_data_file(data_dir);
-        let mut st = self.0.lock().unwrap();
-        let ops = st.fs.as_ref().map_or(0, SimFs::op_count);
-        let process = st.process;
-        st.images.push(Image {
-            process,
+        let ops = self.fs.as_ref().map_or(0, SimFs::op_count);
+        self.images.push(Image {
+            process: self.process,
             ops,
             bytes,
         });
-        st.local = vec![st.images.len() - 1];
+        self.images.len() - 1
+    }
+}
+
+impl LmdbObserver for LmdbImages {
+    fn opened(&self, data_dir: &Path) {
+        let mut st = self.0.lock().unwrap();
+        st.local = vec![st.take_image(data_dir)];
         st.syncs.clear();
     }
 
     fn committed(&self, data_dir: &Path, n: u64) {
-        let bytes = read_data_file(data_dir);
         let mut st = self.0.lock().unwrap();
-        let ops = st.fs.as_ref().map_or(0, SimFs::op_count);
-        let process = st.process;
-        st.images.push(Image {
-            process,
-            ops,
-            bytes,
-        });
-        let at = st.images.len() - 1;
+        let at = st.take_image(data_dir);
         assert_eq!(st.local.len() as u64, n, "commits are numbered in order");
         st.local.push(at);
         st.commits += 1;
@@ -294,26 +290,8 @@ fn write_round(db: &Db, seed: u64, last: &[u64], acks: &Mutex<Vec<Ack>>) {
             s.spawn(move || {
                 let _done = Done(writing);
                 for seq in first..first + COMMITS_PER_ROUND {
-                    let (ops, durable) = txn_ops(seed, w, seq);
-                    let Ok(mut txn) = db.write() else { return };
-                    for (k, v) in &ops {
-                        match v {
-                            Some(v) => txn.put(TABLE, k, v).expect("put"),
-                            None => txn.delete(TABLE, k).expect("delete"),
-                        }
-                    }
-                    let level = if durable {
-                        Durability::group_commit()
-                    } else {
-                        Durability::None
-                    };
-                    match txn.commit_with(level) {
-                        Ok(lsn) => acks.lock().unwrap().push(Ack {
-                            w,
-                            seq,
-                            lsn,
-                            durable,
-                        }),
+                    match commit_txn(db, seed, w, seq) {
+                        Ok(a) => acks.lock().unwrap().push(a),
                         Err(e) => {
                             assert!(
                                 !matches!(e, Error::Conflict { .. } | Error::InvalidInput { .. }),
@@ -346,15 +324,7 @@ fn check_open(
 ) -> Result<(Lsn, Vec<u64>), String> {
     let m = db.stats().visible_lsn;
     let contents = engine_common::dump(db);
-    let txn = db.read().map_err(|e| format!("read: {e:?}"))?;
-    let last: Vec<u64> = (0..WRITERS)
-        .map(|w| {
-            txn.get(TABLE, &last_key(w))
-                .unwrap()
-                .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
-        })
-        .collect();
-    drop(txn);
+    let last = writers_last(db);
     check(seed, m, &last, &contents, acks)?;
     acks.retain(|_, a| a.seq <= last[a.w as usize]);
     Ok((m, last))

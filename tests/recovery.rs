@@ -748,38 +748,6 @@ fn power_loss_with_mixed_durability_keeps_every_durable_acknowledgement() {
 // The checked-in format version 1 fixture
 // ---------------------------------------------------------------------------------------
 
-const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
-
-/// The fixture's configuration: 64 KiB segments, default compression (zstd from 4 KiB).
-fn fixture_cfg() -> WalConfig {
-    WalConfig {
-        compress_threshold: WalConfig::default().compress_threshold,
-        ..common::cfg()
-    }
-}
-
-/// What `tests/fixtures/v1` holds, LSN 1 on: every record type, a compressible 8 KiB record
-/// (a zstd frame), 60 records of 1000 random bytes (rotation into segment 2), and a burst of
-/// 40 small records submitted together (frames of several records).
-fn fixture_records() -> (Vec<EncodedRecord>, usize) {
-    let mut v = every_record_type();
-    v.push(
-        Record::Txn(TxnRecord {
-            commit_micros: 1_700_000_002_000_000,
-            ops: vec![Op::Put {
-                table: "docs".into(),
-                key: b"readme".to_vec(),
-                value: b"walmdb fixture text. ".repeat(400),
-            }],
-        })
-        .encode(),
-    );
-    v.extend((0..60).map(|i| rec(100 + i, 1000)));
-    let burst_from = v.len();
-    v.extend((0..40).map(|i| rec(200 + i, 16)));
-    (v, burst_from)
-}
-
 /// Writes the fixture's log into `dir` with the real file system.
 fn write_fixture_log(dir: &Path) {
     let (records, burst_from) = fixture_records();

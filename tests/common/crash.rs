@@ -79,6 +79,31 @@ pub fn txn_ops(seed: u64, w: u64, seq: u64) -> (Writes, bool) {
     (ops, !rng.percent(20))
 }
 
+/// Commits writer `w`'s transaction `seq` (at `GroupCommit` if it is a durable one, else at
+/// `None`) and returns its acknowledgement.
+pub fn commit_txn(db: &Db, seed: u64, w: u64, seq: u64) -> walmdb::Result<Ack> {
+    let (ops, durable) = txn_ops(seed, w, seq);
+    let mut txn = db.write()?;
+    for (k, v) in &ops {
+        match v {
+            Some(v) => txn.put(TABLE, k, v)?,
+            None => txn.delete(TABLE, k)?,
+        }
+    }
+    let level = if durable {
+        Durability::group_commit()
+    } else {
+        Durability::None
+    };
+    let lsn = txn.commit_with(level)?;
+    Ok(Ack {
+        w,
+        seq,
+        lsn,
+        durable,
+    })
+}
+
 /// The child's work: writers commit from `start[w]` on until the process dies, printing
 /// `ACK w seq lsn d` after each commit returns (`d` 1 if it was durable). Reads `CHILD_ENV`,
 /// `WALMDB_CRASH_SEED` and `WALMDB_CRASH_START`; returns at once without them. With
@@ -105,22 +130,9 @@ pub fn child_writers() {
             s.spawn(move || {
                 let end = close_after.map_or(u64::MAX, |n| first + n);
                 for seq in first..end {
-                    let (ops, durable) = txn_ops(seed, w, seq);
-                    let mut txn = db.write().expect("write");
-                    for (k, v) in &ops {
-                        match v {
-                            Some(v) => txn.put(TABLE, k, v).expect("put"),
-                            None => txn.delete(TABLE, k).expect("delete"),
-                        }
-                    }
-                    let level = if durable {
-                        Durability::group_commit()
-                    } else {
-                        Durability::None
-                    };
-                    let lsn = txn.commit_with(level).expect("commit");
+                    let a = commit_txn(db, seed, w, seq).expect("commit");
                     let mut out = out.lock().unwrap();
-                    writeln!(out, "ACK {w} {seq} {lsn} {}", durable as u8).unwrap();
+                    writeln!(out, "ACK {w} {seq} {} {}", a.lsn, a.durable as u8).unwrap();
                     out.flush().unwrap();
                 }
             });
@@ -237,17 +249,21 @@ pub fn recover(dir: &Path) -> (Lsn, Vec<u64>, Contents) {
     let db = Db::open_with(dir, config()).expect("recovery");
     let m = db.stats().visible_lsn;
     let contents = engine_common::dump(&db);
+    let last = writers_last(&db);
+    drop(db);
+    (m, last, contents)
+}
+
+/// Each writer's last sequence number that `db` holds (its `last` key; 0 if none).
+pub fn writers_last(db: &Db) -> Vec<u64> {
     let txn = db.read().unwrap();
-    let last = (0..WRITERS)
+    (0..WRITERS)
         .map(|w| {
             txn.get(TABLE, &last_key(w))
                 .unwrap()
                 .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
         })
-        .collect();
-    drop(txn);
-    drop(db);
-    (m, last, contents)
+        .collect()
 }
 
 /// The keys of every writer `w` after exactly its transactions `1..=last[w]`.

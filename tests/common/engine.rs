@@ -141,6 +141,11 @@ pub fn scan(db: &Db, table: &str) -> TableMap {
 pub fn dump(db: &Db) -> Contents {
     let tables = db.tables();
     let r = db.read().expect("begin read");
+    dump_tables(&r, tables)
+}
+
+/// The contents of the non-empty tables among `tables`, as `r` sees them.
+pub fn dump_tables(r: &walmdb::ReadTxn<'_>, tables: impl IntoIterator<Item = String>) -> Contents {
     let mut out = Contents::new();
     for t in tables {
         let entries: TableMap = collect(r.range(&t, ..).expect("range"))

@@ -422,3 +422,51 @@ pub fn is_damage_error(e: &Error) -> bool {
         Error::Corruption { .. } | Error::SegmentSequence { .. } | Error::TornTail { .. }
     )
 }
+
+/// The checked-in format version 1 fixture (`tests/recovery.rs` writes it, `tests/fixtures.rs`
+/// damages copies of it).
+pub const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+
+/// The fixture's configuration: 64 KiB segments, default compression (zstd from 4 KiB).
+pub fn fixture_cfg() -> WalConfig {
+    WalConfig {
+        compress_threshold: WalConfig::default().compress_threshold,
+        ..cfg()
+    }
+}
+
+/// What `tests/fixtures/v1` holds, LSN 1 on: every record type, a compressible 8 KiB record
+/// (a zstd frame), 60 records of 1000 random bytes (rotation into segment 2), and a burst of
+/// 40 small records submitted together (frames of several records), which starts at the
+/// index returned.
+pub fn fixture_records() -> (Vec<EncodedRecord>, usize) {
+    let mut v = every_record_type();
+    v.push(
+        Record::Txn(TxnRecord {
+            commit_micros: 1_700_000_002_000_000,
+            ops: vec![Op::Put {
+                table: "docs".into(),
+                key: b"readme".to_vec(),
+                value: b"walmdb fixture text. ".repeat(400),
+            }],
+        })
+        .encode(),
+    );
+    v.extend((0..60).map(|i| rec(100 + i, 1000)));
+    let burst_from = v.len();
+    v.extend((0..40).map(|i| rec(200 + i, 16)));
+    (v, burst_from)
+}
+
+/// Shifts every LSN of a segment image (header, frames' first and synced LSNs) by `delta`,
+/// keeping every CRC valid.
+pub fn shift_lsns(seg: &mut [u8], delta: u64) {
+    let h = parse_seg_header(seg).unwrap();
+    let fr = frames(seg);
+    rewrite_seg_header(seg, h.segment_no, h.first_lsn + delta);
+    for f in fr {
+        seg[f.offset + 16..f.offset + 24].copy_from_slice(&(f.first_lsn + delta).to_le_bytes());
+        seg[f.offset + 24..f.offset + 32].copy_from_slice(&(f.synced_lsn + delta).to_le_bytes());
+        fix_frame_crc(seg, f.offset);
+    }
+}
