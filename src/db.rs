@@ -316,14 +316,15 @@ impl Db {
         // segments they cover, so the checkpoint LSN below is true.
         store.force_sync()?;
         // A crashed open may have created these without making their entries durable.
-        let data_dir = path.join("data");
-        for dir in [
-            Some(data_dir.as_path()),
-            Some(path.as_path()),
-            path.parent(),
-        ] {
-            if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
-                crate::store::sync_dir(dir)?;
+        crate::store::sync_dir(&path.join("data"))?;
+        crate::store::sync_dir(&path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The parent is the user's: one we may not read is left as it is.
+            match crate::store::sync_dir(parent) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(dir = %parent.display(), "cannot sync the database's parent directory");
+                }
+                other => other?,
             }
         }
         let wal = Wal::open_with(
