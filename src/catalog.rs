@@ -171,9 +171,33 @@ impl TableState {
         newest_visible(self.overlay.chain(key)?, view, v)
     }
 
+    /// Where a snapshot with applied LSN `a` and visible LSN `v` finds `key`'s value.
+    pub fn lookup(&self, a: Lsn, v: Lsn, key: &[u8]) -> Lookup<'_> {
+        let Some(view) = self.view(a, v) else {
+            return Lookup::NoTable;
+        };
+        match self.version(&view, v, key) {
+            // Newer than LMDB's state: the overlay decides.
+            Some(ver) if ver.lsn > a => Lookup::Overlay(ver.value.as_ref()),
+            // LMDB's state at `a` holds it (or nothing newer exists).
+            _ => Lookup::Lmdb(view.lmdb),
+        }
+    }
+
     pub fn lmdb(&self) -> Option<Dbi> {
         self.lmdb.map(|(dbi, _)| dbi)
     }
+}
+
+/// Where a snapshot finds a key's value.
+#[derive(Debug)]
+pub(crate) enum Lookup<'s> {
+    /// The table does not exist in the snapshot.
+    NoTable,
+    /// The overlay's version, newer than the snapshot's LMDB state (`None`: deleted).
+    Overlay(Option<&'s Arc<[u8]>>),
+    /// LMDB's state holds the answer, in this table (`None`: LMDB does not hold the table).
+    Lmdb(Option<Dbi>),
 }
 
 /// The newest version in `chain` at or below `v`, if it belongs to the table's current life.

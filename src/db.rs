@@ -966,7 +966,7 @@ fn applier_loop(inner: &Inner) {
                 .fetch_add(ops.len() as u64, Ordering::Relaxed);
             backlog.extend(batch);
         }
-        retire(inner, &mut backlog);
+        retire(sh, &mut backlog);
         if stop == Some(Stop::Drain) && sh.apply.lock().items.is_empty() {
             return;
         }
@@ -974,14 +974,16 @@ fn applier_loop(inner: &Inner) {
 }
 
 /// Removes from the overlay the versions of applied commits no snapshot needs.
-fn retire(inner: &Inner, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>) {
-    let sh = &inner.shared;
+pub(crate) fn retire(sh: &Shared, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>) {
     if backlog.is_empty() {
         return;
     }
-    let horizon = sh
-        .snapshots
-        .retire_horizon(sh.applied_lsn.load(Ordering::Acquire));
+    let applied = sh.applied_lsn.load(Ordering::Acquire);
+    let horizon = if crate::sync::bug(crate::sync::Bug::RetireIgnoringSnapshots) {
+        applied
+    } else {
+        sh.snapshots.retire_horizon(applied)
+    };
     let mut freed = 0;
     while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
         let (_, writes) = backlog.pop_front().expect("front exists");
@@ -1014,13 +1016,26 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// would prove nothing, and retiring log segments on its word could lose commits. The
 /// engine fails instead, and reopening replays the log.
 fn checkpoint_now(inner: &Inner) -> Result<()> {
-    let sh = &inner.shared;
+    checkpoint_with(&inner.shared, &inner.wal, || inner.store.force_sync())
+}
+
+/// [`checkpoint_now`] with LMDB's sync as `force_sync` (the loom model's fake LMDB has its
+/// own).
+pub(crate) fn checkpoint_with<S: crate::Sequencer>(
+    sh: &Shared,
+    wal: &Wal<S>,
+    force_sync: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     if let Some(e) = sh.refusal() {
         return Err(e);
     }
     let applied = sh.applied_lsn.load(Ordering::Acquire);
+    let early = crate::sync::bug(crate::sync::Bug::RetireBeforeLmdbSync);
+    if early {
+        wal.retire_below(applied + 1)?;
+    }
     if applied > sh.checkpoint_lsn.load(Ordering::Acquire) {
-        if let Err(e) = inner.store.force_sync() {
+        if let Err(e) = force_sync() {
             sh.fail(format!("syncing LMDB failed: {e}"));
             return Err(sh.refusal().unwrap_or(e));
         }
@@ -1028,7 +1043,9 @@ fn checkpoint_now(inner: &Inner) -> Result<()> {
         sh.checkpoint_lsn.fetch_max(applied, Ordering::AcqRel);
         sh.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
-    inner.wal.retire_below(applied + 1)?;
+    if !early {
+        wal.retire_below(applied + 1)?;
+    }
     Ok(())
 }
 

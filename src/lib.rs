@@ -44,6 +44,11 @@ mod sync;
 mod txn;
 pub mod wal;
 
+/// What the loom models (`loom-tests/`) need of the internals; loom builds only.
+#[cfg(walmdb_loom)]
+#[doc(hidden)]
+pub mod loom_support;
+
 pub use catalog::MAX_TABLE_NAME_LEN;
 pub use commit::{NoSequencer, Sequencer};
 pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};

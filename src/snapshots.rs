@@ -86,6 +86,33 @@ impl Snapshots {
         })
     }
 
+    /// Begins a snapshot: waits out a resize, opens an LMDB read transaction with `open`
+    /// (which returns it with its applied LSN), and registers it; when versions above that
+    /// LMDB state were retired meanwhile, drops it and opens a newer one.
+    pub fn begin<T>(
+        &self,
+        visible: &AtomicU64,
+        mut open: impl FnMut() -> crate::Result<(T, Lsn)>,
+    ) -> crate::Result<(T, Registration)> {
+        loop {
+            self.enter();
+            let (txn, applied) = match open() {
+                Ok(opened) => opened,
+                Err(e) => {
+                    self.leave();
+                    return Err(e);
+                }
+            };
+            match self.register(applied, visible) {
+                Some(reg) => return Ok((txn, reg)),
+                None => {
+                    drop(txn);
+                    self.leave();
+                }
+            }
+        }
+    }
+
     /// Ends a registered snapshot (its LMDB transaction is already gone).
     pub fn release(&self, reg: &Registration) {
         let mut st = self.state.lock();

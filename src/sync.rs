@@ -223,6 +223,10 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// A statistics counter: read and written `Relaxed`, ordering nothing, so even loom builds
+/// keep std's (loom need not explore interleavings of counters nobody synchronizes on).
+pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
+
 /// Shared ownership of trait objects (`Arc<dyn Fs>`). loom's `Arc` cannot coerce to `dyn`;
 /// these handles carry no ordering of their own for loom to model.
 pub(crate) use std::sync::Arc as DynArc;
@@ -230,3 +234,66 @@ pub(crate) use std::sync::Arc as DynArc;
 /// std's `Arc` for the engine's shared data (byte strings, table names, tables, engine state):
 /// loom does not model the engine above the commit pipeline, and these need `Ord`/`Hash`.
 pub(crate) use std::sync::Arc as DataArc;
+
+/// Deliberate bugs the loom models (`loom-tests/`) switch on one at a time, to show that each
+/// model fails when the invariant it checks is broken. Without `walmdb_loom`, [`bug`] is a
+/// constant `false` and the branches compile away.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Bug {
+    /// The idle flusher checks for work before it says it is idle: a push in between is
+    /// never noticed (a lost wake-up).
+    LostWakeup = 1,
+    /// A push into a full queue drops the request instead of refusing it.
+    DropWhenFull,
+    /// A failed log sync is retried, and acknowledged if the retry succeeds.
+    AckAfterFailedSync,
+    /// The flusher stops once the closed queue is empty, without waiting for committers
+    /// still inside `push`.
+    StopWhilePushing,
+    /// The overlay's retirement horizon ignores live snapshots.
+    RetireIgnoringSnapshots,
+    /// A checkpoint retires log segments before LMDB's sync.
+    RetireBeforeLmdbSync,
+}
+
+#[cfg(walmdb_loom)]
+impl Bug {
+    /// Every deliberate bug.
+    pub const ALL: [Bug; 6] = [
+        Bug::LostWakeup,
+        Bug::DropWhenFull,
+        Bug::AckAfterFailedSync,
+        Bug::StopWhilePushing,
+        Bug::RetireIgnoringSnapshots,
+        Bug::RetireBeforeLmdbSync,
+    ];
+}
+
+#[cfg(walmdb_loom)]
+static BUG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// True while the loom models have switched `which` on.
+#[inline(always)]
+pub(crate) fn bug(which: Bug) -> bool {
+    #[cfg(walmdb_loom)]
+    {
+        BUG.load(std::sync::atomic::Ordering::Relaxed) == which as u32
+    }
+    #[cfg(not(walmdb_loom))]
+    {
+        let _ = which;
+        false
+    }
+}
+
+/// Switches a deliberate bug on (`Some`) or every one off (`None`); loom builds only.
+#[cfg(walmdb_loom)]
+#[doc(hidden)]
+pub fn set_bug(which: Option<Bug>) {
+    BUG.store(
+        which.map_or(0, |b| b as u32),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}

@@ -13,8 +13,8 @@ use std::time::Instant;
 use heed::types::Bytes;
 
 use crate::catalog::{
-    bounds_valid, check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Table,
-    TableView,
+    bounds_valid, check_table_name, newest_visible, owned_bounds, prefix_bounds, KeyBounds, Lookup,
+    Table, TableView,
 };
 use crate::config::{Durability, Isolation};
 use crate::conflict::{Check, ReadSet};
@@ -52,39 +52,17 @@ pub(crate) struct Snapshot<'db> {
 impl<'db> Snapshot<'db> {
     pub fn begin(inner: &'db Inner) -> Result<Self> {
         let sh = &inner.shared;
-        loop {
-            sh.snapshots.enter();
-            let txn = match inner.store.read_txn() {
-                Ok(txn) => txn,
-                Err(e) => {
-                    sh.snapshots.leave();
-                    return Err(e);
-                }
-            };
-            let applied = match inner.store.applied_lsn(&txn) {
-                Ok(a) => a,
-                Err(e) => {
-                    drop(txn);
-                    sh.snapshots.leave();
-                    return Err(e);
-                }
-            };
-            match sh.snapshots.register(applied, &sh.visible_lsn) {
-                Some(reg) => {
-                    return Ok(Snapshot {
-                        inner,
-                        lmdb: Some(txn),
-                        started: reg.started,
-                        reg,
-                    })
-                }
-                // Versions above this LMDB state were retired meanwhile: take a newer one.
-                None => {
-                    drop(txn);
-                    sh.snapshots.leave();
-                }
-            }
-        }
+        let (txn, reg) = sh.snapshots.begin(&sh.visible_lsn, || {
+            let txn = inner.store.read_txn()?;
+            let applied = inner.store.applied_lsn(&txn)?;
+            Ok((txn, applied))
+        })?;
+        Ok(Snapshot {
+            inner,
+            lmdb: Some(txn),
+            started: reg.started,
+            reg,
+        })
     }
 
     fn lmdb(&self) -> &crate::store::ReadTxn<'db> {
@@ -134,24 +112,14 @@ impl<'db> Snapshot<'db> {
         };
         let dbi = {
             let st = t.state.read();
-            let Some(view) = st.view(self.reg.applied(), self.reg.visible) else {
-                return Ok(None);
-            };
-            match st.version(&view, self.reg.visible, key) {
-                // Newer than LMDB's state: the overlay decides.
-                Some(ver) if ver.lsn > self.reg.applied() => {
-                    // SAFETY: the version's LSN is above this snapshot's applied LSN.
-                    return Ok(ver
-                        .value
-                        .as_ref()
-                        .map(|v| unsafe { borrow_overlay(self, v) }));
+            match st.lookup(self.reg.applied(), self.reg.visible, key) {
+                Lookup::NoTable | Lookup::Lmdb(None) => return Ok(None),
+                // SAFETY: the overlay decides only for versions above this snapshot's
+                // applied LSN.
+                Lookup::Overlay(value) => {
+                    return Ok(value.map(|v| unsafe { borrow_overlay(self, v) }))
                 }
-                // LMDB's state at `A` holds it (or nothing newer exists).
-                _ => {}
-            }
-            match view.lmdb {
-                Some(dbi) => dbi,
-                None => return Ok(None),
+                Lookup::Lmdb(Some(dbi)) => dbi,
             }
         };
         let stored = dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))?;

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::{fence, AtomicBool, AtomicUsize, BoundedQueue, Condvar, Mutex, Ordering};
+use crate::sync::{
+    bug, fence, AtomicBool, AtomicUsize, BoundedQueue, Bug, Condvar, Mutex, Ordering,
+};
 
 /// The queue between committers and the flusher.
 #[derive(Debug)]
@@ -46,6 +48,10 @@ impl<T> CommitQueue<T> {
     /// with `Error::Closed`.
     pub(crate) fn push(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
         self.pushing.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `is_drained`: either the flusher sees this committer as
+        // pushing, or this committer sees the queue closed. (SeqCst accesses alone order
+        // this too; the fences are what loom checks, as it treats them as AcqRel.)
+        fence(Ordering::SeqCst);
         let result = self.push_inner(item, bytes, wait);
         self.pushing.fetch_sub(1, Ordering::SeqCst);
         if result.is_ok() {
@@ -92,6 +98,10 @@ impl<T> CommitQueue<T> {
     }
 
     fn try_push(&self, item: T, bytes: usize) -> Result<(), T> {
+        if bug(Bug::DropWhenFull) && self.is_full_for(bytes) {
+            drop(item);
+            return Ok(());
+        }
         let before = self.bytes.fetch_add(bytes, Ordering::SeqCst);
         if before + bytes > self.max_bytes && before > 0 {
             self.bytes.fetch_sub(bytes, Ordering::SeqCst);
@@ -135,10 +145,12 @@ impl<T> CommitQueue<T> {
     /// The flusher waits here for a request, for `timeout` at most (forever when `None`).
     /// Returns at once when the queue holds requests or is closed.
     pub(crate) fn wait_for_work(&self, timeout: Option<Duration>) {
+        let empty_before_idle = bug(Bug::LostWakeup) && self.items.is_empty();
         let guard = self.wake_lock.lock();
         self.flusher_idle.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let guard = if self.items.is_empty() && !self.closed.load(Ordering::SeqCst) {
+        let empty = empty_before_idle || self.items.is_empty();
+        let guard = if empty && !self.closed.load(Ordering::SeqCst) {
             match timeout {
                 Some(t) => self.wake.wait_timeout(guard, t),
                 None => self.wake.wait(guard),
@@ -168,8 +180,11 @@ impl<T> CommitQueue<T> {
     /// True once the queue is closed and no request is queued or being pushed: nothing more
     /// can arrive.
     pub(crate) fn is_drained(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-            && self.pushing.load(Ordering::SeqCst) == 0
+        if !self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        (bug(Bug::StopWhilePushing) || self.pushing.load(Ordering::SeqCst) == 0)
             && self.items.is_empty()
     }
 }

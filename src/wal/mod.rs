@@ -21,7 +21,7 @@ use crate::commit::{
 };
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, StatCounter};
 use fs::{FsRef, StdFs};
 use segment::{read_segment, records_in, SegmentHeader};
 
@@ -35,14 +35,14 @@ pub(crate) struct SegmentSet {
 /// Counters kept by the flusher.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub commits: AtomicU64,
-    pub groups: AtomicU64,
-    pub syncs: AtomicU64,
-    pub sync_micros: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub record_bytes: AtomicU64,
-    pub rotations: AtomicU64,
-    pub segments_retired: AtomicU64,
+    pub commits: StatCounter,
+    pub groups: StatCounter,
+    pub syncs: StatCounter,
+    pub sync_micros: StatCounter,
+    pub bytes_written: StatCounter,
+    pub record_bytes: StatCounter,
+    pub rotations: StatCounter,
+    pub segments_retired: StatCounter,
 }
 
 /// State shared by the log handle and the flusher thread.
@@ -82,12 +82,17 @@ impl<T> Shared<T> {
         Some(Error::Poisoned { cause })
     }
 
+    #[cfg_attr(walmdb_loom, allow(dead_code))]
     pub(crate) fn mark_dead(&self, msg: String) {
         *self.dead.lock() = Some(msg.clone());
         self.poison(format!("the flusher thread died: {msg}"));
     }
 
     fn dead_error(&self) -> Option<Error> {
+        // A dead flusher poisoned the log first.
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return None;
+        }
         self.dead.lock().clone().map(Error::FlusherDied)
     }
 }
@@ -268,6 +273,10 @@ impl<S: Sequencer> Wal<S> {
     }
 
     fn refusal(&self) -> Option<Error> {
+        // A dead flusher poisoned the log too: one load answers the healthy case.
+        if !self.shared.poisoned.load(Ordering::SeqCst) {
+            return None;
+        }
         self.shared
             .dead_error()
             .or_else(|| self.shared.poison_error())
@@ -452,6 +461,13 @@ impl<S: Sequencer> Wal<S> {
     /// Drains the queue, writes and syncs everything, and stops the flusher. Later commits
     /// get `Error::Closed`.
     pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// [`Wal::close`] through a shared handle: later commits get `Error::Closed`, queued ones
+    /// are written and answered. For the loom models of shutdown racing with commits.
+    #[doc(hidden)]
+    pub fn close_shared(&self) -> Result<()> {
         self.shutdown()
     }
 

@@ -1,0 +1,167 @@
+//! Models of the engine's handoffs: overlay publication and retirement against a reader
+//! taking a snapshot, and a checkpoint against the applier and segment retirement. The
+//! real engine code runs through `walmdb::loom_support::Engine`; LMDB is an in-memory fake
+//! with its own committed (and, for the checkpoint, durable) state.
+
+#![cfg(walmdb_loom)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+use walmdb::loom_support::{segment_file, Engine};
+use walmdb::{
+    Durability, EncodedRecord, FsRef, Lsn, NoSequencer, Op, Record, SimFs, TxnRecord, Wal,
+    WalConfig,
+};
+use walmdb_loom_tests::{models, Bug};
+
+/// LMDB's committed state as read transactions see it: the applied LSN and the table.
+type LmdbState = (Lsn, BTreeMap<Vec<u8>, Vec<u8>>);
+
+/// Overlay publication and retirement against a reader. Commit 1 (k = v1) is published;
+/// the applier applies it to LMDB and retires what no snapshot needs while the flusher
+/// publishes commit 2 (k = v2) and a reader takes a snapshot and reads k. The reader sees
+/// the overlay's version or LMDB's applied value, never neither: exactly the value of the
+/// newest commit at or below its visible LSN.
+fn overlay_against_a_reader() {
+    let engine = Engine::new();
+    let lmdb: Arc<Mutex<LmdbState>> = Arc::default();
+    let first = engine.publish(1, b"k", b"v1");
+    let applier = {
+        let (engine, lmdb) = (engine.clone(), lmdb.clone());
+        thread::spawn(move || {
+            {
+                let mut state = lmdb.lock().unwrap();
+                state.1.insert(b"k".to_vec(), b"v1".to_vec());
+                state.0 = 1;
+            }
+            engine.applied(&[first]);
+        })
+    };
+    let flusher = {
+        let engine = engine.clone();
+        thread::spawn(move || {
+            engine.publish(2, b"k", b"v2");
+        })
+    };
+    let (visible, value) = engine.read(
+        || {
+            let state = lmdb.lock().unwrap().clone();
+            let applied = state.0;
+            (state, applied)
+        },
+        |state, key| state.1.get(key).cloned(),
+        b"k",
+    );
+    assert!(visible >= 1, "a snapshot missed a published commit");
+    let want: &[u8] = if visible >= 2 { b"v2" } else { b"v1" };
+    assert_eq!(
+        value.as_deref(),
+        Some(want),
+        "a snapshot at visible LSN {visible} read the wrong value"
+    );
+    applier.join().unwrap();
+    flusher.join().unwrap();
+}
+
+/// LMDB's state for the checkpoint model: what is committed, and what is durably synced.
+#[derive(Debug, Default)]
+struct Durable {
+    committed: Lsn,
+    synced: Lsn,
+}
+
+const DIR: &str = "/wal";
+const SEGMENT_1: &str = "wal-00000001.log";
+
+fn record(i: u8) -> EncodedRecord {
+    Record::Txn(TxnRecord {
+        commit_micros: 0,
+        ops: vec![Op::Put {
+            table: "t".into(),
+            key: vec![i],
+            value: vec![i],
+        }],
+    })
+    .encode()
+}
+
+/// A checkpoint against the applier and segment retirement. The log holds LSNs 1-2 in
+/// segment 1 and LSN 3 in segment 2; the applier commits them all to LMDB while a
+/// checkpoint runs. No segment is retired before its records are durable in LMDB: whenever
+/// segment 1's file is gone, LMDB has synced through LSN 2.
+fn checkpoint_against_retirement() {
+    const SEGMENT_BYTES: u64 = 64 << 10;
+    // The log as the flusher left it, written directly: the model explores what follows.
+    let fs = SimFs::new();
+    let dir = Path::new(DIR);
+    let (r1, r2, r3) = (record(1), record(2), record(3));
+    fs.write_file(
+        &dir.join(SEGMENT_1),
+        &segment_file(1, 1, SEGMENT_BYTES, &[r1, r2]),
+    );
+    fs.write_file(
+        &dir.join("wal-00000002.log"),
+        &segment_file(2, 3, SEGMENT_BYTES, &[r3]),
+    );
+    let cfg = WalConfig {
+        segment_bytes: SEGMENT_BYTES,
+        max_record_bytes: 1024,
+        queue_capacity: 4,
+        queue_max_bytes: 4096,
+        durability: Durability::group_commit(),
+        compress_threshold: None,
+        prepare_segments: false,
+        recycle_segments: 1,
+        ..WalConfig::default()
+    };
+    let fsref: FsRef = std::sync::Arc::new(fs.clone());
+    let wal = Wal::open_with(fsref, dir, cfg, None, NoSequencer).expect("open");
+    assert_eq!(wal.written_lsn(), 3);
+    let segments = wal.segments();
+    assert_eq!(segments.len(), 2, "the records span two segments");
+    assert_eq!(segments[1].first_lsn, 3);
+    let wal = Arc::new(wal);
+    let engine = Engine::new();
+    let lmdb: Arc<Mutex<Durable>> = Arc::default();
+    let applier = {
+        let (engine, lmdb) = (engine.clone(), lmdb.clone());
+        thread::spawn(move || {
+            lmdb.lock().unwrap().committed = 3;
+            engine.set_applied(3);
+        })
+    };
+    let checkpointer = {
+        let (engine, lmdb, wal) = (engine.clone(), lmdb.clone(), wal.clone());
+        thread::spawn(move || {
+            engine
+                .checkpoint(&wal, || {
+                    let mut state = lmdb.lock().unwrap();
+                    state.synced = state.committed;
+                    Ok(())
+                })
+                .expect("checkpoint");
+        })
+    };
+    // Watch the directory: the file first, LMDB's durable LSN after (it only grows).
+    let gone = !fs.file_names(Path::new(DIR)).iter().any(|n| n == SEGMENT_1);
+    let synced = lmdb.lock().unwrap().synced;
+    assert!(
+        !gone || synced >= 2,
+        "segment 1 was retired while LMDB had synced only through LSN {synced}"
+    );
+    applier.join().unwrap();
+    checkpointer.join().unwrap();
+    drop(wal);
+}
+
+models! {
+    overlay_against_a_reader => a_reader_sees_the_overlay_or_lmdb_never_neither,
+        Bug::RetireIgnoringSnapshots, a_retirement_past_a_snapshot_is_caught,
+        overlay_against_a_reader_with_the_bug;
+    checkpoint_against_retirement => no_segment_is_retired_before_lmdb_holds_it_durably,
+        Bug::RetireBeforeLmdbSync, a_retirement_before_the_lmdb_sync_is_caught,
+        checkpoint_against_retirement_with_the_bug;
+}

@@ -1,0 +1,130 @@
+//! What the loom models (`loom-tests/`) drive of the engine: thin handles over the real code
+//! of publication, snapshots, overlay retirement and checkpoints, with LMDB left to the
+//! model's in-memory fake. Built only with `--cfg walmdb_loom`.
+
+use std::collections::VecDeque;
+
+use crate::catalog::Lookup;
+use crate::conflict::TxnWrites;
+use crate::db::Shared;
+use crate::error::Result;
+use crate::store::WriteOp;
+use crate::sync::{Arc, DataArc, Ordering};
+use crate::wal::record::FrameBuilder;
+use crate::wal::segment::SegmentHeader;
+use crate::wal::{EncodedRecord, Lsn};
+use crate::{Sequencer, Wal};
+
+pub use crate::sync::{set_bug, Bug};
+
+/// The table every model writes.
+pub const TABLE: &str = "t";
+
+/// A published commit, as the applier receives it.
+#[derive(Debug, Clone)]
+pub struct Published(Lsn, DataArc<TxnWrites>);
+
+/// The engine's shared state (overlay, snapshots, watermarks) without LMDB.
+#[derive(Debug, Clone)]
+pub struct Engine(Arc<Shared>);
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// A fresh engine that knows table [`TABLE`].
+    pub fn new() -> Engine {
+        let shared = Shared::default();
+        shared.catalog.get_or_add(TABLE);
+        Engine(Arc::new(shared))
+    }
+
+    /// The flusher's `publish` of commit `lsn`, which puts `value` at `key` (commits come
+    /// in LSN order).
+    pub fn publish(&self, lsn: Lsn, key: &[u8], value: &[u8]) -> Published {
+        let writes = DataArc::new(TxnWrites {
+            ops: vec![WriteOp::Put {
+                table: DataArc::from(TABLE),
+                key: DataArc::from(key),
+                value: DataArc::from(value),
+            }],
+        });
+        self.0.publish(lsn, writes.clone());
+        Published(lsn, writes)
+    }
+
+    /// The applier's steps once its LMDB transaction holding `commits` has committed:
+    /// raises the applied LSN, then retires the overlay versions no snapshot needs.
+    pub fn applied(&self, commits: &[Published]) {
+        let Some(last) = commits.last() else { return };
+        self.0.applied_lsn.store(last.0, Ordering::Release);
+        let mut backlog: VecDeque<_> = commits.iter().map(|p| (p.0, p.1.clone())).collect();
+        crate::db::retire(&self.0, &mut backlog);
+    }
+
+    /// The applier's step of raising the applied LSN alone (its LMDB transaction through
+    /// `lsn` committed).
+    pub fn set_applied(&self, lsn: Lsn) {
+        self.0.applied_lsn.store(lsn, Ordering::Release);
+    }
+
+    /// A read transaction's `get` of `key`: begins a snapshot over the LMDB state `open`
+    /// returns (with its applied LSN), reads through the overlay and, where LMDB decides,
+    /// through `lmdb_get`, and ends the snapshot. Returns the snapshot's visible LSN and the
+    /// value.
+    pub fn read<T>(
+        &self,
+        mut open: impl FnMut() -> (T, Lsn),
+        lmdb_get: impl Fn(&T, &[u8]) -> Option<Vec<u8>>,
+        key: &[u8],
+    ) -> (Lsn, Option<Vec<u8>>) {
+        let sh = &self.0;
+        let (lmdb, reg) = sh
+            .snapshots
+            .begin(&sh.visible_lsn, || Ok(open()))
+            .expect("the fake LMDB opens");
+        let table = sh.catalog.get(TABLE).expect("the table is known");
+        let value = match table.state.read().lookup(reg.applied(), reg.visible, key) {
+            Lookup::NoTable => None,
+            Lookup::Overlay(value) => value.map(|v| v.to_vec()),
+            // The fake holds no table handles: LMDB's answer is the fake's.
+            Lookup::Lmdb(_) => lmdb_get(&lmdb, key),
+        };
+        drop(lmdb);
+        sh.snapshots.release(&reg);
+        (reg.visible, value)
+    }
+
+    /// A checkpoint with `force_sync` as LMDB's sync: syncs, then retires the log segments
+    /// below the applied LSN it read.
+    pub fn checkpoint<S: Sequencer>(
+        &self,
+        wal: &Wal<S>,
+        force_sync: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        crate::db::checkpoint_with(&self.0, wal, force_sync)
+    }
+}
+
+/// The bytes of a synced segment file holding `records` from `first_lsn` on, one record a
+/// frame, in the format the flusher writes: for models that start from a written log
+/// rather than spend their exploration writing it.
+pub fn segment_file(
+    segment_no: u64,
+    first_lsn: Lsn,
+    segment_bytes: u64,
+    records: &[EncodedRecord],
+) -> Vec<u8> {
+    let header = SegmentHeader::new(segment_no, first_lsn, segment_bytes);
+    let mut out = header.encode().to_vec();
+    let mut frame = FrameBuilder::new();
+    for (lsn, record) in (first_lsn..).zip(records) {
+        frame.push(record);
+        frame.finish(&mut out, header.salt, lsn, lsn - 1, None);
+    }
+    out.resize(segment_bytes as usize, 0);
+    out
+}
