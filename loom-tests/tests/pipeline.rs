@@ -190,30 +190,38 @@ fn failed_sync() {
     drop(wal);
 }
 
-/// Shutdown while a commit is in flight: the committer is answered, with its LSN (it was
-/// queued before the close) or with `Closed` (it came after); it does not hang nor get
-/// `FlusherDied`; what was acknowledged is durable when the close returns.
+/// Shutdown while commits are in flight: a committer submits two commits and then waits
+/// for both while the log closes. Every waiter is answered, with its LSN (queued before the
+/// close) or with `Closed` (after it); none hangs and none gets `FlusherDied`; an
+/// acknowledged commit is durable when the close returns, and only acknowledged ones were
+/// written.
 fn shutdown_in_flight() {
     let fs = SimFs::new();
     let wal = Arc::new(open(&fs, cfg(), Published::default()));
     let committer = {
         let wal = wal.clone();
-        thread::spawn(move || match wal.commit_with(record(1), (), None) {
-            Ok(lsn) => Some(lsn),
-            Err(Error::Closed) => None,
-            Err(e) => panic!("commit during shutdown: {e:?}"),
+        thread::spawn(move || {
+            let handles: Vec<_> = (1..=2).map(|i| wal.submit(record(i), (), None)).collect();
+            handles
+                .into_iter()
+                .map(|h| match h.and_then(|h| h.wait()) {
+                    Ok(lsn) => Some(lsn),
+                    Err(Error::Closed) => None,
+                    Err(e) => panic!("commit during shutdown: {e:?}"),
+                })
+                .collect::<Vec<_>>()
         })
     };
     wal.close_shared().expect("close");
     let durable = wal.durable_lsn();
-    let acked = committer.join().unwrap();
-    if let Some(lsn) = acked {
+    let acked: Vec<Lsn> = committer.join().unwrap().into_iter().flatten().collect();
+    for lsn in &acked {
         assert!(
-            lsn <= durable,
+            *lsn <= durable,
             "acknowledged {lsn} but durable {durable} at close"
         );
     }
-    assert_eq!(wal.written_lsn(), u64::from(acked.is_some()));
+    assert_eq!(wal.written_lsn(), acked.len() as u64);
     drop(wal);
 }
 
