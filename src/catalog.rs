@@ -121,9 +121,10 @@ impl Overlay {
     }
 
     /// Removes the versions of `key` at or below `horizon`; returns the bytes freed.
-    fn retire(&mut self, key: &[u8], horizon: Lsn) -> usize {
+    /// Removes the versions at or below `horizon`; returns their bytes and count.
+    fn retire(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
         let Some(chain) = self.chains.get_mut(key) else {
-            return 0;
+            return (0, 0);
         };
         let keep_from = chain.partition_point(|v| v.lsn <= horizon);
         let freed = chain
@@ -134,7 +135,7 @@ impl Overlay {
             self.chains.remove(key);
             self.order.remove(key);
         }
-        freed
+        (freed, keep_from)
     }
 }
 
@@ -301,12 +302,14 @@ impl Table {
         }
     }
 
-    /// Removes versions at or below `horizon` of `keys`; returns the bytes freed.
-    pub fn retire<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> usize {
+    /// Retires the versions of `keys` at or below `horizon`; returns their bytes and count.
+    pub fn retire<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> (usize, usize) {
         let mut st = self.state.write();
-        let mut freed = 0;
+        let mut freed = (0, 0);
         for key in keys {
-            freed += st.overlay.retire(key, horizon);
+            let (bytes, versions) = st.overlay.retire(key, horizon);
+            freed.0 += bytes;
+            freed.1 += versions;
         }
         // Existence changes at or below the horizon collapse into the last of them.
         let upto = st.history.partition_point(|e| e.0 <= horizon);

@@ -12,11 +12,13 @@ use crate::catalog::{check_table_name, version_cost, Catalog, Table, Version};
 use crate::config::{Config, Durability, Isolation};
 use crate::conflict::{Check, EngineSequencer, Ticket, TxnWrites};
 use crate::error::{Error, Result};
+use crate::metrics::{AtomicHistogram, CommitLatencyRecorder, LATENCY_BUCKETS};
 use crate::snapshots::Snapshots;
 use crate::store::{Store, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::{
-    AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, ThreadBuilder,
+    AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, StatCounter,
+    ThreadBuilder,
 };
 use crate::txn::{ReadTxn, Snapshot, WriteTxn};
 use crate::wal::{Lsn, Op, Record, RecoveryReport, Wal, WalStats};
@@ -30,11 +32,28 @@ pub(crate) struct Counters {
     pub map_resizes: AtomicU64,
     pub map_resizes_postponed: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub checkpoint_failures: StatCounter,
+    pub checkpoint_duration: AtomicHistogram<LATENCY_BUCKETS>,
+    pub aborts: StatCounter,
+    pub txn_timeouts: StatCounter,
+    pub commit_latency: CommitLatencyRecorder,
+    pub apply_latency: AtomicHistogram<LATENCY_BUCKETS>,
+    /// Key and value bytes applied, and the microseconds LMDB apply transactions took:
+    /// the applier's measured rate, which estimates how long a replay would take.
+    pub applied_op_bytes: StatCounter,
+    pub apply_micros: StatCounter,
+    /// Versions in the overlay (a gauge).
+    pub overlay_versions: StatCounter,
+    pub backlog_waits: StatCounter,
+    pub backlog_refusals: StatCounter,
 }
 
 #[derive(Debug, Default)]
-struct ApplyQueue {
-    items: VecDeque<(Lsn, Arc<TxnWrites>)>,
+pub(crate) struct ApplyQueue {
+    /// Published commits with the time each was published.
+    items: VecDeque<(Lsn, Arc<TxnWrites>, Instant)>,
+    /// When the oldest commit of the batch being applied was published.
+    applying_since: Option<Instant>,
     ops: usize,
     /// When the oldest queued item arrived.
     oldest_at: Option<Instant>,
@@ -45,6 +64,14 @@ struct ApplyQueue {
     /// Someone waits for the applier: apply without gathering.
     urgent: bool,
     stop: Option<Stop>,
+}
+
+impl ApplyQueue {
+    /// When the oldest commit not yet applied to LMDB was published.
+    pub(crate) fn unapplied_since(&self) -> Option<Instant> {
+        self.applying_since
+            .or_else(|| self.items.front().map(|item| item.2))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +101,10 @@ pub(crate) struct Shared {
     pub overlay_bytes: AtomicUsize,
     /// Recovery would replay more than `max_replay_bytes`.
     replay_over: AtomicBool,
-    replay_estimate: AtomicU64,
+    pub(crate) replay_estimate: AtomicU64,
     /// The map is at its maximum (or the disk is full) and a batch is waiting for space.
-    storage_full: AtomicBool,
-    apply: Mutex<ApplyQueue>,
+    pub(crate) storage_full: AtomicBool,
+    pub(crate) apply: Mutex<ApplyQueue>,
     apply_cv: Condvar,
     room: Mutex<()>,
     room_cv: Condvar,
@@ -94,6 +121,7 @@ impl Shared {
     /// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order.
     pub fn publish(&self, lsn: Lsn, writes: Arc<TxnWrites>) {
         let mut bytes = 0;
+        let mut versions = 0;
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.peek() {
             let name = first.table().clone();
@@ -108,6 +136,7 @@ impl Shared {
                     WriteOp::Put { key, value, .. } => {
                         Table::note_exists(&mut st, lsn);
                         bytes += version_cost(key, Some(value));
+                        versions += 1;
                         st.overlay.push(
                             key,
                             Version {
@@ -118,6 +147,7 @@ impl Shared {
                     }
                     WriteOp::Delete { key, .. } => {
                         bytes += version_cost(key, None);
+                        versions += 1;
                         st.overlay.push(key, Version { lsn, value: None });
                     }
                     WriteOp::CreateTable { .. } => Table::note_exists(&mut st, lsn),
@@ -126,16 +156,20 @@ impl Shared {
             }
         }
         self.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats
+            .overlay_versions
+            .fetch_add(versions, Ordering::Relaxed);
         // Visible before the applier can take it: LMDB never holds a commit that is not
         // visible, so every snapshot has applied LSN <= visible LSN.
         self.visible_lsn.store(lsn, Ordering::Release);
         let n = writes.ops.len();
+        let now = Instant::now();
         {
             let mut q = self.apply.lock();
             if q.items.is_empty() {
-                q.oldest_at = Some(Instant::now());
+                q.oldest_at = Some(now);
             }
-            q.items.push_back((lsn, writes));
+            q.items.push_back((lsn, writes, now));
             q.ops += n;
             let full = q.wake_at_ops.is_some_and(|at| q.ops >= at);
             if q.applier_waiting || full {
@@ -146,7 +180,15 @@ impl Shared {
         }
     }
 
-    fn refusal(&self) -> Option<Error> {
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn replay_is_over(&self) -> bool {
+        self.replay_over.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refusal(&self) -> Option<Error> {
         if !self.failed.load(Ordering::Acquire) {
             return None;
         }
@@ -234,6 +276,8 @@ pub(crate) struct Inner {
     pub store: Store,
     pub wal: Wal<EngineSequencer>,
     report: DbRecoveryReport,
+    /// An exclusive lock on `<path>/LOCK`, held until the engine is closed.
+    lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Inner {
@@ -306,9 +350,12 @@ impl Db {
         lmdb: Option<crate::store::LmdbObserverRef>,
     ) -> Result<Db> {
         cfg.validate()?;
+        let span = tracing::info_span!("walmdb.open", path = %path.display());
+        let _entered = span.enter();
         let started = Instant::now();
         let path = path.to_owned();
         std::fs::create_dir_all(&path)?;
+        let lock = lock_dir(&path)?;
         let shared = Arc::new(Shared::default());
         let (store, opened) = Store::open(&path.join("data"), &cfg, &shared.catalog, lmdb)?;
         // After a process crash LMDB's newest commits may be in the page cache only
@@ -327,6 +374,13 @@ impl Db {
                 other => other?,
             }
         }
+        let recovery = tracing::info_span!(
+            "walmdb.recovery",
+            applied_lsn = opened.applied_lsn,
+            replayed = tracing::field::Empty,
+            last_lsn = tracing::field::Empty
+        );
+        let recovering = recovery.enter();
         let wal = Wal::open_with(
             fs,
             &path.join("wal"),
@@ -349,8 +403,12 @@ impl Db {
             store,
             wal,
             report: report.clone(),
+            lock,
         };
         replay(&inner, &mut report)?;
+        recovery.record("replayed", report.replayed_records);
+        recovery.record("last_lsn", report.last_lsn);
+        drop(recovering);
         report.duration = started.elapsed();
         inner.report = report;
         let last = inner.report.last_lsn;
@@ -551,6 +609,53 @@ impl Db {
         }
     }
 
+    /// Everything the engine measures, now: counters since open, gauges, histograms.
+    /// See `docs/operations.md`.
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::health::metrics(self.inner())
+    }
+
+    /// Registers the engine's metrics, prefixed `walmdb_`, in a host's Prometheus registry
+    /// (use `Registry::sub_registry_with_label` first to tell several databases apart).
+    /// The registry holds no reference that keeps the database open: once it is closed,
+    /// its metrics are no longer encoded.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = walmdb::Db::open(dir.path())?;
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// db.register_metrics(&mut registry);
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("walmdb_commits_total"));
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let weak = Arc::downgrade(self.inner.as_ref().expect("open until close or drop"));
+        let collector = crate::metrics::PrometheusCollector {
+            snapshot: move || weak.upgrade().map(|inner| crate::health::metrics(&inner)),
+        };
+        registry
+            .sub_registry_with_prefix("walmdb")
+            .register_collector(Box::new(collector));
+    }
+
+    /// The engine's health judged by the default [`crate::HealthLimits`].
+    pub fn health(&self) -> crate::Health {
+        self.health_with(&crate::HealthLimits::default())
+    }
+
+    /// The engine's health judged by `limits`.
+    pub fn health_with(&self, limits: &crate::HealthLimits) -> crate::Health {
+        let alive =
+            |h: &Option<JoinHandle<()>>| h.as_ref().is_some_and(|h| !crate::sync::is_finished(h));
+        let threads = crate::health::Threads {
+            applier: alive(&self.applier),
+            checkpointer: alive(&self.checkpointer),
+        };
+        crate::health::health(self.inner(), threads, limits)
+    }
+
     /// What opening found and did.
     pub fn recovery_report(&self) -> &DbRecoveryReport {
         &self.inner().report
@@ -624,25 +729,37 @@ impl Db {
                 result = result.and(Err(e));
             }
         }
-        // The threads are joined: this handle holds the only reference.
-        let Some(arc) = self.inner.take() else {
+        // The threads are joined: this handle holds the only strong reference but for a
+        // metrics scrape in progress (it holds one for microseconds).
+        let Some(mut arc) = self.inner.take() else {
             return result;
         };
-        let inner = match Arc::try_unwrap(arc) {
-            Ok(inner) => inner,
-            Err(_) => {
-                return result.and(Err(Error::Poisoned {
-                    cause: "an engine thread still holds the database".into(),
-                }))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let inner = loop {
+            match Arc::try_unwrap(arc) {
+                Ok(inner) => break inner,
+                Err(back) if Instant::now() < deadline => {
+                    arc = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    return result.and(Err(Error::Poisoned {
+                        cause: "an engine thread still holds the database".into(),
+                    }))
+                }
             }
         };
-        let Inner { wal, store, .. } = inner;
+        let Inner {
+            wal, store, lock, ..
+        } = inner;
         fail::fail_point!("close-checkpointed-before-log-close");
         let wal_result = wal.close();
         // Wait for LMDB to close, so a reopen in this process finds it closed.
         let closing = store.env.clone().prepare_for_closing();
         drop(store);
         closing.wait();
+        // Only now may another handle open the directory.
+        drop(lock);
         result.and(wal_result)
     }
 }
@@ -652,6 +769,24 @@ impl Drop for Db {
         if let Err(e) = self.shutdown(Stop::Drain) {
             tracing::warn!(error = %e, "closing the database on drop failed");
         }
+    }
+}
+
+/// Takes the exclusive lock on `<dir>/LOCK` (an `flock`: the kernel drops it when the
+/// process dies), so two engines never write one log.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io(e)),
     }
 }
 
@@ -680,6 +815,7 @@ fn wait_for_room(inner: &Inner) -> Result<()> {
     if over().is_none() {
         return Ok(());
     }
+    sh.stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
     let deadline = Instant::now() + inner.cfg.wal.backpressure_wait;
     let mut g = sh.room.lock();
     loop {
@@ -691,6 +827,7 @@ fn wait_for_room(inner: &Inner) -> Result<()> {
         }
         let now = Instant::now();
         if now >= deadline {
+            sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
         g = sh
@@ -708,6 +845,7 @@ pub(crate) fn commit_ops(
     durability: Option<Durability>,
 ) -> Result<Lsn> {
     let sh = &inner.shared;
+    let started = Instant::now();
     if let Some(e) = sh.refusal() {
         return Err(e);
     }
@@ -724,7 +862,10 @@ pub(crate) fn commit_ops(
         check,
         writes: Arc::new(TxnWrites { ops }),
     };
-    inner.wal.commit_with(record, ticket, durability)
+    let lsn = inner.wal.commit_with(record, ticket, durability)?;
+    let level = durability.unwrap_or(inner.cfg.wal.durability);
+    sh.stats.commit_latency.record(level, started.elapsed());
+    Ok(lsn)
 }
 
 fn now_micros() -> u64 {
@@ -910,12 +1051,14 @@ fn applier_loop(inner: &Inner) {
             }
             let mut ops = 0;
             let mut batch = Vec::new();
-            while let Some((_, w)) = q.items.front() {
+            q.applying_since = q.items.front().map(|item| item.2);
+            while let Some((_, w, _)) = q.items.front() {
                 if !batch.is_empty() && ops + w.ops.len() > inner.cfg.apply_max_ops {
                     break;
                 }
                 ops += w.ops.len();
-                batch.push(q.items.pop_front().expect("front exists"));
+                let (lsn, writes, _) = q.items.pop_front().expect("front exists");
+                batch.push((lsn, writes));
             }
             q.ops -= ops;
             q.urgent = false;
@@ -945,6 +1088,14 @@ fn applier_loop(inner: &Inner) {
                 .collect();
             key_order(&mut ops);
             let give_up = || sh.apply.lock().stop.is_some();
+            let span = tracing::debug_span!(
+                "walmdb.apply",
+                first_lsn = batch.first().map_or(last, |b| b.0),
+                last_lsn = last,
+                ops = ops.len()
+            );
+            let _entered = span.enter();
+            let started = Instant::now();
             if let Err(e) = apply_growing(inner, &ops, last, give_up) {
                 // Giving up on a full store to stop is no failure; any other error is, and
                 // nothing here retries it: the engine refuses commits until reopened.
@@ -960,10 +1111,19 @@ fn applier_loop(inner: &Inner) {
             }
             fail::fail_point!("applied-in-lmdb-before-published");
             sh.applied_lsn.store(last, Ordering::Release);
-            sh.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
-            sh.stats
-                .applied_ops
+            let took = started.elapsed();
+            sh.apply.lock().applying_since = None;
+            let st = &sh.stats;
+            st.apply_batches.fetch_add(1, Ordering::Relaxed);
+            st.applied_ops
                 .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            st.apply_latency.record_duration(took);
+            st.apply_micros
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            let op_bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
+            st.applied_op_bytes
+                .fetch_add(op_bytes as u64, Ordering::Relaxed);
+            drop(_entered);
             backlog.extend(batch);
         }
         retire(sh, &mut backlog);
@@ -984,7 +1144,7 @@ pub(crate) fn retire(sh: &Shared, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>)
     } else {
         sh.snapshots.retire_horizon(applied)
     };
-    let mut freed = 0;
+    let mut freed = (0, 0);
     while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
         let (_, writes) = backlog.pop_front().expect("front exists");
         let mut ops = writes.ops.iter().peekable();
@@ -997,12 +1157,28 @@ pub(crate) fn retire(sh: &Shared, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>)
             while let Some(op) = ops.next_if(|op| op.table() == &name) {
                 keys.extend(op.key());
             }
-            freed += table.retire(keys.into_iter(), horizon);
+            let (bytes, versions) = table.retire(keys.into_iter(), horizon);
+            freed.0 += bytes;
+            freed.1 += versions;
         }
     }
-    if freed > 0 {
-        sh.overlay_bytes.fetch_sub(freed, Ordering::Relaxed);
+    if freed.1 > 0 {
+        sh.stats
+            .overlay_versions
+            .fetch_sub(freed.1 as u64, Ordering::Relaxed);
+    }
+    if freed.0 > 0 {
+        sh.overlay_bytes.fetch_sub(freed.0, Ordering::Relaxed);
         sh.notify_room();
+    }
+}
+
+/// Key and value bytes of an operation.
+fn op_bytes(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put { key, value, .. } => key.len() + value.len(),
+        WriteOp::Delete { key, .. } => key.len(),
+        WriteOp::CreateTable { table } | WriteOp::DropTable { table } => table.len(),
     }
 }
 
@@ -1016,7 +1192,29 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// would prove nothing, and retiring log segments on its word could lose commits. The
 /// engine fails instead, and reopening replays the log.
 fn checkpoint_now(inner: &Inner) -> Result<()> {
-    checkpoint_with(&inner.shared, &inner.wal, || inner.store.force_sync())
+    let sh = &inner.shared;
+    let span = tracing::info_span!(
+        "walmdb.checkpoint",
+        applied_lsn = sh.applied_lsn.load(Ordering::Acquire),
+        segments_retired = tracing::field::Empty
+    );
+    let _entered = span.enter();
+    let started = Instant::now();
+    let retired_before = inner.wal.stats().segments_retired;
+    let result = checkpoint_with(sh, &inner.wal, || inner.store.force_sync());
+    sh.stats
+        .checkpoint_duration
+        .record_duration(started.elapsed());
+    match &result {
+        Ok(()) => {
+            let retired = inner.wal.stats().segments_retired - retired_before;
+            span.record("segments_retired", retired);
+        }
+        Err(_) => {
+            sh.stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
 }
 
 /// [`checkpoint_now`] with LMDB's sync as `force_sync` (the loom model's fake LMDB has its

@@ -199,6 +199,13 @@ pub enum Error {
         limit: u64,
     },
 
+    /// Another handle, in this process or another, has the database open.
+    #[error("the database at {path} is in use by another process or handle")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+
     /// An LMDB operation failed.
     #[error("LMDB {op} failed: {message}")]
     Lmdb {

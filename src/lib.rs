@@ -38,6 +38,8 @@ mod config;
 mod conflict;
 mod db;
 mod error;
+mod health;
+mod metrics;
 mod snapshots;
 mod store;
 mod sync;
@@ -54,6 +56,8 @@ pub use commit::{NoSequencer, Sequencer};
 pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
 pub use db::{Db, DbRecoveryReport, DbStats};
 pub use error::{Error, Result};
+pub use health::{Health, HealthLimits, HealthStatus};
+pub use metrics::{CommitLatency, Histogram, Metrics};
 pub use store::STORE_FORMAT_VERSION;
 #[doc(hidden)]
 pub use store::{LmdbObserver, LmdbObserverRef};

@@ -227,6 +227,27 @@ pub(crate) use imp::*;
 /// keep std's (loom need not explore interleavings of counters nobody synchronizes on).
 pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 
+/// Microseconds since the first call in this process, for ages ("time since the last
+/// sync"); never 0 once returned, so 0 can mean "never".
+pub(crate) fn monotonic_micros() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// True once the thread has ended. loom's handles cannot tell: there it is always false.
+pub(crate) fn is_finished<T>(handle: &JoinHandle<T>) -> bool {
+    #[cfg(not(walmdb_loom))]
+    return handle.is_finished();
+    #[cfg(walmdb_loom)]
+    {
+        let _ = handle;
+        false
+    }
+}
+
 /// Shared ownership of trait objects (`Arc<dyn Fs>`). loom's `Arc` cannot coerce to `dyn`;
 /// these handles carry no ordering of their own for loom to model.
 pub(crate) use std::sync::Arc as DynArc;

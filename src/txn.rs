@@ -79,6 +79,11 @@ impl<'db> Snapshot<'db> {
         if let Some(limit) = self.inner.cfg.txn_timeout {
             let age = self.started.elapsed();
             if age > limit {
+                self.inner
+                    .shared
+                    .stats
+                    .txn_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(Error::TxnTimeout { age, limit });
             }
         }
@@ -132,7 +137,7 @@ impl<'db> Snapshot<'db> {
             .inner
             .cfg
             .txn_timeout
-            .map(|limit| (self.started, limit));
+            .map(|limit| (self.started, limit, &self.inner.shared.stats.txn_timeouts));
         let empty = Iter {
             lmdb: None,
             lmdb_head: None,
@@ -328,7 +333,8 @@ pub struct Iter<'t> {
     reverse: bool,
     failed: bool,
     /// The transaction's start and `txn_timeout`, checked every `AGE_CHECK_STEPS` items.
-    age_limit: Option<(Instant, std::time::Duration)>,
+    /// The transaction's start, `txn_timeout`, and the counter of timeouts.
+    age_limit: Option<(Instant, std::time::Duration, &'t crate::sync::StatCounter)>,
     steps: u32,
 }
 
@@ -349,13 +355,14 @@ impl<'t> Iterator for Iter<'t> {
         if self.failed {
             return None;
         }
-        if let Some((started, limit)) = self.age_limit {
+        if let Some((started, limit, timeouts)) = self.age_limit {
             self.steps += 1;
             if self.steps >= AGE_CHECK_STEPS {
                 self.steps = 0;
                 let age = started.elapsed();
                 if age > limit {
                     self.failed = true;
+                    timeouts.fetch_add(1, Ordering::Relaxed);
                     return Some(Err(Error::TxnTimeout { age, limit }));
                 }
             }
@@ -537,6 +544,20 @@ pub struct WriteTxn<'db> {
     reads: RefCell<ReadSet>,
     /// Whether anything was read from the snapshot.
     read_any: Cell<bool>,
+    /// Set once `commit` runs: a drop without it is an abort.
+    committing: bool,
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if !self.committing {
+            self.inner
+                .shared
+                .stats
+                .aborts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<'db> WriteTxn<'db> {
@@ -553,6 +574,7 @@ impl<'db> WriteTxn<'db> {
             next_savepoint: 0,
             reads: RefCell::default(),
             read_any: Cell::new(false),
+            committing: false,
         }
     }
 
@@ -574,6 +596,11 @@ impl<'db> WriteTxn<'db> {
         if let Some(limit) = self.inner.cfg.txn_timeout {
             let age = self.started.elapsed();
             if age > limit {
+                self.inner
+                    .shared
+                    .stats
+                    .txn_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(Error::TxnTimeout { age, limit });
             }
         }
@@ -755,7 +782,8 @@ impl<'db> WriteTxn<'db> {
         self.commit_inner(Some(durability))
     }
 
-    fn commit_inner(self, durability: Option<Durability>) -> Result<Lsn> {
+    fn commit_inner(mut self, durability: Option<Durability>) -> Result<Lsn> {
+        self.committing = true;
         self.check_age()?;
         if self.writes.is_empty() {
             return Ok(match self.snap.get() {

@@ -316,7 +316,7 @@ fn check_last_frame_flip(records: &[EncodedRecord], image: &Image, bit: usize) {
     let before = &records[..records.len() - 1];
 
     // Default: the torn tail is cut, the records before it stay, the LSN is reused.
-    let full = bit % 64 == 0;
+    let full = bit.is_multiple_of(64);
     let (fs, wal) = open_expecting(&img, RecoveryMode::TolerateTornTail, before, full, &ctx);
     let cut = wal.recovery_report().cut.clone();
     assert!(

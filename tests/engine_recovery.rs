@@ -23,7 +23,7 @@ fn crash_cfg(seed: u64) -> Config {
         })
         .apply_max_ops(3)
         .update_attempts(10_000);
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         // The background checkpointer runs too, retiring segments under the writers.
         cfg.checkpoint_bytes(48 << 10)
             .checkpoint_interval(Duration::from_millis(20))

@@ -1392,7 +1392,7 @@ fn flip_frames(
         let (_, name, bytes) = c.segment(segment);
         for bit in 0..f.total_len * 8 {
             bit_no += 1;
-            if (bit_no - 1) % stride != 0 {
+            if !(bit_no - 1).is_multiple_of(stride) {
                 continue;
             }
             sampled += 1;
@@ -1413,7 +1413,7 @@ fn flip_frames(
                 pit,
                 ctx,
             };
-            run_damage(c, dir, d, sampled % 5 == 0, sampled % modes_every == 0, s);
+            run_damage(c, dir, d, sampled.is_multiple_of(5), sampled.is_multiple_of(modes_every), s);
         }
     }
     bit_no

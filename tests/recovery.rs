@@ -738,7 +738,7 @@ fn power_loss_at_any_point_keeps_every_acknowledged_commit() {
 fn power_loss_with_mixed_durability_keeps_every_durable_acknowledgement() {
     const COMMITS: u64 = 60;
     let total = ops_of_a_full_run(COMMITS);
-    let level = |i: u64| (i % 3 == 0).then_some(Durability::None);
+    let level = |i: u64| i.is_multiple_of(3).then_some(Durability::None);
     for seed in 1000..1150u64 {
         let k = (seed * 7) % (total + 2);
         power_loss_run(k, seed, CrashOptions::default(), COMMITS, level);

@@ -88,11 +88,17 @@ impl LogWriter {
         self.synced_lsn = target;
         self.interval_deadline = None;
         shared.durable_lsn.store(target, Ordering::SeqCst);
+        let took = started.elapsed();
         shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
         shared
             .stats
             .sync_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        shared.stats.sync_latency.record_duration(took);
+        shared
+            .stats
+            .last_sync_at
+            .store(crate::sync::monotonic_micros(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -244,6 +250,14 @@ impl LogWriter {
         seq: &mut S,
         group: &mut Vec<Request<S::Ticket>>,
     ) {
+        let span = tracing::debug_span!(
+            "walmdb.group",
+            segment = self.active.header.segment_no,
+            first_lsn = self.next_lsn,
+            commits = tracing::field::Empty,
+            synced = tracing::field::Empty
+        );
+        let _entered = span.enter();
         let poisoned = shared.poison_error();
         let mut admitted: Vec<Admitted<S::Ticket>> = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
@@ -304,6 +318,7 @@ impl LogWriter {
                 return fail_all(&e, seq, admitted, sync_waiters, rejected);
             }
             shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+            shared.stats.group_size.record(records.len() as u64);
             shared
                 .stats
                 .commits
@@ -325,7 +340,10 @@ impl LogWriter {
             need_sync = true;
         }
         fail::fail_point!("group-written-before-sync");
-        if need_sync && self.synced_lsn < self.written_lsn {
+        let sync_now = need_sync && self.synced_lsn < self.written_lsn;
+        span.record("commits", admitted.len());
+        span.record("synced", sync_now);
+        if sync_now {
             if let Err(e) = self.sync(shared) {
                 return fail_all(&e, seq, admitted, sync_waiters, rejected);
             }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::sync::{
-    bug, fence, AtomicBool, AtomicUsize, BoundedQueue, Bug, Condvar, Mutex, Ordering,
+    bug, fence, AtomicBool, AtomicUsize, BoundedQueue, Bug, Condvar, Mutex, Ordering, StatCounter,
 };
 
 /// The queue between committers and the flusher.
@@ -24,6 +24,8 @@ pub(crate) struct CommitQueue<T> {
     space_lock: Mutex<()>,
     space: Condvar,
     space_waiters: AtomicUsize,
+    /// Pushes that found the queue full and waited (a statistic, not synchronisation).
+    full_waits: StatCounter,
 }
 
 impl<T> CommitQueue<T> {
@@ -40,6 +42,7 @@ impl<T> CommitQueue<T> {
             space_lock: Mutex::new(()),
             space: Condvar::new(),
             space_waiters: AtomicUsize::new(0),
+            full_waits: StatCounter::new(0),
         }
     }
 
@@ -72,6 +75,9 @@ impl<T> CommitQueue<T> {
                 Err(back) => item = back,
             }
             let now = Instant::now();
+            if deadline.is_none() {
+                self.full_waits.fetch_add(1, Ordering::Relaxed);
+            }
             let deadline = *deadline.get_or_insert(now + wait);
             if now >= deadline {
                 let err = Error::Backpressure {
@@ -132,6 +138,11 @@ impl<T> CommitQueue<T> {
     /// Commits and bytes waiting.
     pub(crate) fn depth(&self) -> (usize, usize) {
         (self.items.len(), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Pushes that found the queue full and waited.
+    pub(crate) fn full_waits(&self) -> u64 {
+        self.full_waits.load(Ordering::Relaxed)
     }
 
     fn wake_flusher(&self) {

@@ -43,6 +43,11 @@ pub(crate) struct Stats {
     pub record_bytes: StatCounter,
     pub rotations: StatCounter,
     pub segments_retired: StatCounter,
+    pub sync_latency: crate::metrics::AtomicHistogram<{ crate::metrics::LATENCY_BUCKETS }>,
+    pub group_size: crate::metrics::AtomicHistogram<{ crate::metrics::COUNT_BUCKETS }>,
+    /// `sync::monotonic_micros()` at the last successful sync; 0 before the first.
+    pub last_sync_at: StatCounter,
+    pub backpressure_refusals: StatCounter,
 }
 
 /// State shared by the log handle and the flusher thread.
@@ -125,6 +130,18 @@ pub struct WalStats {
     pub queued_commits: usize,
     /// Bytes waiting in the queue.
     pub queued_bytes: usize,
+}
+
+/// What `Db::metrics` reads of the log beyond `WalStats`.
+#[derive(Debug, Clone)]
+pub(crate) struct WalDetail {
+    pub sync_latency: crate::metrics::Histogram,
+    pub group_size: crate::metrics::Histogram,
+    pub last_sync_age: Option<std::time::Duration>,
+    pub queue_full_waits: u64,
+    pub backpressure_refusals: u64,
+    pub segments_spare: usize,
+    pub flusher_alive: bool,
 }
 
 /// A commit that was queued and not yet answered; see [`Wal::submit`].
@@ -272,7 +289,8 @@ impl<S: Sequencer> Wal<S> {
         &self.cfg
     }
 
-    fn refusal(&self) -> Option<Error> {
+    /// Why the log refuses writes, if it does.
+    pub(crate) fn refusal(&self) -> Option<Error> {
         // A dead flusher poisoned the log too: one load answers the healthy case.
         if !self.shared.poisoned.load(Ordering::SeqCst) {
             return None;
@@ -321,6 +339,12 @@ impl<S: Sequencer> Wal<S> {
                 // Not queued: answer its responder here, quietly.
                 let (Request::Commit { done, .. } | Request::Sync { done }) = request;
                 done.respond(Err(Error::Closed));
+                if matches!(e, Error::Backpressure { .. }) {
+                    self.shared
+                        .stats
+                        .backpressure_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Err(match e {
                     Error::Closed => self.refusal().unwrap_or(Error::Closed),
                     other => other,
@@ -398,6 +422,35 @@ impl<S: Sequencer> Wal<S> {
             queued_commits,
             queued_bytes,
         }
+    }
+
+    /// The log's histograms and the counters `WalStats` leaves out, for `Db::metrics`.
+    pub(crate) fn detail(&self) -> WalDetail {
+        let s = &self.shared.stats;
+        let last = s.last_sync_at.load(Ordering::Relaxed);
+        WalDetail {
+            sync_latency: s.sync_latency.snapshot(),
+            group_size: s.group_size.snapshot(),
+            last_sync_age: (last > 0).then(|| {
+                std::time::Duration::from_micros(
+                    crate::sync::monotonic_micros().saturating_sub(last),
+                )
+            }),
+            queue_full_waits: self.shared.queue.full_waits(),
+            backpressure_refusals: s.backpressure_refusals.load(Ordering::Relaxed),
+            segments_spare: self.shared.segments.lock().spares.len(),
+            flusher_alive: self.flusher_alive(),
+        }
+    }
+
+    /// False once the flusher thread has ended (it ends only on close or a panic).
+    pub(crate) fn flusher_alive(&self) -> bool {
+        self.shared.dead.lock().is_none()
+            && self
+                .flusher
+                .lock()
+                .as_ref()
+                .is_some_and(|h| !crate::sync::is_finished(h))
     }
 
     /// The live segments, oldest first.

@@ -1,0 +1,306 @@
+//! What `Db::metrics` and `Db::health` read of the engine's state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::db::Inner;
+use crate::metrics::Metrics;
+use crate::sync::Ordering;
+
+/// How the engine is doing: the worst of [`Health::reasons`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Everything within its limits.
+    Healthy,
+    /// Working, but a limit is near: commits may slow down or be refused soon.
+    Degraded,
+    /// Commits are refused (poisoned, storage full, a thread gone, almost no disk).
+    Unhealthy,
+}
+
+/// The limits `Db::health` judges by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthLimits {
+    /// Degraded at this share of the commit queue's count or byte bound. Default: 0.8.
+    pub queue_utilisation: f64,
+    /// Degraded at this share of `Config::overlay_max_bytes`. Default: 0.8.
+    pub overlay_utilisation: f64,
+    /// Degraded when the oldest unapplied commit is older. Default: 30 s.
+    pub max_applied_lag: Duration,
+    /// Degraded when written log data has waited longer for a sync. Default: 10 s.
+    pub max_unsynced_age: Duration,
+    /// Degraded when a transaction has been open longer (it pins LMDB pages and overlay
+    /// versions). Default: 5 min.
+    pub max_snapshot_age: Duration,
+    /// Degraded below this much free space on the database's file system (Unhealthy
+    /// below two log segments). Default: 1 GiB.
+    pub min_free_disk_bytes: u64,
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        HealthLimits {
+            queue_utilisation: 0.8,
+            overlay_utilisation: 0.8,
+            max_applied_lag: Duration::from_secs(30),
+            max_unsynced_age: Duration::from_secs(10),
+            max_snapshot_age: Duration::from_secs(300),
+            min_free_disk_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The engine's health, with the facts it was judged on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// Each limit crossed, worst first; empty when healthy.
+    pub reasons: Vec<(HealthStatus, String)>,
+    /// The log's flusher thread is running.
+    pub flusher_alive: bool,
+    /// The applier thread is running.
+    pub applier_alive: bool,
+    /// The checkpoint thread is running.
+    pub checkpointer_alive: bool,
+    /// An I/O failure poisoned the engine; it refuses commits until reopened.
+    pub poisoned: bool,
+    /// LMDB is full at `max_map_size`, or the disk is full.
+    pub storage_full: bool,
+    /// The fuller of the queue's two bounds, 0.0 to 1.0.
+    pub queue_utilisation: f64,
+    /// Free bytes on the file system of the log and of LMDB, the smaller (`None`: unknown).
+    pub disk_free_bytes: Option<u64>,
+    /// Time since the last successful log sync (`None`: none since open).
+    pub last_sync_age: Option<Duration>,
+    /// Commits written to the log but not yet synced.
+    pub unsynced_lsns: u64,
+    /// Age of the oldest commit not yet applied to LMDB.
+    pub applied_lag: Duration,
+}
+
+/// Liveness of the engine's threads that `Db` owns.
+pub(crate) struct Threads {
+    pub applier: bool,
+    pub checkpointer: bool,
+}
+
+pub(crate) fn metrics(inner: &Inner) -> Metrics {
+    let sh = &inner.shared;
+    let st = &sh.stats;
+    let wal = inner.wal.stats();
+    let detail = inner.wal.detail();
+    let (open_snapshots, oldest_snapshot_age, _) = sh.snapshots.census(Duration::MAX);
+    let visible_lsn = sh.visible_lsn.load(Ordering::Acquire);
+    let applied_lsn = sh.applied_lsn.load(Ordering::Acquire);
+    let applied_lag = {
+        let q = sh.apply.lock();
+        q.unapplied_since()
+    }
+    .map_or(Duration::ZERO, |t| t.elapsed());
+    let replay_estimate_bytes = sh.replay_estimate.load(Ordering::Relaxed);
+    let (op_bytes, apply_micros) = (
+        st.applied_op_bytes.load(Ordering::Relaxed),
+        st.apply_micros.load(Ordering::Relaxed),
+    );
+    let estimated_recovery = (op_bytes > 0 && apply_micros > 0).then(|| {
+        let micros_per_byte = apply_micros as f64 / op_bytes as f64;
+        Duration::from_micros((replay_estimate_bytes as f64 * micros_per_byte) as u64)
+    });
+    let env = &inner.store.env;
+    let info = env.info();
+    let page = u64::from(env.stat().page_size);
+    Metrics {
+        commits: wal.commits,
+        conflicts: st.conflicts.load(Ordering::Relaxed),
+        aborts: st.aborts.load(Ordering::Relaxed),
+        txn_timeouts: st.txn_timeouts.load(Ordering::Relaxed),
+        commit_latency: st.commit_latency.snapshot(),
+        log_record_bytes: wal.record_bytes,
+        log_bytes_written: wal.bytes_written,
+        groups: wal.groups,
+        group_size: detail.group_size,
+        syncs: wal.syncs,
+        sync_latency: detail.sync_latency,
+        last_sync_age: detail.last_sync_age,
+        written_lsn: wal.written_lsn,
+        durable_lsn: wal.durable_lsn,
+        queued_commits: wal.queued_commits,
+        queued_bytes: wal.queued_bytes,
+        queue_capacity: inner.cfg.wal.queue_capacity,
+        queue_max_bytes: inner.cfg.wal.queue_max_bytes,
+        queue_full_waits: detail.queue_full_waits,
+        backpressure_refusals: detail.backpressure_refusals,
+        backlog_waits: st.backlog_waits.load(Ordering::Relaxed),
+        backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
+        visible_lsn,
+        applied_lsn,
+        checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
+        applied_lag_lsns: visible_lsn.saturating_sub(applied_lsn),
+        applied_lag,
+        overlay_bytes: sh.overlay_bytes.load(Ordering::Relaxed),
+        overlay_versions: st.overlay_versions.load(Ordering::Relaxed),
+        overlay_max_bytes: inner.cfg.overlay_max_bytes,
+        apply_batches: st.apply_batches.load(Ordering::Relaxed),
+        applied_ops: st.applied_ops.load(Ordering::Relaxed),
+        apply_latency: st.apply_latency.snapshot(),
+        checkpoints: st.checkpoints.load(Ordering::Relaxed),
+        checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
+        checkpoint_duration: st.checkpoint_duration.snapshot(),
+        segments_live: inner.wal.segments().len(),
+        segments_spare: detail.segments_spare,
+        segments_retired: wal.segments_retired,
+        replay_estimate_bytes,
+        estimated_recovery,
+        map_size: inner.store.map_size.load(Ordering::Relaxed),
+        max_map_size: inner.store.max_map_size,
+        map_used_bytes: (info.last_page_number as u64 + 1) * page,
+        map_resizes: st.map_resizes.load(Ordering::Relaxed),
+        readers_used: info.number_of_readers,
+        max_readers: inner.store.max_readers,
+        storage_full: sh.storage_full.load(Ordering::Relaxed),
+        open_snapshots,
+        oldest_snapshot_age,
+        poisoned: inner.wal.is_poisoned() || sh.is_failed(),
+    }
+}
+
+pub(crate) fn health(inner: &Inner, threads: Threads, limits: &HealthLimits) -> Health {
+    let m = metrics(inner);
+    let flusher_alive = inner.wal.detail().flusher_alive;
+    let disk_free_bytes = [inner.path.join("wal"), inner.path.join("data")]
+        .iter()
+        .filter_map(|p| disk_free(p))
+        .min();
+    let mut reasons = Vec::new();
+    let mut bad = |status, why: String| reasons.push((status, why));
+    use HealthStatus::{Degraded, Unhealthy};
+    if m.poisoned {
+        let cause = inner
+            .shared
+            .refusal()
+            .or_else(|| inner.wal.refusal())
+            .map_or_else(String::new, |e| e.to_string());
+        bad(Unhealthy, format!("poisoned: {cause}"));
+    }
+    for (alive, name) in [
+        (flusher_alive, "flusher"),
+        (threads.applier, "applier"),
+        (threads.checkpointer, "checkpoint"),
+    ] {
+        if !alive {
+            bad(Unhealthy, format!("the {name} thread is not running"));
+        }
+    }
+    if m.storage_full {
+        bad(
+            Unhealthy,
+            format!("storage is full (LMDB map {} bytes)", m.map_size),
+        );
+    }
+    if let Some(free) = disk_free_bytes {
+        if free < 2 * inner.cfg.wal.segment_bytes {
+            bad(
+                Unhealthy,
+                format!("{free} bytes free on disk, under two log segments"),
+            );
+        } else if free < limits.min_free_disk_bytes {
+            bad(
+                Degraded,
+                format!(
+                    "{free} bytes free on disk, under {}",
+                    limits.min_free_disk_bytes
+                ),
+            );
+        }
+    }
+    let queue = m.queue_utilisation();
+    if queue >= limits.queue_utilisation {
+        bad(
+            Degraded,
+            format!("the commit queue is {:.0}% full", queue * 100.0),
+        );
+    }
+    let overlay = m.overlay_bytes as f64 / m.overlay_max_bytes.max(1) as f64;
+    if overlay >= limits.overlay_utilisation {
+        bad(
+            Degraded,
+            format!(
+                "unapplied versions hold {:.0}% of overlay_max_bytes",
+                overlay * 100.0
+            ),
+        );
+    }
+    if m.applied_lag > limits.max_applied_lag {
+        bad(
+            Degraded,
+            format!("LMDB is {:?} behind the log", m.applied_lag),
+        );
+    }
+    let unsynced_lsns = m.written_lsn.saturating_sub(m.durable_lsn);
+    if unsynced_lsns > 0
+        && m.last_sync_age
+            .is_none_or(|age| age > limits.max_unsynced_age)
+    {
+        bad(
+            Degraded,
+            format!(
+                "{unsynced_lsns} commits written but not synced; last sync {}",
+                m.last_sync_age
+                    .map_or("never since open".into(), |a| format!("{a:?} ago"))
+            ),
+        );
+    }
+    if m.oldest_snapshot_age > limits.max_snapshot_age {
+        bad(
+            Degraded,
+            format!(
+                "a transaction has been open for {:?}",
+                m.oldest_snapshot_age
+            ),
+        );
+    }
+    if inner.shared.replay_is_over() {
+        bad(
+            Degraded,
+            format!(
+                "recovery would replay {} bytes, over max_replay_bytes",
+                m.replay_estimate_bytes
+            ),
+        );
+    }
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Health {
+        status: reasons.first().map_or(HealthStatus::Healthy, |r| r.0),
+        reasons,
+        flusher_alive,
+        applier_alive: threads.applier,
+        checkpointer_alive: threads.checkpointer,
+        poisoned: m.poisoned,
+        storage_full: m.storage_full,
+        queue_utilisation: queue,
+        disk_free_bytes,
+        last_sync_age: m.last_sync_age,
+        unsynced_lsns,
+        applied_lag: m.applied_lag,
+    }
+}
+
+/// Free bytes available to this user on the file system holding `path`.
+fn disk_free(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated; `statvfs` fills `st` when it returns 0.
+    let st = unsafe {
+        if libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    // `fsblkcnt_t` and `c_ulong` are narrower than u64 on some platforms.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
