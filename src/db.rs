@@ -113,7 +113,20 @@ pub(crate) struct Shared {
     /// The applier failed for good: the engine refuses commits until reopened.
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// True from open until the applier thread ends (however it ends).
+    pub(crate) applier_running: AtomicBool,
+    /// True from open until the checkpoint thread ends.
+    pub(crate) checkpointer_running: AtomicBool,
     pub stats: Counters,
+}
+
+/// Clears its flag when dropped: when the thread owning it returns or unwinds.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Shared {
@@ -430,17 +443,28 @@ impl Db {
             micros = inner.report.duration.as_micros() as u64,
             "opened the database"
         );
+        inner.shared.applier_running.store(true, Ordering::Release);
+        inner
+            .shared
+            .checkpointer_running
+            .store(true, Ordering::Release);
         let applier = {
             let inner = inner.clone();
             ThreadBuilder::new()
                 .name("walmdb-applier".into())
-                .spawn(move || applier_loop(&inner))?
+                .spawn(move || {
+                    let _running = RunningGuard(&inner.shared.applier_running);
+                    applier_loop(&inner)
+                })?
         };
         let checkpointer = {
             let inner = inner.clone();
             ThreadBuilder::new()
                 .name("walmdb-checkpoint".into())
-                .spawn(move || checkpoint_loop(&inner))?
+                .spawn(move || {
+                    let _running = RunningGuard(&inner.shared.checkpointer_running);
+                    checkpoint_loop(&inner)
+                })?
         };
         let db = Db {
             inner: Some(inner),
@@ -631,7 +655,7 @@ impl Db {
     /// # Ok::<(), walmdb::Error>(())
     /// ```
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        let weak = Arc::downgrade(self.inner.as_ref().expect("open until close or drop"));
+        let weak = self.observer();
         let collector = crate::metrics::PrometheusCollector {
             snapshot: move || weak.upgrade().map(|inner| crate::health::metrics(&inner)),
         };
@@ -647,13 +671,25 @@ impl Db {
 
     /// The engine's health judged by `limits`.
     pub fn health_with(&self, limits: &crate::HealthLimits) -> crate::Health {
-        let alive =
-            |h: &Option<JoinHandle<()>>| h.as_ref().is_some_and(|h| !crate::sync::is_finished(h));
-        let threads = crate::health::Threads {
-            applier: alive(&self.applier),
-            checkpointer: alive(&self.checkpointer),
-        };
-        crate::health::health(self.inner(), threads, limits)
+        crate::health::health(self.inner(), limits)
+    }
+
+    /// Serves `GET /metrics` (Prometheus text) and `GET /health` (JSON; 503 when
+    /// unhealthy) on `addr`, judged by `limits`, until the returned server is dropped.
+    /// Give [`crate::DEFAULT_HTTP_ADDR`] (loopback) unless scrapers live elsewhere.
+    /// Feature `http`.
+    #[cfg(feature = "http")]
+    pub fn serve_http(
+        &self,
+        addr: impl std::net::ToSocketAddrs,
+        limits: crate::HealthLimits,
+    ) -> Result<crate::MetricsServer> {
+        crate::http::MetricsServer::start(self.observer(), addr, limits)
+    }
+
+    /// A handle for metrics and health that does not keep the database open.
+    pub(crate) fn observer(&self) -> crate::sync::DataWeak<Inner> {
+        Arc::downgrade(self.inner.as_ref().expect("open until close or drop"))
     }
 
     /// What opening found and did.

@@ -81,12 +81,6 @@ pub struct Health {
     pub applied_lag: Duration,
 }
 
-/// Liveness of the engine's threads that `Db` owns.
-pub(crate) struct Threads {
-    pub applier: bool,
-    pub checkpointer: bool,
-}
-
 pub(crate) fn metrics(inner: &Inner) -> Metrics {
     let sh = &inner.shared;
     let st = &sh.stats;
@@ -167,8 +161,10 @@ pub(crate) fn metrics(inner: &Inner) -> Metrics {
     }
 }
 
-pub(crate) fn health(inner: &Inner, threads: Threads, limits: &HealthLimits) -> Health {
+pub(crate) fn health(inner: &Inner, limits: &HealthLimits) -> Health {
     let m = metrics(inner);
+    let applier_alive = inner.shared.applier_running.load(Ordering::Acquire);
+    let checkpointer_alive = inner.shared.checkpointer_running.load(Ordering::Acquire);
     let flusher_alive = inner.wal.detail().flusher_alive;
     let disk_free_bytes = [inner.path.join("wal"), inner.path.join("data")]
         .iter()
@@ -187,8 +183,8 @@ pub(crate) fn health(inner: &Inner, threads: Threads, limits: &HealthLimits) -> 
     }
     for (alive, name) in [
         (flusher_alive, "flusher"),
-        (threads.applier, "applier"),
-        (threads.checkpointer, "checkpoint"),
+        (applier_alive, "applier"),
+        (checkpointer_alive, "checkpoint"),
     ] {
         if !alive {
             bad(Unhealthy, format!("the {name} thread is not running"));
@@ -276,8 +272,8 @@ pub(crate) fn health(inner: &Inner, threads: Threads, limits: &HealthLimits) -> 
         status: reasons.first().map_or(HealthStatus::Healthy, |r| r.0),
         reasons,
         flusher_alive,
-        applier_alive: threads.applier,
-        checkpointer_alive: threads.checkpointer,
+        applier_alive,
+        checkpointer_alive,
         poisoned: m.poisoned,
         storage_full: m.storage_full,
         queue_utilisation: queue,

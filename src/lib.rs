@@ -39,6 +39,8 @@ mod conflict;
 mod db;
 mod error;
 mod health;
+#[cfg(feature = "http")]
+mod http;
 mod metrics;
 mod snapshots;
 mod store;
@@ -57,6 +59,8 @@ pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
 pub use db::{Db, DbRecoveryReport, DbStats};
 pub use error::{Error, Result};
 pub use health::{Health, HealthLimits, HealthStatus};
+#[cfg(feature = "http")]
+pub use http::{MetricsServer, DEFAULT_HTTP_ADDR};
 pub use metrics::{CommitLatency, Histogram, Metrics};
 pub use store::STORE_FORMAT_VERSION;
 #[doc(hidden)]

@@ -486,9 +486,9 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
     )?;
     gauge(
         enc,
-        "queue_utilisation",
-        "The fuller of the queue's count and byte bounds",
-        Some(&Unit::Ratios),
+        "queue_utilisation_ratio",
+        "The fuller of the queue's count and byte bounds, 0 to 1",
+        None,
         m.queue_utilisation(),
     )?;
     counter(

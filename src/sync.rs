@@ -255,6 +255,9 @@ pub(crate) use std::sync::Arc as DynArc;
 /// std's `Arc` for the engine's shared data (byte strings, table names, tables, engine state):
 /// loom does not model the engine above the commit pipeline, and these need `Ord`/`Hash`.
 pub(crate) use std::sync::Arc as DataArc;
+/// The weak handle of [`DataArc`]: metrics and health endpoints that must not keep the
+/// engine open.
+pub(crate) use std::sync::Weak as DataWeak;
 
 /// Deliberate bugs the loom models (`loom-tests/`) switch on one at a time, to show that each
 /// model fails when the invariant it checks is broken. Without `walmdb_loom`, [`bug`] is a

@@ -188,6 +188,9 @@ fn prometheus_exposition_carries_the_metrics_until_the_database_closes() {
         put(&db, &i.to_be_bytes(), Durability::default());
     }
     let text = exposition(&registry);
+    if let Ok(path) = std::env::var("WALMDB_DUMP_EXPOSITION") {
+        std::fs::write(path, &text).unwrap();
+    }
     assert_eq!(
         sample(&text, "walmdb_commits_total{db=\"main\"}"),
         Some(7.0),
@@ -202,7 +205,7 @@ fn prometheus_exposition_carries_the_metrics_until_the_database_closes() {
     for name in [
         "walmdb_sync_latency_seconds_sum",
         "walmdb_group_size_count",
-        "walmdb_queue_utilisation_ratios",
+        "walmdb_queue_utilisation_ratio",
         "walmdb_applied_lag_seconds",
         "walmdb_overlay_bytes",
         "walmdb_map_used_bytes",
@@ -325,4 +328,70 @@ fn backpressure_waits_and_refusals_are_counted() {
     assert!(m.queue_full_waits >= refused);
     assert_eq!(m.commits + refused, 1600);
     Arc::try_unwrap(db).unwrap().close().unwrap();
+}
+
+/// `GET path` over a plain TCP connection: (status code, body).
+#[cfg(feature = "http")]
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let code = reply.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = reply.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
+    (code, body)
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_endpoint_serves_metrics_and_health_until_the_database_closes() {
+    let dir = tempdir();
+    let fs = SimFs::new();
+    let db = Db::open_with_fs(dir.path(), cfg(), Arc::new(fs.clone())).unwrap();
+    put(&db, b"k", Durability::EveryWrite);
+    let server = db
+        .serve_http("127.0.0.1:0", HealthLimits::default())
+        .unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&body, "walmdb_commits_total"), Some(1.0), "{body}");
+    let (code, body) = http_get(addr, "/health");
+    assert_eq!(
+        (code, body.trim()),
+        (200, r#"{"status":"healthy","reasons":[]}"#)
+    );
+    let (code, _) = http_get(addr, "/nothing");
+    assert_eq!(code, 404);
+    // A crossed limit: degraded, with its reason, still 200.
+    let limits = HealthLimits {
+        min_free_disk_bytes: u64::MAX,
+        ..HealthLimits::default()
+    };
+    let degraded = db.serve_http("127.0.0.1:0", limits).unwrap();
+    let (code, body) = http_get(degraded.local_addr(), "/health");
+    assert_eq!(code, 200);
+    assert!(
+        body.starts_with(r#"{"status":"degraded","reasons":[{"level":"degraded","reason":""#),
+        "{body}"
+    );
+    drop(degraded);
+    // Unhealthy: 503, with the reason.
+    fs.fail_next(OpKind::SyncData, FaultKind::Eio);
+    let mut txn = db.write().unwrap();
+    txn.put("t", b"k2", b"v").unwrap();
+    assert!(txn.commit_with(Durability::EveryWrite).is_err());
+    let (code, body) = http_get(addr, "/health");
+    assert_eq!(code, 503);
+    assert!(
+        body.contains(r#""level":"unhealthy","reason":"poisoned"#),
+        "{body}"
+    );
+    drop(db);
+    // Closed: 503.
+    let (code, _) = http_get(addr, "/metrics");
+    assert_eq!(code, 503);
+    server.stop();
 }

@@ -1,0 +1,212 @@
+//! `/metrics` and `/health` over HTTP (feature `http`), for scrapers and probes that do not
+//! live in the host application.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::db::Inner;
+use crate::error::{Error, Result};
+use crate::health::{health, metrics, HealthLimits, HealthStatus};
+use crate::metrics::PrometheusCollector;
+use crate::sync::{
+    AtomicBool, DataArc as Arc, DataWeak as Weak, JoinHandle, Mutex, Ordering, ThreadBuilder,
+};
+
+/// The address [`crate::Db::serve_http`] is usually given: loopback only, so nothing is
+/// exposed beyond the machine unless the caller asks for it.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9187";
+
+/// A running `/metrics` and `/health` endpoint; stops when dropped (or with [`stop`]).
+///
+/// - `GET /metrics`: the engine's metrics in the Prometheus text format.
+/// - `GET /health`: `{"status": "healthy" | "degraded" | "unhealthy", "reasons": [...]}`,
+///   status 200 unless unhealthy (503), so a probe needs no parsing.
+///
+/// Once the database is closed both answer 503.
+///
+/// [`stop`]: MetricsServer::stop
+pub struct MetricsServer {
+    addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsServer {
+    pub(crate) fn start(
+        db: Weak<Inner>,
+        addr: impl ToSocketAddrs,
+        limits: HealthLimits,
+    ) -> Result<MetricsServer> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| Error::InvalidConfig("the HTTP address resolves to nothing".into()))?;
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot serve HTTP on {addr}: {e}"
+            )))
+        })?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| Error::InvalidConfig("not an IP address".into()))?;
+        let server = Arc::new(server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (server, stop) = (server.clone(), stop.clone());
+            ThreadBuilder::new()
+                .name("walmdb-http".into())
+                .spawn(move || serve(&server, &stop, &db, &limits))?
+        };
+        tracing::info!(%addr, "serving /metrics and /health");
+        Ok(MetricsServer {
+            addr,
+            server,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on (with the port the system chose, if given port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for the server thread.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the HTTP server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+fn serve(server: &tiny_http::Server, stop: &AtomicBool, db: &Weak<Inner>, limits: &HealthLimits) {
+    while !stop.load(Ordering::Acquire) {
+        let request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "the HTTP server could not take a request");
+                continue;
+            }
+        };
+        let (code, content_type, body) = answer(request.method(), request.url(), db, limits);
+        let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+            .expect("a valid static header");
+        let response = tiny_http::Response::from_string(body)
+            .with_status_code(code)
+            .with_header(header);
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(error = %e, "an HTTP client went away");
+        }
+    }
+}
+
+fn answer(
+    method: &tiny_http::Method,
+    url: &str,
+    db: &Weak<Inner>,
+    limits: &HealthLimits,
+) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if *method != tiny_http::Method::Get {
+        return (405, TEXT, "only GET\n".into());
+    }
+    let path = url.split('?').next().unwrap_or("");
+    let Some(inner) = db.upgrade() else {
+        return (503, TEXT, "the database is closed\n".into());
+    };
+    match path {
+        "/metrics" => {
+            let m = metrics(&inner);
+            drop(inner);
+            let mut registry = prometheus_client::registry::Registry::default();
+            let once = Mutex::new(Some(m));
+            registry
+                .sub_registry_with_prefix("walmdb")
+                .register_collector(Box::new(PrometheusCollector {
+                    snapshot: move || once.lock().take(),
+                }));
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                Ok(()) => (
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body,
+                ),
+                Err(_) => (500, TEXT, "encoding the metrics failed\n".into()),
+            }
+        }
+        "/health" => {
+            let h = health(&inner, limits);
+            drop(inner);
+            let status = match h.status {
+                HealthStatus::Healthy => "healthy",
+                HealthStatus::Degraded => "degraded",
+                HealthStatus::Unhealthy => "unhealthy",
+            };
+            let reasons: Vec<String> = h
+                .reasons
+                .iter()
+                .map(|(s, why)| {
+                    let level = if *s == HealthStatus::Unhealthy {
+                        "unhealthy"
+                    } else {
+                        "degraded"
+                    };
+                    format!("{{\"level\":\"{level}\",\"reason\":{}}}", json_string(why))
+                })
+                .collect();
+            let code = if h.status == HealthStatus::Unhealthy {
+                503
+            } else {
+                200
+            };
+            let body = format!(
+                "{{\"status\":\"{status}\",\"reasons\":[{}]}}\n",
+                reasons.join(",")
+            );
+            (code, "application/json", body)
+        }
+        _ => (404, TEXT, "not found: try /metrics or /health\n".into()),
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
