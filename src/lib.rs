@@ -41,6 +41,7 @@ mod error;
 mod health;
 #[cfg(feature = "http")]
 mod http;
+pub mod inspect;
 mod metrics;
 mod snapshots;
 mod store;

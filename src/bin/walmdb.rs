@@ -1,0 +1,263 @@
+//! `walmdb`: inspect, verify and maintain a walmdb database directory from the command line.
+//! See `docs/cli.md`.
+//!
+//! Exit codes: 0 success (healthy), 1 damage found, 2 usage or I/O error (missing directory,
+//! not a walmdb directory, bad arguments), 3 the database is in use by another process.
+
+#[path = "walmdb/dump.rs"]
+mod dump;
+#[path = "walmdb/stats.rs"]
+mod stats;
+#[path = "walmdb/util.rs"]
+mod util;
+#[path = "walmdb/verify.rs"]
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: healthy, or the command did what it was asked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: damage found (corruption, a gap, LMDB's applied LSN ahead of or behind the log).
+pub const EXIT_DAMAGED: u8 = 1;
+/// Exit code: a usage or I/O error (clap uses it for bad arguments too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the database is in use by another process.
+pub const EXIT_LOCKED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walmdb",
+    version,
+    about = "Inspect, verify and maintain a walmdb database directory",
+    long_about = "Inspect, verify and maintain a walmdb database directory (<DIR>/wal: the \
+                  write-ahead log, <DIR>/data: LMDB).\n\n`verify`, `dump` and `stats --offline` \
+                  only read: they never modify, create or lock a file. `stats` and `checkpoint` \
+                  open the database (which recovers it, as the engine does).\n\nExit codes: 0 \
+                  healthy / done, 1 damage found, 2 usage or I/O error, 3 database in use."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// JSON (`dump`: one object per line).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check every segment's header and frame CRCs, the LSN sequence across segments, and
+    /// LMDB's applied LSN against the log, without changing anything.
+    ///
+    /// Healthy means `Db::open` would open the database without losing a record it should
+    /// hold. A torn tail at the end of the last segment (what a crash leaves, cut on open)
+    /// is a warning, unless --strict. DIR may also be a bare log directory (wal-*.log files),
+    /// judged as `Wal::open` would open it.
+    Verify {
+        /// The database directory.
+        dir: PathBuf,
+        /// Treat a torn tail as damage (as `RecoveryMode::Strict` does).
+        #[arg(long)]
+        strict: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the log's records: one line per operation (LSN, commit time, table, operation,
+    /// key, value), or one JSON object per line. Reads only.
+    ///
+    /// Stops with an error naming the segment file and offset at corruption; a torn tail ends
+    /// the dump with a note on stderr. DIR may also be a bare log directory.
+    Dump {
+        /// The database directory.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Keys, values and opaque payloads as hex instead of escaped text.
+        #[arg(long)]
+        hex: bool,
+        /// Only records with this LSN or a later one.
+        #[arg(long, value_name = "LSN")]
+        from_lsn: Option<u64>,
+        /// Only records with this LSN or an earlier one.
+        #[arg(long, value_name = "LSN")]
+        to_lsn: Option<u64>,
+        /// Only records at or after this time (RFC 3339, or microseconds since the Unix
+        /// epoch); records without a time (checkpoint, consensus) are left out.
+        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        since: Option<u64>,
+        /// Only records at or before this time (RFC 3339, or microseconds since the epoch).
+        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        until: Option<u64>,
+        /// Only operations on this table (other record types are left out).
+        #[arg(long, value_name = "NAME")]
+        table: Option<String>,
+        /// Write to this file instead of standard output (a progress bar shows on a terminal).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Open the database (which replays the log into LMDB, as any open does) and print its
+    /// statistics; with --offline, read the files instead, without opening anything.
+    Stats {
+        /// The database directory.
+        dir: PathBuf,
+        /// Do not open the database: report segments, LSNs, sizes and LMDB's applied LSN
+        /// from the files, changing nothing.
+        #[arg(long)]
+        offline: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Open the database, checkpoint it (apply everything, sync LMDB, retire the covered log
+    /// segments) and close it.
+    Checkpoint {
+        /// The database directory.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// Why a command stopped: the message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// What to print on stderr.
+    pub message: String,
+}
+
+impl Failure {
+    /// A usage or I/O error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// Damage (exit code 1).
+    pub fn damaged(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_DAMAGED,
+            message: message.into(),
+        }
+    }
+
+    /// An error from the engine or the inspection, with the exit code its kind calls for.
+    pub fn from_error(e: &walmdb::Error, dir: &std::path::Path) -> Self {
+        use walmdb::Error as E;
+        match e {
+            E::Locked { path } => Failure {
+                code: EXIT_LOCKED,
+                message: format!(
+                    "database is in use by another process: {} is locked (close the other handle or process, or use `stats --offline`)",
+                    path.join("LOCK").display()
+                ),
+            },
+            E::Corruption { .. }
+            | E::TornTail { .. }
+            | E::SegmentSequence { .. }
+            | E::UnsupportedVersion { .. }
+            | E::Inconsistent { .. }
+            | E::Lmdb { .. } => Failure::damaged(format!(
+                "{}: {e} (run `walmdb verify {}` for details)",
+                dir.display(),
+                dir.display()
+            )),
+            other => Failure::usage(format!("{}: {other}", dir.display())),
+        }
+    }
+}
+
+/// The output of a command that succeeded: its exit code (0, or 1 when it found damage).
+pub type Outcome = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify {
+            dir,
+            strict,
+            format,
+        } => verify::run(&dir, strict, format),
+        Command::Dump {
+            dir,
+            format,
+            hex,
+            from_lsn,
+            to_lsn,
+            since,
+            until,
+            table,
+            output,
+        } => dump::run(&dump::Options {
+            dir,
+            format,
+            hex,
+            from_lsn,
+            to_lsn,
+            since,
+            until,
+            table,
+            output,
+        }),
+        Command::Stats {
+            dir,
+            offline,
+            format,
+        } => {
+            if offline {
+                stats::offline(&dir, format)
+            } else {
+                stats::online(&dir, format)
+            }
+        }
+        Command::Checkpoint { dir, format } => stats::checkpoint(&dir, format),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("walmdb: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// What a directory given on the command line is.
+pub enum Target {
+    /// A database directory.
+    Database(walmdb::inspect::DbPaths),
+    /// A bare log directory (segment files, no `wal/` or `data/`).
+    Log(PathBuf),
+}
+
+/// Resolves a directory argument: a database directory, or (when `allow_log`) a bare log
+/// directory. A missing directory or anything else is a usage error.
+pub fn target(dir: &std::path::Path, allow_log: bool) -> Result<Target, Failure> {
+    match walmdb::inspect::db_paths(dir) {
+        Ok(paths) => Ok(Target::Database(paths)),
+        Err(walmdb::Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            if allow_log && walmdb::inspect::is_log_dir(dir) {
+                Ok(Target::Log(dir.to_owned()))
+            } else {
+                Err(Failure::usage(e.to_string()))
+            }
+        }
+        Err(walmdb::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(
+            Failure::usage(format!("{}: no such directory", dir.display())),
+        ),
+        Err(e) => Err(Failure::usage(e.to_string())),
+    }
+}
