@@ -112,6 +112,9 @@ pub struct WalConfig {
     /// write a segment of zeros on the commit path. Turn off for tests that need the exact
     /// order of I/O operations. Default: true.
     pub prepare_segments: bool,
+    /// Copy retired segments into an archive (for point-in-time restore) before they are
+    /// recycled or removed. Default: `None`.
+    pub archive: Option<crate::wal::ArchiveConfig>,
 }
 
 impl Default for WalConfig {
@@ -129,6 +132,7 @@ impl Default for WalConfig {
             compress_level: 1,
             recycle_segments: 4,
             prepare_segments: true,
+            archive: None,
         }
     }
 }
@@ -174,6 +178,11 @@ impl WalConfig {
         }
         if self.group_max_bytes == 0 {
             return bad("group_max_bytes must be at least 1".into());
+        }
+        if let Some(a) = &self.archive {
+            if a.keep_last == Some(0) {
+                return bad("archive keep_last must be at least 1 (or None)".into());
+            }
         }
         if self.queue_capacity == 0 {
             return bad("queue_capacity must be at least 1".into());

@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     /// The applier failed for good: the engine refuses commits until reopened.
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Held while segments are retired, and by a backup while it copies LMDB and the log:
+    /// no segment a backup needs is retired under it.
+    pub(crate) retirement: Mutex<()>,
     /// True from open until the applier thread ends (however it ends).
     pub(crate) applier_running: AtomicBool,
     /// True from open until the checkpoint thread ends.
@@ -479,7 +482,7 @@ impl Db {
         Ok(db)
     }
 
-    fn inner(&self) -> &Inner {
+    pub(crate) fn inner(&self) -> &Inner {
         self.inner
             .as_ref()
             .expect("the handle is open until close or drop")
@@ -904,7 +907,74 @@ pub(crate) fn commit_ops(
     Ok(lsn)
 }
 
-fn now_micros() -> u64 {
+/// A named point in the log a restore can return to; see [`Db::create_restore_point`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestorePoint {
+    /// Its name.
+    pub name: String,
+    /// The LSN of its record: a restore to it holds every commit below this LSN.
+    pub lsn: Lsn,
+    /// When it was made, microseconds since the Unix epoch.
+    pub unix_micros: u64,
+}
+
+/// Longest restore point name, in bytes.
+pub const MAX_RESTORE_POINT_NAME_LEN: usize = 255;
+
+fn check_restore_point_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidInput {
+            what: "restore point name",
+            reason: reason.into(),
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_RESTORE_POINT_NAME_LEN {
+        return bad("it is longer than 255 bytes");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Writes a named restore point into the log (a `Timestamp` record, synced before this
+    /// returns). `walmdb::restore` with `RestoreTarget::Name` returns to the state of every
+    /// commit before it. Names should be unique; a restore to a repeated name uses the first.
+    pub fn create_restore_point(&self, name: &str) -> Result<RestorePoint> {
+        check_restore_point_name(name)?;
+        let inner = self.inner();
+        if let Some(e) = inner.shared.refusal() {
+            return Err(e);
+        }
+        let unix_micros = now_micros();
+        let record = Record::Timestamp {
+            unix_micros,
+            name: name.to_owned(),
+        }
+        .encode();
+        let ticket = Ticket {
+            snapshot: 0,
+            check: Check::Blind,
+            writes: Arc::new(TxnWrites { ops: Vec::new() }),
+        };
+        let lsn = inner
+            .wal
+            .commit_with(record, ticket, Some(Durability::EveryWrite))?;
+        tracing::info!(name, lsn, "created a restore point");
+        Ok(RestorePoint {
+            name: name.to_owned(),
+            lsn,
+            unix_micros,
+        })
+    }
+}
+
+pub(crate) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -1229,6 +1299,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// engine fails instead, and reopening replays the log.
 fn checkpoint_now(inner: &Inner) -> Result<()> {
     let sh = &inner.shared;
+    let _no_backup_copying = sh.retirement.lock();
     let span = tracing::info_span!(
         "walmdb.checkpoint",
         applied_lsn = sh.applied_lsn.load(Ordering::Acquire),

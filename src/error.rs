@@ -206,6 +206,22 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A backup directory that cannot be used: a missing or damaged manifest, or a file
+    /// that is missing or fails its checksum. Nothing was restored.
+    #[error("bad backup at {path}: {reason}")]
+    BadBackup {
+        /// The manifest or file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A restore target the backup and archive cannot reach (before the backup, after the
+    /// archive's last record, an unknown restore point name, or a gap in the archive
+    /// before it). Nothing was restored.
+    #[error("cannot restore to the target: {0}")]
+    RestoreTarget(String),
+
     /// An LMDB operation failed.
     #[error("LMDB {op} failed: {message}")]
     Lmdb {

@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod backup;
 mod catalog;
 mod commit;
 mod config;
@@ -43,6 +44,7 @@ mod health;
 mod http;
 pub mod inspect;
 mod metrics;
+mod restore;
 mod snapshots;
 mod store;
 mod sync;
@@ -54,21 +56,25 @@ pub mod wal;
 #[doc(hidden)]
 pub mod loom_support;
 
+pub use backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
 pub use catalog::MAX_TABLE_NAME_LEN;
 pub use commit::{NoSequencer, Sequencer};
 pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
-pub use db::{Db, DbRecoveryReport, DbStats};
+pub use db::{Db, DbRecoveryReport, DbStats, RestorePoint, MAX_RESTORE_POINT_NAME_LEN};
 pub use error::{Error, Result};
 pub use health::{Health, HealthLimits, HealthStatus};
 #[cfg(feature = "http")]
 pub use http::{MetricsServer, DEFAULT_HTTP_ADDR};
 pub use metrics::{CommitLatency, Histogram, Metrics};
+pub use restore::{
+    recovery_points, restore, RecoveryPoints, RestoreOptions, RestoreReport, RestoreTarget,
+};
 pub use store::STORE_FORMAT_VERSION;
 #[doc(hidden)]
 pub use store::{LmdbObserver, LmdbObserverRef};
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn, MAX_KEY_LEN};
 pub use wal::fs::{CrashOptions, FaultKind, Fs, FsFile, FsRef, OpKind, SimFs, StdFs};
 pub use wal::{
-    CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Lsn, Op, Record, RecordType,
-    RecoveryReport, SegmentMeta, TxnRecord, Wal, WalStats, FORMAT_VERSION,
+    ArchiveConfig, CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Lsn, Op, Record,
+    RecordType, RecoveryReport, SegmentMeta, TxnRecord, Wal, WalStats, FORMAT_VERSION,
 };

@@ -1413,7 +1413,14 @@ fn flip_frames(
                 pit,
                 ctx,
             };
-            run_damage(c, dir, d, sampled.is_multiple_of(5), sampled.is_multiple_of(modes_every), s);
+            run_damage(
+                c,
+                dir,
+                d,
+                sampled.is_multiple_of(5),
+                sampled.is_multiple_of(modes_every),
+                s,
+            );
         }
     }
     bit_no

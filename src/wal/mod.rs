@@ -3,6 +3,7 @@
 //! [`Wal::open`] recovers the log (see `docs/recovery.md`), then starts the flusher.
 //! Committers call [`Wal::commit`]; the flusher writes and syncs groups and answers them.
 
+mod archive;
 pub mod fs;
 mod preparer;
 pub mod record;
@@ -11,6 +12,8 @@ pub(crate) mod segment;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use archive::archive_segment;
+pub use archive::ArchiveConfig;
 pub use record::{
     EncodedRecord, LogRecord, Lsn, Op, Record, RecordType, TxnRecord, FORMAT_VERSION,
 };
@@ -132,6 +135,15 @@ pub struct WalStats {
     pub queued_bytes: usize,
 }
 
+/// A segment a backup copied.
+#[derive(Debug, Clone)]
+pub(crate) struct CopiedSegment {
+    pub name: String,
+    pub bytes: u64,
+    pub crc32: u32,
+    pub last_lsn: Lsn,
+}
+
 /// What `Db::metrics` reads of the log beyond `WalStats`.
 #[derive(Debug, Clone)]
 pub(crate) struct WalDetail {
@@ -190,6 +202,8 @@ pub struct Wal<S: Sequencer = NoSequencer> {
     dir: PathBuf,
     cfg: WalConfig,
     report: RecoveryReport,
+    /// Held by `retire_below`, so one call archives and retires at a time.
+    retiring: Mutex<()>,
 }
 
 impl Wal<NoSequencer> {
@@ -276,6 +290,7 @@ impl<S: Sequencer> Wal<S> {
             dir: dir.to_owned(),
             cfg,
             report: rec.report,
+            retiring: Mutex::new(()),
         })
     }
 
@@ -458,22 +473,71 @@ impl<S: Sequencer> Wal<S> {
         self.shared.segments.lock().live.clone()
     }
 
+    /// Copies the valid frames of every live segment holding an LSN >= `from_lsn` into
+    /// `dest` (synced, directory included), for a backup. The caller keeps retirement off
+    /// while it runs; frames written meanwhile past a copy's end are left out of it.
+    pub(crate) fn copy_segments(&self, dest: &Path, from_lsn: Lsn) -> Result<Vec<CopiedSegment>> {
+        let live = self.segments();
+        let first = live
+            .iter()
+            .rposition(|m| m.first_lsn <= from_lsn)
+            .unwrap_or(0);
+        self.fs.create_dir_all(dest)?;
+        let mut copied = Vec::new();
+        for m in &live[first..] {
+            let data = read_segment(self.fs.open(&m.path, false)?.as_ref())?;
+            let header = SegmentHeader::decode(&data).map_err(|e| Error::Corruption {
+                segment: m.segment_no,
+                offset: 0,
+                reason: format!("bad header: {e:?}"),
+            })?;
+            let scan = segment::scan_segment(&data, &header);
+            let name = segment::segment_file_name(m.segment_no);
+            let out = self.fs.open(&fs::join(dest, &name), true)?;
+            out.set_len(0)?;
+            out.write_at(&data[..scan.end], 0)?;
+            out.sync_data()?;
+            copied.push(CopiedSegment {
+                name,
+                bytes: scan.end as u64,
+                crc32: crc32fast::hash(&data[..scan.end]),
+                last_lsn: scan.last_lsn,
+            });
+        }
+        self.fs.sync_dir(dest)?;
+        Ok(copied)
+    }
+
     /// Retires every segment all of whose records have LSN < `lsn` (never the active one):
     /// each is renamed to a spare for reuse, or removed once `recycle_segments` spares exist.
     /// The caller must hold those records durably elsewhere first. Returns how many.
     pub fn retire_below(&self, lsn: Lsn) -> Result<usize> {
-        let retired: Vec<SegmentMeta> = {
-            let mut set = self.shared.segments.lock();
-            let keep_from = set
-                .live
+        let _one_at_a_time = self.retiring.lock();
+        let keep_from = {
+            let set = self.shared.segments.lock();
+            set.live
                 .windows(2)
                 .take_while(|w| w[1].first_lsn <= lsn)
-                .count();
-            set.live.drain(..keep_from).collect()
+                .count()
         };
-        if retired.is_empty() {
+        if keep_from == 0 {
             return Ok(0);
         }
+        if let Some(archive) = &self.cfg.archive {
+            // Archived before anything is renamed: a failure leaves the segments live.
+            let to_archive: Vec<SegmentMeta> =
+                self.shared.segments.lock().live[..keep_from].to_vec();
+            for m in &to_archive {
+                archive_segment(self.fs.as_ref(), archive, &m.path)?;
+            }
+        }
+        let retired: Vec<SegmentMeta> = self
+            .shared
+            .segments
+            .lock()
+            .live
+            .drain(..keep_from)
+            .collect();
         for m in &retired {
             let spare = {
                 let set = self.shared.segments.lock();

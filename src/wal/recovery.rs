@@ -365,6 +365,14 @@ pub(crate) fn recover(
     // crashed process may have named a segment (rename, removal) without syncing it, and
     // commits are about to go into that segment.
     for f in &obsolete {
+        if let Some(archive) = &cfg.archive {
+            if let Err(e) = super::archive_segment(fs, archive, &f.path) {
+                // The records are the caller's already; an obsolete segment that cannot be
+                // read stays on disk for the operator rather than stop the open.
+                tracing::error!(path = %f.path.display(), error = %e, "cannot archive an obsolete segment; it is left in place");
+                continue;
+            }
+        }
         if spares.len() < cfg.recycle_segments {
             let spare = join(dir, &super::segment::spare_file_name(f.segment_no));
             fs.rename(&f.path, &spare)?;

@@ -34,6 +34,11 @@ pub trait Fs: Send + Sync + Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// True when the path exists.
     fn exists(&self, path: &Path) -> bool;
+    /// When the file was last modified (archive retention by age). Default: unsupported.
+    fn modified(&self, path: &Path) -> io::Result<std::time::SystemTime> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// An open file. All offsets are absolute; there is no cursor.

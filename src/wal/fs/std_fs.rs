@@ -52,6 +52,10 @@ impl Fs for StdFs {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+
+    fn modified(&self, path: &Path) -> io::Result<std::time::SystemTime> {
+        std::fs::metadata(path)?.modified()
+    }
 }
 
 #[derive(Debug)]

@@ -1,0 +1,287 @@
+//! Hot backup: a compacted, consistent copy of LMDB plus the log after its applied LSN, with
+//! a manifest of LSNs, times and checksums. See `docs/operations.md`, "Backup and restore".
+//!
+//! Layout of a backup directory:
+//! ```text
+//! MANIFEST              the manifest below
+//! data/data.mdb         LMDB, copied at one LMDB transaction (compacted)
+//! wal/wal-NNNNNNNN.log  the segments holding the records after LMDB's applied LSN
+//! ```
+//! Manifest format 1 (text, one field a line):
+//! ```text
+//! walmdb-backup 1
+//! created_micros <u64>
+//! lmdb_applied_lsn <u64>
+//! lmdb_applied_micros <u64>
+//! wal_last_lsn <u64>
+//! file <bytes> <crc32, 8 hex digits> <path relative to the backup>
+//! ...
+//! crc32 <8 hex digits: CRC32 of every byte above this line>
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::db::{now_micros, Db};
+use crate::error::{Error, Result};
+use crate::wal::{Lsn, Record};
+
+/// The manifest's format version.
+pub const BACKUP_FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "MANIFEST";
+const MAGIC: &str = "walmdb-backup";
+
+/// One file of a backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupFile {
+    /// Its path inside the backup directory (`data/data.mdb`, `wal/wal-00000003.log`).
+    pub path: String,
+    /// Its length.
+    pub bytes: u64,
+    /// CRC32 of its bytes.
+    pub crc32: u32,
+}
+
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupManifest {
+    /// When the backup began, microseconds since the Unix epoch.
+    pub created_micros: u64,
+    /// The LSN LMDB's copy holds every commit through.
+    pub lmdb_applied_lsn: Lsn,
+    /// The commit time of that LSN's record (the backup's start time when the log no longer
+    /// held it): a restore cannot target an earlier time.
+    pub lmdb_applied_micros: u64,
+    /// The last LSN in the backup's log: every commit acknowledged before the backup began
+    /// is at or below it.
+    pub wal_last_lsn: Lsn,
+    /// Every file with its length and checksum.
+    pub files: Vec<BackupFile>,
+}
+
+impl BackupManifest {
+    fn encode(&self) -> String {
+        let mut text = format!(
+            "{MAGIC} {BACKUP_FORMAT_VERSION}\ncreated_micros {}\nlmdb_applied_lsn {}\nlmdb_applied_micros {}\nwal_last_lsn {}\n",
+            self.created_micros, self.lmdb_applied_lsn, self.lmdb_applied_micros, self.wal_last_lsn
+        );
+        for f in &self.files {
+            text.push_str(&format!("file {} {:08x} {}\n", f.bytes, f.crc32, f.path));
+        }
+        let crc = crc32fast::hash(text.as_bytes());
+        text.push_str(&format!("crc32 {crc:08x}\n"));
+        text
+    }
+
+    fn decode(text: &str, path: &Path) -> Result<BackupManifest> {
+        let bad = |reason: String| Error::BadBackup {
+            path: path.to_owned(),
+            reason,
+        };
+        let body_end = text
+            .trim_end_matches('\n')
+            .rfind('\n')
+            .map(|i| i + 1)
+            .ok_or_else(|| bad("the manifest is truncated".into()))?;
+        let (body, last) = text.split_at(body_end);
+        let stored = last
+            .trim_end()
+            .strip_prefix("crc32 ")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| bad("the manifest has no checksum line".into()))?;
+        if crc32fast::hash(body.as_bytes()) != stored {
+            return Err(bad("the manifest fails its checksum".into()));
+        }
+        let mut lines = body.lines();
+        let head = lines.next().unwrap_or_default();
+        let version = head
+            .strip_prefix(MAGIC)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(|| bad("not a walmdb backup manifest".into()))?;
+        if version != BACKUP_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: BACKUP_FORMAT_VERSION,
+            });
+        }
+        let mut field = |name: &str| -> Result<u64> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| bad(format!("the manifest lacks {name}")))
+        };
+        let created_micros = field("created_micros ")?;
+        let lmdb_applied_lsn = field("lmdb_applied_lsn ")?;
+        let lmdb_applied_micros = field("lmdb_applied_micros ")?;
+        let wal_last_lsn = field("wal_last_lsn ")?;
+        let mut files = Vec::new();
+        for line in lines {
+            let mut parts = line.splitn(4, ' ');
+            let (Some("file"), Some(bytes), Some(crc), Some(rel)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad(format!("bad manifest line {line:?}")));
+            };
+            if rel.contains("..") || rel.starts_with('/') {
+                return Err(bad(format!("a file path leaves the backup: {rel:?}")));
+            }
+            files.push(BackupFile {
+                path: rel.to_owned(),
+                bytes: bytes
+                    .parse()
+                    .map_err(|_| bad(format!("bad length in {line:?}")))?,
+                crc32: u32::from_str_radix(crc, 16)
+                    .map_err(|_| bad(format!("bad checksum in {line:?}")))?,
+            });
+        }
+        Ok(BackupManifest {
+            created_micros,
+            lmdb_applied_lsn,
+            lmdb_applied_micros,
+            wal_last_lsn,
+            files,
+        })
+    }
+
+    /// Reads the manifest of the backup in `dir` and checks every file against it (length
+    /// and CRC32). A missing or damaged file is `Error::BadBackup` naming it.
+    pub fn read_verified(dir: &Path) -> Result<BackupManifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::BadBackup {
+            path: path.clone(),
+            reason: format!("cannot read the manifest: {e}"),
+        })?;
+        let manifest = BackupManifest::decode(&text, &path)?;
+        for f in &manifest.files {
+            let file = dir.join(&f.path);
+            let data = std::fs::read(&file).map_err(|e| Error::BadBackup {
+                path: file.clone(),
+                reason: format!("cannot read it: {e}"),
+            })?;
+            if data.len() as u64 != f.bytes || crc32fast::hash(&data) != f.crc32 {
+                return Err(Error::BadBackup {
+                    path: file,
+                    reason: format!(
+                        "{} bytes with CRC32 {:08x}; the manifest says {} bytes, {:08x}",
+                        data.len(),
+                        crc32fast::hash(&data),
+                        f.bytes,
+                        f.crc32
+                    ),
+                });
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+/// `dir` must not exist, or be an empty directory.
+pub(crate) fn require_empty(dir: &Path, what: &'static str) -> Result<()> {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {
+        Ok(true) => Err(Error::InvalidInput {
+            what,
+            reason: format!("{} is not empty", dir.display()),
+        }),
+        Ok(false) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io(e)),
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl Db {
+    /// Backs the database up into `dir` (which must not exist or be empty) while it serves
+    /// reads and commits: a compacted copy of LMDB taken at one of its transactions, the
+    /// log from there through every commit acknowledged before this call, and a
+    /// `MANIFEST` with LSNs, times and a CRC32 of every file. Segments are not retired
+    /// and LMDB's map does not grow while it copies. Everything is synced before it
+    /// returns. `walmdb::restore` brings it (and an archive) back.
+    pub fn backup(&self, dir: impl AsRef<Path>) -> Result<BackupManifest> {
+        let dir = dir.as_ref();
+        require_empty(dir, "backup directory")?;
+        let inner = self.inner();
+        let span = tracing::info_span!("walmdb.backup", dir = %dir.display());
+        let _entered = span.enter();
+        let created_micros = now_micros();
+        std::fs::create_dir_all(dir.join("data"))?;
+        let sh = &inner.shared;
+        let (lmdb_applied_lsn, segments) = {
+            let _no_retirement = sh.retirement.lock();
+            // A registered snapshot keeps map resizes off while LMDB is copied.
+            let pin = self.read()?;
+            inner
+                .store
+                .copy_compacted(&dir.join("data").join("data.mdb"))?;
+            drop(pin);
+            let applied = crate::store::stored_applied_lsn(&dir.join("data"))?;
+            // Every commit acknowledged before this call is durable in the log now.
+            inner.wal.sync()?;
+            let segments = inner.wal.copy_segments(&dir.join("wal"), applied + 1)?;
+            (applied, segments)
+        };
+        let lmdb_applied_micros = record_time(self, lmdb_applied_lsn).unwrap_or(created_micros);
+        let data = std::fs::read(dir.join("data").join("data.mdb"))?;
+        let mut files = vec![BackupFile {
+            path: "data/data.mdb".into(),
+            bytes: data.len() as u64,
+            crc32: crc32fast::hash(&data),
+        }];
+        drop(data);
+        files.extend(segments.iter().map(|s| BackupFile {
+            path: format!("wal/{}", s.name),
+            bytes: s.bytes,
+            crc32: s.crc32,
+        }));
+        let manifest = BackupManifest {
+            created_micros,
+            lmdb_applied_lsn,
+            lmdb_applied_micros,
+            wal_last_lsn: segments.last().map_or(lmdb_applied_lsn, |s| s.last_lsn),
+            files,
+        };
+        sync_dir(&dir.join("data"))?;
+        write_synced(&dir.join(MANIFEST), manifest.encode().as_bytes())?;
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        tracing::info!(
+            lmdb_applied_lsn,
+            wal_last_lsn = manifest.wal_last_lsn,
+            files = manifest.files.len(),
+            "backed up the database"
+        );
+        Ok(manifest)
+    }
+}
+
+/// The commit time of the record at `lsn`, if the log still holds it.
+fn record_time(db: &Db, lsn: Lsn) -> Option<u64> {
+    if lsn == 0 {
+        return None;
+    }
+    let rec = db.inner().wal.read_from(lsn).next()?.ok()?;
+    match rec.record.decode().ok()? {
+        Record::Txn(t) => Some(t.commit_micros),
+        Record::Timestamp { unix_micros, .. } => Some(unix_micros),
+        _ => None,
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
