@@ -146,6 +146,7 @@ pub(crate) fn metrics(inner: &Inner) -> Metrics {
         segments_live: inner.wal.segments().len(),
         segments_spare: detail.segments_spare,
         segments_retired: wal.segments_retired,
+        segments_archived: detail.segments_archived,
         replay_estimate_bytes,
         estimated_recovery,
         map_size: inner.store.map_size.load(Ordering::Relaxed),

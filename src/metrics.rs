@@ -239,6 +239,8 @@ pub struct Metrics {
     pub segments_spare: usize,
     /// Segments retired since open (recycled as spares or removed).
     pub segments_retired: u64,
+    /// Of those, the segments copied into the archive first (`WalConfig::archive`).
+    pub segments_archived: u64,
     /// Log bytes a recovery would replay now (an estimate).
     pub replay_estimate_bytes: u64,
     /// Time a recovery would take now: the replay estimate at the rate the applier has
@@ -626,6 +628,13 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Segments retired (recycled or removed)",
         None,
         m.segments_retired,
+    )?;
+    counter(
+        enc,
+        "segments_archived",
+        "Segments copied into the archive before retirement",
+        None,
+        m.segments_archived,
     )?;
     gauge(
         enc,

@@ -137,6 +137,7 @@ fn restores_reach_an_lsn_a_time_and_a_restore_point_through_the_archive() {
     db.checkpoint().unwrap();
     let m = db.metrics();
     assert!(m.segments_retired >= 4, "{m:?}");
+    assert_eq!(m.segments_archived, m.segments_retired);
     db.close().unwrap();
 
     let points = walmdb::recovery_points(&p("backup"), Some(&p("archive"))).unwrap();

@@ -46,6 +46,7 @@ pub(crate) struct Stats {
     pub record_bytes: StatCounter,
     pub rotations: StatCounter,
     pub segments_retired: StatCounter,
+    pub segments_archived: StatCounter,
     pub sync_latency: crate::metrics::AtomicHistogram<{ crate::metrics::LATENCY_BUCKETS }>,
     pub group_size: crate::metrics::AtomicHistogram<{ crate::metrics::COUNT_BUCKETS }>,
     /// `sync::monotonic_micros()` at the last successful sync; 0 before the first.
@@ -151,6 +152,7 @@ pub(crate) struct WalDetail {
     pub group_size: crate::metrics::Histogram,
     pub last_sync_age: Option<std::time::Duration>,
     pub queue_full_waits: u64,
+    pub segments_archived: u64,
     pub backpressure_refusals: u64,
     pub segments_spare: usize,
     pub flusher_alive: bool,
@@ -452,6 +454,8 @@ impl<S: Sequencer> Wal<S> {
                 )
             }),
             queue_full_waits: self.shared.queue.full_waits(),
+            segments_archived: s.segments_archived.load(Ordering::Relaxed)
+                + self.report.segments_archived as u64,
             backpressure_refusals: s.backpressure_refusals.load(Ordering::Relaxed),
             segments_spare: self.shared.segments.lock().spares.len(),
             flusher_alive: self.flusher_alive(),
@@ -529,6 +533,10 @@ impl<S: Sequencer> Wal<S> {
                 self.shared.segments.lock().live[..keep_from].to_vec();
             for m in &to_archive {
                 archive_segment(self.fs.as_ref(), archive, &m.path)?;
+                self.shared
+                    .stats
+                    .segments_archived
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         let retired: Vec<SegmentMeta> = self

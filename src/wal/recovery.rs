@@ -55,6 +55,8 @@ pub struct RecoveryReport {
     pub cut: Option<CutTail>,
     /// Segments wholly below `from_lsn` that were retired while opening.
     pub segments_retired: usize,
+    /// Of those, the segments copied into the archive first (`WalConfig::archive`).
+    pub segments_archived: usize,
     /// Time the scan took.
     pub duration: Duration,
 }
@@ -364,6 +366,7 @@ pub(crate) fn recover(
     // Retire obsolete segments. The directory is synced even if nothing changed here: a
     // crashed process may have named a segment (rename, removal) without syncing it, and
     // commits are about to go into that segment.
+    let mut archived = 0;
     for f in &obsolete {
         if let Some(archive) = &cfg.archive {
             if let Err(e) = super::archive_segment(fs, archive, &f.path) {
@@ -372,6 +375,7 @@ pub(crate) fn recover(
                 tracing::error!(path = %f.path.display(), error = %e, "cannot archive an obsolete segment; it is left in place");
                 continue;
             }
+            archived += 1;
         }
         if spares.len() < cfg.recycle_segments {
             let spare = join(dir, &super::segment::spare_file_name(f.segment_no));
@@ -404,6 +408,7 @@ pub(crate) fn recover(
     report.last_lsn = last_lsn;
     report.cut = cut;
     report.segments_retired = obsolete.len();
+    report.segments_archived = archived;
     report.duration = started.elapsed();
     Ok(Recovered {
         segments,
