@@ -509,6 +509,39 @@ fn verify_finds_lmdb_behind_the_log() {
 }
 
 #[test]
+fn verify_finds_lmdb_ahead_of_the_log() {
+    // An older copy of the log put back under a newer LMDB.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let old = closed_db(&dir, 20, 100);
+    let old_wal = tmp.path().join("old-wal");
+    std::fs::create_dir(&old_wal).unwrap();
+    for seg in segments(&dir) {
+        std::fs::copy(&seg, old_wal.join(name(&seg))).unwrap();
+    }
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    let newer = commit_some(&db, 20, 20, 100);
+    db.close().unwrap();
+    std::fs::remove_dir_all(dir.join("wal")).unwrap();
+    std::fs::rename(&old_wal, dir.join("wal")).unwrap();
+    let applied = newer.last().unwrap().lsn;
+    assert_eq!(
+        walmdb::inspect::applied_lsn(&dir.join("data")).unwrap(),
+        applied
+    );
+
+    let out = run_read_only(&dir, &["verify", path_str(&dir)]);
+    expect_code(&out, 1, "verify");
+    let text = stdout(&out);
+    let want = format!(
+        "the log ends at LSN {} but records through LSN {applied} were expected: LMDB's applied LSN {applied} is ahead of the log",
+        old.last().unwrap().lsn
+    );
+    assert!(text.contains(&want), "{want} in\n{text}");
+    assert!(Db::open_with(&dir, cfg()).is_err());
+}
+
+#[test]
 fn bad_directories_and_arguments_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");

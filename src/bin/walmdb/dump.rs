@@ -110,7 +110,7 @@ pub fn run(o: &Options) -> Outcome {
         Ok(report) => {
             if let Some(cut) = &report.cut {
                 eprintln!(
-                    "walmdb: note: the log ends with a torn tail in {} at offset {} ({}); the log ends at LSN {} before it; opening would cut it there",
+                    "walmdb: note: the log ends with a torn tail in {} at offset {} ({}); the readable log ends at LSN {}; opening would cut the rest",
                     scan.file_name(cut.segment),
                     cut.offset,
                     cut.reason,
