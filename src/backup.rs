@@ -214,12 +214,12 @@ impl Db {
         let sh = &inner.shared;
         let (lmdb_applied_lsn, segments) = {
             let _no_retirement = sh.retirement.lock();
-            // A registered snapshot keeps map resizes off while LMDB is copied.
-            let pin = self.read()?;
+            // No map resize while LMDB copies itself in a read transaction of its own.
+            let no_resize = sh.lmdb_copy.lock();
             inner
                 .store
                 .copy_compacted(&dir.join("data").join("data.mdb"))?;
-            drop(pin);
+            drop(no_resize);
             let applied = crate::store::stored_applied_lsn(&dir.join("data"))?;
             // Every commit acknowledged before this call is durable in the log now.
             inner.wal.sync()?;

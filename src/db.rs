@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     /// Held while segments are retired, and by a backup while it copies LMDB and the log:
     /// no segment a backup needs is retired under it.
     pub(crate) retirement: Mutex<()>,
+    /// Held by a backup while LMDB copies itself (in an LMDB read transaction of its own):
+    /// the map may not be resized then.
+    pub(crate) lmdb_copy: Mutex<()>,
     /// True from open until the applier thread ends (however it ends).
     pub(crate) applier_running: AtomicBool,
     /// True from open until the checkpoint thread ends.
@@ -1089,6 +1092,14 @@ fn apply_growing(
             }
             Err(ApplyError::MapFull) => match store.next_map_size() {
                 Some(size) => {
+                    let Some(_no_copy) = sh.lmdb_copy.try_lock() else {
+                        // A backup is copying LMDB; grow once it is done.
+                        sh.stats
+                            .map_resizes_postponed
+                            .fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
                     if sh.snapshots.pause(inner.cfg.resize_wait) {
                         let resized = store.resize(size);
                         sh.snapshots.resume();

@@ -26,6 +26,9 @@ mod imp {
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
+        }
     }
 
     pub type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
@@ -121,6 +124,13 @@ mod imp {
         }
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(g) => Some(g),
+                Err(loom::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(loom::sync::TryLockError::WouldBlock) => None,
+            }
         }
     }
 

@@ -366,7 +366,7 @@ pub(crate) fn recover(
     // Retire obsolete segments. The directory is synced even if nothing changed here: a
     // crashed process may have named a segment (rename, removal) without syncing it, and
     // commits are about to go into that segment.
-    let mut archived = 0;
+    let (mut archived, mut retired) = (0, 0);
     for f in &obsolete {
         if let Some(archive) = &cfg.archive {
             if let Err(e) = super::archive_segment(fs, archive, &f.path) {
@@ -384,6 +384,7 @@ pub(crate) fn recover(
         } else {
             fs.remove(&f.path)?;
         }
+        retired += 1;
     }
     if !obsolete.is_empty() {
         fail::fail_point!("recovery-obsolete-retired-before-dir-sync");
@@ -407,7 +408,7 @@ pub(crate) fn recover(
     report.first_lsn = segments[0].first_lsn;
     report.last_lsn = last_lsn;
     report.cut = cut;
-    report.segments_retired = obsolete.len();
+    report.segments_retired = retired;
     report.segments_archived = archived;
     report.duration = started.elapsed();
     Ok(Recovered {
