@@ -723,6 +723,12 @@ impl Db {
     }
 
     fn shutdown(&mut self, how: Stop) -> Result<()> {
+        self.shutdown_then(how, |_| Ok(()))
+    }
+
+    /// Stops the engine; then, with everything closed but the directory still locked, runs
+    /// `then` on the database directory (only if stopping succeeded).
+    fn shutdown_then(&mut self, how: Stop, then: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let (Some(applier), Some(checkpointer)) = (self.applier.take(), self.checkpointer.take())
         else {
             return Ok(());
@@ -792,7 +798,11 @@ impl Db {
             }
         };
         let Inner {
-            wal, store, lock, ..
+            wal,
+            store,
+            lock,
+            path,
+            ..
         } = inner;
         fail::fail_point!("close-checkpointed-before-log-close");
         let wal_result = wal.close();
@@ -800,9 +810,10 @@ impl Db {
         let closing = store.env.clone().prepare_for_closing();
         drop(store);
         closing.wait();
+        let result = result.and(wal_result).and_then(|()| then(&path));
         // Only now may another handle open the directory.
         drop(lock);
-        result.and(wal_result)
+        result
     }
 }
 
@@ -908,6 +919,64 @@ pub(crate) fn commit_ops(
     let level = durability.unwrap_or(inner.cfg.wal.durability);
     sh.stats.commit_latency.record(level, started.elapsed());
     Ok(lsn)
+}
+
+/// What [`Db::compact`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// LMDB's file size before.
+    pub bytes_before: u64,
+    /// LMDB's file size after.
+    pub bytes_after: u64,
+    /// The LSN the compacted file holds every commit through (everything: the log holds
+    /// nothing after it).
+    pub applied_lsn: Lsn,
+}
+
+impl Db {
+    /// Compacts LMDB's file (free pages dropped, pages renumbered) and closes the database:
+    /// checkpoints, writes a compacted copy beside the file, closes the engine and, while
+    /// the directory is still locked, renames the copy over the file and syncs the
+    /// directory. A crash at any point leaves either file, each holding every commit.
+    pub fn compact(mut self) -> Result<CompactReport> {
+        let lsn = self.checkpoint()?;
+        let inner = self.inner();
+        let data = inner.path.join("data");
+        let staging = data.join("compacting");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        let bytes_before = std::fs::metadata(data.join("data.mdb"))?.len();
+        {
+            let _no_resize = inner.shared.lmdb_copy.lock();
+            inner.store.copy_compacted(&staging.join("data.mdb"))?;
+        }
+        let applied_lsn = crate::store::stored_applied_lsn(&staging)?;
+        if applied_lsn != lsn || inner.shared.visible_lsn.load(Ordering::Acquire) != lsn {
+            return Err(Error::Inconsistent {
+                path: inner.path.clone(),
+                reason: format!(
+                    "the compacted copy holds LSN {applied_lsn}, the checkpoint LSN {lsn}"
+                ),
+            });
+        }
+        let bytes_after = std::fs::metadata(staging.join("data.mdb"))?.len();
+        self.shutdown_then(Stop::Drain, |path| {
+            let data = path.join("data");
+            std::fs::rename(staging.join("data.mdb"), data.join("data.mdb"))?;
+            crate::store::sync_dir(&data)?;
+            std::fs::remove_dir_all(&staging)?;
+            crate::store::sync_dir(&data)
+        })?;
+        tracing::info!(bytes_before, bytes_after, applied_lsn, "compacted LMDB");
+        Ok(CompactReport {
+            bytes_before,
+            bytes_after,
+            applied_lsn,
+        })
+    }
 }
 
 /// A named point in the log a restore can return to; see [`Db::create_restore_point`].

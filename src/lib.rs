@@ -60,7 +60,9 @@ pub use backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
 pub use catalog::MAX_TABLE_NAME_LEN;
 pub use commit::{NoSequencer, Sequencer};
 pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
-pub use db::{Db, DbRecoveryReport, DbStats, RestorePoint, MAX_RESTORE_POINT_NAME_LEN};
+pub use db::{
+    CompactReport, Db, DbRecoveryReport, DbStats, RestorePoint, MAX_RESTORE_POINT_NAME_LEN,
+};
 pub use error::{Error, Result};
 pub use health::{Health, HealthLimits, HealthStatus};
 #[cfg(feature = "http")]

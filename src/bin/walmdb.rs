@@ -4,6 +4,8 @@
 //! Exit codes: 0 success (healthy), 1 damage found, 2 usage or I/O error (missing directory,
 //! not a walmdb directory, bad arguments), 3 the database is in use by another process.
 
+#[path = "walmdb/backup.rs"]
+mod backup;
 #[path = "walmdb/dump.rs"]
 mod dump;
 #[path = "walmdb/stats.rs"]
@@ -39,9 +41,17 @@ pub const EXIT_LOCKED: u8 = 3;
                   healthy / done, 1 damage found, 2 usage or I/O error, 3 database in use."
 )]
 struct Cli {
+    /// The WAL archive (`WalConfig::archive`): commands that open the database archive the
+    /// segments they retire there (open a database that archives always with it, or the
+    /// archive gets a gap); `restore` rolls forward from it.
+    #[arg(long, global = true, value_name = "DIR")]
+    archive: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--archive`, for the commands that open the database.
+pub static ARCHIVE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +137,53 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Back the database up into DEST (new or empty): a compacted LMDB copy, the log after
+    /// its applied LSN and a checksummed MANIFEST. Opens the database, so it must not be in
+    /// use: a running service backs itself up hot with `Db::backup`.
+    Backup {
+        /// The database directory.
+        dir: PathBuf,
+        /// The backup directory to create.
+        dest: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Restore BACKUP into INTO (new or empty), rolled forward with the backup's log and
+    /// the archive to the target (the latest reachable record without one); or, with
+    /// --list, show the points BACKUP and the archive can restore to.
+    #[command(group(clap::ArgGroup::new("target").args(["target_time", "target_lsn", "target_name", "list"])))]
+    Restore {
+        /// The backup directory (made by `walmdb backup` or `Db::backup`).
+        backup: PathBuf,
+        /// The directory to restore into.
+        #[arg(required_unless_present = "list")]
+        into: Option<PathBuf>,
+        /// Restore every commit up to this time (RFC 3339, or microseconds since the epoch).
+        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        target_time: Option<u64>,
+        /// Restore every commit through this LSN.
+        #[arg(long, value_name = "LSN")]
+        target_lsn: Option<u64>,
+        /// Restore every commit before the restore point of this name.
+        #[arg(long, value_name = "NAME")]
+        target_name: Option<String>,
+        /// List the recovery points instead of restoring.
+        #[arg(long)]
+        list: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Compact LMDB's file (drop free pages) and close: checkpoints, writes a compacted copy
+    /// and swaps it in while the database is still locked.
+    Compact {
+        /// The database directory.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 /// Why a command stopped: the message and the exit code.
@@ -186,6 +243,8 @@ pub type Outcome = Result<u8, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let archive = cli.archive.clone();
+    let _ = ARCHIVE.set(cli.archive);
     let result = match cli.command {
         Command::Verify {
             dir,
@@ -225,6 +284,31 @@ fn main() -> ExitCode {
             }
         }
         Command::Checkpoint { dir, format } => stats::checkpoint(&dir, format),
+        Command::Backup { dir, dest, format } => backup::backup(&dir, &dest, format),
+        Command::Restore {
+            backup,
+            into,
+            target_time,
+            target_lsn,
+            target_name,
+            list,
+            format,
+        } => match (list, into) {
+            (true, _) => backup::list(&backup, archive.as_deref(), format),
+            (false, Some(into)) => backup::restore(
+                &backup,
+                &into,
+                archive,
+                backup::Target {
+                    time: target_time,
+                    lsn: target_lsn,
+                    name: target_name,
+                },
+                format,
+            ),
+            (false, None) => Err(Failure::usage("restore needs a directory to restore into")),
+        },
+        Command::Compact { dir, format } => backup::compact(&dir, format),
     };
     match result {
         Ok(code) => ExitCode::from(code),

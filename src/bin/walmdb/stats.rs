@@ -10,7 +10,7 @@ use crate::util::size;
 use crate::{target, Failure, Format, Outcome, Target, EXIT_OK};
 
 /// The database directory, or a usage error (a bare log cannot be opened as a database).
-fn database(dir: &Path) -> Result<DbPaths, Failure> {
+pub fn database(dir: &Path) -> Result<DbPaths, Failure> {
     match target(dir, false)? {
         Target::Database(p) => Ok(p),
         Target::Log(_) => unreachable!("target(_, false) resolves databases only"),
@@ -19,7 +19,7 @@ fn database(dir: &Path) -> Result<DbPaths, Failure> {
 
 /// A configuration that opens this database as it is: the log's segment size, no spare
 /// preallocated in the background, room for every table LMDB lists.
-fn open_config(paths: &DbPaths) -> Config {
+pub fn open_config(paths: &DbPaths) -> Config {
     let mut cfg = Config::default();
     // New segments keep the size of the newest one.
     let newest = std::fs::read_dir(&paths.wal).ok().and_then(|rd| {
@@ -43,6 +43,11 @@ fn open_config(paths: &DbPaths) -> Config {
         }
     }
     cfg.wal.prepare_segments = false;
+    cfg.wal.archive = crate::ARCHIVE
+        .get()
+        .cloned()
+        .flatten()
+        .map(walmdb::ArchiveConfig::new);
     if let Ok(Some(store)) = inspect::read_store(&paths.data) {
         let tables = u32::try_from(store.tables.len()).unwrap_or(u32::MAX);
         cfg.max_tables = cfg.max_tables.max(tables.saturating_add(64));
@@ -50,12 +55,12 @@ fn open_config(paths: &DbPaths) -> Config {
     cfg
 }
 
-fn open(paths: &DbPaths) -> Result<Db, Failure> {
+pub fn open(paths: &DbPaths) -> Result<Db, Failure> {
     Db::open_with(&paths.root, open_config(paths)).map_err(|e| Failure::from_error(&e, &paths.root))
 }
 
 /// Prints `(name, value)` pairs aligned, or as one JSON object.
-fn print(format: Format, title: &str, fields: &[(&str, Value)]) {
+pub fn print(format: Format, title: &str, fields: &[(&str, Value)]) {
     match format {
         Format::Json => {
             let obj: serde_json::Map<String, Value> = fields

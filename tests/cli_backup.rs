@@ -1,0 +1,300 @@
+//! The `walmdb` tool's `backup`, `restore` (`--target-name`, `--target-lsn`, `--target-time`,
+//! `--list`) and `compact`, run as a real process; restored contents are compared with the
+//! commit history, exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use walmdb::{ArchiveConfig, Config, Db, Durability, Lsn, WalConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_walmdb");
+
+fn cfg(archive: &Path) -> Config {
+    Config::default().wal(WalConfig {
+        segment_bytes: 64 << 10,
+        max_record_bytes: 16 << 10,
+        prepare_segments: false,
+        archive: Some(ArchiveConfig::new(archive)),
+        ..WalConfig::default()
+    })
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// (LSN, key, value, time just after the commit returned).
+type History = Vec<(Lsn, Vec<u8>, Vec<u8>, u64)>;
+
+fn commit(db: &Db, range: std::ops::Range<usize>, history: &mut History) {
+    for i in range {
+        let key = format!("k{:03}", i % 101).into_bytes();
+        let value = format!("{i:05}{}", "v".repeat(300)).into_bytes();
+        let mut t = db.write().unwrap();
+        t.put("t", &key, &value).unwrap();
+        let lsn = t.commit_with(Durability::None).unwrap();
+        history.push((lsn, key, value, now_micros()));
+    }
+}
+
+fn model(history: &History, lsn: Lsn) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    history
+        .iter()
+        .filter(|h| h.0 <= lsn)
+        .map(|h| (h.1.clone(), h.2.clone()))
+        .collect()
+}
+
+fn contents(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let db = Db::open(dir).unwrap();
+    let r = db.read().unwrap();
+    let out = r
+        .range("t", ..)
+        .unwrap()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<walmdb::Result<_>>()
+        .unwrap();
+    drop(r);
+    db.close().unwrap();
+    out
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run walmdb")
+}
+
+#[track_caller]
+fn expect(o: &Output, code: i32) -> Value {
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn backup_list_and_restore_to_a_name_an_lsn_and_a_time() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let mut history = History::new();
+    let db = Db::open_with(p("db"), cfg(&p("archive"))).unwrap();
+    commit(&db, 0..40, &mut history);
+    db.close().unwrap();
+
+    let out = expect(
+        &run(&[
+            "backup",
+            s(&p("db")),
+            s(&p("bk")),
+            "--archive",
+            s(&p("archive")),
+            "--format",
+            "json",
+        ]),
+        0,
+    );
+    assert_eq!(out["lmdb_applied_lsn"], history.last().unwrap().0);
+
+    let db = Db::open_with(p("db"), cfg(&p("archive"))).unwrap();
+    commit(&db, 40..200, &mut history);
+    let point = db.create_restore_point("before-migration").unwrap();
+    commit(&db, 200..330, &mut history);
+    let time_target = history[260].3;
+    std::thread::sleep(Duration::from_millis(2));
+    commit(&db, 330..600, &mut history);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+
+    let list = expect(
+        &run(&[
+            "restore",
+            s(&p("bk")),
+            "--list",
+            "--archive",
+            s(&p("archive")),
+            "--format",
+            "json",
+        ]),
+        0,
+    );
+    assert_eq!(list["restore_points"][0]["name"], "before-migration");
+    assert_eq!(list["restore_points"][0]["lsn"], point.lsn);
+    let last = list["last_lsn"].as_u64().unwrap();
+    assert!(last >= history[400].0, "{list}");
+    let text = run(&[
+        "restore",
+        s(&p("bk")),
+        "--list",
+        "--archive",
+        s(&p("archive")),
+    ]);
+    expect(&text, 0);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "restore point       \"before-migration\" at LSN {}",
+            point.lsn
+        )),
+        "{text}"
+    );
+
+    let by_name = expect(
+        &run(&[
+            "restore",
+            s(&p("bk")),
+            s(&p("r-name")),
+            "--archive",
+            s(&p("archive")),
+            "--target-name",
+            "before-migration",
+            "--format",
+            "json",
+        ]),
+        0,
+    );
+    assert_eq!(by_name["restored_lsn"], point.lsn - 1);
+    assert_eq!(contents(&p("r-name")), model(&history, point.lsn - 1));
+
+    let lsn = history[377].0;
+    expect(
+        &run(&[
+            "restore",
+            s(&p("bk")),
+            s(&p("r-lsn")),
+            "--archive",
+            s(&p("archive")),
+            "--target-lsn",
+            &lsn.to_string(),
+        ]),
+        0,
+    );
+    assert_eq!(contents(&p("r-lsn")), model(&history, lsn));
+
+    expect(
+        &run(&[
+            "restore",
+            s(&p("bk")),
+            s(&p("r-time")),
+            "--archive",
+            s(&p("archive")),
+            "--target-time",
+            &time_target.to_string(),
+        ]),
+        0,
+    );
+    assert_eq!(contents(&p("r-time")), model(&history, history[260].0));
+
+    // Without the archive only the backup's own log is reachable.
+    let out = run(&[
+        "restore",
+        s(&p("bk")),
+        s(&p("r-far")),
+        "--target-lsn",
+        &lsn.to_string(),
+    ]);
+    expect(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("past the reachable log"));
+    assert!(!p("r-far").exists());
+}
+
+#[test]
+fn a_damaged_archive_segment_exits_1_naming_it_and_a_locked_database_exits_3() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let mut history = History::new();
+    let db = Db::open_with(p("db"), cfg(&p("archive"))).unwrap();
+    commit(&db, 0..10, &mut history);
+    db.backup(p("bk")).unwrap();
+    // The database is open in this process: the tool cannot open it.
+    let out = run(&["backup", s(&p("db")), s(&p("bk2"))]);
+    expect(&out, 3);
+    commit(&db, 10..500, &mut history);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let mut archived: Vec<_> = std::fs::read_dir(p("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    archived.sort();
+    let victim = archived[archived.len() / 2].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&victim, &bytes).unwrap();
+    let out = run(&[
+        "restore",
+        s(&p("bk")),
+        s(&p("r")),
+        "--archive",
+        s(&p("archive")),
+    ]);
+    expect(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!p("r").exists());
+}
+
+#[test]
+fn compact_shrinks_lmdb_and_keeps_every_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let db = Db::open_with(p("db"), Config::default()).unwrap();
+    let big = vec![7u8; 4000];
+    for round in 0..4 {
+        let mut t = db.write().unwrap();
+        for i in 0..500u32 {
+            t.put("t", &i.to_be_bytes(), &big).unwrap();
+        }
+        t.commit().unwrap();
+        if round < 3 {
+            let mut t = db.write().unwrap();
+            for i in 0..500u32 {
+                t.delete("t", &i.to_be_bytes()).unwrap();
+            }
+            t.commit().unwrap();
+        }
+        db.checkpoint().unwrap();
+    }
+    let mut t = db.write().unwrap();
+    for i in 0..450u32 {
+        t.delete("t", &i.to_be_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    db.close().unwrap();
+    let before = contents(&p("db"));
+    assert_eq!(before.len(), 50);
+    let out = expect(&run(&["compact", s(&p("db")), "--format", "json"]), 0);
+    let (b, a) = (
+        out["bytes_before"].as_u64().unwrap(),
+        out["bytes_after"].as_u64().unwrap(),
+    );
+    assert!(a < b / 2, "{out}");
+    assert_eq!(
+        std::fs::metadata(p("db").join("data").join("data.mdb"))
+            .unwrap()
+            .len(),
+        a
+    );
+    assert!(!p("db").join("data").join("compacting").exists());
+    assert_eq!(contents(&p("db")), before);
+    let verify = run(&["verify", s(&p("db"))]);
+    expect(&verify, 0);
+}
