@@ -157,24 +157,39 @@ impl BackupManifest {
         let manifest = BackupManifest::decode(&text, &path)?;
         for f in &manifest.files {
             let file = dir.join(&f.path);
-            let data = std::fs::read(&file).map_err(|e| Error::BadBackup {
+            let (bytes, crc) = file_crc(&file).map_err(|e| Error::BadBackup {
                 path: file.clone(),
                 reason: format!("cannot read it: {e}"),
             })?;
-            if data.len() as u64 != f.bytes || crc32fast::hash(&data) != f.crc32 {
+            if bytes != f.bytes || crc != f.crc32 {
                 return Err(Error::BadBackup {
                     path: file,
                     reason: format!(
-                        "{} bytes with CRC32 {:08x}; the manifest says {} bytes, {:08x}",
-                        data.len(),
-                        crc32fast::hash(&data),
-                        f.bytes,
-                        f.crc32
+                        "{bytes} bytes with CRC32 {crc:08x}; the manifest says {} bytes, {:08x}",
+                        f.bytes, f.crc32
                     ),
                 });
             }
         }
         Ok(manifest)
+    }
+}
+
+/// The length and CRC32 of the file at `path`, read in 1 MiB pieces.
+fn file_crc(path: &Path) -> std::io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok((len, hasher.finalize())),
+            n => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+        }
     }
 }
 
@@ -227,13 +242,12 @@ impl Db {
             (applied, segments)
         };
         let lmdb_applied_micros = record_time(self, lmdb_applied_lsn).unwrap_or(created_micros);
-        let data = std::fs::read(dir.join("data").join("data.mdb"))?;
+        let (bytes, crc32) = file_crc(&dir.join("data").join("data.mdb"))?;
         let mut files = vec![BackupFile {
             path: "data/data.mdb".into(),
-            bytes: data.len() as u64,
-            crc32: crc32fast::hash(&data),
+            bytes,
+            crc32,
         }];
-        drop(data);
         files.extend(segments.iter().map(|s| BackupFile {
             path: format!("wal/{}", s.name),
             bytes: s.bytes,

@@ -137,16 +137,16 @@ fn chain(backup_dir: &Path, manifest: &BackupManifest, archive: Option<&Path>) -
     // For each segment number, the most complete undamaged copy (an archived copy of the
     // segment that was active during the backup holds more than the backup's).
     let mut best: BTreeMap<u64, Candidate> = BTreeMap::new();
+    // Files whose header does not decode, by the number in their name: damage only if the
+    // walk reaches them.
+    let mut bad_headers: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for path in files {
         let Some(c) = examine(&path)? else {
-            return Err(Error::Corruption {
-                segment: parse_segment_file_name(
-                    &path.file_name().unwrap_or_default().to_string_lossy(),
-                )
-                .unwrap_or(0),
-                offset: 0,
-                reason: format!("{}: the segment header is damaged", path.display()),
-            });
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(no) = parse_segment_file_name(&name) {
+                bad_headers.insert(no, path);
+            }
+            continue;
         };
         let better = |old: &Candidate| {
             (c.damage.is_none(), c.last_lsn) > (old.damage.is_none(), old.last_lsn)
@@ -183,6 +183,15 @@ fn chain(backup_dir: &Path, manifest: &BackupManifest, archive: Option<&Path>) -
         let last = c.last_lsn;
         segments.push(c);
         match best.get(&(no + 1)) {
+            None if bad_headers.contains_key(&(no + 1)) => {
+                let path = &bad_headers[&(no + 1)];
+                damaged = Some((
+                    no + 1,
+                    0,
+                    format!("{}: the segment header is damaged", path.display()),
+                ));
+                break format!("segment {} has a damaged header", path.display());
+            }
             None => break format!("the archive ends after segment {no} (LSN {last})"),
             Some(next) if next.header.first_lsn != last + 1 => {
                 break format!(

@@ -368,3 +368,43 @@ fn restore_point_names_are_checked() {
     assert_eq!(rp.name, "ok");
     db.close().unwrap();
 }
+
+#[test]
+fn an_archived_segment_with_a_damaged_header_stops_the_restore_naming_it() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    let db = Db::open_with(p("db"), small_cfg(Some(&p("archive")))).unwrap();
+    let history: Vec<Committed> = (0..10).map(|i| commit(&db, i)).collect();
+    db.backup(p("backup")).unwrap();
+    let history: Vec<Committed> = history
+        .into_iter()
+        .chain((10..600).map(|i| commit(&db, i)))
+        .collect();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let victim = p("archive").join("wal-00000003.log");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let e = restore(
+        &p("backup"),
+        &p("r"),
+        &RestoreTarget::Latest,
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Corruption { segment: 3, reason, .. } if reason.contains("wal-00000003.log")),
+        "{e}"
+    );
+    let points = walmdb::recovery_points(&p("backup"), Some(&p("archive"))).unwrap();
+    assert!(points.end.contains("damaged header"), "{points:?}");
+    restore(
+        &p("backup"),
+        &p("r2"),
+        &RestoreTarget::Lsn(points.last_lsn),
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap();
+    assert_eq!(contents(&p("r2")), model(&history, points.last_lsn));
+}
