@@ -235,7 +235,7 @@ impl Db {
                 .store
                 .copy_compacted(&dir.join("data").join("data.mdb"))?;
             drop(no_resize);
-            let applied = crate::store::stored_applied_lsn(&dir.join("data"))?;
+            let applied = crate::inspect::applied_lsn(&dir.join("data"))?;
             // Every commit acknowledged before this call is durable in the log now.
             inner.wal.sync()?;
             let segments = inner.wal.copy_segments(&dir.join("wal"), applied + 1)?;

@@ -953,7 +953,7 @@ impl Db {
             let _no_resize = inner.shared.lmdb_copy.lock();
             inner.store.copy_compacted(&staging.join("data.mdb"))?;
         }
-        let applied_lsn = crate::store::stored_applied_lsn(&staging)?;
+        let applied_lsn = crate::inspect::applied_lsn(&staging)?;
         if applied_lsn != lsn || inner.shared.visible_lsn.load(Ordering::Acquire) != lsn {
             return Err(Error::Inconsistent {
                 path: inner.path.clone(),

@@ -526,46 +526,6 @@ impl Store {
     }
 }
 
-/// The applied LSN and store format stored in the LMDB environment in `dir` (a backup's
-/// copy), read without writing to it and without a lock file.
-pub(crate) fn stored_applied_lsn(dir: &Path) -> Result<Lsn> {
-    let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(2);
-    // SAFETY: opened read-only without a lock by one thread, on a copy no one writes.
-    let env = unsafe {
-        opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK);
-        opts.open(dir)
-    }
-    .map_err(lmdb_err("open the copy"))?;
-    let read = || -> Result<Lsn> {
-        let rtxn = env.read_txn().map_err(lmdb_err("begin"))?;
-        let meta: Dbi = env
-            .open_database(&rtxn, Some(META_DB))
-            .map_err(lmdb_err("open meta table"))?
-            .ok_or_else(|| inconsistent(dir, "no metadata table"))?;
-        let format = meta
-            .get(&rtxn, KEY_FORMAT)
-            .map_err(lmdb_err("read"))?
-            .and_then(|v| decode_u32(KEY_FORMAT, v))
-            .ok_or_else(|| inconsistent(dir, "the store's format record is missing or damaged"))?;
-        if format != STORE_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: dir.to_owned(),
-                found: format,
-                supported: STORE_FORMAT_VERSION,
-            });
-        }
-        match meta.get(&rtxn, KEY_APPLIED).map_err(lmdb_err("read"))? {
-            None => Ok(0),
-            Some(stored) => decode_u64(KEY_APPLIED, stored)
-                .ok_or_else(|| inconsistent(dir, "the store's applied LSN is damaged")),
-        }
-    };
-    let lsn = read();
-    env.prepare_for_closing().wait();
-    lsn
-}
-
 /// The LMDB name of a user table.
 fn lmdb_name(table: &str) -> String {
     format!("{TABLE_PREFIX}{table}")

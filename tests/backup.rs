@@ -75,6 +75,18 @@ fn contents(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     out
 }
 
+/// `root/db` archiving into `root/archive`: commits `0..before`, a backup in `root/backup`,
+/// commits up to `total`, a checkpoint (which archives every retired segment), closed.
+fn backed_up_and_archived(root: &Path, before: usize, total: usize) -> Vec<Committed> {
+    let db = Db::open_with(root.join("db"), small_cfg(Some(&root.join("archive")))).unwrap();
+    let mut history: Vec<Committed> = (0..before).map(|i| commit(&db, i)).collect();
+    db.backup(root.join("backup")).unwrap();
+    history.extend((before..total).map(|i| commit(&db, i)));
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    history
+}
+
 fn opts(archive: Option<&Path>) -> RestoreOptions {
     RestoreOptions {
         archive: archive.map(Path::to_owned),
@@ -249,15 +261,7 @@ fn targets_out_of_reach_are_refused_and_write_nothing() {
 fn a_damaged_archived_segment_stops_the_restore_naming_it() {
     let root = tempdir();
     let p = |n: &str| root.path().join(n);
-    let db = Db::open_with(p("db"), small_cfg(Some(&p("archive")))).unwrap();
-    let history: Vec<Committed> = (0..20).map(|i| commit(&db, i)).collect();
-    db.backup(p("backup")).unwrap();
-    let history: Vec<Committed> = history
-        .into_iter()
-        .chain((20..600).map(|i| commit(&db, i)))
-        .collect();
-    db.checkpoint().unwrap();
-    db.close().unwrap();
+    let history = backed_up_and_archived(root.path(), 20, 600);
     let mut archived: Vec<_> = std::fs::read_dir(p("archive"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -373,15 +377,7 @@ fn restore_point_names_are_checked() {
 fn an_archived_segment_with_a_damaged_header_stops_the_restore_naming_it() {
     let root = tempdir();
     let p = |n: &str| root.path().join(n);
-    let db = Db::open_with(p("db"), small_cfg(Some(&p("archive")))).unwrap();
-    let history: Vec<Committed> = (0..10).map(|i| commit(&db, i)).collect();
-    db.backup(p("backup")).unwrap();
-    let history: Vec<Committed> = history
-        .into_iter()
-        .chain((10..600).map(|i| commit(&db, i)))
-        .collect();
-    db.checkpoint().unwrap();
-    db.close().unwrap();
+    let history = backed_up_and_archived(root.path(), 10, 600);
     let victim = p("archive").join("wal-00000003.log");
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[20] ^= 0xff;
