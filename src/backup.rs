@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use crate::db::{now_micros, Db};
 use crate::error::{Error, Result};
-use crate::wal::{Lsn, Record};
+use crate::store::sync_dir;
+use crate::wal::Lsn;
 
 /// The manifest's format version.
 pub const BACKUP_FORMAT_VERSION: u32 = 1;
@@ -206,11 +207,6 @@ pub(crate) fn require_empty(dir: &Path, what: &'static str) -> Result<()> {
     }
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 impl Db {
     /// Backs the database up into `dir` (which must not exist or be empty) while it serves
     /// reads and commits: a compacted copy of LMDB taken at one of its transactions, the
@@ -282,11 +278,7 @@ fn record_time(db: &Db, lsn: Lsn) -> Option<u64> {
         return None;
     }
     let rec = db.inner().wal.read_from(lsn).next()?.ok()?;
-    match rec.record.decode().ok()? {
-        Record::Txn(t) => Some(t.commit_micros),
-        Record::Timestamp { unix_micros, .. } => Some(unix_micros),
-        _ => None,
-    }
+    rec.record.decode().ok()?.time_micros()
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -143,7 +143,7 @@ pub(crate) fn metrics(inner: &Inner) -> Metrics {
         checkpoints: st.checkpoints.load(Ordering::Relaxed),
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
         checkpoint_duration: st.checkpoint_duration.snapshot(),
-        segments_live: inner.wal.segments().len(),
+        segments_live: detail.segments_live,
         segments_spare: detail.segments_spare,
         segments_retired: wal.segments_retired,
         segments_archived: detail.segments_archived,
@@ -166,7 +166,7 @@ pub(crate) fn health(inner: &Inner, limits: &HealthLimits) -> Health {
     let m = metrics(inner);
     let applier_alive = inner.shared.applier_running.load(Ordering::Acquire);
     let checkpointer_alive = inner.shared.checkpointer_running.load(Ordering::Acquire);
-    let flusher_alive = inner.wal.detail().flusher_alive;
+    let flusher_alive = inner.wal.flusher_alive();
     let disk_free_bytes = [inner.path.join("wal"), inner.path.join("data")]
         .iter()
         .filter_map(|p| disk_free(p))

@@ -1331,11 +1331,7 @@ impl LogEntry {
     /// Its time, microseconds since the Unix epoch: a transaction's `commit_micros`, a
     /// timestamp record's `unix_micros`; `None` for the other types.
     pub fn time_micros(&self) -> Option<u64> {
-        match &self.record {
-            Record::Txn(txn) => Some(txn.commit_micros),
-            Record::Timestamp { unix_micros, .. } => Some(*unix_micros),
-            _ => None,
-        }
+        self.record.time_micros()
     }
 }
 

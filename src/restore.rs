@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use crate::backup::{require_empty, sync_dir, BackupManifest};
+use crate::backup::{require_empty, BackupManifest};
 use crate::config::{Config, Durability};
 use crate::db::{Db, RestorePoint};
 use crate::error::{Error, Result};
+use crate::store::sync_dir;
 use crate::wal::fs::StdFs;
 use crate::wal::segment::{
     parse_segment_file_name, records_in, scan_segment, ScanEnd, SegmentHeader,
@@ -229,14 +230,6 @@ fn for_records(
     Ok(())
 }
 
-fn record_time(r: &LogRecord) -> Result<Option<u64>> {
-    Ok(match decode(r)? {
-        Record::Txn(t) => Some(t.commit_micros),
-        Record::Timestamp { unix_micros, .. } => Some(unix_micros),
-        _ => None,
-    })
-}
-
 fn decode(r: &LogRecord) -> Result<Record> {
     r.record.decode().map_err(|e| Error::Corruption {
         segment: 0,
@@ -397,7 +390,7 @@ fn find_cut(chain: &Chain, manifest: &BackupManifest, target: &RestoreTarget) ->
                 return Ok(false);
             }
             RestoreTarget::Time(t) => {
-                if let Some(at) = record_time(&r)? {
+                if let Some(at) = decode(&r)?.time_micros() {
                     if at > *t {
                         cut = Some(r.lsn - 1);
                         return Ok(false);

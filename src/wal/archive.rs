@@ -13,6 +13,7 @@ use super::segment::{
     parse_segment_file_name, read_segment, scan_segment, segment_file_name, ScanEnd, SegmentHeader,
 };
 use crate::error::{Error, Result};
+use crate::wal::Lsn;
 
 /// Where retired segments go, and how long they stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,18 +41,17 @@ impl ArchiveConfig {
 /// Copies the valid frames of the segment at `path` into the archive, durably: a temporary
 /// file written and synced, renamed, and the directory synced. Then prunes the archive.
 pub(crate) fn archive_segment(fs: &dyn Fs, cfg: &ArchiveConfig, path: &Path) -> Result<()> {
-    let data = read_segment(fs.open(path, false)?.as_ref())?;
-    let header = SegmentHeader::decode(&data).map_err(|e| Error::Corruption {
-        segment: 0,
-        offset: 0,
-        reason: format!("cannot archive {}: bad header: {e:?}", path.display()),
-    })?;
-    let scan = scan_segment(&data, &header);
-    if let ScanEnd::Damaged(why) = &scan.end_kind {
+    let ValidPrefix {
+        header,
+        data,
+        last_lsn,
+        damage,
+    } = valid_prefix(fs, path)?;
+    if let Some(why) = &damage {
         // The records are in LMDB already; the archive will show the gap to a restore.
         tracing::error!(
             segment = header.segment_no,
-            offset = scan.end,
+            offset = data.len(),
             reason = %why,
             "archiving a damaged segment: only its valid prefix is archived"
         );
@@ -64,21 +64,61 @@ pub(crate) fn archive_segment(fs: &dyn Fs, cfg: &ArchiveConfig, path: &Path) -> 
     }
     let name = segment_file_name(header.segment_no);
     let tmp = join(&cfg.dir, &format!("{name}.tmp"));
-    let out = fs.open(&tmp, true)?;
-    out.set_len(0)?;
-    out.write_at(&data[..scan.end], 0)?;
-    out.sync_data()?;
-    drop(out);
+    write_synced(fs, &tmp, &data)?;
     fs.rename(&tmp, &join(&cfg.dir, &name))?;
     fs.sync_dir(&cfg.dir)?;
     tracing::debug!(
         segment = header.segment_no,
         first_lsn = header.first_lsn,
-        last_lsn = scan.last_lsn,
-        bytes = scan.end,
+        last_lsn,
+        bytes = data.len(),
         "archived a WAL segment"
     );
     prune(fs, cfg)
+}
+
+/// A segment's header and run of valid frames: what an archive or a backup keeps of it.
+pub(crate) struct ValidPrefix {
+    pub header: SegmentHeader,
+    /// The file's bytes up to the end of its last valid frame.
+    pub data: Vec<u8>,
+    /// The LSN of its last valid record.
+    pub last_lsn: Lsn,
+    /// Why the run of valid frames ended before the file did, if it is damage.
+    pub damage: Option<String>,
+}
+
+/// Reads the segment at `path` and keeps its header and valid frames.
+pub(crate) fn valid_prefix(fs: &dyn Fs, path: &Path) -> Result<ValidPrefix> {
+    let mut data = read_segment(fs.open(path, false)?.as_ref())?;
+    let header = SegmentHeader::decode(&data).map_err(|e| Error::Corruption {
+        segment: path
+            .file_name()
+            .and_then(|n| parse_segment_file_name(&n.to_string_lossy()))
+            .unwrap_or(0),
+        offset: 0,
+        reason: format!("{}: bad header: {e:?}", path.display()),
+    })?;
+    let scan = scan_segment(&data, &header);
+    data.truncate(scan.end);
+    Ok(ValidPrefix {
+        header,
+        data,
+        last_lsn: scan.last_lsn,
+        damage: match scan.end_kind {
+            ScanEnd::Damaged(why) => Some(why),
+            ScanEnd::Clean => None,
+        },
+    })
+}
+
+/// Writes `bytes` as the whole of the file at `path` (created if missing) and syncs it.
+pub(crate) fn write_synced(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
+    let out = fs.open(path, true)?;
+    out.set_len(0)?;
+    out.write_at(bytes, 0)?;
+    out.sync_data()?;
+    Ok(())
 }
 
 /// Removes the archived segments no retention rule keeps: a segment stays while it is

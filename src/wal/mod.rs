@@ -154,8 +154,8 @@ pub(crate) struct WalDetail {
     pub queue_full_waits: u64,
     pub segments_archived: u64,
     pub backpressure_refusals: u64,
+    pub segments_live: usize,
     pub segments_spare: usize,
-    pub flusher_alive: bool,
 }
 
 /// A commit that was queued and not yet answered; see [`Wal::submit`].
@@ -445,6 +445,10 @@ impl<S: Sequencer> Wal<S> {
     pub(crate) fn detail(&self) -> WalDetail {
         let s = &self.shared.stats;
         let last = s.last_sync_at.load(Ordering::Relaxed);
+        let (segments_live, segments_spare) = {
+            let set = self.shared.segments.lock();
+            (set.live.len(), set.spares.len())
+        };
         WalDetail {
             sync_latency: s.sync_latency.snapshot(),
             group_size: s.group_size.snapshot(),
@@ -457,8 +461,8 @@ impl<S: Sequencer> Wal<S> {
             segments_archived: s.segments_archived.load(Ordering::Relaxed)
                 + self.report.segments_archived as u64,
             backpressure_refusals: s.backpressure_refusals.load(Ordering::Relaxed),
-            segments_spare: self.shared.segments.lock().spares.len(),
-            flusher_alive: self.flusher_alive(),
+            segments_live,
+            segments_spare,
         }
     }
 
@@ -489,23 +493,14 @@ impl<S: Sequencer> Wal<S> {
         self.fs.create_dir_all(dest)?;
         let mut copied = Vec::new();
         for m in &live[first..] {
-            let data = read_segment(self.fs.open(&m.path, false)?.as_ref())?;
-            let header = SegmentHeader::decode(&data).map_err(|e| Error::Corruption {
-                segment: m.segment_no,
-                offset: 0,
-                reason: format!("bad header: {e:?}"),
-            })?;
-            let scan = segment::scan_segment(&data, &header);
+            let kept = archive::valid_prefix(self.fs.as_ref(), &m.path)?;
             let name = segment::segment_file_name(m.segment_no);
-            let out = self.fs.open(&fs::join(dest, &name), true)?;
-            out.set_len(0)?;
-            out.write_at(&data[..scan.end], 0)?;
-            out.sync_data()?;
+            archive::write_synced(self.fs.as_ref(), &fs::join(dest, &name), &kept.data)?;
             copied.push(CopiedSegment {
                 name,
-                bytes: scan.end as u64,
-                crc32: crc32fast::hash(&data[..scan.end]),
-                last_lsn: scan.last_lsn,
+                bytes: kept.data.len() as u64,
+                crc32: crc32fast::hash(&kept.data),
+                last_lsn: kept.last_lsn,
             });
         }
         self.fs.sync_dir(dest)?;

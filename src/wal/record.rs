@@ -320,6 +320,16 @@ pub(crate) fn encode_txn<'a>(
 pub const MAX_TABLE_NAME: usize = u16::MAX as usize;
 
 impl Record {
+    /// Its time, microseconds since the Unix epoch: a transaction's `commit_micros`, a
+    /// timestamp's `unix_micros`; `None` for the other types.
+    pub fn time_micros(&self) -> Option<u64> {
+        match self {
+            Record::Txn(txn) => Some(txn.commit_micros),
+            Record::Timestamp { unix_micros, .. } => Some(*unix_micros),
+            _ => None,
+        }
+    }
+
     /// Encodes the record's payload.
     ///
     /// Panics if a table name exceeds [`MAX_TABLE_NAME`] bytes or a key or value 4 GiB; the
