@@ -158,46 +158,25 @@ fn restores_reach_an_lsn_a_time_and_a_restore_point_through_the_archive() {
     assert_eq!(points.restore_points[0].lsn, point.lsn);
     assert!(points.last_lsn >= history[611].lsn, "{points:?}");
 
-    let by_name = restore(
-        &p("backup"),
-        &p("r-name"),
-        &RestoreTarget::Name("before-migration".into()),
-        &opts(Some(&p("archive"))),
-    )
-    .unwrap();
+    let from_archive = |into: &str, target: RestoreTarget| {
+        restore(&p("backup"), &p(into), &target, &opts(Some(&p("archive")))).unwrap()
+    };
+    let by_name = from_archive("r-name", RestoreTarget::Name("before-migration".into()));
     assert_eq!(by_name.restored_lsn, point.lsn - 1);
     assert_eq!(contents(&p("r-name")), model(&history, point.lsn - 1));
 
     let lsn = history[611].lsn;
-    let by_lsn = restore(
-        &p("backup"),
-        &p("r-lsn"),
-        &RestoreTarget::Lsn(lsn),
-        &opts(Some(&p("archive"))),
-    )
-    .unwrap();
+    let by_lsn = from_archive("r-lsn", RestoreTarget::Lsn(lsn));
     assert_eq!(by_lsn.restored_lsn, lsn);
     assert_eq!(contents(&p("r-lsn")), model(&history, lsn));
 
-    let by_time = restore(
-        &p("backup"),
-        &p("r-time"),
-        &RestoreTarget::Time(time_target),
-        &opts(Some(&p("archive"))),
-    )
-    .unwrap();
+    let by_time = from_archive("r-time", RestoreTarget::Time(time_target));
     // One writer: commit times rise with LSNs, so the cut is exactly after commit 420.
     assert_eq!(by_time.restored_lsn, history[420].lsn);
     assert!(by_time.restored_micros.unwrap() <= time_target);
     assert_eq!(contents(&p("r-time")), model(&history, history[420].lsn));
 
-    let latest = restore(
-        &p("backup"),
-        &p("r-latest"),
-        &RestoreTarget::Latest,
-        &opts(Some(&p("archive"))),
-    )
-    .unwrap();
+    let latest = from_archive("r-latest", RestoreTarget::Latest);
     assert_eq!(latest.restored_lsn, points.last_lsn);
     assert_eq!(contents(&p("r-latest")), model(&history, points.last_lsn));
 }

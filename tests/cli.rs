@@ -21,7 +21,6 @@ use serde_json::Value;
 use walmdb::{Config, Db, Lsn, NoSequencer, StdFs, Wal, WalConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walmdb");
-const SEG: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -31,14 +30,7 @@ const SEG: u64 = 64 * 1024;
 /// wait (an hour) unless asked, so a simulated crash leaves the log unapplied.
 fn cfg() -> Config {
     Config::default()
-        .wal(WalConfig {
-            segment_bytes: SEG,
-            max_record_bytes: 16 * 1024,
-            compress_threshold: None,
-            queue_capacity: 256,
-            prepare_segments: false,
-            ..WalConfig::default()
-        })
+        .wal(common::cfg())
         .apply_interval(Duration::from_secs(3600))
         .checkpoint_interval(Duration::from_secs(3600))
 }

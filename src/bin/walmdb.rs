@@ -86,35 +86,7 @@ enum Command {
     ///
     /// Stops with an error naming the segment file and offset at corruption; a torn tail ends
     /// the dump with a note on stderr. DIR may also be a bare log directory.
-    Dump {
-        /// The database directory.
-        dir: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Keys, values and opaque payloads as hex instead of escaped text.
-        #[arg(long)]
-        hex: bool,
-        /// Only records with this LSN or a later one.
-        #[arg(long, value_name = "LSN")]
-        from_lsn: Option<u64>,
-        /// Only records with this LSN or an earlier one.
-        #[arg(long, value_name = "LSN")]
-        to_lsn: Option<u64>,
-        /// Only records at or after this time (RFC 3339, or microseconds since the Unix
-        /// epoch); records without a time (checkpoint, consensus) are left out.
-        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
-        since: Option<u64>,
-        /// Only records at or before this time (RFC 3339, or microseconds since the epoch).
-        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
-        until: Option<u64>,
-        /// Only operations on this table (other record types are left out).
-        #[arg(long, value_name = "NAME")]
-        table: Option<String>,
-        /// Write to this file instead of standard output (a progress bar shows on a terminal).
-        #[arg(long, short, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
+    Dump(dump::Options),
     /// Open the database (which replays the log into LMDB, as any open does) and print its
     /// statistics; with --offline, read the files instead, without opening anything.
     Stats {
@@ -251,27 +223,7 @@ fn main() -> ExitCode {
             strict,
             format,
         } => verify::run(&dir, strict, format),
-        Command::Dump {
-            dir,
-            format,
-            hex,
-            from_lsn,
-            to_lsn,
-            since,
-            until,
-            table,
-            output,
-        } => dump::run(&dump::Options {
-            dir,
-            format,
-            hex,
-            from_lsn,
-            to_lsn,
-            since,
-            until,
-            table,
-            output,
-        }),
+        Command::Dump(options) => dump::run(&options),
         Command::Stats {
             dir,
             offline,

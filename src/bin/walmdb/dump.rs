@@ -12,15 +12,34 @@ use crate::util::{escape, format_micros, hex, progress_bar};
 use crate::{target, Failure, Format, Outcome, Target, EXIT_DAMAGED, EXIT_OK};
 
 /// The flags of `walmdb dump`.
+#[derive(Debug, clap::Args)]
 pub struct Options {
+    /// The database directory.
     pub dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Keys, values and opaque payloads as hex instead of escaped text.
+    #[arg(long)]
     pub hex: bool,
+    /// Only records with this LSN or a later one.
+    #[arg(long, value_name = "LSN")]
     pub from_lsn: Option<u64>,
+    /// Only records with this LSN or an earlier one.
+    #[arg(long, value_name = "LSN")]
     pub to_lsn: Option<u64>,
+    /// Only records at or after this time (RFC 3339, or microseconds since the Unix
+    /// epoch); records without a time (checkpoint, consensus) are left out.
+    #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
     pub since: Option<u64>,
+    /// Only records at or before this time (RFC 3339, or microseconds since the epoch).
+    #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
     pub until: Option<u64>,
+    /// Only operations on this table (other record types are left out).
+    #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
+    /// Write to this file instead of standard output (a progress bar shows on a terminal).
+    #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
 
