@@ -4,15 +4,10 @@
 //! Exit codes: 0 success (healthy), 1 damage found, 2 usage or I/O error (missing directory,
 //! not a walmdb directory, bad arguments), 3 the database is in use by another process.
 
-#[path = "walmdb/backup.rs"]
 mod backup;
-#[path = "walmdb/dump.rs"]
 mod dump;
-#[path = "walmdb/stats.rs"]
 mod stats;
-#[path = "walmdb/util.rs"]
 mod util;
-#[path = "walmdb/verify.rs"]
 mod verify;
 
 use std::path::PathBuf;
