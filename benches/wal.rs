@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use walmdb::wal::record::{frame_crc, FrameBuilder};
+use walmdb::internals::record::{frame_crc, FrameBuilder};
 use walmdb::{Durability, EncodedRecord, Wal, WalConfig};
 
 #[allow(dead_code)] // this benchmark uses the workload, not the raw baseline

@@ -1,58 +1,19 @@
-//! Tables: their existence over LSNs, their LMDB handle, and the overlay of committed versions
-//! LMDB does not hold yet.
+//! Tables: their existence over LSNs, their LMDB handle, and their [`Overlay`].
 //!
 //! Invariants:
-//! - Versions are added by the flusher (`publish`) in LSN order, before `visible_lsn` moves
-//!   past them; they are removed by the applier only at or below the retirement horizon,
-//!   which is at most every live snapshot's applied LSN. So a snapshot `(applied A,
-//!   visible V)` finds, for every key, either its newest version <= V here, or no version in
-//!   (A, V] at all, in which case LMDB at A holds the answer.
 //! - A table's LMDB handle is set before LMDB holds any data of it, and never unset (a drop
 //!   clears the LMDB table, it does not delete it).
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 
 use heed::types::Bytes;
 
-use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::overlay::{Overlay, Version};
 use crate::sync::{DataArc as Arc, RwLock};
-use crate::wal::Lsn;
 
 /// An LMDB table handle.
 pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
-
-/// The longest table name (LMDB stores it as a key, with a prefix).
-pub const MAX_TABLE_NAME_LEN: usize = 255;
-
-/// Refuses empty, overlong or NUL-holding table names.
-pub(crate) fn check_table_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        "it is empty"
-    } else if name.len() > MAX_TABLE_NAME_LEN {
-        "it is longer than 255 bytes"
-    } else if name.contains('\0') {
-        "it contains a NUL byte"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidInput {
-        what: "table name",
-        reason: format!("{name:?}: {reason}"),
-    })
-}
-
-/// One committed version of a key: its value, or `None` for a delete.
-#[derive(Debug, Clone)]
-pub(crate) struct Version {
-    pub lsn: Lsn,
-    pub value: Option<Arc<[u8]>>,
-}
-
-/// Bytes a version is charged against `overlay_max_bytes`.
-pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
-    key.len() + value.map_or(0, <[u8]>::len) + 64
-}
 
 /// How a snapshot sees one table.
 #[derive(Debug, Clone, Copy)]
@@ -69,74 +30,8 @@ pub(crate) struct TableState {
     history: Vec<(Lsn, bool)>,
     /// The LMDB handle and the LSN from which LMDB holds the table.
     lmdb: Option<(Dbi, Lsn)>,
-    /// Committed versions not yet retired.
+    /// Committed versions not yet evicted.
     pub overlay: Overlay,
-}
-
-/// Keys of an overlay range with their version chains.
-pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a [Version])> + 'a>;
-
-/// A table's committed versions by key, oldest first: hashed for point reads, ordered for
-/// ranges. A key is present while it has a version.
-#[derive(Debug, Default)]
-pub(crate) struct Overlay {
-    chains: HashMap<Arc<[u8]>, Vec<Version>>,
-    order: BTreeSet<Arc<[u8]>>,
-}
-
-impl Overlay {
-    pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
-        match self.chains.get_mut(&key[..]) {
-            Some(chain) => chain.push(version),
-            None => {
-                self.chains.insert(key.clone(), vec![version]);
-                self.order.insert(key.clone());
-            }
-        }
-    }
-
-    pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
-        if self.chains.is_empty() {
-            return None;
-        }
-        self.chains.get(key).map(Vec::as_slice)
-    }
-
-    /// Keys in `range` (ascending, or descending if `reverse`) with their chains.
-    pub fn range<'a>(
-        &'a self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        reverse: bool,
-    ) -> OverlayEntries<'a> {
-        let keys = self.order.range::<[u8], _>(range);
-        let with_chain = move |k: &'a Arc<[u8]>| {
-            let chain = self.chains.get(&k[..]).map_or(&[][..], Vec::as_slice);
-            (k, chain)
-        };
-        if reverse {
-            Box::new(keys.rev().map(with_chain))
-        } else {
-            Box::new(keys.map(with_chain))
-        }
-    }
-
-    /// Removes the versions of `key` at or below `horizon`; returns the bytes freed.
-    /// Removes the versions at or below `horizon`; returns their bytes and count.
-    fn retire(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
-        let Some(chain) = self.chains.get_mut(key) else {
-            return (0, 0);
-        };
-        let keep_from = chain.partition_point(|v| v.lsn <= horizon);
-        let freed = chain
-            .drain(..keep_from)
-            .map(|v| version_cost(key, v.value.as_deref()))
-            .sum();
-        if chain.is_empty() {
-            self.chains.remove(key);
-            self.order.remove(key);
-        }
-        (freed, keep_from)
-    }
 }
 
 impl TableState {
@@ -302,12 +197,12 @@ impl Table {
         }
     }
 
-    /// Retires the versions of `keys` at or below `horizon`; returns their bytes and count.
-    pub fn retire<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> (usize, usize) {
+    /// Evicts the versions of `keys` at or below `horizon`; returns their bytes and count.
+    pub fn evict<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> (usize, usize) {
         let mut st = self.state.write();
         let mut freed = (0, 0);
         for key in keys {
-            let (bytes, versions) = st.overlay.retire(key, horizon);
+            let (bytes, versions) = st.overlay.evict(key, horizon);
             freed.0 += bytes;
             freed.1 += versions;
         }
@@ -317,55 +212,5 @@ impl Table {
             st.history.drain(..upto - 1);
         }
         freed
-    }
-}
-
-/// Owned bounds of a key range.
-pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
-
-/// Copies borrowed bounds.
-pub(crate) fn owned_bounds(range: &impl std::ops::RangeBounds<[u8]>) -> KeyBounds {
-    (
-        range.start_bound().map(<[u8]>::to_vec),
-        range.end_bound().map(<[u8]>::to_vec),
-    )
-}
-
-/// The bounds of the keys starting with `prefix`.
-pub(crate) fn prefix_bounds(prefix: &[u8]) -> KeyBounds {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
-        }
-    }
-    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
-}
-
-/// True if `key` lies inside `bounds`.
-pub(crate) fn in_bounds(bounds: &KeyBounds, key: &[u8]) -> bool {
-    let lower = match &bounds.0 {
-        Bound::Included(b) => key >= b.as_slice(),
-        Bound::Excluded(b) => key > b.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let upper = match &bounds.1 {
-        Bound::Included(b) => key <= b.as_slice(),
-        Bound::Excluded(b) => key < b.as_slice(),
-        Bound::Unbounded => true,
-    };
-    lower && upper
-}
-
-/// False for bounds a `BTreeMap::range` refuses (start after end, or equal and both
-/// excluded); such a range is empty.
-pub(crate) fn bounds_valid(b: &KeyBounds) -> bool {
-    match (&b.0, &b.1) {
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
-        (Bound::Excluded(s), Bound::Excluded(e)) => s < e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
-            s <= e
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! Configuration of the write-ahead log: durability levels, recovery modes and limits.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -114,7 +114,7 @@ pub struct WalConfig {
     pub prepare_segments: bool,
     /// Copy retired segments into an archive (for point-in-time restore) before they are
     /// recycled or removed. Default: `None`.
-    pub archive: Option<crate::wal::ArchiveConfig>,
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl Default for WalConfig {
@@ -149,7 +149,7 @@ impl WalConfig {
     /// Checks the values against each other.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
-        if self.segment_bytes < crate::wal::segment::MIN_SEGMENT_BYTES {
+        if self.segment_bytes < crate::limits::MIN_SEGMENT_BYTES {
             return bad(format!(
                 "segment_bytes {} is below 64 KiB",
                 self.segment_bytes
@@ -162,18 +162,18 @@ impl WalConfig {
                 self.segment_bytes / 2
             ));
         }
-        if self.max_record_bytes > crate::wal::record::MAX_FRAME_BODY {
+        if self.max_record_bytes > crate::limits::MAX_FRAME_BODY {
             return bad(format!(
                 "max_record_bytes {} exceeds the format's limit of {}",
                 self.max_record_bytes,
-                crate::wal::record::MAX_FRAME_BODY
+                crate::limits::MAX_FRAME_BODY
             ));
         }
-        if self.segment_bytes > crate::wal::record::MAX_FRAME_BODY as u64 {
+        if self.segment_bytes > crate::limits::MAX_FRAME_BODY as u64 {
             return bad(format!(
                 "segment_bytes {} exceeds the format's limit of {}",
                 self.segment_bytes,
-                crate::wal::record::MAX_FRAME_BODY
+                crate::limits::MAX_FRAME_BODY
             ));
         }
         if self.group_max_bytes == 0 {
@@ -217,7 +217,8 @@ pub enum Isolation {
 /// Configuration of the engine ([`crate::Db`]). Build it with the setters:
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::path::PathBuf;
+use std::time::Duration;
 /// let cfg = walmdb::Config::default()
 ///     .isolation(walmdb::Isolation::Serializable)
 ///     .table("users")
@@ -382,8 +383,31 @@ impl Config {
             return bad("update_attempts must be at least 1".into());
         }
         for t in &self.tables {
-            crate::catalog::check_table_name(t)?;
+            crate::limits::check_table_name(t)?;
         }
         Ok(())
+    }
+}
+
+/// Where retired segments go, and how long they stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// The archive directory (created if missing). Keep it on another disk than the
+    /// database if it is to survive the loss of that disk.
+    pub dir: PathBuf,
+    /// Keep at least the newest this many archived segments. Default: `None`.
+    pub keep_last: Option<usize>,
+    /// Keep at least the segments archived within this long. Default: `None`.
+    pub keep_for: Option<Duration>,
+}
+
+impl ArchiveConfig {
+    /// Archive into `dir`, keeping everything (no retention rule).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ArchiveConfig {
+            dir: dir.into(),
+            keep_last: None,
+            keep_for: None,
+        }
     }
 }

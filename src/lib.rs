@@ -28,55 +28,77 @@
 //! # Ok::<(), walmdb::Error>(())
 //! ```
 //!
-//! The write-ahead log is public on its own too: [`Wal`].
+//! The write-ahead log is public on its own too: [`Wal`]. The source is laid out one way
+//! down (handle, engine jobs, log pipeline, log files, leaves); `docs/design.md` has the map.
 
 #![warn(missing_docs)]
 
-mod backup;
-mod catalog;
-mod commit;
+// Leaves: they import nothing above them.
 mod config;
-mod conflict;
-mod db;
 mod error;
-mod health;
-#[cfg(feature = "http")]
-mod http;
-pub mod inspect;
-mod metrics;
-mod restore;
+mod histogram;
+mod keys;
+mod layout;
+mod limits;
+mod lsn;
+mod sync;
+
+// The log: the group-commit pipeline over the log's files.
+mod wal;
+
+// LMDB and the in-memory state over it.
+mod catalog;
+mod overlay;
 mod snapshots;
 mod store;
-mod sync;
+
+// The engine behind the handle, one file per job; then transactions and the handle.
+mod db;
+mod engine;
+mod ops;
 mod txn;
-pub mod wal;
+
+// Read-only inspection for tools (`walmdb verify`, `dump`, `stats`).
+pub mod inspect;
 
 /// What the loom models (`loom-tests/`) need of the internals; loom builds only.
 #[cfg(walmdb_loom)]
 #[doc(hidden)]
 pub mod loom_support;
 
-pub use backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
-pub use catalog::MAX_TABLE_NAME_LEN;
-pub use commit::{NoSequencer, Sequencer};
-pub use config::{Config, Durability, Isolation, RecoveryMode, WalConfig};
-pub use db::{
-    CompactReport, Db, DbRecoveryReport, DbStats, RestorePoint, MAX_RESTORE_POINT_NAME_LEN,
-};
+pub use config::{ArchiveConfig, Config, Durability, Isolation, RecoveryMode, WalConfig};
+pub use db::{Db, DbStats};
+pub use engine::{CompactReport, DbRecoveryReport, RestorePoint};
 pub use error::{Error, Result};
-pub use health::{Health, HealthLimits, HealthStatus};
+pub use histogram::{CommitLatency, Histogram};
+pub use limits::{MAX_KEY_LEN, MAX_RESTORE_POINT_NAME_LEN, MAX_TABLE_NAME_LEN};
+pub use lsn::Lsn;
+pub use ops::backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
+pub use ops::health::{Health, HealthLimits, HealthStatus};
 #[cfg(feature = "http")]
-pub use http::{MetricsServer, DEFAULT_HTTP_ADDR};
-pub use metrics::{CommitLatency, Histogram, Metrics};
-pub use restore::{
+pub use ops::http::{MetricsServer, DEFAULT_HTTP_ADDR};
+pub use ops::metrics::Metrics;
+pub use ops::restore::{
     recovery_points, restore, RecoveryPoints, RestoreOptions, RestoreReport, RestoreTarget,
 };
 pub use store::STORE_FORMAT_VERSION;
-#[doc(hidden)]
-pub use store::{LmdbObserver, LmdbObserverRef};
-pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn, MAX_KEY_LEN};
-pub use wal::fs::{CrashOptions, FaultKind, Fs, FsFile, FsRef, OpKind, SimFs, StdFs};
+pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn};
 pub use wal::{
-    ArchiveConfig, CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Lsn, Op, Record,
-    RecordType, RecoveryReport, SegmentMeta, TxnRecord, Wal, WalStats, FORMAT_VERSION,
+    CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Op, Record, RecordType,
+    RecoveryReport, SegmentMeta, TxnRecord, Wal, WalStats, FORMAT_VERSION,
 };
+
+/// The machinery the project's own tests, loom models, fuzz targets and harness drive:
+/// the simulated file system and its crash options, the log's I/O trait, the LMDB observer
+/// of the power-loss tests, the flusher's sequencer hook and the frame encoding. Not part
+/// of the API a user embeds (feature `internals`).
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::store::{LmdbObserver, LmdbObserverRef};
+    pub use crate::wal::fs::{CrashOptions, FaultKind, Fs, FsFile, FsRef, OpKind, SimFs, StdFs};
+    pub use crate::wal::log::record;
+    pub use crate::wal::{NoSequencer, Sequencer};
+}
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use internals::*;

@@ -1,19 +1,18 @@
 //! What the loom models (`loom-tests/`) drive of the engine: thin handles over the real code
-//! of publication, snapshots, overlay retirement and checkpoints, with LMDB left to the
+//! of publication, snapshots, overlay eviction and checkpoints, with LMDB left to the
 //! model's in-memory fake. Built only with `--cfg walmdb_loom`.
 
 use std::collections::VecDeque;
 
 use crate::catalog::Lookup;
-use crate::conflict::TxnWrites;
-use crate::db::Shared;
+use crate::engine::{EngineState, TxnWrites};
 use crate::error::Result;
+use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::{Arc, DataArc, Ordering};
-use crate::wal::record::FrameBuilder;
-use crate::wal::segment::SegmentHeader;
-use crate::wal::{EncodedRecord, Lsn};
-use crate::{Sequencer, Wal};
+use crate::wal::log::record::FrameBuilder;
+use crate::wal::log::segment::SegmentHeader;
+use crate::wal::{EncodedRecord, Sequencer, Wal};
 
 pub use crate::sync::{set_bug, Bug};
 
@@ -26,7 +25,7 @@ pub struct Published(Lsn, DataArc<TxnWrites>);
 
 /// The engine's shared state (overlay, snapshots, watermarks) without LMDB.
 #[derive(Debug, Clone)]
-pub struct Engine(Arc<Shared>);
+pub struct Engine(Arc<EngineState>);
 
 impl Default for Engine {
     fn default() -> Self {
@@ -37,9 +36,9 @@ impl Default for Engine {
 impl Engine {
     /// A fresh engine that knows table [`TABLE`].
     pub fn new() -> Engine {
-        let shared = Shared::default();
-        shared.catalog.get_or_add(TABLE);
-        Engine(Arc::new(shared))
+        let state = EngineState::default();
+        state.catalog.get_or_add(TABLE);
+        Engine(Arc::new(state))
     }
 
     /// The flusher's `publish` of commit `lsn`, which puts `value` at `key` (commits come
@@ -52,17 +51,17 @@ impl Engine {
                 value: DataArc::from(value),
             }],
         });
-        self.0.publish(lsn, writes.clone());
+        crate::engine::sequencer::publish(&self.0, lsn, writes.clone());
         Published(lsn, writes)
     }
 
     /// The applier's steps once its LMDB transaction holding `commits` has committed:
-    /// raises the applied LSN, then retires the overlay versions no snapshot needs.
+    /// raises the applied LSN, then evicts the overlay versions no snapshot needs.
     pub fn applied(&self, commits: &[Published]) {
         let Some(last) = commits.last() else { return };
         self.0.applied_lsn.store(last.0, Ordering::Release);
         let mut backlog: VecDeque<_> = commits.iter().map(|p| (p.0, p.1.clone())).collect();
-        crate::db::retire(&self.0, &mut backlog);
+        crate::engine::apply::evict_applied(&self.0, &mut backlog);
     }
 
     /// The applier's step of raising the applied LSN alone (its LMDB transaction through
@@ -105,7 +104,7 @@ impl Engine {
         wal: &Wal<S>,
         force_sync: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
-        crate::db::checkpoint_with(&self.0, wal, force_sync)
+        crate::engine::checkpoint::checkpoint_with(&self.0, wal, force_sync)
     }
 }
 

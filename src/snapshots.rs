@@ -3,9 +3,9 @@
 //! transactions while the map is resized.
 //!
 //! Invariants:
-//! - A snapshot registers its applied LSN `A` only if nothing above `A` was retired yet
-//!   (`retired_through <= A`, checked under the same lock that raises `retired_through`),
-//!   so the retirement horizon never passes a registered snapshot's `A`.
+//! - A snapshot registers its applied LSN `A` only if nothing above `A` was evicted from
+//!   the overlay yet (`evicted_through <= A`, checked under the same lock that raises
+//!   `evicted_through`), so the eviction horizon never passes a registered snapshot's `A`.
 //! - Its visible LSN `V` is read under that lock, after registering: a conflict horizon
 //!   computed under the lock is <= the `V` of every snapshot registered later.
 //! - While `paused`, no LMDB transaction begins; `resize` runs only with `open == 0`.
@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::lsn::Lsn;
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
-use crate::wal::Lsn;
 
 #[derive(Debug, Default)]
 struct State {
@@ -24,7 +24,7 @@ struct State {
     /// LMDB transactions open (registered or about to be).
     open: usize,
     paused: bool,
-    retired_through: Lsn,
+    evicted_through: Lsn,
 }
 
 /// A registered snapshot; hand it back to [`Snapshots::release`].
@@ -67,10 +67,10 @@ impl Snapshots {
     }
 
     /// Registers a snapshot whose LMDB state is at applied LSN `applied`; `None` if versions
-    /// above it were retired meanwhile (begin again with a newer LMDB transaction).
+    /// above it were evicted meanwhile (begin again with a newer LMDB transaction).
     pub fn register(&self, applied: Lsn, visible: &AtomicU64) -> Option<Registration> {
         let mut st = self.state.lock();
-        if st.retired_through > applied {
+        if st.evicted_through > applied {
             return None;
         }
         let id = st.next_id;
@@ -88,7 +88,7 @@ impl Snapshots {
 
     /// Begins a snapshot: waits out a resize, opens an LMDB read transaction with `open`
     /// (which returns it with its applied LSN), and registers it; when versions above that
-    /// LMDB state were retired meanwhile, drops it and opens a newer one.
+    /// LMDB state were evicted meanwhile, drops it and opens a newer one.
     pub fn begin<T>(
         &self,
         visible: &AtomicU64,
@@ -123,13 +123,13 @@ impl Snapshots {
         }
     }
 
-    /// The retirement horizon: at most `applied` and every live snapshot's applied LSN.
-    /// Versions at or below it may be removed from the overlay.
-    pub fn retire_horizon(&self, applied: Lsn) -> Lsn {
+    /// The eviction horizon: at most `applied` and every live snapshot's applied LSN.
+    /// Versions at or below it may be evicted from the overlay.
+    pub fn eviction_horizon(&self, applied: Lsn) -> Lsn {
         let mut st = self.state.lock();
         let oldest = st.live.keys().next().map_or(applied, |k| k.0);
-        let horizon = applied.min(oldest).max(st.retired_through);
-        st.retired_through = horizon;
+        let horizon = applied.min(oldest).max(st.evicted_through);
+        st.evicted_through = horizon;
         horizon
     }
 

@@ -286,8 +286,8 @@ pub enum Bug {
     /// The flusher stops once the closed queue is empty, without waiting for committers
     /// still inside `push`.
     StopWhilePushing,
-    /// The overlay's retirement horizon ignores live snapshots.
-    RetireIgnoringSnapshots,
+    /// The overlay's eviction horizon ignores live snapshots.
+    EvictIgnoringSnapshots,
     /// A checkpoint retires log segments before LMDB's sync.
     RetireBeforeLmdbSync,
 }
@@ -300,7 +300,7 @@ impl Bug {
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
         Bug::StopWhilePushing,
-        Bug::RetireIgnoringSnapshots,
+        Bug::EvictIgnoringSnapshots,
         Bug::RetireBeforeLmdbSync,
     ];
 }

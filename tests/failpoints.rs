@@ -65,7 +65,7 @@ const POINTS: &[(&str, Reach)] = &[
 /// body fails its CRC (as a write cut by a crash leaves it). With `empty_next`, an empty
 /// segment follows it (a rotation that wrote nothing yet), which recovery removes.
 fn tear_tail(db_dir: &Path, empty_next: bool) {
-    use walmdb::wal::record::FrameBuilder;
+    use walmdb::internals::record::FrameBuilder;
     if !db_dir.join("wal").exists() {
         return;
     }

@@ -159,7 +159,7 @@ fn a_rejected_commit_is_answered_after_its_group_is_published() {
 /// on the addition. Such a frame is implausible and refused with an error.
 #[test]
 fn a_frame_whose_lsns_overflow_is_refused_not_a_panic() {
-    use walmdb::wal::record::{decode_frame, FrameBuilder, FrameHeader, FRAME_HEADER_LEN};
+    use walmdb::internals::record::{decode_frame, FrameBuilder, FrameHeader, FRAME_HEADER_LEN};
     let mut fb = FrameBuilder::new();
     fb.push(&common::rec(1, 10));
     fb.push(&common::rec(2, 10));

@@ -8,7 +8,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-const LIMIT: usize = walmdb::wal::record::MAX_FRAME_BODY + (1 << 20);
+const LIMIT: usize = walmdb::internals::record::MAX_FRAME_BODY + (1 << 20);
 
 pub struct LimitAlloc;
 

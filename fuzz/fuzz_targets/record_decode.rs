@@ -1,4 +1,4 @@
-//! Arbitrary bytes into the record and frame decoders of `walmdb::wal::record`.
+//! Arbitrary bytes into the record and frame decoders of `walmdb::internals::record`.
 //!
 //! Input: `[control: u8] ++ data`. Three passes over `data`:
 //!
@@ -23,7 +23,7 @@ mod bytes;
 use bytes::Bytes;
 
 use libfuzzer_sys::fuzz_target;
-use walmdb::wal::record::{
+use walmdb::internals::record::{
     decode_frame, frame_crc, FrameBuilder, FrameHeader, FLAG_ZSTD, FRAME_HEADER_LEN,
 };
 use walmdb::{EncodedRecord, Lsn, Op, Record, RecordType, TxnRecord};

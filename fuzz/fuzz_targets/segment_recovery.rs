@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use walmdb::wal::record::{frame_crc, FRAME_HEADER_LEN};
+use walmdb::internals::record::{frame_crc, FRAME_HEADER_LEN};
 use walmdb::{
     EncodedRecord, Error, FsRef, LogRecord, Lsn, NoSequencer, Op, Record, RecordType, RecoveryMode,
     SimFs, TxnRecord, Wal, WalConfig,

@@ -1,4 +1,4 @@
-//! Models of the engine's handoffs: overlay publication and retirement against a reader
+//! Models of the engine's handoffs: overlay publication and eviction against a reader
 //! taking a snapshot, and a checkpoint against the applier and segment retirement. The
 //! real engine code runs through `walmdb::loom_support::Engine`; LMDB is an in-memory fake
 //! with its own committed (and, for the checkpoint, durable) state.
@@ -20,8 +20,8 @@ use walmdb_loom_tests::{models, Bug};
 /// LMDB's committed state as read transactions see it: the applied LSN and the table.
 type LmdbState = (Lsn, BTreeMap<Vec<u8>, Vec<u8>>);
 
-/// Overlay publication and retirement against a reader. Commit 1 (k = v1) is published;
-/// the applier applies it to LMDB and retires what no snapshot needs while the flusher
+/// Overlay publication and eviction against a reader. Commit 1 (k = v1) is published;
+/// the applier applies it to LMDB and evicts what no snapshot needs while the flusher
 /// publishes commit 2 (k = v2) and a reader takes a snapshot and reads k. The reader sees
 /// the overlay's version or LMDB's applied value, never neither: exactly the value of the
 /// newest commit at or below its visible LSN.
@@ -159,7 +159,7 @@ fn checkpoint_against_retirement() {
 
 models! {
     overlay_against_a_reader => a_reader_sees_the_overlay_or_lmdb_never_neither,
-        Bug::RetireIgnoringSnapshots, a_retirement_past_a_snapshot_is_caught,
+        Bug::EvictIgnoringSnapshots, an_eviction_past_a_snapshot_is_caught,
         overlay_against_a_reader_with_the_bug;
     checkpoint_against_retirement => no_segment_is_retired_before_lmdb_holds_it_durably,
         Bug::RetireBeforeLmdbSync, a_retirement_before_the_lmdb_sync_is_caught,

@@ -1,32 +1,39 @@
-//! The write-ahead log: segmented, checksummed files written by a group-commit pipeline.
+//! The write-ahead log: the group-commit pipeline over the log's files ([`log`]).
 //!
 //! [`Wal::open`] recovers the log (see `docs/recovery.md`), then starts the flusher.
-//! Committers call [`Wal::commit`]; the flusher writes and syncs groups and answers them.
+//! Committers call [`Wal::commit`]; the bounded [`queue`](CommitQueue) hands their requests
+//! to the flusher, which admits them through the [`Sequencer`], writes and syncs groups, and
+//! answers each through its [`Completion`]. Dependencies point down: this module uses
+//! `log`, never the other way.
 
-mod archive;
-pub mod fs;
+mod completer;
+mod completion;
+mod flusher;
+pub mod log;
 mod preparer;
-pub mod record;
-pub(crate) mod recovery;
-pub(crate) mod segment;
+mod queue;
+mod sequencer;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use archive::archive_segment;
-pub use archive::ArchiveConfig;
-pub use record::{
+pub(crate) use completer::Completer;
+pub(crate) use completion::{Completion, Responder};
+pub(crate) use flusher::{spawn_flusher, LogWriter};
+pub(crate) use log::archive::archive_segment;
+pub use log::fs;
+pub use log::record::{
     EncodedRecord, LogRecord, Lsn, Op, Record, RecordType, TxnRecord, FORMAT_VERSION,
 };
-pub use recovery::{CutTail, RecoveryReport, SegmentMeta};
+pub use log::recovery::{CutTail, RecoveryReport, SegmentMeta};
+pub(crate) use queue::CommitQueue;
+pub(crate) use sequencer::Request;
+pub use sequencer::{NoSequencer, Sequencer};
 
-use crate::commit::{
-    spawn_flusher, CommitQueue, Completion, LogWriter, NoSequencer, Request, Sequencer,
-};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, StatCounter};
-use fs::{FsRef, StdFs};
-use segment::{read_segment, records_in, SegmentHeader};
+use log::fs::{FsRef, StdFs};
+use log::segment::{read_segment, records_in, SegmentHeader};
 
 /// Live segments and spare files, shared by the flusher (rotation) and retirement.
 #[derive(Debug, Default)]
@@ -47,8 +54,8 @@ pub(crate) struct Stats {
     pub rotations: StatCounter,
     pub segments_retired: StatCounter,
     pub segments_archived: StatCounter,
-    pub sync_latency: crate::metrics::AtomicHistogram<{ crate::metrics::LATENCY_BUCKETS }>,
-    pub group_size: crate::metrics::AtomicHistogram<{ crate::metrics::COUNT_BUCKETS }>,
+    pub sync_latency: crate::histogram::AtomicHistogram<{ crate::histogram::LATENCY_BUCKETS }>,
+    pub group_size: crate::histogram::AtomicHistogram<{ crate::histogram::COUNT_BUCKETS }>,
     /// `sync::monotonic_micros()` at the last successful sync; 0 before the first.
     pub last_sync_at: StatCounter,
     pub backpressure_refusals: StatCounter,
@@ -148,8 +155,8 @@ pub(crate) struct CopiedSegment {
 /// What `Db::metrics` reads of the log beyond `WalStats`.
 #[derive(Debug, Clone)]
 pub(crate) struct WalDetail {
-    pub sync_latency: crate::metrics::Histogram,
-    pub group_size: crate::metrics::Histogram,
+    pub sync_latency: crate::histogram::Histogram,
+    pub group_size: crate::histogram::Histogram,
     pub last_sync_age: Option<std::time::Duration>,
     pub queue_full_waits: u64,
     pub segments_archived: u64,
@@ -234,7 +241,7 @@ impl<S: Sequencer> Wal<S> {
         sequencer: S,
     ) -> Result<Self> {
         cfg.validate()?;
-        let rec = recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
+        let rec = log::recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
         let last_lsn = rec.next_lsn - 1;
         let shared = Arc::new(Shared {
             queue: CommitQueue::new(cfg.queue_capacity, cfg.queue_max_bytes),
@@ -263,7 +270,7 @@ impl<S: Sequencer> Wal<S> {
             interval_deadline: None,
             frame: Default::default(),
             buf: Vec::new(),
-            completer: crate::commit::Completer::spawn()?,
+            completer: crate::wal::Completer::spawn()?,
         };
         let flusher = spawn_flusher(shared.clone(), writer, sequencer)?;
         let preparer = if cfg.prepare_segments {
@@ -493,9 +500,9 @@ impl<S: Sequencer> Wal<S> {
         self.fs.create_dir_all(dest)?;
         let mut copied = Vec::new();
         for m in &live[first..] {
-            let kept = archive::valid_prefix(self.fs.as_ref(), &m.path)?;
-            let name = segment::segment_file_name(m.segment_no);
-            archive::write_synced(self.fs.as_ref(), &fs::join(dest, &name), &kept.data)?;
+            let kept = log::archive::valid_prefix(self.fs.as_ref(), &m.path)?;
+            let name = log::segment::segment_file_name(m.segment_no);
+            log::archive::write_synced(self.fs.as_ref(), &fs::join(dest, &name), &kept.data)?;
             copied.push(CopiedSegment {
                 name,
                 bytes: kept.data.len() as u64,
@@ -545,7 +552,7 @@ impl<S: Sequencer> Wal<S> {
             let spare = {
                 let set = self.shared.segments.lock();
                 (set.spares.len() < self.cfg.recycle_segments)
-                    .then(|| fs::join(&self.dir, &segment::spare_file_name(m.segment_no)))
+                    .then(|| fs::join(&self.dir, &log::segment::spare_file_name(m.segment_no)))
             };
             match spare {
                 Some(spare) => {

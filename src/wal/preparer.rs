@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::fs::{Fs, FsRef};
+use super::log::fs::{Fs, FsRef};
 use super::Shared;
 use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use walmdb::wal::record::frame_crc;
+use walmdb::internals::record::frame_crc;
 use walmdb::{
     EncodedRecord, Error, FsRef, LogRecord, Lsn, NoSequencer, Op, Record, RecordType, RecoveryMode,
     SimFs, TxnRecord, Wal, WalConfig,

@@ -4,10 +4,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::db::Inner;
+use super::health::{health, HealthLimits, HealthStatus};
+use super::metrics::{snapshot as metrics, PrometheusCollector};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::health::{health, metrics, HealthLimits, HealthStatus};
-use crate::metrics::PrometheusCollector;
 use crate::sync::{
     AtomicBool, DataArc as Arc, DataWeak as Weak, JoinHandle, Mutex, Ordering, ThreadBuilder,
 };
@@ -42,7 +42,7 @@ impl std::fmt::Debug for MetricsServer {
 
 impl MetricsServer {
     pub(crate) fn start(
-        db: Weak<Inner>,
+        db: Weak<Engine>,
         addr: impl ToSocketAddrs,
         limits: HealthLimits,
     ) -> Result<MetricsServer> {
@@ -103,7 +103,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool, db: &Weak<Inner>, limits: &HealthLimits) {
+fn serve(server: &tiny_http::Server, stop: &AtomicBool, db: &Weak<Engine>, limits: &HealthLimits) {
     while !stop.load(Ordering::Acquire) {
         let request = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
@@ -128,7 +128,7 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, db: &Weak<Inner>, limits
 fn answer(
     method: &tiny_http::Method,
     url: &str,
-    db: &Weak<Inner>,
+    db: &Weak<Engine>,
     limits: &HealthLimits,
 ) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
@@ -136,13 +136,13 @@ fn answer(
         return (405, TEXT, "only GET\n".into());
     }
     let path = url.split('?').next().unwrap_or("");
-    let Some(inner) = db.upgrade() else {
+    let Some(engine) = db.upgrade() else {
         return (503, TEXT, "the database is closed\n".into());
     };
     match path {
         "/metrics" => {
-            let m = metrics(&inner);
-            drop(inner);
+            let m = metrics(&engine);
+            drop(engine);
             let mut registry = prometheus_client::registry::Registry::default();
             let once = Mutex::new(Some(m));
             registry
@@ -161,8 +161,8 @@ fn answer(
             }
         }
         "/health" => {
-            let h = health(&inner, limits);
-            drop(inner);
+            let h = health(&engine, limits);
+            drop(engine);
             let status = match h.status {
                 HealthStatus::Healthy => "healthy",
                 HealthStatus::Degraded => "degraded",

@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use crate::backup::{require_empty, BackupManifest};
+use super::backup::{require_empty, BackupManifest};
 use crate::config::{Config, Durability};
-use crate::db::{Db, RestorePoint};
+use crate::engine::{RestorePoint, Running, Shutdown};
 use crate::error::{Error, Result};
 use crate::store::sync_dir;
-use crate::wal::fs::StdFs;
-use crate::wal::segment::{
+use crate::wal::log::fs::StdFs;
+use crate::wal::log::segment::{
     parse_segment_file_name, records_in, scan_segment, ScanEnd, SegmentHeader,
 };
 use crate::wal::{LogRecord, Lsn, Record, Wal};
@@ -120,7 +120,7 @@ fn chain(backup_dir: &Path, manifest: &BackupManifest, archive: Option<&Path>) -
     let mut files: Vec<PathBuf> = manifest
         .files
         .iter()
-        .filter(|f| f.path.starts_with("wal/"))
+        .filter(|f| f.path.starts_with(&crate::layout::relative_wal_file("")))
         .map(|f| backup_dir.join(&f.path))
         .collect();
     if let Some(dir) = archive {
@@ -290,25 +290,28 @@ pub fn restore(
     let base = manifest.lmdb_applied_lsn;
     let cut = find_cut(&chain, &manifest, target)?;
 
-    std::fs::create_dir_all(target_dir.join("data"))?;
-    let data_copy = target_dir.join("data").join("data.mdb");
-    std::fs::copy(backup_dir.join("data").join("data.mdb"), &data_copy)?;
+    std::fs::create_dir_all(crate::layout::data_dir(target_dir))?;
+    let data_copy = crate::layout::lmdb_file(crate::layout::data_dir(target_dir));
+    std::fs::copy(
+        crate::layout::lmdb_file(crate::layout::data_dir(backup_dir)),
+        &data_copy,
+    )?;
     std::fs::File::open(&data_copy)?.sync_all()?;
-    sync_dir(&target_dir.join("data"))?;
+    sync_dir(&crate::layout::data_dir(target_dir))?;
     let mut wal_cfg = options.config.wal.clone();
     wal_cfg.archive = None;
     wal_cfg.prepare_segments = false;
     let wal = Wal::open_with(
         crate::sync::DynArc::new(StdFs),
-        &target_dir.join("wal"),
+        &crate::layout::wal_dir(target_dir),
         wal_cfg.clone(),
         Some(base),
-        crate::NoSequencer,
+        crate::wal::NoSequencer,
     )?;
     let mut records = 0u64;
     let mut restored_micros = None;
     let mut pending = VecDeque::new();
-    let answer = |pending: &mut VecDeque<(Lsn, crate::CommitHandle)>| -> Result<()> {
+    let answer = |pending: &mut VecDeque<(Lsn, crate::wal::CommitHandle)>| -> Result<()> {
         let (want, handle) = pending.pop_front().expect("one is pending");
         let got = handle.wait()?;
         if got != want {
@@ -344,9 +347,9 @@ pub fn restore(
     sync_dir(target_dir)?;
     let mut cfg = options.config.clone();
     cfg.wal = wal_cfg;
-    let db = Db::open_with(target_dir, cfg)?;
-    let restored_lsn = db.recovery_report().last_lsn;
-    db.close()?;
+    let mut engine = Running::open(target_dir, cfg, crate::sync::DynArc::new(StdFs), None)?;
+    let restored_lsn = engine.engine().report.last_lsn;
+    engine.shutdown(Shutdown::Drain)?;
     if restored_lsn != cut {
         return Err(Error::Inconsistent {
             path: target_dir.to_owned(),

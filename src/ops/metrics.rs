@@ -1,8 +1,6 @@
-//! Metrics: lock-free histograms kept by the engine's threads, the [`Metrics`] snapshot that
-//! `Db::metrics` returns, and Prometheus exposition through `prometheus-client`: a
-//! collector the host registers in its own registry (`Db::register_metrics`).
-//!
-//! Recording is a few relaxed atomic adds on the thread that did the work; nothing locks.
+//! Metrics: the [`Metrics`] snapshot that `Db::metrics` returns, and Prometheus exposition
+//! through `prometheus-client`: a collector the host registers in its own registry
+//! (`Db::register_metrics`).
 
 use std::time::Duration;
 
@@ -13,144 +11,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use crate::config::Durability;
-use crate::sync::{Ordering, StatCounter};
-use crate::wal::Lsn;
-
-/// Buckets of latency histograms, in microseconds: up to 2^25 µs (34 s), then unbounded.
-pub(crate) const LATENCY_BUCKETS: usize = 27;
-/// Buckets of count histograms (commits per group): up to 2^16, then unbounded.
-pub(crate) const COUNT_BUCKETS: usize = 18;
-
-/// A histogram recorded with relaxed atomic adds. Bucket `i` counts values in
-/// `(2^(i-1), 2^i]` (bucket 0 counts 0 and 1); the last bucket has no upper bound.
-#[derive(Debug)]
-pub(crate) struct AtomicHistogram<const N: usize> {
-    buckets: [StatCounter; N],
-    sum: StatCounter,
-}
-
-impl<const N: usize> Default for AtomicHistogram<N> {
-    fn default() -> Self {
-        AtomicHistogram {
-            buckets: std::array::from_fn(|_| StatCounter::new(0)),
-            sum: StatCounter::new(0),
-        }
-    }
-}
-
-impl<const N: usize> AtomicHistogram<N> {
-    pub fn record(&self, value: u64) {
-        let bucket = (u64::BITS - value.saturating_sub(1).leading_zeros()) as usize;
-        self.buckets[bucket.min(N - 1)].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
-    }
-
-    pub fn record_duration(&self, d: Duration) {
-        self.record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    pub fn snapshot(&self) -> Histogram {
-        let buckets: Vec<(u64, u64)> = self
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let bound = if i + 1 == N { u64::MAX } else { 1 << i };
-                (bound, n.load(Ordering::Relaxed))
-            })
-            .collect();
-        Histogram {
-            count: buckets.iter().map(|b| b.1).sum(),
-            sum: self.sum.load(Ordering::Relaxed),
-            buckets,
-        }
-    }
-}
-
-/// A histogram's counts at one moment. Latencies are in microseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct Histogram {
-    /// Values recorded.
-    pub count: u64,
-    /// Their sum.
-    pub sum: u64,
-    /// `(upper bound, values in this bucket)`, bounds ascending powers of two; the last
-    /// bound is `u64::MAX` (unbounded).
-    pub buckets: Vec<(u64, u64)>,
-}
-
-impl Histogram {
-    /// The upper bound of the bucket holding the `q`-quantile (0.0 to 1.0), an estimate
-    /// at most twice the true value; 0 when empty.
-    pub fn quantile(&self, q: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for &(bound, n) in &self.buckets {
-            seen += n;
-            if seen >= rank {
-                return bound;
-            }
-        }
-        u64::MAX
-    }
-
-    /// The mean, or 0.0 when empty.
-    pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.count as f64
-        }
-    }
-}
-
-/// Commit latency (from `commit()` to its return, successful commits only) by the
-/// durability level the commit ran at, in microseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct CommitLatency {
-    /// `Durability::None`.
-    pub none: Histogram,
-    /// `Durability::Interval`.
-    pub interval: Histogram,
-    /// `Durability::EveryWrite`.
-    pub every_write: Histogram,
-    /// `Durability::GroupCommit`.
-    pub group_commit: Histogram,
-}
-
-/// The engine's commit-latency histograms, one per durability level.
-#[derive(Debug, Default)]
-pub(crate) struct CommitLatencyRecorder([AtomicHistogram<LATENCY_BUCKETS>; 4]);
-
-impl CommitLatencyRecorder {
-    pub fn record(&self, durability: Durability, d: Duration) {
-        self.0[level_index(durability)].record_duration(d);
-    }
-
-    pub fn snapshot(&self) -> CommitLatency {
-        CommitLatency {
-            none: self.0[0].snapshot(),
-            interval: self.0[1].snapshot(),
-            every_write: self.0[2].snapshot(),
-            group_commit: self.0[3].snapshot(),
-        }
-    }
-}
-
-fn level_index(d: Durability) -> usize {
-    match d {
-        Durability::None => 0,
-        Durability::Interval(_) => 1,
-        Durability::EveryWrite => 2,
-        Durability::GroupCommit { .. } => 3,
-    }
-}
+use crate::engine::Engine;
+use crate::histogram::{CommitLatency, Histogram};
+use crate::lsn::Lsn;
+use crate::sync::Ordering;
 
 /// Everything the engine measures, at one moment; see `docs/operations.md` for each
 /// metric's Prometheus name. Counters count since the database was opened.
@@ -277,6 +141,87 @@ impl Metrics {
         let by_count = self.queued_commits as f64 / self.queue_capacity.max(1) as f64;
         let by_bytes = self.queued_bytes as f64 / self.queue_max_bytes.max(1) as f64;
         by_count.max(by_bytes).min(1.0)
+    }
+}
+
+pub(crate) fn snapshot(engine: &Engine) -> Metrics {
+    let sh = &engine.state;
+    let st = &sh.stats;
+    let wal = engine.wal.stats();
+    let detail = engine.wal.detail();
+    let (open_snapshots, oldest_snapshot_age, _) = sh.snapshots.census(Duration::MAX);
+    let visible_lsn = sh.visible_lsn.load(Ordering::Acquire);
+    let applied_lsn = sh.applied_lsn.load(Ordering::Acquire);
+    let applied_lag = {
+        let q = sh.apply.lock();
+        q.unapplied_since()
+    }
+    .map_or(Duration::ZERO, |t| t.elapsed());
+    let replay_estimate_bytes = sh.replay_estimate.load(Ordering::Relaxed);
+    let (op_bytes, apply_micros) = (
+        st.applied_op_bytes.load(Ordering::Relaxed),
+        st.apply_micros.load(Ordering::Relaxed),
+    );
+    let estimated_recovery = (op_bytes > 0 && apply_micros > 0).then(|| {
+        let micros_per_byte = apply_micros as f64 / op_bytes as f64;
+        Duration::from_micros((replay_estimate_bytes as f64 * micros_per_byte) as u64)
+    });
+    let env = &engine.store.env;
+    let info = env.info();
+    let page = u64::from(env.stat().page_size);
+    Metrics {
+        commits: wal.commits,
+        conflicts: st.conflicts.load(Ordering::Relaxed),
+        aborts: st.aborts.load(Ordering::Relaxed),
+        txn_timeouts: st.txn_timeouts.load(Ordering::Relaxed),
+        commit_latency: st.commit_latency.snapshot(),
+        log_record_bytes: wal.record_bytes,
+        log_bytes_written: wal.bytes_written,
+        groups: wal.groups,
+        group_size: detail.group_size,
+        syncs: wal.syncs,
+        sync_latency: detail.sync_latency,
+        last_sync_age: detail.last_sync_age,
+        written_lsn: wal.written_lsn,
+        durable_lsn: wal.durable_lsn,
+        queued_commits: wal.queued_commits,
+        queued_bytes: wal.queued_bytes,
+        queue_capacity: engine.cfg.wal.queue_capacity,
+        queue_max_bytes: engine.cfg.wal.queue_max_bytes,
+        queue_full_waits: detail.queue_full_waits,
+        backpressure_refusals: detail.backpressure_refusals,
+        backlog_waits: st.backlog_waits.load(Ordering::Relaxed),
+        backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
+        visible_lsn,
+        applied_lsn,
+        checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
+        applied_lag_lsns: visible_lsn.saturating_sub(applied_lsn),
+        applied_lag,
+        overlay_bytes: sh.overlay_bytes.load(Ordering::Relaxed),
+        overlay_versions: st.overlay_versions.load(Ordering::Relaxed),
+        overlay_max_bytes: engine.cfg.overlay_max_bytes,
+        apply_batches: st.apply_batches.load(Ordering::Relaxed),
+        applied_ops: st.applied_ops.load(Ordering::Relaxed),
+        apply_latency: st.apply_latency.snapshot(),
+        checkpoints: st.checkpoints.load(Ordering::Relaxed),
+        checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
+        checkpoint_duration: st.checkpoint_duration.snapshot(),
+        segments_live: detail.segments_live,
+        segments_spare: detail.segments_spare,
+        segments_retired: wal.segments_retired,
+        segments_archived: detail.segments_archived,
+        replay_estimate_bytes,
+        estimated_recovery,
+        map_size: engine.store.map_size.load(Ordering::Relaxed),
+        max_map_size: engine.store.max_map_size,
+        map_used_bytes: (info.last_page_number as u64 + 1) * page,
+        map_resizes: st.map_resizes.load(Ordering::Relaxed),
+        readers_used: info.number_of_readers,
+        max_readers: engine.store.max_readers,
+        storage_full: sh.storage_full.load(Ordering::Relaxed),
+        open_snapshots,
+        oldest_snapshot_age,
+        poisoned: engine.wal.is_poisoned() || sh.is_failed(),
     }
 }
 
@@ -708,27 +653,4 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         None,
         i64::from(m.poisoned),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_land_in_power_of_two_buckets() {
-        let h = AtomicHistogram::<6>::default();
-        for v in [0, 1, 2, 3, 4, 5, 1000] {
-            h.record(v);
-        }
-        let s = h.snapshot();
-        assert_eq!(s.count, 7);
-        assert_eq!(s.sum, 1015);
-        let counts: Vec<u64> = s.buckets.iter().map(|b| b.1).collect();
-        // <=1, <=2, <=4, <=8, <=16, unbounded
-        assert_eq!(counts, [2, 1, 2, 1, 0, 1]);
-        assert_eq!(s.buckets[5].0, u64::MAX);
-        assert_eq!(s.quantile(0.5), 4);
-        assert_eq!(s.quantile(1.0), u64::MAX);
-        assert_eq!(Histogram::default().quantile(0.99), 0);
-    }
 }

@@ -7,15 +7,17 @@
 //! - Entries at or below the conflict horizon are pruned: no live or later snapshot is older.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 
-use crate::catalog::{in_bounds, KeyBounds};
-use crate::commit::Sequencer;
-use crate::db::Shared;
+use super::EngineState;
+use crate::catalog::Table;
 use crate::error::{Error, Result};
+use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
+use crate::lsn::Lsn;
+use crate::overlay::{version_cost, Version};
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
-use crate::wal::Lsn;
+use crate::sync::Ordering;
+use crate::wal::Sequencer;
 
 /// What a transaction read, for `Isolation::Serializable`.
 #[derive(Debug, Default)]
@@ -35,7 +37,7 @@ pub(crate) enum Check {
     WritesAndReads(ReadSet),
 }
 
-/// A committed transaction's writes, shared by the overlay and the applier.
+/// A committed transaction's writes, state by the overlay and the applier.
 #[derive(Debug)]
 pub(crate) struct TxnWrites {
     pub ops: Vec<WriteOp>,
@@ -59,7 +61,7 @@ struct TableConflicts {
 
 #[derive(Debug)]
 pub(crate) struct EngineSequencer {
-    shared: Arc<Shared>,
+    state: Arc<EngineState>,
     max_tables: u32,
     tables: HashMap<Arc<str>, TableConflicts>,
     entries: usize,
@@ -69,9 +71,9 @@ pub(crate) struct EngineSequencer {
 const MIN_PRUNE_AT: usize = 4096;
 
 impl EngineSequencer {
-    pub fn new(shared: Arc<Shared>, max_tables: u32) -> Self {
+    pub fn new(state: Arc<EngineState>, max_tables: u32) -> Self {
         EngineSequencer {
-            shared,
+            state,
             max_tables,
             tables: HashMap::new(),
             entries: 0,
@@ -123,7 +125,7 @@ impl EngineSequencer {
             if t.ddl > snap {
                 return Err(conflict(table, &[]));
             }
-            if !crate::catalog::bounds_valid(bounds) {
+            if !crate::keys::bounds_valid(bounds) {
                 continue; // an empty range: `BTreeMap::range` would panic on it
             }
             let range = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
@@ -141,7 +143,7 @@ impl EngineSequencer {
     /// Refuses a commit that would need more LMDB tables than `max_tables`; registers the
     /// new names of one that does not, so later commits count them.
     fn admit_tables(&self, writes: &TxnWrites) -> Result<()> {
-        let catalog = &self.shared.catalog;
+        let catalog = &self.state.catalog;
         let mut new: Vec<&Arc<str>> = Vec::new();
         for op in &writes.ops {
             let creates = matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. });
@@ -181,9 +183,9 @@ impl EngineSequencer {
 
     fn prune(&mut self) {
         let horizon = self
-            .shared
+            .state
             .snapshots
-            .conflict_horizon(&self.shared.visible_lsn);
+            .conflict_horizon(&self.state.visible_lsn);
         let mut entries = 0;
         self.tables.retain(|_, t| {
             t.keys.retain(|_, lsn| *lsn > horizon);
@@ -195,24 +197,13 @@ impl EngineSequencer {
     }
 }
 
-fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(v) => Bound::Included(v.as_slice()),
-        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 impl Sequencer for EngineSequencer {
     type Ticket = Ticket;
 
     fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
         self.admit_tables(&ticket.writes)?;
         if let Err(e) = self.check(ticket) {
-            self.shared
-                .stats
-                .conflicts
-                .fetch_add(1, crate::sync::Ordering::Relaxed);
+            self.state.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
         self.record(&ticket.writes, lsn);
@@ -223,6 +214,54 @@ impl Sequencer for EngineSequencer {
     }
 
     fn publish(&mut self, lsn: Lsn, ticket: Ticket) {
-        self.shared.publish(lsn, ticket.writes);
+        publish(&self.state, lsn, ticket.writes);
     }
+}
+
+/// Makes the commit at `lsn` visible: versions into the overlay, the writes onto the
+/// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order.
+pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
+    let mut bytes = 0;
+    let mut versions = 0;
+    let mut ops = writes.ops.iter().peekable();
+    while let Some(first) = ops.peek() {
+        let name = first.table().clone();
+        // A delete from a table never known changes nothing visible: skip it.
+        let Some(table) = sh.catalog.get(&name) else {
+            while ops.next_if(|op| op.table() == &name).is_some() {}
+            continue;
+        };
+        let mut st = table.state.write();
+        while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
+            match op {
+                WriteOp::Put { key, value, .. } => {
+                    Table::note_exists(&mut st, lsn);
+                    bytes += version_cost(key, Some(value));
+                    versions += 1;
+                    st.overlay.push(
+                        key,
+                        Version {
+                            lsn,
+                            value: Some(value.clone()),
+                        },
+                    );
+                }
+                WriteOp::Delete { key, .. } => {
+                    bytes += version_cost(key, None);
+                    versions += 1;
+                    st.overlay.push(key, Version { lsn, value: None });
+                }
+                WriteOp::CreateTable { .. } => Table::note_exists(&mut st, lsn),
+                WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
+            }
+        }
+    }
+    sh.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
+    sh.stats
+        .overlay_versions
+        .fetch_add(versions, Ordering::Relaxed);
+    // Visible before the applier can take it: LMDB never holds a commit that is not
+    // visible, so every snapshot has applied LSN <= visible LSN.
+    sh.visible_lsn.store(lsn, Ordering::Release);
+    sh.enqueue_for_apply(lsn, writes);
 }

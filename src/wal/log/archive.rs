@@ -5,38 +5,16 @@
 //! An archived segment is the segment's header and its run of valid frames, byte for byte:
 //! the same format, CRCs and version as a live segment, without the preallocated tail.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::SystemTime;
 
 use super::fs::{join, Fs};
 use super::segment::{
     parse_segment_file_name, read_segment, scan_segment, segment_file_name, ScanEnd, SegmentHeader,
 };
+use crate::config::ArchiveConfig;
 use crate::error::{Error, Result};
-use crate::wal::Lsn;
-
-/// Where retired segments go, and how long they stay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveConfig {
-    /// The archive directory (created if missing). Keep it on another disk than the
-    /// database if it is to survive the loss of that disk.
-    pub dir: PathBuf,
-    /// Keep at least the newest this many archived segments. Default: `None`.
-    pub keep_last: Option<usize>,
-    /// Keep at least the segments archived within this long. Default: `None`.
-    pub keep_for: Option<Duration>,
-}
-
-impl ArchiveConfig {
-    /// Archive into `dir`, keeping everything (no retention rule).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ArchiveConfig {
-            dir: dir.into(),
-            keep_last: None,
-            keep_for: None,
-        }
-    }
-}
+use crate::lsn::Lsn;
 
 /// Copies the valid frames of the segment at `path` into the archive, durably: a temporary
 /// file written and synced, renamed, and the directory synced. Then prunes the archive.

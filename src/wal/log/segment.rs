@@ -12,8 +12,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"WALMDBLG";
 
 /// Bytes of the segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
-/// The smallest segment `WalConfig` allows.
-pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+pub use crate::limits::MIN_SEGMENT_BYTES;
 /// The largest first LSN a header may carry: 2^62, out of reach of any log, so LSN
 /// arithmetic on a segment never overflows.
 const MAX_FIRST_LSN: u64 = 1 << 62;
@@ -113,7 +112,7 @@ impl SegmentHeader {
             )));
         }
         if header.segment_bytes < MIN_SEGMENT_BYTES
-            || header.segment_bytes > crate::wal::record::MAX_FRAME_BODY as u64
+            || header.segment_bytes > crate::limits::MAX_FRAME_BODY as u64
         {
             return Err(HeaderError::Damaged(format!(
                 "impossible segment size {}",
@@ -223,7 +222,7 @@ pub enum ScanEnd {
 }
 
 /// The result of scanning one segment's frames in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SegmentScan {
     /// Offset just past the last valid frame: where the next frame would go.
     pub end: usize,

@@ -15,25 +15,27 @@ use std::path::{Path, PathBuf};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
+pub(crate) mod read_only;
+
 use crate::catalog::{Catalog, Dbi};
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
-use crate::wal::Lsn;
 
 /// The store format this build reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;
 
-const META_DB: &str = "walmdb.meta";
-const TABLES_DB: &str = "walmdb.tables";
+pub(crate) const META_DB: &str = "walmdb.meta";
+pub(crate) const TABLES_DB: &str = "walmdb.tables";
 const TABLE_PREFIX: &str = "t.";
-const KEY_FORMAT: &[u8] = b"format";
-const KEY_APPLIED: &[u8] = b"applied_lsn";
+pub(crate) const KEY_FORMAT: &[u8] = b"format";
+pub(crate) const KEY_APPLIED: &[u8] = b"applied_lsn";
 
 /// Bytes of the CRC after every stored value.
 pub(crate) const CRC_LEN: usize = 4;
 
 pub(crate) type Env = heed::Env<WithoutTls>;
-pub(crate) type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
+pub(crate) type LmdbReadTxn<'e> = RoTxn<'e, WithoutTls>;
 
 /// One write of an applied transaction.
 #[derive(Debug, Clone)]
@@ -65,8 +67,8 @@ impl WriteOp {
         }
     }
 
-    pub fn as_ref(&self) -> crate::wal::record::OpRef<'_> {
-        use crate::wal::record::OpRef;
+    pub fn as_ref(&self) -> crate::wal::log::record::OpRef<'_> {
+        use crate::wal::log::record::OpRef;
         match self {
             WriteOp::Put { table, key, value } => OpRef::Put { table, key, value },
             WriteOp::Delete { table, key } => OpRef::Delete { table, key },
@@ -198,7 +200,8 @@ impl Store {
     ) -> Result<(Store, Opened)> {
         std::fs::create_dir_all(dir)?;
         let page = page_size();
-        let existing = std::fs::metadata(dir.join("data.mdb")).map_or(0, |m| m.len() as usize);
+        let existing =
+            std::fs::metadata(crate::layout::lmdb_file(dir)).map_or(0, |m| m.len() as usize);
         let map_size = round_up(cfg.map_size.max(existing), page);
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(map_size)
@@ -290,7 +293,7 @@ impl Store {
     }
 
     /// Begins an LMDB read transaction.
-    pub fn read_txn(&self) -> Result<ReadTxn<'_>> {
+    pub fn read_txn(&self) -> Result<LmdbReadTxn<'_>> {
         self.env.read_txn().map_err(|e| match e {
             heed::Error::Mdb(MdbError::ReadersFull) => Error::ReadersFull {
                 max_readers: self.max_readers,
@@ -531,12 +534,12 @@ fn lmdb_name(table: &str) -> String {
     format!("{TABLE_PREFIX}{table}")
 }
 
-fn decode_u64(key: &[u8], stored: &[u8]) -> Option<u64> {
+pub(crate) fn decode_u64(key: &[u8], stored: &[u8]) -> Option<u64> {
     (stored.len() == 8 + CRC_LEN && verify(key, stored))
         .then(|| u64::from_le_bytes(stored[..8].try_into().expect("8 bytes")))
 }
 
-fn decode_u32(key: &[u8], stored: &[u8]) -> Option<u32> {
+pub(crate) fn decode_u32(key: &[u8], stored: &[u8]) -> Option<u32> {
     (stored.len() == 4 + CRC_LEN && verify(key, stored))
         .then(|| u32::from_le_bytes(stored[..4].try_into().expect("4 bytes")))
 }

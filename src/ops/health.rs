@@ -1,10 +1,9 @@
-//! What `Db::metrics` and `Db::health` read of the engine's state.
+//! `Db::health`: the engine's state judged against limits.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::db::Inner;
-use crate::metrics::Metrics;
+use crate::engine::Engine;
 use crate::sync::Ordering;
 
 /// How the engine is doing: the worst of [`Health::reasons`].
@@ -81,104 +80,26 @@ pub struct Health {
     pub applied_lag: Duration,
 }
 
-pub(crate) fn metrics(inner: &Inner) -> Metrics {
-    let sh = &inner.shared;
-    let st = &sh.stats;
-    let wal = inner.wal.stats();
-    let detail = inner.wal.detail();
-    let (open_snapshots, oldest_snapshot_age, _) = sh.snapshots.census(Duration::MAX);
-    let visible_lsn = sh.visible_lsn.load(Ordering::Acquire);
-    let applied_lsn = sh.applied_lsn.load(Ordering::Acquire);
-    let applied_lag = {
-        let q = sh.apply.lock();
-        q.unapplied_since()
-    }
-    .map_or(Duration::ZERO, |t| t.elapsed());
-    let replay_estimate_bytes = sh.replay_estimate.load(Ordering::Relaxed);
-    let (op_bytes, apply_micros) = (
-        st.applied_op_bytes.load(Ordering::Relaxed),
-        st.apply_micros.load(Ordering::Relaxed),
-    );
-    let estimated_recovery = (op_bytes > 0 && apply_micros > 0).then(|| {
-        let micros_per_byte = apply_micros as f64 / op_bytes as f64;
-        Duration::from_micros((replay_estimate_bytes as f64 * micros_per_byte) as u64)
-    });
-    let env = &inner.store.env;
-    let info = env.info();
-    let page = u64::from(env.stat().page_size);
-    Metrics {
-        commits: wal.commits,
-        conflicts: st.conflicts.load(Ordering::Relaxed),
-        aborts: st.aborts.load(Ordering::Relaxed),
-        txn_timeouts: st.txn_timeouts.load(Ordering::Relaxed),
-        commit_latency: st.commit_latency.snapshot(),
-        log_record_bytes: wal.record_bytes,
-        log_bytes_written: wal.bytes_written,
-        groups: wal.groups,
-        group_size: detail.group_size,
-        syncs: wal.syncs,
-        sync_latency: detail.sync_latency,
-        last_sync_age: detail.last_sync_age,
-        written_lsn: wal.written_lsn,
-        durable_lsn: wal.durable_lsn,
-        queued_commits: wal.queued_commits,
-        queued_bytes: wal.queued_bytes,
-        queue_capacity: inner.cfg.wal.queue_capacity,
-        queue_max_bytes: inner.cfg.wal.queue_max_bytes,
-        queue_full_waits: detail.queue_full_waits,
-        backpressure_refusals: detail.backpressure_refusals,
-        backlog_waits: st.backlog_waits.load(Ordering::Relaxed),
-        backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
-        visible_lsn,
-        applied_lsn,
-        checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
-        applied_lag_lsns: visible_lsn.saturating_sub(applied_lsn),
-        applied_lag,
-        overlay_bytes: sh.overlay_bytes.load(Ordering::Relaxed),
-        overlay_versions: st.overlay_versions.load(Ordering::Relaxed),
-        overlay_max_bytes: inner.cfg.overlay_max_bytes,
-        apply_batches: st.apply_batches.load(Ordering::Relaxed),
-        applied_ops: st.applied_ops.load(Ordering::Relaxed),
-        apply_latency: st.apply_latency.snapshot(),
-        checkpoints: st.checkpoints.load(Ordering::Relaxed),
-        checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
-        checkpoint_duration: st.checkpoint_duration.snapshot(),
-        segments_live: detail.segments_live,
-        segments_spare: detail.segments_spare,
-        segments_retired: wal.segments_retired,
-        segments_archived: detail.segments_archived,
-        replay_estimate_bytes,
-        estimated_recovery,
-        map_size: inner.store.map_size.load(Ordering::Relaxed),
-        max_map_size: inner.store.max_map_size,
-        map_used_bytes: (info.last_page_number as u64 + 1) * page,
-        map_resizes: st.map_resizes.load(Ordering::Relaxed),
-        readers_used: info.number_of_readers,
-        max_readers: inner.store.max_readers,
-        storage_full: sh.storage_full.load(Ordering::Relaxed),
-        open_snapshots,
-        oldest_snapshot_age,
-        poisoned: inner.wal.is_poisoned() || sh.is_failed(),
-    }
-}
-
-pub(crate) fn health(inner: &Inner, limits: &HealthLimits) -> Health {
-    let m = metrics(inner);
-    let applier_alive = inner.shared.applier_running.load(Ordering::Acquire);
-    let checkpointer_alive = inner.shared.checkpointer_running.load(Ordering::Acquire);
-    let flusher_alive = inner.wal.flusher_alive();
-    let disk_free_bytes = [inner.path.join("wal"), inner.path.join("data")]
-        .iter()
-        .filter_map(|p| disk_free(p))
-        .min();
+pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
+    let m = super::metrics::snapshot(engine);
+    let applier_alive = engine.state.applier_running.load(Ordering::Acquire);
+    let checkpointer_alive = engine.state.checkpointer_running.load(Ordering::Acquire);
+    let flusher_alive = engine.wal.flusher_alive();
+    let disk_free_bytes = [
+        crate::layout::wal_dir(&engine.path),
+        crate::layout::data_dir(&engine.path),
+    ]
+    .iter()
+    .filter_map(|p| disk_free(p))
+    .min();
     let mut reasons = Vec::new();
     let mut bad = |status, why: String| reasons.push((status, why));
     use HealthStatus::{Degraded, Unhealthy};
     if m.poisoned {
-        let cause = inner
-            .shared
+        let cause = engine
+            .state
             .refusal()
-            .or_else(|| inner.wal.refusal())
+            .or_else(|| engine.wal.refusal())
             .map_or_else(String::new, |e| e.to_string());
         bad(Unhealthy, format!("poisoned: {cause}"));
     }
@@ -198,7 +119,7 @@ pub(crate) fn health(inner: &Inner, limits: &HealthLimits) -> Health {
         );
     }
     if let Some(free) = disk_free_bytes {
-        if free < 2 * inner.cfg.wal.segment_bytes {
+        if free < 2 * engine.cfg.wal.segment_bytes {
             bad(
                 Unhealthy,
                 format!("{free} bytes free on disk, under two log segments"),
@@ -259,7 +180,7 @@ pub(crate) fn health(inner: &Inner, limits: &HealthLimits) -> Health {
             ),
         );
     }
-    if inner.shared.replay_is_over() {
+    if engine.state.replay_is_over() {
         bad(
             Degraded,
             format!(

@@ -21,10 +21,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::db::{now_micros, Db};
+use crate::engine::{now_micros, Engine};
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::store::sync_dir;
-use crate::wal::Lsn;
 
 /// The manifest's format version.
 pub const BACKUP_FORMAT_VERSION: u32 = 1;
@@ -207,77 +207,70 @@ pub(crate) fn require_empty(dir: &Path, what: &'static str) -> Result<()> {
     }
 }
 
-impl Db {
-    /// Backs the database up into `dir` (which must not exist or be empty) while it serves
-    /// reads and commits: a compacted copy of LMDB taken at one of its transactions, the
-    /// log from there through every commit acknowledged before this call, and a
-    /// `MANIFEST` with LSNs, times and a CRC32 of every file. Segments are not retired
-    /// and LMDB's map does not grow while it copies. Everything is synced before it
-    /// returns. `walmdb::restore` brings it (and an archive) back.
-    pub fn backup(&self, dir: impl AsRef<Path>) -> Result<BackupManifest> {
-        let dir = dir.as_ref();
-        require_empty(dir, "backup directory")?;
-        let inner = self.inner();
-        let span = tracing::info_span!("walmdb.backup", dir = %dir.display());
-        let _entered = span.enter();
-        let created_micros = now_micros();
-        std::fs::create_dir_all(dir.join("data"))?;
-        let sh = &inner.shared;
-        let (lmdb_applied_lsn, segments) = {
-            let _no_retirement = sh.retirement.lock();
-            // No map resize while LMDB copies itself in a read transaction of its own.
-            let no_resize = sh.lmdb_copy.lock();
-            inner
-                .store
-                .copy_compacted(&dir.join("data").join("data.mdb"))?;
-            drop(no_resize);
-            let applied = crate::inspect::applied_lsn(&dir.join("data"))?;
-            // Every commit acknowledged before this call is durable in the log now.
-            inner.wal.sync()?;
-            let segments = inner.wal.copy_segments(&dir.join("wal"), applied + 1)?;
-            (applied, segments)
-        };
-        let lmdb_applied_micros = record_time(self, lmdb_applied_lsn).unwrap_or(created_micros);
-        let (bytes, crc32) = file_crc(&dir.join("data").join("data.mdb"))?;
-        let mut files = vec![BackupFile {
-            path: "data/data.mdb".into(),
-            bytes,
-            crc32,
-        }];
-        files.extend(segments.iter().map(|s| BackupFile {
-            path: format!("wal/{}", s.name),
-            bytes: s.bytes,
-            crc32: s.crc32,
-        }));
-        let manifest = BackupManifest {
-            created_micros,
-            lmdb_applied_lsn,
-            lmdb_applied_micros,
-            wal_last_lsn: segments.last().map_or(lmdb_applied_lsn, |s| s.last_lsn),
-            files,
-        };
-        sync_dir(&dir.join("data"))?;
-        write_synced(&dir.join(MANIFEST), manifest.encode().as_bytes())?;
-        sync_dir(dir)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
-        tracing::info!(
-            lmdb_applied_lsn,
-            wal_last_lsn = manifest.wal_last_lsn,
-            files = manifest.files.len(),
-            "backed up the database"
-        );
-        Ok(manifest)
+/// Backs the engine's database up into `dir`; see `Db::backup`.
+pub(crate) fn backup(engine: &Engine, dir: &Path) -> Result<BackupManifest> {
+    require_empty(dir, "backup directory")?;
+    let span = tracing::info_span!("walmdb.backup", dir = %dir.display());
+    let _entered = span.enter();
+    let created_micros = now_micros();
+    std::fs::create_dir_all(crate::layout::data_dir(dir))?;
+    let sh = &engine.state;
+    let (lmdb_applied_lsn, segments) = {
+        let _no_retirement = sh.retirement.lock();
+        // No map resize while LMDB copies itself in a read transaction of its own.
+        let no_resize = sh.lmdb_copy.lock();
+        engine
+            .store
+            .copy_compacted(&crate::layout::lmdb_file(crate::layout::data_dir(dir)))?;
+        drop(no_resize);
+        let applied = crate::store::read_only::applied_lsn(&crate::layout::data_dir(dir))?;
+        // Every commit acknowledged before this call is durable in the log now.
+        engine.wal.sync()?;
+        let segments = engine
+            .wal
+            .copy_segments(&crate::layout::wal_dir(dir), applied + 1)?;
+        (applied, segments)
+    };
+    let lmdb_applied_micros = record_time(engine, lmdb_applied_lsn).unwrap_or(created_micros);
+    let (bytes, crc32) = file_crc(&crate::layout::lmdb_file(crate::layout::data_dir(dir)))?;
+    let mut files = vec![BackupFile {
+        path: crate::layout::relative_lmdb_file(),
+        bytes,
+        crc32,
+    }];
+    files.extend(segments.iter().map(|s| BackupFile {
+        path: crate::layout::relative_wal_file(&s.name),
+        bytes: s.bytes,
+        crc32: s.crc32,
+    }));
+    let manifest = BackupManifest {
+        created_micros,
+        lmdb_applied_lsn,
+        lmdb_applied_micros,
+        wal_last_lsn: segments.last().map_or(lmdb_applied_lsn, |s| s.last_lsn),
+        files,
+    };
+    sync_dir(&crate::layout::data_dir(dir))?;
+    write_synced(&dir.join(MANIFEST), manifest.encode().as_bytes())?;
+    sync_dir(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
     }
+    tracing::info!(
+        lmdb_applied_lsn,
+        wal_last_lsn = manifest.wal_last_lsn,
+        files = manifest.files.len(),
+        "backed up the database"
+    );
+    Ok(manifest)
 }
 
 /// The commit time of the record at `lsn`, if the log still holds it.
-fn record_time(db: &Db, lsn: Lsn) -> Option<u64> {
+fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
     if lsn == 0 {
         return None;
     }
-    let rec = db.inner().wal.read_from(lsn).next()?.ok()?;
+    let rec = engine.wal.read_from(lsn).next()?.ok()?;
     rec.record.decode().ok()?.time_micros()
 }
 

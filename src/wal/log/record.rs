@@ -5,9 +5,8 @@
 
 use std::fmt;
 
-/// A log sequence number: the position of a record in the log. The first record is LSN 1;
-/// LSN 0 means "nothing".
-pub type Lsn = u64;
+pub use crate::limits::MAX_FRAME_BODY;
+pub use crate::lsn::Lsn;
 
 /// The on-disk format version of segments and frames this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -18,9 +17,10 @@ pub const FRAME_HEADER_LEN: usize = 40;
 /// Bytes of a record header inside a frame body.
 pub const RECORD_HEADER_LEN: usize = 5;
 
-/// The largest frame body (stored or uncompressed) the decoder accepts. Caps allocation
-/// when a length field is damaged.
-pub const MAX_FRAME_BODY: usize = 256 << 20;
+/// The longest table name a record can carry (a `u16` length); the engine allows far
+/// shorter ones (`MAX_TABLE_NAME_LEN`).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub const MAX_LOGGED_TABLE_NAME_LEN: usize = u16::MAX as usize;
 
 /// Frame flag: the body is zstd-compressed; `raw_len` is its uncompressed length.
 pub const FLAG_ZSTD: u8 = 1;
@@ -316,9 +316,6 @@ pub(crate) fn encode_txn<'a>(
     }
 }
 
-/// The longest table name.
-pub const MAX_TABLE_NAME: usize = u16::MAX as usize;
-
 impl Record {
     /// Its time, microseconds since the Unix epoch: a transaction's `commit_micros`, a
     /// timestamp's `unix_micros`; `None` for the other types.
@@ -332,7 +329,7 @@ impl Record {
 
     /// Encodes the record's payload.
     ///
-    /// Panics if a table name exceeds [`MAX_TABLE_NAME`] bytes or a key or value 4 GiB; the
+    /// Panics if a table name exceeds [`MAX_LOGGED_TABLE_NAME_LEN`] bytes or a key or value 4 GiB; the
     /// engine checks both before encoding.
     pub fn encode(&self) -> EncodedRecord {
         let mut out = Vec::new();
@@ -541,6 +538,7 @@ impl fmt::Debug for FrameBuilder {
 
 impl FrameBuilder {
     /// An empty builder.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn new() -> Self {
         Self::default()
     }

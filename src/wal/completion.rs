@@ -1,8 +1,8 @@
 //! One-shot completions: the committer waits on its own, the flusher answers it exactly once.
 
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::sync::{Arc, Condvar, Mutex};
-use crate::wal::Lsn;
 
 /// The committer's side: waits for the answer.
 #[derive(Debug, Default)]

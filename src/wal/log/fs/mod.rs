@@ -8,9 +8,11 @@ use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "internals")]
 mod sim;
 mod std_fs;
 
+#[cfg(feature = "internals")]
 pub use sim::{CrashOptions, FaultKind, OpKind, SimFs};
 pub use std_fs::StdFs;
 

@@ -1,20 +1,11 @@
-//! The commit pipeline: a bounded queue of commit requests, one flusher thread that writes
-//! them in groups and syncs as their durability says, and one-shot completions that wake
-//! each committer when its group is done.
+//! The flusher's hook into the layer above ([`Sequencer`]) and the requests committers
+//! queue for it.
 
-mod completer;
-mod completion;
-mod flusher;
-mod queue;
-
-pub(crate) use completer::Completer;
-pub(crate) use completion::{Completion, Responder};
-pub(crate) use flusher::{spawn_flusher, LogWriter};
-pub(crate) use queue::CommitQueue;
-
+use super::completion::Responder;
 use crate::config::Durability;
 use crate::error::Result;
-use crate::wal::{EncodedRecord, Lsn};
+use crate::lsn::Lsn;
+use crate::wal::log::record::EncodedRecord;
 
 /// The engine's hook into the flusher. The flusher calls it, on its own thread and in commit
 /// order, to admit each commit before its LSN is fixed (a conflict check), and to publish

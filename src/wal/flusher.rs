@@ -12,10 +12,10 @@ use super::{Completer, Request, Responder, Sequencer};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
-use crate::wal::fs::FsRef;
-use crate::wal::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN};
-use crate::wal::recovery::meta;
-use crate::wal::segment::{
+use crate::wal::log::fs::FsRef;
+use crate::wal::log::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN};
+use crate::wal::log::recovery::meta;
+use crate::wal::log::segment::{
     create_segment, segment_file_name, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use crate::wal::Shared;

@@ -8,8 +8,8 @@ use std::fmt;
 use std::io;
 
 use super::Responder;
+use crate::lsn::Lsn;
 use crate::sync::{Arc, Condvar, JoinHandle, Mutex, ThreadBuilder};
-use crate::wal::Lsn;
 
 /// The flusher answers this many committers of a group itself; the completer wakes the rest.
 pub(crate) const INLINE_ANSWERS: usize = 32;

@@ -1,0 +1,116 @@
+//! Administration: compaction and restore points.
+
+use super::sequencer::{Check, Ticket, TxnWrites};
+use super::{now_micros, Engine, Running, Shutdown};
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::sync::DataArc as Arc;
+use crate::sync::Ordering;
+use crate::wal::Record;
+
+/// What [`Db::compact`](crate::Db::compact) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// LMDB's file size before.
+    pub bytes_before: u64,
+    /// LMDB's file size after.
+    pub bytes_after: u64,
+    /// The LSN the compacted file holds every commit through (everything: the log holds
+    /// nothing after it).
+    pub applied_lsn: Lsn,
+}
+
+impl Running {
+    /// Checkpoints, writes a compacted copy of LMDB's file beside it, shuts down and, while
+    /// the directory is still locked, renames the copy over the file and syncs the
+    /// directory. A crash at any point leaves either file, each holding every commit.
+    pub(crate) fn compact(&mut self) -> Result<CompactReport> {
+        let lsn = self.engine().checkpoint()?;
+        let engine = self.engine();
+        let data = crate::layout::data_dir(&engine.path);
+        let staging = data.join("compacting");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        let bytes_before = std::fs::metadata(crate::layout::lmdb_file(&data))?.len();
+        {
+            let _no_resize = engine.state.lmdb_copy.lock();
+            engine
+                .store
+                .copy_compacted(&crate::layout::lmdb_file(&staging))?;
+        }
+        let applied_lsn = crate::store::read_only::applied_lsn(&staging)?;
+        if applied_lsn != lsn || engine.state.visible_lsn.load(Ordering::Acquire) != lsn {
+            return Err(Error::Inconsistent {
+                path: engine.path.clone(),
+                reason: format!(
+                    "the compacted copy holds LSN {applied_lsn}, the checkpoint LSN {lsn}"
+                ),
+            });
+        }
+        let bytes_after = std::fs::metadata(crate::layout::lmdb_file(&staging))?.len();
+        self.shutdown_then(Shutdown::Drain, |path| {
+            let data = crate::layout::data_dir(path);
+            std::fs::rename(
+                crate::layout::lmdb_file(&staging),
+                crate::layout::lmdb_file(&data),
+            )?;
+            crate::store::sync_dir(&data)?;
+            std::fs::remove_dir_all(&staging)?;
+            crate::store::sync_dir(&data)
+        })?;
+        tracing::info!(bytes_before, bytes_after, applied_lsn, "compacted LMDB");
+        Ok(CompactReport {
+            bytes_before,
+            bytes_after,
+            applied_lsn,
+        })
+    }
+}
+
+/// A named point in the log a restore can return to; see [`Db::create_restore_point`](crate::Db::create_restore_point).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestorePoint {
+    /// Its name.
+    pub name: String,
+    /// The LSN of its record: a restore to it holds every commit below this LSN.
+    pub lsn: Lsn,
+    /// When it was made, microseconds since the Unix epoch.
+    pub unix_micros: u64,
+}
+
+impl Engine {
+    /// Writes a named restore point into the log (a `Timestamp` record, synced before this
+    /// returns).
+    pub(crate) fn create_restore_point(&self, name: &str) -> Result<RestorePoint> {
+        crate::limits::check_restore_point_name(name)?;
+        let engine = self;
+        if let Some(e) = engine.state.refusal() {
+            return Err(e);
+        }
+        let unix_micros = now_micros();
+        let record = Record::Timestamp {
+            unix_micros,
+            name: name.to_owned(),
+        }
+        .encode();
+        let ticket = Ticket {
+            snapshot: 0,
+            check: Check::Blind,
+            writes: Arc::new(TxnWrites { ops: Vec::new() }),
+        };
+        let lsn = engine
+            .wal
+            .commit_with(record, ticket, Some(Durability::EveryWrite))?;
+        tracing::info!(name, lsn, "created a restore point");
+        Ok(RestorePoint {
+            name: name.to_owned(),
+            lsn,
+            unix_micros,
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! The applier (`walmdb-applier`, the only LMDB writer): applies published commits to LMDB
+//! in LSN order, in large transactions with the applied LSN in the same transaction, grows
+//! the map when full, and evicts overlay versions no snapshot needs.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::sequencer::TxnWrites;
+use super::{Engine, EngineState, Shutdown};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::store::WriteOp;
+use crate::sync::DataArc as Arc;
+use crate::sync::Ordering;
+
+#[derive(Debug, Default)]
+pub(crate) struct ApplyQueue {
+    /// Published commits with the time each was published.
+    items: VecDeque<(Lsn, Arc<TxnWrites>, Instant)>,
+    /// When the oldest commit of the batch being applied was published.
+    applying_since: Option<Instant>,
+    ops: usize,
+    /// When the oldest queued item arrived.
+    oldest_at: Option<Instant>,
+    /// The applier sleeps until an item arrives.
+    applier_waiting: bool,
+    /// The applier gathers a batch; wake it when `ops` reaches this.
+    wake_at_ops: Option<usize>,
+    /// Someone waits for the applier: apply without gathering.
+    urgent: bool,
+    stop: Option<Shutdown>,
+}
+
+impl ApplyQueue {
+    /// When the oldest commit not yet applied to LMDB was published.
+    pub(crate) fn unapplied_since(&self) -> Option<Instant> {
+        self.applying_since
+            .or_else(|| self.items.front().map(|item| item.2))
+    }
+}
+
+impl EngineState {
+    /// Hands the published commit at `lsn` to the applier, waking it when it sleeps or its
+    /// batch is full.
+    pub(crate) fn enqueue_for_apply(&self, lsn: Lsn, writes: Arc<TxnWrites>) {
+        let n = writes.ops.len();
+        let now = Instant::now();
+        let mut q = self.apply.lock();
+        if q.items.is_empty() {
+            q.oldest_at = Some(now);
+        }
+        q.items.push_back((lsn, writes, now));
+        q.ops += n;
+        let full = q.wake_at_ops.is_some_and(|at| q.ops >= at);
+        if q.applier_waiting || full {
+            q.applier_waiting = false;
+            q.wake_at_ops = None;
+            self.apply_cv.notify_one();
+        }
+    }
+
+    /// Asks the applier to apply what it has without gathering more.
+    pub(crate) fn hurry_applier(&self) {
+        let mut q = self.apply.lock();
+        q.urgent = true;
+        self.apply_cv.notify_all();
+    }
+
+    /// Tells the applier to stop (after applying what is durable, or at once).
+    pub(crate) fn stop_applier(&self, how: Shutdown) {
+        let mut q = self.apply.lock();
+        q.stop = Some(how);
+        self.apply_cv.notify_all();
+    }
+}
+
+/// Puts a batch's key operations in (table, key) order, keeping LSN order per key (a stable
+/// sort), so LMDB writes its pages in order: the same result, fewer page visits, and leaves
+/// laid out for scans. A batch with a table create or drop keeps LSN order.
+pub(crate) fn key_order(ops: &mut [(Lsn, &WriteOp)]) {
+    if ops.iter().all(|(_, op)| op.key().is_some()) {
+        ops.sort_by(|a, b| (a.1.table(), a.1.key()).cmp(&(b.1.table(), b.1.key())));
+    }
+}
+
+/// Applies `ops` through `last` in one LMDB transaction, growing the map when full. While
+/// the map is at its maximum (or the disk is full) it waits and tries again, until `give_up`.
+pub(crate) fn apply_growing(
+    engine: &Engine,
+    ops: &[(Lsn, &WriteOp)],
+    last: Lsn,
+    give_up: impl Fn() -> bool,
+) -> Result<()> {
+    use crate::store::ApplyError;
+    let sh = &engine.state;
+    let store = &engine.store;
+    loop {
+        let attempt = store
+            .create_missing_tables(ops, &sh.catalog)
+            .and_then(|()| store.apply(ops, last, &sh.catalog));
+        let full = match attempt {
+            Ok(()) => {
+                if sh.storage_full.swap(false, Ordering::AcqRel) {
+                    tracing::info!("LMDB has space again; applying resumed");
+                }
+                return Ok(());
+            }
+            Err(ApplyError::MapFull) => match store.next_map_size() {
+                Some(size) => {
+                    let Some(_no_copy) = sh.lmdb_copy.try_lock() else {
+                        // A backup is copying LMDB; grow once it is done.
+                        sh.stats
+                            .map_resizes_postponed
+                            .fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    if sh.snapshots.pause(engine.cfg.resize_wait) {
+                        let resized = store.resize(size);
+                        sh.snapshots.resume();
+                        resized?;
+                        sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(map_size = size, "grew the LMDB map");
+                    } else {
+                        sh.stats
+                            .map_resizes_postponed
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("map resize postponed: transactions stayed open");
+                    }
+                    continue;
+                }
+                None => Error::StorageFull {
+                    map_size: store.map_size.load(Ordering::Relaxed),
+                },
+            },
+            Err(ApplyError::Other(Error::Io(e))) if is_disk_full(&e) => Error::Io(e),
+            Err(ApplyError::Other(e)) => return Err(e),
+        };
+        if !sh.storage_full.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %full, "LMDB is full; commits are refused until space exists");
+            sh.notify_room();
+        }
+        if give_up() {
+            return Err(full);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The applier: applies published commits to LMDB in LSN order, in large transactions, and
+/// evicts overlay versions no snapshot needs. Never applies what the log does not hold
+/// durably (LMDB must never be ahead of the log).
+pub(crate) fn applier_loop(engine: &Engine) {
+    let sh = &engine.state;
+    let mut backlog: VecDeque<(Lsn, Arc<TxnWrites>)> = VecDeque::new();
+    loop {
+        let (batch, stop) = {
+            let mut q = sh.apply.lock();
+            while q.items.is_empty() && q.stop.is_none() {
+                q.applier_waiting = true;
+                let wait = if backlog.is_empty() { 200 } else { 5 };
+                q = sh.apply_cv.wait_timeout(q, Duration::from_millis(wait));
+                q.applier_waiting = false;
+                if !backlog.is_empty() {
+                    break;
+                }
+            }
+            // Gather for `apply_interval` from the oldest item, or up to `apply_max_ops`.
+            while q.stop.is_none() && !q.urgent && q.ops < engine.cfg.apply_max_ops {
+                let Some(oldest) = q.oldest_at else { break };
+                let Some(left) = engine.cfg.apply_interval.checked_sub(oldest.elapsed()) else {
+                    break;
+                };
+                if left.is_zero() {
+                    break;
+                }
+                q.wake_at_ops = Some(engine.cfg.apply_max_ops);
+                q = sh.apply_cv.wait_timeout(q, left);
+                q.wake_at_ops = None;
+            }
+            if q.stop == Some(Shutdown::Abandon) {
+                return;
+            }
+            let mut ops = 0;
+            let mut batch = Vec::new();
+            q.applying_since = q.items.front().map(|item| item.2);
+            while let Some((_, w, _)) = q.items.front() {
+                if !batch.is_empty() && ops + w.ops.len() > engine.cfg.apply_max_ops {
+                    break;
+                }
+                ops += w.ops.len();
+                let (lsn, writes, _) = q.items.pop_front().expect("front exists");
+                batch.push((lsn, writes));
+            }
+            q.ops -= ops;
+            q.urgent = false;
+            q.oldest_at = if q.items.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
+            (batch, q.stop)
+        };
+        if let Some((last, _)) = batch.last() {
+            let last = *last;
+            while engine.wal.durable_lsn() < last {
+                match engine.wal.sync() {
+                    Ok(_) => {}
+                    // A full queue only delays the sync.
+                    Err(Error::Backpressure { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(e) => {
+                        sh.fail(format!("the log could not be synced for the applier: {e}"));
+                        return;
+                    }
+                }
+            }
+            let mut ops: Vec<(Lsn, &WriteOp)> = batch
+                .iter()
+                .flat_map(|(lsn, w)| w.ops.iter().map(move |op| (*lsn, op)))
+                .collect();
+            key_order(&mut ops);
+            let give_up = || sh.apply.lock().stop.is_some();
+            let span = tracing::debug_span!(
+                "walmdb.apply",
+                first_lsn = batch.first().map_or(last, |b| b.0),
+                last_lsn = last,
+                ops = ops.len()
+            );
+            let _entered = span.enter();
+            let started = Instant::now();
+            if let Err(e) = apply_growing(engine, &ops, last, give_up) {
+                // Giving up on a full store to stop is no failure; any other error is, and
+                // nothing here retries it: the engine refuses commits until reopened.
+                let full = match &e {
+                    Error::StorageFull { .. } => true,
+                    Error::Io(io) => is_disk_full(io),
+                    _ => false,
+                };
+                if !full {
+                    sh.fail(format!("applying to LMDB failed: {e}"));
+                }
+                return;
+            }
+            fail::fail_point!("applied-in-lmdb-before-published");
+            sh.applied_lsn.store(last, Ordering::Release);
+            let took = started.elapsed();
+            sh.apply.lock().applying_since = None;
+            let st = &sh.stats;
+            st.apply_batches.fetch_add(1, Ordering::Relaxed);
+            st.applied_ops
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            st.apply_latency.record_duration(took);
+            st.apply_micros
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            let op_bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
+            st.applied_op_bytes
+                .fetch_add(op_bytes as u64, Ordering::Relaxed);
+            drop(_entered);
+            backlog.extend(batch);
+        }
+        evict_applied(sh, &mut backlog);
+        if stop == Some(Shutdown::Drain) && sh.apply.lock().items.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Evicts from the overlay the versions of applied commits no snapshot needs.
+pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<TxnWrites>)>) {
+    if backlog.is_empty() {
+        return;
+    }
+    let applied = sh.applied_lsn.load(Ordering::Acquire);
+    let horizon = if crate::sync::bug(crate::sync::Bug::EvictIgnoringSnapshots) {
+        applied
+    } else {
+        sh.snapshots.eviction_horizon(applied)
+    };
+    let mut freed = (0, 0);
+    while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
+        let (_, writes) = backlog.pop_front().expect("front exists");
+        let mut ops = writes.ops.iter().peekable();
+        while let Some(first) = ops.next() {
+            let name = first.table().clone();
+            let Some(table) = sh.catalog.get(&name) else {
+                continue;
+            };
+            let mut keys: Vec<&[u8]> = first.key().into_iter().collect();
+            while let Some(op) = ops.next_if(|op| op.table() == &name) {
+                keys.extend(op.key());
+            }
+            let (bytes, versions) = table.evict(keys.into_iter(), horizon);
+            freed.0 += bytes;
+            freed.1 += versions;
+        }
+    }
+    if freed.1 > 0 {
+        sh.stats
+            .overlay_versions
+            .fetch_sub(freed.1 as u64, Ordering::Relaxed);
+    }
+    if freed.0 > 0 {
+        sh.overlay_bytes.fetch_sub(freed.0, Ordering::Relaxed);
+        sh.notify_room();
+    }
+}
+
+/// Key and value bytes of an operation.
+fn op_bytes(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put { key, value, .. } => key.len() + value.len(),
+        WriteOp::Delete { key, .. } => key.len(),
+        WriteOp::CreateTable { table } | WriteOp::DropTable { table } => table.len(),
+    }
+}
+
+/// `ENOSPC`: the disk is full, which may pass.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+}

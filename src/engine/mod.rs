@@ -1,0 +1,339 @@
+//! The engine behind the [`Db`](crate::Db) handle, one file per job:
+//!
+//! - [`admit`]: commit requests and backpressure (waiting for room in the overlay);
+//! - [`sequencer`]: on the flusher thread, conflict checks and publication to the overlay;
+//! - [`apply`]: the `walmdb-applier` thread, the only LMDB writer, and overlay eviction;
+//! - [`checkpoint`]: the `walmdb-checkpoint` thread: LMDB syncs and segment retirement;
+//! - [`open`]: locking the directory, LMDB, the log's recovery, replay, starting threads;
+//! - [`admin`]: compaction and restore points.
+//!
+//! [`EngineState`] is what these jobs share; [`Engine`] adds the store, the log and the
+//! configuration; [`Running`] owns the engine's threads and stops them.
+
+pub(crate) mod admin;
+pub(crate) mod admit;
+pub(crate) mod apply;
+pub(crate) mod checkpoint;
+pub(crate) mod open;
+pub(crate) mod sequencer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::histogram::{AtomicHistogram, CommitLatencyRecorder, LATENCY_BUCKETS};
+use crate::lsn::Lsn;
+use crate::snapshots::Snapshots;
+use crate::store::{Store, WriteOp};
+use crate::sync::DataArc as Arc;
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle, Mutex, Ordering, StatCounter,
+};
+use crate::wal::Wal;
+
+pub use admin::{CompactReport, RestorePoint};
+pub(crate) use admit::commit_ops;
+use apply::ApplyQueue;
+use checkpoint::CheckpointState;
+pub use open::DbRecoveryReport;
+pub(crate) use sequencer::{Check, EngineSequencer, ReadSet};
+
+/// Counters kept by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub conflicts: AtomicU64,
+    pub apply_batches: AtomicU64,
+    pub applied_ops: AtomicU64,
+    pub map_resizes: AtomicU64,
+    pub map_resizes_postponed: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: StatCounter,
+    pub checkpoint_duration: AtomicHistogram<LATENCY_BUCKETS>,
+    pub aborts: StatCounter,
+    pub txn_timeouts: StatCounter,
+    pub commit_latency: CommitLatencyRecorder,
+    pub apply_latency: AtomicHistogram<LATENCY_BUCKETS>,
+    /// Key and value bytes applied, and the microseconds LMDB apply transactions took:
+    /// the applier's measured rate, which estimates how long a replay would take.
+    pub applied_op_bytes: StatCounter,
+    pub apply_micros: StatCounter,
+    /// Versions in the overlay (a gauge).
+    pub overlay_versions: StatCounter,
+    pub backlog_waits: StatCounter,
+    pub backlog_refusals: StatCounter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// Apply everything durable, then stop.
+    Drain,
+    /// Shutdown at once (a simulated crash).
+    Abandon,
+}
+
+/// State state by the handle, the sequencer (on the flusher thread) and the engine threads.
+#[derive(Debug, Default)]
+pub(crate) struct EngineState {
+    pub catalog: Catalog,
+    pub snapshots: Snapshots,
+    /// Every commit at or below it is in the overlay or LMDB, for every new snapshot.
+    pub visible_lsn: AtomicU64,
+    /// LMDB holds every commit at or below it.
+    pub applied_lsn: AtomicU64,
+    /// LMDB holds every commit at or below it durably; the log holds everything above.
+    pub checkpoint_lsn: AtomicU64,
+    pub overlay_bytes: AtomicUsize,
+    /// Recovery would replay more than `max_replay_bytes`.
+    replay_over: AtomicBool,
+    pub(crate) replay_estimate: AtomicU64,
+    /// The map is at its maximum (or the disk is full) and a batch is waiting for space.
+    pub(crate) storage_full: AtomicBool,
+    pub(crate) apply: Mutex<ApplyQueue>,
+    apply_cv: Condvar,
+    room: Mutex<()>,
+    room_cv: Condvar,
+    checkpoint: Mutex<CheckpointState>,
+    checkpoint_cv: Condvar,
+    /// The applier failed for good: the engine refuses commits until reopened.
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    /// Held while segments are retired, and by a backup while it copies LMDB and the log:
+    /// no segment a backup needs is retired under it.
+    pub(crate) retirement: Mutex<()>,
+    /// Held by a backup while LMDB copies itself (in an LMDB read transaction of its own):
+    /// the map may not be resized then.
+    pub(crate) lmdb_copy: Mutex<()>,
+    /// True from open until the applier thread ends (however it ends).
+    pub(crate) applier_running: AtomicBool,
+    /// True from open until the checkpoint thread ends.
+    pub(crate) checkpointer_running: AtomicBool,
+    pub stats: Counters,
+}
+
+/// Clears its flag when dropped: when the thread owning it returns or unwinds.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl EngineState {
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn replay_is_over(&self) -> bool {
+        self.replay_over.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refusal(&self) -> Option<Error> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let cause = self.failure.lock().clone().unwrap_or_default();
+        Some(Error::Poisoned { cause })
+    }
+
+    fn fail(&self, cause: String) {
+        tracing::error!(cause = %cause, "the engine failed; reopen to recover");
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            *f = Some(cause);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn notify_room(&self) {
+        let _g = self.room.lock();
+        self.room_cv.notify_all();
+    }
+}
+
+pub(crate) struct Engine {
+    pub path: PathBuf,
+    pub cfg: Config,
+    pub state: Arc<EngineState>,
+    pub store: Store,
+    pub wal: Wal<EngineSequencer>,
+    pub report: DbRecoveryReport,
+    /// An exclusive lock on `<path>/LOCK`, held until the engine is closed.
+    pub(crate) lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// True if table `name` exists now.
+    pub fn table_exists(&self, name: &str) -> bool {
+        let v = self.state.visible_lsn.load(Ordering::Acquire);
+        self.state
+            .catalog
+            .get(name)
+            .is_some_and(|t| t.state.read().view(v, v).is_some())
+    }
+
+    /// Creates table `name` (a commit of its own) and returns its LSN; if the table exists,
+    /// commits nothing and returns the visible LSN.
+    pub fn create_table(&self, name: &str) -> Result<Lsn> {
+        crate::limits::check_table_name(name)?;
+        if self.table_exists(name) {
+            return Ok(self.state.visible_lsn.load(Ordering::Acquire));
+        }
+        let op = WriteOp::CreateTable {
+            table: Arc::from(name),
+        };
+        commit_ops(self, vec![op], Check::Blind, 0, None)
+    }
+
+    /// Drops table `name` and everything in it (a commit of its own).
+    pub fn drop_table(&self, name: &str) -> Result<Lsn> {
+        if !self.table_exists(name) {
+            return Err(Error::TableNotFound(name.to_owned()));
+        }
+        let op = WriteOp::DropTable {
+            table: Arc::from(name),
+        };
+        commit_ops(self, vec![op], Check::Blind, 0, None)
+    }
+}
+
+/// The engine and its threads: what a [`Db`](crate::Db) owns. Dropping it drains the log
+/// into LMDB and stops the threads, as `close` does.
+#[derive(Debug)]
+pub(crate) struct Running {
+    /// `Some` until shut down.
+    engine: Option<Arc<Engine>>,
+    applier: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub(crate) fn engine(&self) -> &Engine {
+        self.engine
+            .as_ref()
+            .expect("the engine runs until shut down")
+    }
+
+    /// A handle for metrics and health that does not keep the engine open.
+    pub(crate) fn observer(&self) -> crate::sync::DataWeak<Engine> {
+        Arc::downgrade(
+            self.engine
+                .as_ref()
+                .expect("the engine runs until shut down"),
+        )
+    }
+
+    pub(crate) fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+        self.shutdown_then(how, |_| Ok(()))
+    }
+
+    /// Stops the engine; then, with everything closed but the directory still locked, runs
+    /// `then` on the database directory (only if stopping succeeded).
+    pub(crate) fn shutdown_then(
+        &mut self,
+        how: Shutdown,
+        then: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let (Some(applier), Some(checkpointer)) = (self.applier.take(), self.checkpointer.take())
+        else {
+            return Ok(());
+        };
+        let Some(engine) = self.engine.as_ref() else {
+            return Ok(());
+        };
+        let sh = &engine.state;
+        let mut result = Ok(());
+        if how == Shutdown::Drain && !engine.wal.is_poisoned() {
+            // Everything queued becomes durable, so the applier may apply all of it.
+            if let Err(e) = engine.wal.sync() {
+                result = Err(e);
+            }
+        }
+        sh.stop_applier(how);
+        if applier.join().is_err() {
+            result = result.and(Err(Error::Poisoned {
+                cause: "the applier thread panicked".into(),
+            }));
+        }
+        sh.stop_checkpointer();
+        if checkpointer.join().is_err() {
+            tracing::error!("the checkpoint thread panicked");
+        }
+        if how == Shutdown::Drain {
+            fail::fail_point!("close-applied-before-checkpoint");
+            if let Some(e) = sh.refusal() {
+                result = result.and(Err(e));
+            } else if sh.applied_lsn.load(Ordering::Acquire)
+                < sh.visible_lsn.load(Ordering::Acquire)
+            {
+                result = result.and(Err(Error::StorageFull {
+                    map_size: engine.store.map_size.load(Ordering::Relaxed),
+                }));
+            }
+            if let Err(e) = checkpoint::checkpoint_now(engine) {
+                result = result.and(Err(e));
+            }
+        }
+        // The threads are joined: this handle holds the only strong reference but for a
+        // metrics scrape in progress (it holds one for microseconds).
+        let Some(mut arc) = self.engine.take() else {
+            return result;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let engine = loop {
+            match Arc::try_unwrap(arc) {
+                Ok(engine) => break engine,
+                Err(back) if Instant::now() < deadline => {
+                    arc = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    return result.and(Err(Error::Poisoned {
+                        cause: "an engine thread still holds the database".into(),
+                    }))
+                }
+            }
+        };
+        let Engine {
+            wal,
+            store,
+            lock,
+            path,
+            ..
+        } = engine;
+        fail::fail_point!("close-checkpointed-before-log-close");
+        let wal_result = wal.close();
+        // Wait for LMDB to close, so a reopen in this process finds it closed.
+        let closing = store.env.clone().prepare_for_closing();
+        drop(store);
+        closing.wait();
+        let result = result.and(wal_result).and_then(|()| then(&path));
+        // Only now may another handle open the directory.
+        drop(lock);
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown(Shutdown::Drain) {
+            tracing::warn!(error = %e, "closing the database on drop failed");
+        }
+    }
+}
+
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,57 @@
+//! The engine's hard limits, in one place: what the formats can hold and what a user may
+//! name. Checked where input enters (`Config::validate`, `Db`, transactions).
+
+use crate::error::{Error, Result};
+
+/// The largest frame body (stored or uncompressed) the log's decoder accepts. Caps
+/// allocation when a length field is damaged.
+pub const MAX_FRAME_BODY: usize = 256 << 20;
+
+/// The smallest segment `WalConfig` allows.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// The longest table name (LMDB stores it as a key, with a prefix).
+pub const MAX_TABLE_NAME_LEN: usize = 255;
+
+/// The longest key LMDB stores.
+pub const MAX_KEY_LEN: usize = 511;
+
+/// Longest restore point name, in bytes.
+pub const MAX_RESTORE_POINT_NAME_LEN: usize = 255;
+
+/// Refuses empty, overlong or NUL-holding table names.
+pub(crate) fn check_table_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_TABLE_NAME_LEN {
+        "it is longer than 255 bytes"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidInput {
+        what: "table name",
+        reason: format!("{name:?}: {reason}"),
+    })
+}
+
+/// Refuses empty, overlong or control-character-holding restore point names.
+pub(crate) fn check_restore_point_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidInput {
+            what: "restore point name",
+            reason: reason.into(),
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_RESTORE_POINT_NAME_LEN {
+        return bad("it is longer than 255 bytes");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The overlay: committed versions LMDB does not hold yet, per table, snapshot-consistent
+//! with LMDB.
+//!
+//! Invariants:
+//! - Versions are added by the flusher (publication) in LSN order, before `visible_lsn`
+//!   moves past them; the applier evicts them only at or below the eviction horizon, which
+//!   is at most every live snapshot's applied LSN. So a snapshot `(applied A, visible V)`
+//!   finds, for every key, either its newest version <= V here, or no version in (A, V] at
+//!   all, in which case LMDB at A holds the answer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+
+use crate::lsn::Lsn;
+use crate::sync::DataArc as Arc;
+
+/// One committed version of a key: its value, or `None` for a delete.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub lsn: Lsn,
+    pub value: Option<Arc<[u8]>>,
+}
+
+/// Bytes a version is charged against `overlay_max_bytes`.
+pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + 64
+}
+
+/// Keys of an overlay range with their version chains.
+pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a [Version])> + 'a>;
+
+/// A table's committed versions by key, oldest first: hashed for point reads, ordered for
+/// ranges. A key is present while it has a version.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    chains: HashMap<Arc<[u8]>, Vec<Version>>,
+    order: BTreeSet<Arc<[u8]>>,
+}
+
+impl Overlay {
+    pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
+        match self.chains.get_mut(&key[..]) {
+            Some(chain) => chain.push(version),
+            None => {
+                self.chains.insert(key.clone(), vec![version]);
+                self.order.insert(key.clone());
+            }
+        }
+    }
+
+    pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
+        if self.chains.is_empty() {
+            return None;
+        }
+        self.chains.get(key).map(Vec::as_slice)
+    }
+
+    /// Keys in `range` (ascending, or descending if `reverse`) with their chains.
+    pub fn range<'a>(
+        &'a self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+    ) -> OverlayEntries<'a> {
+        let keys = self.order.range::<[u8], _>(range);
+        let with_chain = move |k: &'a Arc<[u8]>| {
+            let chain = self.chains.get(&k[..]).map_or(&[][..], Vec::as_slice);
+            (k, chain)
+        };
+        if reverse {
+            Box::new(keys.rev().map(with_chain))
+        } else {
+            Box::new(keys.map(with_chain))
+        }
+    }
+
+    /// Evicts the versions at or below `horizon`; returns their bytes and count.
+    pub fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
+        let Some(chain) = self.chains.get_mut(key) else {
+            return (0, 0);
+        };
+        let keep_from = chain.partition_point(|v| v.lsn <= horizon);
+        let freed = chain
+            .drain(..keep_from)
+            .map(|v| version_cost(key, v.value.as_deref()))
+            .sum();
+        if chain.is_empty() {
+            self.chains.remove(key);
+            self.order.remove(key);
+        }
+        (freed, keep_from)
+    }
+}

@@ -1,0 +1,308 @@
+//! Iterators: LMDB's and the overlay's entries merged in key order, and a write
+//! transaction's own writes merged over them.
+
+use std::collections::{btree_map, VecDeque};
+use std::ops::Bound;
+use std::time::Instant;
+
+use heed::types::Bytes;
+
+use crate::catalog::newest_visible;
+use crate::catalog::{Table, TableView};
+use crate::error::{Error, Result};
+use crate::keys::{as_slice_bound, bounds_valid, KeyBounds};
+use crate::limits::MAX_KEY_LEN;
+use crate::lsn::Lsn;
+use crate::store::{lmdb_err, unseal};
+use crate::sync::{DataArc as Arc, Ordering};
+
+use super::{borrow_overlay, Snapshot};
+
+/// Borrowed bounds of a key range.
+pub(super) type SliceBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// `bounds` as LMDB can position a cursor with (keys of 1 to `MAX_KEY_LEN` bytes), over the
+/// same stored keys; `None` if no stored key lies inside.
+pub(super) fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
+    let lower = match &bounds.0 {
+        // Every stored key is above the empty key.
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => Bound::Unbounded,
+        // A stored key is >= (or >) a longer key exactly when it is > its first
+        // MAX_KEY_LEN bytes.
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > MAX_KEY_LEN => {
+            Bound::Excluded(&k[..MAX_KEY_LEN])
+        }
+        b => as_slice_bound(b),
+    };
+    let upper = match &bounds.1 {
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => return None,
+        // ... and <= (or <) a longer key exactly when it is <= its first MAX_KEY_LEN bytes.
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > MAX_KEY_LEN => {
+            Bound::Included(&k[..MAX_KEY_LEN])
+        }
+        b => as_slice_bound(b),
+    };
+    Some((lower, upper))
+}
+
+/// LMDB's side of a range walk (an enum, not a trait object: it is called for every key).
+pub(super) enum LmdbIter<'t> {
+    Forward(heed::RoRange<'t, Bytes, Bytes>),
+    Reverse(heed::RoRevRange<'t, Bytes, Bytes>),
+}
+
+impl<'t> LmdbIter<'t> {
+    #[inline]
+    fn next(&mut self) -> Option<heed::Result<(&'t [u8], &'t [u8])>> {
+        match self {
+            LmdbIter::Forward(it) => it.next(),
+            LmdbIter::Reverse(it) => it.next(),
+        }
+    }
+}
+
+/// Walks a table's overlay in key order, a chunk at a time (the lock is not held between).
+pub(super) struct OverlayCursor<'t> {
+    pub(super) table: Arc<Table>,
+    pub(super) view: TableView,
+    pub(super) visible: Lsn,
+    /// What is left to walk.
+    pub(super) bounds: KeyBounds,
+    pub(super) reverse: bool,
+    pub(super) buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) exhausted: bool,
+    pub(super) snapshot: &'t Snapshot<'t>,
+}
+
+const OVERLAY_CHUNK: usize = 64;
+
+impl<'t> OverlayCursor<'t> {
+    /// True if every overlay entry up to `key` (in walk order) was scanned already.
+    fn covers(&self, key: &[u8]) -> bool {
+        match (self.reverse, &self.bounds) {
+            (false, (Bound::Excluded(k), _)) => key <= k.as_slice(),
+            (true, (_, Bound::Excluded(k))) => key >= k.as_slice(),
+            _ => false,
+        }
+    }
+
+    fn refill(&mut self) {
+        if !bounds_valid(&self.bounds) {
+            self.exhausted = true;
+            return;
+        }
+        let st = self.table.state.read();
+        let range = (
+            as_slice_bound(&self.bounds.0),
+            as_slice_bound(&self.bounds.1),
+        );
+        let applied = self.snapshot.reg.applied();
+        let mut scanned = 0;
+        let mut last: Option<&Arc<[u8]>> = None;
+        for (key, chain) in st.overlay.range(range, self.reverse).take(OVERLAY_CHUNK) {
+            scanned += 1;
+            last = Some(key);
+            match newest_visible(chain, &self.view, self.visible) {
+                Some(ver) if ver.lsn > applied => {
+                    // SAFETY: the version's LSN is above the snapshot's applied LSN, and the
+                    // key is its entry's.
+                    let value = ver
+                        .value
+                        .as_ref()
+                        .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
+                    let key = unsafe { borrow_overlay(self.snapshot, key) };
+                    self.buf.push_back((key, value));
+                }
+                // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
+                _ => {}
+            }
+        }
+        match last {
+            Some(key) if scanned == OVERLAY_CHUNK => {
+                let after = Bound::Excluded(key.to_vec());
+                if self.reverse {
+                    self.bounds.1 = after;
+                } else {
+                    self.bounds.0 = after;
+                }
+            }
+            _ => self.exhausted = true,
+        }
+    }
+}
+
+/// An iterator over a snapshot's keys and values in a range, in key order (or reverse).
+pub struct Iter<'t> {
+    pub(super) lmdb: Option<LmdbIter<'t>>,
+    pub(super) lmdb_head: Option<(&'t [u8], &'t [u8])>,
+    pub(super) overlay: Option<OverlayCursor<'t>>,
+    pub(super) overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) reverse: bool,
+    pub(super) failed: bool,
+    /// The transaction's start and `txn_timeout`, checked every `AGE_CHECK_STEPS` items.
+    /// The transaction's start, `txn_timeout`, and the counter of timeouts.
+    pub(super) age_limit: Option<(Instant, std::time::Duration, &'t crate::sync::StatCounter)>,
+    pub(super) steps: u32,
+}
+
+const AGE_CHECK_STEPS: u32 = 1024;
+
+impl std::fmt::Debug for Iter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> Iterator for Iter<'t> {
+    type Item = Result<(&'t [u8], &'t [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if let Some((started, limit, timeouts)) = self.age_limit {
+            self.steps += 1;
+            if self.steps >= AGE_CHECK_STEPS {
+                self.steps = 0;
+                let age = started.elapsed();
+                if age > limit {
+                    self.failed = true;
+                    timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Some(Err(Error::TxnTimeout { age, limit }));
+                }
+            }
+        }
+        // Once the overlay is done, LMDB's entries pass straight through.
+        if self.overlay.is_none() && self.overlay_head.is_none() && self.lmdb_head.is_none() {
+            return match self.lmdb.as_mut()?.next() {
+                Some(Ok((k, v))) => Some(Ok((k, unseal(v)))),
+                Some(Err(e)) => {
+                    self.failed = true;
+                    Some(Err(lmdb_err("range")(e)))
+                }
+                None => {
+                    self.lmdb = None;
+                    None
+                }
+            };
+        }
+        loop {
+            if self.lmdb_head.is_none() {
+                if let Some(it) = self.lmdb.as_mut() {
+                    match it.next() {
+                        Some(Ok((k, v))) => self.lmdb_head = Some((k, unseal(v))),
+                        Some(Err(e)) => {
+                            self.failed = true;
+                            return Some(Err(lmdb_err("range")(e)));
+                        }
+                        None => self.lmdb = None,
+                    }
+                }
+            }
+            if self.overlay_head.is_none() {
+                if let Some(cur) = self.overlay.as_mut() {
+                    loop {
+                        if let Some(entry) = cur.buf.pop_front() {
+                            self.overlay_head = Some(entry);
+                            break;
+                        }
+                        if cur.exhausted {
+                            self.overlay = None;
+                            break;
+                        }
+                        // Scan the overlay only as far as LMDB's walk has come.
+                        if self.lmdb_head.is_some_and(|(k, _)| cur.covers(k)) {
+                            break;
+                        }
+                        cur.refill();
+                    }
+                }
+            }
+            match merge_step(&mut self.lmdb_head, &mut self.overlay_head, self.reverse)? {
+                Some(entry) => return Some(Ok(entry)),
+                None => continue, // a deletion
+            }
+        }
+    }
+}
+
+/// Takes the next entry, in walk order, of two sorted streams' heads: `older` (LMDB, or a
+/// snapshot) and `newer` (the overlay, or a transaction's own writes), whose entries shadow
+/// `older`'s with the same key (`None` values are deletions). `None` when both are empty;
+/// `Some(None)` when it consumed a deletion.
+#[inline]
+pub(super) fn merge_step<'t>(
+    older: &mut Option<(&'t [u8], &'t [u8])>,
+    newer: &mut Option<(&'t [u8], Option<&'t [u8]>)>,
+    reverse: bool,
+) -> Option<Option<(&'t [u8], &'t [u8])>> {
+    let take_newer = match (*older, *newer) {
+        (None, None) => return None,
+        (Some(_), None) => false,
+        (None, Some(_)) => true,
+        (Some((ok, _)), Some((nk, _))) => {
+            let ord = if reverse { nk.cmp(ok) } else { ok.cmp(nk) };
+            match ord {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => {
+                    *older = None;
+                    true
+                }
+            }
+        }
+    };
+    if take_newer {
+        let (k, v) = newer.take()?;
+        Some(v.map(|v| (k, v)))
+    } else {
+        older.take().map(Some)
+    }
+}
+
+/// An iterator over a write transaction's merged view; see [`WriteTxn::range`].
+pub struct WriteIter<'t> {
+    pub(super) snap: Iter<'t>,
+    pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
+    pub(super) own: Option<btree_map::Range<'t, Vec<u8>, Option<Vec<u8>>>>,
+    pub(super) own_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) reverse: bool,
+}
+
+impl std::fmt::Debug for WriteIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteIter")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> Iterator for WriteIter<'t> {
+    type Item = Result<(&'t [u8], &'t [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.snap_head.is_none() {
+                match self.snap.next() {
+                    Some(Ok(kv)) => self.snap_head = Some(kv),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+            }
+            if self.own_head.is_none() {
+                let next = match self.own.as_mut() {
+                    Some(r) if self.reverse => r.next_back(),
+                    Some(r) => r.next(),
+                    None => None,
+                };
+                self.own_head = next.map(|(k, v)| (k.as_slice(), v.as_deref()));
+            }
+            match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
+                Some(entry) => return Some(Ok(entry)),
+                None => continue, // a deletion
+            }
+        }
+    }
+}

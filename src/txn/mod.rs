@@ -1,0 +1,207 @@
+//! Read and write transactions.
+//!
+//! A snapshot pairs an LMDB read transaction (applied LSN `A`) with the overlay's versions
+//! at or below the visible LSN `V` read when it registered: it sees exactly the commits at
+//! or below `V`. Values are borrowed, zero-copy, from LMDB's map or from overlay versions,
+//! which stay alive while the snapshot is registered.
+
+mod iter;
+mod read;
+mod write;
+
+pub use iter::{Iter, WriteIter};
+pub use read::ReadTxn;
+pub use write::{Savepoint, WriteTxn};
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::catalog::{Lookup, Table, TableView};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::keys::{bounds_valid, KeyBounds};
+use crate::limits::MAX_KEY_LEN;
+use crate::lsn::Lsn;
+use crate::snapshots::Registration;
+use crate::store::{lmdb_err, unseal};
+use crate::sync::{DataArc as Arc, Ordering};
+
+use iter::{lmdb_bounds, LmdbIter, OverlayCursor};
+
+/// Borrows overlay bytes for as long as `_snapshot` lives.
+///
+/// SAFETY (the caller's): `bytes` belongs to a version with LSN above the snapshot's applied
+/// LSN `A` (or is the key of an entry holding one). The applier removes versions only at or
+/// below the eviction horizon, which stays at or below `A` while the snapshot is
+/// registered (until it drops); a key leaves the overlay only with its last version; and the
+/// bytes live in the `Arc`'s heap allocation, which does not move when chains or maps change.
+unsafe fn borrow_overlay<'s>(_snapshot: &'s Snapshot<'_>, bytes: &Arc<[u8]>) -> &'s [u8] {
+    // SAFETY: see above.
+    unsafe { &*Arc::as_ptr(bytes) }
+}
+
+/// A consistent view: LMDB at applied LSN `A` plus overlay versions up to visible LSN `V`.
+pub(crate) struct Snapshot<'db> {
+    engine: &'db Engine,
+    /// `Some` until drop, which ends it before releasing the registration.
+    lmdb: Option<crate::store::LmdbReadTxn<'db>>,
+    reg: Registration,
+    started: Instant,
+}
+
+impl<'db> Snapshot<'db> {
+    pub fn begin(engine: &'db Engine) -> Result<Self> {
+        let sh = &engine.state;
+        let (txn, reg) = sh.snapshots.begin(&sh.visible_lsn, || {
+            let txn = engine.store.read_txn()?;
+            let applied = engine.store.applied_lsn(&txn)?;
+            Ok((txn, applied))
+        })?;
+        Ok(Snapshot {
+            engine,
+            lmdb: Some(txn),
+            started: reg.started,
+            reg,
+        })
+    }
+
+    fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {
+        self.lmdb
+            .as_ref()
+            .expect("the LMDB transaction lives until drop")
+    }
+
+    pub fn lsn(&self) -> Lsn {
+        self.reg.visible
+    }
+
+    fn check_age(&self) -> Result<()> {
+        if let Some(limit) = self.engine.cfg.txn_timeout {
+            let age = self.started.elapsed();
+            if age > limit {
+                self.engine
+                    .state
+                    .stats
+                    .txn_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Error::TxnTimeout { age, limit });
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self, table: &Table) -> Option<TableView> {
+        table
+            .state
+            .read()
+            .view(self.reg.applied(), self.reg.visible)
+    }
+
+    pub fn table_exists(&self, table: &str) -> Result<bool> {
+        self.check_age()?;
+        Ok(self
+            .engine
+            .state
+            .catalog
+            .get(table)
+            .is_some_and(|t| self.view(&t).is_some()))
+    }
+
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.check_age()?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        let Some(t) = self.engine.state.catalog.get(table) else {
+            return Ok(None);
+        };
+        let dbi = {
+            let st = t.state.read();
+            match st.lookup(self.reg.applied(), self.reg.visible, key) {
+                Lookup::NoTable | Lookup::Lmdb(None) => return Ok(None),
+                // SAFETY: the overlay decides only for versions above this snapshot's
+                // applied LSN.
+                Lookup::Overlay(value) => {
+                    return Ok(value.map(|v| unsafe { borrow_overlay(self, v) }))
+                }
+                Lookup::Lmdb(Some(dbi)) => dbi,
+            }
+        };
+        let stored = dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))?;
+        Ok(stored.map(unseal))
+    }
+
+    pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
+        self.check_age()?;
+        let age_limit = self
+            .engine
+            .cfg
+            .txn_timeout
+            .map(|limit| (self.started, limit, &self.engine.state.stats.txn_timeouts));
+        let empty = Iter {
+            lmdb: None,
+            lmdb_head: None,
+            overlay: None,
+            overlay_head: None,
+            reverse,
+            failed: false,
+            age_limit,
+            steps: 0,
+        };
+        if !bounds_valid(&bounds) {
+            return Ok(empty);
+        }
+        let Some(t) = self.engine.state.catalog.get(table) else {
+            return Ok(empty);
+        };
+        let Some(view) = self.view(&t) else {
+            return Ok(empty);
+        };
+        let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
+            (Some(dbi), Some(range)) => {
+                let txn = self.lmdb();
+                Some(if reverse {
+                    LmdbIter::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
+                } else {
+                    LmdbIter::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
+                })
+            }
+            _ => None,
+        };
+        Ok(Iter {
+            lmdb,
+            lmdb_head: None,
+            overlay: Some(OverlayCursor {
+                table: t,
+                view,
+                visible: self.reg.visible,
+                bounds,
+                reverse,
+                buf: VecDeque::new(),
+                exhausted: false,
+                snapshot: self,
+            }),
+            overlay_head: None,
+            reverse,
+            failed: false,
+            age_limit,
+            steps: 0,
+        })
+    }
+}
+
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("applied_lsn", &self.reg.applied())
+            .field("visible_lsn", &self.reg.visible)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        drop(self.lmdb.take());
+        self.engine.state.snapshots.release(&self.reg);
+    }
+}

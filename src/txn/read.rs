@@ -1,0 +1,59 @@
+//! Read transactions.
+
+use std::ops::RangeBounds;
+
+use crate::error::Result;
+use crate::keys::{owned_bounds, prefix_bounds};
+use crate::lsn::Lsn;
+
+use super::{Iter, Snapshot};
+
+/// A read transaction: a consistent snapshot of every commit that returned before it began.
+/// Values are borrowed from the transaction without copying. It is `Send`; end it (drop it)
+/// soon, since it pins LMDB pages and unapplied versions.
+#[derive(Debug)]
+pub struct ReadTxn<'db> {
+    snap: Snapshot<'db>,
+}
+
+impl<'db> ReadTxn<'db> {
+    pub(crate) fn new(snap: Snapshot<'db>) -> Self {
+        ReadTxn { snap }
+    }
+
+    /// The LSN of the newest commit this transaction sees.
+    pub fn lsn(&self) -> Lsn {
+        self.snap.lsn()
+    }
+
+    /// The value of `key` in `table`, borrowed from the transaction. A table that does not
+    /// exist reads as empty.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.snap.get(table, key)
+    }
+
+    /// True if `table` exists in this snapshot.
+    pub fn table_exists(&self, table: &str) -> Result<bool> {
+        self.snap.table_exists(table)
+    }
+
+    /// The entries of `table` with keys in `range`, in ascending key order.
+    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
+        self.snap.iter(table, owned_bounds(&range), false)
+    }
+
+    /// The entries of `table` with keys in `range`, in descending key order.
+    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
+        self.snap.iter(table, owned_bounds(&range), true)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, ascending.
+    pub fn prefix(&self, table: &str, prefix: &[u8]) -> Result<Iter<'_>> {
+        self.snap.iter(table, prefix_bounds(prefix), false)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, descending.
+    pub fn rev_prefix(&self, table: &str, prefix: &[u8]) -> Result<Iter<'_>> {
+        self.snap.iter(table, prefix_bounds(prefix), true)
+    }
+}

@@ -1,0 +1,336 @@
+//! Write transactions: buffered puts and deletes read back over the snapshot, savepoints,
+//! and commit.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::BTreeMap;
+use std::ops::RangeBounds;
+use std::time::Instant;
+
+use crate::config::{Durability, Isolation};
+use crate::engine::{commit_ops, Check, Engine, ReadSet};
+use crate::error::{Error, Result};
+use crate::keys::{as_slice_bound, bounds_valid, owned_bounds, prefix_bounds, KeyBounds};
+use crate::limits::{check_table_name, MAX_KEY_LEN};
+use crate::lsn::Lsn;
+use crate::store::WriteOp;
+use crate::sync::{DataArc as Arc, Ordering};
+
+use super::{Snapshot, WriteIter};
+
+/// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
+type TableWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint {
+    id: u64,
+    txn_started: Instant,
+}
+
+#[derive(Debug)]
+struct Undo {
+    table: Arc<str>,
+    key: Vec<u8>,
+    /// The buffered write before, `None` if there was none.
+    prev: Option<Option<Vec<u8>>>,
+}
+
+/// A write transaction: buffered puts and deletes over its own snapshot, taken at its first
+/// read. It reads its own writes. `commit` makes them durable and visible as one; dropping
+/// it aborts.
+#[derive(Debug)]
+pub struct WriteTxn<'db> {
+    engine: &'db Engine,
+    started: Instant,
+    /// Begun at the first read: a transaction that only writes needs none.
+    snap: OnceCell<Snapshot<'db>>,
+    isolation: Isolation,
+    writes: BTreeMap<Arc<str>, TableWrites>,
+    /// Undo records, kept once a savepoint exists.
+    undo: Vec<Undo>,
+    has_savepoint: bool,
+    /// Live savepoints, oldest first: (id, undo length when taken).
+    savepoints: Vec<(u64, usize)>,
+    next_savepoint: u64,
+    /// Keys and ranges read from the snapshot (`Serializable` only).
+    reads: RefCell<ReadSet>,
+    /// Whether anything was read from the snapshot.
+    read_any: Cell<bool>,
+    /// Set once `commit` runs: a drop without it is an abort.
+    committing: bool,
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if !self.committing {
+            self.engine
+                .state
+                .stats
+                .aborts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<'db> WriteTxn<'db> {
+    pub(crate) fn new(engine: &'db Engine, isolation: Isolation) -> Self {
+        WriteTxn {
+            engine,
+            started: Instant::now(),
+            snap: OnceCell::new(),
+            isolation,
+            writes: BTreeMap::new(),
+            undo: Vec::new(),
+            has_savepoint: false,
+            savepoints: Vec::new(),
+            next_savepoint: 0,
+            reads: RefCell::default(),
+            read_any: Cell::new(false),
+            committing: false,
+        }
+    }
+
+    /// The LSN of the newest commit this transaction's snapshot sees (taking the snapshot
+    /// now if nothing was read yet).
+    pub fn snapshot_lsn(&self) -> Result<Lsn> {
+        Ok(self.snap()?.lsn())
+    }
+
+    fn snap(&self) -> Result<&Snapshot<'db>> {
+        if self.snap.get().is_none() {
+            let snap = Snapshot::begin(self.engine)?;
+            let _ = self.snap.set(snap);
+        }
+        Ok(self.snap.get().expect("set above"))
+    }
+
+    fn check_age(&self) -> Result<()> {
+        if let Some(limit) = self.engine.cfg.txn_timeout {
+            let age = self.started.elapsed();
+            if age > limit {
+                self.engine
+                    .state
+                    .stats
+                    .txn_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Error::TxnTimeout { age, limit });
+            }
+        }
+        Ok(())
+    }
+
+    fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes
+            .get(table)
+            .and_then(|w| w.get(key))
+            .map(|v| v.as_deref())
+    }
+
+    fn note_read(&self, table: &str, read: impl FnOnce(Arc<str>, &mut ReadSet)) {
+        self.read_any.set(true);
+        if self.isolation == Isolation::Serializable {
+            read(Arc::from(table), &mut self.reads.borrow_mut());
+        }
+    }
+
+    /// The value of `key` in `table`: this transaction's own write, else its snapshot's.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.check_age()?;
+        if let Some(own) = self.own(table, key) {
+            return Ok(own);
+        }
+        let snap = self.snap()?;
+        self.note_read(table, |t, r| r.points.push((t, key.to_vec())));
+        snap.get(table, key)
+    }
+
+    /// The entries of `table` with keys in `range`, ascending, this transaction's writes
+    /// merged over its snapshot.
+    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
+        self.iter(table, owned_bounds(&range), false)
+    }
+
+    /// As [`WriteTxn::range`], descending.
+    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
+        self.iter(table, owned_bounds(&range), true)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, ascending.
+    pub fn prefix(&self, table: &str, prefix: &[u8]) -> Result<WriteIter<'_>> {
+        self.iter(table, prefix_bounds(prefix), false)
+    }
+
+    /// The entries of `table` whose keys start with `prefix`, descending.
+    pub fn rev_prefix(&self, table: &str, prefix: &[u8]) -> Result<WriteIter<'_>> {
+        self.iter(table, prefix_bounds(prefix), true)
+    }
+
+    fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
+        self.check_age()?;
+        let snap = self.snap()?.iter(table, bounds.clone(), reverse)?;
+        let own = match (self.writes.get(table), bounds_valid(&bounds)) {
+            (Some(w), true) => {
+                Some(w.range::<[u8], _>((as_slice_bound(&bounds.0), as_slice_bound(&bounds.1))))
+            }
+            _ => None,
+        };
+        // An empty (or inverted) range reads nothing and is not recorded.
+        if bounds_valid(&bounds) {
+            self.note_read(table, |t, r| r.ranges.push((t, bounds)));
+        }
+        Ok(WriteIter {
+            snap,
+            snap_head: None,
+            own,
+            own_head: None,
+            reverse,
+        })
+    }
+
+    fn check_write(&self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.check_age()?;
+        check_table_name(table)?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidInput {
+                what: "key",
+                reason: format!("{} bytes; keys are 1 to {MAX_KEY_LEN} bytes", key.len()),
+            });
+        }
+        let max = self.engine.cfg.wal.max_record_bytes;
+        if let Some(v) = value {
+            if v.len() + key.len() > max {
+                return Err(Error::RecordTooLarge {
+                    size: v.len() + key.len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
+        let writes = match self.writes.get_mut(table) {
+            Some(w) => w,
+            None => self.writes.entry(Arc::from(table)).or_default(),
+        };
+        let prev = writes.insert(key.to_vec(), value);
+        if self.has_savepoint {
+            let table = self
+                .writes
+                .get_key_value(table)
+                .map(|(k, _)| k.clone())
+                .expect("inserted above");
+            self.undo.push(Undo {
+                table,
+                key: key.to_vec(),
+                prev,
+            });
+        }
+    }
+
+    /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
+    pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_write(table, key, Some(value))?;
+        self.buffer(table, key, Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Removes `key` from `table`.
+    pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
+        self.check_write(table, key, None)?;
+        self.buffer(table, key, None);
+        Ok(())
+    }
+
+    /// Marks the current state of the writes; [`WriteTxn::rollback_to`] returns to it.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.has_savepoint = true;
+        let id = self.next_savepoint;
+        self.next_savepoint += 1;
+        self.savepoints.push((id, self.undo.len()));
+        Savepoint {
+            id,
+            txn_started: self.started,
+        }
+    }
+
+    /// Undoes every write made since `savepoint`, which stays usable; savepoints taken after
+    /// it are gone. Reads made since are still checked at commit.
+    pub fn rollback_to(&mut self, savepoint: &Savepoint) -> Result<()> {
+        let live = (savepoint.txn_started == self.started)
+            .then(|| self.savepoints.iter().position(|sp| sp.0 == savepoint.id))
+            .flatten();
+        let Some(at) = live else {
+            return Err(Error::InvalidInput {
+                what: "savepoint",
+                reason: "it belongs to another transaction or was rolled back past".into(),
+            });
+        };
+        let undo_len = self.savepoints[at].1;
+        self.savepoints.truncate(at + 1);
+        while self.undo.len() > undo_len {
+            let u = self.undo.pop().expect("len checked");
+            let writes = self.writes.entry(u.table).or_default();
+            match u.prev {
+                Some(prev) => {
+                    writes.insert(u.key, prev);
+                }
+                None => {
+                    writes.remove(&u.key);
+                }
+            }
+        }
+        self.writes.retain(|_, w| !w.is_empty());
+        Ok(())
+    }
+
+    /// Commits at the configured durability; returns the commit's LSN once it is as durable
+    /// as that level promises and visible to every transaction that begins afterwards.
+    /// `Error::Conflict` means nothing was written: run the transaction again.
+    pub fn commit(self) -> Result<Lsn> {
+        self.commit_inner(None)
+    }
+
+    /// Commits at `durability`.
+    pub fn commit_with(self, durability: Durability) -> Result<Lsn> {
+        self.commit_inner(Some(durability))
+    }
+
+    fn commit_inner(mut self, durability: Option<Durability>) -> Result<Lsn> {
+        self.committing = true;
+        self.check_age()?;
+        if self.writes.is_empty() {
+            return Ok(match self.snap.get() {
+                Some(snap) => snap.lsn(),
+                None => self.engine.state.visible_lsn.load(Ordering::Acquire),
+            });
+        }
+        let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
+        for (table, writes) in &self.writes {
+            for (key, value) in writes {
+                let key: Arc<[u8]> = Arc::from(key.as_slice());
+                ops.push(match value {
+                    Some(v) => WriteOp::Put {
+                        table: table.clone(),
+                        key,
+                        value: Arc::from(v.as_slice()),
+                    },
+                    None => WriteOp::Delete {
+                        table: table.clone(),
+                        key,
+                    },
+                });
+            }
+        }
+        let check = if !self.read_any.get() {
+            Check::Blind
+        } else if self.isolation == Isolation::Serializable {
+            Check::WritesAndReads(self.reads.take())
+        } else {
+            Check::Writes
+        };
+        // The snapshot stays registered until the flusher has checked this commit.
+        let snapshot = self.snap.get().map_or(0, Snapshot::lsn);
+        commit_ops(self.engine, ops, check, snapshot, durability)
+    }
+}

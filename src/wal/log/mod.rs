@@ -1,0 +1,9 @@
+//! The log's files: frame and record encoding ([`record`]), segments, the archive, the one
+//! I/O trait all log file I/O goes through ([`fs`]), and recovery (a pure plan, then its
+//! execution). Knows nothing above it: nothing here imports the pipeline.
+
+pub(crate) mod archive;
+pub mod fs;
+pub mod record;
+pub(crate) mod recovery;
+pub(crate) mod segment;

@@ -1,0 +1,268 @@
+//! Opening the log: find the segments and read their headers, plan (which segments are
+//! obsolete and live, where the valid log ends, whether a torn tail is cut as
+//! `RecoveryMode` says: [`plan`], pure), then carry the plan out.
+
+pub(crate) mod plan;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::fs::{join, Fs};
+use super::record::Lsn;
+use super::segment::{
+    create_segment, is_spare_or_temp, parse_segment_file_name, read_header, read_segment,
+    scan_segment, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
+};
+use crate::config::WalConfig;
+use crate::error::{Error, Result};
+pub use plan::HeaderState;
+use plan::{FoundSegment, LivePlan, ScannedSegment};
+
+/// A live segment of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// Its number.
+    pub segment_no: u64,
+    /// The LSN of its first record.
+    pub first_lsn: Lsn,
+    /// Its path.
+    pub path: PathBuf,
+}
+
+/// A damaged tail that opening cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutTail {
+    /// The segment it was in.
+    pub segment: u64,
+    /// The offset the log now ends at.
+    pub offset: u64,
+    /// Bytes zeroed from there on.
+    pub bytes_cut: u64,
+    /// Valid frames after the damage that were discarded with it.
+    pub frames_dropped: usize,
+    /// Segments after it that were discarded.
+    pub segments_dropped: usize,
+    /// What was found at the cut.
+    pub reason: String,
+}
+
+/// What opening the log found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Live segments after opening.
+    pub segments: usize,
+    /// The first LSN the log still holds.
+    pub first_lsn: Lsn,
+    /// The last valid LSN (`first_lsn - 1` when the log is empty).
+    pub last_lsn: Lsn,
+    /// The torn tail (or, in `PointInTime` mode, the damage) that was cut, if any.
+    pub cut: Option<CutTail>,
+    /// Segments wholly below `from_lsn` that were retired while opening.
+    pub segments_retired: usize,
+    /// Of those, the segments copied into the archive first (`WalConfig::archive`).
+    pub segments_archived: usize,
+    /// Time the scan took.
+    pub duration: Duration,
+}
+
+/// The state the flusher starts from.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub segments: Vec<SegmentMeta>,
+    pub active: Segment,
+    pub write_offset: u64,
+    pub next_lsn: Lsn,
+    pub spares: Vec<PathBuf>,
+    pub report: RecoveryReport,
+}
+
+/// Opens the log in `dir`, keeping every record with LSN > `from_lsn`; without `from_lsn`,
+/// every record from the lowest-numbered segment on. Reads what the plan needs, plans
+/// ([`plan::plan_live`], [`plan::plan_tail`]), then carries the plan out.
+pub(crate) fn recover(
+    fs: &dyn Fs,
+    dir: &Path,
+    cfg: &WalConfig,
+    from_lsn: Option<Lsn>,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    if !fs.exists(dir) {
+        fs.create_dir_all(dir)?;
+    }
+    // Even a directory found here may be one a crashed open created without making its
+    // entry durable: sync its parent every time, or a power loss can take the whole log.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(parent).map_err(Error::SyncFailed)?;
+    }
+    let mut spares = Vec::new();
+    let mut found: Vec<(u64, PathBuf, HeaderState)> = Vec::new();
+    let mut names = fs.list(dir)?;
+    names.sort();
+    for name in names {
+        let path = join(dir, &name);
+        if let Some(segment_no) = parse_segment_file_name(&name) {
+            let header = HeaderState::judge(read_header(fs, &path)?, segment_no);
+            found.push((segment_no, path, header));
+        } else if is_spare_or_temp(&name) {
+            spares.push(path);
+        }
+    }
+    found.sort_by_key(|f| f.0);
+    let entries: Vec<FoundSegment<'_>> = found
+        .iter()
+        .map(|(segment_no, path, header)| FoundSegment {
+            segment_no: *segment_no,
+            path,
+            header,
+        })
+        .collect();
+    let mut report = RecoveryReport::default();
+    let (from_lsn, start) = match plan::plan_live(dir, &entries, from_lsn)? {
+        LivePlan::Segments { from_lsn, start } => (from_lsn, start),
+        LivePlan::NewLog { from_lsn } => {
+            let needed = from_lsn + 1;
+            let header = SegmentHeader::new(1, needed, cfg.segment_bytes);
+            let active = create_segment(fs, dir, header, spares.pop())?;
+            report.segments = 1;
+            report.first_lsn = needed;
+            report.last_lsn = from_lsn;
+            report.duration = started.elapsed();
+            return Ok(Recovered {
+                segments: vec![meta(&active)],
+                active,
+                write_offset: SEGMENT_HEADER_LEN as u64,
+                next_lsn: needed,
+                spares,
+                report,
+            });
+        }
+    };
+    let live: Vec<(SegmentHeader, PathBuf)> = found[start..]
+        .iter()
+        .map(|(no, path, header)| {
+            let header = header
+                .valid(*no)
+                .expect("plan_live checked every live header");
+            (header, path.clone())
+        })
+        .collect();
+
+    // Scan every live segment.
+    let mut scans = Vec::with_capacity(live.len());
+    for (header, path) in &live {
+        let file = fs.open(path, false)?;
+        let data = read_segment(file.as_ref())?;
+        let scan = scan_segment(&data, header);
+        scans.push((scan, file, data.len() as u64));
+    }
+    let scanned: Vec<ScannedSegment<'_>> = live
+        .iter()
+        .zip(&scans)
+        .map(|((header, _), (scan, _, file_len))| ScannedSegment {
+            header,
+            scan,
+            file_len: *file_len,
+        })
+        .collect();
+    let tail = plan::plan_tail(dir, &scanned, from_lsn, cfg.recovery_mode)?;
+    drop(scanned);
+
+    if let Some(cut) = &tail.cut {
+        // Cut. Later segments go first, durably: a crash between the two steps then leaves
+        // the same damage to cut again, never an empty later segment behind a clean end.
+        if tail.active + 1 < live.len() {
+            for (_, path) in &live[tail.active + 1..] {
+                fs.remove(path)?;
+            }
+            fs.sync_dir(dir).map_err(Error::SyncFailed)?;
+            fail::fail_point!("recovery-later-segments-removed");
+        }
+        // Then zero everything valid after the break in this segment.
+        if cut.zero_to > cut.zero_from {
+            let file = &scans[tail.active].1;
+            let zeros = vec![0u8; (cut.zero_to - cut.zero_from) as usize];
+            file.write_at(&zeros, cut.zero_from)?;
+            fail::fail_point!("recovery-tail-zeroed-before-sync");
+            file.sync_data().map_err(Error::SyncFailed)?;
+        }
+        tracing::warn!(
+            segment = cut.tail.segment,
+            offset = cut.tail.offset,
+            last_lsn = tail.last_lsn,
+            frames_dropped = cut.tail.frames_dropped,
+            reason = %cut.tail.reason,
+            "cut the damaged tail of the write-ahead log"
+        );
+    }
+
+    // Retire obsolete segments. The directory is synced even if nothing changed here: a
+    // crashed process may have named a segment (rename, removal) without syncing it, and
+    // commits are about to go into that segment.
+    let obsolete = &found[..start];
+    let (mut archived, mut retired) = (0, 0);
+    for (segment_no, path, _) in obsolete {
+        if let Some(archive) = &cfg.archive {
+            if let Err(e) = super::archive::archive_segment(fs, archive, path) {
+                // The records are the caller's already; an obsolete segment that cannot be
+                // read stays on disk for the operator rather than stop the open.
+                tracing::error!(path = %path.display(), error = %e, "cannot archive an obsolete segment; it is left in place");
+                continue;
+            }
+            archived += 1;
+        }
+        if spares.len() < cfg.recycle_segments {
+            let spare = join(dir, &super::segment::spare_file_name(*segment_no));
+            fs.rename(path, &spare)?;
+            spares.push(spare);
+        } else {
+            fs.remove(path)?;
+        }
+        retired += 1;
+    }
+    if !obsolete.is_empty() {
+        fail::fail_point!("recovery-obsolete-retired-before-dir-sync");
+    }
+    fs.sync_dir(dir).map_err(Error::SyncFailed)?;
+
+    // Records recovered from the page cache after a process crash may not be on disk yet;
+    // frames written from now on claim `synced_lsn >= last_lsn`, so sync first.
+    let (_, active_file, _) = scans.swap_remove(tail.active);
+    active_file.sync_data().map_err(Error::SyncFailed)?;
+    let (active_header, active_path) = live[tail.active].clone();
+    let segments: Vec<SegmentMeta> = live[..=tail.active]
+        .iter()
+        .map(|(h, p)| SegmentMeta {
+            segment_no: h.segment_no,
+            first_lsn: h.first_lsn,
+            path: p.clone(),
+        })
+        .collect();
+    report.segments = segments.len();
+    report.first_lsn = segments[0].first_lsn;
+    report.last_lsn = tail.last_lsn;
+    report.cut = tail.cut.map(|c| c.tail);
+    report.segments_retired = retired;
+    report.segments_archived = archived;
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        segments,
+        active: Segment {
+            header: active_header,
+            path: active_path,
+            file: active_file,
+        },
+        write_offset: tail.write_offset,
+        next_lsn: tail.last_lsn + 1,
+        spares,
+        report,
+    })
+}
+
+/// The metadata of an open segment.
+pub(crate) fn meta(segment: &Segment) -> SegmentMeta {
+    SegmentMeta {
+        segment_no: segment.header.segment_no,
+        first_lsn: segment.header.first_lsn,
+        path: segment.path.clone(),
+    }
+}
