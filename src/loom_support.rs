@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 
 use crate::catalog::Lookup;
-use crate::engine::{EngineState, TxnWrites};
+use crate::engine::sequencer::TxnWrites;
+use crate::engine::EngineState;
 use crate::error::Result;
 use crate::lsn::Lsn;
 use crate::store::WriteOp;

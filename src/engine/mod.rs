@@ -69,11 +69,11 @@ pub(crate) struct Counters {
 pub(crate) enum Shutdown {
     /// Apply everything durable, then stop.
     Drain,
-    /// Shutdown at once (a simulated crash).
+    /// Stop at once (a simulated crash).
     Abandon,
 }
 
-/// State state by the handle, the sequencer (on the flusher thread) and the engine threads.
+/// State shared by the handle, the sequencer (on the flusher thread) and the engine threads.
 #[derive(Debug, Default)]
 pub(crate) struct EngineState {
     pub catalog: Catalog,

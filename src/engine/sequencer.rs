@@ -37,7 +37,7 @@ pub(crate) enum Check {
     WritesAndReads(ReadSet),
 }
 
-/// A committed transaction's writes, state by the overlay and the applier.
+/// A committed transaction's writes, shared by the overlay and the applier.
 #[derive(Debug)]
 pub(crate) struct TxnWrites {
     pub ops: Vec<WriteOp>,

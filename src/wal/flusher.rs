@@ -18,7 +18,7 @@ use crate::wal::log::recovery::meta;
 use crate::wal::log::segment::{
     create_segment, segment_file_name, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
 };
-use crate::wal::Shared;
+use crate::wal::PipelineState;
 
 /// The flusher's view of the log's tail. Owned by the flusher thread alone.
 #[derive(Debug)]
@@ -69,13 +69,13 @@ fn is_enospc(e: &io::Error) -> bool {
 }
 
 impl LogWriter {
-    fn poison<T>(&self, shared: &Shared<T>, what: &str, e: &io::Error) -> Error {
+    fn poison<T>(&self, shared: &PipelineState<T>, what: &str, e: &io::Error) -> Error {
         shared.poison(format!("{what}: {e}"));
         Error::SyncFailed(io::Error::new(e.kind(), format!("{what}: {e}")))
     }
 
     /// Syncs the active segment (earlier ones were synced when the log rotated away).
-    fn sync<T>(&mut self, shared: &Shared<T>) -> Result<()> {
+    fn sync<T>(&mut self, shared: &PipelineState<T>) -> Result<()> {
         let target = self.written_lsn;
         let started = Instant::now();
         if let Err(e) = self.active.file.sync_data() {
@@ -103,7 +103,7 @@ impl LogWriter {
     }
 
     /// Syncs the current segment, then opens the next one for records from `first_lsn`.
-    fn rotate<T>(&mut self, shared: &Shared<T>, first_lsn: Lsn) -> Result<()> {
+    fn rotate<T>(&mut self, shared: &PipelineState<T>, first_lsn: Lsn) -> Result<()> {
         if self.synced_lsn < self.written_lsn {
             self.sync(shared)?;
         }
@@ -151,7 +151,7 @@ impl LogWriter {
     /// Writes `self.buf`, which ends with the record at `last_lsn`.
     fn write_buf<T>(
         &mut self,
-        shared: &Shared<T>,
+        shared: &PipelineState<T>,
         first_write_of_group: bool,
         last_lsn: Lsn,
     ) -> Result<()> {
@@ -181,7 +181,7 @@ impl LogWriter {
 
     /// Writes `records` as frames from `self.next_lsn` on, rotating when a segment is full.
     /// On error nothing was acknowledged; unless the log is poisoned, nothing was written.
-    fn append<T>(&mut self, shared: &Shared<T>, records: &[EncodedRecord]) -> Result<()> {
+    fn append<T>(&mut self, shared: &PipelineState<T>, records: &[EncodedRecord]) -> Result<()> {
         let segment_bytes = self.active.header.segment_bytes;
         let fits = |offset: u64, bytes: usize| offset + bytes as u64 <= segment_bytes;
         let whole: usize = records.iter().map(|r| r.framed_len()).sum::<usize>()
@@ -246,7 +246,7 @@ impl LogWriter {
     /// Admits, writes, syncs, publishes and answers one group.
     fn write_group<S: Sequencer>(
         &mut self,
-        shared: &Shared<S::Ticket>,
+        shared: &PipelineState<S::Ticket>,
         seq: &mut S,
         group: &mut Vec<Request<S::Ticket>>,
     ) {
@@ -410,7 +410,7 @@ fn is_every_write<T>(r: &Request<T>) -> bool {
 }
 
 fn flusher_loop<S: Sequencer>(
-    shared: &Shared<S::Ticket>,
+    shared: &PipelineState<S::Ticket>,
     writer: &mut LogWriter,
     seq: &mut S,
 ) -> Result<()> {
@@ -481,7 +481,7 @@ fn flusher_loop<S: Sequencer>(
 /// Starts the flusher thread. It runs until the queue is closed and drained, then syncs.
 /// If it panics, the log is poisoned and every queued or later commit gets `FlusherDied`.
 pub(crate) fn spawn_flusher<S: Sequencer>(
-    shared: Arc<Shared<S::Ticket>>,
+    shared: Arc<PipelineState<S::Ticket>>,
     mut writer: LogWriter,
     mut seq: S,
 ) -> io::Result<JoinHandle<Result<()>>> {

@@ -63,7 +63,7 @@ pub(crate) struct Stats {
 
 /// State shared by the log handle and the flusher thread.
 #[derive(Debug)]
-pub(crate) struct Shared<T> {
+pub(crate) struct PipelineState<T> {
     pub queue: CommitQueue<Request<T>>,
     pub written_lsn: AtomicU64,
     pub durable_lsn: AtomicU64,
@@ -78,7 +78,7 @@ pub(crate) struct Shared<T> {
     dead: Mutex<Option<String>>,
 }
 
-impl<T> Shared<T> {
+impl<T> PipelineState<T> {
     /// Turns the sticky poisoned state on; the first cause is kept.
     pub(crate) fn poison(&self, cause: String) {
         let mut slot = self.poison_cause.lock();
@@ -204,7 +204,7 @@ impl CommitHandle {
 /// ```
 #[derive(Debug)]
 pub struct Wal<S: Sequencer = NoSequencer> {
-    shared: Arc<Shared<S::Ticket>>,
+    shared: Arc<PipelineState<S::Ticket>>,
     flusher: Mutex<Option<JoinHandle<Result<()>>>>,
     preparer: Mutex<Option<JoinHandle<()>>>,
     fs: FsRef,
@@ -243,7 +243,7 @@ impl<S: Sequencer> Wal<S> {
         cfg.validate()?;
         let rec = log::recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
         let last_lsn = rec.next_lsn - 1;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PipelineState {
             queue: CommitQueue::new(cfg.queue_capacity, cfg.queue_max_bytes),
             written_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),

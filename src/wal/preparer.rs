@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::log::fs::{Fs, FsRef};
-use super::Shared;
+use super::PipelineState;
 use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
 
 fn prepare(fs: &dyn Fs, path: &Path, segment_bytes: u64) -> io::Result<()> {
@@ -20,7 +20,7 @@ fn prepare(fs: &dyn Fs, path: &Path, segment_bytes: u64) -> io::Result<()> {
 /// Starts the preparer. It sleeps while a spare exists and stops once `preparer_stop` is set
 /// (under the segments lock) and `spare_wanted` notified.
 pub(crate) fn spawn_preparer<T: Send + 'static>(
-    shared: Arc<Shared<T>>,
+    shared: Arc<PipelineState<T>>,
     fs: FsRef,
     dir: PathBuf,
     segment_bytes: u64,
