@@ -1172,12 +1172,12 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
     }
     let still = db.stats().unapplied_bytes;
     drop(pin);
-    let retired = wait_overlay_empty(db);
+    let evicted = wait_overlay_empty(db);
     println!(
-        "- overlay after the figures: {} while pinned; retired {} ms after the old snapshot \
+        "- overlay after the figures: {} while pinned; evicted {} ms after the old snapshot \
          ended (now {})",
         mib(still),
-        retired.as_millis(),
+        evicted.as_millis(),
         mib(db.stats().unapplied_bytes)
     );
     loaded.finish();
