@@ -76,18 +76,7 @@ impl<'db> Snapshot<'db> {
     }
 
     fn check_age(&self) -> Result<()> {
-        if let Some(limit) = self.engine.cfg.txn_timeout {
-            let age = self.started.elapsed();
-            if age > limit {
-                self.engine
-                    .state
-                    .stats
-                    .txn_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(Error::TxnTimeout { age, limit });
-            }
-        }
-        Ok(())
+        check_age(self.engine, self.started)
     }
 
     fn view(&self, table: &Table) -> Option<TableView> {
@@ -204,4 +193,21 @@ impl Drop for Snapshot<'_> {
         drop(self.lmdb.take());
         self.engine.state.snapshots.release(&self.reg);
     }
+}
+
+/// `Error::TxnTimeout` (counted) once a transaction begun at `started` is older than
+/// `Config::txn_timeout`.
+fn check_age(engine: &Engine, started: Instant) -> Result<()> {
+    if let Some(limit) = engine.cfg.txn_timeout {
+        let age = started.elapsed();
+        if age > limit {
+            engine
+                .state
+                .stats
+                .txn_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::TxnTimeout { age, limit });
+        }
+    }
+    Ok(())
 }

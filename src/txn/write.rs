@@ -105,18 +105,7 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn check_age(&self) -> Result<()> {
-        if let Some(limit) = self.engine.cfg.txn_timeout {
-            let age = self.started.elapsed();
-            if age > limit {
-                self.engine
-                    .state
-                    .stats
-                    .txn_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(Error::TxnTimeout { age, limit });
-            }
-        }
-        Ok(())
+        super::check_age(self.engine, self.started)
     }
 
     fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
