@@ -244,9 +244,15 @@ pub struct Config {
     /// Tables at most (LMDB named databases). Every read transaction allocates and clears a
     /// slot per possible table (about 50 bytes each), so keep it near what you use. Default: 62.
     pub max_tables: u32,
-    /// Bytes of committed versions not yet applied to LMDB, at most; commits wait (then get
-    /// `Error::ApplyBacklog`) while the applier catches up. Default: 256 MiB.
+    /// Bytes of committed versions not yet applied to LMDB, at most. Past half of it, commits
+    /// are slowed down to the rate the applier sustains (less as the backlog grows), so the
+    /// backlog settles instead of filling; at the bound they wait for room, up to
+    /// `backlog_wait`, then get `Error::ApplyBacklog`. Default: 256 MiB.
     pub overlay_max_bytes: usize,
+    /// How long a commit waits for room when the apply backlog (`overlay_max_bytes`, or the
+    /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at
+    /// once. Default: 60 s.
+    pub backlog_wait: Duration,
     /// Operations one LMDB apply transaction holds at most. Default: 100,000.
     pub apply_max_ops: usize,
     /// The applier gathers commits this long (or until `apply_max_ops`) before an LMDB
@@ -281,6 +287,7 @@ impl Default for Config {
             max_readers: 1022,
             max_tables: 62,
             overlay_max_bytes: 256 << 20,
+            backlog_wait: Duration::from_secs(60),
             apply_max_ops: 100_000,
             apply_interval: Duration::from_millis(100),
             checkpoint_bytes: 64 << 20,
@@ -322,6 +329,8 @@ impl Config {
         max_tables: u32;
         /// Sets [`Config::overlay_max_bytes`].
         overlay_max_bytes: usize;
+        /// Sets [`Config::backlog_wait`].
+        backlog_wait: Duration;
         /// Sets [`Config::apply_max_ops`].
         apply_max_ops: usize;
         /// Sets [`Config::apply_interval`].

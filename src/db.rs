@@ -27,7 +27,7 @@ pub struct DbStats {
     pub applied_lsn: Lsn,
     /// The newest commit LMDB holds durably (the last checkpoint).
     pub checkpoint_lsn: Lsn,
-    /// Bytes of committed versions not yet retired from the overlay.
+    /// Bytes of committed versions not yet evicted from the overlay.
     pub unapplied_bytes: usize,
     /// Estimated log bytes recovery would replay now.
     pub replay_estimate_bytes: u64,

@@ -184,7 +184,7 @@ fn every_crash_point_loses_nothing_acknowledged() {
 
 /// Tier T6: a stalled applier. With the applier paused after an LMDB commit (before it
 /// releases the overlay), commits fill the overlay up to `overlay_max_bytes` and then get
-/// `Error::ApplyBacklog` after the backpressure wait; the overlay never passes its bound by
+/// `Error::ApplyBacklog` after `backlog_wait`; the overlay never passes its bound by
 /// more than one commit; reads see every acknowledged commit; once the applier resumes,
 /// commits succeed again, and a reopen holds everything acknowledged.
 #[test]
@@ -198,6 +198,7 @@ fn a_stalled_applier_keeps_the_overlay_bounded_and_loses_nothing() {
     let cfg = || {
         Config::default()
             .overlay_max_bytes(LIMIT)
+            .backlog_wait(Duration::from_millis(50))
             .apply_max_ops(8)
             .apply_interval(Duration::from_millis(5))
             .wal(WalConfig {

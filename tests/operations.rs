@@ -395,3 +395,35 @@ fn the_http_endpoint_serves_metrics_and_health_until_the_database_closes() {
     assert_eq!(code, 503);
     server.stop();
 }
+
+/// Past half of `overlay_max_bytes`, commits are slowed down to the applier's measured rate
+/// instead of filling the overlay and failing: at the defaults every commit succeeds, the
+/// overlay stays within its bound, and the metrics show the delays.
+#[test]
+fn a_backlog_past_half_its_bound_slows_commits_down_and_refuses_none() {
+    const LIMIT: usize = 256 << 10;
+    let dir = tempdir();
+    let cfg = cfg()
+        .overlay_max_bytes(LIMIT)
+        .apply_interval(Duration::from_millis(50));
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let value = vec![7u8; 1024];
+    for i in 0..1500 {
+        let mut txn = db.write().unwrap();
+        txn.put("t", &key(i), &value).unwrap();
+        txn.commit_with(Durability::None).unwrap();
+        let held = db.stats().unapplied_bytes;
+        assert!(held <= LIMIT + 2 * value.len(), "overlay {held} bytes");
+    }
+    let m = db.metrics();
+    assert!(m.backlog_delays > 0, "no commit was slowed down: {m:?}");
+    assert!(m.backlog_stall > Duration::ZERO);
+    assert_eq!(m.backlog_refusals, 0);
+    assert!(m.apply_rate_bytes > 0);
+    let read = db.read().unwrap();
+    for i in 0..1500 {
+        assert_eq!(read.get("t", &key(i)).unwrap(), Some(&value[..]));
+    }
+    drop(read);
+    db.close().unwrap();
+}

@@ -229,7 +229,7 @@ panel("timeseries", "Visible / applied / checkpoint LSN",
        t(gauge("walmdb_applied_lsn"), "applied " + LEG),
        t(gauge("walmdb_checkpoint_lsn"), "checkpoint " + LEG)], "short")
 panel("timeseries", "Overlay bytes",
-      "Bytes of committed versions held in memory until applied and retired "
+      "Bytes of committed versions held in memory until applied and evicted "
       "(bounded by overlay_max_bytes).",
       [t(gauge("walmdb_overlay_bytes"), LEG)], "bytes")
 panel("timeseries", "Overlay versions", "Versions held in the overlay.",

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::sequencer::{Check, Ticket, TxnWrites};
-use super::{now_micros, Engine};
+use super::{now_micros, Engine, EngineState};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -12,10 +12,55 @@ use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
 
-/// Waits while the overlay or the replay estimate is over its bound.
-fn wait_for_room(engine: &Engine) -> Result<()> {
+/// The share of `overlay_max_bytes` past which commits are slowed down.
+const SLOWDOWN_AT: f64 = 0.5;
+
+/// The slowest rate commits are slowed down to, overlay bytes per second: a stale or tiny
+/// estimate of the applier's rate never holds a commit for long.
+const MIN_DELAYED_RATE: f64 = (1 << 20) as f64;
+
+impl EngineState {
+    /// Slows a commit of `cost` overlay bytes down while the backlog is past
+    /// [`SLOWDOWN_AT`] of `limit`: commits go through at the applier's measured rate at the
+    /// threshold, falling to half of it at the bound, so the backlog settles where commits
+    /// come in as fast as the applier drains them. Commits take turns (each reserves its
+    /// share of time), so the rate holds however many threads commit.
+    fn slow_down(&self, cost: usize, limit: usize) {
+        let fill = self.overlay_bytes.load(Ordering::Relaxed) as f64 / limit as f64;
+        let apply_rate = self.apply_rate.load(Ordering::Relaxed);
+        if fill <= SLOWDOWN_AT || apply_rate == 0 {
+            if self.delayed_rate.load(Ordering::Relaxed) != 0 {
+                self.delayed_rate.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let past = ((fill - SLOWDOWN_AT) / (1.0 - SLOWDOWN_AT)).min(1.0);
+        let rate = (apply_rate as f64 * (1.0 - 0.5 * past)).max(MIN_DELAYED_RATE);
+        self.delayed_rate.store(rate as u64, Ordering::Relaxed);
+        let turn = Duration::from_secs_f64(cost as f64 / rate);
+        let now = Instant::now();
+        let go_at = {
+            let mut next = self.throttle.lock();
+            let go_at = next.map_or(now, |n| n.max(now));
+            *next = Some(go_at + turn);
+            go_at
+        };
+        self.stats.backlog_delays.fetch_add(1, Ordering::Relaxed);
+        if go_at > now {
+            std::thread::sleep(go_at - now);
+        }
+        self.stats
+            .backlog_stall_micros
+            .fetch_add(now.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Slows the commit down while the backlog is past the slowdown threshold, then waits (up
+/// to `backlog_wait`) while the overlay or the replay estimate is over its bound.
+fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
     let sh = &engine.state;
     let limit = engine.cfg.overlay_max_bytes;
+    sh.slow_down(cost, limit);
     let over = || {
         let bytes = sh.overlay_bytes.load(Ordering::Relaxed);
         if bytes > limit {
@@ -38,23 +83,39 @@ fn wait_for_room(engine: &Engine) -> Result<()> {
         return Ok(());
     }
     sh.stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
-    let deadline = Instant::now() + engine.cfg.wal.backpressure_wait;
+    let started = Instant::now();
+    // A wait too long to add to the clock is no limit.
+    let deadline = started.checked_add(engine.cfg.backlog_wait);
+    let stalled = || {
+        sh.stats
+            .backlog_stall_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    };
     let mut g = sh.room.lock();
     loop {
-        let Some(e) = over() else { return Ok(()) };
+        let Some(e) = over() else {
+            stalled();
+            return Ok(());
+        };
         if sh.storage_full.load(Ordering::Acquire) {
+            stalled();
             return Err(Error::StorageFull {
                 map_size: engine.store.map_size.load(Ordering::Relaxed),
             });
         }
         let now = Instant::now();
-        if now >= deadline {
-            sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
+        let left = match deadline {
+            Some(deadline) if now >= deadline => {
+                stalled();
+                sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            Some(deadline) => deadline - now,
+            None => Duration::MAX,
+        };
         g = sh
             .room_cv
-            .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)));
+            .wait_timeout(g, left.min(Duration::from_millis(10)));
     }
 }
 
@@ -76,7 +137,8 @@ pub(crate) fn commit_ops(
             map_size: engine.store.map_size.load(Ordering::Relaxed),
         });
     }
-    wait_for_room(engine)?;
+    let cost = ops.iter().map(WriteOp::overlay_cost).sum();
+    wait_for_room(engine, cost)?;
     let record = crate::wal::log::record::encode_txn(
         now_micros(),
         ops.len(),

@@ -59,6 +59,18 @@ impl EngineState {
         }
     }
 
+    /// Folds a batch that applied `cost` overlay bytes in `busy` (preparing it included) into
+    /// the applier's measured rate: the rate commits are slowed down to under a backlog.
+    fn note_apply_rate(&self, cost: usize, busy: Duration) {
+        if cost == 0 || busy.is_zero() {
+            return;
+        }
+        let sample = (cost as f64 / busy.as_secs_f64()) as u64;
+        let old = self.apply_rate.load(Ordering::Relaxed);
+        let rate = if old == 0 { sample } else { (old + sample) / 2 };
+        self.apply_rate.store(rate, Ordering::Relaxed);
+    }
+
     /// Asks the applier to apply what it has without gathering more.
     pub(crate) fn hurry_applier(&self) {
         let mut q = self.apply.lock();
@@ -75,12 +87,25 @@ impl EngineState {
 }
 
 /// Puts a batch's key operations in (table, key) order, keeping LSN order per key (a stable
-/// sort), so LMDB writes its pages in order: the same result, fewer page visits, and leaves
-/// laid out for scans. A batch with a table create or drop keeps LSN order.
-pub(crate) fn key_order(ops: &mut [(Lsn, &WriteOp)]) {
-    if ops.iter().all(|(_, op)| op.key().is_some()) {
-        ops.sort_by(|a, b| (a.1.table(), a.1.key()).cmp(&(b.1.table(), b.1.key())));
+/// sort), and keeps only the last operation of each key, so LMDB writes its pages in order
+/// and each key once: the same result, fewer page visits, and leaves laid out for scans. A
+/// batch with a table create or drop keeps LSN order and every operation.
+pub(crate) fn key_order(ops: &mut Vec<(Lsn, &WriteOp)>) {
+    if !ops.iter().all(|(_, op)| op.key().is_some()) {
+        return;
     }
+    ops.sort_by(|a, b| (a.1.table(), a.1.key()).cmp(&(b.1.table(), b.1.key())));
+    let mut kept = 0;
+    for i in 0..ops.len() {
+        let overwritten = ops.get(i + 1).is_some_and(|next| {
+            (next.1.table(), next.1.key()) == (ops[i].1.table(), ops[i].1.key())
+        });
+        if !overwritten {
+            ops[kept] = ops[i];
+            kept += 1;
+        }
+    }
+    ops.truncate(kept);
 }
 
 /// Applies `ops` through `last` in one LMDB transaction, growing the map when full. While
@@ -214,10 +239,15 @@ pub(crate) fn applier_loop(engine: &Engine) {
                     }
                 }
             }
+            let prepared = Instant::now();
             let mut ops: Vec<(Lsn, &WriteOp)> = batch
                 .iter()
                 .flat_map(|(lsn, w)| w.ops.iter().map(move |op| (*lsn, op)))
                 .collect();
+            // What the batch covers, before overwritten keys are dropped.
+            let covered = ops.len();
+            let covered_bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
+            let covered_cost: usize = ops.iter().map(|(_, op)| op.overlay_cost()).sum();
             key_order(&mut ops);
             let give_up = || sh.apply.lock().stop.is_some();
             let span = tracing::debug_span!(
@@ -247,14 +277,13 @@ pub(crate) fn applier_loop(engine: &Engine) {
             sh.apply.lock().applying_since = None;
             let st = &sh.stats;
             st.apply_batches.fetch_add(1, Ordering::Relaxed);
-            st.applied_ops
-                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            st.applied_ops.fetch_add(covered as u64, Ordering::Relaxed);
             st.apply_latency.record_duration(took);
             st.apply_micros
                 .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-            let op_bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
             st.applied_op_bytes
-                .fetch_add(op_bytes as u64, Ordering::Relaxed);
+                .fetch_add(covered_bytes as u64, Ordering::Relaxed);
+            sh.note_apply_rate(covered_cost, prepared.elapsed());
             drop(_entered);
             backlog.extend(batch);
         }

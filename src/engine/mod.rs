@@ -63,6 +63,10 @@ pub(crate) struct Counters {
     pub overlay_versions: StatCounter,
     pub backlog_waits: StatCounter,
     pub backlog_refusals: StatCounter,
+    /// Commits slowed down for the apply backlog, and the microseconds commits spent
+    /// slowed down or waiting for room.
+    pub backlog_delays: StatCounter,
+    pub backlog_stall_micros: StatCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +89,13 @@ pub(crate) struct EngineState {
     /// LMDB holds every commit at or below it durably; the log holds everything above.
     pub checkpoint_lsn: AtomicU64,
     pub overlay_bytes: AtomicUsize,
+    /// Overlay bytes per second the applier applies when busy (a moving average; 0 before
+    /// its first batch). Commits are slowed down to about this rate.
+    pub(crate) apply_rate: AtomicU64,
+    /// The rate commits are let through at now, overlay bytes per second (0: not slowed).
+    pub(crate) delayed_rate: AtomicU64,
+    /// When the next slowed-down commit may go.
+    throttle: Mutex<Option<Instant>>,
     /// Recovery would replay more than `max_replay_bytes`.
     replay_over: AtomicBool,
     pub(crate) replay_estimate: AtomicU64,

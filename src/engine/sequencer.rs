@@ -13,7 +13,7 @@ use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
 use crate::lsn::Lsn;
-use crate::overlay::{version_cost, Version};
+use crate::overlay::Version;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
@@ -236,7 +236,7 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
             match op {
                 WriteOp::Put { key, value, .. } => {
                     Table::note_exists(&mut st, lsn);
-                    bytes += version_cost(key, Some(value));
+                    bytes += op.overlay_cost();
                     versions += 1;
                     st.overlay.push(
                         key,
@@ -247,7 +247,7 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
                     );
                 }
                 WriteOp::Delete { key, .. } => {
-                    bytes += version_cost(key, None);
+                    bytes += op.overlay_cost();
                     versions += 1;
                     st.overlay.push(key, Version { lsn, value: None });
                 }

@@ -67,6 +67,15 @@ pub struct Metrics {
     pub backlog_waits: u64,
     /// Commits refused with `Error::ApplyBacklog`.
     pub backlog_refusals: u64,
+    /// Commits slowed down because the apply backlog was past half of `overlay_max_bytes`.
+    pub backlog_delays: u64,
+    /// Time commits spent slowed down or waiting for the apply backlog, summed over commits.
+    pub backlog_stall: Duration,
+    /// Overlay bytes per second the applier applies when busy (a moving average).
+    pub apply_rate_bytes: u64,
+    /// The rate slowed-down commits are let through at now, overlay bytes per second; 0 when
+    /// commits are not slowed down.
+    pub delayed_rate_bytes: u64,
 
     /// The newest commit every new transaction sees.
     pub visible_lsn: Lsn,
@@ -192,6 +201,10 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         backpressure_refusals: detail.backpressure_refusals,
         backlog_waits: st.backlog_waits.load(Ordering::Relaxed),
         backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
+        backlog_delays: st.backlog_delays.load(Ordering::Relaxed),
+        backlog_stall: Duration::from_micros(st.backlog_stall_micros.load(Ordering::Relaxed)),
+        apply_rate_bytes: sh.apply_rate.load(Ordering::Relaxed),
+        delayed_rate_bytes: sh.delayed_rate.load(Ordering::Relaxed),
         visible_lsn,
         applied_lsn,
         checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
@@ -254,13 +267,16 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn counter(
+fn counter<V>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
+    v: V,
+) -> Result<(), std::fmt::Error>
+where
+    ConstCounter<V>: EncodeMetric,
+{
     let c = ConstCounter::new(v);
     c.encode(enc.encode_descriptor(name, help, unit, c.metric_type())?)
 }
@@ -465,6 +481,34 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Commits refused because the apply backlog stayed full",
         None,
         m.backlog_refusals,
+    )?;
+    counter(
+        enc,
+        "backlog_delays",
+        "Commits slowed down because the apply backlog was past half its bound",
+        None,
+        m.backlog_delays,
+    )?;
+    counter(
+        enc,
+        "backlog_stall",
+        "Time commits spent slowed down or waiting for the apply backlog",
+        s,
+        secs(m.backlog_stall),
+    )?;
+    gauge(
+        enc,
+        "apply_rate",
+        "Overlay bytes per second the applier applies when busy",
+        b,
+        m.apply_rate_bytes as i64,
+    )?;
+    gauge(
+        enc,
+        "delayed_rate",
+        "Overlay bytes per second slowed-down commits are let through at (0: not slowed)",
+        b,
+        m.delayed_rate_bytes as i64,
     )?;
     gauge(
         enc,

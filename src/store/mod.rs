@@ -83,6 +83,15 @@ impl WriteOp {
             _ => None,
         }
     }
+
+    /// Bytes its version is charged in the overlay (0 for a table create or drop).
+    pub fn overlay_cost(&self) -> usize {
+        match self {
+            WriteOp::Put { key, value, .. } => crate::overlay::version_cost(key, Some(value)),
+            WriteOp::Delete { key, .. } => crate::overlay::version_cost(key, None),
+            WriteOp::CreateTable { .. } | WriteOp::DropTable { .. } => 0,
+        }
+    }
 }
 
 /// A test hook told of every LMDB commit and sync, so crash tests can keep an image of
