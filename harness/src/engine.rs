@@ -188,3 +188,120 @@ where
     std::hint::black_box(bytes);
     Ok(n)
 }
+
+/// The kind of a failed operation, for counting failures by kind: walmdb's `Error` variant
+/// (`ApplyBacklog`, `Backpressure`, ...; its messages start with ordinary words, so the
+/// variant, not the message's first word), RocksDB's status (`Busy`, `IOError`, ...), SQLite's
+/// result code (`DatabaseBusy`, `DiskFull`, ...), an I/O error's kind (`Io(StorageFull)`), and
+/// otherwise the variant of the innermost error (heed's `Mdb(MapFull)`, redb's), or failing
+/// that the first word of the message.
+pub fn error_kind(e: &anyhow::Error) -> String {
+    for cause in e.chain() {
+        if let Some(w) = cause.downcast_ref::<walmdb::Error>() {
+            // The variant alone: `Io`, not `Io(Kind)` from `Io(Kind(NotFound))`.
+            let debug = format!("{w:?}");
+            let end = debug
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(debug.len());
+            return debug[..end].to_string();
+        }
+        #[cfg(feature = "rocksdb")]
+        if let Some(r) = cause.downcast_ref::<rocksdb::Error>() {
+            return format!("{:?}", r.kind());
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some(s) = cause.downcast_ref::<rusqlite::Error>() {
+            return match s {
+                rusqlite::Error::SqliteFailure(f, _) => format!("{:?}", f.code),
+                other => variant(&format!("{other:?}")),
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return format!("Io({:?})", io.kind());
+        }
+    }
+    let kind = variant(&format!("{:?}", e.root_cause()));
+    if !kind.is_empty() {
+        return kind;
+    }
+    let message = e.to_string();
+    let word = message
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([':', ',', '.']);
+    if word.is_empty() {
+        "error".into()
+    } else {
+        word.into()
+    }
+}
+
+/// The enum variant a `Debug` rendering starts with, and the variant inside it when it holds
+/// another enum's unit variant or tuple variant: `ApplyBacklog { .. }` -> `ApplyBacklog`,
+/// `Mdb(MapFull)` -> `Mdb(MapFull)`, `Storage(Io(..))` -> `Storage(Io)`, `"text"` -> ``.
+fn variant(debug: &str) -> String {
+    let ident = |s: &str| -> usize {
+        s.char_indices()
+            .find(|&(i, c)| {
+                !(c.is_ascii_alphanumeric() || c == '_') || (i == 0 && c.is_ascii_digit())
+            })
+            .map_or(s.len(), |(i, _)| i)
+    };
+    let n = ident(debug);
+    let outer = &debug[..n];
+    if outer.is_empty() {
+        return String::new();
+    }
+    if let Some(rest) = debug[n..].strip_prefix('(') {
+        let m = ident(rest);
+        let inner = &rest[..m];
+        let first_upper = inner.starts_with(|c: char| c.is_ascii_uppercase());
+        if first_upper && matches!(rest[m..].chars().next(), Some(')' | '(')) {
+            return format!("{outer}({inner})");
+        }
+    }
+    outer.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds() {
+        let backlog = walmdb::Error::ApplyBacklog {
+            what: "unapplied bytes",
+            held: 300 << 20,
+            limit: 256 << 20,
+        };
+        // Its message starts "the apply backlog is full": the variant names it instead.
+        assert!(backlog.to_string().starts_with("the "));
+        assert_eq!(error_kind(&anyhow::Error::from(backlog)), "ApplyBacklog");
+        let pressure = walmdb::Error::Backpressure {
+            queued_commits: 1,
+            queued_bytes: 2,
+        };
+        let wrapped = anyhow::Error::from(pressure).context("commit");
+        assert_eq!(error_kind(&wrapped), "Backpressure");
+        let io = walmdb::Error::Io(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(error_kind(&anyhow::Error::from(io)), "Io");
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(error_kind(&anyhow::Error::from(io)), "Io(StorageFull)");
+        let mdb = heed::Error::Mdb(heed::MdbError::MapFull);
+        assert_eq!(error_kind(&anyhow::Error::from(mdb)), "Mdb(MapFull)");
+        assert_eq!(error_kind(&anyhow::anyhow!("lost: a key")), "lost");
+        assert_eq!(error_kind(&anyhow::anyhow!("")), "error");
+        #[cfg(feature = "sqlite")]
+        {
+            let busy = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            );
+            assert_eq!(error_kind(&anyhow::Error::from(busy)), "DatabaseBusy");
+        }
+        assert_eq!(variant("Storage(Io(Os { code: 28 }))"), "Storage(Io)");
+        assert_eq!(variant("Io(Os { code: 28 })"), "Io");
+        assert_eq!(variant("\"text\""), "");
+    }
+}

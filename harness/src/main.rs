@@ -69,6 +69,12 @@ struct RunArgs {
     /// Seconds a timed cell (default: 3, quick 0.5).
     #[arg(long)]
     secs: Option<f64>,
+    /// Seconds each sustained run lasts, group `sustain` (default: 120, quick 20).
+    #[arg(long)]
+    sustain_secs: Option<f64>,
+    /// Seconds each window of a sustained run covers (default: 10, quick 5).
+    #[arg(long)]
+    sustain_window_secs: Option<f64>,
     /// Where engines put their files (the disk being measured).
     #[arg(long, default_value = "harness/target/bench-data")]
     data: PathBuf,
@@ -89,6 +95,9 @@ enum Group {
     Reads,
     /// Open after a crash, and after a clean close.
     Recovery,
+    /// Sustained durable ingest, in windows: 100-key transactions on 4 threads, 1-key on 16
+    /// (not in the default groups: 2 x 2 minutes per engine).
+    Sustain,
 }
 
 #[derive(Args, Clone)]
@@ -110,6 +119,9 @@ struct ChildArgs {
     /// Recovery: fill, print FILLED and wait to be killed; without it, time the open.
     #[arg(long)]
     fill: bool,
+    /// Sustain: seconds a window covers.
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
 }
 
 struct Plan {
@@ -120,7 +132,13 @@ struct Plan {
     ycsb_records: u64,
     read_keys: u64,
     recovery_bytes: u64,
+    sustain_secs: f64,
+    sustain_window_secs: f64,
 }
+
+/// Keys per second a sustained run sizes the LMDB maps for (walmdb may grow its map to 4x
+/// that; an LMDB map is address space, not disk).
+const SUSTAIN_SIZING_KEYS_PER_SEC: f64 = 1_000_000.0;
 
 impl Plan {
     fn new(a: &RunArgs) -> Plan {
@@ -133,6 +151,10 @@ impl Plan {
                 ycsb_records: 20_000,
                 read_keys: 100_000,
                 recovery_bytes: 16 << 20,
+                sustain_secs: a.sustain_secs.unwrap_or(20.0),
+                sustain_window_secs: a
+                    .sustain_window_secs
+                    .unwrap_or(a.sustain_secs.unwrap_or(20.0).min(5.0)),
             }
         } else {
             Plan {
@@ -143,6 +165,10 @@ impl Plan {
                 ycsb_records: 1_000_000,
                 read_keys: 1_000_000,
                 recovery_bytes: 1 << 30,
+                sustain_secs: a.sustain_secs.unwrap_or(120.0),
+                sustain_window_secs: a
+                    .sustain_window_secs
+                    .unwrap_or(a.sustain_secs.unwrap_or(120.0).min(10.0)),
             }
         }
     }
@@ -162,16 +188,19 @@ fn main() -> Result<()> {
 }
 
 /// Which engines each group runs: writes on every configuration (durable and not, for
-/// context); reads, YCSB and recovery on the durable ones (reads do not depend on it).
+/// context); reads, YCSB and recovery on the durable ones (reads do not depend on it);
+/// recovery and sustained ingest on one walmdb configuration, the default (group commit).
 fn engines_for(group: Group, chosen: &[EngineKind], quick: bool) -> Vec<EngineKind> {
     chosen
         .iter()
         .copied()
         .filter(|k| match group {
             Group::Commit | Group::Bulk => !quick || k.durable() || *k == EngineKind::WalmdbNone,
-            Group::Ycsb | Group::Reads | Group::Recovery => k.durable(),
+            Group::Ycsb | Group::Reads | Group::Recovery | Group::Sustain => k.durable(),
         })
-        .filter(|k| group != Group::Recovery || *k != EngineKind::WalmdbEveryWrite)
+        .filter(|k| {
+            !matches!(group, Group::Recovery | Group::Sustain) || *k != EngineKind::WalmdbEveryWrite
+        })
         .collect()
 }
 
@@ -204,6 +233,14 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         args.groups.clone()
     };
+    let (secs, window) = (plan.sustain_secs, plan.sustain_window_secs);
+    let valid = secs.is_finite() && window.is_finite() && secs > 0.0 && window > 0.0;
+    if groups.contains(&Group::Sustain) && !(valid && window <= secs) {
+        bail!(
+            "--sustain-secs ({secs}) and --sustain-window-secs ({window}) must be positive, \
+             the window no longer than the run"
+        );
+    }
     std::fs::create_dir_all(&args.data)?;
     std::fs::create_dir_all(&args.out)?;
     let mut jobs = Vec::new();
@@ -232,11 +269,19 @@ fn run(args: RunArgs) -> Result<()> {
         );
         match run_job(&args, &plan, group, kind) {
             Ok(mut got) => {
-                for c in &got {
+                for c in got.iter().filter(|c| c.window_end_secs.is_none()) {
                     eprintln!(
                         "    {} {} t{}: {:.1} {}",
                         c.workload, c.engine, c.threads, c.value, c.unit
                     );
+                    let windows: Vec<String> = got
+                        .iter()
+                        .filter(|w| w.window_end_secs.is_some() && w.workload == c.workload)
+                        .map(|w| report::num(w.value))
+                        .collect();
+                    if !windows.is_empty() {
+                        eprintln!("      {} by window: {}", c.unit, windows.join(" "));
+                    }
                 }
                 cells.append(&mut got);
             }
@@ -273,6 +318,15 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         Group::Ycsb => (plan.ycsb_threads.clone(), plan.ycsb_records),
         Group::Reads => (plan.read_threads.clone(), plan.read_keys),
         Group::Recovery => (vec![1], plan.recovery_bytes),
+        // The keys the store is sized for.
+        Group::Sustain => (
+            workloads::SUSTAIN.iter().map(|w| w.1).collect(),
+            (plan.sustain_secs * SUSTAIN_SIZING_KEYS_PER_SEC).max(1e6) as u64,
+        ),
+    };
+    let secs = match group {
+        Group::Sustain => plan.sustain_secs,
+        _ => plan.secs,
     };
     let child_cmd = |fill: bool| -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe()?);
@@ -281,7 +335,8 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
             .arg("child")
             .args(["--engine", &enum_name(kind)])
             .args(["--group", &format!("{group:?}").to_lowercase()])
-            .args(["--secs", &plan.secs.to_string()])
+            .args(["--secs", &secs.to_string()])
+            .args(["--window", &plan.sustain_window_secs.to_string()])
             .args(["--size", &size.to_string()])
             .arg("--dir")
             .arg(&dir)
@@ -317,19 +372,24 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         }
     }
     let output = child_cmd(false)?.output()?;
-    if !output.status.success() {
-        bail!(
-            "child for {:?} on {} failed: {}",
-            group,
-            kind.name(),
-            output.status
-        );
-    }
     let cells = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("CELL "))
         .map(serde_json::from_str)
         .collect::<Result<Vec<Cell>, _>>()?;
+    if !output.status.success() {
+        let failed = format!(
+            "child for {:?} on {} failed: {}",
+            group,
+            kind.name(),
+            output.status
+        );
+        if cells.is_empty() {
+            bail!(failed);
+        }
+        // A long group (sustain) keeps the cells its child finished before failing.
+        eprintln!("    FAILED after {} cells: {failed}", cells.len());
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(cells)
 }
@@ -453,6 +513,41 @@ fn child(a: ChildArgs) -> Result<()> {
             c.note = "open after settle and a clean close".into();
             emit(c, dir);
         }
+        Group::Sustain => {
+            for (workload, threads, keys) in workloads::SUSTAIN {
+                // A fresh directory per workload: each starts from an empty store.
+                let sub = dir.join(workload);
+                std::fs::create_dir_all(&sub)?;
+                let engine = kind.open(&sub, a.size as usize)?;
+                meter::reset_peak_rss();
+                let mut cells = workloads::sustain(
+                    engine.as_ref(),
+                    kind,
+                    workload,
+                    threads,
+                    keys,
+                    a.secs,
+                    a.window,
+                    &sub,
+                )?;
+                let t0 = Instant::now();
+                drop(engine);
+                let close = t0.elapsed().as_secs_f64();
+                let run = &mut cells[0];
+                if !run.note.is_empty() {
+                    run.note += "; ";
+                }
+                run.note += &format!(
+                    "closed in {} s, then {} MiB on disk",
+                    report::num(close),
+                    report::num(meter::disk_bytes(&sub) as f64 / (1u64 << 20) as f64)
+                );
+                for c in cells {
+                    emit(c, &sub);
+                }
+                let _ = std::fs::remove_dir_all(&sub);
+            }
+        }
     }
     Ok(())
 }
@@ -465,7 +560,15 @@ fn write_report(cells: &[Cell], out: &Path, what: &str) -> Result<()> {
     md += "\n## Targets\n\n";
     md += &report::targets_markdown(&report::targets(cells));
     md += "\n";
-    md += &report::markdown(cells, EngineKind::WalmdbGroup.name());
+    // The sustained runs have their own section (and their windows are not cells to compare).
+    let (sustained, others): (Vec<Cell>, Vec<Cell>) =
+        cells.iter().cloned().partition(report::is_sustain);
+    if !others.is_empty() || sustained.is_empty() {
+        md += &report::markdown(&others, EngineKind::WalmdbGroup.name());
+    }
+    if !sustained.is_empty() {
+        md += &report::sustain_markdown(&sustained, EngineKind::WalmdbGroup.name());
+    }
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("results.csv"), report::csv(cells))?;
     std::fs::write(out.join("results.json"), report::json(cells))?;
@@ -481,6 +584,9 @@ fn write_report(cells: &[Cell], out: &Path, what: &str) -> Result<()> {
         for t in threads {
             report::plot_latency(cells, w, t, &out.join(format!("{w}-latency-t{t}.svg")))?;
         }
+    }
+    for w in report::sustain_workloads(&sustained) {
+        report::plot_over_time(&sustained, &w, &out.join(report::over_time_file(&w)))?;
     }
     Ok(())
 }

@@ -109,6 +109,34 @@ pub fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// This process's CPU ticks and the machine's busy ticks at one moment: CPU over a span
+/// without the file system sync a `Meter` makes (the sustained workloads read one per window).
+#[derive(Clone, Copy)]
+pub struct Ticks {
+    own: u64,
+    busy: u64,
+}
+
+impl Ticks {
+    pub fn now() -> Ticks {
+        Ticks {
+            own: own_ticks(),
+            busy: machine_busy_ticks(),
+        }
+    }
+
+    /// From `earlier` to `self`, `secs` apart: this process's CPU seconds, and the cores
+    /// other processes used.
+    pub fn since(self, earlier: Ticks, secs: f64) -> (f64, f64) {
+        let own = self.own.saturating_sub(earlier.own);
+        let busy = self.busy.saturating_sub(earlier.busy);
+        (
+            own as f64 / TICKS,
+            busy.saturating_sub(own) as f64 / TICKS / secs.max(1e-9),
+        )
+    }
+}
+
 /// Readings taken at the start of a measured window.
 pub struct Meter {
     started: Instant,

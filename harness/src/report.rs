@@ -21,7 +21,7 @@ use crate::results::Cell;
 pub const TARGET_WALMDB: &str = "walmdb group";
 
 /// Workloads in reading order; any other workload follows in order of appearance.
-const WORKLOAD_ORDER: [&str; 12] = [
+const WORKLOAD_ORDER: [&str; 14] = [
     "commit-1key",
     "bulk-1000",
     "get",
@@ -34,6 +34,8 @@ const WORKLOAD_ORDER: [&str; 12] = [
     "ycsb-f",
     "recovery-crash",
     "recovery-clean",
+    "sustain-100key",
+    "sustain-1key",
 ];
 
 fn workload_rank(cells: &[Cell], w: &str) -> (usize, usize) {
@@ -543,7 +545,7 @@ pub fn targets_markdown(targets: &[Target]) -> String {
 // ---------------------------------------------------------------------------------------------
 // CSV and JSON
 
-const CSV_HEADER: [&str; 19] = [
+const CSV_HEADER: [&str; 21] = [
     "workload",
     "engine",
     "durable",
@@ -563,6 +565,8 @@ const CSV_HEADER: [&str; 19] = [
     "secs",
     "other_cpu_cores",
     "note",
+    "window_end_secs",
+    "errors",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -601,11 +605,22 @@ pub fn csv(cells: &[Cell]) -> String {
             c.secs.to_string(),
             o(c.other_cpu_cores),
             csv_field(&c.note),
+            o(c.window_end_secs),
+            csv_field(&errors_field(&c.errors)),
         ];
         out += &fields.join(",");
         out.push('\n');
     }
     out
+}
+
+/// Failures by kind for a CSV field: `ApplyBacklog=12;Io(StorageFull)=1`, empty for none.
+fn errors_field(errors: &BTreeMap<String, u64>) -> String {
+    errors
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// The cells as a pretty JSON array.
@@ -747,13 +762,15 @@ fn line_legend(
         ))
         .map_err(plot_err)?;
     }
-    let y = 88 + 26 * entries.len() as i32 + 10;
-    area.draw(&Text::new(
-        "dashed, hollow: not durable".to_string(),
-        (10, y),
-        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
-    ))
-    .map_err(plot_err)?;
+    if entries.iter().any(|e| !e.2) {
+        let y = 88 + 26 * entries.len() as i32 + 10;
+        area.draw(&Text::new(
+            "dashed, hollow: not durable".to_string(),
+            (10, y),
+            ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+        ))
+        .map_err(plot_err)?;
+    }
     Ok(())
 }
 
@@ -990,6 +1007,398 @@ pub fn plot_latency(cells: &[Cell], workload: &str, threads: usize, path: &Path)
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sustained ingest
+
+/// A cell of a sustained run (`sustain-*`): a whole-run cell or one of its windows.
+pub fn is_sustain(c: &Cell) -> bool {
+    c.workload.starts_with("sustain-")
+}
+
+/// The sustained workloads measured, in reading order.
+pub fn sustain_workloads(cells: &[Cell]) -> Vec<String> {
+    let mut ws: Vec<&str> = cells
+        .iter()
+        .filter(|c| is_sustain(c))
+        .map(|c| c.workload.as_str())
+        .collect();
+    ws.sort_by_key(|w| workload_rank(cells, w));
+    ws.dedup();
+    ws.into_iter().map(String::from).collect()
+}
+
+/// The plot of `workload`'s keys/s over time.
+pub fn over_time_file(workload: &str) -> String {
+    format!("{workload}-over-time.svg")
+}
+
+/// One engine's sustained run: its whole-run cell and its windows in time order.
+struct Sustained<'a> {
+    run: &'a Cell,
+    windows: Vec<&'a Cell>,
+}
+
+/// Each engine's sustained run of `workload`, in engine order (engines without a whole-run
+/// cell are left out).
+fn sustained<'a>(cells: &'a [Cell], workload: &str) -> Vec<Sustained<'a>> {
+    let mut runs: Vec<Sustained> = cells
+        .iter()
+        .filter(|c| c.workload == workload && c.window_end_secs.is_none())
+        .map(|run| {
+            let mut windows: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| c.workload == workload && c.engine == run.engine)
+                .filter(|c| c.window_end_secs.is_some())
+                .collect();
+            let end = |c: &Cell| c.window_end_secs.unwrap_or(0.0);
+            windows.sort_by(|a, b| end(a).total_cmp(&end(b)));
+            Sustained { run, windows }
+        })
+        .collect();
+    runs.sort_by_key(|r| engine_rank(cells, &r.run.engine));
+    runs.dedup_by(|a, b| a.run.engine == b.run.engine);
+    runs
+}
+
+/// A sustained run's figures, in keys/s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SustainStats {
+    pub windows: usize,
+    /// The first window's keys/s.
+    pub first: f64,
+    /// Keys/s over the last third: the last `last_third_windows` windows (a third of them,
+    /// rounded, at least one), from `last_third_from` seconds to the end.
+    pub last_third: f64,
+    pub last_third_windows: usize,
+    pub last_third_from: f64,
+    /// The lowest window's keys/s and its (start, end) in seconds.
+    pub min: f64,
+    pub min_at: (f64, f64),
+    /// The whole run's keys/s.
+    pub mean: f64,
+    /// Windows below half of `mean`.
+    pub below_half: usize,
+}
+
+/// The figures of a whole-run cell and its windows (in time order); `None` without windows.
+pub fn sustain_stats(run: &Cell, windows: &[&Cell]) -> Option<SustainStats> {
+    let n = windows.len();
+    let first = windows.first()?;
+    let k = ((n as f64 / 3.0).round() as usize).clamp(1, n);
+    let tail = &windows[n - k..];
+    let tail_secs: f64 = tail.iter().map(|w| w.secs).sum();
+    let tail_keys: f64 = tail.iter().map(|w| w.value * w.secs).sum();
+    let lowest = windows
+        .iter()
+        .min_by(|a, b| a.value.total_cmp(&b.value))
+        .expect("not empty");
+    let span = |w: &Cell| {
+        let end = w.window_end_secs.unwrap_or(0.0);
+        (end - w.secs, end)
+    };
+    Some(SustainStats {
+        windows: n,
+        first: first.value,
+        last_third: if tail_secs > 0.0 {
+            tail_keys / tail_secs
+        } else {
+            0.0
+        },
+        last_third_windows: k,
+        last_third_from: span(tail[0]).0,
+        min: lowest.value,
+        min_at: span(lowest),
+        mean: run.value,
+        below_half: windows.iter().filter(|w| w.value < run.value / 2.0).count(),
+    })
+}
+
+/// Seconds for a heading: 120, 20, 2.5.
+fn secs_label(v: f64) -> String {
+    without_trailing_zeros(num(v))
+}
+
+/// What a sustained workload runs, for headings: "4 threads, 100-key transactions".
+fn sustain_what(workload: &str, threads: usize) -> String {
+    let plural = if threads == 1 { "" } else { "s" };
+    match crate::workloads::SUSTAIN.iter().find(|w| w.0 == workload) {
+        Some(&(_, _, keys)) => format!("{threads} thread{plural}, {keys}-key transactions"),
+        None => format!("{threads} thread{plural}"),
+    }
+}
+
+/// Failures by kind, for a table: `0`, or `1,234: ApplyBacklog 1,200, Io(StorageFull) 34`.
+fn failures(c: &Cell) -> String {
+    if c.errors.is_empty() {
+        return "0".into();
+    }
+    let kinds: Vec<String> = c
+        .errors
+        .iter()
+        .map(|(k, v)| format!("{k} {}", grouped(*v as f64)))
+        .collect();
+    format!("**{}**: {}", grouped(c.failed() as f64), kinds.join(", "))
+}
+
+/// The sustained-ingest section: per workload a table (a row per engine), `baseline_engine`'s
+/// last-third keys/s against each other engine's, and the plot of keys/s over time.
+pub fn sustain_markdown(cells: &[Cell], baseline_engine: &str) -> String {
+    let mut md = String::from(
+        "## Sustained ingest\n\n\
+         Each engine starts from an empty store and its writers commit durable transactions of \
+         random 16-byte keys and 100-byte values for the whole run, as fast as they can, into \
+         a store that keeps growing. Keys are counted in the window in which their commit \
+         completes. **mean** is the whole run's keys/s; **last third** the keys/s of the last \
+         third of the windows (a third of them, rounded, at least one); **min window** the \
+         lowest window and when it was; **< ½ mean** how many windows fell below half of the \
+         run's mean. Latency is per successful commit over the whole run. A writer whose \
+         commit fails counts the failure by kind (walmdb: the `Error` variant) and goes on. \
+         **disk** is the store's size on disk at the end of the run. Every window is a row of \
+         results.csv and results.json (the rows with `window_end_secs`), with its own \
+         latency percentiles, failures, CPU and size on disk. Rates are keys/s.\n\n",
+    );
+    for workload in sustain_workloads(cells) {
+        let runs = sustained(cells, &workload);
+        let Some(first) = runs.first() else {
+            continue;
+        };
+        let window = first.windows.first().map_or(first.run.secs, |w| w.secs);
+        let _ = writeln!(
+            md,
+            "### {workload}: {}, {} s in {} s windows\n",
+            sustain_what(&workload, first.run.threads),
+            secs_label(first.run.secs),
+            secs_label(window)
+        );
+        md += "| engine | first window | last third | min window | mean | < ½ mean \
+               | p50 µs | p99 µs | p99.9 µs | failed commits | disk MiB | other CPU (cores) |\n";
+        md += "|---|--:|--:|--:|--:|:-:|--:|--:|--:|---|--:|--:|\n";
+        let stats: Vec<Option<SustainStats>> = runs
+            .iter()
+            .map(|r| sustain_stats(r.run, &r.windows))
+            .collect();
+        for (r, st) in runs.iter().zip(&stats) {
+            let c = r.run;
+            let name = if c.engine == baseline_engine {
+                format!("**{}**", c.engine)
+            } else {
+                c.engine.clone()
+            };
+            let dash = || "–".to_string();
+            let (first_w, last, min, below) = match st {
+                Some(st) => (
+                    num(st.first),
+                    num(st.last_third),
+                    format!(
+                        "{} ({}–{} s)",
+                        num(st.min),
+                        secs_label(st.min_at.0),
+                        secs_label(st.min_at.1)
+                    ),
+                    if st.below_half == 0 {
+                        "none".to_string()
+                    } else {
+                        format!("**{} of {}**", st.below_half, st.windows)
+                    },
+                ),
+                None => (dash(), dash(), dash(), dash()),
+            };
+            let _ = writeln!(
+                md,
+                "| {name} | {first_w} | {last} | {min} | {} | {below} | {} | {} | {} | {} | {} | {} |",
+                num(c.value),
+                opt(c.p50_us),
+                opt(c.p99_us),
+                opt(c.p999_us),
+                failures(c),
+                mib(c.disk_bytes),
+                opt(c.other_cpu_cores),
+            );
+        }
+        md += "\n";
+        let base = runs
+            .iter()
+            .zip(&stats)
+            .find(|(r, _)| r.run.engine == baseline_engine);
+        match base {
+            Some((_, Some(b))) => {
+                let peers: Vec<String> = runs
+                    .iter()
+                    .zip(&stats)
+                    .filter(|(r, _)| r.run.engine != baseline_engine)
+                    .map(|(r, st)| {
+                        let ratio_of = st
+                            .as_ref()
+                            .map(|st| b.last_third / st.last_third)
+                            .filter(|x| x.is_finite());
+                        format!("{} **{}**", r.run.engine, ratio(ratio_of))
+                    })
+                    .collect();
+                if !peers.is_empty() {
+                    let _ = writeln!(
+                        md,
+                        "{baseline_engine}'s last-third keys/s against each peer's: {}. \
+                         _(walmdb / peer: above 1 means {baseline_engine} sustains more.)_\n",
+                        peers.join(", ")
+                    );
+                }
+            }
+            _ => {
+                let _ = writeln!(
+                    md,
+                    "{baseline_engine} was not measured here, so there are no ratios.\n"
+                );
+            }
+        }
+        let _ = writeln!(
+            md,
+            "![{workload}: keys/s over time]({})\n",
+            over_time_file(&workload)
+        );
+        let notes: Vec<String> = runs
+            .iter()
+            .filter(|r| !r.run.note.is_empty())
+            .map(|r| format!("- {}: {}", r.run.engine, r.run.note))
+            .collect();
+        if !notes.is_empty() {
+            md += "Notes:\n\n";
+            md += &notes.join("\n");
+            md += "\n\n";
+        }
+    }
+    md
+}
+
+/// `workload`'s keys/s in each window against time (log y), a line per engine, the last
+/// third shaded. A window without commits sits on the axis floor, hollow.
+pub fn plot_over_time(cells: &[Cell], workload: &str, path: &Path) -> Result<()> {
+    let runs = sustained(cells, workload);
+    let title = format!("{workload}: keys/s over time");
+    let positive: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.windows.iter().map(|w| w.value))
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    if positive.is_empty() {
+        return empty_plot(path, &title, &format!("No {workload} window had a commit."));
+    }
+    let lo = positive.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = positive.iter().copied().fold(0.0, f64::max);
+    let (y0, y1) = log_range(lo, hi, 1.6, 1.6);
+    let x1 = runs
+        .iter()
+        .flat_map(|r| r.windows.iter().filter_map(|w| w.window_end_secs))
+        .fold(0.0, f64::max);
+    let first = &runs[0];
+    let window = first.windows.first().map_or(x1, |w| w.secs);
+
+    let width = 1100;
+    let root = SVGBackend::new(path, (width, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(width - 250);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            format!(
+                "{title} ({}, {} s windows, higher is better)",
+                sustain_what(workload, first.run.threads),
+                secs_label(window)
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(90)
+        .build_cartesian_2d(
+            0.0..x1,
+            (y0..y1).log_scale().with_key_points(log_ticks(y0, y1, 12)),
+        )
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds from the start")
+        .max_light_lines(1)
+        .y_desc("keys/s (log scale)")
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| without_trailing_zeros(format!("{x:.1}")))
+        .y_label_formatter(&|y| si(*y))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(plot_err)?;
+
+    // The last third, shaded (the windows the "last third" column averages).
+    if let Some(st) = sustain_stats(first.run, &first.windows) {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(st.last_third_from, y0), (x1, y1)],
+                BLACK.mix(0.05).filled(),
+            )))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                " last third".to_string(),
+                (st.last_third_from, y1 / 1.15),
+                ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)),
+            )))
+            .map_err(plot_err)?;
+    }
+
+    let mut legend = Vec::new();
+    let mut any_empty = false;
+    for (i, r) in runs.iter().enumerate() {
+        let engine = r.run.engine.as_str();
+        let color = engine_color(engine, i);
+        // Each window at its middle; one without commits on the floor.
+        let pts: Vec<((f64, f64), bool)> = r
+            .windows
+            .iter()
+            .map(|w| {
+                let x = w.window_end_secs.unwrap_or(0.0) - w.secs / 2.0;
+                let empty = !(w.value > 0.0 && w.value.is_finite());
+                ((x, if empty { y0 } else { w.value }), empty)
+            })
+            .collect();
+        any_empty |= pts.iter().any(|p| p.1);
+        let width = if engine == TARGET_WALMDB { 4 } else { 2 };
+        let style = ShapeStyle::from(&color).stroke_width(width);
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| p.0), style))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(pts.iter().map(|&(p, empty)| {
+                let marker = if empty {
+                    ShapeStyle::from(&color).stroke_width(2)
+                } else {
+                    color.filled()
+                };
+                Circle::new(p, 4, marker)
+            }))
+            .map_err(plot_err)?;
+        legend.push((engine.to_string(), color, r.run.durable));
+    }
+    line_legend(&right, &legend)?;
+    if any_empty {
+        let y = 88 + 26 * legend.len() as i32 + 30;
+        right
+            .draw(&Text::new(
+                "hollow, on the floor: no".to_string(),
+                (10, y),
+                ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+            ))
+            .map_err(plot_err)?;
+        right
+            .draw(&Text::new(
+                "commit in that window".to_string(),
+                (10, y + 16),
+                ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+            ))
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,6 +1429,8 @@ mod tests {
             secs: 1.0,
             other_cpu_cores: Some(0.05),
             note: String::new(),
+            window_end_secs: None,
+            errors: BTreeMap::new(),
         }
     }
 
@@ -1126,7 +1537,8 @@ mod tests {
         assert_eq!(lines.len(), c.len() + 1);
         assert_eq!(lines[0], CSV_HEADER.join(","));
         assert!(
-            lines[1].ends_with(",\"a note, with \"\"quotes\"\"\""),
+            // The note, then the window's end and the failures (both empty here).
+            lines[1].ends_with(",\"a note, with \"\"quotes\"\"\",,"),
             "{}",
             lines[1]
         );
@@ -1163,6 +1575,199 @@ mod tests {
         plot_throughput(&c, "ycsb-a", &p).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
         plot_latency(&c, "ycsb-a", 4, &p).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+    }
+
+    /// A sustained run: a whole-run cell of `values`' mean, then a cell per `window`-second
+    /// window (the last one shorter when `secs` is not a multiple).
+    fn sustained_run(
+        workload: &str,
+        engine: &str,
+        threads: usize,
+        secs: f64,
+        window: f64,
+        values: &[f64],
+    ) -> Vec<Cell> {
+        let mut windows = Vec::new();
+        let mut keys = 0.0;
+        for (i, &v) in values.iter().enumerate() {
+            let end = ((i + 1) as f64 * window).min(secs);
+            let mut c = cell(workload, engine, threads, v, "keys/s");
+            c.secs = end - i as f64 * window;
+            c.window_end_secs = Some(end);
+            keys += v * c.secs;
+            windows.push(c);
+        }
+        let mut run = cell(workload, engine, threads, keys / secs, "keys/s");
+        run.secs = secs;
+        let mut cells = vec![run];
+        cells.append(&mut windows);
+        cells
+    }
+
+    fn sustain_sample() -> Vec<Cell> {
+        let mut c = Vec::new();
+        // walmdb collapses after 40 s, with failed commits; RocksDB stays flat.
+        let walmdb = [
+            300e3, 290e3, 280e3, 250e3, 60e3, 40e3, 30e3, 0.0, 35e3, 30e3, 30e3, 30e3,
+        ];
+        c.extend(sustained_run(
+            "sustain-100key",
+            "walmdb group",
+            4,
+            120.0,
+            10.0,
+            &walmdb,
+        ));
+        c[0].errors.insert("ApplyBacklog".into(), 1200);
+        c[8].errors.insert("ApplyBacklog".into(), 1200);
+        c.extend(sustained_run(
+            "sustain-100key",
+            "rocksdb sync",
+            4,
+            120.0,
+            10.0,
+            &[100e3; 12],
+        ));
+        c.extend(sustained_run(
+            "sustain-100key",
+            "lmdb durable",
+            4,
+            120.0,
+            10.0,
+            &[20e3; 12],
+        ));
+        c.extend(sustained_run(
+            "sustain-1key",
+            "walmdb group",
+            16,
+            20.0,
+            6.0,
+            &[9e3, 8e3, 8e3, 7e3],
+        ));
+        c.extend(sustained_run(
+            "sustain-1key",
+            "rocksdb sync",
+            16,
+            20.0,
+            6.0,
+            &[4e3; 4],
+        ));
+        c
+    }
+
+    #[test]
+    fn sustain_figures() {
+        let c = sustain_sample();
+        let runs = sustained(&c, "sustain-100key");
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].run.engine, "walmdb group", "engine order");
+        let w = sustain_stats(runs[0].run, &runs[0].windows).unwrap();
+        assert_eq!(w.windows, 12);
+        assert_eq!(w.first, 300e3);
+        // The last third: 4 of 12 windows, from 80 s.
+        assert_eq!((w.last_third_windows, w.last_third_from), (4, 80.0));
+        assert!((w.last_third - (35e3 + 3.0 * 30e3) / 4.0).abs() < 1e-6);
+        assert_eq!((w.min, w.min_at), (0.0, (70.0, 80.0)));
+        assert_eq!(w.below_half, 7, "mean {}", w.mean);
+        assert_eq!(runs[2].run.engine, "rocksdb sync");
+        let r = sustain_stats(runs[2].run, &runs[2].windows).unwrap();
+        assert_eq!((r.below_half, r.min, r.last_third), (0, 100e3, 100e3));
+        // 4 windows of 6, 6, 6 and 2 s: the last third is the last window, weighted by time.
+        let one = sustained(&c, "sustain-1key");
+        let s = sustain_stats(one[0].run, &one[0].windows).unwrap();
+        assert_eq!((s.last_third_windows, s.last_third_from), (1, 18.0));
+        assert_eq!(s.last_third, 7e3);
+        assert!((s.mean - (9e3 * 6.0 + 8e3 * 12.0 + 7e3 * 2.0) / 20.0).abs() < 1e-9);
+        assert_eq!(sustain_workloads(&c), ["sustain-100key", "sustain-1key"]);
+    }
+
+    #[test]
+    fn sustain_section() {
+        let c = sustain_sample();
+        let md = sustain_markdown(&c, "walmdb group");
+        assert!(md.starts_with("## Sustained ingest"));
+        assert!(
+            md.contains(
+                "### sustain-100key: 4 threads, 100-key transactions, 120 s in 10 s windows"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("### sustain-1key: 16 threads, 1-key transactions, 20 s in 6 s windows"),
+            "{md}"
+        );
+        // walmdb's row: first window, last third, the lowest window and when, the mean, the
+        // windows below half of it, the failures by kind.
+        assert!(
+            md.contains(
+                "| **walmdb group** | 300,000 | 31,250 | 0 (70–80 s) | 114,583 | **7 of 12** |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("**1,200**: ApplyBacklog 1,200"), "{md}");
+        assert!(
+            md.contains("| rocksdb sync | 100,000 | 100,000 | 100,000 (0–10 s) | 100,000 | none |"),
+            "{md}"
+        );
+        // Ratios of the last thirds: 31,250 / 100,000 and / 20,000.
+        assert!(
+            md.contains("lmdb durable **1.56x**, rocksdb sync **0.312x**"),
+            "{md}"
+        );
+        assert!(md.contains("(sustain-100key-over-time.svg)"));
+        // Windows are not rows of their own.
+        assert_eq!(md.matches("| **walmdb group** |").count(), 2);
+        // The generic tables leave the sustained runs to this section (the caller partitions).
+        assert!(c.iter().all(is_sustain));
+        let without = sustain_markdown(&c[13..39], "walmdb group");
+        assert!(
+            without.contains("walmdb group was not measured here"),
+            "{without}"
+        );
+    }
+
+    #[test]
+    fn sustain_csv_and_plot() {
+        let c = sustain_sample();
+        let out = csv(&c);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), c.len() + 1);
+        // The whole-run row: no window end, the failures by kind; a window row: its end.
+        assert!(lines[1].ends_with(",,ApplyBacklog=1200"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",10,"), "{}", lines[2]);
+        let back: Vec<Cell> = serde_json::from_str(&json(&c)).unwrap();
+        assert_eq!(back[8].window_end_secs, Some(80.0));
+        assert_eq!(back[0].errors["ApplyBacklog"], 1200);
+        // A results.json from before the sustained workloads still reads.
+        let mut old = serde_json::to_value(&c[0]).unwrap();
+        old.as_object_mut().unwrap().remove("window_end_secs");
+        old.as_object_mut().unwrap().remove("errors");
+        let old: Cell = serde_json::from_value(old).unwrap();
+        assert!(old.errors.is_empty() && old.window_end_secs.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(over_time_file("sustain-100key"));
+        plot_over_time(&c, "sustain-100key", &p).unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains("<svg") && s.contains("last third"));
+        for e in ["walmdb group", "rocksdb sync", "lmdb durable"] {
+            assert!(s.contains(e), "{e}");
+        }
+        // One line per engine: a polyline through its 12 windows.
+        let lines = s
+            .lines()
+            .filter(|l| l.starts_with("<polyline"))
+            .filter_map(|l| l.split('"').skip_while(|a| !a.ends_with("points=")).nth(1))
+            .filter(|points| points.split_whitespace().count() == 12)
+            .count();
+        assert_eq!(lines, 3, "{s}");
+        assert!(
+            s.contains("no") && s.contains("commit in that window"),
+            "the empty window"
+        );
+        let p = dir.path().join("none.svg");
+        plot_over_time(&c, "sustain-absent", &p).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
     }
 

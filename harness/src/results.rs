@@ -1,13 +1,15 @@
 //! What one measured cell records. Cells are written as JSON lines by the child process that
 //! ran them and gathered by the parent into the report.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One workload on one engine configuration at one thread count.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Workload id: `commit-1key`, `bulk-1000`, `ycsb-a` .. `ycsb-f`, `get`, `scan`,
-    /// `recovery-crash`, `recovery-clean`.
+    /// `recovery-crash`, `recovery-clean`, `sustain-100key`, `sustain-1key`.
     pub workload: String,
     /// Engine configuration, as `EngineKind::name()` ("walmdb group", "rocksdb sync", ...).
     pub engine: String,
@@ -40,4 +42,21 @@ pub struct Cell {
     pub other_cpu_cores: Option<f64>,
     /// Anything a reader must know (errors counted, conflicts retried, ...).
     pub note: String,
+    /// One window of a sustained run (`sustain-*`): where the window ends, in seconds from the
+    /// run's start; `secs` is the window's length and the figures are the window's own.
+    /// `None` for every other cell, including a sustained run's whole-run cell.
+    #[serde(default)]
+    pub window_end_secs: Option<f64>,
+    /// Failed operations by kind: for walmdb the `Error` variant (`ApplyBacklog`, ...), for a
+    /// peer its error's kind (see `engine::error_kind`). Counted by the sustained workloads,
+    /// whose writers record each failure and go on; empty elsewhere.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Cell {
+    /// Failed operations of every kind.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }
