@@ -253,7 +253,8 @@ pub struct Config {
     /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at
     /// once. Default: 60 s.
     pub backlog_wait: Duration,
-    /// Operations one LMDB apply transaction holds at most. Default: 100,000.
+    /// Operations one LMDB apply transaction holds at most; while more are pending (and the
+    /// map can still grow), up to 4 times as many, so the applier catches up. Default: 100,000.
     pub apply_max_ops: usize,
     /// The applier gathers commits this long (or until `apply_max_ops`) before an LMDB
     /// transaction, so LMDB's syncs stay few and off the log's way; commits are visible

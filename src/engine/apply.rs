@@ -206,11 +206,12 @@ pub(crate) fn applier_loop(engine: &Engine) {
             if q.stop == Some(Shutdown::Abandon) {
                 return;
             }
+            let cap = batch_cap(engine, q.ops);
             let mut ops = 0;
             let mut batch = Vec::new();
             q.applying_since = q.items.front().map(|item| item.2);
             while let Some((_, w, _)) = q.items.front() {
-                if !batch.is_empty() && ops + w.ops.len() > engine.cfg.apply_max_ops {
+                if !batch.is_empty() && ops + w.ops.len() > cap {
                     break;
                 }
                 ops += w.ops.len();
@@ -291,6 +292,23 @@ pub(crate) fn applier_loop(engine: &Engine) {
         if stop == Some(Shutdown::Drain) && sh.apply.lock().items.is_empty() {
             return;
         }
+    }
+}
+
+/// How many times `apply_max_ops` one batch may take when more than that is pending.
+const BACKLOG_BATCH_FACTOR: usize = 4;
+
+/// The most operations the next batch takes, with `pending` queued: `apply_max_ops`, or, when
+/// more than that is pending, [`BACKLOG_BATCH_FACTOR`] times it: a sorted batch writes each
+/// leaf page it touches once, so bigger batches write fewer pages per key and the applier
+/// catches up faster (`docs/design.md`). Not while the map is at its maximum, where a
+/// smaller transaction may fit when a bigger one does not.
+fn batch_cap(engine: &Engine, pending: usize) -> usize {
+    let base = engine.cfg.apply_max_ops;
+    if pending > base && engine.store.next_map_size().is_some() {
+        base.saturating_mul(BACKLOG_BATCH_FACTOR)
+    } else {
+        base
     }
 }
 
