@@ -364,6 +364,9 @@ fn expected_unit(expr: &str) -> Option<&'static str> {
     if expr.contains("rate(") {
         return Some(if name.ends_with("_bytes_total") {
             "Bps"
+        } else if name.ends_with("_seconds_total") {
+            // Seconds spent per second.
+            "s"
         } else {
             "ops"
         });

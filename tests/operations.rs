@@ -419,7 +419,7 @@ fn a_backlog_past_half_its_bound_slows_commits_down_and_refuses_none() {
     assert!(m.backlog_delays > 0, "no commit was slowed down: {m:?}");
     assert!(m.backlog_stall > Duration::ZERO);
     assert_eq!(m.backlog_refusals, 0);
-    assert!(m.apply_rate_bytes > 0);
+    assert!(m.apply_rate_bytes_per_sec > 0);
     let read = db.read().unwrap();
     for i in 0..1500 {
         assert_eq!(read.get("t", &key(i)).unwrap(), Some(&value[..]));

@@ -207,10 +207,12 @@ panel("gauge", "Queue utilisation",
                "showThresholdLabels": False, "showThresholdMarkers": True, "orientation": "auto"})
 panel("timeseries", "Queue waits and refusals",
       "Per second: commits that found the queue full and waited, refused with Backpressure "
-      "(queue stayed full), waited for the apply backlog, refused with ApplyBacklog.",
+      "(queue stayed full), waited for the apply backlog, were slowed down by it (past half "
+      "of overlay_max_bytes), refused with ApplyBacklog.",
       [t(rate("walmdb_queue_full_waits_total"), "queue-full waits " + LEG),
        t(rate("walmdb_backpressure_refusals_total"), "backpressure refusals " + LEG),
        t(rate("walmdb_backlog_waits_total"), "backlog waits " + LEG),
+       t(rate("walmdb_backlog_delays_total"), "backlog slowdowns " + LEG),
        t(rate("walmdb_backlog_refusals_total"), "backlog refusals " + LEG)], "ops", w=6)
 
 # ---- Apply & overlay ----
@@ -232,6 +234,15 @@ panel("timeseries", "Overlay bytes",
       "Bytes of committed versions held in memory until applied and evicted "
       "(bounded by overlay_max_bytes).",
       [t(gauge("walmdb_overlay_bytes"), LEG)], "bytes")
+panel("timeseries", "Apply rate and slowdown",
+      "Overlay bytes per second the applier applies when busy, and the rate slowed-down "
+      "commits are let through at (0 when commits are not slowed down).",
+      [t(gauge("walmdb_apply_rate_bytes_per_second"), "applier " + LEG),
+       t(gauge("walmdb_delayed_rate_bytes_per_second"), "commits let through " + LEG)], "Bps")
+panel("timeseries", "Commit stall",
+      "Seconds commits spent slowed down or waiting for the apply backlog, per second, "
+      "summed over committing threads.",
+      [t(rate("walmdb_backlog_stall_seconds_total"), LEG)], "s")
 panel("timeseries", "Overlay versions", "Versions held in the overlay.",
       [t(gauge("walmdb_overlay_versions"), LEG)], "short")
 panel("timeseries", "Apply batches and ops/s",

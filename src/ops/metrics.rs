@@ -72,10 +72,10 @@ pub struct Metrics {
     /// Time commits spent slowed down or waiting for the apply backlog, summed over commits.
     pub backlog_stall: Duration,
     /// Overlay bytes per second the applier applies when busy (a moving average).
-    pub apply_rate_bytes: u64,
+    pub apply_rate_bytes_per_sec: u64,
     /// The rate slowed-down commits are let through at now, overlay bytes per second; 0 when
     /// commits are not slowed down.
-    pub delayed_rate_bytes: u64,
+    pub delayed_rate_bytes_per_sec: u64,
 
     /// The newest commit every new transaction sees.
     pub visible_lsn: Lsn,
@@ -203,8 +203,8 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
         backlog_delays: st.backlog_delays.load(Ordering::Relaxed),
         backlog_stall: Duration::from_micros(st.backlog_stall_micros.load(Ordering::Relaxed)),
-        apply_rate_bytes: sh.apply_rate.load(Ordering::Relaxed),
-        delayed_rate_bytes: sh.delayed_rate.load(Ordering::Relaxed),
+        apply_rate_bytes_per_sec: sh.apply_rate.load(Ordering::Relaxed),
+        delayed_rate_bytes_per_sec: sh.delayed_rate.load(Ordering::Relaxed),
         visible_lsn,
         applied_lsn,
         checkpoint_lsn: sh.checkpoint_lsn.load(Ordering::Acquire),
@@ -496,19 +496,20 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         s,
         secs(m.backlog_stall),
     )?;
+    let bps = Some(&Unit::Other("bytes_per_second".into()));
     gauge(
         enc,
         "apply_rate",
         "Overlay bytes per second the applier applies when busy",
-        b,
-        m.apply_rate_bytes as i64,
+        bps,
+        m.apply_rate_bytes_per_sec as i64,
     )?;
     gauge(
         enc,
         "delayed_rate",
         "Overlay bytes per second slowed-down commits are let through at (0: not slowed)",
-        b,
-        m.delayed_rate_bytes as i64,
+        bps,
+        m.delayed_rate_bytes_per_sec as i64,
     )?;
     gauge(
         enc,
