@@ -28,7 +28,7 @@ impl EngineState {
     fn slow_down(&self, cost: usize, limit: usize) {
         let fill = self.overlay_bytes.load(Ordering::Relaxed) as f64 / limit as f64;
         let apply_rate = self.apply_rate.load(Ordering::Relaxed);
-        if fill <= SLOWDOWN_AT || apply_rate == 0 {
+        if cost == 0 || fill <= SLOWDOWN_AT || apply_rate == 0 {
             if self.delayed_rate.load(Ordering::Relaxed) != 0 {
                 self.delayed_rate.store(0, Ordering::Relaxed);
             }

@@ -303,7 +303,7 @@ const BACKLOG_BATCH_FACTOR: usize = 4;
 /// leaf page it touches once, so bigger batches write fewer pages per key and the applier
 /// catches up faster (`docs/design.md`). Not while the map is at its maximum, where a
 /// smaller transaction may fit when a bigger one does not.
-fn batch_cap(engine: &Engine, pending: usize) -> usize {
+pub(crate) fn batch_cap(engine: &Engine, pending: usize) -> usize {
     let base = engine.cfg.apply_max_ops;
     if pending > base && engine.store.next_map_size().is_some() {
         base.saturating_mul(BACKLOG_BATCH_FACTOR)

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::apply::{applier_loop, apply_growing, key_order};
+use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::sequencer::EngineSequencer;
 use super::{Engine, EngineState, Running, RunningGuard};
@@ -237,7 +237,7 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
         if let Record::Txn(txn) = decoded {
             batch.extend(txn.ops.into_iter().map(|op| (rec.lsn, write_op(op))));
         }
-        if batch.len() >= engine.cfg.apply_max_ops {
+        if batch.len() >= batch_cap(engine, usize::MAX) {
             flush(&mut batch, last)?;
         }
     }
