@@ -302,6 +302,13 @@ impl Db {
         self.running.compact()
     }
 
+    /// How long after `open` began LMDB held every commit the open replayed: `open` returns
+    /// once the log is read and its newest commits are in the overlay (visible to reads and
+    /// commits), and the applier applies those in the background. `None` while it still is.
+    pub fn catch_up(&self) -> Option<Duration> {
+        self.engine().state.catch_up.took()
+    }
+
     /// What opening found and did.
     pub fn recovery_report(&self) -> &DbRecoveryReport {
         &self.engine().report

@@ -20,6 +20,9 @@ use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 struct State {
     /// Registered snapshots by (applied LSN, id), with their start time.
     live: BTreeMap<(Lsn, u64), Instant>,
+    /// Snapshots of transactions that read no more (committing) by (visible LSN, id): they
+    /// hold back the conflict horizon, not eviction, and hold no LMDB transaction.
+    committing: BTreeMap<(Lsn, u64), Instant>,
     next_id: u64,
     /// LMDB transactions open (registered or about to be).
     open: usize,
@@ -33,6 +36,8 @@ pub(crate) struct Registration {
     key: (Lsn, u64),
     pub visible: Lsn,
     pub started: Instant,
+    /// Moved to `committing` by [`Snapshots::stop_reading`].
+    reads_done: bool,
 }
 
 impl Registration {
@@ -83,6 +88,7 @@ impl Snapshots {
             key: (applied, id),
             visible: visible.load(Ordering::Acquire).max(applied),
             started,
+            reads_done: false,
         })
     }
 
@@ -116,11 +122,33 @@ impl Snapshots {
     /// Ends a registered snapshot (its LMDB transaction is already gone).
     pub fn release(&self, reg: &Registration) {
         let mut st = self.state.lock();
+        if reg.reads_done {
+            st.committing.remove(&(reg.visible, reg.key.1));
+            return;
+        }
         st.live.remove(&reg.key);
         st.open -= 1;
         if st.paused {
             self.changed.notify_all();
         }
+    }
+
+    /// A transaction that will read no more (it is committing; its LMDB transaction is
+    /// already gone) keeps holding back the conflict horizon at its visible LSN, which its
+    /// commit is checked against, but no longer eviction or a map resize: a commit waiting
+    /// for room in the overlay must not hold the versions whose eviction makes that room.
+    pub fn stop_reading(&self, reg: &mut Registration) {
+        if reg.reads_done {
+            return;
+        }
+        let mut st = self.state.lock();
+        let started = st.live.remove(&reg.key).unwrap_or(reg.started);
+        st.committing.insert((reg.visible, reg.key.1), started);
+        st.open -= 1;
+        if st.paused {
+            self.changed.notify_all();
+        }
+        reg.reads_done = true;
     }
 
     /// The eviction horizon: at most `applied` and every live snapshot's applied LSN.
@@ -138,7 +166,9 @@ impl Snapshots {
     pub fn conflict_horizon(&self, visible: &AtomicU64) -> Lsn {
         let st = self.state.lock();
         let now = visible.load(Ordering::Acquire);
-        st.live.keys().next().map_or(now, |k| k.0.min(now))
+        let reading = st.live.keys().next().map_or(now, |k| k.0);
+        let committing = st.committing.keys().next().map_or(now, |k| k.0);
+        now.min(reading).min(committing)
     }
 
     /// Stops new LMDB transactions and waits up to `wait` for the open ones to end. Returns
@@ -170,12 +200,14 @@ impl Snapshots {
     pub fn census(&self, older_than: Duration) -> (usize, Duration, usize) {
         let st = self.state.lock();
         let now = Instant::now();
-        let ages = st.live.values().map(|t| now.saturating_duration_since(*t));
+        let ages = (st.live.values())
+            .chain(st.committing.values())
+            .map(|t| now.saturating_duration_since(*t));
         let (mut oldest, mut old) = (Duration::ZERO, 0);
         for age in ages {
             oldest = oldest.max(age);
             old += usize::from(age >= older_than);
         }
-        (st.live.len(), oldest, old)
+        (st.live.len() + st.committing.len(), oldest, old)
     }
 }

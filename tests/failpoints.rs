@@ -36,6 +36,9 @@ enum Reach {
     TornTail,
     /// As `TornTail`, with an empty segment after the torn one, which recovery removes.
     TornTailBeforeEmptySegment,
+    /// Opening when the log holds more than the overlay: the children write with the applier
+    /// held back and a small overlay, so the next open applies the oldest records first.
+    ReplayOutgrowsOverlay,
 }
 
 /// Every crash point in the engine, in the order a commit meets them, and how to reach it.
@@ -57,7 +60,7 @@ const POINTS: &[(&str, Reach)] = &[
     ),
     ("recovery-tail-zeroed-before-sync", Reach::TornTail),
     ("recovery-obsolete-retired-before-dir-sync", Reach::Write),
-    ("replay-batch-applied", Reach::Write),
+    ("replay-batch-applied", Reach::ReplayOutgrowsOverlay),
 ];
 
 /// Gives the log in `db_dir` a torn tail that costs no record: after the last valid frame
@@ -156,6 +159,9 @@ fn every_crash_point_loses_nothing_acknowledged() {
                 Reach::Close => env.push(("WALMDB_CRASH_CLOSE_AFTER", "15".into())),
                 Reach::TornTail => tear_tail(&dir, false),
                 Reach::TornTailBeforeEmptySegment => tear_tail(&dir, true),
+                Reach::ReplayOutgrowsOverlay => {
+                    env.push(("WALMDB_CRASH_OUTGROW_OVERLAY", "1".into()))
+                }
             }
             let child = spawn_child("failpoint_child", &dir, seed, &last, &env);
             // A point not hit n times within the window: the child is killed instead.

@@ -66,6 +66,16 @@ fn config() -> Config {
         .checkpoint_interval(Duration::from_millis(5))
 }
 
+/// One chain in three runs with the smallest overlay the log allows: a replay may outgrow
+/// it, so open applies the oldest records to LMDB and publishes the rest.
+fn chain_config(seed: u64) -> Config {
+    if seed % 3 == 2 {
+        config().overlay_max_bytes(16 << 10)
+    } else {
+        config()
+    }
+}
+
 /// One image of LMDB's file.
 #[derive(Debug)]
 struct Image {
@@ -266,6 +276,12 @@ struct Counts {
     unacked_recovered: u64,
     lmdb_images: u64,
     aimed_at_checkpoints: u64,
+    /// Opens whose replay outgrew the overlay (part applied at open, part published).
+    split_replays: u64,
+    /// Opens that left the applier commits to catch up on.
+    catch_ups: u64,
+    /// Crashes right after an open returned, before anything was written.
+    right_after_open: u64,
     /// Crashes by the log operation they stopped (`None`: the round ended first).
     by_op: BTreeMap<String, u64>,
 }
@@ -384,7 +400,7 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
                 fs.crash_after_ops(k);
             }
             let observer: walmdb::LmdbObserverRef = images.clone();
-            let opened = Db::open_observed(&dir, config(), fsref(&fs), observer);
+            let opened = Db::open_observed(&dir, chain_config(seed), fsref(&fs), observer);
             trace.lock().unwrap().push(match &opened {
                 Ok(db) => {
                     let r = db.recovery_report();
@@ -414,6 +430,9 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
             }
         };
         counts.opens_checked += 1;
+        let rep = db.recovery_report();
+        counts.split_replays += (rep.applied_records > 0 && rep.overlay_records > 0) as u64;
+        counts.catch_ups += (rep.overlay_records > 0) as u64;
         let acked_before = acks.clone();
         let (m, recovered) = match check_open(&db, seed, &mut acks) {
             Ok(r) => r,
@@ -428,6 +447,21 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
             .count() as u64;
         let _ = m;
         last = recovered;
+        // One round in six crashes right after open, the applier catching up (LMDB comes
+        // back at any of its commits since its last sync).
+        if rng.below(6) == 0 {
+            let k = fs.op_count();
+            fs.crash_after_ops(k);
+            std::thread::sleep(Duration::from_micros(rng.below(2000) as u64));
+            db.simulate_crash();
+            trace
+                .lock()
+                .unwrap()
+                .push("crashed right after open".into());
+            counts.right_after_open += 1;
+            fs = crash(&fs, k, &mut rng, counts);
+            continue;
+        }
         // Write until the crash, after a random number of the log's operations, or (one
         // round in four) inside the first checkpoint's segment retirement.
         let mut k = fs.op_count() + rng.between(1, 60) as u64;
@@ -464,7 +498,7 @@ fn chain(seed: u64, counts: &mut Counts) -> Result<(), String> {
     // The last crash is checked too.
     images.begin_process(&fs);
     let observer: walmdb::LmdbObserverRef = images.clone();
-    let db = Db::open_observed(&dir, config(), fsref(&fs), observer)
+    let db = Db::open_observed(&dir, chain_config(seed), fsref(&fs), observer)
         .map_err(|e| keep(format!("final open: {e:?}")))?;
     counts.opens_checked += 1;
     check_open(&db, seed, &mut acks).map_err(|why| keep(format!("final: {why}")))?;
@@ -498,7 +532,9 @@ fn engine_power_loss_and_process_crash_lose_nothing_acknowledged() {
          {first}..{seed}, {} recovered opens checked, {} acknowledged commits ({} durable), \
          0 lost, 0 partial; LMDB restored older than its latest commit {} times; \
          {} unacknowledged commits recovered; {} LMDB images; {} crashes aimed inside a \
-         checkpoint's segment retirement; {:.1} s\n\
+         checkpoint's segment retirement; {} opens left a catch-up to the applier, {} of \
+         them after applying the oldest part of a replay that outgrew the overlay; {} crashes \
+         right after open; {:.1} s\n\
          crashes by the log operation they stopped: {:?}",
         counts.crashes,
         counts.power_losses,
@@ -510,6 +546,9 @@ fn engine_power_loss_and_process_crash_lose_nothing_acknowledged() {
         counts.unacked_recovered,
         counts.lmdb_images,
         counts.aimed_at_checkpoints,
+        counts.catch_ups,
+        counts.split_replays,
+        counts.right_after_open,
         started.elapsed().as_secs_f64(),
         counts.by_op
     );

@@ -248,3 +248,98 @@ fn commits_after_a_crashed_log_creation_survive_a_later_power_loss() {
         }
     }
 }
+
+/// Found by the engine power-loss tier with a small overlay (and reported from a bulk load):
+/// a transaction that had read kept its snapshot registered while its commit waited for
+/// room in the overlay, and that snapshot held back the eviction that makes the room, so the
+/// commit waited its whole `backlog_wait` and failed with `ApplyBacklog`. A committing
+/// transaction now holds back conflict pruning only.
+#[test]
+fn a_commit_waiting_for_room_does_not_hold_back_the_eviction_it_waits_for() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 << 10;
+    let cfg = Config::default()
+        .wal(walmdb::WalConfig {
+            max_record_bytes: 32 << 10,
+            ..walmdb::WalConfig::default()
+        })
+        .overlay_max_bytes(limit)
+        .backlog_wait(Duration::from_secs(5));
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let mut reader = db.write().unwrap();
+    // A read: the transaction's snapshot is registered now, at LMDB's state before the fill.
+    assert_eq!(reader.get("t", b"k").unwrap(), None);
+    // Blind commits fill the overlay past its bound; the applier applies them, but the
+    // snapshot above keeps them in the overlay.
+    let mut n = 0u32;
+    while db.metrics().overlay_bytes <= limit {
+        let mut t = db.write().unwrap();
+        t.put("t", &n.to_be_bytes(), &[1u8; 8 << 10]).unwrap();
+        let lsn = t.commit().unwrap();
+        db.wait_applied(lsn).unwrap();
+        n += 1;
+    }
+    reader.put("t", b"k", b"v").unwrap();
+    let started = std::time::Instant::now();
+    reader
+        .commit()
+        .unwrap_or_else(|e| panic!("after {:?}: {e:?}", started.elapsed()));
+    assert!(db.metrics().overlay_bytes <= limit);
+    assert_eq!(db.read().unwrap().get("t", b"k").unwrap(), Some(&b"v"[..]));
+}
+
+/// Found by the engine power-loss tier: when the applier failed for good (here: the log sync
+/// it needs before applying non-durable commits fails), commits waiting for room in the
+/// overlay went on waiting for room nobody would free, then failed with `ApplyBacklog`
+/// after the whole `backlog_wait`. They now get the engine's refusal at once.
+#[test]
+fn a_commit_waiting_for_room_gets_the_refusal_when_the_applier_fails() {
+    use std::time::{Duration, Instant};
+    use walmdb::{Durability, Error, FaultKind, OpKind, SimFs};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let limit = 64 << 10;
+    let hour = Duration::from_secs(3600);
+    let cfg = Config::default()
+        .wal(walmdb::WalConfig {
+            max_record_bytes: 32 << 10,
+            ..walmdb::WalConfig::default()
+        })
+        .overlay_max_bytes(limit)
+        .apply_interval(hour)
+        .apply_max_ops(1 << 20)
+        .backlog_wait(Duration::from_secs(30));
+    let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
+    let commit = |n: u32| {
+        let mut t = db.write()?;
+        t.put("t", &n.to_be_bytes(), &[1u8; 8 << 10])?;
+        t.commit_with(Durability::None)
+    };
+    // The applier waits (an hour, or a million operations): the overlay fills.
+    let mut n = 0;
+    while db.metrics().overlay_bytes <= limit {
+        commit(n).unwrap();
+        n += 1;
+    }
+    fs.fail_always(OpKind::SyncData, FaultKind::Eio);
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            let started = Instant::now();
+            (commit(n), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // Asked to apply, the applier syncs the log first; the sync fails for good.
+        let visible = db.stats().visible_lsn;
+        assert!(matches!(
+            db.wait_applied(visible),
+            Err(Error::Poisoned { .. })
+        ));
+        let (result, waited) = waiting.join().unwrap();
+        assert!(
+            matches!(result, Err(Error::Poisoned { .. })),
+            "{result:?} after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+    });
+}

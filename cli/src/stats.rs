@@ -95,6 +95,8 @@ pub fn online(dir: &Path, format: Format) -> Outcome {
         ("applied_lsn_at_open", json!(r.applied_lsn_at_open)),
         ("replayed_records", json!(r.replayed_records)),
         ("replayed_bytes", json!(r.replayed_bytes)),
+        ("applied_records_at_open", json!(r.applied_records)),
+        ("overlay_records_at_open", json!(r.overlay_records)),
         ("recovery_micros", json!(r.duration.as_micros() as u64)),
         ("segments_retired_at_open", json!(r.wal.segments_retired)),
         (
@@ -248,8 +250,8 @@ pub fn checkpoint(dir: &Path, format: Format) -> Outcome {
     let paths = database(dir)?;
     let db = open(&paths)?;
     let report = db.recovery_report().clone();
-    // Opening retires segments too: those below LMDB's applied LSN, and those its
-    // post-replay checkpoint covers.
+    // Opening retires segments too: those below LMDB's applied LSN, and those covered by
+    // the checkpoint after a replay that outgrew the overlay applied its oldest part.
     let at_open = report.wal.segments_retired as u64 + db.stats().wal.segments_retired;
     let lsn = db
         .checkpoint()

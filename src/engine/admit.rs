@@ -97,6 +97,11 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
             stalled();
             return Ok(());
         };
+        // A failed engine frees no room: its refusal, not a wait that ends in `ApplyBacklog`.
+        if let Some(failed) = sh.refusal() {
+            stalled();
+            return Err(failed);
+        }
         if sh.storage_full.load(Ordering::Acquire) {
             stalled();
             return Err(Error::StorageFull {

@@ -273,6 +273,8 @@ pub(crate) fn applier_loop(engine: &Engine) {
                 return;
             }
             fail::fail_point!("applied-in-lmdb-before-published");
+            // Before `applied_lsn`: whoever waits for it sees the catch-up's end too.
+            sh.catch_up.applied(last);
             sh.applied_lsn.store(last, Ordering::Release);
             let took = started.elapsed();
             sh.apply.lock().applying_since = None;

@@ -81,8 +81,12 @@ pub(crate) fn checkpoint_loop(engine: &Engine) {
     let sh = &engine.state;
     let cfg = &engine.cfg;
     let mut last = Instant::now();
-    // Log bytes written when the last checkpoint began, and unapplied bytes then.
-    let mut base = (engine.wal.stats().bytes_written, 0u64);
+    // Log bytes written when the last checkpoint began, and unapplied bytes then (at first,
+    // what open replayed to the overlay).
+    let mut base = (
+        engine.wal.stats().bytes_written,
+        sh.overlay_bytes.load(Ordering::Relaxed) as u64,
+    );
     loop {
         {
             let mut st = sh.checkpoint.lock();

@@ -116,6 +116,8 @@ pub(crate) struct EngineState {
     /// Held by a backup while LMDB copies itself (in an LMDB read transaction of its own):
     /// the map may not be resized then.
     pub(crate) lmdb_copy: Mutex<()>,
+    /// The applier's catch-up on what `open` replayed to the overlay.
+    pub(crate) catch_up: open::CatchUp,
     /// True from open until the applier thread ends (however it ends).
     pub(crate) applier_running: AtomicBool,
     /// True from open until the checkpoint thread ends.
@@ -156,6 +158,9 @@ impl EngineState {
             *f = Some(cause);
         }
         self.failed.store(true, Ordering::Release);
+        drop(f);
+        // Commits waiting for room get the refusal now.
+        self.notify_room();
     }
 
     fn notify_room(&self) {

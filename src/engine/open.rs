@@ -1,12 +1,13 @@
 //! Opening: lock the directory, open LMDB, recover the log, replay what LMDB lacks, and
 //! start the engine's threads.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
-use super::sequencer::EngineSequencer;
+use super::sequencer::{publish, EngineSequencer, TxnWrites};
 use super::{Engine, EngineState, Running, RunningGuard};
 use crate::catalog::Table;
 use crate::config::Config;
@@ -14,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::store::{Store, WriteOp};
 use crate::sync::DataArc as Arc;
-use crate::sync::{Ordering, ThreadBuilder};
+use crate::sync::{AtomicBool, Mutex, Ordering, ThreadBuilder};
 use crate::wal::{Op, Record, RecoveryReport, Wal};
 
 /// What opening the database found and did.
@@ -25,14 +26,74 @@ pub struct DbRecoveryReport {
     pub wal: RecoveryReport,
     /// LMDB's applied LSN found at open: replay started after it.
     pub applied_lsn_at_open: Lsn,
-    /// Records replayed into LMDB.
+    /// Log records after it, replayed.
     pub replayed_records: u64,
-    /// Payload bytes of those records.
+    /// Payload bytes of those records in the log.
     pub replayed_bytes: u64,
-    /// The last LSN replayed (the applied LSN after recovery).
+    /// Of the replayed records, those applied to LMDB before `open` returned: the oldest,
+    /// when the rest did not fit in `overlay_max_bytes`.
+    pub applied_records: u64,
+    /// Of the replayed records, those published to the overlay: visible at once, applied to
+    /// LMDB in the background after `open` returns (see [`Db::catch_up`](crate::Db::catch_up)).
+    pub overlay_records: u64,
+    /// Overlay bytes (decoded versions, as `overlay_max_bytes` counts them) of those.
+    pub overlay_bytes: u64,
+    /// LMDB's applied LSN when `open` returned.
+    pub applied_lsn: Lsn,
+    /// The last LSN replayed: every commit the log holds, visible when `open` returns.
     pub last_lsn: Lsn,
-    /// Time recovery took, the log's included.
+    /// Time until `open` returned, the log's recovery included.
     pub duration: Duration,
+}
+
+/// Recovery's background part: the overlay's share of the replay, which the applier
+/// applies after `open` returns.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// Set until LMDB holds every replayed commit.
+    pending: AtomicBool,
+    /// When `open` began, and the last LSN it replayed.
+    from: Mutex<Option<(Instant, Lsn)>>,
+    /// How long after `open` began LMDB held every replayed commit.
+    took: Mutex<Option<Duration>>,
+}
+
+impl CatchUp {
+    /// `open` began at `started` and returned after `opened_in`, with LMDB at `applied`.
+    fn start(&self, started: Instant, opened_in: Duration, last: Lsn, applied: Lsn) {
+        *self.from.lock() = Some((started, last));
+        if applied >= last {
+            *self.took.lock() = Some(opened_in);
+        } else {
+            self.pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Told by the applier that LMDB holds every commit through `applied`.
+    pub(crate) fn applied(&self, applied: Lsn) {
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let Some((started, last)) = *self.from.lock() else {
+            return;
+        };
+        if applied >= last {
+            let took = started.elapsed();
+            *self.took.lock() = Some(took);
+            self.pending.store(false, Ordering::Release);
+            tracing::info!(
+                last_lsn = last,
+                micros = took.as_micros() as u64,
+                "caught up: LMDB holds every commit replayed at open"
+            );
+        }
+    }
+
+    /// How long after `open` began LMDB held every commit replayed at open; `None` while
+    /// the applier is still applying them.
+    pub(crate) fn took(&self) -> Option<Duration> {
+        *self.took.lock()
+    }
 }
 
 impl Running {
@@ -88,6 +149,10 @@ impl Running {
             applied_lsn_at_open: opened.applied_lsn,
             replayed_records: 0,
             replayed_bytes: 0,
+            applied_records: 0,
+            overlay_records: 0,
+            overlay_bytes: 0,
+            applied_lsn: opened.applied_lsn,
             last_lsn: opened.applied_lsn,
             duration: Duration::ZERO,
         };
@@ -106,14 +171,22 @@ impl Running {
         drop(recovering);
         report.duration = started.elapsed();
         engine.report = report;
-        let last = engine.report.last_lsn;
         let sh = &engine.state;
-        sh.visible_lsn.store(last, Ordering::Release);
-        sh.applied_lsn.store(last, Ordering::Release);
+        sh.visible_lsn
+            .store(engine.report.last_lsn, Ordering::Release);
+        sh.applied_lsn
+            .store(engine.report.applied_lsn, Ordering::Release);
         sh.checkpoint_lsn
             .store(opened.applied_lsn, Ordering::Release);
+        let report = &engine.report;
+        sh.catch_up.start(
+            started,
+            report.duration,
+            report.last_lsn,
+            report.applied_lsn,
+        );
         let engine = Arc::new(engine);
-        if engine.report.replayed_records > 0 {
+        if engine.report.applied_records > 0 {
             checkpoint_now(&engine)?;
         }
         tracing::info!(
@@ -121,6 +194,8 @@ impl Running {
             applied_lsn_at_open = engine.report.applied_lsn_at_open,
             replayed = engine.report.replayed_records,
             replayed_bytes = engine.report.replayed_bytes,
+            applied_at_open = engine.report.applied_records,
+            to_overlay = engine.report.overlay_records,
             cut = engine.report.wal.cut.is_some(),
             micros = engine.report.duration.as_micros() as u64,
             "opened the database"
@@ -200,50 +275,77 @@ fn write_op(op: Op) -> WriteOp {
     }
 }
 
-/// Replays every log record after LMDB's applied LSN into LMDB, in batches.
-fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
-    let from = report.applied_lsn_at_open + 1;
-    let mut batch: Vec<(Lsn, WriteOp)> = Vec::new();
-    let mut last = report.applied_lsn_at_open;
-    let flush = |batch: &mut Vec<(Lsn, WriteOp)>, last: Lsn| -> Result<()> {
-        let mut ops: Vec<(Lsn, &WriteOp)> = batch.iter().map(|(l, op)| (*l, op)).collect();
-        key_order(&mut ops);
-        apply_growing(engine, &ops, last, || true)?;
-        fail::fail_point!("replay-batch-applied");
-        for (lsn, op) in batch.iter() {
-            let table = engine.state.catalog.get_or_add(op.table());
-            let mut st = table.state.write();
-            match op {
-                WriteOp::Put { .. } | WriteOp::CreateTable { .. } => {
-                    Table::note_exists(&mut st, *lsn)
-                }
-                WriteOp::DropTable { .. } => Table::note_dropped(&mut st, *lsn),
-                WriteOp::Delete { .. } => {}
-            }
-        }
-        batch.clear();
-        Ok(())
-    };
-    for item in engine.wal.read_from(from) {
+/// One replayed log record: its writes (none for a record that is not a transaction) and
+/// what they cost in the overlay.
+struct Replayed {
+    lsn: Lsn,
+    /// Bytes of the record's payload in the log.
+    size: usize,
+    writes: Arc<TxnWrites>,
+    cost: usize,
+}
+
+/// Decodes the log's records after LMDB's applied LSN, in order.
+fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>> + '_ {
+    engine.wal.read_from(from).map(|item| {
         let rec = item?;
-        report.replayed_records += 1;
-        report.replayed_bytes += rec.record.payload().len() as u64;
-        last = rec.lsn;
         let decoded = rec.record.decode().map_err(|e| Error::Corruption {
             segment: 0,
             offset: 0,
             reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
         })?;
-        if let Record::Txn(txn) = decoded {
-            batch.extend(txn.ops.into_iter().map(|op| (rec.lsn, write_op(op))));
+        let ops: Vec<WriteOp> = match decoded {
+            Record::Txn(txn) => txn.ops.into_iter().map(write_op).collect(),
+            _ => Vec::new(),
+        };
+        let cost = ops.iter().map(WriteOp::overlay_cost).sum();
+        Ok(Replayed {
+            lsn: rec.lsn,
+            size: rec.record.payload().len(),
+            writes: Arc::new(TxnWrites { ops }),
+            cost,
+        })
+    })
+}
+
+/// Replays every log record after LMDB's applied LSN. The newest records whose versions fit
+/// in `overlay_max_bytes` (the running engine's own bound, so replay never needs more
+/// memory than the engine held) are published to the overlay, where reads see them and
+/// the applier applies them after `open` returns; older ones are applied to LMDB first, in
+/// sorted batches. When the whole log fits (always at the defaults after a crash of an
+/// engine that kept its bound) it is read once; otherwise a first pass finds where the
+/// overlay's part begins and a second applies what comes before it.
+fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
+    let bound = engine.cfg.overlay_max_bytes;
+    let from = report.applied_lsn_at_open + 1;
+    // The newest records' LSNs and costs, at most `bound` in all, and while nothing older
+    // had to leave them, the records themselves.
+    let mut window: VecDeque<(Lsn, usize)> = VecDeque::new();
+    let mut window_cost = 0usize;
+    let mut kept: Option<Vec<Replayed>> = Some(Vec::new());
+    // Records at or below it go to LMDB directly.
+    let mut split = report.applied_lsn_at_open;
+    let mut last = report.applied_lsn_at_open;
+    for item in replayed(engine, from) {
+        let rec = item?;
+        report.replayed_records += 1;
+        report.replayed_bytes += rec.size as u64;
+        last = rec.lsn;
+        window.push_back((rec.lsn, rec.cost));
+        window_cost += rec.cost;
+        while window_cost > bound {
+            let (lsn, cost) = window
+                .pop_front()
+                .expect("a window over its bound has records");
+            window_cost -= cost;
+            split = lsn;
+            kept = None;
         }
-        if batch.len() >= batch_cap(engine, usize::MAX) {
-            flush(&mut batch, last)?;
+        if let Some(kept) = &mut kept {
+            kept.push(rec);
         }
     }
-    if last > report.applied_lsn_at_open {
-        flush(&mut batch, last)?;
-    }
+    drop(window);
     let written = engine.wal.written_lsn();
     if written != last {
         return Err(Error::Inconsistent {
@@ -251,6 +353,73 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
             reason: format!("replay ended at LSN {last} but the log holds LSN {written}"),
         });
     }
+    let mut publish_all = |records: &mut dyn Iterator<Item = Result<Replayed>>| -> Result<()> {
+        for rec in records {
+            let rec = rec?;
+            report.overlay_records += 1;
+            report.overlay_bytes += rec.cost as u64;
+            for op in &rec.writes.ops {
+                if matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. }) {
+                    engine.state.catalog.get_or_add(op.table());
+                }
+            }
+            publish(&engine.state, rec.lsn, rec.writes);
+        }
+        Ok(())
+    };
+    match kept {
+        Some(records) => publish_all(&mut records.into_iter().map(Ok))?,
+        None => {
+            let mut records = replayed(engine, from).peekable();
+            let mut batch: Vec<Replayed> = Vec::new();
+            let mut batch_cost = 0;
+            while let Some(rec) = records.next_if(|r| r.as_ref().map_or(true, |r| r.lsn <= split)) {
+                let rec = rec?;
+                batch_cost += rec.cost;
+                batch.push(rec);
+                let ops: usize = batch.iter().map(|r| r.writes.ops.len()).sum();
+                if ops >= batch_cap(engine, usize::MAX) || batch_cost >= bound {
+                    apply_at_open(engine, &batch)?;
+                    report.applied_records += batch.len() as u64;
+                    (batch, batch_cost) = (Vec::new(), 0);
+                }
+            }
+            if !batch.is_empty() {
+                apply_at_open(engine, &batch)?;
+                report.applied_records += batch.len() as u64;
+            }
+            publish_all(&mut records)?;
+        }
+    }
+    report.applied_lsn = split;
     report.last_lsn = last;
+    Ok(())
+}
+
+/// Applies replayed records to LMDB in one sorted batch, before `open` returns.
+fn apply_at_open(engine: &Engine, batch: &[Replayed]) -> Result<()> {
+    let Some(last) = batch.last().map(|r| r.lsn) else {
+        return Ok(());
+    };
+    let mut ops: Vec<(Lsn, &WriteOp)> = batch
+        .iter()
+        .flat_map(|r| r.writes.ops.iter().map(move |op| (r.lsn, op)))
+        .collect();
+    key_order(&mut ops);
+    apply_growing(engine, &ops, last, || true)?;
+    fail::fail_point!("replay-batch-applied");
+    for rec in batch {
+        for op in &rec.writes.ops {
+            let table = engine.state.catalog.get_or_add(op.table());
+            let mut st = table.state.write();
+            match op {
+                WriteOp::Put { .. } | WriteOp::CreateTable { .. } => {
+                    Table::note_exists(&mut st, rec.lsn)
+                }
+                WriteOp::DropTable { .. } => Table::note_dropped(&mut st, rec.lsn),
+                WriteOp::Delete { .. } => {}
+            }
+        }
+    }
     Ok(())
 }

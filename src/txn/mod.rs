@@ -188,6 +188,15 @@ impl std::fmt::Debug for Snapshot<'_> {
     }
 }
 
+impl Snapshot<'_> {
+    /// Ends the snapshot's reads (see [`Snapshots::stop_reading`](crate::snapshots::Snapshots::stop_reading)):
+    /// its LMDB transaction ends; its visible LSN stays registered for conflict checks.
+    pub fn stop_reading(&mut self) {
+        drop(self.lmdb.take());
+        self.engine.state.snapshots.stop_reading(&mut self.reg);
+    }
+}
+
 impl Drop for Snapshot<'_> {
     fn drop(&mut self) {
         drop(self.lmdb.take());

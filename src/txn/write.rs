@@ -318,8 +318,13 @@ impl<'db> WriteTxn<'db> {
         } else {
             Check::Writes
         };
-        // The snapshot stays registered until the flusher has checked this commit.
-        let snapshot = self.snap.get().map_or(0, Snapshot::lsn);
+        // The snapshot stays registered until the flusher has checked this commit, for
+        // conflicts only: it reads no more, so it does not hold back the eviction that
+        // makes the room the commit may wait for.
+        let snapshot = self.snap.get_mut().map_or(0, |snap| {
+            snap.stop_reading();
+            snap.lsn()
+        });
         commit_ops(self.engine, ops, check, snapshot, durability)
     }
 }

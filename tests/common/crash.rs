@@ -104,9 +104,20 @@ pub fn commit_txn(db: &Db, seed: u64, w: u64, seq: u64) -> walmdb::Result<Ack> {
     })
 }
 
+/// [`config`] with the applier held back and the smallest overlay the log allows: the
+/// writers fill the overlay and wait for room, and the next open replays more than the
+/// overlay holds, so it applies the oldest records before it returns.
+pub fn outgrow_overlay_config() -> Config {
+    config()
+        .overlay_max_bytes(32 << 10)
+        .apply_interval(Duration::from_secs(3600))
+        .apply_max_ops(1 << 20)
+}
+
 /// The child's work: writers commit from `start[w]` on until the process dies, printing
 /// `ACK w seq lsn d` after each commit returns (`d` 1 if it was durable). Reads `CHILD_ENV`,
 /// `WALMDB_CRASH_SEED` and `WALMDB_CRASH_START`; returns at once without them. With
+/// `WALMDB_CRASH_OUTGROW_OVERLAY` set, opens with [`outgrow_overlay_config`]. With
 /// `WALMDB_CRASH_CLOSE_AFTER=n`, each writer stops after `n` commits and the database is
 /// closed (then the child returns).
 pub fn child_writers() {
@@ -122,7 +133,12 @@ pub fn child_writers() {
     let close_after: Option<u64> = std::env::var("WALMDB_CRASH_CLOSE_AFTER")
         .ok()
         .map(|n| n.parse().unwrap());
-    let db = Db::open_with(&dir, config()).expect("child open");
+    let cfg = if std::env::var_os("WALMDB_CRASH_OUTGROW_OVERLAY").is_some() {
+        outgrow_overlay_config()
+    } else {
+        config()
+    };
+    let db = Db::open_with(&dir, cfg).expect("child open");
     let out = std::sync::Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
         for w in 0..WRITERS {
