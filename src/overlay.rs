@@ -48,6 +48,29 @@ impl Overlay {
         }
     }
 
+    /// Appends many versions at once (each key's in LSN order, newer than any it holds):
+    /// the new keys enter the ordered index sorted, built in one pass when it is empty (a
+    /// replay at open), rather than one tree insert each.
+    pub fn extend(&mut self, versions: Vec<(Arc<[u8]>, Version)>) {
+        self.chains.reserve(versions.len());
+        let mut new_keys = Vec::new();
+        for (key, version) in versions {
+            match self.chains.get_mut(&key[..]) {
+                Some(chain) => chain.push(version),
+                None => {
+                    self.chains.insert(key.clone(), vec![version]);
+                    new_keys.push(key);
+                }
+            }
+        }
+        new_keys.sort_unstable();
+        if self.order.is_empty() {
+            self.order = new_keys.into_iter().collect();
+        } else {
+            self.order.extend(new_keys);
+        }
+    }
+
     pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
         if self.chains.is_empty() {
             return None;

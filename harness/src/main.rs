@@ -69,6 +69,10 @@ struct RunArgs {
     /// Seconds a timed cell (default: 3, quick 0.5).
     #[arg(long)]
     secs: Option<f64>,
+    /// MiB of log a recovery fill writes before SIGKILL, group `recovery` (default: 1024,
+    /// quick 16).
+    #[arg(long)]
+    recovery_mib: Option<u64>,
     /// Seconds each sustained run lasts, group `sustain` (default: 120, quick 20).
     #[arg(long)]
     sustain_secs: Option<f64>,
@@ -119,6 +123,10 @@ struct ChildArgs {
     /// Recovery: fill, print FILLED and wait to be killed; without it, time the open.
     #[arg(long)]
     fill: bool,
+    /// Recovery on walmdb: fill with the applier held back (nothing applied or checkpointed,
+    /// so the whole fill is left to replay), not at the default configuration.
+    #[arg(long)]
+    held_back: bool,
     /// Sustain: seconds a window covers.
     #[arg(long, default_value_t = 10.0)]
     window: f64,
@@ -150,7 +158,7 @@ impl Plan {
                 read_threads: vec![1],
                 ycsb_records: 20_000,
                 read_keys: 100_000,
-                recovery_bytes: 16 << 20,
+                recovery_bytes: a.recovery_mib.unwrap_or(16) << 20,
                 sustain_secs: a.sustain_secs.unwrap_or(20.0),
                 sustain_window_secs: a
                     .sustain_window_secs
@@ -164,7 +172,7 @@ impl Plan {
                 read_threads: vec![1, 2],
                 ycsb_records: 1_000_000,
                 read_keys: 1_000_000,
-                recovery_bytes: 1 << 30,
+                recovery_bytes: a.recovery_mib.unwrap_or(1024) << 20,
                 sustain_secs: a.sustain_secs.unwrap_or(120.0),
                 sustain_window_secs: a
                     .sustain_window_secs
@@ -328,7 +336,7 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         Group::Sustain => plan.sustain_secs,
         _ => plan.secs,
     };
-    let child_cmd = |fill: bool| -> Result<Command> {
+    let child_cmd = |fill: bool, held_back: bool| -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe()?);
         // A child's error is its message; a backtrace per failure buries the progress lines.
         cmd.env("RUST_LIB_BACKTRACE", "0")
@@ -351,27 +359,47 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         if fill {
             cmd.arg("--fill");
         }
+        if held_back {
+            cmd.arg("--held-back");
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         Ok(cmd)
     };
     if group == Group::Recovery {
-        // Fill in one child and kill it with SIGKILL once it says so.
-        let mut filler = child_cmd(true)?.spawn()?;
-        let out = filler.stdout.take().context("child stdout")?;
-        let mut filled = false;
-        for line in BufReader::new(out).lines() {
-            if line?.trim() == "FILLED" {
-                filled = true;
-                break;
+        // At the default configuration; walmdb also with its applier held back.
+        let variants: &[bool] = if kind.is_walmdb() { &[false, true] } else { &[false] };
+        let mut cells = Vec::new();
+        for &held_back in variants {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            // Fill in one child and kill it with SIGKILL once it says so.
+            let mut filler = child_cmd(true, held_back)?.spawn()?;
+            let out = filler.stdout.take().context("child stdout")?;
+            let mut filled = false;
+            for line in BufReader::new(out).lines() {
+                if line?.trim() == "FILLED" {
+                    filled = true;
+                    break;
+                }
             }
+            filler.kill()?;
+            filler.wait()?;
+            if !filled {
+                bail!("the filling child ended without filling");
+            }
+            cells.extend(child_cells(child_cmd(false, held_back)?, group, kind)?);
         }
-        filler.kill()?;
-        filler.wait()?;
-        if !filled {
-            bail!("the filling child ended without filling");
-        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(cells);
     }
-    let output = child_cmd(false)?.output()?;
+    let cells = child_cells(child_cmd(false, false)?, group, kind)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(cells)
+}
+
+/// Runs a measuring child; returns its cells (those it finished, if it failed after some).
+fn child_cells(mut cmd: Command, group: Group, kind: EngineKind) -> Result<Vec<Cell>> {
+    let output = cmd.output()?;
     let cells = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("CELL "))
@@ -390,7 +418,6 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         // A long group (sustain) keeps the cells its child finished before failing.
         eprintln!("    FAILED after {} cells: {failed}", cells.len());
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(cells)
 }
 
@@ -476,7 +503,7 @@ fn child(a: ChildArgs) -> Result<()> {
         Group::Recovery => {
             if a.fill {
                 let keys = (a.size / (workloads::KEY_LEN + workloads::VALUE_LEN) as u64) as usize;
-                let engine = if kind.is_walmdb() {
+                let engine = if kind.is_walmdb() && a.held_back {
                     engines::walmdb::open_unapplied(dir, keys, a.size)?
                 } else {
                     kind.open(dir, keys)?
@@ -492,18 +519,36 @@ fn child(a: ChildArgs) -> Result<()> {
             let keys = (a.size / (workloads::KEY_LEN + workloads::VALUE_LEN) as u64) as usize;
             let before = meter::disk_bytes(dir);
             let m = meter::Meter::start();
+            let opened = Instant::now();
             let (crash_ms, engine) = workloads::open_time(kind, dir, keys)?;
             let usage = m.stop();
-            let mut c = workloads::cell(kind, "recovery-crash", 1, &usage, 1);
+            // Background work after open (walmdb: the applier's catch-up and a checkpoint).
+            engine.settle()?;
+            let settled_ms = opened.elapsed().as_secs_f64() * 1000.0;
+            let workload = if a.held_back {
+                "recovery-crash-held-back"
+            } else {
+                "recovery-crash"
+            };
+            let mut c = workloads::cell(kind, workload, 1, &usage, 1);
             (c.value, c.unit, c.higher_is_better) = (crash_ms, "ms".into(), false);
             c.note = format!(
-                "{} MiB written before SIGKILL; {} MiB on disk at open",
+                "{} MiB written before SIGKILL{}; {} MiB on disk at open; settled \
+                 (caught up) {:.0} ms after open began",
                 a.size >> 20,
-                before >> 20
+                if a.held_back {
+                    " with the applier held back"
+                } else {
+                    ""
+                },
+                before >> 20,
+                settled_ms
             );
             emit(c, dir);
-            engine.settle()?;
             drop(engine);
+            if a.held_back {
+                return Ok(());
+            }
             let m = meter::Meter::start();
             let (clean_ms, engine) = workloads::open_time(kind, dir, keys)?;
             let usage = m.stop();

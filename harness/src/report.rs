@@ -21,7 +21,7 @@ use crate::results::Cell;
 pub const TARGET_WALMDB: &str = "walmdb group";
 
 /// Workloads in reading order; any other workload follows in order of appearance.
-const WORKLOAD_ORDER: [&str; 14] = [
+const WORKLOAD_ORDER: [&str; 15] = [
     "commit-1key",
     "bulk-1000",
     "get",
@@ -33,6 +33,7 @@ const WORKLOAD_ORDER: [&str; 14] = [
     "ycsb-e",
     "ycsb-f",
     "recovery-crash",
+    "recovery-crash-held-back",
     "recovery-clean",
     "sustain-100key",
     "sustain-1key",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Workload id: `commit-1key`, `bulk-1000`, `ycsb-a` .. `ycsb-f`, `get`, `scan`,
-    /// `recovery-crash`, `recovery-clean`, `sustain-100key`, `sustain-1key`.
+    /// `recovery-crash`, `recovery-crash-held-back`, `recovery-clean`, `sustain-100key`, `sustain-1key`.
     pub workload: String,
     /// Engine configuration, as `EngineKind::name()` ("walmdb group", "rocksdb sync", ...).
     pub engine: String,

@@ -1,18 +1,19 @@
 //! Opening: lock the directory, open LMDB, recover the log, replay what LMDB lacks, and
 //! start the engine's threads.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
-use super::sequencer::{publish, EngineSequencer, TxnWrites};
+use super::sequencer::{EngineSequencer, TxnWrites};
 use super::{Engine, EngineState, Running, RunningGuard};
 use crate::catalog::Table;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::overlay::Version;
 use crate::store::{Store, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::{AtomicBool, Mutex, Ordering, ThreadBuilder};
@@ -354,17 +355,9 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
         });
     }
     let mut publish_all = |records: &mut dyn Iterator<Item = Result<Replayed>>| -> Result<()> {
-        for rec in records {
-            let rec = rec?;
-            report.overlay_records += 1;
-            report.overlay_bytes += rec.cost as u64;
-            for op in &rec.writes.ops {
-                if matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. }) {
-                    engine.state.catalog.get_or_add(op.table());
-                }
-            }
-            publish(&engine.state, rec.lsn, rec.writes);
-        }
+        let records = records.collect::<Result<Vec<Replayed>>>()?;
+        report.overlay_records += records.len() as u64;
+        report.overlay_bytes += publish_replayed(&engine.state, records) as u64;
         Ok(())
     };
     match kept {
@@ -394,6 +387,83 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
     report.applied_lsn = split;
     report.last_lsn = last;
     Ok(())
+}
+
+/// What one table's share of a replay does to it, in LSN order.
+enum TableEvent {
+    Exists(Lsn),
+    Dropped(Lsn),
+    Version(Arc<[u8]>, Version),
+}
+
+/// Publishes replayed records as the flusher publishes commits (versions into the overlay,
+/// the writes onto the apply queue, then the visible LSN), but in bulk: each table is
+/// locked once and its overlay's ordered index built in one pass. Returns the overlay bytes.
+fn publish_replayed(sh: &EngineState, records: Vec<Replayed>) -> usize {
+    let Some(last) = records.last().map(|r| r.lsn) else {
+        return 0;
+    };
+    let mut tables: HashMap<Arc<str>, Vec<TableEvent>> = HashMap::new();
+    let (mut bytes, mut versions) = (0, 0u64);
+    for rec in &records {
+        for op in &rec.writes.ops {
+            let lsn = rec.lsn;
+            let event = match op {
+                WriteOp::Put { key, value, .. } => {
+                    sh.catalog.get_or_add(op.table());
+                    let events = tables.entry(op.table().clone()).or_default();
+                    events.push(TableEvent::Exists(lsn));
+                    TableEvent::Version(
+                        key.clone(),
+                        Version {
+                            lsn,
+                            value: Some(value.clone()),
+                        },
+                    )
+                }
+                // A delete from a table never known changes nothing visible.
+                WriteOp::Delete { key, .. } if sh.catalog.get(op.table()).is_some() => {
+                    TableEvent::Version(key.clone(), Version { lsn, value: None })
+                }
+                WriteOp::Delete { .. } => continue,
+                WriteOp::CreateTable { .. } => {
+                    sh.catalog.get_or_add(op.table());
+                    TableEvent::Exists(lsn)
+                }
+                WriteOp::DropTable { .. } => TableEvent::Dropped(lsn),
+            };
+            if matches!(event, TableEvent::Version(..)) {
+                bytes += op.overlay_cost();
+                versions += 1;
+            }
+            tables.entry(op.table().clone()).or_default().push(event);
+        }
+    }
+    for (name, events) in tables {
+        let Some(table) = sh.catalog.get(&name) else {
+            continue;
+        };
+        let mut st = table.state.write();
+        let mut new_versions = Vec::new();
+        for event in events {
+            match event {
+                TableEvent::Exists(lsn) => Table::note_exists(&mut st, lsn),
+                TableEvent::Dropped(lsn) => Table::note_dropped(&mut st, lsn),
+                TableEvent::Version(key, version) => new_versions.push((key, version)),
+            }
+        }
+        st.overlay.extend(new_versions);
+    }
+    sh.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
+    sh.stats
+        .overlay_versions
+        .fetch_add(versions, Ordering::Relaxed);
+    // Visible before the applier can take any of it, as `publish` orders it.
+    sh.visible_lsn.store(last, Ordering::Release);
+    for rec in records {
+        sh.enqueue_for_apply(rec.lsn, rec.writes);
+    }
+    bytes
 }
 
 /// Applies replayed records to LMDB in one sorted batch, before `open` returns.
