@@ -365,16 +365,16 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
         None => {
             let mut records = replayed(engine, from).peekable();
             let mut batch: Vec<Replayed> = Vec::new();
-            let mut batch_cost = 0;
+            let (mut batch_ops, mut batch_cost) = (0, 0);
             while let Some(rec) = records.next_if(|r| r.as_ref().map_or(true, |r| r.lsn <= split)) {
                 let rec = rec?;
+                batch_ops += rec.writes.ops.len();
                 batch_cost += rec.cost;
                 batch.push(rec);
-                let ops: usize = batch.iter().map(|r| r.writes.ops.len()).sum();
-                if ops >= batch_cap(engine, usize::MAX) || batch_cost >= bound {
+                if batch_ops >= batch_cap(engine, usize::MAX) || batch_cost >= bound {
                     apply_at_open(engine, &batch)?;
                     report.applied_records += batch.len() as u64;
-                    (batch, batch_cost) = (Vec::new(), 0);
+                    (batch, batch_ops, batch_cost) = (Vec::new(), 0, 0);
                 }
             }
             if !batch.is_empty() {
