@@ -8,6 +8,8 @@
 //!   `evicted_through`), so the eviction horizon never passes a registered snapshot's `A`.
 //! - Its visible LSN `V` is read under that lock, after registering: a conflict horizon
 //!   computed under the lock is <= the `V` of every snapshot registered later.
+//! - A committing snapshot (`stop_reading`: it reads no more) holds back only the conflict
+//!   horizon, at its `V`; it pins neither eviction nor a resize.
 //! - While `paused`, no LMDB transaction begins; `resize` runs only with `open == 0`.
 
 use std::collections::BTreeMap;

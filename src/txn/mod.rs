@@ -43,7 +43,7 @@ unsafe fn borrow_overlay<'s>(_snapshot: &'s Snapshot<'_>, bytes: &Arc<[u8]>) -> 
 /// A consistent view: LMDB at applied LSN `A` plus overlay versions up to visible LSN `V`.
 pub(crate) struct Snapshot<'db> {
     engine: &'db Engine,
-    /// `Some` until drop, which ends it before releasing the registration.
+    /// `Some` until `stop_reading` or drop, which end it before the registration changes.
     lmdb: Option<crate::store::LmdbReadTxn<'db>>,
     reg: Registration,
     started: Instant,
@@ -68,7 +68,7 @@ impl<'db> Snapshot<'db> {
     fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {
         self.lmdb
             .as_ref()
-            .expect("the LMDB transaction lives until drop")
+            .expect("no read after stop_reading: the LMDB transaction lives until then")
     }
 
     pub fn lsn(&self) -> Lsn {
