@@ -144,8 +144,8 @@ impl Snapshots {
             return;
         }
         let mut st = self.state.lock();
-        let started = st.live.remove(&reg.key).unwrap_or(reg.started);
-        st.committing.insert((reg.visible, reg.key.1), started);
+        st.live.remove(&reg.key);
+        st.committing.insert((reg.visible, reg.key.1), reg.started);
         st.open -= 1;
         if st.paused {
             self.changed.notify_all();

@@ -411,8 +411,6 @@ fn publish_replayed(sh: &EngineState, records: Vec<Replayed>) -> usize {
             let event = match op {
                 WriteOp::Put { key, value, .. } => {
                     sh.catalog.get_or_add(op.table());
-                    let events = tables.entry(op.table().clone()).or_default();
-                    events.push(TableEvent::Exists(lsn));
                     TableEvent::Version(
                         key.clone(),
                         Version {
@@ -449,7 +447,13 @@ fn publish_replayed(sh: &EngineState, records: Vec<Replayed>) -> usize {
             match event {
                 TableEvent::Exists(lsn) => Table::note_exists(&mut st, lsn),
                 TableEvent::Dropped(lsn) => Table::note_dropped(&mut st, lsn),
-                TableEvent::Version(key, version) => new_versions.push((key, version)),
+                TableEvent::Version(key, version) => {
+                    // A put makes its table exist, as `publish` notes it.
+                    if version.value.is_some() {
+                        Table::note_exists(&mut st, version.lsn);
+                    }
+                    new_versions.push((key, version));
+                }
             }
         }
         st.overlay.extend(new_versions);
