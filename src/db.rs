@@ -332,4 +332,11 @@ impl Db {
     pub fn simulate_crash(mut self) {
         let _ = self.running.shutdown(Shutdown::Abandon);
     }
+
+    /// Calls on LMDB's environment (sync, info, copy) that ran while the map was being
+    /// resized: 0 unless the exclusion that keeps them off unmapped pages is broken.
+    #[cfg(feature = "internals")]
+    pub fn lmdb_calls_during_resize(&self) -> u64 {
+        self.running.engine().store.calls_during_resize()
+    }
 }

@@ -26,9 +26,6 @@ mod imp {
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
-        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock()
-        }
     }
 
     pub type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
@@ -47,6 +44,13 @@ mod imp {
         }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write()
+        }
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read()
+        }
+        /// Waits up to `wait` for the lock; a waiting writer holds off new readers.
+        pub fn try_write_for(&self, wait: std::time::Duration) -> Option<RwLockWriteGuard<'_, T>> {
+            self.0.try_write_for(wait)
         }
     }
 
@@ -125,13 +129,6 @@ mod imp {
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
-        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            match self.0.try_lock() {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            }
-        }
     }
 
     impl<T: Default> Default for Mutex<T> {
@@ -155,6 +152,13 @@ mod imp {
         }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(|e| e.into_inner())
+        }
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read().ok()
+        }
+        /// Loom has no timed lock: one attempt.
+        pub fn try_write_for(&self, _wait: std::time::Duration) -> Option<RwLockWriteGuard<'_, T>> {
+            self.0.try_write().ok()
         }
     }
 

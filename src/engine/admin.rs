@@ -36,12 +36,9 @@ impl Running {
         }
         std::fs::create_dir_all(&staging)?;
         let bytes_before = std::fs::metadata(crate::layout::lmdb_file(&data))?.len();
-        {
-            let _no_resize = engine.state.lmdb_copy.lock();
-            engine
-                .store
-                .copy_compacted(&crate::layout::lmdb_file(&staging))?;
-        }
+        engine
+            .store
+            .copy_compacted(&crate::layout::lmdb_file(&staging))?;
         let applied_lsn = crate::store::read_only::applied_lsn(&staging)?;
         if applied_lsn != lsn || engine.state.visible_lsn.load(Ordering::Acquire) != lsn {
             return Err(Error::Inconsistent {

@@ -132,25 +132,19 @@ pub(crate) fn apply_growing(
             }
             Err(ApplyError::MapFull) => match store.next_map_size() {
                 Some(size) => {
-                    let Some(_no_copy) = sh.lmdb_copy.try_lock() else {
-                        // A backup is copying LMDB; grow once it is done.
-                        sh.stats
-                            .map_resizes_postponed
-                            .fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    if sh.snapshots.pause(engine.cfg.resize_wait) {
-                        let resized = store.resize(size);
-                        sh.snapshots.resume();
-                        resized?;
+                    let wait = engine.cfg.resize_wait;
+                    let paused = || sh.snapshots.pause(wait);
+                    if store.resize(size, wait, paused, || sh.snapshots.resume())? {
                         sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(map_size = size, "grew the LMDB map");
                     } else {
                         sh.stats
                             .map_resizes_postponed
                             .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("map resize postponed: transactions stayed open");
+                        tracing::warn!(
+                            "map resize postponed: transactions, a backup's copy or a \
+                             checkpoint's sync stayed open"
+                        );
                     }
                     continue;
                 }

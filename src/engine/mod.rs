@@ -113,9 +113,6 @@ pub(crate) struct EngineState {
     /// Held while segments are retired, and by a backup while it copies LMDB and the log:
     /// no segment a backup needs is retired under it.
     pub(crate) retirement: Mutex<()>,
-    /// Held by a backup while LMDB copies itself (in an LMDB read transaction of its own):
-    /// the map may not be resized then.
-    pub(crate) lmdb_copy: Mutex<()>,
     /// The applier's catch-up on what `open` replayed to the overlay.
     pub(crate) catch_up: open::CatchUp,
     /// True from open until the applier thread ends (however it ends).

@@ -217,12 +217,9 @@ pub(crate) fn backup(engine: &Engine, dir: &Path) -> Result<BackupManifest> {
     let sh = &engine.state;
     let (lmdb_applied_lsn, segments) = {
         let _no_retirement = sh.retirement.lock();
-        // No map resize while LMDB copies itself in a read transaction of its own.
-        let no_resize = sh.lmdb_copy.lock();
         engine
             .store
             .copy_compacted(&crate::layout::lmdb_file(crate::layout::data_dir(dir)))?;
-        drop(no_resize);
         let applied = crate::store::read_only::applied_lsn(&crate::layout::data_dir(dir))?;
         // Every commit acknowledged before this call is durable in the log now.
         engine.wal.sync()?;

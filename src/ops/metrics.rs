@@ -175,9 +175,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         let micros_per_byte = apply_micros as f64 / op_bytes as f64;
         Duration::from_micros((replay_estimate_bytes as f64 * micros_per_byte) as u64)
     });
-    let env = &engine.store.env;
-    let info = env.info();
-    let page = u64::from(env.stat().page_size);
+    let lmdb = engine.store.env_figures();
     Metrics {
         commits: wal.commits,
         conflicts: st.conflicts.load(Ordering::Relaxed),
@@ -227,9 +225,9 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         estimated_recovery,
         map_size: engine.store.map_size.load(Ordering::Relaxed),
         max_map_size: engine.store.max_map_size,
-        map_used_bytes: (info.last_page_number as u64 + 1) * page,
+        map_used_bytes: lmdb.map_used_bytes,
         map_resizes: st.map_resizes.load(Ordering::Relaxed),
-        readers_used: info.number_of_readers,
+        readers_used: lmdb.readers_used,
         max_readers: engine.store.max_readers,
         storage_full: sh.storage_full.load(Ordering::Relaxed),
         open_snapshots,

@@ -20,7 +20,7 @@ pub(crate) mod read_only;
 use crate::catalog::{Catalog, Dbi};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 
 /// The store format this build reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -191,6 +191,24 @@ pub(crate) struct Store {
     latest_txn: AtomicU64,
     latest_applied: AtomicU64,
     observed: Option<Observed>,
+    /// Held shared by every call on the environment outside a transaction (sync, info,
+    /// stat, copy) and exclusively by a map resize: `mdb_env_set_mapsize` unmaps the pages
+    /// those calls read. Transactions are kept off by `Snapshots::pause` instead.
+    map_gate: RwLock<()>,
+    /// Set while the map is resized. A call on the environment that finds it set counts
+    /// itself in `calls_during_resize`, which stays 0 while the gate works (tests check it).
+    resizing: AtomicBool,
+    calls_during_resize: AtomicU64,
+    /// The environment's figures as last read, for a scrape while the map is resized.
+    figures: Mutex<EnvFigures>,
+}
+
+/// LMDB's figures for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EnvFigures {
+    /// Bytes of the map up to LMDB's last used page.
+    pub map_used_bytes: u64,
+    pub readers_used: u32,
 }
 
 /// What opening the store found.
@@ -297,6 +315,10 @@ impl Store {
             latest_txn: AtomicU64::new(0),
             latest_applied: AtomicU64::new(0),
             observed,
+            map_gate: RwLock::new(()),
+            resizing: AtomicBool::new(false),
+            calls_during_resize: AtomicU64::new(0),
+            figures: Mutex::new(EnvFigures::default()),
         };
         Ok((store, Opened { applied_lsn }))
     }
@@ -462,13 +484,72 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the map to `new_size`. The caller has emptied the process of LMDB transactions.
-    pub fn resize(&self, new_size: usize) -> Result<()> {
-        // SAFETY: `Snapshots::pause` returned true and the applier (the only writer) is
-        // the caller: no transaction is open in this process.
-        unsafe { self.env.resize(new_size) }.map_err(lmdb_err("resize"))?;
+    /// Grows the map to `new_size`. Waits up to `wait` for calls on the environment (a
+    /// checkpoint's sync, a backup's copy) to end, then `pause` must empty the process of
+    /// LMDB transactions other than the caller's (the applier's, none open) and `resume`
+    /// lets them begin again. `Ok(false)`: put off, something stayed open.
+    pub fn resize(
+        &self,
+        new_size: usize,
+        wait: std::time::Duration,
+        pause: impl FnOnce() -> bool,
+        resume: impl FnOnce(),
+    ) -> Result<bool> {
+        let Some(_gate) = self.map_gate.try_write_for(wait) else {
+            return Ok(false);
+        };
+        if !pause() {
+            return Ok(false);
+        }
+        self.resizing.store(true, Ordering::Release);
+        fail::fail_point!("map-resizing");
+        // SAFETY: the gate keeps every call on the environment off, and `pause` returned
+        // true: no transaction is open in this process (the caller is the only writer).
+        let resized = unsafe { self.env.resize(new_size) }.map_err(lmdb_err("resize"));
+        self.resizing.store(false, Ordering::Release);
+        resume();
+        resized?;
         self.map_size.store(new_size, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Calls on the environment that ran while the map was resized (0 unless the exclusion
+    /// is broken).
+    pub fn calls_during_resize(&self) -> u64 {
+        self.calls_during_resize.load(Ordering::Relaxed)
+    }
+
+    /// Runs `call` on the environment with map resizes held off.
+    fn with_env<R>(&self, call: impl FnOnce(&Env) -> R) -> R {
+        let _gate = self.map_gate.read();
+        self.note_env_call();
+        let result = call(&self.env);
+        self.note_env_call();
+        result
+    }
+
+    fn note_env_call(&self) {
+        if self.resizing.load(Ordering::Acquire) {
+            self.calls_during_resize.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// LMDB's figures now, or as last read while the map is being resized (a scrape never
+    /// waits for a resize).
+    pub fn env_figures(&self) -> EnvFigures {
+        let Some(_gate) = self.map_gate.try_read() else {
+            return *self.figures.lock();
+        };
+        self.note_env_call();
+        let info = self.env.info();
+        let page = self.env.stat().page_size;
+        self.note_env_call();
+        let figures = EnvFigures {
+            map_used_bytes: (info.last_page_number as u64 + 1) * u64::from(page),
+            readers_used: info.number_of_readers,
+        };
+        *self.figures.lock() = figures;
+        figures
     }
 
     /// The next map size when full, or `None` at the maximum.
@@ -484,7 +565,8 @@ impl Store {
             .observed
             .as_ref()
             .map(|o| o.commits.load(Ordering::Acquire));
-        self.env.force_sync().map_err(lmdb_err("sync"))?;
+        self.with_env(|env| env.force_sync())
+            .map_err(lmdb_err("sync"))?;
         if let (Some(o), Some(n)) = (&self.observed, covered) {
             o.observer.synced(n);
         }
@@ -527,11 +609,10 @@ fn inconsistent(dir: &Path, reason: &str) -> Error {
 
 impl Store {
     /// Copies the environment, compacted, to `path` (a consistent snapshot at one LMDB
-    /// transaction), synced. The caller keeps map resizes off while it runs.
+    /// transaction), synced. Map resizes wait for it.
     pub fn copy_compacted(&self, path: &Path) -> Result<()> {
         let file = self
-            .env
-            .copy_to_path(path, heed::CompactionOption::Enabled)
+            .with_env(|env| env.copy_to_path(path, heed::CompactionOption::Enabled))
             .map_err(lmdb_err("copy"))?;
         file.sync_all()?;
         Ok(())
