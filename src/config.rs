@@ -55,6 +55,25 @@ impl Durability {
     }
 }
 
+impl Durability {
+    /// Refuses a level whose parameters are out of bounds: a group of at most 0 commits, or
+    /// a wait above [`crate::limits::MAX_SETTING_DURATION`]. `field` names the setting.
+    pub(crate) fn validate(&self, field: &str) -> Result<()> {
+        match *self {
+            Durability::GroupCommit { max_batch: 0, .. } => Err(Error::InvalidConfig(format!(
+                "{field}: GroupCommit max_batch must be at least 1"
+            ))),
+            Durability::GroupCommit { max_wait, .. } => {
+                crate::limits::check_duration(&format!("{field}: GroupCommit max_wait"), max_wait)
+            }
+            Durability::Interval(d) => {
+                crate::limits::check_duration(&format!("{field}: Interval"), d)
+            }
+            Durability::None | Durability::EveryWrite => Ok(()),
+        }
+    }
+}
+
 impl Default for Durability {
     fn default() -> Self {
         Durability::group_commit()
@@ -184,8 +203,12 @@ impl WalConfig {
                 return bad("archive keep_last must be at least 1 (or None)".into());
             }
         }
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity must be at least 1".into());
+        if self.queue_capacity == 0 || self.queue_capacity > crate::limits::MAX_QUEUE_CAPACITY {
+            return bad(format!(
+                "queue_capacity {} must be between 1 and {}",
+                self.queue_capacity,
+                crate::limits::MAX_QUEUE_CAPACITY
+            ));
         }
         if self.queue_max_bytes < self.max_record_bytes {
             return bad(format!(
@@ -193,8 +216,16 @@ impl WalConfig {
                 self.queue_max_bytes, self.max_record_bytes
             ));
         }
-        if let Durability::GroupCommit { max_batch: 0, .. } = self.durability {
-            return bad("GroupCommit max_batch must be at least 1".into());
+        self.durability.validate("durability")?;
+        crate::limits::check_duration("backpressure_wait", self.backpressure_wait)?;
+        let levels = zstd::compression_level_range();
+        if !levels.contains(&self.compress_level) {
+            return bad(format!(
+                "compress_level {} is outside zstd's levels {}..={}",
+                self.compress_level,
+                levels.start(),
+                levels.end()
+            ));
         }
         Ok(())
     }
@@ -374,8 +405,30 @@ impl Config {
                 self.map_size, self.max_map_size
             ));
         }
-        if self.max_readers == 0 || self.max_tables == 0 || self.apply_max_ops == 0 {
-            return bad("max_readers, max_tables and apply_max_ops must be at least 1".into());
+        if self.max_readers == 0 || self.max_readers > crate::limits::MAX_READERS {
+            return bad(format!(
+                "max_readers {} must be between 1 and {}",
+                self.max_readers,
+                crate::limits::MAX_READERS
+            ));
+        }
+        if self.max_tables == 0 || self.max_tables > crate::limits::MAX_TABLES {
+            return bad(format!(
+                "max_tables {} must be between 1 and {}",
+                self.max_tables,
+                crate::limits::MAX_TABLES
+            ));
+        }
+        if self.apply_max_ops == 0 {
+            return bad("apply_max_ops must be at least 1".into());
+        }
+        for (field, value) in [
+            ("backlog_wait", self.backlog_wait),
+            ("apply_interval", self.apply_interval),
+            ("checkpoint_interval", self.checkpoint_interval),
+            ("resize_wait", self.resize_wait),
+        ] {
+            crate::limits::check_duration(field, value)?;
         }
         if self.overlay_max_bytes < self.wal.max_record_bytes {
             return bad(format!(

@@ -1,7 +1,38 @@
 //! The engine's hard limits, in one place: what the formats can hold and what a user may
 //! name. Checked where input enters (`Config::validate`, `Db`, transactions).
 
+use std::time::{Duration, Instant};
+
 use crate::error::{Error, Result};
+
+/// Every duration setting (waits, intervals, a durability level's deadline) is at most this.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `Config::max_readers` at most (LMDB's lock file holds a slot for each).
+pub const MAX_READERS: u32 = 1 << 16;
+
+/// `Config::max_tables` at most (every read transaction allocates a slot for each).
+pub const MAX_TABLES: u32 = 32_767;
+
+/// `WalConfig::queue_capacity` at most (the queue allocates a slot for each).
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+
+/// `now + wait`, or as far ahead as the clock allows: computing a deadline never panics.
+pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_SETTING_DURATION))
+        .unwrap_or(now)
+}
+
+/// Refuses a duration setting `field` above [`MAX_SETTING_DURATION`].
+pub(crate) fn check_duration(field: &str, value: Duration) -> Result<()> {
+    if value > MAX_SETTING_DURATION {
+        return Err(Error::InvalidConfig(format!(
+            "{field} {value:?} is above the limit of {MAX_SETTING_DURATION:?}"
+        )));
+    }
+    Ok(())
+}
 
 /// The largest frame body (stored or uncompressed) the log's decoder accepts. Caps
 /// allocation when a length field is damaged.

@@ -176,7 +176,7 @@ impl Snapshots {
     /// Stops new LMDB transactions and waits up to `wait` for the open ones to end. Returns
     /// false (and resumes) if some stayed open.
     pub fn pause(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
+        let deadline = crate::limits::deadline(Instant::now(), wait);
         let mut st = self.state.lock();
         st.paused = true;
         while st.open > 0 {

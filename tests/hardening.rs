@@ -71,3 +71,133 @@ fn a_map_resize_never_runs_beside_a_sync_a_scrape_or_a_copy() {
     db.close().unwrap();
     assert!(resizes >= resizes_wanted);
 }
+
+/// Opens `cfg` in a thread, commits once at the engine's level and once at `level`, and
+/// closes, within a minute: `Ok(level's result)`, or the open's error. A panic or a hang
+/// fails the test.
+fn open_commit_close(
+    cfg: Config,
+    level: walmdb::Durability,
+) -> walmdb::Result<walmdb::Result<walmdb::Lsn>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().join("db");
+    std::thread::spawn(move || {
+        let run = || -> walmdb::Result<walmdb::Result<walmdb::Lsn>> {
+            let db = Db::open_with(&path, cfg)?;
+            db.update(|txn| txn.put("t", b"k", b"v"))?;
+            let mut txn = db.write()?;
+            txn.put("t", b"l", b"w")?;
+            let at_level = txn.commit_with(level);
+            assert_eq!(db.read()?.get("t", b"k")?, Some(&b"v"[..]));
+            db.close()?;
+            Ok(at_level)
+        };
+        let _ = tx.send(run());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("open, commit and close panicked or hung")
+}
+
+/// Defect 2: `Instant + Duration` overflowed in the flusher (`GroupCommit { max_wait }`,
+/// `Interval(d)`), the queue (`backpressure_wait`), admission and the resize wait, panicking
+/// an engine thread (the flusher even at open). Every duration setting above a day, and the
+/// sizes whose allocation would abort, are refused with `InvalidConfig` naming the field;
+/// within bounds the engine runs and closes.
+#[test]
+fn extreme_settings_are_refused_by_name_and_never_panic_a_thread_or_hang_close() {
+    use walmdb::Durability::{GroupCommit, Interval};
+    let huge = Duration::MAX;
+    let day = Duration::from_secs(24 * 3600);
+    let group = |max_wait, max_batch| GroupCommit {
+        max_wait,
+        max_batch,
+    };
+    let wal = |set: &dyn Fn(&mut walmdb::WalConfig)| {
+        let mut w = walmdb::WalConfig::default();
+        set(&mut w);
+        Config::default().wal(w)
+    };
+    let refused: Vec<(&str, Config)> = vec![
+        (
+            "GroupCommit max_wait",
+            Config::default().durability(group(huge, 8)),
+        ),
+        (
+            "GroupCommit max_batch",
+            Config::default().durability(group(Duration::ZERO, 0)),
+        ),
+        ("Interval", Config::default().durability(Interval(huge))),
+        ("backpressure_wait", wal(&|w| w.backpressure_wait = huge)),
+        ("backlog_wait", Config::default().backlog_wait(huge)),
+        ("apply_interval", Config::default().apply_interval(huge)),
+        (
+            "checkpoint_interval",
+            Config::default().checkpoint_interval(huge),
+        ),
+        ("resize_wait", Config::default().resize_wait(huge)),
+        ("max_readers", Config::default().max_readers(u32::MAX)),
+        ("max_tables", Config::default().max_tables(u32::MAX)),
+        ("queue_capacity", wal(&|w| w.queue_capacity = usize::MAX)),
+        ("compress_level", wal(&|w| w.compress_level = i32::MAX)),
+    ];
+    for (field, cfg) in refused {
+        match open_commit_close(cfg, walmdb::Durability::EveryWrite) {
+            Err(walmdb::Error::InvalidConfig(msg)) => {
+                assert!(
+                    msg.contains(field),
+                    "{field}: the error does not name it: {msg}"
+                )
+            }
+            other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    let at_the_bounds: Vec<Config> = vec![
+        Config::default().durability(Interval(day)),
+        wal(&|w| w.backpressure_wait = day).backlog_wait(day),
+        Config::default()
+            .resize_wait(day)
+            .apply_interval(Duration::ZERO),
+        Config::default()
+            .checkpoint_interval(day)
+            .apply_interval(Duration::from_millis(1)),
+        Config::default().max_readers(1).max_tables(1),
+    ];
+    for cfg in at_the_bounds {
+        let answer = open_commit_close(cfg.clone(), walmdb::Durability::None);
+        assert!(matches!(answer, Ok(Ok(_))), "{cfg:?}: {answer:?}");
+    }
+    // A level chosen per commit is checked too: the commit is refused, the engine goes on.
+    for level in [group(huge, 8), group(Duration::ZERO, 0), Interval(huge)] {
+        match open_commit_close(Config::default(), level) {
+            Ok(Err(walmdb::Error::InvalidConfig(msg))) => assert!(msg.contains("durability")),
+            other => panic!("{level:?}: expected the commit refused, got {other:?}"),
+        }
+    }
+}
+
+/// Defect 2: a committer that panicked inside the commit queue's push left the queue's
+/// in-flight count raised, and `close()` waited for it forever.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_committer_that_panics_inside_the_queue_push_does_not_hang_close() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    db.update(|txn| txn.put("t", b"a", b"1")).unwrap();
+    fail::cfg("commit-queue-push", "1*panic").unwrap();
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| db.update(|txn| txn.put("t", b"b", b"2")))
+            .join()
+            .is_err()
+    });
+    assert!(panicked, "the failpoint did not fire");
+    fail::remove("commit-queue-push");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(db.close());
+    });
+    let closed = rx.recv_timeout(Duration::from_secs(30));
+    assert!(matches!(closed, Ok(Ok(()))), "close: {closed:?}");
+    scenario.teardown();
+}

@@ -42,7 +42,7 @@ impl EngineState {
         let go_at = {
             let mut next = self.throttle.lock();
             let go_at = next.map_or(now, |n| n.max(now));
-            *next = Some(go_at + turn);
+            *next = Some(crate::limits::deadline(go_at, turn));
             go_at
         };
         self.stats.backlog_delays.fetch_add(1, Ordering::Relaxed);
@@ -84,8 +84,7 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
     }
     sh.stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    // A wait too long to add to the clock is no limit.
-    let deadline = started.checked_add(engine.cfg.backlog_wait);
+    let deadline = crate::limits::deadline(started, engine.cfg.backlog_wait);
     let stalled = || {
         sh.stats
             .backlog_stall_micros
@@ -109,18 +108,14 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
             });
         }
         let now = Instant::now();
-        let left = match deadline {
-            Some(deadline) if now >= deadline => {
-                stalled();
-                sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-            Some(deadline) => deadline - now,
-            None => Duration::MAX,
-        };
+        if now >= deadline {
+            stalled();
+            sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
         g = sh
             .room_cv
-            .wait_timeout(g, left.min(Duration::from_millis(10)));
+            .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)));
     }
 }
 

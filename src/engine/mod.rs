@@ -302,7 +302,7 @@ impl Running {
         let Some(mut arc) = self.engine.take() else {
             return result;
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = crate::limits::deadline(Instant::now(), Duration::from_secs(5));
         let engine = loop {
             match Arc::try_unwrap(arc) {
                 Ok(engine) => break engine,

@@ -328,7 +328,7 @@ impl LogWriter {
         for a in &admitted {
             match a.durability {
                 Durability::Interval(d) => {
-                    let due = Instant::now() + d;
+                    let due = crate::limits::deadline(Instant::now(), d);
                     self.interval_deadline =
                         Some(self.interval_deadline.map_or(due, |t| t.min(due)));
                 }
@@ -440,7 +440,7 @@ fn flusher_loop<S: Sequencer>(
         let mut bytes = first.queued_bytes();
         group.push(first);
         if !alone {
-            let deadline = Instant::now() + max_wait;
+            let deadline = crate::limits::deadline(Instant::now(), max_wait);
             'gather: loop {
                 while group.len() < max_batch && bytes < group_bytes {
                     match shared.queue.pop() {

@@ -337,6 +337,9 @@ impl<S: Sequencer> Wal<S> {
                 max: self.cfg.max_record_bytes,
             });
         }
+        if let Some(level) = &durability {
+            level.validate("the commit's durability")?;
+        }
         if let Some(e) = self.refusal() {
             return Err(e);
         }

@@ -51,12 +51,22 @@ impl<T> CommitQueue<T> {
     /// with `Error::Closed`.
     pub(crate) fn push(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
         self.pushing.fetch_add(1, Ordering::SeqCst);
+        // Lowers `pushing` however the push ends, a panic included: a count left raised
+        // would keep the flusher from ever stopping (`close()` would hang).
+        struct Pushed<'a>(&'a AtomicUsize);
+        impl Drop for Pushed<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let pushed = Pushed(&self.pushing);
         // Pairs with the fence in `is_drained`: either the flusher sees this committer as
         // pushing, or this committer sees the queue closed. (SeqCst accesses alone order
         // this too; the fences are what loom checks, as it treats them as AcqRel.)
         fence(Ordering::SeqCst);
+        fail::fail_point!("commit-queue-push");
         let result = self.push_inner(item, bytes, wait);
-        self.pushing.fetch_sub(1, Ordering::SeqCst);
+        drop(pushed);
         if result.is_ok() {
             self.wake_flusher();
         }
@@ -78,7 +88,7 @@ impl<T> CommitQueue<T> {
             if deadline.is_none() {
                 self.full_waits.fetch_add(1, Ordering::Relaxed);
             }
-            let deadline = *deadline.get_or_insert(now + wait);
+            let deadline = *deadline.get_or_insert_with(|| crate::limits::deadline(now, wait));
             if now >= deadline {
                 let err = Error::Backpressure {
                     queued_commits: self.items.len(),
