@@ -6,8 +6,46 @@
 //! <dir>/data/data.mdb   LMDB's file (and its lock.mdb)
 //! ```
 //! A backup directory has the same `wal/` and `data/` plus a `MANIFEST`.
+//!
+//! Every file walmdb creates is private to its user (0600) and every directory it creates
+//! 0700; a directory that already exists keeps its mode.
 
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of the files walmdb creates.
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of the directories walmdb creates.
+pub(crate) const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing parents, 0700.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// Opens `path` to read and write, created 0600 if missing (an existing file keeps its mode
+/// and its bytes).
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates `path` new and empty, 0600, to write; an existing file is an error.
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
 
 /// The lock file's name.
 const LOCK_FILE: &str = "LOCK";

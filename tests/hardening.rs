@@ -201,3 +201,79 @@ fn a_committer_that_panics_inside_the_queue_push_does_not_hang_close() {
     assert!(matches!(closed, Ok(Ok(()))), "close: {closed:?}");
     scenario.teardown();
 }
+
+/// Every file under `root` is 0600 and every directory 0700 (`root` itself excluded).
+fn assert_private(root: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(
+                mode,
+                0o700,
+                "{} is a folder of mode {mode:o}",
+                path.display()
+            );
+            checked += assert_private(&path);
+        } else {
+            assert_eq!(mode, 0o600, "{} is a file of mode {mode:o}", path.display());
+        }
+        checked += 1;
+    }
+    checked
+}
+
+/// Defect 5: WAL segments and spares, `LOCK`, archived segments, backup files and the
+/// `MANIFEST` were created 0644 and walmdb's directories 0755 (under the usual umask 022).
+/// Drives every path that creates files (open, rotation and spares, archiving, backup,
+/// restore, compaction) and checks every mode; a folder the user made keeps its mode.
+#[test]
+fn every_file_and_folder_walmdb_creates_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let made = root.path().join("made-by-the-user");
+    std::fs::create_dir(&made).unwrap();
+    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let created = root.path().join("created");
+    let cfg = Config::default().wal(walmdb::WalConfig {
+        segment_bytes: 64 * 1024,
+        max_record_bytes: 16 * 1024,
+        archive: Some(walmdb::ArchiveConfig::new(created.join("archive"))),
+        ..walmdb::WalConfig::default()
+    });
+    let db = Db::open_with(made.join("db"), cfg.clone()).unwrap();
+    for i in 0..200u32 {
+        db.update(|txn| txn.put("t", &i.to_be_bytes(), &[1u8; 1000]))
+            .unwrap();
+    }
+    db.checkpoint().unwrap();
+    db.backup(created.join("nested").join("backup")).unwrap();
+    db.compact().unwrap();
+    walmdb::restore(
+        &created.join("nested").join("backup"),
+        &created.join("restored"),
+        &walmdb::RestoreTarget::Latest,
+        &walmdb::RestoreOptions::default(),
+    )
+    .unwrap();
+    let checked = assert_private(&created) + assert_private(&made);
+    assert!(checked > 20, "only {checked} paths checked");
+    let kept = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+    assert_eq!(kept, 0o755, "the user's folder changed mode");
+    let reopened = Db::open_with(made.join("db"), cfg).unwrap();
+    assert_eq!(
+        reopened
+            .read()
+            .unwrap()
+            .get("t", &7u32.to_be_bytes())
+            .unwrap()
+            .map(<[u8]>::len),
+        Some(1000)
+    );
+    reopened.close().unwrap();
+    assert_private(&made);
+}

@@ -1,7 +1,7 @@
 //! `walmdb dump`: the log's records as text or JSON lines.
 
-use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
@@ -75,9 +75,15 @@ pub fn run(o: &Options) -> Outcome {
     let to_terminal = o.output.is_none() && std::io::stdout().is_terminal();
     let mut out: Box<dyn Write> = match &o.output {
         Some(path) => {
-            Box::new(BufWriter::new(File::create(path).map_err(|e| {
-                Failure::usage(format!("{}: {e}", path.display()))
-            })?))
+            // The dump holds the database's data: private to the user, as walmdb's files are.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+            Box::new(BufWriter::new(file))
         }
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };

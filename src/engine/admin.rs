@@ -34,7 +34,7 @@ impl Running {
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
-        std::fs::create_dir_all(&staging)?;
+        crate::layout::create_private_dir(&staging)?;
         let bytes_before = std::fs::metadata(crate::layout::lmdb_file(&data))?.len();
         engine
             .store

@@ -110,7 +110,7 @@ impl Running {
         let _entered = span.enter();
         let started = Instant::now();
         let path = path.to_owned();
-        std::fs::create_dir_all(&path)?;
+        crate::layout::create_private_dir(&path)?;
         let lock = lock_dir(&path)?;
         let state = Arc::new(EngineState::default());
         let (store, opened) =
@@ -241,11 +241,7 @@ impl Running {
 /// process dies), so two engines never write one log.
 fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     let path = crate::layout::lock_file(dir);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
+    let file = crate::layout::open_private(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {

@@ -213,7 +213,7 @@ pub(crate) fn backup(engine: &Engine, dir: &Path) -> Result<BackupManifest> {
     let span = tracing::info_span!("walmdb.backup", dir = %dir.display());
     let _entered = span.enter();
     let created_micros = now_micros();
-    std::fs::create_dir_all(crate::layout::data_dir(dir))?;
+    crate::layout::create_private_dir(&crate::layout::data_dir(dir))?;
     let sh = &engine.state;
     let (lmdb_applied_lsn, segments) = {
         let _no_retirement = sh.retirement.lock();
@@ -275,7 +275,8 @@ fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp: PathBuf = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::layout::create_private_file(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -290,13 +290,16 @@ pub fn restore(
     let base = manifest.lmdb_applied_lsn;
     let cut = find_cut(&chain, &manifest, target)?;
 
-    std::fs::create_dir_all(crate::layout::data_dir(target_dir))?;
+    crate::layout::create_private_dir(&crate::layout::data_dir(target_dir))?;
     let data_copy = crate::layout::lmdb_file(crate::layout::data_dir(target_dir));
-    std::fs::copy(
-        crate::layout::lmdb_file(crate::layout::data_dir(backup_dir)),
-        &data_copy,
+    let mut copy = crate::layout::create_private_file(&data_copy)?;
+    std::io::copy(
+        &mut std::fs::File::open(crate::layout::lmdb_file(crate::layout::data_dir(
+            backup_dir,
+        )))?,
+        &mut copy,
     )?;
-    std::fs::File::open(&data_copy)?.sync_all()?;
+    copy.sync_all()?;
     sync_dir(&crate::layout::data_dir(target_dir))?;
     let mut wal_cfg = options.config.wal.clone();
     wal_cfg.archive = None;

@@ -225,7 +225,7 @@ impl Store {
         catalog: &Catalog,
         observer: Option<LmdbObserverRef>,
     ) -> Result<(Store, Opened)> {
-        std::fs::create_dir_all(dir)?;
+        crate::layout::create_private_dir(dir)?;
         let page = page_size();
         let existing =
             std::fs::metadata(crate::layout::lmdb_file(dir)).map_or(0, |m| m.len() as usize);
@@ -515,6 +515,7 @@ impl Store {
 
     /// Calls on the environment that ran while the map was resized (0 unless the exclusion
     /// is broken).
+    #[cfg(feature = "internals")]
     pub fn calls_during_resize(&self) -> u64 {
         self.calls_during_resize.load(Ordering::Relaxed)
     }
@@ -611,9 +612,15 @@ impl Store {
     /// Copies the environment, compacted, to `path` (a consistent snapshot at one LMDB
     /// transaction), synced. Map resizes wait for it.
     pub fn copy_compacted(&self, path: &Path) -> Result<()> {
-        let file = self
-            .with_env(|env| env.copy_to_path(path, heed::CompactionOption::Enabled))
-            .map_err(lmdb_err("copy"))?;
+        let mut file = crate::layout::create_private_file(path)?;
+        let copied = self
+            .with_env(|env| env.copy_to_file(&mut file, heed::CompactionOption::Enabled))
+            .map_err(lmdb_err("copy"));
+        if let Err(e) = copied {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         file.sync_all()?;
         Ok(())
     }

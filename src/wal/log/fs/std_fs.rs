@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::{Fs, FsFile};
@@ -13,7 +13,7 @@ pub struct StdFs;
 
 impl Fs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        crate::layout::create_private_dir(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -33,6 +33,7 @@ impl Fs for StdFs {
             .write(true)
             .create(create)
             .truncate(false)
+            .mode(crate::layout::FILE_MODE)
             .open(path)?;
         Ok(Box::new(StdFile(file)))
     }
