@@ -277,3 +277,100 @@ fn every_file_and_folder_walmdb_creates_is_private_to_its_user() {
     reopened.close().unwrap();
     assert_private(&made);
 }
+
+/// Defect 3: at `None` and `Interval`, the applier syncs the log before applying; a sync
+/// that shared a group with an append failed for space (here: no room for the next segment)
+/// got `DiskFull`, and the applier ended the engine (`Poisoned`) for good. Space errors fail
+/// only the commits they hit; once space exists the engine carries on without a reopen.
+/// The disk fills and frees 20 times per level while the applier syncs continually.
+#[test]
+fn a_transient_full_disk_fails_only_its_commits_at_every_durability_level() {
+    use std::sync::atomic::AtomicU64;
+    use walmdb::{Durability, Error, SimFs};
+    let levels = [
+        Durability::None,
+        Durability::Interval(Duration::from_millis(2)),
+        Durability::group_commit(),
+    ];
+    for level in levels {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = SimFs::new();
+        let cfg = Config::default()
+            .apply_interval(Duration::from_millis(1))
+            .wal(walmdb::WalConfig {
+                durability: level,
+                segment_bytes: 64 * 1024,
+                max_record_bytes: 16 * 1024,
+                prepare_segments: false,
+                recycle_segments: 0,
+                ..walmdb::WalConfig::default()
+            });
+        let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
+        let next = AtomicU64::new(0);
+        let refused = AtomicU64::new(0);
+        let full = AtomicBool::new(false);
+        let done = AtomicBool::new(false);
+        let wrong = std::sync::Mutex::new(None);
+        let commit = |db: &Db| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            db.update(|txn| txn.put("t", &i.to_be_bytes(), &[3u8; 900]))
+                .map(|_| i)
+        };
+        let acked: Vec<u64> = std::thread::scope(|s| {
+            let committers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut acked = Vec::new();
+                        while !done.load(Ordering::Acquire) {
+                            match commit(&db) {
+                                Ok(i) => acked.push(i),
+                                Err(Error::DiskFull(_)) => {
+                                    full.store(true, Ordering::Release);
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    *wrong.lock().unwrap() = Some(e.to_string());
+                                    done.store(true, Ordering::Release);
+                                }
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            for _ in 0..20 {
+                // No room for another segment: every group that must rotate fails.
+                fs.set_capacity(Some(0));
+                while !full.load(Ordering::Acquire) && !done.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                fs.set_capacity(None);
+                full.store(false, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done.store(true, Ordering::Release);
+            let acked: Vec<Vec<u64>> = committers.into_iter().map(|c| c.join().unwrap()).collect();
+            acked.concat()
+        });
+        let wrong = wrong.into_inner().unwrap();
+        assert_eq!(wrong, None, "{level:?}: a full disk gave another error");
+        commit(&db).unwrap_or_else(|e| panic!("{level:?}: after space: {e:?}"));
+        db.checkpoint().unwrap();
+        assert!(!db.metrics().poisoned, "{level:?}");
+        let txn = db.read().unwrap();
+        for i in &acked {
+            assert!(
+                txn.get("t", &i.to_be_bytes()).unwrap().is_some(),
+                "{level:?}: {i} lost"
+            );
+        }
+        drop(txn);
+        db.close().unwrap();
+        eprintln!(
+            "{level:?}: {} acknowledged, {} refused",
+            acked.len(),
+            refused.load(Ordering::Relaxed)
+        );
+    }
+}

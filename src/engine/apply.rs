@@ -223,11 +223,25 @@ pub(crate) fn applier_loop(engine: &Engine) {
         };
         if let Some((last, _)) = batch.last() {
             let last = *last;
+            let mut space_error_seen = false;
             while engine.wal.durable_lsn() < last {
                 match engine.wal.sync() {
                     Ok(_) => {}
                     // A full queue only delays the sync.
                     Err(Error::Backpressure { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                    // The sync shared a group whose append failed for space (or whose new
+                    // segment could not be made): that failed the group's commits only, and
+                    // the log goes on. Try again until space exists (or the engine stops).
+                    Err(e) if !engine.wal.is_poisoned() && !matches!(e, Error::Closed) => {
+                        if !space_error_seen {
+                            space_error_seen = true;
+                            tracing::warn!(error = %e, "the log could not be synced for the applier; retrying");
+                        }
+                        if sh.apply.lock().stop.is_some() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     Err(e) => {
                         sh.fail(format!("the log could not be synced for the applier: {e}"));
                         return;
