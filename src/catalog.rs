@@ -156,6 +156,19 @@ impl Catalog {
             .clone()
     }
 
+    /// Forgets `name` if nothing ever came of it (registered for a commit that failed): no
+    /// existence, no LMDB table, no versions.
+    pub fn forget_unused(&self, name: &str) {
+        let mut tables = self.tables.write();
+        let unused = tables.get(name).is_some_and(|t| {
+            let st = t.state.read();
+            st.history.is_empty() && st.lmdb.is_none() && st.overlay.is_empty()
+        });
+        if unused {
+            tables.remove(name);
+        }
+    }
+
     /// Tables existing at visible LSN `v`, sorted.
     pub fn names_at(&self, v: Lsn) -> Vec<String> {
         let mut names: Vec<String> = self

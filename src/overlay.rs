@@ -38,6 +38,10 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+
     pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
         match self.chains.get_mut(&key[..]) {
             Some(chain) => chain.push(version),

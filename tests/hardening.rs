@@ -374,3 +374,59 @@ fn a_transient_full_disk_fails_only_its_commits_at_every_durability_level() {
         );
     }
 }
+
+/// Defect 7: a commit admitted and then failed with its group (here `DiskFull`) left its
+/// keys in the conflict index at an LSN the next commits reuse: a transaction that read the
+/// key afterwards and wrote it got a spurious `Conflict`. And its new table's name stayed
+/// registered, counting against `max_tables`.
+#[test]
+fn a_commit_that_fails_with_its_group_leaves_no_conflict_and_no_table_behind() {
+    use walmdb::{Durability, Error, FaultKind, OpKind, SimFs};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let cfg = Config::default().max_tables(2);
+    let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
+    db.update(|txn| txn.put("t", b"k", b"1")).unwrap();
+    // Written blind (no snapshot to check), into a new table; its group's write fails.
+    fs.fail_next(OpKind::Write, FaultKind::Enospc);
+    let mut failed = db.write().unwrap();
+    failed.put("t", b"k", b"2").unwrap();
+    failed.put("new", b"x", b"y").unwrap();
+    let e = failed.commit_with(Durability::EveryWrite).unwrap_err();
+    assert!(matches!(e, Error::DiskFull(_)), "{e:?}");
+    // Reads `k` at a snapshot before the failed commit's LSN, which the next commit reuses.
+    let mut reader = db.write().unwrap();
+    assert_eq!(reader.get("t", b"k").unwrap(), Some(&b"1"[..]));
+    reader.put("t", b"k", b"3").unwrap();
+    reader.commit().expect("no spurious conflict");
+    // Two tables at most: `t` and one more. The failed commit's `new` must not hold a slot.
+    db.update(|txn| txn.put("other", b"a", b"b"))
+        .expect("no false TooManyTables");
+    assert!(matches!(
+        db.update(|txn| txn.put("third", b"a", b"b")),
+        Err(Error::TooManyTables { .. })
+    ));
+    assert_eq!(db.read().unwrap().get("t", b"k").unwrap(), Some(&b"3"[..]));
+    db.close().unwrap();
+}
+
+/// Defect 7: a commit refused for a conflict registered its new tables' names first, for
+/// good, so later commits got a false `TooManyTables`.
+#[test]
+fn a_commit_refused_for_a_conflict_registers_no_table() {
+    use walmdb::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), Config::default().max_tables(2)).unwrap();
+    db.update(|txn| txn.put("t", b"k", b"1")).unwrap();
+    for i in 0..5 {
+        let mut loser = db.write().unwrap();
+        loser.get("t", b"k").unwrap();
+        loser.put("t", b"k", b"x").unwrap();
+        loser.put(&format!("new{i}"), b"a", b"b").unwrap();
+        db.update(|txn| txn.put("t", b"k", b"winner")).unwrap();
+        assert!(matches!(loser.commit(), Err(Error::Conflict { .. })));
+    }
+    db.update(|txn| txn.put("other", b"a", b"b"))
+        .expect("no false TooManyTables");
+    db.close().unwrap();
+}

@@ -5,8 +5,10 @@
 //! - The conflict index maps each key to the LSN of its last admitted write; a commit is
 //!   admitted only if no key it must check has an LSN above its snapshot's visible LSN.
 //! - Entries at or below the conflict horizon are pruned: no live or later snapshot is older.
+//! - What an admitted commit changed (index entries, table names) is undone if its group
+//!   fails to reach the log: its LSN goes to the next commit, which must not find it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::EngineState;
 use crate::catalog::Table;
@@ -59,6 +61,17 @@ struct TableConflicts {
     ddl: Lsn,
 }
 
+/// One change an admitted, unpublished commit made to the conflict index.
+#[derive(Debug)]
+struct Undo {
+    lsn: Lsn,
+    table: Arc<str>,
+    /// The key written, or `None` for the table's `ddl`.
+    key: Option<Arc<[u8]>>,
+    /// What the entry held before.
+    previous: Option<Lsn>,
+}
+
 #[derive(Debug)]
 pub(crate) struct EngineSequencer {
     state: Arc<EngineState>,
@@ -66,6 +79,10 @@ pub(crate) struct EngineSequencer {
     tables: HashMap<Arc<str>, TableConflicts>,
     entries: usize,
     prune_at: usize,
+    /// Changes of admitted commits not yet published, in LSN order.
+    undo: VecDeque<Undo>,
+    /// Table names admitted commits not yet published registered in the catalog.
+    new_tables: VecDeque<(Lsn, Arc<str>)>,
 }
 
 const MIN_PRUNE_AT: usize = 4096;
@@ -78,6 +95,8 @@ impl EngineSequencer {
             tables: HashMap::new(),
             entries: 0,
             prune_at: MIN_PRUNE_AT,
+            undo: VecDeque::new(),
+            new_tables: VecDeque::new(),
         }
     }
 
@@ -142,7 +161,7 @@ impl EngineSequencer {
 
     /// Refuses a commit that would need more LMDB tables than `max_tables`; registers the
     /// new names of one that does not, so later commits count them.
-    fn admit_tables(&self, writes: &TxnWrites) -> Result<()> {
+    fn admit_tables(&mut self, writes: &TxnWrites, lsn: Lsn) -> Result<()> {
         let catalog = &self.state.catalog;
         let mut new: Vec<&Arc<str>> = Vec::new();
         for op in &writes.ops {
@@ -161,6 +180,7 @@ impl EngineSequencer {
         }
         for name in new {
             catalog.get_or_add(name);
+            self.new_tables.push_back((lsn, name.clone()));
         }
         Ok(())
     }
@@ -168,16 +188,48 @@ impl EngineSequencer {
     fn record(&mut self, writes: &TxnWrites, lsn: Lsn) {
         for op in &writes.ops {
             let t = self.tables.entry(op.table().clone()).or_default();
-            match op {
+            let (key, previous) = match op {
                 WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => {
-                    if t.keys.insert(key.clone(), lsn).is_none() {
+                    let previous = t.keys.insert(key.clone(), lsn);
+                    if previous.is_none() {
                         self.entries += 1;
                     }
+                    (Some(key.clone()), previous)
                 }
                 // Creating a table changes no key a transaction could have read.
-                WriteOp::CreateTable { .. } => {}
-                WriteOp::DropTable { .. } => t.ddl = lsn,
+                WriteOp::CreateTable { .. } => continue,
+                WriteOp::DropTable { .. } => (None, Some(std::mem::replace(&mut t.ddl, lsn))),
+            };
+            self.undo.push_back(Undo {
+                lsn,
+                table: op.table().clone(),
+                key,
+                previous,
+            });
+        }
+    }
+
+    /// Undoes what the commits at `lsn` and later, all unpublished, changed: their group
+    /// failed, and their LSNs go to the next commits.
+    fn undo_from(&mut self, lsn: Lsn) {
+        while self.undo.back().is_some_and(|u| u.lsn >= lsn) {
+            let u = self.undo.pop_back().expect("back exists");
+            let t = self.tables.entry(u.table).or_default();
+            match (u.key, u.previous) {
+                (Some(key), Some(previous)) => {
+                    t.keys.insert(key, previous);
+                }
+                (Some(key), None) => {
+                    if t.keys.remove(&key).is_some() {
+                        self.entries -= 1;
+                    }
+                }
+                (None, previous) => t.ddl = previous.unwrap_or(0),
             }
+        }
+        while self.new_tables.back().is_some_and(|(at, _)| *at >= lsn) {
+            let (_, name) = self.new_tables.pop_back().expect("back exists");
+            self.state.catalog.forget_unused(&name);
         }
     }
 
@@ -201,11 +253,12 @@ impl Sequencer for EngineSequencer {
     type Ticket = Ticket;
 
     fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
-        self.admit_tables(&ticket.writes)?;
+        // Checked before its tables are registered: a refused commit registers none.
         if let Err(e) = self.check(ticket) {
             self.state.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        self.admit_tables(&ticket.writes, lsn)?;
         self.record(&ticket.writes, lsn);
         if self.entries >= self.prune_at {
             self.prune();
@@ -214,7 +267,17 @@ impl Sequencer for EngineSequencer {
     }
 
     fn publish(&mut self, lsn: Lsn, ticket: Ticket) {
+        while self.undo.front().is_some_and(|u| u.lsn <= lsn) {
+            self.undo.pop_front();
+        }
+        while self.new_tables.front().is_some_and(|(at, _)| *at <= lsn) {
+            self.new_tables.pop_front();
+        }
         publish(&self.state, lsn, ticket.writes);
+    }
+
+    fn abandon(&mut self, lsn: Lsn, _ticket: Ticket) {
+        self.undo_from(lsn);
     }
 }
 
