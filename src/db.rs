@@ -333,6 +333,12 @@ impl Db {
         let _ = self.running.shutdown(Shutdown::Abandon);
     }
 
+    /// Transactions that had to wait to begin because a map resize paused them.
+    #[cfg(feature = "internals")]
+    pub fn transactions_held_off_by_resizes(&self) -> u64 {
+        self.running.engine().state.snapshots.held_off()
+    }
+
     /// Calls on LMDB's environment (sync, info, copy) that ran while the map was being
     /// resized: 0 unless the exclusion that keeps them off unmapped pages is broken.
     #[cfg(feature = "internals")]

@@ -29,7 +29,12 @@ struct State {
     /// LMDB transactions open (registered or about to be).
     open: usize,
     paused: bool,
+    /// A resize waits for the transactions begun before it to end (without blocking new
+    /// ones): every release wakes it.
+    draining: bool,
     evicted_through: Lsn,
+    /// Transactions that had to wait for a pause to end (for the tests of fairness).
+    held_off: u64,
 }
 
 /// A registered snapshot; hand it back to [`Snapshots::release`].
@@ -58,6 +63,9 @@ impl Snapshots {
     /// Waits while a resize is under way, then counts one more open LMDB transaction.
     pub fn enter(&self) {
         let mut st = self.state.lock();
+        if st.paused {
+            st.held_off += 1;
+        }
         while st.paused {
             st = self.changed.wait(st);
         }
@@ -130,7 +138,7 @@ impl Snapshots {
         }
         st.live.remove(&reg.key);
         st.open -= 1;
-        if st.paused {
+        if st.paused || st.draining {
             self.changed.notify_all();
         }
     }
@@ -147,7 +155,7 @@ impl Snapshots {
         st.live.remove(&reg.key);
         st.committing.insert((reg.visible, reg.key.1), reg.started);
         st.open -= 1;
-        if st.paused {
+        if st.paused || st.draining {
             self.changed.notify_all();
         }
         reg.reads_done = true;
@@ -173,6 +181,28 @@ impl Snapshots {
         now.min(reading).min(committing)
     }
 
+    /// Waits up to `wait` for every registered transaction begun before `before` to end,
+    /// without holding new ones off. A resize calls it before [`Snapshots::pause`], so a
+    /// long-lived reader postpones the resize without stalling every new reader: the pause
+    /// then waits only for transactions younger than `before`.
+    pub fn wait_for_earlier(&self, before: Instant, wait: Duration) -> bool {
+        let deadline = crate::limits::deadline(Instant::now(), wait);
+        let mut st = self.state.lock();
+        loop {
+            if st.live.values().all(|started| *started >= before) {
+                st.draining = false;
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                st.draining = false;
+                return false;
+            }
+            st.draining = true;
+            st = self.changed.wait_timeout(st, deadline - now);
+        }
+    }
+
     /// Stops new LMDB transactions and waits up to `wait` for the open ones to end. Returns
     /// false (and resumes) if some stayed open.
     pub fn pause(&self, wait: Duration) -> bool {
@@ -196,6 +226,12 @@ impl Snapshots {
         let mut st = self.state.lock();
         st.paused = false;
         self.changed.notify_all();
+    }
+
+    /// Transactions that began while a resize had them paused.
+    #[cfg(feature = "internals")]
+    pub fn held_off(&self) -> u64 {
+        self.state.lock().held_off
     }
 
     /// (open snapshots, age of the oldest, snapshots older than `older_than`).

@@ -430,3 +430,93 @@ fn a_commit_refused_for_a_conflict_registers_no_table() {
         .expect("no false TooManyTables");
     db.close().unwrap();
 }
+
+/// Fills a 1 MiB map until the applier needs it to grow; returns the LSN of the last commit.
+fn fill_past_the_map(db: &Db) -> walmdb::Lsn {
+    let mut lsn = 0;
+    for i in 0..40u32 {
+        let mut txn = db.write().unwrap();
+        for j in 0..100u32 {
+            txn.put("t", &(i * 100 + j).to_be_bytes(), &[9u8; 500])
+                .unwrap();
+        }
+        lsn = txn.commit().unwrap();
+    }
+    lsn
+}
+
+fn small_map(resize_wait: Duration) -> Config {
+    Config::default()
+        .map_size(1 << 20)
+        .max_map_size(1 << 30)
+        .resize_wait(resize_wait)
+        .apply_interval(Duration::from_millis(1))
+}
+
+/// Defect 4: `wait_applied` (and so `checkpoint`) waited forever when the caller's own open
+/// transaction kept the applier from growing the map. It now ends with
+/// `MapResizeBlocked` once a resize was put off with nothing applied.
+#[test]
+fn waiting_for_the_applier_behind_the_callers_own_reader_ends_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(
+        Db::open_with(dir.path().join("db"), small_map(Duration::from_millis(200))).unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_thread = db.clone();
+    std::thread::spawn(move || {
+        let db = in_thread;
+        let reader = db.read().unwrap();
+        let lsn = fill_past_the_map(&db);
+        let waited = db.wait_applied(lsn);
+        let checkpoint = db.checkpoint().map(|_| ());
+        drop(reader);
+        let _ = tx.send((waited, checkpoint, db.checkpoint().map(|_| ())));
+    });
+    let (waited, checkpoint, after) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the wait did not end");
+    assert!(
+        matches!(waited, Err(walmdb::Error::MapResizeBlocked { .. })),
+        "{waited:?}"
+    );
+    assert!(
+        matches!(checkpoint, Err(walmdb::Error::MapResizeBlocked { .. })),
+        "{checkpoint:?}"
+    );
+    assert!(after.is_ok(), "{after:?}");
+    assert!(db.stats().map_resizes >= 1);
+}
+
+/// Defect 4: a resize put off by one long reader re-paused at once, holding off every new
+/// transaction for up to `resize_wait` a cycle: one long reader stalled all reads. Now a
+/// resize first waits for the transactions open before it, without pausing, so while the
+/// long reader lives no new transaction waits for a pause.
+#[test]
+fn a_long_reader_postpones_a_resize_without_holding_off_new_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path().join("db"), small_map(Duration::from_millis(100))).unwrap();
+    let long = db.read().unwrap();
+    let lsn = fill_past_the_map(&db);
+    let started = std::time::Instant::now();
+    let mut reads = 0u64;
+    while db.stats().map_resizes_postponed < 3 {
+        let txn = db.read().unwrap();
+        assert!(txn.get("t", &0u32.to_be_bytes()).unwrap().is_some());
+        drop(txn);
+        reads += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no resize was put off"
+        );
+    }
+    assert_eq!(
+        db.transactions_held_off_by_resizes(),
+        0,
+        "after {reads} reads"
+    );
+    drop(long);
+    db.wait_applied(lsn).unwrap();
+    assert!(db.stats().map_resizes >= 1);
+    db.close().unwrap();
+}

@@ -133,8 +133,12 @@ pub(crate) fn apply_growing(
             Err(ApplyError::MapFull) => match store.next_map_size() {
                 Some(size) => {
                     let wait = engine.cfg.resize_wait;
+                    // First the transactions open now end (new ones go on), then a pause
+                    // waits for the younger ones only: a long reader postpones the resize
+                    // but never holds every new reader off.
+                    let drained = sh.snapshots.wait_for_earlier(Instant::now(), wait);
                     let paused = || sh.snapshots.pause(wait);
-                    if store.resize(size, wait, paused, || sh.snapshots.resume())? {
+                    if drained && store.resize(size, wait, paused, || sh.snapshots.resume())? {
                         sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(map_size = size, "grew the LMDB map");
                     } else {

@@ -151,9 +151,24 @@ impl Engine {
     /// Waits until LMDB holds every commit through `lsn`.
     pub(crate) fn wait_applied(&self, lsn: Lsn) -> Result<()> {
         let sh = &self.state;
+        let postponed = || sh.stats.map_resizes_postponed.load(Ordering::Relaxed);
+        let (mut seen_postponed, mut seen_applied) =
+            (postponed(), sh.applied_lsn.load(Ordering::Acquire));
         loop {
-            if sh.applied_lsn.load(Ordering::Acquire) >= lsn {
+            let applied = sh.applied_lsn.load(Ordering::Acquire);
+            if applied >= lsn {
                 return Ok(());
+            }
+            // A resize the applier needs was put off (after `resize_wait`) with nothing
+            // applied meanwhile: the blocker may be the caller's own transaction.
+            let now_postponed = postponed();
+            if now_postponed > seen_postponed {
+                if applied == seen_applied {
+                    return Err(Error::MapResizeBlocked {
+                        resize_wait: self.cfg.resize_wait,
+                    });
+                }
+                (seen_postponed, seen_applied) = (now_postponed, applied);
             }
             if let Some(e) = sh.refusal() {
                 return Err(e);
