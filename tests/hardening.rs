@@ -520,3 +520,47 @@ fn a_long_reader_postpones_a_resize_without_holding_off_new_readers() {
     assert!(db.stats().map_resizes >= 1);
     db.close().unwrap();
 }
+
+/// Defect 8: a rotation that failed after creating its segment under the temporary name
+/// listed that path as a spare; the next attempt renamed another spare over it, and the
+/// rotation after that took the listed path, which named nothing: `ENOENT`, a failed commit.
+#[test]
+fn a_failed_rotation_leaves_no_dangling_spare_behind() {
+    use walmdb::{Error, FaultKind, OpKind, SimFs};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let cfg = Config::default().wal(walmdb::WalConfig {
+        segment_bytes: 64 * 1024,
+        max_record_bytes: 16 * 1024,
+        prepare_segments: false,
+        recycle_segments: 4,
+        ..walmdb::WalConfig::default()
+    });
+    let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
+    let mut i = 0u32;
+    let mut commit = |db: &Db| {
+        i += 1;
+        db.update(|txn| txn.put("t", &i.to_be_bytes(), &[5u8; 2000]))
+    };
+    let rotations = |db: &Db| db.stats().wal.rotations;
+    // Fill past a rotation, so a checkpoint can retire a segment into a spare later.
+    while rotations(&db) < 2 {
+        commit(&db).unwrap();
+    }
+    // The next rotation creates its file, then fails to preallocate it.
+    fs.fail_next(OpKind::Allocate, FaultKind::Enospc);
+    let failed = loop {
+        match commit(&db) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(failed, Error::DiskFull(_)), "{failed:?}");
+    // A checkpoint retires the full segments into spares; rotations use them all up.
+    db.checkpoint().unwrap();
+    let before = rotations(&db);
+    while rotations(&db) < before + 6 {
+        commit(&db).expect("a rotation after the failed one");
+    }
+    db.close().unwrap();
+}

@@ -110,9 +110,17 @@ impl LogWriter {
         fail::fail_point!("rotation-old-segment-synced");
         let segment_no = self.active.header.segment_no + 1;
         let header = SegmentHeader::new(segment_no, first_lsn, self.cfg.segment_bytes);
+        let tmp = self
+            .dir
+            .join(format!("{}.tmp", segment_file_name(segment_no)));
         let spare = {
             let mut set = shared.segments.lock();
-            let spare = set.spares.pop();
+            // A failed attempt at this segment left its file under the temporary name: reuse
+            // it, or renaming another spare over it would leave a path to nothing listed.
+            let spare = match set.spares.iter().position(|p| *p == tmp) {
+                Some(i) => Some(set.spares.remove(i)),
+                None => set.spares.pop(),
+            };
             if set.spares.is_empty() {
                 shared.spare_wanted.notify_one();
             }
@@ -133,9 +141,6 @@ impl LogWriter {
             }
             Err(e) => {
                 // A half-made segment stays under its temporary name, to be reused.
-                let tmp = self
-                    .dir
-                    .join(format!("{}.tmp", segment_file_name(segment_no)));
                 if self.fs.exists(&tmp) {
                     shared.segments.lock().spares.push(tmp);
                 }

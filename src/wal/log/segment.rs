@@ -198,7 +198,7 @@ pub fn create_segment(
     let name = segment_file_name(header.segment_no);
     let tmp = join(dir, &format!("{name}.tmp"));
     let path = join(dir, &name);
-    if let Some(spare) = spare {
+    if let Some(spare) = spare.filter(|spare| *spare != tmp) {
         fs.rename(&spare, &tmp)?;
     }
     let file = fs.open(&tmp, true)?;
