@@ -564,3 +564,38 @@ fn a_failed_rotation_leaves_no_dangling_spare_behind() {
     }
     db.close().unwrap();
 }
+
+/// Defect 8: reading a segment allocated the file's whole length, whatever its header's
+/// segment size said: a segment file grown (or damaged in its length) to 1 TiB made opening
+/// try to allocate 1 TiB. Reading stops at the header's segment size.
+#[test]
+fn opening_reads_a_segment_only_up_to_its_headers_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default().wal(walmdb::WalConfig {
+        segment_bytes: 64 * 1024,
+        max_record_bytes: 16 * 1024,
+        ..walmdb::WalConfig::default()
+    });
+    let db = Db::open_with(dir.path(), cfg.clone()).unwrap();
+    for i in 0..10u32 {
+        db.update(|txn| txn.put("t", &i.to_be_bytes(), b"v"))
+            .unwrap();
+    }
+    db.simulate_crash();
+    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("wal-") {
+            // Sparse: no disk space is used.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(1 << 40).unwrap();
+        }
+    }
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let txn = db.read().unwrap();
+    for i in 0..10u32 {
+        assert_eq!(txn.get("t", &i.to_be_bytes()).unwrap(), Some(&b"v"[..]));
+    }
+    drop(txn);
+    db.close().unwrap();
+}

@@ -321,9 +321,22 @@ pub fn probe_valid_frames(data: &[u8], from: usize, salt: u32) -> Vec<(usize, Fr
     found
 }
 
-/// Reads the whole segment file.
+/// Reads a segment file: its header and, when the header is valid, the rest up to the
+/// header's segment size; a file whose header does not decode, only its first bytes.
 pub fn read_segment(file: &dyn FsFile) -> Result<Vec<u8>> {
-    let len = file.len()? as usize;
+    let len = file.len()?;
+    let mut data = read_prefix(file, (SEGMENT_HEADER_LEN as u64).min(len))?;
+    // Never more than the header's segment size, itself bounded by `MAX_FRAME_BODY`: a
+    // file grown past it (or with a damaged length) is not read whole into memory.
+    if let Ok(header) = SegmentHeader::decode(&data) {
+        data = read_prefix(file, header.segment_bytes.min(len))?;
+    }
+    Ok(data)
+}
+
+/// The file's first `len` bytes (fewer if it ends sooner).
+fn read_prefix(file: &dyn FsFile, len: u64) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut data = vec![0u8; len];
     let mut off = 0;
     while off < len {
