@@ -599,3 +599,36 @@ fn opening_reads_a_segment_only_up_to_its_headers_size() {
     drop(txn);
     db.close().unwrap();
 }
+
+/// Defect 8: zeros written over a write that failed with ENOSPC (half of it landed) were
+/// not synced when the next group rotated to a new segment, so a power loss could keep the
+/// half-written frame and lose the zeros: damage before a later segment's durable records,
+/// which recovery must refuse (`Corruption`). The rotation now syncs the zeros first.
+#[test]
+fn zeros_over_a_failed_write_are_synced_before_the_log_rotates_away() {
+    use common::*;
+    use walmdb::{CrashOptions, Durability, Error, FaultKind, OpKind, SimFs};
+    let durable = Some(Durability::EveryWrite);
+    for seed in 0..64 {
+        let fs = SimFs::new();
+        let wal = open(&fs, cfg()).unwrap();
+        let mut acked = Vec::new();
+        for i in 0..50 {
+            acked.push(rec(i, 1000));
+            wal.commit_with(rec(i, 1000), (), durable).unwrap();
+        }
+        fs.fail_next(OpKind::Write, FaultKind::ShortEnospc);
+        let e = wal.commit_with(rec(50, 1000), (), durable).unwrap_err();
+        assert!(matches!(e, Error::DiskFull(_)), "{e:?}");
+        // Too big for what is left of the segment: written to the next one.
+        acked.push(rec(51, 15_000));
+        wal.commit_with(rec(51, 15_000), (), durable).unwrap();
+        assert_eq!(wal.stats().rotations, 1);
+        let crashed = fs.crash(seed, CrashOptions::default());
+        drop(wal);
+        let reopened = open(&crashed, cfg()).unwrap_or_else(|e| {
+            panic!("seed {seed}: the power loss left the log unopenable: {e:?}")
+        });
+        assert_records(&read_all(&reopened), &acked, 1, &format!("seed {seed}"));
+    }
+}

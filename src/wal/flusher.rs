@@ -35,6 +35,10 @@ pub(crate) struct LogWriter {
     pub synced_lsn: Lsn,
     /// When unsynced `Interval` writes must be synced by.
     pub interval_deadline: Option<Instant>,
+    /// Zeros written over a failed write's range and not yet synced: the active segment
+    /// must be synced before the log rotates away from it, or a power loss could bring the
+    /// failed write's bytes back, as damage, before the next segment's records.
+    pub cleared_unsynced: bool,
     pub frame: FrameBuilder,
     pub buf: Vec<u8>,
     /// Answers large groups while the flusher goes on; dropped (and so drained) with it.
@@ -87,6 +91,7 @@ impl LogWriter {
         }
         self.synced_lsn = target;
         self.interval_deadline = None;
+        self.cleared_unsynced = false;
         shared.durable_lsn.store(target, Ordering::SeqCst);
         let took = started.elapsed();
         shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +109,7 @@ impl LogWriter {
 
     /// Syncs the current segment, then opens the next one for records from `first_lsn`.
     fn rotate<T>(&mut self, shared: &PipelineState<T>, first_lsn: Lsn) -> Result<()> {
-        if self.synced_lsn < self.written_lsn {
+        if self.synced_lsn < self.written_lsn || self.cleared_unsynced {
             self.sync(shared)?;
         }
         fail::fail_point!("rotation-old-segment-synced");
@@ -176,7 +181,10 @@ impl LogWriter {
                 // only this group; the space is preallocated, so the zeros overwrite.
                 let zeros = vec![0u8; self.buf.len()];
                 match self.active.file.write_at(&zeros, self.offset) {
-                    Ok(()) => Err(Error::DiskFull(e)),
+                    Ok(()) => {
+                        self.cleared_unsynced = true;
+                        Err(Error::DiskFull(e))
+                    }
                     Err(e2) => Err(self.poison(shared, "clearing a failed write", &e2)),
                 }
             }

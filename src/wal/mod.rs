@@ -268,6 +268,7 @@ impl<S: Sequencer> Wal<S> {
             written_lsn: last_lsn,
             synced_lsn: last_lsn,
             interval_deadline: None,
+            cleared_unsynced: false,
             frame: Default::default(),
             buf: Vec::new(),
             completer: crate::wal::Completer::spawn()?,

@@ -31,6 +31,9 @@ pub enum FaultKind {
     Enospc,
     /// For a write: the first half of the buffer is written, then `WriteZero`. Else `EIO`.
     ShortWrite,
+    /// For a write: the first half of the buffer is written, then `ENOSPC` (a disk that
+    /// filled during the write). Else `ENOSPC`.
+    ShortEnospc,
 }
 
 /// The kinds of counted operations (every trait method except `exists` and `len`).
@@ -147,7 +150,7 @@ struct State {
 fn fault_error(kind: FaultKind) -> io::Error {
     match kind {
         FaultKind::Eio | FaultKind::ShortWrite => io::Error::from_raw_os_error(EIO),
-        FaultKind::Enospc => io::Error::from_raw_os_error(ENOSPC),
+        FaultKind::Enospc | FaultKind::ShortEnospc => io::Error::from_raw_os_error(ENOSPC),
     }
 }
 
@@ -692,7 +695,7 @@ impl FsFile for SimFile {
         let fault = st.check(OpKind::Write)?;
         let data = match fault {
             None => buf,
-            Some(FaultKind::ShortWrite) => &buf[..buf.len() / 2],
+            Some(FaultKind::ShortWrite | FaultKind::ShortEnospc) => &buf[..buf.len() / 2],
             Some(kind) => return Err(fault_error(kind)),
         };
         if !data.is_empty() {
@@ -709,6 +712,7 @@ impl FsFile for SimFile {
             inode.pending.push(Pending::Write(offset, data.to_vec()));
         }
         match fault {
+            Some(FaultKind::ShortEnospc) => Err(fault_error(FaultKind::ShortEnospc)),
             Some(_) => Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
             None => Ok(()),
         }
