@@ -278,7 +278,8 @@ pub struct Config {
     /// Bytes of committed versions not yet applied to LMDB, at most. Past half of it, commits
     /// are slowed down to the rate the applier sustains (less as the backlog grows), so the
     /// backlog settles instead of filling; at the bound they wait for room, up to
-    /// `backlog_wait`, then get `Error::ApplyBacklog`. Default: 256 MiB.
+    /// `backlog_wait`, then get `Error::ApplyBacklog`. A version is charged its key, its value
+    /// and 208 bytes, about what it takes in memory. Default: 512 MiB.
     pub overlay_max_bytes: usize,
     /// How long a commit waits for room when the apply backlog (`overlay_max_bytes`, or the
     /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at
@@ -318,7 +319,7 @@ impl Default for Config {
             max_map_size: 64 << 30,
             max_readers: 1022,
             max_tables: 62,
-            overlay_max_bytes: 256 << 20,
+            overlay_max_bytes: 512 << 20,
             backlog_wait: Duration::from_secs(60),
             apply_max_ops: 100_000,
             apply_interval: Duration::from_millis(100),
