@@ -1,6 +1,7 @@
 //! Configuration of the write-ahead log: durability levels, recovery modes and limits.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -248,8 +249,7 @@ pub enum Isolation {
 /// Configuration of the engine ([`crate::Db`]). Build it with the setters:
 ///
 /// ```
-/// use std::path::PathBuf;
-use std::time::Duration;
+/// use std::time::Duration;
 /// let cfg = walmdb::Config::default()
 ///     .isolation(walmdb::Isolation::Serializable)
 ///     .table("users")
@@ -307,6 +307,12 @@ pub struct Config {
     pub resize_wait: Duration,
     /// Attempts `Db::update` makes before returning `Error::Conflict`. Default: 100.
     pub update_attempts: u32,
+    /// The most entries one serializable commit's conflict check may visit on the flusher
+    /// thread (keys it read, plus the conflict index's entries inside ranges it scanned of
+    /// tables written since its snapshot); past it the commit fails with
+    /// `Error::ReadSetTooLarge`. Bounds how long one commit's check holds up the others.
+    /// Default: 1,000,000.
+    pub max_conflict_checks: usize,
 }
 
 impl Default for Config {
@@ -329,6 +335,7 @@ impl Default for Config {
             txn_timeout: None,
             resize_wait: Duration::from_secs(10),
             update_attempts: 100,
+            max_conflict_checks: 1_000_000,
         }
     }
 }
@@ -380,6 +387,8 @@ impl Config {
         resize_wait: Duration;
         /// Sets [`Config::update_attempts`].
         update_attempts: u32;
+        /// Sets [`Config::max_conflict_checks`].
+        max_conflict_checks: usize;
     }
 
     /// Sets the default durability of commits ([`WalConfig::durability`]).
@@ -445,6 +454,9 @@ impl Config {
         }
         if self.update_attempts == 0 {
             return bad("update_attempts must be at least 1".into());
+        }
+        if self.max_conflict_checks == 0 {
+            return bad("max_conflict_checks must be at least 1".into());
         }
         for t in &self.tables {
             crate::limits::check_table_name(t)?;

@@ -140,6 +140,20 @@ pub enum Error {
         key: Vec<u8>,
     },
 
+    /// A serializable transaction's conflict check would visit more than
+    /// `Config::max_conflict_checks` keys and ranges' index entries. The check runs on the
+    /// log's flusher thread, where every commit waits for it, so it is bounded; nothing was
+    /// committed. Read less in one serializable transaction (or use `Isolation::Snapshot`
+    /// for large scans), or raise the limit.
+    #[error(
+        "the transaction's conflict check would visit more than {limit} entries; \
+         read less in one serializable transaction or raise max_conflict_checks"
+    )]
+    ReadSetTooLarge {
+        /// `Config::max_conflict_checks`.
+        limit: usize,
+    },
+
     /// LMDB's map reached `Config::max_map_size`. Every acknowledged commit stays in the
     /// write-ahead log and is applied once space exists (reopen with a larger maximum);
     /// new commits are refused until then.
@@ -188,7 +202,7 @@ pub enum Error {
 
     /// The applier or the checkpoint is behind: unapplied versions hold
     /// `Config::overlay_max_bytes`, or recovery would replay more than
-    /// `Config::max_replay_bytes`, and neither eased within `WalConfig::backpressure_wait`.
+    /// `Config::max_replay_bytes`, and neither eased within `Config::backlog_wait`.
     #[error("the apply backlog is full: {what} is {held}, over the limit of {limit}")]
     ApplyBacklog {
         /// Which bound: "unapplied bytes" or "replay bytes".

@@ -632,3 +632,103 @@ fn zeros_over_a_failed_write_are_synced_before_the_log_rotates_away() {
         assert_records(&read_all(&reopened), &acked, 1, &format!("seed {seed}"));
     }
 }
+
+/// Defect 8: a serializable transaction's read set was checked on the flusher thread with
+/// no bound: a range over a large conflict index walked every entry in it while every
+/// other commit waited. The check is bounded by `max_conflict_checks`
+/// (`ReadSetTooLarge`), and a range of a table nobody wrote since the snapshot is not
+/// walked at all.
+#[test]
+fn a_serializable_commits_conflict_check_is_bounded() {
+    use walmdb::{Error, Isolation};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default().max_conflict_checks(1000);
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    // An open reader keeps the conflict index from being pruned.
+    let pin = db.read().unwrap();
+    for chunk in 0..50u32 {
+        let mut txn = db.write().unwrap();
+        for i in 0..100u32 {
+            txn.put("t", format!("a{:06}", chunk * 100 + i).as_bytes(), b"v")
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let scan = |db: &Db, write_elsewhere_meanwhile: bool| {
+        let mut txn = db.write_with(Isolation::Serializable).unwrap();
+        let range = (
+            std::ops::Bound::Included(&b"a"[..]),
+            std::ops::Bound::Excluded(&b"b"[..]),
+        );
+        let seen = txn.range("t", range).unwrap().count();
+        assert_eq!(seen, 5000);
+        txn.put("x", b"k", b"v").unwrap();
+        if write_elsewhere_meanwhile {
+            db.update(|other| other.put("t", b"z", b"outside the range"))
+                .unwrap();
+        }
+        txn.commit()
+    };
+    // Nothing written to `t` since the snapshot: no walk, so no bound to reach.
+    scan(&db, false).expect("a range of an unwritten table is not walked");
+    // Written since: the 5,000 index entries in range are past the bound of 1,000.
+    match scan(&db, true) {
+        Err(Error::ReadSetTooLarge { limit: 1000 }) => {}
+        other => panic!("expected ReadSetTooLarge, got {other:?}"),
+    }
+    // Too many keys read is refused before the commit is queued.
+    let mut txn = db.write_with(Isolation::Serializable).unwrap();
+    for i in 0..1001u32 {
+        txn.get("t", format!("a{i:06}").as_bytes()).unwrap();
+    }
+    txn.put("x", b"k", b"w").unwrap();
+    assert!(matches!(txn.commit(), Err(Error::ReadSetTooLarge { .. })));
+    drop(pin);
+    db.close().unwrap();
+}
+
+/// Found by the configuration-drawing fuzz target: a commit waiting for room in a full
+/// overlay did not hurry the applier, which went on gathering for `apply_interval` (here a
+/// day), so the commit waited out `backlog_wait` and failed with `ApplyBacklog`.
+#[test]
+fn a_commit_waiting_for_room_hurries_the_applier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default()
+        .wal(walmdb::WalConfig {
+            segment_bytes: 64 * 1024,
+            max_record_bytes: 4096,
+            queue_max_bytes: 4096,
+            ..walmdb::WalConfig::default()
+        })
+        .overlay_max_bytes(4096)
+        .apply_interval(Duration::from_secs(24 * 3600))
+        .backlog_wait(Duration::from_secs(600));
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let result = (0..20u32)
+                .try_for_each(|i| db.update(|txn| txn.put("t", &i.to_be_bytes(), &[1u8; 1000])));
+            let _ = tx.send(result);
+        });
+        let done = rx.recv_timeout(Duration::from_secs(120));
+        assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    });
+    db.close().unwrap();
+}
+
+/// Found by the same fuzz target: `commit_with` an out-of-bounds level returned `Ok` when
+/// the transaction wrote nothing, and otherwise checked the level only after waiting for
+/// room. The level is checked first.
+#[test]
+fn a_commits_level_is_checked_before_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let bad = walmdb::Durability::Interval(Duration::MAX);
+    let empty = db.write().unwrap();
+    assert!(matches!(
+        empty.commit_with(bad),
+        Err(walmdb::Error::InvalidConfig(_))
+    ));
+    db.close().unwrap();
+}

@@ -90,8 +90,11 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
             .backlog_stall_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     };
-    let mut g = sh.room.lock();
     loop {
+        // Room comes from applying: the applier must not go on gathering for
+        // `apply_interval` (asked for outside the room lock).
+        sh.hurry_applier();
+        let g = sh.room.lock();
         let Some(e) = over() else {
             stalled();
             return Ok(());
@@ -113,9 +116,10 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
             sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        g = sh
-            .room_cv
-            .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)));
+        drop(
+            sh.room_cv
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(10))),
+        );
     }
 }
 

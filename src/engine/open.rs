@@ -143,7 +143,7 @@ impl Running {
             &crate::layout::wal_dir(&path),
             cfg.wal.clone(),
             Some(opened.applied_lsn),
-            EngineSequencer::new(state.clone(), cfg.max_tables),
+            EngineSequencer::new(state.clone(), cfg.max_tables, cfg.max_conflict_checks),
         )?;
         let mut report = DbRecoveryReport {
             wal: wal.recovery_report().clone(),

@@ -59,6 +59,9 @@ struct TableConflicts {
     keys: BTreeMap<Arc<[u8]>, Lsn>,
     /// The last create or drop.
     ddl: Lsn,
+    /// At least the LSN of the last key write admitted (not lowered when a failed commit's
+    /// entries are undone): a range check skips a table not written since its snapshot.
+    last_write: Lsn,
 }
 
 /// One change an admitted, unpublished commit made to the conflict index.
@@ -76,6 +79,7 @@ struct Undo {
 pub(crate) struct EngineSequencer {
     state: Arc<EngineState>,
     max_tables: u32,
+    max_checks: usize,
     tables: HashMap<Arc<str>, TableConflicts>,
     entries: usize,
     prune_at: usize,
@@ -88,10 +92,11 @@ pub(crate) struct EngineSequencer {
 const MIN_PRUNE_AT: usize = 4096;
 
 impl EngineSequencer {
-    pub fn new(state: Arc<EngineState>, max_tables: u32) -> Self {
+    pub fn new(state: Arc<EngineState>, max_tables: u32, max_checks: usize) -> Self {
         EngineSequencer {
             state,
             max_tables,
+            max_checks,
             tables: HashMap::new(),
             entries: 0,
             prune_at: MIN_PRUNE_AT,
@@ -134,26 +139,34 @@ impl EngineSequencer {
             }
         }
         let Some(reads) = reads else { return Ok(()) };
+        // Every key read and index entry visited counts against the bound.
+        let mut budget = self.max_checks;
+        let too_large = || Error::ReadSetTooLarge {
+            limit: self.max_checks,
+        };
         for (table, key) in &reads.points {
+            budget = budget.checked_sub(1).ok_or_else(too_large)?;
             check_key(table, key)?;
         }
         for (table, bounds) in &reads.ranges {
+            budget = budget.checked_sub(1).ok_or_else(too_large)?;
             let Some(t) = self.tables.get(table) else {
                 continue;
             };
             if t.ddl > snap {
                 return Err(conflict(table, &[]));
             }
-            if !crate::keys::bounds_valid(bounds) {
-                continue; // an empty range: `BTreeMap::range` would panic on it
+            if t.last_write <= snap || !crate::keys::bounds_valid(bounds) {
+                // Nothing written since the snapshot, or an empty range (which
+                // `BTreeMap::range` would panic on).
+                continue;
             }
             let range = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
-            if let Some((key, _)) = t
-                .keys
-                .range::<[u8], _>(range)
-                .find(|(k, &lsn)| lsn > snap && in_bounds(bounds, k))
-            {
-                return Err(conflict(table, key));
+            for (key, &lsn) in t.keys.range::<[u8], _>(range) {
+                budget = budget.checked_sub(1).ok_or_else(too_large)?;
+                if lsn > snap && in_bounds(bounds, key) {
+                    return Err(conflict(table, key));
+                }
             }
         }
         Ok(())
@@ -190,6 +203,7 @@ impl EngineSequencer {
             let t = self.tables.entry(op.table().clone()).or_default();
             let (key, previous) = match op {
                 WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => {
+                    t.last_write = t.last_write.max(lsn);
                     let previous = t.keys.insert(key.clone(), lsn);
                     if previous.is_none() {
                         self.entries += 1;

@@ -287,6 +287,9 @@ impl<'db> WriteTxn<'db> {
 
     fn commit_inner(mut self, durability: Option<Durability>) -> Result<Lsn> {
         self.committing = true;
+        if let Some(level) = &durability {
+            level.validate("the commit's durability")?;
+        }
         self.check_age()?;
         if self.writes.is_empty() {
             return Ok(match self.snap.get() {
@@ -314,7 +317,12 @@ impl<'db> WriteTxn<'db> {
         let check = if !self.read_any.get() {
             Check::Blind
         } else if self.isolation == Isolation::Serializable {
-            Check::WritesAndReads(self.reads.take())
+            let reads = self.reads.take();
+            let limit = self.engine.cfg.max_conflict_checks;
+            if reads.points.len() + reads.ranges.len() > limit {
+                return Err(Error::ReadSetTooLarge { limit });
+            }
+            Check::WritesAndReads(reads)
         } else {
             Check::Writes
         };
