@@ -732,3 +732,51 @@ fn a_commits_level_is_checked_before_anything_else() {
     ));
     db.close().unwrap();
 }
+
+/// Defect 9: a panicked applier or checkpoint thread left the engine unable to apply or
+/// checkpoint until reopened. Each is restarted (the applier's batch goes back to its
+/// queue: nothing is lost or applied twice out of order), `health()` reports it, and past
+/// three restarts of one thread the engine fails (`Poisoned`) instead of looping.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_panicked_applier_or_checkpoint_thread_is_restarted_and_reported() {
+    use walmdb::{Error, HealthStatus};
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default().apply_interval(Duration::from_millis(1));
+    let db = Db::open_with(dir.path().join("db"), cfg).unwrap();
+    let commit = |i: u32| db.update(|txn| txn.put("t", &i.to_be_bytes(), b"v"));
+    fail::cfg("applier-batch-taken", "1*panic(applier test panic)").unwrap();
+    fail::cfg("checkpoint-tick", "1*panic(checkpoint test panic)").unwrap();
+    for i in 0..100 {
+        commit(i).unwrap();
+    }
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    db.checkpoint().unwrap();
+    let m = db.metrics();
+    assert_eq!(m.thread_restarts, 2, "{m:?}");
+    let health = db.health();
+    assert_eq!(health.status, HealthStatus::Degraded, "{health:?}");
+    assert!(
+        health.reasons.iter().any(|r| r.1.contains("restarted")),
+        "{health:?}"
+    );
+    let txn = db.read().unwrap();
+    for i in 0..100u32 {
+        assert_eq!(txn.get("t", &i.to_be_bytes()).unwrap(), Some(&b"v"[..]));
+    }
+    drop(txn);
+    // A thread that keeps panicking ends the engine instead.
+    fail::cfg("applier-batch-taken", "panic(applier keeps panicking)").unwrap();
+    let failed = (100..10_000u32).find_map(|i| commit(i).err());
+    assert!(matches!(failed, Some(Error::Poisoned { .. })), "{failed:?}");
+    fail::remove("applier-batch-taken");
+    let _ = db.close();
+    scenario.teardown();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    assert_eq!(
+        db.read().unwrap().get("t", &99u32.to_be_bytes()).unwrap(),
+        Some(&b"v"[..])
+    );
+    db.close().unwrap();
+}

@@ -29,6 +29,9 @@ pub(crate) struct ApplyQueue {
     /// Someone waits for the applier: apply without gathering.
     urgent: bool,
     stop: Option<Shutdown>,
+    /// Applied commits whose overlay versions are not evicted yet (snapshots may need
+    /// them). Held here, not on the applier's stack, so a restarted applier evicts them.
+    applied: VecDeque<(Lsn, Arc<TxnWrites>)>,
 }
 
 impl ApplyQueue {
@@ -175,9 +178,12 @@ pub(crate) fn apply_growing(
 /// durably (LMDB must never be ahead of the log).
 pub(crate) fn applier_loop(engine: &Engine) {
     let sh = &engine.state;
-    let mut backlog: VecDeque<(Lsn, Arc<TxnWrites>)> = VecDeque::new();
+    let mut backlog = Applied::take(sh);
+    let backlog = &mut backlog.1;
     loop {
-        let (batch, stop) = {
+        // Declared before the queue's lock is taken: unwinding drops the lock first.
+        let mut batch = Taken(sh, Vec::new());
+        let stop = {
             let mut q = sh.apply.lock();
             while q.items.is_empty() && q.stop.is_none() {
                 q.applier_waiting = true;
@@ -206,15 +212,13 @@ pub(crate) fn applier_loop(engine: &Engine) {
             }
             let cap = batch_cap(engine, q.ops);
             let mut ops = 0;
-            let mut batch = Vec::new();
             q.applying_since = q.items.front().map(|item| item.2);
             while let Some((_, w, _)) = q.items.front() {
-                if !batch.is_empty() && ops + w.ops.len() > cap {
+                if !batch.1.is_empty() && ops + w.ops.len() > cap {
                     break;
                 }
                 ops += w.ops.len();
-                let (lsn, writes, _) = q.items.pop_front().expect("front exists");
-                batch.push((lsn, writes));
+                batch.1.push(q.items.pop_front().expect("front exists"));
             }
             q.ops -= ops;
             q.urgent = false;
@@ -223,9 +227,10 @@ pub(crate) fn applier_loop(engine: &Engine) {
             } else {
                 Some(Instant::now())
             };
-            (batch, q.stop)
+            q.stop
         };
-        if let Some((last, _)) = batch.last() {
+        fail::fail_point!("applier-batch-taken");
+        if let Some((last, _, _)) = batch.1.last() {
             let last = *last;
             let mut space_error_seen = false;
             while engine.wal.durable_lsn() < last {
@@ -254,8 +259,9 @@ pub(crate) fn applier_loop(engine: &Engine) {
             }
             let prepared = Instant::now();
             let mut ops: Vec<(Lsn, &WriteOp)> = batch
+                .1
                 .iter()
-                .flat_map(|(lsn, w)| w.ops.iter().map(move |op| (*lsn, op)))
+                .flat_map(|(lsn, w, _)| w.ops.iter().map(move |op| (*lsn, op)))
                 .collect();
             // What the batch covers, before overwritten keys are dropped.
             let covered = ops.len();
@@ -265,7 +271,7 @@ pub(crate) fn applier_loop(engine: &Engine) {
             let give_up = || sh.apply.lock().stop.is_some();
             let span = tracing::debug_span!(
                 "walmdb.apply",
-                first_lsn = batch.first().map_or(last, |b| b.0),
+                first_lsn = batch.1.first().map_or(last, |b| b.0),
                 last_lsn = last,
                 ops = ops.len()
             );
@@ -300,12 +306,54 @@ pub(crate) fn applier_loop(engine: &Engine) {
                 .fetch_add(covered_bytes as u64, Ordering::Relaxed);
             sh.note_apply_rate(covered_cost, prepared.elapsed());
             drop(_entered);
-            backlog.extend(batch);
+            drop(ops);
+            let applied = std::mem::take(&mut batch.1);
+            backlog.extend(applied.into_iter().map(|(lsn, writes, _)| (lsn, writes)));
         }
-        evict_applied(sh, &mut backlog);
+        evict_applied(sh, backlog);
         if stop == Some(Shutdown::Drain) && sh.apply.lock().items.is_empty() {
             return;
         }
+    }
+}
+
+/// The applier's applied-but-not-evicted commits, taken from the queue's state while it
+/// runs and given back however it ends (a panic included), for a restarted applier.
+struct Applied<'a>(&'a EngineState, VecDeque<(Lsn, Arc<TxnWrites>)>);
+
+impl<'a> Applied<'a> {
+    fn take(sh: &'a EngineState) -> Self {
+        Applied(sh, std::mem::take(&mut sh.apply.lock().applied))
+    }
+}
+
+impl Drop for Applied<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.apply.lock();
+        let newer = std::mem::replace(&mut q.applied, std::mem::take(&mut self.1));
+        q.applied.extend(newer);
+    }
+}
+
+/// A batch taken from the queue. What was not applied when it is dropped (the applier
+/// stopped, failed or panicked) goes back to the queue's front, in order.
+struct Taken<'a>(&'a EngineState, Vec<(Lsn, Arc<TxnWrites>, Instant)>);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.1.is_empty() {
+            return;
+        }
+        let mut q = self.0.apply.lock();
+        for item in self.1.drain(..).rev() {
+            q.ops += item.1.ops.len();
+            q.items.push_front(item);
+        }
+        q.oldest_at = Some(
+            q.oldest_at
+                .map_or_else(Instant::now, |t| t.min(Instant::now())),
+        );
+        q.applying_since = None;
     }
 }
 

@@ -88,6 +88,7 @@ pub(crate) fn checkpoint_loop(engine: &Engine) {
         sh.overlay_bytes.load(Ordering::Relaxed) as u64,
     );
     loop {
+        fail::fail_point!("checkpoint-tick");
         {
             let mut st = sh.checkpoint.lock();
             if !st.stop {

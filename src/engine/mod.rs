@@ -67,6 +67,8 @@ pub(crate) struct Counters {
     /// slowed down or waiting for room.
     pub backlog_delays: StatCounter,
     pub backlog_stall_micros: StatCounter,
+    /// Times the applier or checkpoint thread panicked and was restarted.
+    pub thread_restarts: StatCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,8 @@ pub(crate) struct EngineState {
     pub(crate) retirement: Mutex<()>,
     /// The applier's catch-up on what `open` replayed to the overlay.
     pub(crate) catch_up: open::CatchUp,
+    /// The last restart of an engine thread: "<thread>: <panic>".
+    pub(crate) last_restart: Mutex<Option<String>>,
     /// True from open until the applier thread ends (however it ends).
     pub(crate) applier_running: AtomicBool,
     /// True from open until the checkpoint thread ends.
@@ -124,6 +128,39 @@ pub(crate) struct EngineState {
 
 /// Clears its flag when dropped: when the thread owning it returns or unwinds.
 struct RunningGuard<'a>(&'a AtomicBool);
+
+/// Restarts of one engine thread after a panic before the engine fails instead.
+pub(crate) const MAX_THREAD_RESTARTS: u64 = 3;
+
+/// Runs `work` (the applier's or the checkpoint's loop) and runs it again when it panics,
+/// up to [`MAX_THREAD_RESTARTS`] times; each restart is counted (metrics, `health()`). Past
+/// that, the engine fails (commits refused until reopened). `work` leaves the state it
+/// shares consistent however it unwinds (the applier gives its batch back).
+pub(crate) fn supervise(sh: &EngineState, thread: &str, work: impl Fn()) {
+    let mut restarts = 0;
+    loop {
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work)) else {
+            return;
+        };
+        #[cfg(walmdb_loom)]
+        std::panic::resume_unwind(panic);
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        restarts += 1;
+        if restarts > MAX_THREAD_RESTARTS {
+            sh.fail(format!(
+                "the {thread} thread panicked {restarts} times, the last: {msg}"
+            ));
+            return;
+        }
+        sh.stats.thread_restarts.fetch_add(1, Ordering::Relaxed);
+        *sh.last_restart.lock() = Some(format!("{thread}: {msg}"));
+        tracing::error!(thread, restarts, panic = %msg, "an engine thread panicked; restarting it");
+    }
+}
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {

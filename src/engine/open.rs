@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::sequencer::{EngineSequencer, TxnWrites};
-use super::{Engine, EngineState, Running, RunningGuard};
+use super::{supervise, Engine, EngineState, Running, RunningGuard};
 use crate::catalog::Table;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -212,7 +212,7 @@ impl Running {
                 .name("walmdb-applier".into())
                 .spawn(move || {
                     let _running = RunningGuard(&engine.state.applier_running);
-                    applier_loop(&engine)
+                    supervise(&engine.state, "applier", || applier_loop(&engine))
                 })?
         };
         let checkpointer = {
@@ -221,7 +221,7 @@ impl Running {
                 .name("walmdb-checkpoint".into())
                 .spawn(move || {
                     let _running = RunningGuard(&engine.state.checkpointer_running);
-                    checkpoint_loop(&engine)
+                    supervise(&engine.state, "checkpoint", || checkpoint_loop(&engine))
                 })?
         };
         let running = Running {

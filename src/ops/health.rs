@@ -134,6 +134,16 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
             );
         }
     }
+    if m.thread_restarts > 0 {
+        let last = engine.state.last_restart.lock().clone().unwrap_or_default();
+        bad(
+            Degraded,
+            format!(
+                "engine threads restarted after {} panics (the last: {last})",
+                m.thread_restarts
+            ),
+        );
+    }
     let queue = m.queue_utilisation();
     if queue >= limits.queue_utilisation {
         bad(

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub checkpoints: u64,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
+    /// Times the applier or checkpoint thread panicked and was restarted.
+    pub thread_restarts: u64,
     /// Duration of checkpoints (LMDB sync and segment retirement), microseconds.
     pub checkpoint_duration: Histogram,
     /// Live log segments (the active one included).
@@ -216,6 +218,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         apply_latency: st.apply_latency.snapshot(),
         checkpoints: st.checkpoints.load(Ordering::Relaxed),
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
+        thread_restarts: st.thread_restarts.load(Ordering::Relaxed),
         checkpoint_duration: st.checkpoint_duration.snapshot(),
         segments_live: detail.segments_live,
         segments_spare: detail.segments_spare,
@@ -587,6 +590,13 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Checkpoints that failed",
         None,
         m.checkpoint_failures,
+    )?;
+    counter(
+        enc,
+        "thread_restarts",
+        "Times the applier or checkpoint thread panicked and was restarted",
+        None,
+        m.thread_restarts,
     )?;
     histogram(
         enc,
