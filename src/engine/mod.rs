@@ -130,20 +130,31 @@ pub(crate) struct EngineState {
 struct RunningGuard<'a>(&'a AtomicBool);
 
 /// Restarts of one engine thread after a panic before the engine fails instead.
-pub(crate) const MAX_THREAD_RESTARTS: u64 = 3;
+#[cfg(not(walmdb_loom))]
+const MAX_THREAD_RESTARTS: u64 = 3;
 
 /// Runs `work` (the applier's or the checkpoint's loop) and runs it again when it panics,
 /// up to [`MAX_THREAD_RESTARTS`] times; each restart is counted (metrics, `health()`). Past
 /// that, the engine fails (commits refused until reopened). `work` leaves the state it
 /// shares consistent however it unwinds (the applier gives its batch back).
 pub(crate) fn supervise(sh: &EngineState, thread: &str, work: impl Fn()) {
+    // Under loom a panic is the model checker's own (a failed model): let it through.
+    #[cfg(walmdb_loom)]
+    {
+        let _ = (sh, thread);
+        work()
+    }
+    #[cfg(not(walmdb_loom))]
+    supervise_panics(sh, thread, work)
+}
+
+#[cfg(not(walmdb_loom))]
+fn supervise_panics(sh: &EngineState, thread: &str, work: impl Fn()) {
     let mut restarts = 0;
     loop {
         let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work)) else {
             return;
         };
-        #[cfg(walmdb_loom)]
-        std::panic::resume_unwind(panic);
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
