@@ -216,8 +216,9 @@ pub enum Error {
     /// LMDB's map must grow before the applier can go on, and the resize was put off:
     /// transactions (or a backup's copy, or a checkpoint's sync) stayed open past
     /// `Config::resize_wait`. Returned by a wait for the applier (`Db::wait_applied`,
-    /// `Db::checkpoint`) instead of waiting without end, since the blocking transaction may
-    /// be the caller's own. Commits are unaffected (they wait on the overlay's bound).
+    /// `Db::checkpoint`) at once when the calling thread holds a transaction (it may be the
+    /// blocker: the wait could never end), else once nothing was applied for
+    /// `Config::backlog_wait`. Commits are unaffected (they wait on the overlay's bound).
     #[error(
         "LMDB's map must grow, but transactions stayed open past resize_wait ({resize_wait:?}); \
          end long-lived transactions (any this thread holds included) and retry"

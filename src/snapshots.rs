@@ -20,8 +20,8 @@ use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 #[derive(Debug, Default)]
 struct State {
-    /// Registered snapshots by (applied LSN, id), with their start time.
-    live: BTreeMap<(Lsn, u64), Instant>,
+    /// Registered snapshots by (applied LSN, id), with their start time and thread.
+    live: BTreeMap<(Lsn, u64), (Instant, std::thread::ThreadId)>,
     /// Snapshots of transactions that read no more (committing) by (visible LSN, id): they
     /// hold back the conflict horizon, not eviction, and hold no LMDB transaction.
     committing: BTreeMap<(Lsn, u64), Instant>,
@@ -91,7 +91,8 @@ impl Snapshots {
         let id = st.next_id;
         st.next_id += 1;
         let started = Instant::now();
-        st.live.insert((applied, id), started);
+        st.live
+            .insert((applied, id), (started, std::thread::current().id()));
         // The overlay holds every version up to the visible LSN, so a snapshot never sees
         // less than its LMDB state holds.
         Some(Registration {
@@ -189,7 +190,7 @@ impl Snapshots {
         let deadline = crate::limits::deadline(Instant::now(), wait);
         let mut st = self.state.lock();
         loop {
-            if st.live.values().all(|started| *started >= before) {
+            if st.live.values().all(|(started, _)| *started >= before) {
                 st.draining = false;
                 return true;
             }
@@ -228,6 +229,16 @@ impl Snapshots {
         self.changed.notify_all();
     }
 
+    /// True when the calling thread has a registered (reading) snapshot open.
+    pub fn held_by_this_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        self.state
+            .lock()
+            .live
+            .values()
+            .any(|(_, thread)| *thread == me)
+    }
+
     /// Transactions that began while a resize had them paused.
     #[cfg(feature = "internals")]
     pub fn held_off(&self) -> u64 {
@@ -238,7 +249,7 @@ impl Snapshots {
     pub fn census(&self, older_than: Duration) -> (usize, Duration, usize) {
         let st = self.state.lock();
         let now = Instant::now();
-        let ages = (st.live.values())
+        let ages = (st.live.values().map(|(started, _)| started))
             .chain(st.committing.values())
             .map(|t| now.saturating_duration_since(*t));
         let (mut oldest, mut old) = (Duration::ZERO, 0);

@@ -155,21 +155,29 @@ impl Engine {
         let postponed = || sh.stats.map_resizes_postponed.load(Ordering::Relaxed);
         let (mut seen_postponed, mut seen_applied) =
             (postponed(), sh.applied_lsn.load(Ordering::Acquire));
+        let mut progress_at = Instant::now();
         loop {
             let applied = sh.applied_lsn.load(Ordering::Acquire);
             if applied >= lsn {
                 return Ok(());
             }
+            if applied > seen_applied {
+                (seen_applied, progress_at) = (applied, Instant::now());
+            }
             // A resize the applier needs was put off (after `resize_wait`) with nothing
-            // applied meanwhile: the blocker may be the caller's own transaction.
+            // applied meanwhile. If the caller holds a transaction it may be the blocker and
+            // waiting cannot end; otherwise another thread's may end, so wait, but no longer
+            // than `backlog_wait` without progress.
             let now_postponed = postponed();
             if now_postponed > seen_postponed {
-                if applied == seen_applied {
+                seen_postponed = now_postponed;
+                if sh.snapshots.held_by_this_thread()
+                    || progress_at.elapsed() >= self.cfg.backlog_wait
+                {
                     return Err(Error::MapResizeBlocked {
                         resize_wait: self.cfg.resize_wait,
                     });
                 }
-                (seen_postponed, seen_applied) = (now_postponed, applied);
             }
             if let Some(e) = sh.refusal() {
                 return Err(e);
