@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::lsn::Lsn;
-use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{this_thread, AtomicU64, Condvar, Mutex, Ordering};
 
 #[derive(Debug, Default)]
 struct State {
     /// Registered snapshots by (applied LSN, id), with their start time and thread.
-    live: BTreeMap<(Lsn, u64), (Instant, std::thread::ThreadId)>,
+    live: BTreeMap<(Lsn, u64), (Instant, u64)>,
     /// Snapshots of transactions that read no more (committing) by (visible LSN, id): they
     /// hold back the conflict horizon, not eviction, and hold no LMDB transaction.
     committing: BTreeMap<(Lsn, u64), Instant>,
@@ -91,8 +91,7 @@ impl Snapshots {
         let id = st.next_id;
         st.next_id += 1;
         let started = Instant::now();
-        st.live
-            .insert((applied, id), (started, std::thread::current().id()));
+        st.live.insert((applied, id), (started, this_thread()));
         // The overlay holds every version up to the visible LSN, so a snapshot never sees
         // less than its LMDB state holds.
         Some(Registration {
@@ -231,7 +230,7 @@ impl Snapshots {
 
     /// True when the calling thread has a registered (reading) snapshot open.
     pub fn held_by_this_thread(&self) -> bool {
-        let me = std::thread::current().id();
+        let me = this_thread();
         self.state
             .lock()
             .live

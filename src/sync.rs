@@ -251,6 +251,17 @@ pub(crate) fn monotonic_micros() -> u64 {
         .max(1)
 }
 
+/// A number for the calling thread, unique in the process; cheaper than a `ThreadId`
+/// (`thread::current()` clones the thread's handle). An identity, not synchronisation: the
+/// same under loom.
+pub(crate) fn this_thread() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    thread_local! {
+        static THIS: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    THIS.with(|id| *id)
+}
+
 /// True once the thread has ended. loom's handles cannot tell: there it is always false.
 pub(crate) fn is_finished<T>(handle: &JoinHandle<T>) -> bool {
     #[cfg(not(walmdb_loom))]
