@@ -76,6 +76,8 @@ impl EngineState {
 
     /// Asks the applier to apply what it has without gathering more.
     pub(crate) fn hurry_applier(&self) {
+        // Crash tests that need the applier held back turn hurrying off.
+        fail::fail_point!("applier-not-hurried", |_| {});
         let mut q = self.apply.lock();
         q.urgent = true;
         self.apply_cv.notify_all();

@@ -134,6 +134,8 @@ pub fn child_writers() {
         .ok()
         .map(|n| n.parse().unwrap());
     let cfg = if std::env::var_os("WALMDB_CRASH_OUTGROW_OVERLAY").is_some() {
+        // Held back for real: commits waiting for room must not hurry the applier.
+        fail::cfg("applier-not-hurried", "return").unwrap();
         outgrow_overlay_config()
     } else {
         config()
