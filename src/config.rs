@@ -204,13 +204,11 @@ impl WalConfig {
                 return bad("archive keep_last must be at least 1 (or None)".into());
             }
         }
-        if self.queue_capacity == 0 || self.queue_capacity > crate::limits::MAX_QUEUE_CAPACITY {
-            return bad(format!(
-                "queue_capacity {} must be between 1 and {}",
-                self.queue_capacity,
-                crate::limits::MAX_QUEUE_CAPACITY
-            ));
-        }
+        crate::limits::check_count(
+            "queue_capacity",
+            self.queue_capacity as u64,
+            crate::limits::MAX_QUEUE_CAPACITY as u64,
+        )?;
         if self.queue_max_bytes < self.max_record_bytes {
             return bad(format!(
                 "queue_max_bytes {} is below max_record_bytes {}",
@@ -415,19 +413,12 @@ impl Config {
                 self.map_size, self.max_map_size
             ));
         }
-        if self.max_readers == 0 || self.max_readers > crate::limits::MAX_READERS {
-            return bad(format!(
-                "max_readers {} must be between 1 and {}",
-                self.max_readers,
-                crate::limits::MAX_READERS
-            ));
-        }
-        if self.max_tables == 0 || self.max_tables > crate::limits::MAX_TABLES {
-            return bad(format!(
-                "max_tables {} must be between 1 and {}",
-                self.max_tables,
-                crate::limits::MAX_TABLES
-            ));
+        let limits = [
+            ("max_readers", self.max_readers, crate::limits::MAX_READERS),
+            ("max_tables", self.max_tables, crate::limits::MAX_TABLES),
+        ];
+        for (field, value, max) in limits {
+            crate::limits::check_count(field, value.into(), max.into())?;
         }
         if self.apply_max_ops == 0 {
             return bad("apply_max_ops must be at least 1".into());

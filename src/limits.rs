@@ -24,6 +24,16 @@ pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// Refuses a count setting `field` outside `1..=max`.
+pub(crate) fn check_count(field: &str, value: u64, max: u64) -> Result<()> {
+    if value == 0 || value > max {
+        return Err(Error::InvalidConfig(format!(
+            "{field} {value} must be between 1 and {max}"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a duration setting `field` above [`MAX_SETTING_DURATION`].
 pub(crate) fn check_duration(field: &str, value: Duration) -> Result<()> {
     if value > MAX_SETTING_DURATION {

@@ -274,11 +274,8 @@ fn a_transient_full_disk_fails_only_its_commits_at_every_durability_level() {
             .apply_interval(Duration::from_millis(1))
             .wal(walmdb::WalConfig {
                 durability: level,
-                segment_bytes: 64 * 1024,
-                max_record_bytes: 16 * 1024,
-                prepare_segments: false,
                 recycle_segments: 0,
-                ..walmdb::WalConfig::default()
+                ..common::cfg()
             });
         let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
         let next = AtomicU64::new(0);
@@ -505,11 +502,8 @@ fn a_failed_rotation_leaves_no_dangling_spare_behind() {
     let dir = tempfile::tempdir().unwrap();
     let fs = SimFs::new();
     let cfg = Config::default().wal(walmdb::WalConfig {
-        segment_bytes: 64 * 1024,
-        max_record_bytes: 16 * 1024,
-        prepare_segments: false,
         recycle_segments: 4,
-        ..walmdb::WalConfig::default()
+        ..common::cfg()
     });
     let db = Db::open_with_fs(dir.path(), cfg, std::sync::Arc::new(fs.clone())).unwrap();
     let mut i = 0u32;
@@ -546,11 +540,7 @@ fn a_failed_rotation_leaves_no_dangling_spare_behind() {
 #[test]
 fn opening_reads_a_segment_only_up_to_its_headers_size() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::default().wal(walmdb::WalConfig {
-        segment_bytes: 64 * 1024,
-        max_record_bytes: 16 * 1024,
-        ..walmdb::WalConfig::default()
-    });
+    let cfg = Config::default().wal(common::cfg());
     let db = Db::open_with(dir.path(), cfg.clone()).unwrap();
     for i in 0..10u32 {
         db.update(|txn| txn.put("t", &i.to_be_bytes(), b"v"))

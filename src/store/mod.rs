@@ -523,6 +523,17 @@ impl Store {
     /// Runs `call` on the environment with map resizes held off.
     fn with_env<R>(&self, call: impl FnOnce(&Env) -> R) -> R {
         let _gate = self.map_gate.read();
+        self.call_env(call)
+    }
+
+    /// As [`Store::with_env`], or `None` at once while the map is being resized.
+    fn try_with_env<R>(&self, call: impl FnOnce(&Env) -> R) -> Option<R> {
+        let _gate = self.map_gate.try_read()?;
+        Some(self.call_env(call))
+    }
+
+    /// `call` on the environment; the caller holds the map gate.
+    fn call_env<R>(&self, call: impl FnOnce(&Env) -> R) -> R {
         self.note_env_call();
         let result = call(&self.env);
         self.note_env_call();
@@ -538,19 +549,18 @@ impl Store {
     /// LMDB's figures now, or as last read while the map is being resized (a scrape never
     /// waits for a resize).
     pub fn env_figures(&self) -> EnvFigures {
-        let Some(_gate) = self.map_gate.try_read() else {
-            return *self.figures.lock();
-        };
-        self.note_env_call();
-        let info = self.env.info();
-        let page = self.env.stat().page_size;
-        self.note_env_call();
-        let figures = EnvFigures {
-            map_used_bytes: (info.last_page_number as u64 + 1) * u64::from(page),
-            readers_used: info.number_of_readers,
-        };
-        *self.figures.lock() = figures;
-        figures
+        let read = self.try_with_env(|env| {
+            let (info, page) = (env.info(), env.stat().page_size);
+            EnvFigures {
+                map_used_bytes: (info.last_page_number as u64 + 1) * u64::from(page),
+                readers_used: info.number_of_readers,
+            }
+        });
+        let mut last = self.figures.lock();
+        if let Some(figures) = read {
+            *last = figures;
+        }
+        *last
     }
 
     /// The next map size when full, or `None` at the maximum.
