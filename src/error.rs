@@ -271,8 +271,20 @@ pub enum Error {
     },
 }
 
+/// The text a panic was raised with.
+#[cfg_attr(walmdb_loom, allow(dead_code))]
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 impl Error {
-    /// True when this error means the log must be reopened before it takes writes again.
+    /// True when this error may mean the log must be reopened before it takes writes again.
+    /// For `FlusherDied` answered to one commit, the flusher may have been restarted (then
+    /// later commits go through): `Db::health().flusher_alive` tells.
     pub fn is_poisoned(&self) -> bool {
         matches!(
             self,

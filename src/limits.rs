@@ -17,6 +17,11 @@ pub const MAX_TABLES: u32 = 32_767;
 /// `WalConfig::queue_capacity` at most (the queue allocates a slot for each).
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 
+/// Restarts of one engine thread (flusher, applier, checkpoint) after panics before the
+/// engine fails instead of restarting it again.
+#[cfg_attr(walmdb_loom, allow(dead_code))]
+pub const MAX_THREAD_RESTARTS: u64 = 3;
+
 /// `now + wait`, or as far ahead as the clock allows: computing a deadline never panics.
 pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)

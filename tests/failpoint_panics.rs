@@ -6,9 +6,12 @@
 
 #![cfg(feature = "failpoints")]
 
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
-use walmdb::{Config, Db};
+use walmdb::{Config, Db, Error, HealthStatus};
 
 /// Defect 2: a committer that panicked inside the commit queue's push left the queue's
 /// in-flight count raised, and `close()` waited for it forever.
@@ -41,7 +44,6 @@ fn a_committer_that_panics_inside_the_queue_push_does_not_hang_close() {
 /// three restarts of one thread the engine fails (`Poisoned`) instead of looping.
 #[test]
 fn a_panicked_applier_or_checkpoint_thread_is_restarted_and_reported() {
-    use walmdb::{Error, HealthStatus};
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::default().apply_interval(Duration::from_millis(1));
@@ -80,4 +82,211 @@ fn a_panicked_applier_or_checkpoint_thread_is_restarted_and_reported() {
         Some(&b"v"[..])
     );
     db.close().unwrap();
+}
+
+/// The highest segment number among the live segment files of the database at `db_dir`.
+fn newest_segment(db_dir: &Path) -> u64 {
+    std::fs::read_dir(db_dir.join("wal"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("wal-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap()
+}
+
+/// Waits until `n` thread restarts are counted: a committer is answered (with an error) as
+/// the flusher unwinds, before the restart has put the log back.
+fn wait_for_restarts(db: &Db, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.metrics().thread_restarts < n {
+        assert!(std::time::Instant::now() < deadline, "no restart {n}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Defect 9, the flusher: a panicked flusher thread failed every later commit with
+/// `FlusherDied` until the database was reopened. It now puts the log back where the last
+/// settled group ended and carries on: the commits of the group in flight get an error and
+/// are never replayed later (their frames are zeroed, a segment the group rotated into is
+/// removed, their keys leave the conflict index), every other commit is kept, and
+/// `health()` and the metrics report the restart.
+#[test]
+fn a_panicked_flusher_is_restarted_and_the_group_in_flight_is_neither_acknowledged_nor_replayed() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let cfg = || Config::default().wal(common::cfg());
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    let put = |key: &str, value: &[u8]| db.update(|txn| txn.put("t", key.as_bytes(), value));
+    let mut kept = Vec::new();
+    let mut lost = Vec::new();
+    let mut retried = Vec::new();
+    for i in 0..20 {
+        put(&format!("a{i}"), b"v").unwrap();
+        kept.push(format!("a{i}"));
+    }
+    // Written, not yet synced; then synced, not yet published.
+    for (n, point) in ["group-written-before-sync", "group-synced-before-answer"]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("lost{n}");
+        // A transaction whose snapshot predates the failed commit: were the failed commit's
+        // key left in the conflict index, at an LSN the next commits reuse, it would conflict.
+        let mut older = db.write().unwrap();
+        assert_eq!(older.get("t", b"a0").unwrap(), Some(&b"v"[..]));
+        fail::cfg(point, "1*panic(flusher test panic)").unwrap();
+        let failed = put(&key, b"failed");
+        assert!(
+            matches!(failed, Err(Error::FlusherDied(_))),
+            "{point}: {failed:?}"
+        );
+        fail::remove(point);
+        wait_for_restarts(&db, n as u64 + 1);
+        // The failed group's frame is gone from the file, not just overwritten later: a
+        // crash now must not replay it.
+        let data = std::fs::read(dir.join("wal").join(common::seg_name(1))).unwrap();
+        let last = *common::frames(&data).last().unwrap();
+        assert_eq!(last.last_lsn(), db.stats().visible_lsn, "{point}");
+        let after = &data[last.end()..last.end() + common::FRAME_HEADER];
+        assert!(after.iter().all(|&b| b == 0), "{point}: {after:?}");
+        for i in 0..20 {
+            put(&format!("b{n}-{i}"), b"v").unwrap();
+            kept.push(format!("b{n}-{i}"));
+        }
+        older.put("t", key.as_bytes(), b"again").unwrap();
+        older.commit().unwrap();
+        retried.push(key);
+    }
+    // A group that rotated into a new segment before the panic: the segment is removed.
+    let before = newest_segment(&dir);
+    let panicked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, wal_dir) = (panicked.clone(), dir.clone());
+    fail::cfg_callback("group-written-before-sync", move || {
+        if newest_segment(&wal_dir) > before
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("flusher test panic after a rotation");
+        }
+    })
+    .unwrap();
+    let big = vec![7u8; 8 * 1024];
+    let mut i = 0;
+    loop {
+        let key = format!("c{i}");
+        i += 1;
+        match put(&key, &big) {
+            Ok(_) => kept.push(key),
+            Err(Error::FlusherDied(_)) => {
+                lost.push(key);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(i < 100, "no group rotated");
+    }
+    fail::remove("group-written-before-sync");
+    wait_for_restarts(&db, 3);
+    assert_eq!(
+        newest_segment(&dir),
+        before,
+        "the segment the failed group made is still there"
+    );
+    for i in 0..20 {
+        put(&format!("d{i}"), &big).unwrap();
+        kept.push(format!("d{i}"));
+    }
+    assert!(newest_segment(&dir) > before);
+
+    let m = db.metrics();
+    assert_eq!(m.thread_restarts, 3, "{m:?}");
+    let health = db.health();
+    assert_eq!(health.status, HealthStatus::Degraded, "{health:?}");
+    assert!(
+        health
+            .reasons
+            .iter()
+            .any(|r| r.1.contains("flusher: flusher test panic")),
+        "{health:?}"
+    );
+    let check = |db: &Db| {
+        let txn = db.read().unwrap();
+        for key in &kept {
+            assert!(
+                txn.get("t", key.as_bytes()).unwrap().is_some(),
+                "{key} lost"
+            );
+        }
+        for key in &lost {
+            assert_eq!(
+                txn.get("t", key.as_bytes()).unwrap(),
+                None,
+                "{key} came back"
+            );
+        }
+    };
+    check(&db);
+    db.close().unwrap();
+    scenario.teardown();
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    assert!(
+        db.recovery_report().wal.cut.is_none(),
+        "{:?}",
+        db.recovery_report()
+    );
+    check(&db);
+    db.close().unwrap();
+}
+
+/// A flusher that panics while it publishes a group (the overlay's state is then unknown),
+/// or more than three times, is not restarted: commits are refused until the database is
+/// reopened, and nothing acknowledged is lost.
+#[test]
+fn a_flusher_that_panics_while_publishing_or_keeps_panicking_fails_the_log_and_loses_nothing() {
+    for (point, action) in [
+        ("group-publishing", "1*panic(publishing)"),
+        ("group-written-before-sync", "panic(keeps panicking)"),
+    ] {
+        let scenario = fail::FailScenario::setup();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let cfg = || Config::default().wal(common::cfg());
+        let db = Db::open_with(&dir, cfg()).unwrap();
+        let put = |i: u32| db.update(|txn| txn.put("t", &i.to_be_bytes(), b"v"));
+        for i in 0..50 {
+            put(i).unwrap();
+        }
+        fail::cfg(point, action).unwrap();
+        // Every commit fails from here on: the first with its group, the later ones with
+        // the restarted flusher's next panic or because the log is failed.
+        for i in 50..60 {
+            let failed = put(i);
+            assert!(
+                matches!(failed, Err(Error::FlusherDied(_) | Error::Poisoned { .. })),
+                "{point}: commit {i}: {failed:?}"
+            );
+        }
+        let restarts = if point == "group-publishing" { 0 } else { 3 };
+        assert_eq!(db.metrics().thread_restarts, restarts, "{point}");
+        assert!(!db.health().flusher_alive, "{point}");
+        fail::remove(point);
+        let _ = db.close();
+        scenario.teardown();
+        let db = Db::open_with(&dir, cfg()).unwrap();
+        let txn = db.read().unwrap();
+        for i in 0..50u32 {
+            assert_eq!(
+                txn.get("t", &i.to_be_bytes()).unwrap(),
+                Some(&b"v"[..]),
+                "{point}"
+            );
+        }
+        drop(txn);
+        db.close().unwrap();
+    }
 }

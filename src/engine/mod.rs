@@ -129,12 +129,8 @@ pub(crate) struct EngineState {
 /// Clears its flag when dropped: when the thread owning it returns or unwinds.
 struct RunningGuard<'a>(&'a AtomicBool);
 
-/// Restarts of one engine thread after a panic before the engine fails instead.
-#[cfg(not(walmdb_loom))]
-const MAX_THREAD_RESTARTS: u64 = 3;
-
 /// Runs `work` (the applier's or the checkpoint's loop) and runs it again when it panics,
-/// up to [`MAX_THREAD_RESTARTS`] times; each restart is counted (metrics, `health()`). Past
+/// up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS) times; each restart is counted (metrics, `health()`). Past
 /// that, the engine fails (commits refused until reopened). `work` leaves the state it
 /// shares consistent however it unwinds (the applier gives its batch back).
 pub(crate) fn supervise(sh: &EngineState, thread: &str, work: impl Fn()) {
@@ -155,13 +151,9 @@ fn supervise_panics(sh: &EngineState, thread: &str, work: impl Fn()) {
         let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work)) else {
             return;
         };
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
+        let msg = crate::error::panic_message(panic.as_ref());
         restarts += 1;
-        if restarts > MAX_THREAD_RESTARTS {
+        if restarts > crate::limits::MAX_THREAD_RESTARTS {
             sh.fail(format!(
                 "the {thread} thread panicked {restarts} times, the last: {msg}"
             ));

@@ -293,6 +293,10 @@ impl Sequencer for EngineSequencer {
     fn abandon(&mut self, lsn: Lsn, _ticket: Ticket) {
         self.undo_from(lsn);
     }
+
+    fn abandon_from(&mut self, lsn: Lsn) {
+        self.undo_from(lsn);
+    }
 }
 
 /// Makes the commit at `lsn` visible: versions into the overlay, the writes onto the

@@ -135,11 +135,19 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
         }
     }
     if m.thread_restarts > 0 {
-        let last = engine.state.last_restart.lock().clone().unwrap_or_default();
+        let flusher = engine.wal.detail().last_flusher_panic;
+        let last = [
+            engine.state.last_restart.lock().clone(),
+            flusher.map(|msg| format!("flusher: {msg}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ");
         bad(
             Degraded,
             format!(
-                "engine threads restarted after {} panics (the last: {last})",
+                "engine threads restarted after {} panics (the last of each: {last})",
                 m.thread_restarts
             ),
         );

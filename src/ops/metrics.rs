@@ -104,7 +104,7 @@ pub struct Metrics {
     pub checkpoints: u64,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
-    /// Times the applier or checkpoint thread panicked and was restarted.
+    /// Times the flusher, applier or checkpoint thread panicked and was restarted.
     pub thread_restarts: u64,
     /// Duration of checkpoints (LMDB sync and segment retirement), microseconds.
     pub checkpoint_duration: Histogram,
@@ -218,7 +218,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         apply_latency: st.apply_latency.snapshot(),
         checkpoints: st.checkpoints.load(Ordering::Relaxed),
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
-        thread_restarts: st.thread_restarts.load(Ordering::Relaxed),
+        thread_restarts: st.thread_restarts.load(Ordering::Relaxed) + detail.flusher_restarts,
         checkpoint_duration: st.checkpoint_duration.snapshot(),
         segments_live: detail.segments_live,
         segments_spare: detail.segments_spare,
@@ -594,7 +594,7 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
     counter(
         enc,
         "thread_restarts",
-        "Times the applier or checkpoint thread panicked and was restarted",
+        "Times the flusher, applier or checkpoint thread panicked and was restarted",
         None,
         m.thread_restarts,
     )?;

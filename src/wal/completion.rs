@@ -44,7 +44,9 @@ impl Completion {
 }
 
 /// The flusher's side. Answers exactly once: dropping it unanswered (the flusher panicked or
-/// a request was discarded) answers `FlusherDied`, so no committer waits forever.
+/// a request was discarded) answers `FlusherDied`, so no committer waits forever. Such a
+/// commit was not acknowledged: if the flusher is restarted, its record is taken out of
+/// the log first.
 #[derive(Debug)]
 pub(crate) struct Responder {
     completion: Option<Arc<Completion>>,
@@ -63,7 +65,9 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(c) = self.completion.take() {
             c.set(Err(Error::FlusherDied(
-                "the commit was dropped without an answer".into(),
+                "the commit was dropped without an answer (see the log for the panic); it was not \
+                 acknowledged"
+                    .into(),
             )));
         }
     }

@@ -16,7 +16,8 @@ use crate::wal::log::fs::FsRef;
 use crate::wal::log::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN};
 use crate::wal::log::recovery::meta;
 use crate::wal::log::segment::{
-    create_segment, segment_file_name, Segment, SegmentHeader, SEGMENT_HEADER_LEN,
+    create_segment, read_header, read_segment, scan_segment, segment_file_name, Segment,
+    SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use crate::wal::PipelineState;
 
@@ -43,6 +44,20 @@ pub(crate) struct LogWriter {
     pub buf: Vec<u8>,
     /// Answers large groups while the flusher goes on; dropped (and so drained) with it.
     pub completer: Completer,
+    /// The tail after the last group whose outcome is settled (published, or failed with
+    /// nothing left in the log): a flusher restarted after a panic resumes here.
+    pub settled: Tail,
+    /// True while a group is being published: a panic then leaves the overlay in an unknown
+    /// state, so the flusher is not restarted.
+    pub publishing: bool,
+}
+
+/// A position at the log's tail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub segment_no: u64,
+    pub offset: u64,
+    pub next_lsn: Lsn,
 }
 
 struct Admitted<T> {
@@ -271,6 +286,7 @@ impl LogWriter {
             synced = tracing::field::Empty
         );
         let _entered = span.enter();
+        self.settle();
         let poisoned = shared.poison_error();
         let mut admitted: Vec<Admitted<S::Ticket>> = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
@@ -364,10 +380,14 @@ impl LogWriter {
         fail::fail_point!("group-synced-before-answer");
         // Published in LSN order before any answer: an answered commit is visible.
         let mut answers = Vec::with_capacity(admitted.len() + sync_waiters.len());
+        self.publishing = true;
         for a in admitted {
             seq.publish(a.lsn, a.ticket);
+            fail::fail_point!("group-publishing");
             answers.push((a.done, a.lsn));
         }
+        self.publishing = false;
+        self.settle();
         answers.extend(sync_waiters.into_iter().map(|w| (w, self.synced_lsn)));
         for (done, why) in rejected {
             done.respond(Err(why));
@@ -381,6 +401,97 @@ impl LogWriter {
         for (done, lsn) in answers {
             done.respond(Ok(lsn));
         }
+    }
+
+    /// Marks the current tail as settled: everything before it is published.
+    fn settle(&mut self) {
+        self.settled = Tail {
+            segment_no: self.active.header.segment_no,
+            offset: self.offset,
+            next_lsn: self.next_lsn,
+        };
+    }
+
+    /// After a panic outside publishing: puts the log back at the settled tail, as if the
+    /// group in flight had never been written, so its LSNs go to the next commits and its
+    /// records can never be replayed. Segments it rotated into are removed, the frames it
+    /// wrote after the tail are zeroed and synced (which also makes everything before the
+    /// tail durable), and the sequencer forgets what it admitted.
+    #[cfg_attr(walmdb_loom, allow(dead_code))]
+    fn resume_after_panic<S: Sequencer>(
+        &mut self,
+        shared: &PipelineState<S::Ticket>,
+        seq: &mut S,
+    ) -> Result<()> {
+        let tail = self.settled;
+        seq.abandon_from(tail.next_lsn);
+        let (later, tail_path) = {
+            let mut set = shared.segments.lock();
+            let later: Vec<_> = set
+                .live
+                .iter()
+                .filter(|m| m.segment_no > tail.segment_no)
+                .cloned()
+                .collect();
+            set.live.retain(|m| m.segment_no <= tail.segment_no);
+            let path = set
+                .live
+                .last()
+                .filter(|m| m.segment_no == tail.segment_no)
+                .map(|m| m.path.clone());
+            (later, path)
+        };
+        let tail_path = tail_path.ok_or_else(|| Error::Poisoned {
+            cause: format!("segment {} is no longer live", tail.segment_no),
+        })?;
+        // Removed first: the group's records there continue the LSN sequence from the tail.
+        for m in &later {
+            self.fs.remove(&m.path)?;
+        }
+        if !later.is_empty() {
+            self.fs.sync_dir(&self.dir).map_err(Error::SyncFailed)?;
+        }
+        if self.active.header.segment_no != tail.segment_no {
+            let file = self.fs.open(&tail_path, false)?;
+            let header =
+                read_header(self.fs.as_ref(), &tail_path)?.map_err(|e| Error::Poisoned {
+                    cause: format!("{}: bad header: {e:?}", tail_path.display()),
+                })?;
+            self.active = Segment {
+                header,
+                path: tail_path,
+                file,
+            };
+        }
+        let data = read_segment(self.active.file.as_ref())?;
+        let scan = scan_segment(&data, &self.active.header);
+        let end = scan.end as u64;
+        if end < tail.offset {
+            return Err(Error::Poisoned {
+                cause: format!(
+                    "segment {} holds valid frames only up to {end}, before its tail at {}",
+                    tail.segment_no, tail.offset
+                ),
+            });
+        }
+        if end > tail.offset {
+            let zeros = vec![0u8; (end - tail.offset) as usize];
+            self.active.file.write_at(&zeros, tail.offset)?;
+        }
+        self.active.file.sync_data().map_err(Error::SyncFailed)?;
+        let last = tail.next_lsn - 1;
+        self.offset = tail.offset;
+        self.next_lsn = tail.next_lsn;
+        self.written_lsn = last;
+        self.synced_lsn = last;
+        self.interval_deadline = None;
+        self.cleared_unsynced = false;
+        self.frame = FrameBuilder::default();
+        self.buf.clear();
+        self.publishing = false;
+        shared.written_lsn.store(last, Ordering::SeqCst);
+        shared.durable_lsn.store(last, Ordering::SeqCst);
+        Ok(())
     }
 
     fn time_to_interval_sync(&self) -> Option<Duration> {
@@ -492,7 +603,10 @@ fn flusher_loop<S: Sequencer>(
 }
 
 /// Starts the flusher thread. It runs until the queue is closed and drained, then syncs.
-/// If it panics, the log is poisoned and every queued or later commit gets `FlusherDied`.
+/// If it panics outside publishing, the log is put back at its settled tail and the loop
+/// restarts, up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS) times (the
+/// commits of the group in flight get `FlusherDied`, never an acknowledgement). Otherwise
+/// the log is poisoned and every queued or later commit gets `FlusherDied`.
 pub(crate) fn spawn_flusher<S: Sequencer>(
     shared: Arc<PipelineState<S::Ticket>>,
     mut writer: LogWriter,
@@ -501,34 +615,82 @@ pub(crate) fn spawn_flusher<S: Sequencer>(
     ThreadBuilder::new()
         .name("walmdb-flusher".into())
         .spawn(move || {
-            let run = catch_unwind(AssertUnwindSafe(|| {
-                flusher_loop(&shared, &mut writer, &mut seq)
-            }));
-            match run {
-                Ok(result) => result,
+            writer.settle();
+            #[cfg_attr(walmdb_loom, allow(unused_variables, unused_mut))]
+            let mut restarts = 0;
+            loop {
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    flusher_loop(&shared, &mut writer, &mut seq)
+                }));
+                let panic = match run {
+                    Ok(result) => return result,
+                    Err(panic) => panic,
+                };
                 // Under loom a panic is the model checker's own (a failed model): let it
                 // through untouched.
                 #[cfg(walmdb_loom)]
-                Err(panic) => std::panic::resume_unwind(panic),
+                std::panic::resume_unwind(panic);
                 #[cfg(not(walmdb_loom))]
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    tracing::error!(panic = %msg, "the WAL flusher thread panicked");
-                    shared.mark_dead(msg.clone());
-                    shared.queue.close();
-                    // Answer everything queued now or by committers still pushing.
-                    while !shared.queue.is_drained() {
-                        match shared.queue.pop() {
-                            Some(r) => drop(r),
-                            None => crate::sync::yield_now(),
+                {
+                    let msg = crate::error::panic_message(panic.as_ref());
+                    restarts += 1;
+                    match restart_after_panic(&shared, &mut writer, &mut seq, restarts) {
+                        Ok(()) => {
+                            shared
+                                .stats
+                                .flusher_restarts
+                                .fetch_add(1, Ordering::Relaxed);
+                            *shared.last_flusher_panic.lock() = Some(msg.clone());
+                            tracing::error!(
+                                restarts,
+                                panic = %msg,
+                                resumed_at = writer.next_lsn,
+                                "the WAL flusher thread panicked; restarted it at the log's \
+                                 settled tail"
+                            );
+                        }
+                        Err(why) => {
+                            tracing::error!(
+                                panic = %msg,
+                                why = %why,
+                                "the WAL flusher thread panicked and cannot be restarted"
+                            );
+                            shared.mark_dead(msg.clone());
+                            shared.queue.close();
+                            // Answer everything queued now or by committers still pushing.
+                            while !shared.queue.is_drained() {
+                                match shared.queue.pop() {
+                                    Some(r) => drop(r),
+                                    None => crate::sync::yield_now(),
+                                }
+                            }
+                            return Err(Error::FlusherDied(msg));
                         }
                     }
-                    Err(Error::FlusherDied(msg))
                 }
             }
         })
+}
+
+/// Whether the flusher may resume after a panic, and resumes it if so.
+#[cfg(not(walmdb_loom))]
+fn restart_after_panic<S: Sequencer>(
+    shared: &PipelineState<S::Ticket>,
+    writer: &mut LogWriter,
+    seq: &mut S,
+    restarts: u64,
+) -> std::result::Result<(), String> {
+    if restarts > crate::limits::MAX_THREAD_RESTARTS {
+        return Err(format!("it panicked {restarts} times"));
+    }
+    if writer.publishing {
+        return Err("it panicked while publishing a group".into());
+    }
+    if let Some(e) = shared.poison_error() {
+        return Err(format!("the log is poisoned: {e}"));
+    }
+    writer.resume_after_panic(shared, seq).map_err(|e| {
+        shared.poison(format!("restarting the flusher failed: {e}"));
+        format!("putting the log back at its settled tail failed: {e}")
+    })
 }

@@ -59,6 +59,8 @@ pub(crate) struct Stats {
     /// `sync::monotonic_micros()` at the last successful sync; 0 before the first.
     pub last_sync_at: StatCounter,
     pub backpressure_refusals: StatCounter,
+    /// Times the flusher was restarted after a panic.
+    pub flusher_restarts: StatCounter,
 }
 
 /// State shared by the log handle and the flusher thread.
@@ -73,6 +75,8 @@ pub(crate) struct PipelineState<T> {
     /// Set under the `segments` lock to stop the preparer.
     pub preparer_stop: AtomicBool,
     pub stats: Stats,
+    /// The panic of the flusher's last restart.
+    pub last_flusher_panic: Mutex<Option<String>>,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
     dead: Mutex<Option<String>>,
@@ -163,6 +167,8 @@ pub(crate) struct WalDetail {
     pub backpressure_refusals: u64,
     pub segments_live: usize,
     pub segments_spare: usize,
+    pub flusher_restarts: u64,
+    pub last_flusher_panic: Option<String>,
 }
 
 /// A commit that was queued and not yet answered; see [`Wal::submit`].
@@ -254,6 +260,7 @@ impl<S: Sequencer> Wal<S> {
             spare_wanted: Condvar::new(),
             preparer_stop: AtomicBool::new(false),
             stats: Stats::default(),
+            last_flusher_panic: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             dead: Mutex::new(None),
@@ -272,6 +279,8 @@ impl<S: Sequencer> Wal<S> {
             frame: Default::default(),
             buf: Vec::new(),
             completer: crate::wal::Completer::spawn()?,
+            settled: Default::default(),
+            publishing: false,
         };
         let flusher = spawn_flusher(shared.clone(), writer, sequencer)?;
         let preparer = if cfg.prepare_segments {
@@ -474,6 +483,8 @@ impl<S: Sequencer> Wal<S> {
             backpressure_refusals: s.backpressure_refusals.load(Ordering::Relaxed),
             segments_live,
             segments_spare,
+            flusher_restarts: s.flusher_restarts.load(Ordering::Relaxed),
+            last_flusher_panic: self.shared.last_flusher_panic.lock().clone(),
         }
     }
 

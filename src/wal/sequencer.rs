@@ -27,6 +27,13 @@ pub trait Sequencer: Send + 'static {
     fn abandon(&mut self, lsn: Lsn, ticket: Self::Ticket) {
         let _ = (lsn, ticket);
     }
+
+    /// Every admitted commit at `lsn` or later is unpublished and will never reach the log:
+    /// the flusher panicked with their tickets and is restarting. Undo what admitting them
+    /// changed; their LSNs go to the next commits.
+    fn abandon_from(&mut self, lsn: Lsn) {
+        let _ = lsn;
+    }
 }
 
 /// The sequencer of a bare log: admits everything, publishes nothing.
