@@ -301,7 +301,9 @@ pub struct Config {
     /// `Error::TxnTimeout` (an iterator checks every 1024 items). A timed-out transaction
     /// still pins its snapshot until dropped. Default: `None` (no limit).
     pub txn_timeout: Option<Duration>,
-    /// How long a map resize waits for open transactions to end before retrying. Default: 10 s.
+    /// How long each of a map resize's waits (for the transactions open when it starts, for a
+    /// backup's copy or a checkpoint's sync, then for transactions begun since) lasts before
+    /// the resize is put off and retried: one attempt can take up to 3× this. Default: 10 s.
     pub resize_wait: Duration,
     /// Attempts `Db::update` makes before returning `Error::Conflict`. Default: 100.
     pub update_attempts: u32,
