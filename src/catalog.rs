@@ -113,6 +113,8 @@ pub(crate) fn newest_visible<'c>(
 #[derive(Debug)]
 pub(crate) struct Table {
     pub name: Arc<str>,
+    /// Where the checksums of its LMDB entries start.
+    pub seed: crate::seal::Seed,
     pub state: RwLock<TableState>,
 }
 
@@ -150,6 +152,7 @@ impl Catalog {
             .or_insert_with(|| {
                 Arc::new(Table {
                     name: Arc::from(name),
+                    seed: crate::seal::Seed::of_table(name),
                     state: RwLock::new(TableState::default()),
                 })
             })

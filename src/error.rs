@@ -100,6 +100,21 @@ pub enum Error {
         supported: u32,
     },
 
+    /// An entry LMDB holds failed its checksum: the store's file is damaged (a flipped bit, a
+    /// torn or misdirected page). `table` is the user's table name (or walmdb's own
+    /// `walmdb.meta` / `walmdb.tables`).
+    #[error(
+        "an entry of table {table:?} failed its checksum (key \"{}\"): the LMDB file is damaged; \
+         run `walmdb verify --deep` and restore or repair the database",
+        key.escape_ascii()
+    )]
+    CorruptEntry {
+        /// The table.
+        table: String,
+        /// The entry's key as stored.
+        key: Vec<u8>,
+    },
+
     /// The log (or engine) has been closed; no further commits are accepted.
     #[error("the write-ahead log is closed")]
     Closed,

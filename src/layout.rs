@@ -55,6 +55,8 @@ const WAL_DIR: &str = "wal";
 const DATA_DIR: &str = "data";
 /// LMDB's data file's name, inside the data directory.
 const LMDB_FILE: &str = "data.mdb";
+/// Prefix of a user table's LMDB database name (`t.<name>`); walmdb's own are `walmdb.*`.
+pub(crate) const LMDB_TABLE_PREFIX: &str = "t.";
 
 /// `<dir>/LOCK`.
 pub(crate) fn lock_file(dir: impl AsRef<Path>) -> PathBuf {

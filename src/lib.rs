@@ -41,6 +41,7 @@ mod keys;
 mod layout;
 mod limits;
 mod lsn;
+mod seal;
 mod sync;
 
 // The log: the group-commit pipeline over the log's files.

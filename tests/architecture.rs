@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "layout",
     "keys",
     "limits",
+    "seal",
     "config",
     "histogram",
     // The log: the group-commit pipeline over the log's files.

@@ -1,11 +1,13 @@
 //! The LMDB side: the environment, its metadata, and `apply`, which writes a batch of
 //! committed transactions and their highest LSN in one LMDB transaction.
 //!
-//! Layout (store format 1), all values ending in a CRC32 (little-endian) of the key and
-//! the bytes before it:
+//! Layout (store format 2), every value ending in a checksum over its database's name, the
+//! key and the value ([`seal`]):
 //! - `walmdb.meta`: `format` -> `{version: u32 | crc}`, `applied_lsn` -> `{lsn: u64 | crc}`.
 //! - `walmdb.tables`: table name -> `{created_lsn: u64 | crc}`, for tables that exist.
 //! - `t.<name>`: one LMDB table per user table, key -> `{value | crc}`.
+//!
+//! A format 1 store is migrated when opened, in one LMDB transaction.
 //!
 //! The environment runs with `NO_META_SYNC` (never `NO_SYNC` or `MAP_ASYNC`): a crash may
 //! undo the newest LMDB transaction, never corrupt the file, and the log replays what was
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
 pub(crate) mod read_only;
+use crate::seal::open_v1;
+pub(crate) use crate::seal::Seed;
 
 use crate::catalog::{Catalog, Dbi};
 use crate::error::{Error, Result};
@@ -23,16 +27,12 @@ use crate::lsn::Lsn;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 
 /// The store format this build reads and writes.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META_DB: &str = "walmdb.meta";
 pub(crate) const TABLES_DB: &str = "walmdb.tables";
-const TABLE_PREFIX: &str = "t.";
 pub(crate) const KEY_FORMAT: &[u8] = b"format";
 pub(crate) const KEY_APPLIED: &[u8] = b"applied_lsn";
-
-/// Bytes of the CRC after every stored value.
-pub(crate) const CRC_LEN: usize = 4;
 
 pub(crate) type Env = heed::Env<WithoutTls>;
 pub(crate) type LmdbReadTxn<'e> = RoTxn<'e, WithoutTls>;
@@ -137,34 +137,6 @@ pub(crate) enum ApplyError {
     Other(Error),
 }
 
-/// Appends the CRC of `key ++ value` to `value` in `out`.
-pub(crate) fn seal(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    out.clear();
-    out.extend_from_slice(value);
-    let mut h = crc32fast::Hasher::new();
-    h.update(key);
-    h.update(value);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-}
-
-/// The value without its CRC (a stored value is always at least `CRC_LEN` long).
-#[inline]
-pub(crate) fn unseal(stored: &[u8]) -> &[u8] {
-    &stored[..stored.len().saturating_sub(CRC_LEN)]
-}
-
-/// Checks a stored value's CRC.
-pub(crate) fn verify(key: &[u8], stored: &[u8]) -> bool {
-    if stored.len() < CRC_LEN {
-        return false;
-    }
-    let (value, crc) = stored.split_at(stored.len() - CRC_LEN);
-    let mut h = crc32fast::Hasher::new();
-    h.update(key);
-    h.update(value);
-    crc == h.finalize().to_le_bytes()
-}
-
 pub(crate) fn lmdb_err(op: &'static str) -> impl Fn(heed::Error) -> Error {
     move |e| match e {
         heed::Error::Io(io) => Error::Io(io),
@@ -256,34 +228,45 @@ impl Store {
         let tables: Dbi = env
             .create_database(&mut wtxn, Some(TABLES_DB))
             .map_err(lmdb_err("create table list"))?;
-        match meta.get(&wtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
+        let format = match meta.get(&wtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
             None => {
                 let mut v = Vec::new();
-                seal(&mut v, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
+                meta_seed().seal(&mut v, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
                 meta.put(&mut wtxn, KEY_FORMAT, &v)
                     .map_err(lmdb_err("write format"))?;
+                STORE_FORMAT_VERSION
             }
-            Some(stored) => {
-                let version = decode_u32(KEY_FORMAT, stored)
-                    .ok_or_else(|| inconsistent(dir, "the store's format record is damaged"))?;
-                if version != STORE_FORMAT_VERSION {
-                    return Err(Error::UnsupportedVersion {
-                        path: dir.to_owned(),
-                        found: version,
-                        supported: STORE_FORMAT_VERSION,
-                    });
-                }
+            Some(stored) => stored_format(stored)
+                .ok_or_else(|| inconsistent(dir, "the store's format record is damaged"))?,
+        };
+        match format {
+            STORE_FORMAT_VERSION => {}
+            1 => {
+                let entries = migrate_from_format_1(&env, &mut wtxn, meta, tables)?;
+                tracing::info!(
+                    path = %dir.display(),
+                    entries,
+                    "migrated the store from format 1 to format 2 (entry checksums over table, \
+                     key and value)"
+                );
+            }
+            found => {
+                return Err(Error::UnsupportedVersion {
+                    path: dir.to_owned(),
+                    found,
+                    supported: STORE_FORMAT_VERSION,
+                })
             }
         }
         let applied_lsn = match meta.get(&wtxn, KEY_APPLIED).map_err(lmdb_err("read"))? {
             None => 0,
-            Some(stored) => decode_u64(KEY_APPLIED, stored)
+            Some(stored) => decode_u64(meta_seed(), KEY_APPLIED, stored)
                 .ok_or_else(|| inconsistent(dir, "the store's applied LSN is damaged"))?,
         };
         let mut names = Vec::new();
         for item in tables.iter(&wtxn).map_err(lmdb_err("read"))? {
             let (name, stored) = item.map_err(lmdb_err("read"))?;
-            if !verify(name, stored) {
+            if decode_u64(tables_seed(), name, stored).is_none() {
                 return Err(inconsistent(dir, "a table list entry is damaged"));
             }
             let name = std::str::from_utf8(name)
@@ -357,10 +340,12 @@ impl Store {
     fn stored_applied_lsn(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Lsn> {
         match self.meta.get(txn, KEY_APPLIED).map_err(lmdb_err("read"))? {
             None => Ok(0),
-            Some(stored) => decode_u64(KEY_APPLIED, stored).ok_or_else(|| Error::Lmdb {
-                op: "read applied LSN",
-                message: "the stored applied LSN fails its CRC".into(),
-            }),
+            Some(stored) => {
+                decode_u64(meta_seed(), KEY_APPLIED, stored).ok_or_else(|| Error::Lmdb {
+                    op: "read applied LSN",
+                    message: "the stored applied LSN fails its CRC".into(),
+                })
+            }
         }
     }
 
@@ -417,20 +402,24 @@ impl Store {
     ) -> Result<(), ApplyError> {
         let mut wtxn = self.write_txn()?;
         let mut buf = Vec::new();
-        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>)> = None;
+        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed)> = None;
         // Tables this batch has made sure are listed.
         let mut listed: Vec<crate::sync::DataArc<str>> = Vec::new();
         for &(lsn, op) in ops {
             let name = op.table();
-            if current.as_ref().is_none_or(|(n, _)| n != name) {
-                let dbi = catalog.get(name).and_then(|t| t.state.read().lmdb());
-                current = Some((name.clone(), dbi));
+            if current.as_ref().is_none_or(|(n, _, _)| n != name) {
+                let table = catalog.get(name);
+                let dbi = table.as_ref().and_then(|t| t.state.read().lmdb());
+                let seed = table.map_or_else(|| Seed::of_table(name), |t| t.seed);
+                current = Some((name.clone(), dbi, seed));
             }
-            let dbi = current.as_ref().and_then(|c| c.1);
+            let (dbi, seed) = current
+                .as_ref()
+                .map_or((None, Seed::default()), |c| (c.1, c.2));
             match op {
                 WriteOp::Put { key, value, .. } => {
                     let dbi = dbi.ok_or_else(|| missing_handle(name))?;
-                    seal(&mut buf, key, value);
+                    seed.seal(&mut buf, key, value);
                     dbi.put(&mut wtxn, key, &buf).map_err(apply_err("put"))?;
                 }
                 WriteOp::Delete { key, .. } => {
@@ -439,7 +428,7 @@ impl Store {
                     }
                 }
                 WriteOp::CreateTable { table } => {
-                    seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
+                    tables_seed().seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
                     self.tables
                         .put(&mut wtxn, table.as_bytes(), &buf)
                         .map_err(apply_err("create table"))?;
@@ -466,14 +455,14 @@ impl Store {
                     .map_err(apply_err("read"))?
                     .is_none()
                 {
-                    seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
+                    tables_seed().seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
                     self.tables
                         .put(&mut wtxn, table.as_bytes(), &buf)
                         .map_err(apply_err("create table"))?;
                 }
             }
         }
-        seal(&mut buf, KEY_APPLIED, &last_lsn.to_le_bytes());
+        meta_seed().seal(&mut buf, KEY_APPLIED, &last_lsn.to_le_bytes());
         self.meta
             .put(&mut wtxn, KEY_APPLIED, &buf)
             .map_err(apply_err("write applied LSN"))?;
@@ -638,17 +627,96 @@ impl Store {
 
 /// The LMDB name of a user table.
 fn lmdb_name(table: &str) -> String {
-    format!("{TABLE_PREFIX}{table}")
+    format!("{}{table}", crate::layout::LMDB_TABLE_PREFIX)
 }
 
-pub(crate) fn decode_u64(key: &[u8], stored: &[u8]) -> Option<u64> {
-    (stored.len() == 8 + CRC_LEN && verify(key, stored))
-        .then(|| u64::from_le_bytes(stored[..8].try_into().expect("8 bytes")))
+/// The checksum seed of the metadata table's entries.
+pub(crate) fn meta_seed() -> Seed {
+    Seed::of(META_DB)
 }
 
-pub(crate) fn decode_u32(key: &[u8], stored: &[u8]) -> Option<u32> {
-    (stored.len() == 4 + CRC_LEN && verify(key, stored))
-        .then(|| u32::from_le_bytes(stored[..4].try_into().expect("4 bytes")))
+/// The checksum seed of the table list's entries.
+pub(crate) fn tables_seed() -> Seed {
+    Seed::of(TABLES_DB)
+}
+
+pub(crate) fn decode_u64(seed: Seed, key: &[u8], stored: &[u8]) -> Option<u64> {
+    let value = seed.open(key, stored)?;
+    Some(u64::from_le_bytes(value.try_into().ok()?))
+}
+
+pub(crate) fn decode_u32(seed: Seed, key: &[u8], stored: &[u8]) -> Option<u32> {
+    let value = seed.open(key, stored)?;
+    Some(u32::from_le_bytes(value.try_into().ok()?))
+}
+
+/// A stored value, if its checksum holds as store format `format` seals it.
+pub(crate) fn open_stored<'a>(
+    format: u32,
+    seed: Seed,
+    key: &[u8],
+    stored: &'a [u8],
+) -> Option<&'a [u8]> {
+    match format {
+        1 => open_v1(key, stored),
+        _ => seed.open(key, stored),
+    }
+}
+
+/// The store format a format record names: sealed as format 2 (and later) seal it, or as
+/// format 1 did.
+pub(crate) fn stored_format(stored: &[u8]) -> Option<u32> {
+    decode_u32(meta_seed(), KEY_FORMAT, stored).or_else(|| {
+        let value = open_v1(KEY_FORMAT, stored)?;
+        (u32::from_le_bytes(value.try_into().ok()?) == 1).then_some(1)
+    })
+}
+
+/// Rewrites every entry of a format 1 store with format 2's checksum, inside the opening
+/// transaction, so the store is migrated whole or not at all. An entry whose format 1
+/// checksum fails stops it with `Error::CorruptEntry`. Returns the entries rewritten.
+fn migrate_from_format_1(env: &Env, wtxn: &mut RwTxn<'_>, meta: Dbi, tables: Dbi) -> Result<u64> {
+    // (the name errors give, the LMDB name, the handle)
+    let mut dbs = vec![
+        (META_DB.to_owned(), META_DB.to_owned(), meta),
+        (TABLES_DB.to_owned(), TABLES_DB.to_owned(), tables),
+    ];
+    let mut names = Vec::new();
+    for item in tables.iter(wtxn).map_err(lmdb_err("read"))? {
+        let (name, _) = item.map_err(lmdb_err("read"))?;
+        names.push(String::from_utf8_lossy(name).into_owned());
+    }
+    for name in names {
+        let lmdb = lmdb_name(&name);
+        let dbi: Option<Dbi> = env
+            .open_database(wtxn, Some(&lmdb))
+            .map_err(lmdb_err("open table"))?;
+        dbs.extend(dbi.map(|dbi| (name, lmdb, dbi)));
+    }
+    let mut rewritten = 0;
+    let mut buf = Vec::new();
+    for (label, lmdb, dbi) in dbs {
+        let seed = Seed::of(&lmdb);
+        let mut it = dbi.iter_mut(wtxn).map_err(lmdb_err("read"))?;
+        while let Some(item) = it.next() {
+            let (key, stored) = item.map_err(lmdb_err("read"))?;
+            let value = open_v1(key, stored).ok_or_else(|| Error::CorruptEntry {
+                table: label.clone(),
+                key: key.to_vec(),
+            })?;
+            seed.seal(&mut buf, key, value);
+            let key = key.to_vec();
+            // SAFETY: nothing borrowed from the map (`stored`, the old key) is used after
+            // this write; the key and value written are owned copies.
+            unsafe { it.put_current(&key, &buf) }.map_err(lmdb_err("migrate"))?;
+            rewritten += 1;
+        }
+    }
+    let mut v = Vec::new();
+    meta_seed().seal(&mut v, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
+    meta.put(wtxn, KEY_FORMAT, &v)
+        .map_err(lmdb_err("write format"))?;
+    Ok(rewritten)
 }
 
 /// Map sizes are multiples of this (a multiple of every page size in use).

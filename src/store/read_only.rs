@@ -8,8 +8,8 @@ use heed::types::Bytes;
 use heed::{EnvFlags, EnvOpenOptions};
 
 use super::{
-    decode_u32, decode_u64, lmdb_err, KEY_APPLIED, KEY_FORMAT, META_DB, STORE_FORMAT_VERSION,
-    TABLES_DB,
+    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
+    STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -108,9 +108,9 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
         .map_err(lmdb_err("open the meta table"))?;
     if let Some(meta) = meta {
         if let Some(stored) = meta.get(&rtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
-            let version = decode_u32(KEY_FORMAT, stored)
+            let version = stored_format(stored)
                 .ok_or_else(|| inconsistent("the store's format record is damaged"))?;
-            if version != STORE_FORMAT_VERSION {
+            if version != STORE_FORMAT_VERSION && version != 1 {
                 return Err(Error::UnsupportedVersion {
                     path: data_dir.to_owned(),
                     found: version,
@@ -120,7 +120,7 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
             info.format_version = Some(version);
         }
         if let Some(stored) = meta.get(&rtxn, KEY_APPLIED).map_err(lmdb_err("read"))? {
-            info.applied_lsn = decode_u64(KEY_APPLIED, stored)
+            info.applied_lsn = stored_u64(&info, meta_seed(), KEY_APPLIED, stored)
                 .ok_or_else(|| inconsistent("the store's applied LSN is damaged"))?;
         }
     }
@@ -130,7 +130,7 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
     if let Some(tables) = tables {
         for item in tables.iter(&rtxn).map_err(lmdb_err("read"))? {
             let (name, stored) = item.map_err(lmdb_err("read"))?;
-            let created = decode_u64(name, stored)
+            let created = stored_u64(&info, tables_seed(), name, stored)
                 .ok_or_else(|| inconsistent("a table list entry is damaged"))?;
             let name =
                 std::str::from_utf8(name).map_err(|_| inconsistent("a table name is not UTF-8"))?;
@@ -138,4 +138,11 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
         }
     }
     Ok(info)
+}
+
+/// A u64 record, checked as the store's format seals it.
+fn stored_u64(info: &StoreInfo, seed: super::Seed, key: &[u8], stored: &[u8]) -> Option<u64> {
+    let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
+    let value = open_stored(format, seed, key, stored)?;
+    Some(u64::from_le_bytes(value.try_into().ok()?))
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, bounds_valid, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
-use crate::store::{lmdb_err, unseal};
+use crate::store::lmdb_err;
 use crate::sync::{DataArc as Arc, Ordering};
 
 use super::{borrow_overlay, Snapshot};
@@ -45,19 +45,37 @@ pub(super) fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
     Some((lower, upper))
 }
 
-/// LMDB's side of a range walk (an enum, not a trait object: it is called for every key).
-pub(super) enum LmdbIter<'t> {
+/// LMDB's side of a range walk: entries with their checksums checked.
+pub(super) struct LmdbIter<'t> {
+    walk: LmdbWalk<'t>,
+    table: Arc<Table>,
+}
+
+/// An enum, not a trait object: it is called for every key.
+pub(super) enum LmdbWalk<'t> {
     Forward(heed::RoRange<'t, Bytes, Bytes>),
     Reverse(heed::RoRevRange<'t, Bytes, Bytes>),
 }
 
 impl<'t> LmdbIter<'t> {
+    pub(super) fn new(walk: LmdbWalk<'t>, table: Arc<Table>) -> Self {
+        LmdbIter { walk, table }
+    }
+
+    /// The next entry: its key and its value without the checksum, which must hold.
     #[inline]
-    fn next(&mut self) -> Option<heed::Result<(&'t [u8], &'t [u8])>> {
-        match self {
-            LmdbIter::Forward(it) => it.next(),
-            LmdbIter::Reverse(it) => it.next(),
-        }
+    fn next(&mut self) -> Option<Result<(&'t [u8], &'t [u8])>> {
+        let item = match &mut self.walk {
+            LmdbWalk::Forward(it) => it.next(),
+            LmdbWalk::Reverse(it) => it.next(),
+        }?;
+        Some(match item {
+            Ok((key, stored)) => match self.table.seed.open(key, stored) {
+                Some(value) => Ok((key, value)),
+                None => Err(super::corrupt(&self.table.name, key)),
+            },
+            Err(e) => Err(lmdb_err("range")(e)),
+        })
     }
 }
 
@@ -139,8 +157,8 @@ pub struct Iter<'t> {
     pub(super) overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
     pub(super) reverse: bool,
     pub(super) failed: bool,
-    /// The transaction's start and `txn_timeout`, checked every `AGE_CHECK_STEPS` items.
-    /// The transaction's start, `txn_timeout`, and the counter of timeouts.
+    /// The transaction's start, `txn_timeout` and the counter of timeouts, checked every
+    /// `AGE_CHECK_STEPS` items.
     pub(super) age_limit: Option<(Instant, std::time::Duration, &'t crate::sync::StatCounter)>,
     pub(super) steps: u32,
 }
@@ -177,10 +195,10 @@ impl<'t> Iterator for Iter<'t> {
         // Once the overlay is done, LMDB's entries pass straight through.
         if self.overlay.is_none() && self.overlay_head.is_none() && self.lmdb_head.is_none() {
             return match self.lmdb.as_mut()?.next() {
-                Some(Ok((k, v))) => Some(Ok((k, unseal(v)))),
+                Some(Ok(entry)) => Some(Ok(entry)),
                 Some(Err(e)) => {
                     self.failed = true;
-                    Some(Err(lmdb_err("range")(e)))
+                    Some(Err(e))
                 }
                 None => {
                     self.lmdb = None;
@@ -192,10 +210,10 @@ impl<'t> Iterator for Iter<'t> {
             if self.lmdb_head.is_none() {
                 if let Some(it) = self.lmdb.as_mut() {
                     match it.next() {
-                        Some(Ok((k, v))) => self.lmdb_head = Some((k, unseal(v))),
+                        Some(Ok(entry)) => self.lmdb_head = Some(entry),
                         Some(Err(e)) => {
                             self.failed = true;
-                            return Some(Err(lmdb_err("range")(e)));
+                            return Some(Err(e));
                         }
                         None => self.lmdb = None,
                     }

@@ -23,10 +23,10 @@ use crate::keys::{bounds_valid, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::snapshots::Registration;
-use crate::store::{lmdb_err, unseal};
+use crate::store::lmdb_err;
 use crate::sync::{DataArc as Arc, Ordering};
 
-use iter::{lmdb_bounds, LmdbIter, OverlayCursor};
+use iter::{lmdb_bounds, LmdbIter, LmdbWalk, OverlayCursor};
 
 /// Borrows overlay bytes for as long as `_snapshot` lives.
 ///
@@ -117,7 +117,13 @@ impl<'db> Snapshot<'db> {
             }
         };
         let stored = dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))?;
-        Ok(stored.map(unseal))
+        stored
+            .map(|stored| {
+                t.seed
+                    .open(key, stored)
+                    .ok_or_else(|| corrupt(&t.name, key))
+            })
+            .transpose()
     }
 
     pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
@@ -149,11 +155,12 @@ impl<'db> Snapshot<'db> {
         let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
             (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
-                Some(if reverse {
-                    LmdbIter::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
+                let walk = if reverse {
+                    LmdbWalk::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
                 } else {
-                    LmdbIter::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
-                })
+                    LmdbWalk::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
+                };
+                Some(LmdbIter::new(walk, t.clone()))
             }
             _ => None,
         };
@@ -219,4 +226,12 @@ fn check_age(engine: &Engine, started: Instant) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The error for an LMDB entry of `table` whose checksum failed.
+pub(crate) fn corrupt(table: &str, key: &[u8]) -> Error {
+    Error::CorruptEntry {
+        table: table.to_owned(),
+        key: key.to_vec(),
+    }
 }

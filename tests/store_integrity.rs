@@ -1,0 +1,226 @@
+//! Issue 17: damage in LMDB's file is reported, never read as data. Every entry walmdb keeps
+//! in LMDB carries a checksum over its table, its key's length, the key and the value (store
+//! format 2); reads check it and fail with `Error::CorruptEntry`. A format 1 store is
+//! migrated whole when opened.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use walmdb::{Db, Error};
+
+/// A value no other bytes of the file repeat.
+const MARKER: &[u8] = b"<<walmdb integrity marker: 0123456789abcdefghijklmnopqrstuv>>";
+
+/// A closed database whose table `t` holds `keys` (value: their index) and `marked`
+/// (value: `MARKER`), all applied to LMDB.
+fn closed_db(dir: &Path, keys: u32, marked: &[u8]) {
+    let db = Db::open(dir).unwrap();
+    db.update(|txn| {
+        for i in 0..keys {
+            txn.put("t", format!("key{i:05}").as_bytes(), &i.to_le_bytes())?;
+        }
+        txn.put("t", marked, MARKER)
+    })
+    .unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+}
+
+/// Flips bit `bit` of every copy of `needle` in `dir`'s LMDB file; returns the copies.
+fn flip_in_lmdb(dir: &Path, needle: &[u8], bit: usize) -> usize {
+    let path = dir.join("data").join("data.mdb");
+    let mut data = std::fs::read(&path).unwrap();
+    let found: Vec<usize> = data
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect();
+    for &at in &found {
+        data[at + bit / 8] ^= 1 << (bit % 8);
+    }
+    std::fs::write(&path, data).unwrap();
+    found.len()
+}
+
+#[test]
+fn a_flipped_bit_in_a_stored_value_is_a_corrupt_entry_error_never_wrong_bytes() {
+    for bit in [0, 7, 100, MARKER.len() * 8 - 1] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        closed_db(&dir, 100, b"marked");
+        assert!(
+            flip_in_lmdb(&dir, MARKER, bit) > 0,
+            "the value is not in the file"
+        );
+        let db = Db::open(&dir).unwrap();
+        let txn = db.read().unwrap();
+        match txn.get("t", b"marked") {
+            Err(Error::CorruptEntry { table, key }) => {
+                assert_eq!((table.as_str(), key.as_slice()), ("t", &b"marked"[..]));
+            }
+            other => panic!("bit {bit}: {other:?}"),
+        }
+        // Every other entry still reads; a walk over the damaged one fails there.
+        assert_eq!(
+            txn.get("t", b"key00042").unwrap(),
+            Some(&42u32.to_le_bytes()[..])
+        );
+        let walked: Vec<_> = txn.range("t", ..).unwrap().collect();
+        let failed = walked.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, 1, "bit {bit}");
+        assert!(matches!(
+            walked.last(),
+            Some(Err(Error::CorruptEntry { .. }))
+        ));
+        let message = txn.get("t", b"marked").unwrap_err().to_string();
+        assert!(
+            message.contains("\"t\"") && message.contains("marked"),
+            "{message}"
+        );
+        drop(txn);
+        db.close().unwrap();
+    }
+}
+
+/// A flipped bit in a key leaves an entry whose checksum no longer matches its key: a
+/// lookup of the old key finds nothing, but a walk that meets the entry fails.
+#[test]
+fn a_flipped_bit_in_a_stored_key_fails_the_walk_that_meets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let key = b"zz-the-one-marked-key-zz";
+    closed_db(&dir, 10, key);
+    assert!(flip_in_lmdb(&dir, key, 12 * 8 + 1) > 0);
+    let db = Db::open(&dir).unwrap();
+    let txn = db.read().unwrap();
+    let walked: Vec<_> = txn.range("t", ..).unwrap().collect();
+    assert!(
+        walked
+            .iter()
+            .any(|r| matches!(r, Err(Error::CorruptEntry { table, .. }) if table == "t")),
+        "{walked:?}"
+    );
+    drop(txn);
+    db.close().unwrap();
+}
+
+/// Format 1 sealed a value with the CRC32 of key ++ value.
+fn seal_v1(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(value);
+    let mut out = value.to_vec();
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out
+}
+
+/// Writes a format 1 store by hand, as a build before format 2 left it: table `t` with
+/// `n` keys, applied through LSN 0. `damage` spoils one entry's checksum.
+fn write_format_1_store(dir: &Path, n: u32, damage: bool) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .max_dbs(8)
+            .map_size(64 << 20)
+            .open(&data)
+    }
+    .unwrap();
+    let mut wtxn = env.write_txn().unwrap();
+    let db = |wtxn: &mut heed::RwTxn<'_>, name: &str| -> heed::Database<Bytes, Bytes> {
+        env.create_database(wtxn, Some(name)).unwrap()
+    };
+    let meta = db(&mut wtxn, "walmdb.meta");
+    meta.put(
+        &mut wtxn,
+        b"format",
+        &seal_v1(b"format", &1u32.to_le_bytes()),
+    )
+    .unwrap();
+    meta.put(
+        &mut wtxn,
+        b"applied_lsn",
+        &seal_v1(b"applied_lsn", &0u64.to_le_bytes()),
+    )
+    .unwrap();
+    let tables = db(&mut wtxn, "walmdb.tables");
+    tables
+        .put(&mut wtxn, b"t", &seal_v1(b"t", &0u64.to_le_bytes()))
+        .unwrap();
+    let t = db(&mut wtxn, "t.t");
+    for i in 0..n {
+        let key = format!("key{i:05}");
+        let mut stored = seal_v1(key.as_bytes(), format!("value {i}").as_bytes());
+        if damage && i == n / 2 {
+            stored[0] ^= 1;
+        }
+        t.put(&mut wtxn, key.as_bytes(), &stored).unwrap();
+    }
+    wtxn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
+#[test]
+fn a_format_1_store_is_migrated_whole_when_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    write_format_1_store(&dir, 1000, false);
+    let info = walmdb::inspect::read_store(&dir.join("data"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.format_version, Some(1));
+    let db = Db::open(&dir).unwrap();
+    let txn = db.read().unwrap();
+    for i in 0..1000u32 {
+        let key = format!("key{i:05}");
+        let want = format!("value {i}");
+        assert_eq!(txn.get("t", key.as_bytes()).unwrap(), Some(want.as_bytes()));
+    }
+    assert_eq!(txn.range("t", ..).unwrap().count(), 1000);
+    drop(txn);
+    db.update(|txn| txn.put("t", b"new", b"after the migration"))
+        .unwrap();
+    db.close().unwrap();
+    let info = walmdb::inspect::read_store(&dir.join("data"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.format_version, Some(2));
+    assert_eq!(info.tables.len(), 1);
+    let db = Db::open(&dir).unwrap();
+    assert_eq!(
+        db.read().unwrap().get("t", b"new").unwrap(),
+        Some(&b"after the migration"[..])
+    );
+    db.close().unwrap();
+}
+
+#[test]
+fn a_format_1_store_with_a_damaged_entry_is_refused_and_left_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    write_format_1_store(&dir, 1000, true);
+    let before = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
+    match Db::open(&dir) {
+        Err(Error::CorruptEntry { table, key }) => {
+            assert_eq!((table.as_str(), key.as_slice()), ("t", &b"key00500"[..]));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let info = walmdb::inspect::read_store(&dir.join("data"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.format_version, Some(1));
+    // LMDB may have written its own bookkeeping, never an entry: every value is as before.
+    let after = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
+    let values = |file: &[u8]| {
+        (0..1000u32)
+            .filter(|i| {
+                let v = format!("value {i}");
+                file.windows(v.len()).any(|w| w == v.as_bytes())
+            })
+            .count()
+    };
+    assert_eq!(values(&after), values(&before));
+}
