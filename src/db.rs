@@ -188,6 +188,51 @@ impl Db {
         self.engine().checkpoint()
     }
 
+    /// Checks every entry LMDB holds against its checksum, and the structure around it, from
+    /// one read snapshot (see [`ScrubReport`](crate::ScrubReport)). Commits and reads go on
+    /// meanwhile; the snapshot postpones a growth of LMDB's map while it lasts. Counted in
+    /// the metrics (`scrubs`, `scrub_findings`); `health()` is Unhealthy while the last
+    /// scrub's findings stand.
+    pub fn scrub(&self) -> Result<crate::ScrubReport> {
+        self.scrub_with(None, |_| {})
+    }
+
+    /// [`Db::scrub`] reading at most `max_bytes_per_sec` (if given), calling `progress` every
+    /// few thousand entries.
+    pub fn scrub_with(
+        &self,
+        max_bytes_per_sec: Option<u64>,
+        mut progress: impl FnMut(crate::ScrubProgress<'_>),
+    ) -> Result<crate::ScrubReport> {
+        let engine = self.engine();
+        let snapshot = Snapshot::begin(engine)?;
+        let started = std::time::Instant::now();
+        let report = snapshot.scrub(&mut |p| {
+            progress(p);
+            if let Some(rate) = max_bytes_per_sec.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(p.bytes as f64 / rate as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+            }
+        })?;
+        drop(snapshot);
+        let st = &engine.state.stats;
+        st.scrubs.fetch_add(1, Ordering::Relaxed);
+        st.scrub_findings.store(
+            report.damaged_entries() + report.structure.len() as u64,
+            Ordering::Relaxed,
+        );
+        if !report.is_healthy() {
+            tracing::error!(
+                damaged = report.damaged_entries(),
+                structure = ?report.structure,
+                "the scrub found damage in LMDB's file"
+            );
+        }
+        Ok(report)
+    }
+
     /// Waits until LMDB holds every commit through `lsn`.
     pub fn wait_applied(&self, lsn: Lsn) -> Result<()> {
         self.engine().wait_applied(lsn)

@@ -224,3 +224,74 @@ fn a_format_1_store_with_a_damaged_entry_is_refused_and_left_as_it_was() {
     };
     assert_eq!(values(&after), values(&before));
 }
+
+#[test]
+fn a_scrub_of_a_healthy_store_counts_every_entry_and_finds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 500, b"marked");
+    let offline = walmdb::inspect::scrub_store(&dir.join("data"), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert!(offline.is_healthy(), "{offline:?}");
+    let t = offline.tables.iter().find(|t| t.name == "t").unwrap();
+    assert_eq!((t.entries, t.lmdb_entries, t.damaged), (501, 501, 0));
+    let db = Db::open(&dir).unwrap();
+    db.update(|txn| txn.put("u", b"k", b"v")).unwrap();
+    db.checkpoint().unwrap();
+    let mut calls = 0;
+    let online = db.scrub_with(Some(u64::MAX), |_| calls += 1).unwrap();
+    assert!(online.is_healthy(), "{online:?}");
+    let names: Vec<_> = online.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["walmdb.meta", "walmdb.tables", "t", "u"]);
+    assert_eq!(
+        online.entries(),
+        offline.entries() + 2,
+        "u's entry and its listing"
+    );
+    let m = db.metrics();
+    assert_eq!((m.scrubs, m.scrub_findings), (1, 0));
+    db.close().unwrap();
+}
+
+#[test]
+fn a_scrub_finds_a_damaged_entry_online_and_offline_and_health_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 500, b"marked");
+    assert!(flip_in_lmdb(&dir, MARKER, 3) > 0);
+    let offline = walmdb::inspect::scrub_store(&dir.join("data"), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert!(!offline.is_healthy());
+    assert_eq!(offline.damaged_entries(), 1, "{offline:?}");
+    assert_eq!(
+        (
+            offline.damaged[0].table.as_str(),
+            offline.damaged[0].key.as_slice()
+        ),
+        ("t", &b"marked"[..])
+    );
+    assert!(offline.structure.is_empty(), "{:?}", offline.structure);
+    let db = Db::open(&dir).unwrap();
+    let online = db.scrub().unwrap();
+    assert_eq!(online.damaged, offline.damaged);
+    assert_eq!(db.metrics().scrub_findings, 1);
+    let health = db.health();
+    assert_eq!(health.status, walmdb::HealthStatus::Unhealthy, "{health:?}");
+    db.close().unwrap();
+}
+
+#[test]
+fn a_scrub_finds_an_entry_whose_key_was_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let key = b"zz-the-one-marked-key-zz";
+    closed_db(&dir, 10, key);
+    assert!(flip_in_lmdb(&dir, key, 12 * 8 + 1) > 0);
+    let report = walmdb::inspect::scrub_store(&dir.join("data"), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.damaged_entries(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].table, "t");
+}

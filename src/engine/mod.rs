@@ -69,6 +69,10 @@ pub(crate) struct Counters {
     pub backlog_stall_micros: StatCounter,
     /// Times the applier or checkpoint thread panicked and was restarted.
     pub thread_restarts: StatCounter,
+    /// Scrubs run, and what the last one found (damaged entries and structure findings; a
+    /// gauge).
+    pub scrubs: StatCounter,
+    pub scrub_findings: StatCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

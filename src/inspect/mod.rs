@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::wal::log::segment::{is_spare_or_temp, parse_segment_file_name};
 
-pub use crate::store::read_only::{applied_lsn, read_store, StoreInfo};
+pub use crate::store::read_only::{applied_lsn, read_store, scrub_store, StoreInfo};
 pub use crate::wal::log::recovery::HeaderState;
 pub use plan::{LogEntry, Readable, Records, Stop};
 pub use scan::{

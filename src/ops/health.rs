@@ -134,6 +134,16 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
             );
         }
     }
+    if m.scrub_findings > 0 {
+        bad(
+            Unhealthy,
+            format!(
+                "the last scrub found {} damaged entries or structure problems in LMDB's file \
+                 (run `walmdb verify --deep`, then restore or repair)",
+                m.scrub_findings
+            ),
+        );
+    }
     if m.thread_restarts > 0 {
         let flusher = engine.wal.detail().last_flusher_panic;
         let last = [

@@ -106,6 +106,10 @@ pub struct Metrics {
     pub checkpoint_failures: u64,
     /// Times the flusher, applier or checkpoint thread panicked and was restarted.
     pub thread_restarts: u64,
+    /// Scrubs run (`Db::scrub`).
+    pub scrubs: u64,
+    /// Damaged entries and structure findings of the last scrub.
+    pub scrub_findings: u64,
     /// Duration of checkpoints (LMDB sync and segment retirement), microseconds.
     pub checkpoint_duration: Histogram,
     /// Live log segments (the active one included).
@@ -219,6 +223,8 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         checkpoints: st.checkpoints.load(Ordering::Relaxed),
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
         thread_restarts: st.thread_restarts.load(Ordering::Relaxed) + detail.flusher_restarts,
+        scrubs: st.scrubs.load(Ordering::Relaxed),
+        scrub_findings: st.scrub_findings.load(Ordering::Relaxed),
         checkpoint_duration: st.checkpoint_duration.snapshot(),
         segments_live: detail.segments_live,
         segments_spare: detail.segments_spare,
@@ -597,6 +603,20 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Times the flusher, applier or checkpoint thread panicked and was restarted",
         None,
         m.thread_restarts,
+    )?;
+    counter(
+        enc,
+        "scrubs",
+        "Scrubs of the LMDB store run",
+        None,
+        m.scrubs,
+    )?;
+    gauge(
+        enc,
+        "scrub_findings",
+        "Damaged entries and structure findings of the last scrub",
+        None,
+        m.scrub_findings,
     )?;
     histogram(
         enc,

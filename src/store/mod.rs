@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
 pub(crate) mod read_only;
+pub(crate) mod scrub;
 use crate::seal::open_v1;
 pub(crate) use crate::seal::Seed;
 
@@ -304,6 +305,48 @@ impl Store {
             figures: Mutex::new(EnvFigures::default()),
         };
         Ok((store, Opened { applied_lsn }))
+    }
+
+    /// Scrubs the store as `txn` sees it (see [`scrub`]). `handle` gives a listed table's
+    /// LMDB handle (the engine's catalog): opening handles here could race the applier's.
+    pub fn scrub(
+        &self,
+        txn: &LmdbReadTxn<'_>,
+        handle: impl Fn(&str) -> Option<Dbi>,
+        progress: &mut dyn FnMut(scrub::ScrubProgress<'_>),
+    ) -> Result<scrub::ScrubReport> {
+        let mut user = Vec::new();
+        let mut structure = Vec::new();
+        for item in self.tables.iter(txn).map_err(lmdb_err("read"))? {
+            match item {
+                Ok((name, _)) => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    if let Some(dbi) = handle(&name) {
+                        user.push(scrub::ToWalk {
+                            seed: Seed::of_table(&name),
+                            dbi: Some(dbi),
+                            name,
+                        });
+                    }
+                }
+                Err(e) => {
+                    structure.push(format!("LMDB failed walking the table list: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut report = scrub::scrub(
+            txn,
+            STORE_FORMAT_VERSION,
+            self.meta,
+            self.tables,
+            user,
+            Vec::new(),
+            progress,
+        )?;
+        structure.append(&mut report.structure);
+        report.structure = structure;
+        Ok(report)
     }
 
     /// Begins an LMDB read transaction.
@@ -626,7 +669,7 @@ impl Store {
 }
 
 /// The LMDB name of a user table.
-fn lmdb_name(table: &str) -> String {
+pub(crate) fn lmdb_name(table: &str) -> String {
     format!("{}{table}", crate::layout::LMDB_TABLE_PREFIX)
 }
 

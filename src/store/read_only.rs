@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use heed::types::Bytes;
 use heed::{EnvFlags, EnvOpenOptions};
 
+use super::scrub::{ScrubProgress, ScrubReport, ToWalk};
 use super::{
-    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
-    STORE_FORMAT_VERSION, TABLES_DB,
+    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, Dbi, KEY_APPLIED, KEY_FORMAT,
+    META_DB, STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::seal::Seed;
 
 /// What LMDB (`<db>/data`) holds of walmdb's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +62,21 @@ pub fn applied_lsn(data_dir: &Path) -> Result<Lsn> {
 /// process has the directory open, this fails with an LMDB error ("environment already
 /// opened"). Use [`crate::Db::stats`] there.
 pub fn read_store(data_dir: &Path) -> Result<Option<StoreInfo>> {
-    let file = crate::layout::lmdb_file(data_dir);
-    let file_bytes = match std::fs::metadata(&file) {
+    let file_bytes = std::fs::metadata(crate::layout::lmdb_file(data_dir)).map_or(0, |m| m.len());
+    let Some(env) = open_read_only(data_dir, 4)? else {
+        return Ok(None);
+    };
+    let result = read_meta(&env, data_dir, file_bytes);
+    // Close it before returning, so a later open in this process (a `Db`) finds it closed.
+    let closing = env.prepare_for_closing();
+    closing.wait();
+    result.map(Some)
+}
+
+/// Opens the environment in `data_dir` read-only and lock-free (see [`read_store`]), with
+/// room for `max_dbs` named tables. `None` when there is no `data.mdb` or it is empty.
+fn open_read_only(data_dir: &Path, max_dbs: u32) -> Result<Option<super::Env>> {
+    let file_bytes = match std::fs::metadata(crate::layout::lmdb_file(data_dir)) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -75,7 +90,7 @@ pub fn read_store(data_dir: &Path) -> Result<Option<StoreInfo>> {
         .div_ceil(1 << 20)
         .saturating_mul(1 << 20);
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(map_size).max_dbs(4);
+    opts.map_size(map_size).max_dbs(max_dbs);
     // SAFETY: read-only and lock-free (see above): nothing of this process writes the file,
     // and heed refuses a second open of the same environment in this process.
     let env = unsafe {
@@ -83,11 +98,7 @@ pub fn read_store(data_dir: &Path) -> Result<Option<StoreInfo>> {
         opts.open(data_dir)
     }
     .map_err(lmdb_err("open read-only"))?;
-    let result = read_meta(&env, data_dir, file_bytes);
-    // Close it before returning, so a later open in this process (a `Db`) finds it closed.
-    let closing = env.prepare_for_closing();
-    closing.wait();
-    result.map(Some)
+    Ok(Some(env))
 }
 
 fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<StoreInfo> {
@@ -145,4 +156,92 @@ fn stored_u64(info: &StoreInfo, seed: super::Seed, key: &[u8], stored: &[u8]) ->
     let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
     let value = open_stored(format, seed, key, stored)?;
     Some(u64::from_le_bytes(value.try_into().ok()?))
+}
+
+/// Scrubs the store in `data_dir` offline, read-only as [`read_store`] opens it: every
+/// entry's checksum and the structure (see [`ScrubReport`]). `Ok(None)` when there is no
+/// store. A damaged page can make LMDB fault (SIGSEGV, SIGBUS) rather than return an error:
+/// `walmdb verify --deep` runs this in a child process so a fault is reported as damage.
+pub fn scrub_store(
+    data_dir: &Path,
+    progress: &mut dyn FnMut(ScrubProgress<'_>),
+) -> Result<Option<ScrubReport>> {
+    let Some(env) = open_read_only(data_dir, crate::limits::MAX_TABLES + 3)? else {
+        return Ok(None);
+    };
+    let result = scrub_env(&env, progress);
+    env.prepare_for_closing().wait();
+    result.map(Some)
+}
+
+fn scrub_env(env: &super::Env, progress: &mut dyn FnMut(ScrubProgress<'_>)) -> Result<ScrubReport> {
+    let rtxn = env.read_txn().map_err(lmdb_err("begin read"))?;
+    let open = |name: &str| -> Result<Option<Dbi>> {
+        env.open_database(&rtxn, Some(name))
+            .map_err(lmdb_err("open a table"))
+    };
+    let mut structure = Vec::new();
+    let (Some(meta), Some(tables)) = (open(META_DB)?, open(TABLES_DB)?) else {
+        return Ok(ScrubReport {
+            structure: vec!["walmdb's metadata tables are missing".into()],
+            ..ScrubReport::default()
+        });
+    };
+    let format = match meta.get(&rtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
+        Some(stored) => stored_format(stored).unwrap_or_else(|| {
+            structure.push("the store's format record is damaged".into());
+            STORE_FORMAT_VERSION
+        }),
+        None => {
+            structure.push("the store's format record is missing".into());
+            STORE_FORMAT_VERSION
+        }
+    };
+    let mut listed = Vec::new();
+    for item in tables.iter(&rtxn).map_err(lmdb_err("read"))? {
+        match item {
+            Ok((name, _)) => listed.push(String::from_utf8_lossy(name).into_owned()),
+            Err(e) => {
+                structure.push(format!("LMDB failed walking the table list: {e}"));
+                break;
+            }
+        }
+    }
+    let mut unlisted = Vec::new();
+    let main: Option<Dbi> = env
+        .open_database(&rtxn, None)
+        .map_err(lmdb_err("open the main table"))?;
+    if let Some(main) = main {
+        let mut names = Vec::new();
+        for item in main.iter(&rtxn).map_err(lmdb_err("read"))? {
+            let Ok((name, _)) = item else { break };
+            if let Some(table) = name.strip_prefix(crate::layout::LMDB_TABLE_PREFIX.as_bytes()) {
+                let table = String::from_utf8_lossy(table).into_owned();
+                if !listed.contains(&table) {
+                    names.push(table);
+                }
+            }
+        }
+        for name in names {
+            let dbi = open(&super::lmdb_name(&name))?;
+            unlisted.push(ToWalk {
+                seed: Seed::of_table(&name),
+                name,
+                dbi,
+            });
+        }
+    }
+    let mut user = Vec::new();
+    for name in listed {
+        let dbi = open(&super::lmdb_name(&name))?;
+        user.push(ToWalk {
+            seed: Seed::of_table(&name),
+            name,
+            dbi,
+        });
+    }
+    let mut report = super::scrub::scrub(&rtxn, format, meta, tables, user, unlisted, progress)?;
+    structure.append(&mut report.structure);
+    report.structure = structure;
+    Ok(report)
 }
