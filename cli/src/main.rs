@@ -6,6 +6,7 @@
 
 mod backup;
 mod dump;
+mod scrub;
 mod stats;
 mod util;
 mod verify;
@@ -72,9 +73,19 @@ enum Command {
         /// Treat a torn tail as damage (as `RecoveryMode::Strict` does).
         #[arg(long)]
         strict: bool,
+        /// Also scrub LMDB's file: every entry's checksum, key order, entry counts and the
+        /// table list, walked in a child process (a page that makes LMDB fault is damage).
+        #[arg(long)]
+        deep: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// The deep scrub's child process (see `verify --deep`).
+    #[command(hide = true)]
+    ScrubStore {
+        /// The LMDB directory (`<DIR>/data`).
+        data_dir: PathBuf,
     },
     /// Print the log's records: one line per operation (LSN, commit time, table, operation,
     /// key, value), or one JSON object per line. Reads only.
@@ -195,6 +206,7 @@ impl Failure {
             | E::SegmentSequence { .. }
             | E::UnsupportedVersion { .. }
             | E::Inconsistent { .. }
+            | E::CorruptEntry { .. }
             | E::Lmdb { .. } => Failure::damaged(format!(
                 "{}: {e} (run `walmdb verify {}` for details)",
                 dir.display(),
@@ -216,8 +228,10 @@ fn main() -> ExitCode {
         Command::Verify {
             dir,
             strict,
+            deep,
             format,
-        } => verify::run(&dir, strict, format),
+        } => verify::run(&dir, strict, deep, format),
+        Command::ScrubStore { data_dir } => scrub::child(&data_dir),
         Command::Dump(options) => dump::run(&options),
         Command::Stats {
             dir,

@@ -9,7 +9,7 @@ use walmdb::RecoveryMode;
 use crate::util::{format_micros, progress_bar};
 use crate::{target, Failure, Format, Outcome, Target, EXIT_DAMAGED, EXIT_OK};
 
-pub fn run(dir: &Path, strict: bool, format: Format) -> Outcome {
+pub fn run(dir: &Path, strict: bool, deep: bool, format: Format) -> Outcome {
     let target = target(dir, true)?;
     let mode = if strict {
         RecoveryMode::Strict
@@ -36,15 +36,27 @@ pub fn run(dir: &Path, strict: bool, format: Format) -> Outcome {
     }
     .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
     bar.finish_and_clear();
+    let scrub = match (&target, deep) {
+        (Target::Database(p), true) => Some(crate::scrub::deep(&p.data)?),
+        _ => None,
+    };
     match format {
-        Format::Text => print_text(&v, strict),
-        Format::Json => println!("{}", to_json(&v, strict)),
+        Format::Text => print_text(&v, strict, scrub.as_ref()),
+        Format::Json => {
+            let mut out = to_json(&v, strict);
+            if let Some(scrub) = &scrub {
+                out["deep_scrub"] = scrub.to_json();
+            }
+            println!("{out}");
+        }
     }
-    Ok(if v.is_healthy() {
-        EXIT_OK
-    } else {
-        EXIT_DAMAGED
-    })
+    Ok(
+        if v.is_healthy() && scrub.as_ref().is_none_or(|s| s.is_healthy()) {
+            EXIT_OK
+        } else {
+            EXIT_DAMAGED
+        },
+    )
 }
 
 /// What the END column says of a segment, with its place in the open that would follow.
@@ -59,7 +71,7 @@ fn end_text(v: &Verification, i: usize, s: &SegmentInfo) -> String {
     text
 }
 
-fn print_text(v: &Verification, strict: bool) {
+fn print_text(v: &Verification, strict: bool, scrub: Option<&crate::scrub::Deep>) {
     let what = if v.log_only { "log" } else { "database" };
     println!("{what} {}", v.paths.root.display());
     if !v.log_only {
@@ -148,7 +160,11 @@ fn print_text(v: &Verification, strict: bool) {
         };
         println!("{label}: {}", f.message);
     }
+    if let Some(scrub) = scrub {
+        scrub.print_text();
+    }
     match &v.open {
+        Ok(_) if scrub.is_some_and(|s| !s.is_healthy()) => println!("verdict: DAMAGED"),
         Ok(r) if v.is_healthy() => {
             let range = if r.last_lsn >= r.first_lsn {
                 format!("LSNs {}..={}", r.first_lsn, r.last_lsn)

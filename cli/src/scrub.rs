@@ -1,0 +1,166 @@
+//! `walmdb verify --deep`: the scrub of LMDB's file, walked in a child process (the hidden
+//! `scrub-store` command) so that a damaged page that makes LMDB fault is reported as damage,
+//! never as a crash of the tool.
+//!
+//! The child prints `progress <entries> <table>` lines as it goes, then one `report <json>`
+//! line. A child killed by a signal is damage, named by the last table it reported.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use walmdb::inspect;
+
+use crate::util::hex;
+use crate::{Failure, Outcome, EXIT_OK};
+
+/// The hidden `scrub-store` command: scrubs `data_dir` and prints the report.
+pub fn child(data_dir: &Path) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    let mut progress = |p: walmdb::ScrubProgress<'_>| {
+        let _ = writeln!(out, "progress {} {}", p.entries, p.table);
+        let _ = out.flush();
+    };
+    let report = inspect::scrub_store(data_dir, &mut progress)
+        .map_err(|e| Failure::usage(format!("{}: {e}", data_dir.display())))?;
+    let value = match report {
+        None => Value::Null,
+        Some(r) => json!({
+            "format": r.format,
+            "healthy": r.is_healthy(),
+            "entries": r.entries(),
+            "damaged_entries": r.damaged_entries(),
+            "tables": r.tables.iter().map(|t| json!({
+                "name": t.name,
+                "entries": t.entries,
+                "bytes": t.bytes,
+                "damaged": t.damaged,
+                "lmdb_entries": t.lmdb_entries,
+                "depth": t.depth,
+                "pages": t.pages,
+            })).collect::<Vec<_>>(),
+            "damaged": r.damaged.iter().map(|d| json!({
+                "table": d.table,
+                "key_hex": hex(&d.key),
+            })).collect::<Vec<_>>(),
+            "structure": r.structure,
+            "micros": r.micros,
+        }),
+    };
+    println!("report {value}");
+    Ok(EXIT_OK)
+}
+
+/// What the child found: its report (JSON, `null` for no store), or why it has none.
+pub enum Deep {
+    Report(Value),
+    /// The child died of a signal: LMDB faulted on a damaged page.
+    Fault {
+        signal: i32,
+        table: Option<String>,
+        entries: u64,
+    },
+    /// The child failed (it could not open the store) with this message.
+    Failed(String),
+}
+
+impl Deep {
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            Deep::Report(v) => v.is_null() || v["healthy"] == Value::Bool(true),
+            _ => false,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Deep::Report(v) => v.clone(),
+            Deep::Fault {
+                signal,
+                table,
+                entries,
+            } => {
+                json!({"healthy": false, "fault": {"signal": signal, "table": table, "entries_walked": entries}})
+            }
+            Deep::Failed(e) => json!({"healthy": false, "error": e}),
+        }
+    }
+
+    pub fn print_text(&self) {
+        match self {
+            Deep::Report(Value::Null) => println!("deep scrub: no store yet"),
+            Deep::Report(v) => {
+                println!(
+                    "deep scrub: {} entries in {} tables (store format {}), {} damaged",
+                    v["entries"],
+                    v["tables"].as_array().map_or(0, Vec::len),
+                    v["format"],
+                    v["damaged_entries"]
+                );
+                for d in v["damaged"].as_array().into_iter().flatten() {
+                    println!(
+                        "DAMAGE: table {} key (hex) {}: checksum fails",
+                        d["table"],
+                        d["key_hex"].as_str().unwrap_or_default()
+                    );
+                }
+                for s in v["structure"].as_array().into_iter().flatten() {
+                    println!("DAMAGE: {}", s.as_str().unwrap_or_default());
+                }
+            }
+            Deep::Fault {
+                signal,
+                table,
+                entries,
+            } => println!(
+                "DAMAGE: LMDB faulted (signal {signal}) walking {} after {entries} entries: a damaged page",
+                table.as_deref().map_or("the store".to_owned(), |t| format!("table {t:?}"))
+            ),
+            Deep::Failed(e) => println!("DAMAGE: the deep scrub could not read the store: {e}"),
+        }
+    }
+}
+
+/// Runs the scrub of `data_dir` in a child process of this executable.
+pub fn deep(data_dir: &Path) -> Result<Deep, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::usage(format!("cannot find the walmdb executable: {e}")))?;
+    let output = Command::new(exe)
+        .arg("scrub-store")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Failure::usage(format!("cannot run the deep scrub: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut table = None;
+    let mut entries = 0;
+    for line in stdout.lines() {
+        if let Some(report) = line.strip_prefix("report ") {
+            let v = serde_json::from_str(report)
+                .map_err(|e| Failure::usage(format!("the deep scrub's report: {e}")))?;
+            return Ok(Deep::Report(v));
+        }
+        if let Some((n, t)) = line
+            .strip_prefix("progress ")
+            .and_then(|p| p.split_once(' '))
+        {
+            entries = n.parse().unwrap_or(entries);
+            table = Some(t.to_owned());
+        }
+    }
+    Ok(match output.status.signal() {
+        Some(signal) => Deep::Fault {
+            signal,
+            table,
+            entries,
+        },
+        None => Deep::Failed(
+            String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .trim_start_matches("walmdb: error: ")
+                .to_owned(),
+        ),
+    })
+}
