@@ -82,7 +82,9 @@ pub use ops::metrics::Metrics;
 pub use ops::restore::{
     recovery_points, restore, RecoveryPoints, RestoreOptions, RestoreReport, RestoreTarget,
 };
-pub use store::scrub::{DamagedEntry, ScrubProgress, ScrubReport, TableScrub, MAX_LISTED_DAMAGE};
+pub use store::scrub::{
+    DamageKind, DamagedEntry, ScrubProgress, ScrubReport, TableScrub, MAX_LISTED_DAMAGE,
+};
 pub use store::STORE_FORMAT_VERSION;
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn};
 pub use wal::{

@@ -44,6 +44,7 @@ pub fn child(data_dir: &Path) -> Outcome {
             "damaged": r.damaged.iter().map(|d| json!({
                 "table": d.table,
                 "key_hex": hex(&d.key),
+                "reason": d.reason.to_string(),
             })).collect::<Vec<_>>(),
             "structure": r.structure,
             "micros": r.micros,
@@ -101,9 +102,10 @@ impl Deep {
                 );
                 for d in v["damaged"].as_array().into_iter().flatten() {
                     println!(
-                        "DAMAGE: table {} key (hex) {}: checksum fails",
+                        "DAMAGE: table {} key (hex) {}: {}",
                         d["table"],
-                        d["key_hex"].as_str().unwrap_or_default()
+                        d["key_hex"].as_str().unwrap_or_default(),
+                        d["reason"].as_str().unwrap_or_default()
                     );
                 }
                 for s in v["structure"].as_array().into_iter().flatten() {

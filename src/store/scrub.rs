@@ -1,7 +1,9 @@
 //! The scrub: a walk of every entry LMDB holds for walmdb, in one read transaction, checking
-//! each entry's checksum and the structure around it: keys in strictly ascending order, the
-//! entries walked equal to the count LMDB keeps for the table, every listed table present and
-//! no unlisted table holding entries. [`Db::scrub`](crate::Db::scrub) runs it online from a
+//! each entry's checksum and the structure around it: keys in strictly ascending order, each
+//! key found again by a lookup (a walk goes from leaf to leaf, a lookup down the branch pages:
+//! a damaged branch key hides entries from lookups only), the entries walked equal to the
+//! count LMDB keeps for the table, every listed table present and no unlisted table holding
+//! entries. [`Db::scrub`](crate::Db::scrub) runs it online from a
 //! snapshot; [`inspect::scrub_store`](crate::inspect::scrub_store) offline.
 
 use std::time::Instant;
@@ -57,7 +59,7 @@ pub struct TableScrub {
     pub entries: u64,
     /// Bytes of keys and stored values walked.
     pub bytes: u64,
-    /// Entries whose checksum failed.
+    /// Entries whose checksum failed or that a lookup of their key does not find.
     pub damaged: u64,
     /// The entries LMDB counts for the table.
     pub lmdb_entries: u64,
@@ -67,13 +69,34 @@ pub struct TableScrub {
     pub pages: u64,
 }
 
-/// An entry whose checksum failed.
+/// A damaged entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DamagedEntry {
     /// The table.
     pub table: String,
     /// The key as stored.
     pub key: Vec<u8>,
+    /// What is wrong with it.
+    pub reason: DamageKind,
+}
+
+/// What is wrong with a damaged entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// Its checksum fails: the key or the stored value changed.
+    Checksum,
+    /// A lookup of its key does not find it: a branch page above it is damaged, so reads of
+    /// the key miss it.
+    Unreachable,
+}
+
+impl std::fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DamageKind::Checksum => "checksum fails",
+            DamageKind::Unreachable => "a lookup of the key does not find it",
+        })
+    }
 }
 
 /// Where a scrub is, for progress reports and rate limits.
@@ -186,12 +209,20 @@ fn walk(
             out_of_order += 1;
         }
         previous = Some(key);
-        if open_stored(format, table.seed, key, stored).is_none() {
+        let damage = if open_stored(format, table.seed, key, stored).is_none() {
+            Some(DamageKind::Checksum)
+        } else {
+            // The same entry, at the same place in the map, or the lookup went astray.
+            let found = dbi.get(txn, key).ok().flatten();
+            (found.map(<[u8]>::as_ptr) != Some(stored.as_ptr())).then_some(DamageKind::Unreachable)
+        };
+        if let Some(reason) = damage {
             line.damaged += 1;
             if report.damaged.len() < MAX_LISTED_DAMAGE {
                 report.damaged.push(DamagedEntry {
                     table: table.name.clone(),
                     key: key.to_vec(),
+                    reason,
                 });
             }
         }
