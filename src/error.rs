@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::lsn::Lineage;
+
 /// The `Result` alias used throughout walmdb.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -98,6 +100,22 @@ pub enum Error {
         found: u32,
         /// The version this build reads and writes.
         supported: u32,
+    },
+
+    /// A segment of another database, or of another timeline of this one, where this log's
+    /// own belong: in the log directory, in the archive under the name this log's segment
+    /// would take, or beside a backup's own segments. Nothing was changed or overwritten.
+    #[error(
+        "{path} belongs to {found}, not to {expected}: the logs of two databases or of two \
+         timelines are never mixed"
+    )]
+    ForeignSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// The lineage the log (or restore) has.
+        expected: Lineage,
+        /// The lineage in the file's header.
+        found: Lineage,
     },
 
     /// The log (or engine) has been closed; no further commits are accepted.

@@ -72,7 +72,7 @@ pub use engine::{CompactReport, DbRecoveryReport, RestorePoint};
 pub use error::{Error, Result};
 pub use histogram::{CommitLatency, Histogram};
 pub use limits::{MAX_KEY_LEN, MAX_RESTORE_POINT_NAME_LEN, MAX_TABLE_NAME_LEN};
-pub use lsn::Lsn;
+pub use lsn::{Lineage, Lsn};
 pub use ops::backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
 pub use ops::health::{Health, HealthLimits, HealthStatus};
 #[cfg(feature = "http")]

@@ -94,7 +94,7 @@ impl LogScan {
                 header: &s.header,
             })
             .collect();
-        let (from_lsn, start) = match plan_live(&self.dir, &found, from_lsn) {
+        let (from_lsn, start) = match plan_live(&self.dir, &found, from_lsn, None) {
             Err(e) => {
                 return Plan {
                     result: Err(e),
@@ -112,7 +112,9 @@ impl LogScan {
                     start: None,
                 }
             }
-            Ok(LivePlan::Segments { from_lsn, start }) => (from_lsn, start),
+            Ok(LivePlan::Segments {
+                from_lsn, start, ..
+            }) => (from_lsn, start),
         };
         let live = &self.segments[start..];
         let headers: Vec<SegmentHeader> = live

@@ -14,17 +14,30 @@ use super::segment::{
 };
 use crate::config::ArchiveConfig;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 
-/// Copies the valid frames of the segment at `path` into the archive, durably: a temporary
-/// file written and synced, renamed, and the directory synced. Then prunes the archive.
-pub(crate) fn archive_segment(fs: &dyn Fs, cfg: &ArchiveConfig, path: &Path) -> Result<()> {
+/// Copies the valid frames of the segment at `path`, of the database and timeline
+/// `lineage`, into the archive, durably: a temporary file written and synced, renamed, and
+/// the directory synced. Then prunes the archive.
+pub(crate) fn archive_segment(
+    fs: &dyn Fs,
+    cfg: &ArchiveConfig,
+    path: &Path,
+    lineage: Lineage,
+) -> Result<()> {
     let ValidPrefix {
         header,
         data,
         last_lsn,
         damage,
     } = valid_prefix(fs, path)?;
+    if header.lineage.is_known() && header.lineage != lineage {
+        return Err(Error::ForeignSegment {
+            path: path.to_owned(),
+            expected: lineage,
+            found: header.lineage,
+        });
+    }
     if let Some(why) = &damage {
         // The records are in LMDB already; the archive will show the gap to a restore.
         tracing::error!(
