@@ -118,6 +118,21 @@ pub enum Error {
         found: Lineage,
     },
 
+    /// The WAL archive belongs to another database: its `IDENTITY` file names another
+    /// identity, or is damaged. Nothing was archived.
+    #[error(
+        "the WAL archive {dir} is not database {expected:016x}'s: {}",
+        foreign_archive_reason(found)
+    )]
+    ForeignArchive {
+        /// The archive directory.
+        dir: PathBuf,
+        /// This database's identity.
+        expected: u64,
+        /// The identity its `IDENTITY` file records (`None`: the file is damaged).
+        found: Option<u64>,
+    },
+
     /// The log (or engine) has been closed; no further commits are accepted.
     #[error("the write-ahead log is closed")]
     Closed,
@@ -287,6 +302,13 @@ pub enum Error {
         /// What disagrees.
         reason: String,
     },
+}
+
+fn foreign_archive_reason(found: &Option<u64>) -> String {
+    match found {
+        Some(id) => format!("it holds database {id:016x}'s segments"),
+        None => "its IDENTITY file is damaged".into(),
+    }
 }
 
 impl Error {

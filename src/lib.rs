@@ -79,7 +79,8 @@ pub use ops::health::{Health, HealthLimits, HealthStatus};
 pub use ops::http::{MetricsServer, DEFAULT_HTTP_ADDR};
 pub use ops::metrics::Metrics;
 pub use ops::restore::{
-    recovery_points, restore, RecoveryPoints, RestoreOptions, RestoreReport, RestoreTarget,
+    recovery_points, recovery_points_on, restore, RecoveryPoints, RestoreOptions, RestoreReport,
+    RestoreTarget,
 };
 pub use store::STORE_FORMAT_VERSION;
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn};
