@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::{Config, Isolation};
 use crate::engine::{CompactReport, DbRecoveryReport, Engine, RestorePoint, Running, Shutdown};
 use crate::error::Result;
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 use crate::ops::backup::BackupManifest;
 use crate::sync::Ordering;
 use crate::txn::{ReadTxn, Snapshot, WriteTxn};
@@ -357,6 +357,12 @@ impl Db {
     /// What opening found and did.
     pub fn recovery_report(&self) -> &DbRecoveryReport {
         &self.engine().report
+    }
+
+    /// The database's identity and timeline (`docs/wal-format.md`): recorded in every
+    /// segment of its log, in its archived segments' names and in its backups.
+    pub fn lineage(&self) -> Lineage {
+        self.engine().wal.lineage()
     }
 
     /// The configuration in force.

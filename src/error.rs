@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::lsn::Lineage;
+
 /// The `Result` alias used throughout walmdb.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -113,6 +115,37 @@ pub enum Error {
         table: String,
         /// The entry's key as stored.
         key: Vec<u8>,
+    },
+
+    /// A segment of another database, or of another timeline of this one, where this log's
+    /// own belong: in the log directory, in the archive under the name this log's segment
+    /// would take, or beside a backup's own segments. Nothing was changed or overwritten.
+    #[error(
+        "{path} belongs to {found}, not to {expected}: the logs of two databases or of two \
+         timelines are never mixed"
+    )]
+    ForeignSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// The lineage the log (or restore) has.
+        expected: Lineage,
+        /// The lineage in the file's header.
+        found: Lineage,
+    },
+
+    /// The WAL archive belongs to another database: its `IDENTITY` file names another
+    /// identity, or is damaged. Nothing was archived.
+    #[error(
+        "the WAL archive {dir} is not database {expected:016x}'s: {}",
+        foreign_archive_reason(found)
+    )]
+    ForeignArchive {
+        /// The archive directory.
+        dir: PathBuf,
+        /// This database's identity.
+        expected: u64,
+        /// The identity its `IDENTITY` file records (`None`: the file is damaged).
+        found: Option<u64>,
     },
 
     /// The log (or engine) has been closed; no further commits are accepted.
@@ -294,6 +327,13 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn foreign_archive_reason(found: &Option<u64>) -> String {
+    match found {
+        Some(id) => format!("it holds database {id:016x}'s segments"),
+        None => "its IDENTITY file is damaged".into(),
+    }
 }
 
 impl Error {

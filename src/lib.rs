@@ -73,14 +73,15 @@ pub use engine::{CompactReport, DbRecoveryReport, RestorePoint};
 pub use error::{Error, Result};
 pub use histogram::{CommitLatency, Histogram};
 pub use limits::{MAX_KEY_LEN, MAX_RESTORE_POINT_NAME_LEN, MAX_TABLE_NAME_LEN};
-pub use lsn::Lsn;
+pub use lsn::{Lineage, Lsn};
 pub use ops::backup::{BackupFile, BackupManifest, BACKUP_FORMAT_VERSION};
 pub use ops::health::{Health, HealthLimits, HealthStatus};
 #[cfg(feature = "http")]
 pub use ops::http::{MetricsServer, DEFAULT_HTTP_ADDR};
 pub use ops::metrics::Metrics;
 pub use ops::restore::{
-    recovery_points, restore, RecoveryPoints, RestoreOptions, RestoreReport, RestoreTarget,
+    recovery_points, recovery_points_on, restore, RecoveryPoints, RestoreOptions, RestoreReport,
+    RestoreTarget,
 };
 pub use store::scrub::{
     DamageKind, DamagedEntry, ScrubProgress, ScrubReport, TableScrub, MAX_LISTED_DAMAGE,

@@ -118,7 +118,13 @@ pub fn segment_file(
     segment_bytes: u64,
     records: &[EncodedRecord],
 ) -> Vec<u8> {
-    let header = SegmentHeader::new(segment_no, first_lsn, segment_bytes);
+    // One fixed database, so the segments of a model form one log.
+    let lineage = crate::lsn::Lineage {
+        identity: 0x100F,
+        timeline: 1,
+        parent: 0,
+    };
+    let header = SegmentHeader::new(segment_no, first_lsn, segment_bytes, lineage);
     let mut out = header.encode().to_vec();
     let mut frame = FrameBuilder::new();
     for (lsn, record) in (first_lsn..).zip(records) {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 /// before it. A new room must be placed here, and in docs/design.md's map.
 const ORDER: &[&str] = &[
     // Leaves.
-    "error",
     "lsn",
+    "error",
     "sync",
     "layout",
     "keys",

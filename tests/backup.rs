@@ -328,12 +328,13 @@ fn archive_retention_keeps_the_newest_segments() {
     let mut names: Vec<String> = std::fs::read_dir(p("archive"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("wal-"))
         .collect();
     names.sort();
     assert!(retired > 3, "{retired}");
     assert_eq!(names.len(), 3, "{names:?}");
-    // The newest: segment numbers just below the live log's.
-    let newest = format!("wal-{:08}.log", retired);
+    // The newest: segment numbers just below the live log's, on timeline 1.
+    let newest = format!("wal-00000001-{:08}.log", retired);
     assert_eq!(names.last().unwrap(), &newest, "{names:?}");
 }
 
@@ -357,7 +358,7 @@ fn an_archived_segment_with_a_damaged_header_stops_the_restore_naming_it() {
     let root = tempdir();
     let p = |n: &str| root.path().join(n);
     let history = backed_up_and_archived(root.path(), 10, 600);
-    let victim = p("archive").join("wal-00000003.log");
+    let victim = p("archive").join("wal-00000001-00000003.log");
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[20] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
@@ -369,7 +370,7 @@ fn an_archived_segment_with_a_damaged_header_stops_the_restore_naming_it() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, Error::Corruption { segment: 3, reason, .. } if reason.contains("wal-00000003.log")),
+        matches!(&e, Error::Corruption { segment: 3, reason, .. } if reason.contains("wal-00000001-00000003.log")),
         "{e}"
     );
     let points = walmdb::recovery_points(&p("backup"), Some(&p("archive"))).unwrap();
@@ -382,4 +383,285 @@ fn an_archived_segment_with_a_damaged_header_stops_the_restore_naming_it() {
     )
     .unwrap();
     assert_eq!(contents(&p("r2")), model(&history, points.last_lsn));
+}
+
+/// Every file of `dir` with its bytes.
+fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 16, defect 6: a database restored from a backup, run with the archive it was
+/// restored from, restarts its log at segment 1. Its archived segments must land beside the
+/// original's (another timeline), never over them, and a restore of either history must
+/// follow that history only, never the copy of a segment number with the highest LSN.
+#[test]
+fn a_restored_database_never_overwrites_or_splices_the_original_history_in_a_shared_archive() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    // A: archives into `archive`, backed up early, then writes several segments' worth.
+    let a_history = backed_up_and_archived(root.path(), 20, 600);
+    let a_archive = files_of(&p("archive"));
+    assert!(a_archive.len() >= 4, "{:?}", a_archive.keys());
+
+    // B: A's backup restored to its latest point (with A's small segments), then run with
+    // the same archive.
+    let small_segments = RestoreOptions {
+        config: small_cfg(None),
+        ..opts(Some(&p("archive")))
+    };
+    let report = restore(
+        &p("backup"),
+        &p("b"),
+        &RestoreTarget::Latest,
+        &small_segments,
+    )
+    .unwrap();
+    // The archive holds A through its last retired segment (its active one stays live).
+    let a_last = report.restored_lsn;
+    assert!(a_last > a_history[300].lsn, "{report:?}");
+    let b = Db::open_with(p("b"), small_cfg(Some(&p("archive")))).unwrap();
+    let mut b_history: Vec<Committed> = a_history
+        .iter()
+        .filter(|c| c.lsn <= a_last)
+        .cloned()
+        .collect();
+    b_history.extend((0..20).map(|i| commit(&b, 10_000 + i)));
+    b.backup(p("b-backup")).unwrap();
+    b_history.extend((20..600).map(|i| commit(&b, 10_000 + i)));
+    b.checkpoint().unwrap();
+    let archived = b.metrics().segments_archived;
+    assert!(archived >= 3, "{archived}");
+    b.close().unwrap();
+
+    // Every file A archived is still there, byte for byte.
+    let now = files_of(&p("archive"));
+    for (name, bytes) in &a_archive {
+        assert!(
+            now.get(name) == Some(bytes),
+            "{name}, archived by A, was overwritten or removed by B"
+        );
+    }
+    assert!(now.len() > a_archive.len(), "B archived nothing beside A");
+
+    // A's backup rolled forward to the latest point is exactly A: none of B's commits.
+    let a_back = restore(
+        &p("backup"),
+        &p("a-again"),
+        &RestoreTarget::Latest,
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap();
+    assert_eq!(a_back.restored_lsn, a_last);
+    assert_eq!(contents(&p("a-again")), model(&a_history, a_last));
+
+    // B's backup, rolled forward along B's history (through its archived segments), is
+    // exactly B.
+    let b_back = restore(
+        &p("b-backup"),
+        &p("b-again"),
+        &RestoreTarget::Latest,
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap();
+    assert!(b_back.restored_lsn > a_last + 300, "{b_back:?}");
+    assert_eq!(
+        contents(&p("b-again")),
+        model(&b_history, b_back.restored_lsn)
+    );
+}
+
+/// A database never archives into another database's archive: the archive records the
+/// identity of the database that first archived into it, and a segment of any other is
+/// refused (`ForeignArchive`) before a byte is written. The segments stay live and the
+/// database loses nothing; with an archive of its own, its checkpoint archives them.
+#[test]
+fn archiving_into_another_databases_archive_is_refused_and_overwrites_nothing() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    backed_up_and_archived(root.path(), 10, 600);
+    let before = files_of(&p("archive"));
+    let owner = std::fs::read_to_string(p("archive").join("IDENTITY")).unwrap();
+
+    let c = Db::open_with(p("c"), small_cfg(Some(&p("archive")))).unwrap();
+    let history: Vec<Committed> = (0..600).map(|i| commit(&c, 20_000 + i)).collect();
+    let e = c.checkpoint().unwrap_err();
+    match &e {
+        Error::ForeignArchive {
+            dir,
+            expected,
+            found: Some(found),
+        } => {
+            assert_eq!(dir, &p("archive"));
+            assert_eq!(*expected, c.lineage().identity);
+            assert!(owner.contains(&format!("{found:016x}")), "{owner}");
+            assert_ne!(found, expected);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("is not database"), "{e}");
+    assert_eq!(files_of(&p("archive")), before, "the archive is untouched");
+    assert_eq!(c.metrics().segments_retired, 0);
+    // Closing checkpoints too, and is refused the same way; the log keeps everything.
+    assert!(matches!(c.close(), Err(Error::ForeignArchive { .. })));
+
+    // Nothing was lost, and with its own archive the database archives as usual.
+    let c = Db::open_with(p("c"), small_cfg(Some(&p("c-archive")))).unwrap();
+    c.checkpoint().unwrap();
+    assert!(c.metrics().segments_archived > 0);
+    let r = c.read().unwrap();
+    let got: BTreeMap<_, _> = collect(r.range("t", ..).unwrap()).into_iter().collect();
+    assert_eq!(got, model(&history, Lsn::MAX));
+    drop(r);
+    c.close().unwrap();
+    assert_eq!(files_of(&p("archive")), before);
+}
+
+/// A restore keeps the database's identity and starts a timeline above every one the
+/// archive holds; it can follow a later timeline from an older backup, switching where that
+/// timeline branched, and never follows one that does not descend from the backup's.
+#[test]
+fn a_restore_follows_the_timeline_it_names_and_starts_a_new_one() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    let a_history = backed_up_and_archived(root.path(), 20, 600);
+    let a_manifest = walmdb::BackupManifest::read_verified(&p("backup")).unwrap();
+    let a = a_manifest.lineage;
+    assert!(a.is_known());
+    assert_eq!((a.timeline, a.parent), (1, 0));
+    let small = |archive: &str| RestoreOptions {
+        config: small_cfg(None),
+        ..opts(Some(&p(archive)))
+    };
+
+    // B: A's backup restored to an LSN in the middle of A's archived history.
+    let branch = a_history[250].lsn;
+    let report = restore(
+        &p("backup"),
+        &p("b"),
+        &RestoreTarget::Lsn(branch),
+        &small("archive"),
+    )
+    .unwrap();
+    assert_eq!(report.timeline, 1);
+    assert_eq!(report.lineage, a.branch(2));
+    // The restore recorded where timeline 2 branched in the archive it read.
+    let history = std::fs::read_to_string(p("archive").join("timeline-00000002.history")).unwrap();
+    assert!(
+        history.contains(&format!("branch_lsn {branch}\n")),
+        "{history}"
+    );
+    let b = Db::open_with(p("b"), small_cfg(Some(&p("archive")))).unwrap();
+    assert_eq!(b.lineage(), a.branch(2));
+    let mut b_history: Vec<Committed> = a_history
+        .iter()
+        .filter(|c| c.lsn <= branch)
+        .cloned()
+        .collect();
+    b_history.extend((0..600).map(|i| commit(&b, 30_000 + i)));
+    b.checkpoint().unwrap();
+    b.close().unwrap();
+
+    // A's backup following timeline 2: A's records to where B began, then B's.
+    let opts2 = RestoreOptions {
+        timeline: Some(2),
+        ..small("archive")
+    };
+    let points = walmdb::recovery_points_on(&p("backup"), Some(&p("archive")), Some(2)).unwrap();
+    assert_eq!(points.timeline, 2);
+    assert!(points.last_lsn > branch + 300, "{points:?}");
+    let r = restore(&p("backup"), &p("b-again"), &RestoreTarget::Latest, &opts2).unwrap();
+    assert_eq!((r.timeline, r.restored_lsn), (2, points.last_lsn));
+    // Timelines 1 and 2 are in the archive: the new one is 3, branched from 2.
+    assert_eq!(r.lineage, a.branch(2).branch(3));
+    assert_eq!(contents(&p("b-again")), model(&b_history, r.restored_lsn));
+
+    // Following timeline 1 still gives A, past the point B branched.
+    let r = restore(
+        &p("backup"),
+        &p("a-again"),
+        &RestoreTarget::Latest,
+        &small("archive"),
+    )
+    .unwrap();
+    assert_eq!(r.timeline, 1);
+    assert!(r.restored_lsn > branch);
+    assert_eq!(contents(&p("a-again")), model(&a_history, r.restored_lsn));
+
+    // A timeline the archive does not hold, or one before the backup's, is refused.
+    for t in [7, 0] {
+        let e = restore(
+            &p("backup"),
+            &p("nowhere"),
+            &RestoreTarget::Latest,
+            &RestoreOptions {
+                timeline: Some(t),
+                ..small("archive")
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::RestoreTarget(_)), "timeline {t}: {e}");
+        assert!(!p("nowhere").exists());
+    }
+}
+
+/// Archives and backups written before timelines are still restored: archived segments
+/// named `wal-<n>.log` are read as timeline 1, and a format-1 manifest (no lineage) takes
+/// the archive's identity.
+#[test]
+fn an_archive_and_backup_of_the_old_naming_and_manifest_are_still_restored() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    let history = backed_up_and_archived(root.path(), 20, 600);
+    let identity = walmdb::BackupManifest::read_verified(&p("backup"))
+        .unwrap()
+        .lineage
+        .identity;
+    for (name, _) in files_of(&p("archive")) {
+        if let Some(rest) = name.strip_prefix("wal-00000001-") {
+            std::fs::rename(
+                p("archive").join(&name),
+                p("archive").join(format!("wal-{rest}")),
+            )
+            .unwrap();
+        }
+    }
+    let manifest = std::fs::read_to_string(p("backup").join("MANIFEST")).unwrap();
+    let body: String = manifest
+        .lines()
+        .filter(|l| {
+            !l.starts_with("identity ")
+                && !l.starts_with("timeline ")
+                && !l.starts_with("parent_timeline ")
+                && !l.starts_with("crc32 ")
+        })
+        .map(|l| format!("{}\n", l.replace("walmdb-backup 2", "walmdb-backup 1")))
+        .collect();
+    let old = format!("{body}crc32 {:08x}\n", crc32fast::hash(body.as_bytes()));
+    std::fs::write(p("backup").join("MANIFEST"), old).unwrap();
+    let m = walmdb::BackupManifest::read_verified(&p("backup")).unwrap();
+    assert_eq!(m.lineage, walmdb::Lineage::UNKNOWN);
+
+    let r = restore(
+        &p("backup"),
+        &p("r"),
+        &RestoreTarget::Latest,
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap();
+    assert!(r.restored_lsn > history[300].lsn);
+    assert_eq!(contents(&p("r")), model(&history, r.restored_lsn));
+    assert_eq!(
+        r.lineage.identity, identity,
+        "the archive's identity is kept"
+    );
+    assert_eq!((r.lineage.timeline, r.lineage.parent), (2, 1));
 }

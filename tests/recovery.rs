@@ -778,8 +778,9 @@ fn copy_segments(from: &Path, to: &Path) -> Vec<String> {
 }
 
 /// The current writer produces the fixture's records; with `WALMDB_WRITE_FIXTURES=1` this
-/// also (re)writes `tests/fixtures/v1` (run it alone:
-/// `WALMDB_WRITE_FIXTURES=1 cargo test --test recovery fixture_writer`).
+/// also (re)wrote `tests/fixtures/v1` while the writer wrote version 1 (run it alone:
+/// `WALMDB_WRITE_FIXTURES=1 cargo test --test recovery fixture_writer`); the version-1
+/// images are frozen since version 2.
 #[test]
 fn fixture_writer_produces_the_v1_records() {
     let tmp = tempfile::tempdir().unwrap();
@@ -794,6 +795,12 @@ fn fixture_writer_produces_the_v1_records() {
     assert_eq!(segment_numbers(&wal), [1, 2]);
     drop(wal);
     if std::env::var_os("WALMDB_WRITE_FIXTURES").is_some() {
+        // The checked-in version-1 images prove old logs stay readable: never rewrite them
+        // with a newer format.
+        assert_eq!(
+            FORMAT_VERSION, 1,
+            "tests/fixtures/v1 is frozen; this build writes format version {FORMAT_VERSION}"
+        );
         let out = Path::new(FIXTURE_DIR);
         std::fs::create_dir_all(out).unwrap();
         for entry in std::fs::read_dir(out).unwrap() {
@@ -825,7 +832,10 @@ fn v1_fixture_opens_and_reads_back_exactly() {
     let h1 = parse_seg_header(file(&image, &seg_name(1))).expect("segment 1 header");
     let h2 = parse_seg_header(file(&image, &seg_name(2))).expect("segment 2 header");
     assert_eq!((h1.version, h2.version), (1, 1));
-    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(
+        FORMAT_VERSION, 2,
+        "this build writes version 2 and reads version 1"
+    );
     assert_eq!((h1.segment_no, h2.segment_no), (1, 2));
     assert_eq!((h1.segment_bytes, h2.segment_bytes), (SEG, SEG));
     let (f1, f2) = (
@@ -866,10 +876,28 @@ fn v1_fixture_opens_and_reads_back_exactly() {
         mid,
         "from segment 2",
     );
+    // The log is adopted: its active segment's header is rewritten at version 2 with a new
+    // identity on timeline 1 (salt and frames kept); the earlier segment stays version 1.
+    let lineage = wal.lineage();
+    assert!(lineage.is_known());
+    assert_eq!((lineage.timeline, lineage.parent), (1, 0));
+    let header =
+        |n: u64| parse_seg_header(&std::fs::read(tmp.path().join(seg_name(n))).unwrap()).unwrap();
+    assert_eq!(header(1), h1);
+    let upgraded = header(2);
+    assert_eq!(
+        (upgraded.version, upgraded.identity, upgraded.timeline),
+        (2, lineage.identity, 1)
+    );
+    assert_eq!(
+        (upgraded.salt, upgraded.first_lsn, upgraded.segment_bytes),
+        (h2.salt, h2.first_lsn, h2.segment_bytes)
+    );
     let extra = rec(4242, 42);
     assert_eq!(wal.commit(extra.clone()).unwrap(), records.len() as u64 + 1);
     wal.close().unwrap();
     let wal = Wal::open(tmp.path(), fixture_cfg()).unwrap();
+    assert_eq!(wal.lineage(), lineage, "the adopted identity is kept");
     let mut want = records.clone();
     want.push(extra);
     assert_records(&read_all(&wal), &want, 1, "v1 fixture continued");
@@ -1135,4 +1163,116 @@ fn a_group_of_more_than_65535_records_reads_back() {
     for (i, r) in got.iter().enumerate() {
         assert!(r.lsn == i as u64 + 1 && r.record == record(i), "record {i}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lineage: one database, one timeline per log directory
+// ---------------------------------------------------------------------------------------
+
+/// Rewrites a version-2 header's identity, timeline and parent timeline, with a valid CRC.
+fn rewrite_lineage(b: &mut [u8], identity: u64, timeline: u32, parent: u32) {
+    b[40..48].copy_from_slice(&identity.to_le_bytes());
+    b[48..52].copy_from_slice(&timeline.to_le_bytes());
+    b[52..56].copy_from_slice(&parent.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Every segment a log writes records its database and timeline; they stay across reopens.
+#[test]
+fn every_segment_records_the_database_and_its_timeline() {
+    let records: Vec<_> = (1..=70u64).map(|i| rec(i, 3000)).collect();
+    let fs = build_log(cfg(), &records);
+    let image = snapshot(&fs);
+    assert!(image.len() >= 3);
+    let headers: Vec<_> = image
+        .iter()
+        .map(|(n, b)| parse_seg_header(b).unwrap_or_else(|| panic!("{n}")))
+        .collect();
+    let identity = headers[0].identity;
+    assert_ne!(identity, 0);
+    for h in &headers {
+        assert_eq!(
+            (h.version, h.identity, h.timeline, h.parent_timeline),
+            (2, identity, 1, 0)
+        );
+    }
+    let wal = open(&restore(&image), cfg()).unwrap();
+    assert_eq!(
+        (wal.lineage().identity, wal.lineage().timeline),
+        (identity, 1)
+    );
+    // Another log is another database.
+    let other = build_log(cfg(), &records[..3]);
+    let other = parse_seg_header(&snapshot(&other)[0].1).unwrap();
+    assert_ne!(other.identity, identity);
+}
+
+/// A segment of another database, of another timeline, or a version-1 segment after a
+/// version-2 one in the log directory is refused with `ForeignSegment` naming the file, in
+/// every recovery mode, whether the segment is live or obsolete; nothing is changed.
+#[test]
+fn a_log_directory_mixing_databases_or_timelines_is_refused() {
+    let records: Vec<_> = (1..=70u64).map(|i| rec(i, 3000)).collect();
+    let image = snapshot(&build_log(cfg(), &records));
+    let mine = parse_seg_header(&image[0].1).unwrap().identity;
+    let foreign = mine ^ 0x5555;
+    let to_v1 = |b: &mut [u8]| {
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[40..60].fill(0);
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+    };
+    type Edit = fn(&mut [u8], u64, u64);
+    let cases: [(&str, u64, Edit); 5] = [
+        ("another database, last segment", 4, |b, _, f| {
+            rewrite_lineage(b, f, 1, 0)
+        }),
+        ("another database, first segment", 1, |b, _, f| {
+            rewrite_lineage(b, f, 1, 0)
+        }),
+        ("another timeline", 2, |b, m, _| rewrite_lineage(b, m, 2, 1)),
+        ("version 1 after version 2", 3, |b, _, _| {
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b[40..60].fill(0);
+            let crc = crc32fast::hash(&b[0..60]);
+            b[60..64].copy_from_slice(&crc.to_le_bytes());
+        }),
+        ("another timeline, obsolete", 1, |b, m, _| {
+            rewrite_lineage(b, m, 3, 1)
+        }),
+    ];
+    for (what, seg, edit) in cases {
+        let mut img = image.clone();
+        edit(file_mut(&mut img, &seg_name(seg)), mine, foreign);
+        for mode in MODES {
+            for from in [None, Some(30)] {
+                let fs = restore(&img);
+                match open_from(&fs, cfg_mode(mode), from) {
+                    Err(Error::ForeignSegment {
+                        path,
+                        expected,
+                        found,
+                    }) => {
+                        assert_ne!(expected, found, "{what}");
+                        assert!(
+                            path.ends_with(seg_name(seg)) || path.ends_with(seg_name(4)),
+                            "{what}: {path:?}"
+                        );
+                    }
+                    Err(e) => panic!("{what}, {mode:?}, from {from:?}: {e:?}"),
+                    Ok(_) => panic!("{what}, {mode:?}, from {from:?}: opened"),
+                }
+                assert_eq!(snapshot(&fs), img, "{what}: nothing is changed");
+            }
+        }
+    }
+    // Version-1 segments before version-2 ones are an upgraded log's: it opens.
+    let mut img = image.clone();
+    for seg in [1, 2] {
+        to_v1(file_mut(&mut img, &seg_name(seg)));
+    }
+    let wal = open(&restore(&img), cfg()).unwrap();
+    assert_eq!(wal.lineage().identity, mine);
+    assert_records(&read_all(&wal), &records, 1, "v1 then v2");
 }

@@ -69,11 +69,13 @@ pub fn restore(
     into: &Path,
     archive: Option<PathBuf>,
     target: Target,
+    timeline: Option<u32>,
     format: Format,
 ) -> Outcome {
     let target = target.resolve();
     let options = RestoreOptions {
         archive,
+        timeline,
         ..RestoreOptions::default()
     };
     let bar = spinner(&format!("restoring {}", backup.display()));
@@ -93,13 +95,25 @@ pub fn restore(
             ),
             ("records_replayed", json!(report.records)),
             ("segments_read", json!(report.segments.len())),
+            ("timeline_followed", json!(report.timeline)),
+            (
+                "identity",
+                json!(format!("{:016x}", report.lineage.identity)),
+            ),
+            ("new_timeline", json!(report.lineage.timeline)),
         ],
     );
     Ok(EXIT_OK)
 }
 
-pub fn list(backup: &Path, archive: Option<&Path>, format: Format) -> Outcome {
-    let points = walmdb::recovery_points(backup, archive).map_err(|e| failure(&e, backup))?;
+pub fn list(
+    backup: &Path,
+    archive: Option<&Path>,
+    timeline: Option<u32>,
+    format: Format,
+) -> Outcome {
+    let points =
+        walmdb::recovery_points_on(backup, archive, timeline).map_err(|e| failure(&e, backup))?;
     let b = &points.backup;
     let named: Vec<serde_json::Value> = points
         .restore_points
@@ -111,6 +125,9 @@ pub fn list(backup: &Path, archive: Option<&Path>, format: Format) -> Outcome {
             "{}",
             json!({
                 "backup": backup.display().to_string(),
+                "identity": b.lineage.is_known().then(|| format!("{:016x}", b.lineage.identity)),
+                "backup_timeline": b.lineage.timeline,
+                "timeline": points.timeline,
                 "created": format_micros(b.created_micros),
                 "first_lsn": b.lmdb_applied_lsn,
                 "first_time": format_micros(b.lmdb_applied_micros),
@@ -123,6 +140,8 @@ pub fn list(backup: &Path, archive: Option<&Path>, format: Format) -> Outcome {
         ),
         Format::Text => {
             println!("recovery points of {}", backup.display());
+            println!("  backup of           {}", b.lineage);
+            println!("  following timeline  {}", points.timeline);
             println!("  backup created      {}", format_micros(b.created_micros));
             println!(
                 "  earliest            LSN {} ({})",

@@ -149,6 +149,10 @@ enum Command {
         /// List the recovery points instead of restoring.
         #[arg(long)]
         list: bool,
+        /// The timeline to follow: the backup's (the default), or a later timeline of the
+        /// same database (a restore of it) that descends from it.
+        #[arg(long, value_name = "N")]
+        timeline: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -253,9 +257,10 @@ fn main() -> ExitCode {
             target_lsn,
             target_name,
             list,
+            timeline,
             format,
         } => match (list, into) {
-            (true, _) => backup::list(&backup, archive.as_deref(), format),
+            (true, _) => backup::list(&backup, archive.as_deref(), timeline, format),
             (false, Some(into)) => backup::restore(
                 &backup,
                 &into,
@@ -265,6 +270,7 @@ fn main() -> ExitCode {
                     lsn: target_lsn,
                     name: target_name,
                 },
+                timeline,
                 format,
             ),
             (false, None) => Err(Failure::usage("restore needs a directory to restore into")),

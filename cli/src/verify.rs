@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use walmdb::inspect::{self, SegmentEnd, SegmentInfo, Severity, Verification};
-use walmdb::RecoveryMode;
+use walmdb::{Lineage, RecoveryMode};
 
 use crate::util::{format_micros, progress_bar};
 use crate::{target, Failure, Format, Outcome, Target, EXIT_DAMAGED, EXIT_OK};
@@ -59,6 +59,32 @@ pub fn run(dir: &Path, strict: bool, deep: bool, format: Format) -> Outcome {
     )
 }
 
+/// The log's database and timeline, as recovery judges them.
+fn lineage_text(lineage: &walmdb::Result<Option<Lineage>>) -> String {
+    match lineage {
+        Ok(Some(l)) if l.parent != 0 => format!("{l} (branched from timeline {})", l.parent),
+        Ok(Some(l)) => l.to_string(),
+        Ok(None) => "none recorded (format version 1 segments; the next open records one)".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A segment header's database and timeline, for the JSON output.
+fn lineage_json(lineage: Option<Lineage>) -> Value {
+    match lineage {
+        Some(l) if l.is_known() => json!({
+            "format_version": 2,
+            "identity": format!("{:016x}", l.identity),
+            "timeline": l.timeline,
+            "parent_timeline": l.parent,
+        }),
+        Some(_) => {
+            json!({"format_version": 1, "identity": null, "timeline": 1, "parent_timeline": 0})
+        }
+        None => Value::Null,
+    }
+}
+
 /// What the END column says of a segment, with its place in the open that would follow.
 fn end_text(v: &Verification, i: usize, s: &SegmentInfo) -> String {
     let mut text = s.end.to_string();
@@ -93,6 +119,9 @@ fn print_text(v: &Verification, strict: bool, scrub: Option<&crate::scrub::Deep>
         log.spares.len(),
         log.segment_bytes()
     );
+    if !log.segments.is_empty() {
+        println!("lineage: {}", lineage_text(&log.lineage()));
+    }
     if !log.segments.is_empty() {
         let rows: Vec<[String; 8]> = log
             .segments
@@ -220,6 +249,7 @@ fn to_json(v: &Verification, strict: bool) -> Value {
                 "end_reason": reason,
                 "frames_after": s.after.len(),
                 "retired_on_open": v.start.is_some_and(|start| i < start),
+                "lineage": lineage_json(s.lineage()),
             })
         })
         .collect();
@@ -259,6 +289,10 @@ fn to_json(v: &Verification, strict: bool) -> Value {
         "strict": strict,
         "healthy": v.is_healthy(),
         "applied_lsn": v.applied_lsn,
+        "lineage": match v.log.lineage() {
+            Ok(l) => lineage_json(l),
+            Err(e) => json!({"error": e.to_string()}),
+        },
         "store_error": v.store.as_ref().err().map(|e| e.to_string()),
         "segments": segments,
         "spares": v.log.spares.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),

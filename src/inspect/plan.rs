@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::*;
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 use crate::wal::log::record::{decode_frame, FrameHeader, FRAME_HEADER_LEN};
 use crate::wal::log::recovery::plan::{
-    plan_live, plan_tail, FoundSegment, LivePlan, ScannedSegment,
+    log_lineage, plan_live, plan_tail, FoundSegment, LivePlan, ScannedSegment,
 };
 use crate::wal::log::segment::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::wal::{Record, RecoveryReport};
@@ -83,18 +83,28 @@ impl LogScan {
         self.plan(from_lsn, RecoveryMode::PointInTime).start
     }
 
-    /// Recovery's own planner ([`plan_live`], [`plan_tail`]) over these scans.
-    pub(super) fn plan(&self, from_lsn: Option<Lsn>, mode: RecoveryMode) -> Plan {
-        let found: Vec<FoundSegment<'_>> = self
-            .segments
+    fn found(&self) -> Vec<FoundSegment<'_>> {
+        self.segments
             .iter()
             .map(|s| FoundSegment {
                 segment_no: s.segment_no,
                 path: &s.path,
                 header: &s.header,
             })
-            .collect();
-        let (from_lsn, start) = match plan_live(&self.dir, &found, from_lsn) {
+            .collect()
+    }
+
+    /// The database and timeline of the log, as recovery judges them (its step 4):
+    /// `Ok(None)` when no segment records one (every header is version 1, or there is no
+    /// valid header), `Err(ForeignSegment)` when the segments belong to several.
+    pub fn lineage(&self) -> Result<Option<Lineage>> {
+        log_lineage(&self.found(), None)
+    }
+
+    /// Recovery's own planner ([`plan_live`], [`plan_tail`]) over these scans.
+    pub(super) fn plan(&self, from_lsn: Option<Lsn>, mode: RecoveryMode) -> Plan {
+        let found = self.found();
+        let (from_lsn, start) = match plan_live(&self.dir, &found, from_lsn, None) {
             Err(e) => {
                 return Plan {
                     result: Err(e),
@@ -112,7 +122,9 @@ impl LogScan {
                     start: None,
                 }
             }
-            Ok(LivePlan::Segments { from_lsn, start }) => (from_lsn, start),
+            Ok(LivePlan::Segments {
+                from_lsn, start, ..
+            }) => (from_lsn, start),
         };
         let live = &self.segments[start..];
         let headers: Vec<SegmentHeader> = live

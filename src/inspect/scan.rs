@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 use crate::wal::log::record::{decode_frame, FrameHeader, FORMAT_VERSION};
 use crate::wal::log::segment::{
     is_spare_or_temp, parse_segment_file_name, scan_segment, ScanEnd, SegmentHeader, SegmentScan,
@@ -271,7 +271,17 @@ impl SegmentInfo {
                 first_lsn,
                 salt,
                 segment_bytes,
+                ..
             } => Some((first_lsn, salt, segment_bytes)),
+            _ => None,
+        }
+    }
+
+    /// The database and timeline its header records, when valid ([`Lineage::UNKNOWN`] for
+    /// a version-1 header).
+    pub fn lineage(&self) -> Option<Lineage> {
+        match self.header {
+            HeaderState::Valid { lineage, .. } => Some(lineage),
             _ => None,
         }
     }
@@ -410,11 +420,13 @@ fn scan_one(file_name: String, path: PathBuf, segment_no: u64, data: &[u8]) -> S
             first_lsn,
             salt,
             segment_bytes,
+            lineage,
         } => SegmentHeader {
             segment_no,
             first_lsn: *first_lsn,
             salt: *salt,
             segment_bytes: *segment_bytes,
+            lineage: *lineage,
         },
         HeaderState::Damaged(reason) => {
             info.end = SegmentEnd::BadHeader(reason.clone());

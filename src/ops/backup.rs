@@ -7,9 +7,13 @@
 //! data/data.mdb         LMDB, copied at one LMDB transaction (compacted)
 //! wal/wal-NNNNNNNN.log  the segments holding the records after LMDB's applied LSN
 //! ```
-//! Manifest format 1 (text, one field a line):
+//! Manifest format 2 (text, one field a line; format 1 lacks the three lineage lines and is
+//! still read, as timeline 1 without an identity):
 //! ```text
-//! walmdb-backup 1
+//! walmdb-backup 2
+//! identity <16 hex digits>
+//! timeline <u32>
+//! parent_timeline <u32>
 //! created_micros <u64>
 //! lmdb_applied_lsn <u64>
 //! lmdb_applied_micros <u64>
@@ -23,11 +27,11 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::{now_micros, Engine};
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 use crate::store::sync_dir;
 
-/// The manifest's format version.
-pub const BACKUP_FORMAT_VERSION: u32 = 1;
+/// The manifest's format version. Version 1 (without the lineage) is still read.
+pub const BACKUP_FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "MANIFEST";
 const MAGIC: &str = "walmdb-backup";
 
@@ -47,6 +51,10 @@ pub struct BackupFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BackupManifest {
+    /// The database and timeline backed up ([`Lineage::UNKNOWN`] for a format-1 manifest):
+    /// a restore follows this timeline unless told another, and its database keeps the
+    /// identity on a new timeline.
+    pub lineage: Lineage,
     /// When the backup began, microseconds since the Unix epoch.
     pub created_micros: u64,
     /// The LSN LMDB's copy holds every commit through.
@@ -63,10 +71,15 @@ pub struct BackupManifest {
 
 impl BackupManifest {
     fn encode(&self) -> String {
+        let l = self.lineage;
         let mut text = format!(
-            "{MAGIC} {BACKUP_FORMAT_VERSION}\ncreated_micros {}\nlmdb_applied_lsn {}\nlmdb_applied_micros {}\nwal_last_lsn {}\n",
-            self.created_micros, self.lmdb_applied_lsn, self.lmdb_applied_micros, self.wal_last_lsn
+            "{MAGIC} {BACKUP_FORMAT_VERSION}\nidentity {:016x}\ntimeline {}\nparent_timeline {}\n",
+            l.identity, l.timeline, l.parent
         );
+        text.push_str(&format!(
+            "created_micros {}\nlmdb_applied_lsn {}\nlmdb_applied_micros {}\nwal_last_lsn {}\n",
+            self.created_micros, self.lmdb_applied_lsn, self.lmdb_applied_micros, self.wal_last_lsn
+        ));
         for f in &self.files {
             text.push_str(&format!("file {} {:08x} {}\n", f.bytes, f.crc32, f.path));
         }
@@ -100,19 +113,43 @@ impl BackupManifest {
             .strip_prefix(MAGIC)
             .and_then(|v| v.trim().parse::<u32>().ok())
             .ok_or_else(|| bad("not a walmdb backup manifest".into()))?;
-        if version != BACKUP_FORMAT_VERSION {
+        if version != BACKUP_FORMAT_VERSION && version != 1 {
             return Err(Error::UnsupportedVersion {
                 path: path.to_owned(),
                 found: version,
                 supported: BACKUP_FORMAT_VERSION,
             });
         }
-        let mut field = |name: &str| -> Result<u64> {
+        let mut text_field = |name: &str| -> Result<&str> {
             lines
                 .next()
                 .and_then(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
+                .map(str::trim)
                 .ok_or_else(|| bad(format!("the manifest lacks {name}")))
+        };
+        let lineage = if version == 1 {
+            Lineage::UNKNOWN
+        } else {
+            let identity = u64::from_str_radix(text_field("identity ")?, 16).ok();
+            let timeline = text_field("timeline ")?.parse().ok();
+            let parent = text_field("parent_timeline ")?.parse().ok();
+            match (identity, timeline, parent) {
+                (Some(identity), Some(timeline), Some(parent))
+                    if identity != 0 && timeline >= 1 && parent < timeline =>
+                {
+                    Lineage {
+                        identity,
+                        timeline,
+                        parent,
+                    }
+                }
+                _ => return Err(bad("the manifest's identity or timeline is invalid".into())),
+            }
+        };
+        let mut field = |name: &str| -> Result<u64> {
+            text_field(name)?
+                .parse()
+                .map_err(|_| bad(format!("the manifest's {name} is invalid")))
         };
         let created_micros = field("created_micros ")?;
         let lmdb_applied_lsn = field("lmdb_applied_lsn ")?;
@@ -139,6 +176,7 @@ impl BackupManifest {
             });
         }
         Ok(BackupManifest {
+            lineage,
             created_micros,
             lmdb_applied_lsn,
             lmdb_applied_micros,
@@ -241,6 +279,7 @@ pub(crate) fn backup(engine: &Engine, dir: &Path) -> Result<BackupManifest> {
         crc32: s.crc32,
     }));
     let manifest = BackupManifest {
+        lineage: engine.wal.lineage(),
         created_micros,
         lmdb_applied_lsn,
         lmdb_applied_micros,

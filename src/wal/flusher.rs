@@ -17,7 +17,7 @@ use crate::wal::log::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN
 use crate::wal::log::recovery::meta;
 use crate::wal::log::segment::{
     create_segment, read_header, read_segment, scan_segment, segment_file_name, Segment,
-    SegmentHeader, SEGMENT_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use crate::wal::PipelineState;
 
@@ -129,7 +129,7 @@ impl LogWriter {
         }
         fail::fail_point!("rotation-old-segment-synced");
         let segment_no = self.active.header.segment_no + 1;
-        let header = SegmentHeader::new(segment_no, first_lsn, self.cfg.segment_bytes);
+        let header = self.active.header.next(first_lsn, self.cfg.segment_bytes);
         let tmp = self
             .dir
             .join(format!("{}.tmp", segment_file_name(segment_no)));

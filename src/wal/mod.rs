@@ -31,6 +31,7 @@ pub use sequencer::{NoSequencer, Sequencer};
 
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
+use crate::lsn::Lineage;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, StatCounter};
 use log::fs::{FsRef, StdFs};
 use log::segment::{read_segment, records_in, SegmentHeader};
@@ -219,6 +220,8 @@ pub struct Wal<S: Sequencer = NoSequencer> {
     report: RecoveryReport,
     /// Held by `retire_below`, so one call archives and retires at a time.
     retiring: Mutex<()>,
+    /// The database and timeline every segment of this log records.
+    lineage: Lineage,
 }
 
 impl Wal<NoSequencer> {
@@ -246,8 +249,22 @@ impl<S: Sequencer> Wal<S> {
         from_lsn: Option<Lsn>,
         sequencer: S,
     ) -> Result<Self> {
+        Self::open_with_lineage(fs, dir, cfg, from_lsn, sequencer, None)
+    }
+
+    /// [`Wal::open_with`] for a log that must belong to `lineage` (`Error::ForeignSegment`
+    /// otherwise); a new log takes it. Without, a new log is a new database's, on timeline 1.
+    pub(crate) fn open_with_lineage(
+        fs: FsRef,
+        dir: &Path,
+        cfg: WalConfig,
+        from_lsn: Option<Lsn>,
+        sequencer: S,
+        lineage: Option<Lineage>,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let rec = log::recovery::recover(fs.as_ref(), dir, &cfg, from_lsn)?;
+        let rec = log::recovery::recover(fs.as_ref(), dir, &cfg, from_lsn, lineage)?;
+        let lineage = rec.lineage;
         let last_lsn = rec.next_lsn - 1;
         let shared = Arc::new(PipelineState {
             queue: CommitQueue::new(cfg.queue_capacity, cfg.queue_max_bytes),
@@ -310,7 +327,14 @@ impl<S: Sequencer> Wal<S> {
             cfg,
             report: rec.report,
             retiring: Mutex::new(()),
+            lineage,
         })
+    }
+
+    /// The database and timeline this log belongs to: recorded in every segment it writes,
+    /// in its archived segments' names and in backups.
+    pub fn lineage(&self) -> Lineage {
+        self.lineage
     }
 
     /// What opening found and did.
@@ -549,7 +573,7 @@ impl<S: Sequencer> Wal<S> {
             let to_archive: Vec<SegmentMeta> =
                 self.shared.segments.lock().live[..keep_from].to_vec();
             for m in &to_archive {
-                archive_segment(self.fs.as_ref(), archive, &m.path)?;
+                archive_segment(self.fs.as_ref(), archive, &m.path, self.lineage)?;
                 self.shared
                     .stats
                     .segments_archived

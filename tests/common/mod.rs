@@ -299,6 +299,10 @@ pub struct SegHeader {
     pub segment_no: u64,
     pub first_lsn: Lsn,
     pub segment_bytes: u64,
+    /// The database and timeline (version 2; 0, 1, 0 for version 1).
+    pub identity: u64,
+    pub timeline: u32,
+    pub parent_timeline: u32,
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -309,20 +313,27 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-/// Parses and checks (magic, CRC, reserved bytes) a segment header.
+/// Parses and checks (magic, CRC, reserved bytes: 40..60 in version 1, 56..60 in version 2)
+/// a segment header.
 pub fn parse_seg_header(b: &[u8]) -> Option<SegHeader> {
     if b.len() < SEG_HEADER || &b[0..8] != b"WALMDBLG" {
         return None;
     }
-    if crc32fast::hash(&b[0..60]) != u32_at(b, 60) || b[40..60].iter().any(|&x| x != 0) {
+    let version = u32_at(b, 8);
+    let reserved = if version == 1 { 40 } else { 56 };
+    if crc32fast::hash(&b[0..60]) != u32_at(b, 60) || b[reserved..60].iter().any(|&x| x != 0) {
         return None;
     }
+    let v2 = version >= 2;
     Some(SegHeader {
-        version: u32_at(b, 8),
+        version,
         salt: u32_at(b, 12),
         segment_no: u64_at(b, 16),
         first_lsn: u64_at(b, 24),
         segment_bytes: u64_at(b, 32),
+        identity: if v2 { u64_at(b, 40) } else { 0 },
+        timeline: if v2 { u32_at(b, 48) } else { 1 },
+        parent_timeline: if v2 { u32_at(b, 52) } else { 0 },
     })
 }
 

@@ -8,8 +8,9 @@ use std::fmt;
 pub use crate::limits::MAX_FRAME_BODY;
 pub use crate::lsn::Lsn;
 
-/// The on-disk format version of segments and frames this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version of segments and frames this build writes. It also reads
+/// version 1 (segment headers without a lineage; `docs/wal-format.md`, "Version changes").
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER_LEN: usize = 40;

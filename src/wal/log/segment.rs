@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::fs::{join, Fs, FsFile};
 use super::record::{decode_frame, FrameHeader, LogRecord, Lsn, FORMAT_VERSION, FRAME_HEADER_LEN};
 use crate::error::{Error, Result};
+use crate::lsn::Lineage;
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"WALMDBLG";
@@ -20,10 +21,13 @@ const MAX_FIRST_LSN: u64 = 1 << 62;
 /// The header at the start of every segment.
 ///
 /// ```text
-/// Format: segment header = { magic: [u8; 8] "WALMDBLG" | version: u32 | salt: u32
-///                          | segment_no: u64 | first_lsn: u64 | segment_bytes: u64
-///                          | reserved: [u8; 20] (zero) | crc: u32 }
+/// Format: segment header (version 2) =
+///           { magic: [u8; 8] "WALMDBLG" | version: u32 | salt: u32
+///           | segment_no: u64 | first_lsn: u64 | segment_bytes: u64
+///           | identity: u64 | timeline: u32 | parent_timeline: u32
+///           | reserved: [u8; 4] (zero) | crc: u32 }
 ///         crc = crc32(header[0..60])
+///         version 1: bytes 40..60 are all reserved (zero): no identity, timeline 1
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -36,11 +40,18 @@ pub struct SegmentHeader {
     pub salt: u32,
     /// The size the segment was preallocated to.
     pub segment_bytes: u64,
+    /// The database and timeline the segment belongs to ([`Lineage::UNKNOWN`] when read
+    /// from a version-1 header).
+    pub lineage: Lineage,
 }
 
+/// The format version that wrote segments without a lineage; still read.
+const VERSION_WITHOUT_LINEAGE: u32 = 1;
+
 impl SegmentHeader {
-    /// A header for a new segment, with a fresh salt.
-    pub fn new(segment_no: u64, first_lsn: Lsn, segment_bytes: u64) -> Self {
+    /// A header for a new segment of `lineage`, with a fresh salt.
+    pub fn new(segment_no: u64, first_lsn: Lsn, segment_bytes: u64, lineage: Lineage) -> Self {
+        debug_assert!(lineage.is_known(), "a new segment records its database");
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -56,11 +67,27 @@ impl SegmentHeader {
             first_lsn,
             salt,
             segment_bytes,
+            lineage,
         }
     }
 
-    /// The header's bytes.
+    /// The header of the segment after this one, for records from `first_lsn`: same
+    /// database and timeline, a fresh salt.
+    pub fn next(&self, first_lsn: Lsn, segment_bytes: u64) -> Self {
+        SegmentHeader::new(self.segment_no + 1, first_lsn, segment_bytes, self.lineage)
+    }
+
+    /// True when the header was read from a version-1 segment (no lineage recorded).
+    pub fn is_version_1(&self) -> bool {
+        !self.lineage.is_known()
+    }
+
+    /// The header's bytes, at the current format version.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        debug_assert!(
+            self.lineage.is_known(),
+            "a written header records its database"
+        );
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -68,12 +95,16 @@ impl SegmentHeader {
         b[16..24].copy_from_slice(&self.segment_no.to_le_bytes());
         b[24..32].copy_from_slice(&self.first_lsn.to_le_bytes());
         b[32..40].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        b[40..48].copy_from_slice(&self.lineage.identity.to_le_bytes());
+        b[48..52].copy_from_slice(&self.lineage.timeline.to_le_bytes());
+        b[52..56].copy_from_slice(&self.lineage.parent.to_le_bytes());
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Parses and checks a header. `Err` carries the reason, or the unsupported version.
+    /// Parses and checks a header (version 2, or version 1 as [`Lineage::UNKNOWN`]). `Err`
+    /// carries the reason, or the unsupported version.
     pub fn decode(b: &[u8]) -> std::result::Result<Self, HeaderError> {
         if b.len() < SEGMENT_HEADER_LEN {
             return Err(HeaderError::Damaged(
@@ -88,20 +119,33 @@ impl SegmentHeader {
             return Err(HeaderError::Damaged("segment header CRC mismatch".into()));
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
-        if version != FORMAT_VERSION {
-            return Err(HeaderError::Version(version));
-        }
-        if b[40..60].iter().any(|&x| x != 0) {
+        let reserved = match version {
+            FORMAT_VERSION => 56..60,
+            VERSION_WITHOUT_LINEAGE => 40..60,
+            other => return Err(HeaderError::Version(other)),
+        };
+        if b[reserved].iter().any(|&x| x != 0) {
             return Err(HeaderError::Damaged(
                 "reserved header bytes are not zero".into(),
             ));
         }
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+        let lineage = if version == VERSION_WITHOUT_LINEAGE {
+            Lineage::UNKNOWN
+        } else {
+            Lineage {
+                identity: u64_at(40),
+                timeline: u32_at(48),
+                parent: u32_at(52),
+            }
+        };
         let header = SegmentHeader {
-            salt: u32::from_le_bytes(b[12..16].try_into().expect("4")),
+            salt: u32_at(12),
             segment_no: u64_at(16),
             first_lsn: u64_at(24),
             segment_bytes: u64_at(32),
+            lineage,
         };
         // Values no writer produces are damage, even under a valid CRC: LSNs start at 1 and
         // stay far from overflow, and sizes are what `WalConfig::validate` allows.
@@ -119,6 +163,19 @@ impl SegmentHeader {
                 header.segment_bytes
             )));
         }
+        // A version-2 writer records a database (never identity 0), a timeline from 1 on,
+        // and a parent below it (0 for timeline 1).
+        if version == FORMAT_VERSION
+            && (lineage.identity == 0
+                || lineage.timeline == 0
+                || lineage.parent >= lineage.timeline
+                || (lineage.timeline == 1) != (lineage.parent == 0))
+        {
+            return Err(HeaderError::Damaged(format!(
+                "impossible lineage: identity {:016x}, timeline {}, parent timeline {}",
+                lineage.identity, lineage.timeline, lineage.parent
+            )));
+        }
         Ok(header)
     }
 }
@@ -126,7 +183,7 @@ impl SegmentHeader {
 /// Why a segment header did not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
-    /// Damaged: bad magic, CRC or reserved bytes.
+    /// Damaged: bad magic, CRC or reserved bytes, or impossible values.
     Damaged(String),
     /// A format version this build does not read.
     Version(u32),
@@ -385,4 +442,119 @@ pub fn records_in(
         next_lsn = h.last_lsn() + 1;
     }
     Ok((out, next_lsn - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINEAGE: Lineage = Lineage {
+        identity: 0x0123_4567_89ab_cdef,
+        timeline: 3,
+        parent: 2,
+    };
+
+    /// A header's bytes with the CRC recomputed after `edit`.
+    fn resealed(mut b: [u8; SEGMENT_HEADER_LEN], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        edit(&mut b);
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b.to_vec()
+    }
+
+    /// A version-1 header, built by hand as the version-1 writer laid it out.
+    fn version_1_header(segment_no: u64, first_lsn: Lsn, salt: u32) -> Vec<u8> {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(b"WALMDBLG");
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[12..16].copy_from_slice(&salt.to_le_bytes());
+        b[16..24].copy_from_slice(&segment_no.to_le_bytes());
+        b[24..32].copy_from_slice(&first_lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        resealed(b, |_| {})
+    }
+
+    #[test]
+    fn a_header_round_trips_with_its_database_and_timeline() {
+        let h = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE);
+        let b = h.encode();
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 2);
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        let next = h.next(2000, 2 << 20);
+        assert_eq!(
+            (
+                next.segment_no,
+                next.first_lsn,
+                next.segment_bytes,
+                next.lineage
+            ),
+            (8, 2000, 2 << 20, LINEAGE)
+        );
+        assert_eq!(SegmentHeader::decode(&next.encode()), Ok(next));
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_header_is_damage() {
+        let b = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE).encode();
+        for byte in 0..SEGMENT_HEADER_LEN {
+            for bit in 0..8 {
+                let mut d = b;
+                d[byte] ^= 1 << bit;
+                assert!(
+                    matches!(SegmentHeader::decode(&d), Err(HeaderError::Damaged(_))),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_1_header_reads_as_timeline_1_without_identity() {
+        let b = version_1_header(5, 300, 0xfeed);
+        let h = SegmentHeader::decode(&b).unwrap();
+        assert_eq!(
+            (h.segment_no, h.first_lsn, h.salt, h.segment_bytes),
+            (5, 300, 0xfeed, 1 << 20)
+        );
+        assert_eq!(h.lineage, Lineage::UNKNOWN);
+        assert!(h.is_version_1());
+        // Version 1 reserved all of 40..60: a byte there is damage even under a valid CRC.
+        let fixed: [u8; SEGMENT_HEADER_LEN] = b.try_into().unwrap();
+        let b = resealed(fixed, |b| b[45] = 1);
+        assert!(matches!(
+            SegmentHeader::decode(&b),
+            Err(HeaderError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn a_version_this_build_does_not_know_is_refused() {
+        let b = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE).encode();
+        for v in [0u32, 3, 0xffff_ffff] {
+            let d = resealed(b, |b| b[8..12].copy_from_slice(&v.to_le_bytes()));
+            assert_eq!(SegmentHeader::decode(&d), Err(HeaderError::Version(v)));
+        }
+    }
+
+    #[test]
+    fn a_lineage_no_writer_records_is_damage() {
+        let b = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE).encode();
+        let bad: [(u64, u32, u32); 5] = [(0, 3, 2), (9, 0, 0), (9, 3, 3), (9, 2, 0), (9, 1, 1)];
+        for (identity, timeline, parent) in bad {
+            let d = resealed(b, |b| {
+                b[40..48].copy_from_slice(&identity.to_le_bytes());
+                b[48..52].copy_from_slice(&timeline.to_le_bytes());
+                b[52..56].copy_from_slice(&parent.to_le_bytes());
+            });
+            assert!(
+                matches!(SegmentHeader::decode(&d), Err(HeaderError::Damaged(_))),
+                "{identity} {timeline} {parent}"
+            );
+        }
+        let d = resealed(b, |b| b[57] = 1);
+        assert!(matches!(
+            SegmentHeader::decode(&d),
+            Err(HeaderError::Damaged(_))
+        ));
+    }
 }

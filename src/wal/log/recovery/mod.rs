@@ -15,6 +15,7 @@ use super::segment::{
 };
 use crate::config::WalConfig;
 use crate::error::{Error, Result};
+use crate::lsn::Lineage;
 pub use plan::HeaderState;
 use plan::{FoundSegment, LivePlan, ScannedSegment};
 
@@ -74,16 +75,20 @@ pub(crate) struct Recovered {
     pub next_lsn: Lsn,
     pub spares: Vec<PathBuf>,
     pub report: RecoveryReport,
+    /// The log's database and timeline, recorded in every segment it creates.
+    pub lineage: Lineage,
 }
 
 /// Opens the log in `dir`, keeping every record with LSN > `from_lsn`; without `from_lsn`,
 /// every record from the lowest-numbered segment on. Reads what the plan needs, plans
-/// ([`plan::plan_live`], [`plan::plan_tail`]), then carries the plan out.
+/// ([`plan::plan_live`], [`plan::plan_tail`]), then carries the plan out. `lineage`: the
+/// database and timeline the log must have; a new log takes it (without, a new database's).
 pub(crate) fn recover(
     fs: &dyn Fs,
     dir: &Path,
     cfg: &WalConfig,
     from_lsn: Option<Lsn>,
+    lineage: Option<Lineage>,
 ) -> Result<Recovered> {
     let started = Instant::now();
     if !fs.exists(dir) {
@@ -117,11 +122,17 @@ pub(crate) fn recover(
         })
         .collect();
     let mut report = RecoveryReport::default();
-    let (from_lsn, start) = match plan::plan_live(dir, &entries, from_lsn)? {
-        LivePlan::Segments { from_lsn, start } => (from_lsn, start),
+    let (from_lsn, start, found_lineage) = match plan::plan_live(dir, &entries, from_lsn, lineage)?
+    {
+        LivePlan::Segments {
+            from_lsn,
+            start,
+            lineage,
+        } => (from_lsn, start, lineage),
         LivePlan::NewLog { from_lsn } => {
             let needed = from_lsn + 1;
-            let header = SegmentHeader::new(1, needed, cfg.segment_bytes);
+            let lineage = lineage.unwrap_or_else(Lineage::new_database);
+            let header = SegmentHeader::new(1, needed, cfg.segment_bytes, lineage);
             let active = create_segment(fs, dir, header, spares.pop())?;
             report.segments = 1;
             report.first_lsn = needed;
@@ -134,9 +145,14 @@ pub(crate) fn recover(
                 next_lsn: needed,
                 spares,
                 report,
+                lineage,
             });
         }
     };
+    // A log only an older build wrote (version 1) is adopted: its database gets an
+    // identity now, on timeline 1, recorded when the active segment's header is rewritten
+    // below and in every segment created from then on.
+    let lineage = found_lineage.unwrap_or_else(|| lineage.unwrap_or_else(Lineage::new_database));
     let live: Vec<(SegmentHeader, PathBuf)> = found[start..]
         .iter()
         .map(|(no, path, header)| {
@@ -195,6 +211,23 @@ pub(crate) fn recover(
         );
     }
 
+    // Adopt a log only an older build wrote: its active segment's header is rewritten in
+    // place at the current version with the new lineage (salt and everything else kept, so
+    // its frames stay valid; it lies in one sector) and synced before anything (an archive's
+    // identity file) can record the identity. Earlier segments stay version 1.
+    let (mut active_header, active_path) = live[tail.active].clone();
+    if active_header.is_version_1() {
+        active_header.lineage = lineage;
+        let file = &scans[tail.active].1;
+        file.write_at(&active_header.encode(), 0)?;
+        file.sync_data().map_err(Error::SyncFailed)?;
+        tracing::info!(
+            segment = active_header.segment_no,
+            identity = %format_args!("{:016x}", lineage.identity),
+            "a log written by format version 1: its database's identity is now recorded"
+        );
+    }
+
     // Retire obsolete segments. The directory is synced even if nothing changed here: a
     // crashed process may have named a segment (rename, removal) without syncing it, and
     // commits are about to go into that segment.
@@ -202,7 +235,7 @@ pub(crate) fn recover(
     let (mut archived, mut retired) = (0, 0);
     for (segment_no, path, _) in obsolete {
         if let Some(archive) = &cfg.archive {
-            if let Err(e) = super::archive::archive_segment(fs, archive, path) {
+            if let Err(e) = super::archive::archive_segment(fs, archive, path, lineage) {
                 // The records are the caller's already; an obsolete segment that cannot be
                 // read stays on disk for the operator rather than stop the open.
                 tracing::error!(path = %path.display(), error = %e, "cannot archive an obsolete segment; it is left in place");
@@ -228,7 +261,6 @@ pub(crate) fn recover(
     // frames written from now on claim `synced_lsn >= last_lsn`, so sync first.
     let (_, active_file, _) = scans.swap_remove(tail.active);
     active_file.sync_data().map_err(Error::SyncFailed)?;
-    let (active_header, active_path) = live[tail.active].clone();
     let segments: Vec<SegmentMeta> = live[..=tail.active]
         .iter()
         .map(|(h, p)| SegmentMeta {
@@ -255,6 +287,7 @@ pub(crate) fn recover(
         next_lsn: tail.last_lsn + 1,
         spares,
         report,
+        lineage,
     })
 }
 

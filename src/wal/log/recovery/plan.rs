@@ -9,7 +9,7 @@ use std::path::Path;
 use super::CutTail;
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::lsn::{Lineage, Lsn};
 use crate::wal::log::record::{FrameHeader, FORMAT_VERSION, FRAME_HEADER_LEN};
 use crate::wal::log::segment::{HeaderError, ScanEnd, SegmentHeader, SegmentScan};
 
@@ -24,6 +24,8 @@ pub enum HeaderState {
         salt: u32,
         /// The size it was preallocated to.
         segment_bytes: u64,
+        /// The database and timeline it belongs to ([`Lineage::UNKNOWN`] for version 1).
+        lineage: Lineage,
     },
     /// Damaged: magic, CRC, reserved bytes, impossible values, or a header that names another
     /// segment. The reason is the one recovery gives.
@@ -47,6 +49,7 @@ impl HeaderState {
                 first_lsn: h.first_lsn,
                 salt: h.salt,
                 segment_bytes: h.segment_bytes,
+                lineage: h.lineage,
             },
             Err(HeaderError::Version(v)) => HeaderState::UnsupportedVersion(v),
             Err(HeaderError::Damaged(reason)) => HeaderState::Damaged(reason),
@@ -60,11 +63,13 @@ impl HeaderState {
                 first_lsn,
                 salt,
                 segment_bytes,
+                lineage,
             } => Some(SegmentHeader {
                 segment_no,
                 first_lsn,
                 salt,
                 segment_bytes,
+                lineage,
             }),
             _ => None,
         }
@@ -94,8 +99,13 @@ pub(crate) enum LivePlan {
     /// record is `from_lsn + 1`.
     NewLog { from_lsn: Lsn },
     /// Segments before `start` are obsolete (wholly below `from_lsn`); the ones from `start`
-    /// on are live, with valid headers naming consecutive segments in LSN order.
-    Segments { from_lsn: Lsn, start: usize },
+    /// on are live, with valid headers naming consecutive segments in LSN order. `lineage`
+    /// is the log's (`None`: every segment is version 1, without one).
+    Segments {
+        from_lsn: Lsn,
+        start: usize,
+        lineage: Option<Lineage>,
+    },
 }
 
 fn sequence_error(dir: &Path, reason: String) -> Error {
@@ -113,12 +123,67 @@ fn header_corruption(s: &FoundSegment<'_>) -> Error {
     }
 }
 
+/// Step 4, the lineage: the log's is the one most of its version-2 segments have (or
+/// `expected`, the one a caller requires). Every segment with a valid header must belong to it; a version-1
+/// segment (no lineage) only on timeline 1 and before every version-2 one, as a log an
+/// older build wrote and this one went on with. `None` when every segment is version 1.
+pub(crate) fn log_lineage(
+    found: &[FoundSegment<'_>],
+    expected: Option<Lineage>,
+) -> Result<Option<Lineage>> {
+    let valid = || {
+        found
+            .iter()
+            .filter_map(|s| s.header.valid(s.segment_no).map(|h| (s, h.lineage)))
+    };
+    // The lineage most version-2 segments have (the newest of those on a tie), so the
+    // error names the odd segment out.
+    let known: Vec<(&FoundSegment<'_>, Lineage)> = valid().filter(|(_, l)| l.is_known()).collect();
+    let count = |l: Lineage| known.iter().filter(|(_, k)| *k == l).count();
+    // `max_by_key` keeps the last of equal maxima: the newest.
+    let newest = known.iter().max_by_key(|(_, l)| count(*l)).copied();
+    let lineage = match (newest, expected) {
+        (Some((s, found)), Some(expected)) if found != expected => {
+            return Err(Error::ForeignSegment {
+                path: s.path.to_owned(),
+                expected,
+                found,
+            })
+        }
+        (Some((_, l)), _) => Some(l),
+        (None, expected) => expected,
+    };
+    let Some(lineage) = lineage else {
+        return Ok(None);
+    };
+    let first_known = valid()
+        .find(|(_, l)| l.is_known())
+        .map_or(u64::MAX, |(s, _)| s.segment_no);
+    for (s, found) in valid() {
+        let belongs = if found.is_known() {
+            found == lineage
+        } else {
+            lineage.timeline == 1 && s.segment_no < first_known
+        };
+        if !belongs {
+            return Err(Error::ForeignSegment {
+                path: s.path.to_owned(),
+                expected: lineage,
+                found,
+            });
+        }
+    }
+    Ok(Some(lineage))
+}
+
 /// Steps 3 to 7: the segments from LSN `from_lsn + 1` on (without `from_lsn`, from the
-/// lowest-numbered segment, whose header must then be intact).
+/// lowest-numbered segment, whose header must then be intact). `expected`: the lineage
+/// the log must have (a new log takes it).
 pub(crate) fn plan_live(
     dir: &Path,
     found: &[FoundSegment<'_>],
     from_lsn: Option<Lsn>,
+    expected: Option<Lineage>,
 ) -> Result<LivePlan> {
     // Step 3: a version other than this build's fails at once, the first in name order.
     if let Some((s, version)) = found
@@ -135,7 +200,8 @@ pub(crate) fn plan_live(
             supported: FORMAT_VERSION,
         });
     }
-    // Step 4.
+    // Step 4: one lineage, then no duplicates.
+    let lineage = log_lineage(found, expected)?;
     for pair in found.windows(2) {
         if pair[0].segment_no == pair[1].segment_no {
             return Err(sequence_error(
@@ -206,7 +272,11 @@ pub(crate) fn plan_live(
         }
         prev = Some((s.segment_no, first));
     }
-    Ok(LivePlan::Segments { from_lsn, start })
+    Ok(LivePlan::Segments {
+        from_lsn,
+        start,
+        lineage,
+    })
 }
 
 /// A live segment, scanned.

@@ -1,20 +1,29 @@
 //! Point-in-time restore: a backup, rolled forward with its own log and archived segments
 //! to a target LSN, time or restore point. The result holds exactly the commits of the
 //! longest LSN prefix that ends at the target.
+//!
+//! A restore follows one history: the backup's database (its identity) along one timeline,
+//! the backup's unless told another that descends from it, switching to each later timeline
+//! of the way at the LSN it branched. Segments of another database or of timelines off the
+//! way are never read. The restored database keeps the identity on a new timeline, above
+//! every timeline of the database the backup and archive hold, so its own archived segments
+//! never take the names of the history it came from.
 
-use std::collections::{BTreeMap, VecDeque};
+mod chain;
+
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use super::backup::{require_empty, BackupManifest};
 use crate::config::{Config, Durability};
 use crate::engine::{RestorePoint, Running, Shutdown};
 use crate::error::{Error, Result};
+use crate::lsn::Lineage;
 use crate::store::sync_dir;
+use crate::wal::log::archive::{record_history, TimelineHistory};
 use crate::wal::log::fs::StdFs;
-use crate::wal::log::segment::{
-    parse_segment_file_name, records_in, scan_segment, ScanEnd, SegmentHeader,
-};
 use crate::wal::{LogRecord, Lsn, Record, Wal};
+use chain::{chain, for_records, Chain};
 
 /// Where a restore stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,9 +46,13 @@ pub struct RestoreOptions {
     /// The WAL archive to roll forward from (`WalConfig::archive`), if any.
     pub archive: Option<PathBuf>,
     /// The configuration the restored database is opened with once to replay (its
-    /// `wal.archive` is ignored: the restored log starts again at segment 1, so it must
-    /// archive elsewhere). Default: `Config::default()`.
+    /// `wal.archive` is ignored during the replay; the restored database, on a timeline of
+    /// its own, may archive into the same archive afterwards). Default: `Config::default()`.
     pub config: Config,
+    /// The timeline to follow: the backup's (`None`, the default), or a later timeline of
+    /// the same database that descends from it (a restore of it), switching to it where it
+    /// branched. Its first archived segment must be in the archive.
+    pub timeline: Option<u32>,
 }
 
 /// What a restore did.
@@ -56,6 +69,11 @@ pub struct RestoreReport {
     pub records: u64,
     /// The segment files read, in order.
     pub segments: Vec<PathBuf>,
+    /// The timeline followed.
+    pub timeline: u32,
+    /// The restored database's identity and its new timeline (whose parent is the one
+    /// followed): recorded in its log, its archived segments' names and its backups.
+    pub lineage: Lineage,
 }
 
 /// The points a backup and archive can restore to.
@@ -74,160 +92,8 @@ pub struct RecoveryPoints {
     pub end: String,
     /// The segment files of the reachable log, in order.
     pub segments: Vec<PathBuf>,
-}
-
-/// A segment file found in the backup or the archive.
-struct Candidate {
-    path: PathBuf,
-    header: SegmentHeader,
-    last_lsn: Lsn,
-    /// Where and why its frames are damaged.
-    damage: Option<(u64, String)>,
-}
-
-fn examine(path: &Path) -> Result<Option<Candidate>> {
-    let data = std::fs::read(path)?;
-    let Ok(header) = SegmentHeader::decode(&data) else {
-        return Ok(None);
-    };
-    let scan = scan_segment(&data, &header);
-    let damage = match (&scan.end_kind, scan.after.first()) {
-        (ScanEnd::Damaged(why), _) => Some((scan.end as u64, why.clone())),
-        (ScanEnd::Clean, Some((off, _))) => Some((
-            scan.end as u64,
-            format!("valid frames at offset {off} follow invalid bytes"),
-        )),
-        (ScanEnd::Clean, None) => None,
-    };
-    Ok(Some(Candidate {
-        path: path.to_owned(),
-        header,
-        last_lsn: scan.last_lsn,
-        damage,
-    }))
-}
-
-/// The reachable log after the backup's LMDB copy: segments in order, and why it ends.
-struct Chain {
-    segments: Vec<Candidate>,
-    end: String,
-    /// A damaged segment where the chain ends (segment, offset, reason): a restore that
-    /// needs what lies past its valid frames fails naming it.
-    damaged: Option<(u64, u64, String)>,
-}
-
-fn chain(backup_dir: &Path, manifest: &BackupManifest, archive: Option<&Path>) -> Result<Chain> {
-    let mut files: Vec<PathBuf> = manifest
-        .files
-        .iter()
-        .filter(|f| f.path.starts_with(&crate::layout::relative_wal_file("")))
-        .map(|f| backup_dir.join(&f.path))
-        .collect();
-    if let Some(dir) = archive {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map_err(|e| Error::BadBackup {
-                path: dir.to_owned(),
-                reason: format!("cannot read the archive: {e}"),
-            })?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| parse_segment_file_name(n).is_some())
-            .collect();
-        names.sort();
-        files.extend(names.into_iter().map(|n| dir.join(n)));
-    }
-    // For each segment number, the most complete undamaged copy (an archived copy of the
-    // segment that was active during the backup holds more than the backup's).
-    let mut best: BTreeMap<u64, Candidate> = BTreeMap::new();
-    // Files whose header does not decode, by the number in their name: damage only if the
-    // walk reaches them.
-    let mut bad_headers: BTreeMap<u64, PathBuf> = BTreeMap::new();
-    for path in files {
-        let Some(c) = examine(&path)? else {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if let Some(no) = parse_segment_file_name(&name) {
-                bad_headers.insert(no, path);
-            }
-            continue;
-        };
-        let better = |old: &Candidate| {
-            (c.damage.is_none(), c.last_lsn) > (old.damage.is_none(), old.last_lsn)
-        };
-        match best.get(&c.header.segment_no) {
-            Some(old) if !better(old) => {}
-            _ => {
-                best.insert(c.header.segment_no, c);
-            }
-        }
-    }
-    let from = manifest.lmdb_applied_lsn + 1;
-    let start = best
-        .values()
-        .filter(|c| c.header.first_lsn <= from)
-        .map(|c| c.header.segment_no)
-        .next_back();
-    let Some(mut no) = start else {
-        return Err(Error::BadBackup {
-            path: backup_dir.to_owned(),
-            reason: format!("no segment holds LSN {from}, the first after the backup's LMDB copy"),
-        });
-    };
-    let mut segments = Vec::new();
-    let mut damaged = None;
-    let end = loop {
-        let c = best.remove(&no).expect("present");
-        if let Some((offset, why)) = &c.damage {
-            damaged = Some((no, *offset, format!("{}: {why}", c.path.display())));
-            let end = format!("segment {} is damaged at offset {offset}", c.path.display());
-            segments.push(c);
-            break end;
-        }
-        let last = c.last_lsn;
-        segments.push(c);
-        match best.get(&(no + 1)) {
-            None if bad_headers.contains_key(&(no + 1)) => {
-                let path = &bad_headers[&(no + 1)];
-                damaged = Some((
-                    no + 1,
-                    0,
-                    format!("{}: the segment header is damaged", path.display()),
-                ));
-                break format!("segment {} has a damaged header", path.display());
-            }
-            None => break format!("the archive ends after segment {no} (LSN {last})"),
-            Some(next) if next.header.first_lsn != last + 1 => {
-                break format!(
-                    "gap: segment {no} ends at LSN {last} but segment {} starts at LSN {}",
-                    no + 1,
-                    next.header.first_lsn
-                )
-            }
-            Some(_) => no += 1,
-        }
-    };
-    Ok(Chain {
-        segments,
-        end,
-        damaged,
-    })
-}
-
-/// Calls `f` with each record after `from_lsn - 1` of the chain, in order, until it
-/// returns false.
-fn for_records(
-    chain: &Chain,
-    from_lsn: Lsn,
-    mut f: impl FnMut(LogRecord) -> Result<bool>,
-) -> Result<()> {
-    for c in &chain.segments {
-        let data = std::fs::read(&c.path)?;
-        let (records, _) = records_in(&data, &c.header, from_lsn, Lsn::MAX)?;
-        for r in records {
-            if !f(r)? {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
+    /// The timeline followed.
+    pub timeline: u32,
 }
 
 fn decode(r: &LogRecord) -> Result<Record> {
@@ -238,10 +104,21 @@ fn decode(r: &LogRecord) -> Result<Record> {
     })
 }
 
-/// Lists what the backup in `backup_dir` and the archive can restore to.
+/// Lists what the backup in `backup_dir` and the archive can restore to, along the
+/// backup's timeline.
 pub fn recovery_points(backup_dir: &Path, archive: Option<&Path>) -> Result<RecoveryPoints> {
+    recovery_points_on(backup_dir, archive, None)
+}
+
+/// [`recovery_points`] along `timeline` (`None`: the backup's), as
+/// [`RestoreOptions::timeline`] chooses it.
+pub fn recovery_points_on(
+    backup_dir: &Path,
+    archive: Option<&Path>,
+    timeline: Option<u32>,
+) -> Result<RecoveryPoints> {
     let manifest = BackupManifest::read_verified(backup_dir)?;
-    let chain = chain(backup_dir, &manifest, archive)?;
+    let chain = chain(backup_dir, &manifest, archive, timeline)?;
     let mut last_lsn = manifest.lmdb_applied_lsn;
     let mut last_micros = None;
     let mut restore_points = Vec::new();
@@ -266,7 +143,8 @@ pub fn recovery_points(backup_dir: &Path, archive: Option<&Path>) -> Result<Reco
         last_micros,
         restore_points,
         end: chain.end,
-        segments: chain.segments.into_iter().map(|c| c.path).collect(),
+        timeline: chain.timeline,
+        segments: chain.links.into_iter().map(|l| l.segment.path).collect(),
     })
 }
 
@@ -286,9 +164,29 @@ pub fn restore(
     let _entered = span.enter();
     let manifest = BackupManifest::read_verified(backup_dir)?;
     require_empty(target_dir, "restore target directory")?;
-    let chain = chain(backup_dir, &manifest, options.archive.as_deref())?;
+    let chain = chain(
+        backup_dir,
+        &manifest,
+        options.archive.as_deref(),
+        options.timeline,
+    )?;
     let base = manifest.lmdb_applied_lsn;
     let cut = find_cut(&chain, &manifest, target)?;
+    // The same database (a new identity only when nothing recorded one: a format-1 backup
+    // without an archive that does) on a timeline of its own.
+    let identity = match chain.identity {
+        0 => Lineage::new_database().identity,
+        known => known,
+    };
+    let mut lineage = Lineage {
+        identity,
+        timeline: chain.timeline,
+        parent: 0,
+    }
+    .branch(chain.max_timeline + 1);
+    if let Some(dir) = &options.archive {
+        lineage = record_branch(dir, lineage, cut);
+    }
 
     crate::layout::create_private_dir(&crate::layout::data_dir(target_dir))?;
     let data_copy = crate::layout::lmdb_file(crate::layout::data_dir(target_dir));
@@ -304,12 +202,13 @@ pub fn restore(
     let mut wal_cfg = options.config.wal.clone();
     wal_cfg.archive = None;
     wal_cfg.prepare_segments = false;
-    let wal = Wal::open_with(
+    let wal = Wal::open_with_lineage(
         crate::sync::DynArc::new(StdFs),
         &crate::layout::wal_dir(target_dir),
         wal_cfg.clone(),
         Some(base),
         crate::wal::NoSequencer,
+        Some(lineage),
     )?;
     let mut records = 0u64;
     let mut restored_micros = None;
@@ -359,14 +258,45 @@ pub fn restore(
             reason: format!("the restore replayed through LSN {restored_lsn}, not {cut}"),
         });
     }
-    tracing::info!(base, restored_lsn, records, "restored the database");
+    tracing::info!(
+        base,
+        restored_lsn,
+        records,
+        followed = chain.timeline,
+        lineage = %lineage,
+        "restored the database"
+    );
     Ok(RestoreReport {
         backup_lsn: base,
         restored_lsn,
         restored_micros,
         records,
-        segments: chain.segments.into_iter().map(|c| c.path).collect(),
+        segments: chain.links.into_iter().map(|l| l.segment.path).collect(),
+        timeline: chain.timeline,
+        lineage,
     })
+}
+
+/// Records in the archive where the new timeline branches (after `cut`), so a later restore
+/// can follow it from a backup of its parent even once its first segments are gone. A number
+/// another restore has taken meanwhile is skipped. Not recording it (a read-only archive) is
+/// no error: following the timeline then needs its first segment archived.
+fn record_branch(dir: &Path, mut lineage: Lineage, cut: Lsn) -> Lineage {
+    loop {
+        let history = TimelineHistory {
+            lineage,
+            branch_lsn: cut,
+        };
+        match record_history(&StdFs, dir, &history) {
+            Ok(true) => return lineage,
+            Ok(false) if lineage.timeline < u32::MAX => lineage.timeline += 1,
+            Ok(false) => return lineage,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, timeline = lineage.timeline, "could not record the new timeline's history in the archive");
+                return lineage;
+            }
+        }
+    }
 }
 
 /// The LSN the restore stops at, or why the target is out of reach.
