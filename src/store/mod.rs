@@ -538,10 +538,14 @@ impl Store {
         // SAFETY: the gate keeps every call on the environment off, and `pause` returned
         // true: no transaction is open in this process (the caller is the only writer).
         let resized = unsafe { self.env.resize(new_size) }.map_err(lmdb_err("resize"));
+        if resized.is_ok() {
+            // Before new transactions may begin: one that reads the map size after the
+            // resize must see the new one.
+            self.map_size.store(new_size, Ordering::Release);
+        }
         self.resizing.store(false, Ordering::Release);
         resume();
         resized?;
-        self.map_size.store(new_size, Ordering::Relaxed);
         Ok(true)
     }
 
