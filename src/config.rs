@@ -135,6 +135,10 @@ pub struct WalConfig {
     /// Copy retired segments into an archive (for point-in-time restore) before they are
     /// recycled or removed. Default: `None`.
     pub archive: Option<ArchiveConfig>,
+    /// Bytes the quarantine (`<log>/quarantine/`, what opening cuts from the log, copied
+    /// there first) keeps at most: past it the oldest entries are removed. 0 turns the
+    /// quarantine off. Default: 256 MiB.
+    pub quarantine_max_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -153,6 +157,7 @@ impl Default for WalConfig {
             recycle_segments: 4,
             prepare_segments: true,
             archive: None,
+            quarantine_max_bytes: 256 << 20,
         }
     }
 }

@@ -27,6 +27,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn outcome(r: walmdb::Result<walmdb::RecoveryReport>) -> Result<walmdb::RecoveryReport, String> {
     r.map(|mut rep| {
         rep.duration = Duration::ZERO;
+        // Opening names the quarantine files it writes; a prediction cannot (their content
+        // is checked in tests/recovery.rs).
+        rep.quarantined.clear();
         rep
     })
     .map_err(|e| format!("{e:?}"))

@@ -1276,3 +1276,52 @@ fn a_log_directory_mixing_databases_or_timelines_is_refused() {
     assert_eq!(wal.lineage().identity, mine);
     assert_records(&read_all(&wal), &records, 1, "v1 then v2");
 }
+
+/// Issue 17: what opening cuts is copied into `<log>/quarantine/` first, written and synced:
+/// the active segment's bytes from the cut on and every later segment whole, each with its
+/// segment, offset, salt and reason under a CRC. `quarantine_max_bytes: 0` turns it off.
+#[test]
+fn opening_quarantines_the_bytes_it_cuts_before_cutting_them() {
+    let records: Vec<_> = (1..=60u64).map(|i| rec(i, 1500)).collect();
+    let fs = build_log(cfg(), &records);
+    let mut image = snapshot(&fs);
+    let f = frames(file(&image, &seg_name(1)))[10];
+    file_mut(&mut image, &seg_name(1))[f.offset + 100] ^= 0x04;
+    let seg1 = file(&image, &seg_name(1)).clone();
+    let seg2 = file(&image, &seg_name(2)).clone();
+    let fs = restore(&image);
+    let wal = open(&fs, cfg_mode(RecoveryMode::PointInTime)).unwrap();
+    let report = wal.recovery_report().clone();
+    assert_eq!(report.quarantined.len(), 2, "{report:?}");
+    drop(wal);
+    let entries = walmdb::inspect::list_quarantine(&fs, dir()).unwrap();
+    assert_eq!(entries.len(), 2);
+    let names: Vec<_> = entries.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, report.quarantined);
+    let first = entries[0].1.as_ref().unwrap();
+    assert_eq!((first.segment_no, first.offset), (1, f.offset as u64));
+    assert!(first.reason.contains("segment 1"), "{}", first.reason);
+    assert_eq!(
+        first.bytes[..],
+        seg1[f.offset..f.offset + first.bytes.len()]
+    );
+    assert!(first.bytes.len() >= f.total_len);
+    let second = entries[1].1.as_ref().unwrap();
+    assert_eq!((second.segment_no, second.offset), (2, 0));
+    let used = seg2.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert_eq!(second.bytes[..], seg2[..used]);
+
+    // A torn tail in the default mode, with the quarantine turned off: nothing written.
+    let fs = restore(&image);
+    let off = WalConfig {
+        quarantine_max_bytes: 0,
+        ..cfg_mode(RecoveryMode::PointInTime)
+    };
+    let wal = open(&fs, off).unwrap();
+    assert!(wal.recovery_report().cut.is_some());
+    assert!(wal.recovery_report().quarantined.is_empty());
+    drop(wal);
+    assert!(walmdb::inspect::list_quarantine(&fs, dir())
+        .unwrap()
+        .is_empty());
+}

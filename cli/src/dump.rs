@@ -272,6 +272,25 @@ fn ops<'a>(e: &'a LogEntry, o: &'a Options) -> Option<Vec<(usize, &'a Op)>> {
     }
 }
 
+/// One record's lines as `dump` prints them (every table, text escaped).
+pub fn entry_lines(e: &LogEntry, format: Format) -> Vec<String> {
+    let o = Options {
+        dir: PathBuf::new(),
+        format,
+        hex: false,
+        from_lsn: None,
+        to_lsn: None,
+        since: None,
+        until: None,
+        table: None,
+        output: None,
+    };
+    match format {
+        Format::Text => text_lines(e, &o),
+        Format::Json => json_lines(e, &o),
+    }
+}
+
 fn text_lines(e: &LogEntry, o: &Options) -> Vec<String> {
     let time = e
         .time_micros()

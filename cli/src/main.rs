@@ -6,6 +6,7 @@
 
 mod backup;
 mod dump;
+mod quarantine;
 mod scrub;
 mod stats;
 mod util;
@@ -157,6 +158,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// The bytes opening cut from the log (a torn tail, damage, later segments), kept in
+    /// `<DIR>/wal/quarantine/`: `list` them, or `show` one with the whole records inside it.
+    /// Reads only.
+    Quarantine {
+        #[command(subcommand)]
+        action: quarantine::Action,
+    },
     /// Compact LMDB's file (drop free pages) and close: checkpoints, writes a compacted copy
     /// and swaps it in while the database is still locked.
     Compact {
@@ -276,6 +284,7 @@ fn main() -> ExitCode {
             (false, None) => Err(Failure::usage("restore needs a directory to restore into")),
         },
         Command::Compact { dir, format } => backup::compact(&dir, format),
+        Command::Quarantine { action } => quarantine::run(&action),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -35,6 +35,10 @@ use crate::error::{Error, Result};
 use crate::wal::log::segment::{is_spare_or_temp, parse_segment_file_name};
 
 pub use crate::store::read_only::{applied_lsn, read_store, scrub_store, StoreInfo};
+pub use crate::wal::log::quarantine::{
+    list as list_quarantine, quarantine_dir, QuarantineEntry, QuarantineListing,
+    QUARANTINE_FORMAT_VERSION,
+};
 pub use crate::wal::log::recovery::HeaderState;
 pub use plan::{LogEntry, Readable, Records, Stop};
 pub use scan::{
@@ -142,4 +146,36 @@ pub fn lock_holder(db_dir: &Path) -> Option<u32> {
         let _ = db_dir;
         None
     }
+}
+
+/// The whole records inside a quarantined run of bytes: every frame in it whose CRC holds
+/// under its segment's salt, decoded (frames that do not decode are left out). What the log
+/// lost with a cut, for an operator to judge.
+pub fn quarantined_records(entry: &QuarantineEntry) -> Vec<LogEntry> {
+    use crate::wal::log::record::decode_frame;
+    use crate::wal::log::segment::probe_valid_frames;
+    let mut out = Vec::new();
+    for (off, header) in probe_valid_frames(&entry.bytes, 0, entry.salt) {
+        let frame = &entry.bytes[off..off + header.total_len()];
+        let Ok(records) = decode_frame(&header, frame) else {
+            continue;
+        };
+        for r in records {
+            if let Ok(record) = r.record.decode() {
+                out.push(LogEntry {
+                    lsn: r.lsn,
+                    segment_no: entry.segment_no,
+                    frame_offset: entry.offset + off as u64,
+                    record,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The quarantine of the log in `log_dir` (`<log_dir>/quarantine/`), oldest first: each
+/// file parsed, or why it does not parse. Empty when there is none. Reads only.
+pub fn quarantine_entries(log_dir: &Path) -> Result<QuarantineListing> {
+    list_quarantine(&crate::wal::log::fs::StdFs, log_dir)
 }

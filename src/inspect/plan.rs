@@ -154,6 +154,8 @@ impl LogScan {
             cut: tail.cut.map(|c| c.tail),
             segments_retired: start,
             segments_archived: 0,
+            // Opening names the files it writes then; a prediction cannot.
+            quarantined: Vec::new(),
             duration: Duration::ZERO,
         });
         Plan {

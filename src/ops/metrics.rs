@@ -106,6 +106,8 @@ pub struct Metrics {
     pub checkpoint_failures: u64,
     /// Times the flusher, applier or checkpoint thread panicked and was restarted.
     pub thread_restarts: u64,
+    /// Runs of bytes opening cut from the log and copied into the quarantine first.
+    pub quarantined_cuts: u64,
     /// Scrubs run (`Db::scrub`).
     pub scrubs: u64,
     /// Damaged entries and structure findings of the last scrub.
@@ -223,6 +225,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         checkpoints: st.checkpoints.load(Ordering::Relaxed),
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
         thread_restarts: st.thread_restarts.load(Ordering::Relaxed) + detail.flusher_restarts,
+        quarantined_cuts: detail.quarantined,
         scrubs: st.scrubs.load(Ordering::Relaxed),
         scrub_findings: st.scrub_findings.load(Ordering::Relaxed),
         checkpoint_duration: st.checkpoint_duration.snapshot(),
@@ -610,6 +613,13 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Scrubs of the LMDB store run",
         None,
         m.scrubs,
+    )?;
+    counter(
+        enc,
+        "quarantined_cuts",
+        "Runs of bytes opening cut from the log, copied into the quarantine first",
+        None,
+        m.quarantined_cuts,
     )?;
     gauge(
         enc,

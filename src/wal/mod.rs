@@ -170,6 +170,8 @@ pub(crate) struct WalDetail {
     pub segments_spare: usize,
     pub flusher_restarts: u64,
     pub last_flusher_panic: Option<String>,
+    /// Quarantine files opening wrote.
+    pub quarantined: u64,
 }
 
 /// A commit that was queued and not yet answered; see [`Wal::submit`].
@@ -509,6 +511,7 @@ impl<S: Sequencer> Wal<S> {
             segments_spare,
             flusher_restarts: s.flusher_restarts.load(Ordering::Relaxed),
             last_flusher_panic: self.shared.last_flusher_panic.lock().clone(),
+            quarantined: self.report.quarantined.len() as u64,
         }
     }
 

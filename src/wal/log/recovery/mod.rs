@@ -58,6 +58,8 @@ pub struct RecoveryReport {
     pub last_lsn: Lsn,
     /// The torn tail (or, in `PointInTime` mode, the damage) that was cut, if any.
     pub cut: Option<CutTail>,
+    /// The quarantine files the cut bytes were copied into first (`<log>/quarantine/`).
+    pub quarantined: Vec<String>,
     /// Segments wholly below `from_lsn` that were retired while opening.
     pub segments_retired: usize,
     /// Of those, the segments copied into the archive first (`WalConfig::archive`).
@@ -184,6 +186,8 @@ pub(crate) fn recover(
     drop(scanned);
 
     if let Some(cut) = &tail.cut {
+        // Nothing is cut before it is quarantined.
+        report.quarantined = quarantine_cut(fs, dir, cfg, &live, &scans, tail.active, cut)?;
         // Cut. Later segments go first, durably: a crash between the two steps then leaves
         // the same damage to cut again, never an empty later segment behind a clean end.
         if tail.active + 1 < live.len() {
@@ -298,4 +302,67 @@ pub(crate) fn meta(segment: &Segment) -> SegmentMeta {
         first_lsn: segment.header.first_lsn,
         path: segment.path.clone(),
     }
+}
+
+/// Bytes beyond the cut's zeroed range (or past the damage when nothing valid follows it)
+/// that a quarantine copies at most: the damage itself, not a recycled file's old life.
+const QUARANTINE_SLACK: usize = 4 << 20;
+
+/// Copies what `cut` is about to discard into the quarantine: the active segment's bytes from
+/// the cut on, and each later segment whole (trailing zeros left out).
+fn quarantine_cut(
+    fs: &dyn Fs,
+    dir: &Path,
+    cfg: &WalConfig,
+    live: &[(SegmentHeader, PathBuf)],
+    scans: &[(
+        crate::wal::log::segment::SegmentScan,
+        Box<dyn crate::wal::log::fs::FsFile>,
+        u64,
+    )],
+    active: usize,
+    cut: &plan::PlannedCut,
+) -> Result<Vec<String>> {
+    let trimmed = |data: &[u8], from: usize, at_least: usize| {
+        let nonzero = data[from..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(from, |i| from + i + 1);
+        let cap = at_least.max(from).saturating_add(QUARANTINE_SLACK);
+        data[from..nonzero.max(at_least).min(cap).min(data.len())].to_vec()
+    };
+    let reason = format!(
+        "opening cut the log at segment {} offset {}: {}",
+        cut.tail.segment, cut.tail.offset, cut.tail.reason
+    );
+    let mut written = Vec::new();
+    let (header, _) = &live[active];
+    let data = read_segment(scans[active].1.as_ref())?;
+    let from = (cut.tail.offset as usize).min(data.len());
+    let bytes = trimmed(&data, from, cut.zero_to as usize);
+    written.extend(super::quarantine::quarantine(
+        fs,
+        dir,
+        cfg.quarantine_max_bytes,
+        header.segment_no,
+        header.salt,
+        cut.tail.offset,
+        bytes,
+        &reason,
+    )?);
+    for (i, (header, _)) in live.iter().enumerate().skip(active + 1) {
+        let data = read_segment(scans[i].1.as_ref())?;
+        let bytes = trimmed(&data, 0, 0);
+        written.extend(super::quarantine::quarantine(
+            fs,
+            dir,
+            cfg.quarantine_max_bytes,
+            header.segment_no,
+            header.salt,
+            0,
+            bytes,
+            &format!("a whole later segment dropped with the cut; {reason}"),
+        )?);
+    }
+    Ok(written)
 }
