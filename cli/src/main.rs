@@ -219,6 +219,7 @@ impl Failure {
             | E::UnsupportedVersion { .. }
             | E::Inconsistent { .. }
             | E::CorruptEntry { .. }
+            | E::ForeignSegment { .. }
             | E::Lmdb { .. } => Failure::damaged(format!(
                 "{}: {e} (run `walmdb verify {}` for details)",
                 dir.display(),

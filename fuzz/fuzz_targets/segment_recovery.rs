@@ -493,6 +493,7 @@ fn is_damage_error(e: &Error) -> bool {
             | Error::SegmentSequence { .. }
             | Error::TornTail { .. }
             | Error::UnsupportedVersion { .. }
+            | Error::ForeignSegment { .. }
     )
 }
 

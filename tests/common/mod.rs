@@ -430,7 +430,10 @@ pub fn expect_corruption<T>(r: walmdb::Result<T>, ctx: &str) -> (u64, u64) {
 pub fn is_damage_error(e: &Error) -> bool {
     matches!(
         e,
-        Error::Corruption { .. } | Error::SegmentSequence { .. } | Error::TornTail { .. }
+        Error::Corruption { .. }
+            | Error::SegmentSequence { .. }
+            | Error::TornTail { .. }
+            | Error::ForeignSegment { .. }
     )
 }
 
