@@ -142,6 +142,10 @@ pub(crate) fn quarantine(
         fs.create_dir_all(&dir)?;
         fs.sync_dir(log_dir).map_err(Error::SyncFailed)?;
     }
+    // A copy a crash interrupted never got its name: nothing refers to it.
+    for stale in fs.list(&dir)?.iter().filter(|n| n.ends_with(".bin.tmp")) {
+        fs.remove(&join(&dir, stale))?;
+    }
     let time_micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
@@ -271,5 +275,10 @@ mod tests {
             quarantine(&fs, tmp.path(), 0, 4, 1, 0, vec![1], "off").unwrap(),
             None
         );
+        // A copy a crash left under its temporary name is removed by the next one.
+        let stale = quarantine_dir(tmp.path()).join("cut-0.bin.tmp");
+        std::fs::write(&stale, b"half").unwrap();
+        put(5, 10, 100_000);
+        assert!(!stale.exists());
     }
 }
