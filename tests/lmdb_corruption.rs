@@ -16,6 +16,8 @@
 //! `WALMDB_LMDB_FLIPS` sets the bit flips (default 12; `.ci/run` runs 300 in release),
 //! `WALMDB_LMDB_PAGES` the zeroed pages (default 4; CI 60), `WALMDB_LMDB_SEED` the seed.
 
+#[path = "common/crash.rs"]
+mod crash;
 #[path = "common/engine.rs"]
 mod engine_common;
 
@@ -24,6 +26,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crash::copy_dir;
 use engine_common::Rng;
 use walmdb::Db;
 
@@ -218,17 +221,4 @@ fn damage_in_lmdbs_file_is_never_read_as_data() {
             .any(|(_, r, s)| r == "no-outcome" || s == "no-outcome"),
         "a child ended without an outcome: {counts:?}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

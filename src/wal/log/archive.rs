@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use super::fs::{join, Fs};
 use super::segment::{
-    parse_segment_file_name, read_header, read_segment, scan_segment, ScanEnd, SegmentHeader,
+    parse_segment_file_name, read_header, read_prefix, read_segment, scan_segment, ScanEnd,
+    SegmentHeader,
 };
 use crate::config::ArchiveConfig;
 use crate::error::{Error, Result};
@@ -79,17 +80,8 @@ fn decode_identity(text: &str) -> Option<u64> {
 /// The first 4 KiB of the small text file at `path` (`None` when not UTF-8).
 fn read_small(fs: &dyn Fs, path: &Path) -> Result<Option<String>> {
     let file = fs.open(path, false)?;
-    let len = file.len()?.min(4096) as usize;
-    let mut buf = vec![0u8; len];
-    let mut off = 0;
-    while off < len {
-        match file.read_at(&mut buf[off..], off as u64)? {
-            0 => break,
-            n => off += n,
-        }
-    }
-    buf.truncate(off);
-    Ok(String::from_utf8(buf).ok())
+    let len = file.len()?.min(4096);
+    Ok(String::from_utf8(read_prefix(file.as_ref(), len)?).ok())
 }
 
 /// The identity the archive in `dir` records: `None` without an `IDENTITY` file, `Some(None)`

@@ -196,16 +196,9 @@ pub fn read_header(
     path: &Path,
 ) -> Result<std::result::Result<SegmentHeader, HeaderError>> {
     let file = fs.open(path, false)?;
-    let mut buf = [0u8; SEGMENT_HEADER_LEN];
     // A file shorter than the header reads short: decode reports it as damaged.
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read_at(&mut buf[len..], len as u64)? {
-            0 => break,
-            n => len += n,
-        }
-    }
-    Ok(SegmentHeader::decode(&buf[..len]))
+    let buf = read_prefix(file.as_ref(), SEGMENT_HEADER_LEN as u64)?;
+    Ok(SegmentHeader::decode(&buf))
 }
 
 /// The file name of segment `n`.
@@ -392,7 +385,7 @@ pub fn read_segment(file: &dyn FsFile) -> Result<Vec<u8>> {
 }
 
 /// The file's first `len` bytes (fewer if it ends sooner).
-fn read_prefix(file: &dyn FsFile, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_prefix(file: &dyn FsFile, len: u64) -> Result<Vec<u8>> {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut data = vec![0u8; len];
     let mut off = 0;

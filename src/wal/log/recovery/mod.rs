@@ -336,32 +336,25 @@ fn quarantine_cut(
         cut.tail.segment, cut.tail.offset, cut.tail.reason
     );
     let mut written = Vec::new();
-    let (header, _) = &live[active];
-    let data = read_segment(scans[active].1.as_ref())?;
-    let from = (cut.tail.offset as usize).min(data.len());
-    let bytes = trimmed(&data, from, cut.zero_to as usize);
-    written.extend(super::quarantine::quarantine(
-        fs,
-        dir,
-        cfg.quarantine_max_bytes,
-        header.segment_no,
-        header.salt,
-        cut.tail.offset,
-        bytes,
-        &reason,
-    )?);
-    for (i, (header, _)) in live.iter().enumerate().skip(active + 1) {
+    for (i, (header, _)) in live.iter().enumerate().skip(active) {
         let data = read_segment(scans[i].1.as_ref())?;
-        let bytes = trimmed(&data, 0, 0);
+        let (offset, bytes, why) = if i == active {
+            let from = (cut.tail.offset as usize).min(data.len());
+            let bytes = trimmed(&data, from, cut.zero_to as usize);
+            (cut.tail.offset, bytes, reason.clone())
+        } else {
+            let why = format!("a whole later segment dropped with the cut; {reason}");
+            (0, trimmed(&data, 0, 0), why)
+        };
         written.extend(super::quarantine::quarantine(
             fs,
             dir,
             cfg.quarantine_max_bytes,
             header.segment_no,
             header.salt,
-            0,
+            offset,
             bytes,
-            &format!("a whole later segment dropped with the cut; {reason}"),
+            &why,
         )?);
     }
     Ok(written)
