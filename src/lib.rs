@@ -83,8 +83,10 @@ pub use ops::restore::{
     recovery_points, recovery_points_on, restore, RecoveryPoints, RestoreOptions, RestoreReport,
     RestoreTarget,
 };
+pub use store::pages::LostKeys;
 pub use store::scrub::{
-    DamageKind, DamagedEntry, ScrubProgress, ScrubReport, TableScrub, MAX_LISTED_DAMAGE,
+    DamageKind, DamagedEntry, DamagedPage, PageFigures, ScrubProgress, ScrubReport, TableScrub,
+    MAX_LISTED_DAMAGE,
 };
 pub use store::STORE_FORMAT_VERSION;
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn};

@@ -1,6 +1,7 @@
-//! `walmdb verify --deep`: the scrub of LMDB's file, walked in a child process (the hidden
-//! `scrub-store` command) so that a damaged page that makes LMDB fault is reported as damage,
-//! never as a crash of the tool.
+//! `walmdb verify --deep`: the scrub of LMDB's file. The scrub reads the file page by page,
+//! never through LMDB's map, so damage is a finding; it still runs in a child process (the
+//! hidden `scrub-store` command), so that even a fault would be reported as damage, never as
+//! a crash of the tool.
 //!
 //! The child prints `progress <entries> <table>` lines as it goes, then one `report <json>`
 //! line. A child killed by a signal is damage, named by the last table it reported.
@@ -46,12 +47,36 @@ pub fn child(data_dir: &Path) -> Outcome {
                 "key_hex": hex(&d.key),
                 "reason": d.reason.to_string(),
             })).collect::<Vec<_>>(),
+            "damaged_pages": r.damaged_pages.iter().map(|d| json!({
+                "page": d.page,
+                "table": d.table,
+                "reason": d.reason,
+                "lost": lost_json(&d.lost),
+            })).collect::<Vec<_>>(),
             "structure": r.structure,
+            "pages": {
+                "txnid": r.pages.txnid,
+                "page_size": r.pages.page_size,
+                "last_page": r.pages.last_page,
+                "in_use": r.pages.in_use,
+                "free": r.pages.free,
+            },
             "micros": r.micros,
         }),
     };
     println!("report {value}");
     Ok(EXIT_OK)
+}
+
+fn lost_json(lost: &walmdb::LostKeys) -> Value {
+    match lost {
+        walmdb::LostKeys::Nothing => json!("nothing"),
+        walmdb::LostKeys::Key(k) => json!({"key_hex": hex(k)}),
+        walmdb::LostKeys::Range { from, to } => json!({
+            "from_hex": from.as_deref().map(hex),
+            "to_hex": to.as_deref().map(hex),
+        }),
+    }
 }
 
 /// What the child found: its report (JSON, `null` for no store), or why it has none.
@@ -108,6 +133,15 @@ impl Deep {
                         d["reason"].as_str().unwrap_or_default()
                     );
                 }
+                for d in v["damaged_pages"].as_array().into_iter().flatten() {
+                    println!(
+                        "DAMAGE: page {} of table {}: {}; {}",
+                        d["page"],
+                        d["table"],
+                        d["reason"].as_str().unwrap_or_default(),
+                        lost_text(&d["lost"])
+                    );
+                }
                 for s in v["structure"].as_array().into_iter().flatten() {
                     println!("DAMAGE: {}", s.as_str().unwrap_or_default());
                 }
@@ -123,6 +157,21 @@ impl Deep {
             Deep::Failed(e) => println!("DAMAGE: the deep scrub could not read the store: {e}"),
         }
     }
+}
+
+fn lost_text(lost: &Value) -> String {
+    if let Some(key) = lost["key_hex"].as_str() {
+        return format!("the value of key (hex) {key} is lost");
+    }
+    if lost.is_object() {
+        let bound = |b: &Value, open: &str| b.as_str().map_or(open.to_owned(), str::to_owned);
+        return format!(
+            "entries with keys (hex) from {} to before {} may be lost",
+            bound(&lost["from_hex"], "the first"),
+            bound(&lost["to_hex"], "the last")
+        );
+    }
+    "every entry was still read".into()
 }
 
 /// Runs the scrub of `data_dir` in a child process of this executable.

@@ -142,13 +142,25 @@ fn verify_deep_never_crashes_on_a_zeroed_page() {
         } else if scrub["healthy"] == Value::Bool(true) {
             "healthy (page unused)".to_owned()
         } else {
-            "damage reported".to_owned()
+            let named = scrub["damaged_pages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["page"] == p);
+            // A zeroed free page is missing from no tree: only the free list's account
+            // can notice it, and it does not (its contents are not read).
+            if named {
+                "page named"
+            } else {
+                "other damage reported"
+            }
+            .to_owned()
         };
         *outcomes.entry(kind).or_default() += 1;
     }
     println!("zeroed pages: {outcomes:?}");
-    assert!(
-        outcomes.keys().any(|k| k != "healthy (page unused)"),
-        "{outcomes:?}"
-    );
+    // The scrub reads the file, never LMDB's map: a zeroed page is never a fault.
+    assert!(!outcomes.contains_key("fault in the child"), "{outcomes:?}");
+    assert!(!outcomes.contains_key("store unreadable"), "{outcomes:?}");
+    assert!(outcomes.contains_key("page named"), "{outcomes:?}");
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
+pub(crate) mod pages;
 pub(crate) mod read_only;
 pub(crate) mod scrub;
 use crate::seal::open_v1;
@@ -307,46 +308,19 @@ impl Store {
         Ok((store, Opened { applied_lsn }))
     }
 
-    /// Scrubs the store as `txn` sees it (see [`scrub`]). `handle` gives a listed table's
-    /// LMDB handle (the engine's catalog): opening handles here could race the applier's.
+    /// Scrubs the store as `txn` sees it (see [`scrub`]), reading LMDB's file, not its map.
+    /// `None` when LMDB has already rewritten the meta page of `txn`'s snapshot (two
+    /// commits since it began): begin a new one.
     pub fn scrub(
         &self,
         txn: &LmdbReadTxn<'_>,
-        handle: impl Fn(&str) -> Option<Dbi>,
         progress: &mut dyn FnMut(scrub::ScrubProgress<'_>),
-    ) -> Result<scrub::ScrubReport> {
-        let mut user = Vec::new();
-        let mut structure = Vec::new();
-        for item in self.tables.iter(txn).map_err(lmdb_err("read"))? {
-            match item {
-                Ok((name, _)) => {
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    if let Some(dbi) = handle(&name) {
-                        user.push(scrub::ToWalk {
-                            seed: Seed::of_table(&name),
-                            dbi: Some(dbi),
-                            name,
-                        });
-                    }
-                }
-                Err(e) => {
-                    structure.push(format!("LMDB failed walking the table list: {e}"));
-                    break;
-                }
-            }
+    ) -> Result<Option<scrub::ScrubReport>> {
+        let path = crate::layout::lmdb_file(self.env.path());
+        match scrub::scrub_file(&path, Some(txn.id() as u64), progress)? {
+            scrub::Scrubbed::Report(report) => Ok(Some(report)),
+            scrub::Scrubbed::MetaGone => Ok(None),
         }
-        let mut report = scrub::scrub(
-            txn,
-            STORE_FORMAT_VERSION,
-            self.meta,
-            self.tables,
-            user,
-            Vec::new(),
-            progress,
-        )?;
-        structure.append(&mut report.structure);
-        report.structure = structure;
-        Ok(report)
     }
 
     /// Begins an LMDB read transaction.

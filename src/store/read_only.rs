@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 use heed::types::Bytes;
 use heed::{EnvFlags, EnvOpenOptions};
 
-use super::scrub::{ScrubProgress, ScrubReport, ToWalk};
+use super::scrub::{ScrubProgress, ScrubReport, Scrubbed};
 use super::{
-    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, Dbi, KEY_APPLIED, KEY_FORMAT,
-    META_DB, STORE_FORMAT_VERSION, TABLES_DB,
+    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
+    STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::seal::Seed;
 
 /// What LMDB (`<db>/data`) holds of walmdb's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,90 +157,24 @@ fn stored_u64(info: &StoreInfo, seed: super::Seed, key: &[u8], stored: &[u8]) ->
     Some(u64::from_le_bytes(value.try_into().ok()?))
 }
 
-/// Scrubs the store in `data_dir` offline, read-only as [`read_store`] opens it: every
-/// entry's checksum and the structure (see [`ScrubReport`]). `Ok(None)` when there is no
-/// store. A damaged page can make LMDB fault (SIGSEGV, SIGBUS) rather than return an error:
-/// `walmdb verify --deep` runs this in a child process so a fault is reported as damage.
+/// Scrubs the store in `data_dir` offline, reading `data.mdb` page by page as of its newest
+/// sound meta page, without LMDB (see [`ScrubReport`]). `Ok(None)` when there is no store.
+/// A damaged page is a finding, never a fault; `walmdb verify --deep` still runs this in a
+/// child process, so that even a fault would be reported as damage. Like [`read_store`],
+/// a result read from a database open in another process is a hint, not a verdict.
 pub fn scrub_store(
     data_dir: &Path,
     progress: &mut dyn FnMut(ScrubProgress<'_>),
 ) -> Result<Option<ScrubReport>> {
-    let Some(env) = open_read_only(data_dir, crate::limits::MAX_TABLES + 3)? else {
-        return Ok(None);
-    };
-    let result = scrub_env(&env, progress);
-    env.prepare_for_closing().wait();
-    result.map(Some)
-}
-
-fn scrub_env(env: &super::Env, progress: &mut dyn FnMut(ScrubProgress<'_>)) -> Result<ScrubReport> {
-    let rtxn = env.read_txn().map_err(lmdb_err("begin read"))?;
-    let open = |name: &str| -> Result<Option<Dbi>> {
-        env.open_database(&rtxn, Some(name))
-            .map_err(lmdb_err("open a table"))
-    };
-    let mut structure = Vec::new();
-    let (Some(meta), Some(tables)) = (open(META_DB)?, open(TABLES_DB)?) else {
-        return Ok(ScrubReport {
-            structure: vec!["walmdb's metadata tables are missing".into()],
-            ..ScrubReport::default()
-        });
-    };
-    let format = match meta.get(&rtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
-        Some(stored) => stored_format(stored).unwrap_or_else(|| {
-            structure.push("the store's format record is damaged".into());
-            STORE_FORMAT_VERSION
-        }),
-        None => {
-            structure.push("the store's format record is missing".into());
-            STORE_FORMAT_VERSION
-        }
-    };
-    let mut listed = Vec::new();
-    for item in tables.iter(&rtxn).map_err(lmdb_err("read"))? {
-        match item {
-            Ok((name, _)) => listed.push(String::from_utf8_lossy(name).into_owned()),
-            Err(e) => {
-                structure.push(format!("LMDB failed walking the table list: {e}"));
-                break;
-            }
-        }
+    let path = crate::layout::lmdb_file(data_dir);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() > 0 => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
     }
-    let mut unlisted = Vec::new();
-    let main: Option<Dbi> = env
-        .open_database(&rtxn, None)
-        .map_err(lmdb_err("open the main table"))?;
-    if let Some(main) = main {
-        let mut names = Vec::new();
-        for item in main.iter(&rtxn).map_err(lmdb_err("read"))? {
-            let Ok((name, _)) = item else { break };
-            if let Some(table) = name.strip_prefix(crate::layout::LMDB_TABLE_PREFIX.as_bytes()) {
-                let table = String::from_utf8_lossy(table).into_owned();
-                if !listed.contains(&table) {
-                    names.push(table);
-                }
-            }
-        }
-        for name in names {
-            let dbi = open(&super::lmdb_name(&name))?;
-            unlisted.push(ToWalk {
-                seed: Seed::of_table(&name),
-                name,
-                dbi,
-            });
-        }
+    match super::scrub::scrub_file(&path, None, progress)? {
+        Scrubbed::Report(report) => Ok(Some(report)),
+        Scrubbed::MetaGone => unreachable!("an offline scrub asks for no transaction's meta"),
     }
-    let mut user = Vec::new();
-    for name in listed {
-        let dbi = open(&super::lmdb_name(&name))?;
-        user.push(ToWalk {
-            seed: Seed::of_table(&name),
-            name,
-            dbi,
-        });
-    }
-    let mut report = super::scrub::scrub(&rtxn, format, meta, tables, user, unlisted, progress)?;
-    structure.append(&mut report.structure);
-    report.structure = structure;
-    Ok(report)
 }

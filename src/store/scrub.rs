@@ -1,15 +1,22 @@
-//! The scrub: a walk of every entry LMDB holds for walmdb, in one read transaction, checking
-//! each entry's checksum and the structure around it: keys in strictly ascending order, each
-//! key found again by a lookup (a walk goes from leaf to leaf, a lookup down the branch pages:
-//! a damaged branch key hides entries from lookups only), the entries walked equal to the
-//! count LMDB keeps for the table, every listed table present and no unlisted table holding
-//! entries. [`Db::scrub`](crate::Db::scrub) runs it online from a
-//! snapshot; [`inspect::scrub_store`](crate::inspect::scrub_store) offline.
+//! The scrub: a walk of LMDB's file page by page ([`pages`](super::pages), with `pread`, never
+//! through LMDB's map, so damage is a finding and never a fault), checking every entry's
+//! checksum and the structure around it: every page where its tree says, of the right kind,
+//! reached once; keys ascending within the bounds the branch keys give (else a lookup misses
+//! them); counts equal to the tree records'; every page in use or free, never both; every
+//! listed table present and no unlisted table holding entries.
+//! [`Db::scrub`](crate::Db::scrub) runs it online from a read snapshot's meta page (the
+//! snapshot keeps LMDB from reusing its pages); [`inspect::scrub_store`](crate::inspect::scrub_store)
+//! offline from the newest sound meta page.
 
+use std::path::Path;
 use std::time::Instant;
 
-use super::{lmdb_err, meta_seed, open_stored, tables_seed, Dbi, LmdbReadTxn, META_DB, TABLES_DB};
-use crate::error::Result;
+use super::pages::{
+    choose_meta, KeyOrder, LostKeys, PageFile, TreeRecord, TreeWalk, Walker, F_SUBDATA,
+    TREE_RECORD_LEN,
+};
+use super::{meta_seed, open_stored, stored_format, tables_seed, KEY_FORMAT, META_DB, TABLES_DB};
+use crate::error::{Error, Result};
 use crate::seal::Seed;
 
 /// Damaged entries a report lists (it counts them all).
@@ -25,9 +32,14 @@ pub struct ScrubReport {
     pub tables: Vec<TableScrub>,
     /// Damaged entries, the first [`MAX_LISTED_DAMAGE`] of them.
     pub damaged: Vec<DamagedEntry>,
-    /// Damage to the structure: counts that disagree, keys out of order, LMDB errors, a
-    /// listed table missing or an unlisted one holding entries.
+    /// Pages the walk could not use, the first [`MAX_LISTED_DAMAGE`] of them.
+    pub damaged_pages: Vec<DamagedPage>,
+    /// Other damage to the structure: a meta page, counts that disagree with LMDB's
+    /// records, pages neither in use nor free (or both), a listed table missing or an
+    /// unlisted one holding entries.
     pub structure: Vec<String>,
+    /// The file's pages, as the meta page walked counts them.
+    pub pages: PageFigures,
     /// How long the walk took, microseconds.
     pub micros: u64,
 }
@@ -35,7 +47,12 @@ pub struct ScrubReport {
 impl ScrubReport {
     /// True when no entry and no part of the structure is damaged.
     pub fn is_healthy(&self) -> bool {
-        self.damaged_entries() == 0 && self.structure.is_empty()
+        self.damaged_entries() == 0 && self.damaged_pages.is_empty() && self.structure.is_empty()
+    }
+
+    /// Damaged entries, damaged pages and other structure findings.
+    pub fn findings(&self) -> u64 {
+        self.damaged_entries() + (self.damaged_pages.len() + self.structure.len()) as u64
     }
 
     /// Entries walked.
@@ -61,12 +78,42 @@ pub struct TableScrub {
     pub bytes: u64,
     /// Entries whose checksum failed or that a lookup of their key does not find.
     pub damaged: u64,
-    /// The entries LMDB counts for the table.
+    /// The entries LMDB's record of the table counts.
     pub lmdb_entries: u64,
-    /// The depth of its B-tree.
+    /// The depth of its B-tree as walked.
     pub depth: u32,
-    /// Its branch, leaf and overflow pages.
+    /// Its branch, leaf and overflow pages walked.
     pub pages: u64,
+}
+
+/// LMDB's file as a scrub found it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PageFigures {
+    /// The LMDB transaction whose meta page was walked.
+    pub txnid: u64,
+    /// Bytes per page.
+    pub page_size: u32,
+    /// The meta page's last page in use.
+    pub last_page: u64,
+    /// Pages the trees reach.
+    pub in_use: u64,
+    /// Pages the free list holds.
+    pub free: u64,
+}
+
+/// A page a scrub could not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedPage {
+    /// Its number (bytes `page * page_size ..` of `data.mdb`).
+    pub page: u64,
+    /// The table whose tree reaches it: a user table, `walmdb.meta`, `walmdb.tables`, or
+    /// LMDB's own `(main)` and `(free pages)` trees.
+    pub table: String,
+    /// What is wrong with it.
+    pub reason: String,
+    /// The keys whose entries it may hold (and a read of them may miss or fault on).
+    pub lost: LostKeys,
 }
 
 /// A damaged entry.
@@ -113,145 +160,298 @@ pub struct ScrubProgress<'a> {
 /// How often (in entries) the progress callback runs.
 pub(crate) const PROGRESS_EVERY: u64 = 4096;
 
-/// A table to walk: its name in reports, its checksum seed and its handle, if LMDB has it.
-pub(crate) struct ToWalk {
-    pub name: String,
-    pub seed: Seed,
-    pub dbi: Option<Dbi>,
+/// What `scrub_file` walked.
+pub(crate) enum Scrubbed {
+    Report(ScrubReport),
+    /// The meta page of the transaction asked for is already rewritten: begin anew.
+    MetaGone,
 }
 
-/// Walks walmdb's two tables and `user` (the tables the snapshot's table list names, each
-/// with its handle) in `txn`, checking entries as store `format` seals them. `unlisted` are
-/// user tables LMDB holds that the list does not name (emptied by a drop, or damage).
-pub(crate) fn scrub(
-    txn: &LmdbReadTxn<'_>,
-    format: u32,
-    meta: Dbi,
-    tables: Dbi,
-    user: Vec<ToWalk>,
-    unlisted: Vec<ToWalk>,
+/// The name a report gives LMDB's main tree (where tables are listed).
+const MAIN_TREE: &str = "(main)";
+/// The name a report gives LMDB's free-page tree.
+const FREE_TREE: &str = "(free pages)";
+
+/// Scrubs LMDB's file `path` as of the meta page of LMDB transaction `txnid` (a read
+/// transaction the caller keeps open, so LMDB reuses none of its pages), or offline (no
+/// `txnid`) as of the newest sound meta page.
+pub(crate) fn scrub_file(
+    path: &Path,
+    txnid: Option<u64>,
     progress: &mut dyn FnMut(ScrubProgress<'_>),
-) -> Result<ScrubReport> {
+) -> Result<Scrubbed> {
     let started = Instant::now();
-    let mut report = ScrubReport {
-        format,
-        ..ScrubReport::default()
+    let file = PageFile::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Error::Inconsistent {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        _ => Error::Io(e),
+    })?;
+    let mut report = ScrubReport::default();
+    let (meta, faults) = choose_meta(&file, txnid);
+    if txnid.is_none() {
+        for (page, reason) in faults {
+            report
+                .structure
+                .push(format!("meta page {page} is damaged: {reason}"));
+        }
+    }
+    let Some(meta) = meta else {
+        if txnid.is_some() {
+            return Ok(Scrubbed::MetaGone);
+        }
+        report
+            .structure
+            .push("no meta page is sound: LMDB cannot open the file".into());
+        report.micros = started.elapsed().as_micros() as u64;
+        return Ok(Scrubbed::Report(report));
     };
-    let mut walked = (0u64, 0u64);
-    let own = [
-        ToWalk {
-            name: META_DB.into(),
-            seed: meta_seed(),
-            dbi: Some(meta),
-        },
-        ToWalk {
-            name: TABLES_DB.into(),
-            seed: tables_seed(),
-            dbi: Some(tables),
-        },
-    ];
-    for table in own.into_iter().chain(user) {
-        let Some(dbi) = table.dbi else {
-            report.structure.push(format!(
-                "table {:?} is listed but LMDB does not hold it",
-                table.name
+    let mut walker = Walker::new(&file, meta);
+    let mut scrub = Scrub {
+        report,
+        walked: (0, 0),
+        progress,
+    };
+
+    // The main tree: one entry per named database.
+    let mut trees: Vec<(String, Option<TreeRecord>)> = Vec::new();
+    let main = walker.walk(&meta.main, KeyOrder::Bytes, &mut |e| {
+        let name = String::from_utf8_lossy(e.key).into_owned();
+        let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
+            .then(|| TreeRecord::parse(e.data))
+            .flatten();
+        trees.push((name, record));
+    });
+    scrub.tree_damage(MAIN_TREE, main);
+    let mut take = |name: &str| {
+        let i = trees.iter().position(|(n, _)| n == name)?;
+        Some(trees.remove(i))
+    };
+
+    // walmdb.meta first: its format record says how every checksum is sealed.
+    let mut format = super::STORE_FORMAT_VERSION;
+    match take(META_DB) {
+        Some((_, Some(record))) => {
+            let mut entries = Vec::new();
+            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+                entries.push((e.key.to_vec(), e.data.to_vec(), e.reachable));
+            });
+            match entries.iter().find(|(k, _, _)| k == KEY_FORMAT) {
+                Some((_, stored, _)) => match stored_format(stored) {
+                    Some(f) => format = f,
+                    None => scrub
+                        .report
+                        .structure
+                        .push("the store's format record is damaged".into()),
+                },
+                None => scrub
+                    .report
+                    .structure
+                    .push("the store's format record is missing".into()),
+            }
+            let mut line = scrub.line(META_DB, &record);
+            for (key, stored, reachable) in &entries {
+                scrub.entry(&mut line, format, meta_seed(), key, stored, *reachable);
+            }
+            scrub.finish(line, walk);
+        }
+        _ => scrub
+            .report
+            .structure
+            .push(format!("LMDB does not hold {META_DB}")),
+    }
+    scrub.report.format = format;
+
+    // The table list, then each table it names.
+    let mut listed = Vec::new();
+    match take(TABLES_DB) {
+        Some((_, Some(record))) => {
+            let mut line = scrub.line(TABLES_DB, &record);
+            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+                listed.push(String::from_utf8_lossy(e.key).into_owned());
+                scrub.entry(&mut line, format, tables_seed(), e.key, e.data, e.reachable);
+            });
+            scrub.finish(line, walk);
+        }
+        _ => scrub
+            .report
+            .structure
+            .push(format!("LMDB does not hold {TABLES_DB}")),
+    }
+    for name in listed {
+        match take(&super::lmdb_name(&name)) {
+            Some((_, Some(record))) => scrub.table(&mut walker, &name, &record, format),
+            Some((_, None)) => scrub.report.structure.push(format!(
+                "table {name:?}: its entry in LMDB's main tree is not a table record"
+            )),
+            None => scrub.report.structure.push(format!(
+                "table {name:?} is listed but LMDB does not hold it"
+            )),
+        }
+    }
+
+    // What is left is not listed: a table emptied by a drop, or damage. Walked all the same,
+    // so its pages count as in use.
+    for (lmdb_name, record) in trees {
+        let Some(record) = record else {
+            scrub.report.structure.push(format!(
+                "LMDB's main tree holds {lmdb_name:?}, which is not a table record"
             ));
             continue;
         };
-        let line = walk(txn, format, &table, dbi, &mut report, &mut walked, progress)?;
-        report.tables.push(line);
-    }
-    for table in unlisted {
-        let Some(dbi) = table.dbi else { continue };
-        let entries = dbi.len(txn).map_err(lmdb_err("stat"))?;
-        if entries > 0 {
-            report.structure.push(format!(
-                "LMDB holds {entries} entries in table {:?}, which the table list does not name",
-                table.name
+        let Some(name) = lmdb_name.strip_prefix(crate::layout::LMDB_TABLE_PREFIX) else {
+            scrub.report.structure.push(format!(
+                "LMDB holds database {lmdb_name:?}, which walmdb does not create"
+            ));
+            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |_| {});
+            scrub.tree_damage(&lmdb_name, walk);
+            continue;
+        };
+        let name = name.to_owned();
+        let tables = scrub.report.tables.len();
+        scrub.table(&mut walker, &name, &record, format);
+        let line = scrub.report.tables.remove(tables);
+        if line.entries > 0 {
+            scrub.report.structure.push(format!(
+                "LMDB holds {} entries in table {name:?}, which the table list does not name",
+                line.entries
             ));
         }
     }
-    report.micros = started.elapsed().as_micros() as u64;
-    Ok(report)
+
+    let account = walker.account();
+    scrub.tree_damage(FREE_TREE, account.tree);
+    let structure = &mut scrub.report.structure;
+    structure.extend(account.problems);
+    if !account.both.is_empty() {
+        structure.push(format!(
+            "{} pages are both in use and listed free (a write may overwrite them): {}",
+            account.both.len(),
+            first_pages(&account.both)
+        ));
+    }
+    if !account.unaccounted.is_empty() {
+        structure.push(format!(
+            "{} pages are neither in use nor listed free: {}",
+            account.unaccounted.len(),
+            first_pages(&account.unaccounted)
+        ));
+    }
+    scrub.report.pages = PageFigures {
+        txnid: meta.txnid,
+        page_size: file.page_size() as u32,
+        last_page: meta.last_page,
+        in_use: account.in_use,
+        free: account.free,
+    };
+    scrub.report.micros = started.elapsed().as_micros() as u64;
+    Ok(Scrubbed::Report(scrub.report))
 }
 
-fn walk(
-    txn: &LmdbReadTxn<'_>,
-    format: u32,
-    table: &ToWalk,
-    dbi: Dbi,
-    report: &mut ScrubReport,
-    walked: &mut (u64, u64),
-    progress: &mut dyn FnMut(ScrubProgress<'_>),
-) -> Result<TableScrub> {
-    let stat = dbi.stat(txn).map_err(lmdb_err("stat"))?;
-    let mut line = TableScrub {
-        name: table.name.clone(),
-        lmdb_entries: stat.entries as u64,
-        depth: stat.depth,
-        pages: (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64,
-        ..TableScrub::default()
-    };
-    let mut previous: Option<&[u8]> = None;
-    let mut out_of_order = 0u64;
-    let mut failed = None;
-    for item in dbi.iter(txn).map_err(lmdb_err("scrub"))? {
-        let (key, stored) = match item {
-            Ok(entry) => entry,
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        };
+fn first_pages(pages: &[u64]) -> String {
+    let mut s = pages
+        .iter()
+        .take(10)
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pages.len() > 10 {
+        s.push_str(", ...");
+    }
+    s
+}
+
+struct Scrub<'p> {
+    report: ScrubReport,
+    /// Entries and bytes walked, over all tables.
+    walked: (u64, u64),
+    progress: &'p mut dyn FnMut(ScrubProgress<'_>),
+}
+
+impl Scrub<'_> {
+    fn line(&self, name: &str, record: &TreeRecord) -> TableScrub {
+        TableScrub {
+            name: name.to_owned(),
+            lmdb_entries: record.entries,
+            ..TableScrub::default()
+        }
+    }
+
+    fn table(&mut self, walker: &mut Walker<'_>, name: &str, record: &TreeRecord, format: u32) {
+        let seed = Seed::of_table(name);
+        let mut line = self.line(name, record);
+        let walk = walker.walk(record, KeyOrder::Bytes, &mut |e| {
+            self.entry(&mut line, format, seed, e.key, e.data, e.reachable);
+        });
+        self.finish(line, walk);
+    }
+
+    fn entry(
+        &mut self,
+        line: &mut TableScrub,
+        format: u32,
+        seed: Seed,
+        key: &[u8],
+        stored: &[u8],
+        reachable: bool,
+    ) {
         line.entries += 1;
         line.bytes += (key.len() + stored.len()) as u64;
-        if previous.is_some_and(|p| p >= key) {
-            out_of_order += 1;
-        }
-        previous = Some(key);
-        let damage = if open_stored(format, table.seed, key, stored).is_none() {
+        let damage = if open_stored(format, seed, key, stored).is_none() {
             Some(DamageKind::Checksum)
         } else {
-            // The same entry, at the same place in the map, or the lookup went astray.
-            let found = dbi.get(txn, key).ok().flatten();
-            (found.map(<[u8]>::as_ptr) != Some(stored.as_ptr())).then_some(DamageKind::Unreachable)
+            (!reachable).then_some(DamageKind::Unreachable)
         };
         if let Some(reason) = damage {
             line.damaged += 1;
-            if report.damaged.len() < MAX_LISTED_DAMAGE {
-                report.damaged.push(DamagedEntry {
-                    table: table.name.clone(),
+            if self.report.damaged.len() < MAX_LISTED_DAMAGE {
+                self.report.damaged.push(DamagedEntry {
+                    table: line.name.clone(),
                     key: key.to_vec(),
                     reason,
                 });
             }
         }
-        walked.0 += 1;
-        walked.1 += (key.len() + stored.len()) as u64;
-        if walked.0.is_multiple_of(PROGRESS_EVERY) {
-            progress(ScrubProgress {
-                table: &table.name,
-                entries: walked.0,
-                bytes: walked.1,
+        self.walked.0 += 1;
+        self.walked.1 += (key.len() + stored.len()) as u64;
+        if self.walked.0.is_multiple_of(PROGRESS_EVERY) {
+            (self.progress)(ScrubProgress {
+                table: &line.name,
+                entries: self.walked.0,
+                bytes: self.walked.1,
             });
         }
     }
-    if let Some(e) = failed {
-        report.structure.push(format!(
-            "LMDB failed walking table {:?} after {} entries: {e}",
-            table.name, line.entries
-        ));
-    } else if line.entries != line.lmdb_entries {
-        report.structure.push(format!(
-            "table {:?}: {} entries walked, LMDB counts {}",
-            table.name, line.entries, line.lmdb_entries
-        ));
+
+    fn finish(&mut self, mut line: TableScrub, walk: TreeWalk) {
+        line.depth = u32::from(walk.depth);
+        line.pages = walk.branch_pages + walk.leaf_pages + walk.overflow_pages;
+        let name = line.name.clone();
+        self.report.tables.push(line);
+        self.tree_damage(&name, walk);
     }
-    if out_of_order > 0 {
-        report.structure.push(format!(
-            "table {:?}: {out_of_order} keys out of order",
-            table.name
-        ));
+
+    fn tree_damage(&mut self, tree: &str, walk: TreeWalk) {
+        for damage in walk.damage {
+            if self.report.damaged_pages.len() < MAX_LISTED_DAMAGE {
+                self.report.damaged_pages.push(DamagedPage {
+                    page: damage.page,
+                    table: tree.to_owned(),
+                    reason: damage.reason,
+                    lost: damage.lost,
+                });
+            } else {
+                self.report
+                    .structure
+                    .push(format!("table {tree:?}: more damaged pages than listed"));
+                break;
+            }
+        }
+        for count in walk.counts {
+            self.report
+                .structure
+                .push(format!("table {tree:?}: {count}"));
+        }
     }
-    Ok(line)
 }

@@ -65,18 +65,13 @@ impl<'db> Snapshot<'db> {
         })
     }
 
-    /// Scrubs LMDB's state this snapshot reads. Tables without a handle in the catalog (a
-    /// drop since) are left out: opening a handle here could race the applier's.
+    /// Scrubs LMDB's state this snapshot reads; `None` when LMDB has already rewritten its
+    /// meta page (begin a new snapshot).
     pub(crate) fn scrub(
         &self,
         progress: &mut dyn FnMut(crate::ScrubProgress<'_>),
-    ) -> Result<crate::ScrubReport> {
-        let catalog = &self.engine.state.catalog;
-        self.engine.store.scrub(
-            self.lmdb(),
-            |name| catalog.get(name).and_then(|t| t.state.read().lmdb()),
-            progress,
-        )
+    ) -> Result<Option<crate::ScrubReport>> {
+        self.engine.store.scrub(self.lmdb(), progress)
     }
 
     fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {

@@ -1,0 +1,791 @@
+//! LMDB's data file read page by page with `pread`, never through LMDB's map: the scrub and
+//! the salvage walk a damaged file with this, so a damaged page is a finding, never a fault
+//! (LMDB trusts its pages: a zeroed or misdirected one makes it read out of bounds or abort).
+//!
+//! The format is LMDB 0.9's (`mdb.c` of the `lmdb-master-sys` heed links) on a 64-bit
+//! little-endian machine:
+//!
+//! ```text
+//! page header (16 bytes): pgno u64 | pad u16 | flags u16 | lower u16 | upper u16
+//!                         (an overflow page: pgno u64 | pad u16 | flags u16 | pages u32)
+//!                         then u16 offsets of its nodes, (lower - 16) / 2 of them
+//! node (8 bytes + key + data): lo u16 | hi u16 | flags u16 | ksize u16 | key | data
+//!   leaf: data size = lo | hi << 16; F_BIGDATA: data is the u64 first page of its overflow run
+//!   branch: child page = lo | hi << 16 | flags << 32
+//! meta (pages 0 and 1, at byte 16): magic u32 | version u32 | address u64 | mapsize u64 |
+//!   free tree | main tree | last_pg u64 | txnid u64
+//! tree record (48 bytes): pad u32 | flags u16 | depth u16 | branch u64 | leaf u64 |
+//!   overflow u64 | entries u64 | root u64
+//! ```
+//!
+//! Invariants a healthy file keeps, which the walk checks: every page a tree reaches is in
+//! `2..=last_pg`, names itself in its header, has the kind its place calls for and is
+//! reached once; keys ascend within a page and lie within the bounds the branch keys above
+//! give; every leaf is at the tree's depth; the pages and entries counted equal the tree
+//! record's; every page is in use by a tree or listed free, never both (LMDB's own
+//! `mdb_audit`).
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub(crate) const PAGE_HEADER: usize = 16;
+const NODE_HEADER: usize = 8;
+const META_LEN: usize = 136;
+pub(crate) const TREE_RECORD_LEN: usize = 48;
+const MAGIC: u32 = 0xBEEF_C0DE;
+const DATA_VERSION: u32 = 1;
+/// The root of an empty tree.
+pub(crate) const NO_ROOT: u64 = u64::MAX;
+const NUM_METAS: u64 = 2;
+
+const P_BRANCH: u16 = 0x01;
+const P_LEAF: u16 = 0x02;
+const P_OVERFLOW: u16 = 0x04;
+const P_META: u16 = 0x08;
+/// Flags a page on disk may carry besides its kind (`P_DIRTY`, `P_KEEP` are left set at
+/// times; `P_LOOSE` never reaches the file in a tree).
+const P_HARMLESS: u16 = 0x10 | 0x8000;
+
+const F_BIGDATA: u16 = 0x01;
+pub(crate) const F_SUBDATA: u16 = 0x02;
+const F_DUPDATA: u16 = 0x04;
+
+/// Tree flags walmdb never sets (`MDB_REVERSEKEY`, `MDB_DUPSORT`, `MDB_INTEGERKEY`,
+/// `MDB_DUPFIXED`, `MDB_INTEGERDUP`, `MDB_REVERSEDUP`): a tree that has one is damaged.
+const FOREIGN_TREE_FLAGS: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40;
+
+/// LMDB's cursors stop at this depth.
+const MAX_DEPTH: u16 = 32;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A B-tree's record: in a meta page (the free and main trees) or a main-tree entry (a
+/// named database).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TreeRecord {
+    pub flags: u16,
+    pub depth: u16,
+    pub branch_pages: u64,
+    pub leaf_pages: u64,
+    pub overflow_pages: u64,
+    pub entries: u64,
+    pub root: u64,
+}
+
+impl TreeRecord {
+    pub fn parse(b: &[u8]) -> Option<TreeRecord> {
+        Some(TreeRecord {
+            flags: u16_at(b, 4)?,
+            depth: u16_at(b, 6)?,
+            branch_pages: u64_at(b, 8)?,
+            leaf_pages: u64_at(b, 16)?,
+            overflow_pages: u64_at(b, 24)?,
+            entries: u64_at(b, 32)?,
+            root: u64_at(b, 40)?,
+        })
+    }
+
+    pub fn pages(&self) -> u64 {
+        self.branch_pages
+            .saturating_add(self.leaf_pages)
+            .saturating_add(self.overflow_pages)
+    }
+
+    /// Why the record cannot describe a tree of a file whose last page is `last_page`.
+    fn fault(&self, last_page: u64) -> Option<String> {
+        if self.flags & FOREIGN_TREE_FLAGS != 0 {
+            return Some(format!(
+                "its flags {:#06x} are ones walmdb never sets",
+                self.flags
+            ));
+        }
+        if self.root == NO_ROOT {
+            let empty = self.depth == 0 && self.entries == 0 && self.pages() == 0;
+            return (!empty).then(|| "an empty tree's record counts pages or entries".into());
+        }
+        if self.root < NUM_METAS || self.root > last_page {
+            return Some(format!("its root, page {}, is not a data page", self.root));
+        }
+        if self.depth == 0 || self.depth > MAX_DEPTH {
+            return Some(format!("its depth {} is impossible", self.depth));
+        }
+        None
+    }
+}
+
+/// A meta page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// 0 or 1.
+    pub page: u64,
+    pub txnid: u64,
+    pub last_page: u64,
+    pub free: TreeRecord,
+    pub main: TreeRecord,
+}
+
+/// `data.mdb`, read with `pread`.
+pub(crate) struct PageFile {
+    file: File,
+    page_size: usize,
+    pages_in_file: u64,
+}
+
+impl PageFile {
+    /// Opens `path` read-only and finds its page size in a meta page.
+    pub fn open(path: &Path) -> io::Result<PageFile> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut file = PageFile {
+            file,
+            page_size: 4096,
+            pages_in_file: 0,
+        };
+        // Meta 0's page size, else the size at which meta 1 is found.
+        let from_meta_0 = file
+            .read_at_most(PAGE_HEADER as u64, 32)
+            .ok()
+            .filter(|b| u32_at(b, 0) == Some(MAGIC))
+            .and_then(|b| u32_at(&b, 24))
+            .filter(|&s| s.is_power_of_two() && (512..=65536).contains(&s));
+        let size = from_meta_0.or_else(|| {
+            (9..=16).map(|shift| 1u32 << shift).find(|&s| {
+                file.read_at_most(s as u64 + PAGE_HEADER as u64, 4)
+                    .is_ok_and(|b| u32_at(&b, 0) == Some(MAGIC))
+            })
+        });
+        let Some(size) = size else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "neither meta page of LMDB's file holds LMDB's magic number",
+            ));
+        };
+        file.page_size = size as usize;
+        file.pages_in_file = len / size as u64;
+        Ok(file)
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn read_at_most(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        let mut done = 0;
+        while done < len {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Pages `first..first + count`, whole.
+    fn read(&self, first: u64, count: u64) -> Result<Vec<u8>, String> {
+        let end = first
+            .checked_add(count)
+            .filter(|&e| e <= self.pages_in_file);
+        if end.is_none() {
+            return Err(format!(
+                "pages {first}..{} lie past the end of the file ({} pages)",
+                first.saturating_add(count),
+                self.pages_in_file
+            ));
+        }
+        let len = count as usize * self.page_size;
+        let buf = self
+            .read_at_most(first * self.page_size as u64, len)
+            .map_err(|e| format!("reading page {first}: {e}"))?;
+        if buf.len() < len {
+            return Err(format!("page {first} is cut short by the end of the file"));
+        }
+        Ok(buf)
+    }
+
+    /// Meta page `page` (0 or 1), or why it is not one.
+    pub fn meta(&self, page: u64) -> Result<Meta, String> {
+        let buf = self.read(page, 1)?;
+        let at = PAGE_HEADER;
+        let field = |off: usize| u64_at(&buf, at + off).unwrap_or(0);
+        if u64_at(&buf, 0) != Some(page) || u16_at(&buf, 10).map(|f| f & P_META) != Some(P_META) {
+            return Err("its header does not mark it as a meta page".into());
+        }
+        if u32_at(&buf, at) != Some(MAGIC) {
+            return Err("it lacks LMDB's magic number".into());
+        }
+        if u32_at(&buf, at + 4) != Some(DATA_VERSION) {
+            return Err(format!(
+                "it names LMDB data version {}",
+                u32_at(&buf, at + 4).unwrap_or(0)
+            ));
+        }
+        let record = |off: usize| TreeRecord::parse(&buf[at + off..at + off + TREE_RECORD_LEN]);
+        let (Some(free), Some(main)) = (record(24), record(72)) else {
+            return Err("it is cut short".into());
+        };
+        if u32_at(&buf, at + 24) != Some(self.page_size as u32) {
+            return Err(format!(
+                "it names page size {}, the other meta page {}",
+                u32_at(&buf, at + 24).unwrap_or(0),
+                self.page_size
+            ));
+        }
+        let meta = Meta {
+            page,
+            txnid: field(128),
+            last_page: field(120),
+            free,
+            main,
+        };
+        debug_assert!(at + META_LEN <= buf.len());
+        if meta.last_page < NUM_METAS - 1 || meta.last_page >= self.pages_in_file {
+            return Err(format!(
+                "its last page {} is not in the file ({} pages)",
+                meta.last_page, self.pages_in_file
+            ));
+        }
+        // The free tree's flags field holds the environment's flags.
+        let free_shape = TreeRecord { flags: 0, ..free };
+        if let Some(fault) = free_shape.fault(meta.last_page) {
+            return Err(format!("its free-page tree is impossible: {fault}"));
+        }
+        if let Some(fault) = main.fault(meta.last_page) {
+            return Err(format!("its main tree is impossible: {fault}"));
+        }
+        Ok(meta)
+    }
+}
+
+/// One bit per page.
+struct PageSet(Vec<u64>);
+
+impl PageSet {
+    fn new(pages: u64) -> PageSet {
+        PageSet(vec![0; pages.div_ceil(64) as usize])
+    }
+
+    /// Adds `page`; false if it was there.
+    fn insert(&mut self, page: u64) -> bool {
+        let (word, bit) = ((page / 64) as usize, 1u64 << (page % 64));
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+
+    fn contains(&self, page: u64) -> bool {
+        self.0[(page / 64) as usize] & (1u64 << (page % 64)) != 0
+    }
+}
+
+/// Keys a damaged page or value may have held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostKeys {
+    /// None: the damage is in bytes LMDB ignores when it reads, and every entry was read.
+    Nothing,
+    /// This key's value.
+    Key(Vec<u8>),
+    /// Any key from `from` (inclusive, `None`: the first) to `to` (exclusive, `None`: the
+    /// last).
+    Range {
+        /// The first key the range may hold.
+        from: Option<Vec<u8>>,
+        /// The key the range ends before.
+        to: Option<Vec<u8>>,
+    },
+}
+
+/// A page the walk could not use, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PageDamage {
+    pub page: u64,
+    pub reason: String,
+    pub lost: LostKeys,
+}
+
+/// A leaf entry as the walk found it.
+pub(crate) struct LeafEntry<'a> {
+    pub key: &'a [u8],
+    pub flags: u16,
+    pub data: &'a [u8],
+    /// Whether a lookup of the key finds this entry: the key ascends from the page's
+    /// previous key and lies within the bounds the branch keys above it give.
+    pub reachable: bool,
+}
+
+/// What one tree's walk counted, and the pages it could not use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TreeWalk {
+    pub depth: u16,
+    pub branch_pages: u64,
+    pub leaf_pages: u64,
+    pub overflow_pages: u64,
+    pub entries: u64,
+    pub damage: Vec<PageDamage>,
+    /// Disagreements with the tree's record, when no page was damaged (a damaged page
+    /// explains them).
+    pub counts: Vec<String>,
+}
+
+/// How a tree orders its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyOrder {
+    /// Bytewise (`memcmp`, then length): the main tree and walmdb's tables.
+    Bytes,
+    /// Native `u64` (the free-page tree's transaction ids).
+    Integer,
+}
+
+impl KeyOrder {
+    fn cmp(self, a: &[u8], b: &[u8]) -> Ordering {
+        match self {
+            KeyOrder::Bytes => a.cmp(b),
+            KeyOrder::Integer => match (u64_at(a, 0), u64_at(b, 0)) {
+                (Some(x), Some(y)) if a.len() == 8 && b.len() == 8 => x.cmp(&y),
+                _ => a.cmp(b),
+            },
+        }
+    }
+}
+
+struct Visit {
+    page: u64,
+    level: u16,
+    from: Option<Vec<u8>>,
+    to: Option<Vec<u8>>,
+}
+
+/// Walks the trees of one meta page, marking every page it reaches.
+pub(crate) struct Walker<'f> {
+    file: &'f PageFile,
+    pub meta: Meta,
+    used: PageSet,
+}
+
+impl<'f> Walker<'f> {
+    pub fn new(file: &'f PageFile, meta: Meta) -> Walker<'f> {
+        Walker {
+            file,
+            meta,
+            used: PageSet::new(meta.last_page + 1),
+        }
+    }
+
+    /// Walks the tree `record` describes in key order, handing `visit` each leaf entry it
+    /// can read (a value on overflow pages read whole).
+    pub fn walk(
+        &mut self,
+        record: &TreeRecord,
+        order: KeyOrder,
+        visit: &mut dyn FnMut(LeafEntry<'_>),
+    ) -> TreeWalk {
+        let mut walk = TreeWalk::default();
+        if let Some(fault) = record.fault(self.meta.last_page) {
+            walk.damage.push(PageDamage {
+                page: record.root,
+                reason: format!("the tree's record is damaged: {fault}"),
+                lost: LostKeys::Range {
+                    from: None,
+                    to: None,
+                },
+            });
+            return walk;
+        }
+        if record.root == NO_ROOT {
+            return walk;
+        }
+        let mut stack = vec![Visit {
+            page: record.root,
+            level: 1,
+            from: None,
+            to: None,
+        }];
+        while let Some(v) = stack.pop() {
+            let lost = || LostKeys::Range {
+                from: v.from.clone(),
+                to: v.to.clone(),
+            };
+            let page = match self
+                .claim(v.page, 1)
+                .and_then(|()| self.file.read(v.page, 1))
+            {
+                Ok(page) => page,
+                Err(reason) => {
+                    walk.damage.push(PageDamage {
+                        page: v.page,
+                        reason,
+                        lost: lost(),
+                    });
+                    continue;
+                }
+            };
+            let nodes = match self.nodes(&page, v.page) {
+                Ok((nodes, ignored)) => {
+                    if let Some(reason) = ignored {
+                        walk.damage.push(PageDamage {
+                            page: v.page,
+                            reason,
+                            lost: LostKeys::Nothing,
+                        });
+                    }
+                    nodes
+                }
+                Err(reason) => {
+                    walk.damage.push(PageDamage {
+                        page: v.page,
+                        reason,
+                        lost: lost(),
+                    });
+                    continue;
+                }
+            };
+            let flags = u16_at(&page, 10).unwrap_or(0);
+            let is_leaf = flags & P_LEAF != 0;
+            if is_leaf != (v.level == record.depth) {
+                walk.damage.push(PageDamage {
+                    page: v.page,
+                    reason: format!(
+                        "a {} page at level {} of a tree of depth {}",
+                        if is_leaf { "leaf" } else { "branch" },
+                        v.level,
+                        record.depth
+                    ),
+                    lost: lost(),
+                });
+                continue;
+            }
+            walk.depth = walk.depth.max(v.level);
+            let in_bounds = |key: &[u8]| {
+                v.from
+                    .as_deref()
+                    .is_none_or(|f| order.cmp(key, f) != Ordering::Less)
+                    && v.to
+                        .as_deref()
+                        .is_none_or(|t| order.cmp(key, t) == Ordering::Less)
+            };
+            if is_leaf {
+                walk.leaf_pages += 1;
+                let mut previous: Option<&[u8]> = None;
+                for &(at, ksize, dsize) in &nodes {
+                    let node_flags = u16_at(&page, at + 4).unwrap_or(0);
+                    let key = &page[at + NODE_HEADER..at + NODE_HEADER + ksize];
+                    let in_order = previous.is_none_or(|p| order.cmp(p, key) == Ordering::Less);
+                    if in_order {
+                        previous = Some(key);
+                    }
+                    let reachable = in_order && in_bounds(key);
+                    walk.entries += 1;
+                    let data_at = at + NODE_HEADER + ksize;
+                    if node_flags & F_BIGDATA != 0 {
+                        let first = u64_at(&page, data_at).unwrap_or(0);
+                        match self.overflow(first, dsize) {
+                            Ok(value) => {
+                                walk.overflow_pages += overflow_pages(dsize, self.file.page_size);
+                                visit(LeafEntry {
+                                    key,
+                                    flags: node_flags,
+                                    data: &value,
+                                    reachable,
+                                });
+                            }
+                            Err(reason) => walk.damage.push(PageDamage {
+                                page: first,
+                                reason: format!("the overflow value at page {first}: {reason}"),
+                                lost: LostKeys::Key(key.to_vec()),
+                            }),
+                        }
+                    } else {
+                        visit(LeafEntry {
+                            key,
+                            flags: node_flags,
+                            data: &page[data_at..data_at + dsize],
+                            reachable,
+                        });
+                    }
+                }
+            } else {
+                walk.branch_pages += 1;
+                let keys: Vec<&[u8]> = nodes
+                    .iter()
+                    .map(|&(at, ksize, _)| &page[at + NODE_HEADER..at + NODE_HEADER + ksize])
+                    .collect();
+                // Branch key 0 is never compared: child 0 takes everything below key 1.
+                let ordered = keys
+                    .windows(2)
+                    .skip(1)
+                    .all(|w| order.cmp(w[0], w[1]) == Ordering::Less)
+                    && keys.iter().skip(1).all(|k| in_bounds(k));
+                if !ordered {
+                    walk.damage.push(PageDamage {
+                        page: v.page,
+                        reason: "its branch keys are out of order or outside its bounds".into(),
+                        lost: lost(),
+                    });
+                    continue;
+                }
+                for (i, &(at, _, _)) in nodes.iter().enumerate().rev() {
+                    let child = u64::from(u16_at(&page, at).unwrap_or(0))
+                        | u64::from(u16_at(&page, at + 2).unwrap_or(0)) << 16
+                        | u64::from(u16_at(&page, at + 4).unwrap_or(0)) << 32;
+                    stack.push(Visit {
+                        page: child,
+                        level: v.level + 1,
+                        from: if i == 0 {
+                            v.from.clone()
+                        } else {
+                            Some(keys[i].to_vec())
+                        },
+                        to: keys.get(i + 1).map(|k| k.to_vec()).or_else(|| v.to.clone()),
+                    });
+                }
+            }
+        }
+        if walk.damage.iter().all(|d| d.lost == LostKeys::Nothing) {
+            let counted = [
+                ("entries", walk.entries, record.entries),
+                ("branch pages", walk.branch_pages, record.branch_pages),
+                ("leaf pages", walk.leaf_pages, record.leaf_pages),
+                ("overflow pages", walk.overflow_pages, record.overflow_pages),
+                ("levels", u64::from(walk.depth), u64::from(record.depth)),
+            ];
+            for (what, found, recorded) in counted {
+                if found != recorded {
+                    walk.counts.push(format!(
+                        "{found} {what} walked, its record counts {recorded}"
+                    ));
+                }
+            }
+        }
+        walk
+    }
+
+    /// Marks pages `first..first + count` in use; an error if one is not a data page of
+    /// this meta's file or is already in use.
+    fn claim(&mut self, first: u64, count: u64) -> Result<(), String> {
+        let last = first.saturating_add(count - 1);
+        if first < NUM_METAS || last > self.meta.last_page {
+            return Err(format!(
+                "page {first} is not a data page (pages 2..={})",
+                self.meta.last_page
+            ));
+        }
+        for page in first..=last {
+            if !self.used.insert(page) {
+                return Err(format!("page {page} is reached twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes of branch or leaf page `pgno`: (offset, key size, inline data size), and
+    /// damage in bytes LMDB ignores when it reads (the page is read all the same).
+    #[allow(clippy::type_complexity)]
+    fn nodes(
+        &self,
+        page: &[u8],
+        pgno: u64,
+    ) -> Result<(Vec<(usize, usize, usize)>, Option<String>), String> {
+        let size = page.len();
+        let header = (
+            u64_at(page, 0).unwrap_or(0),
+            u16_at(page, 10).unwrap_or(0),
+            u16_at(page, 12).unwrap_or(0) as usize,
+            u16_at(page, 14).unwrap_or(0) as usize,
+        );
+        let (named, flags, lower, upper) = header;
+        if named != pgno {
+            return Err(format!("its header names page {named}"));
+        }
+        let kind = flags & !P_HARMLESS;
+        if kind != P_BRANCH && kind != P_LEAF {
+            return Err(format!(
+                "its flags {flags:#06x} are not a branch's or a leaf's"
+            ));
+        }
+        if lower < PAGE_HEADER || !lower.is_multiple_of(2) || lower > upper || upper > size {
+            return Err(format!("its free space {lower}..{upper} is impossible"));
+        }
+        let count = (lower - PAGE_HEADER) / 2;
+        if count == 0 {
+            return Err("it holds no entries".into());
+        }
+        let mut nodes = Vec::with_capacity(count);
+        let mut ignored = None;
+        for i in 0..count {
+            let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0) as usize;
+            if at < upper || !at.is_multiple_of(2) || at + NODE_HEADER > size {
+                return Err(format!("entry {i} lies at impossible offset {at}"));
+            }
+            let node_flags = u16_at(page, at + 4).unwrap_or(0);
+            let ksize = u16_at(page, at + 6).unwrap_or(0) as usize;
+            let dsize = u16_at(page, at).unwrap_or(0) as usize
+                | (u16_at(page, at + 2).unwrap_or(0) as usize) << 16;
+            // LMDB reads only the flags it knows; F_DUPDATA would make it read a sub-tree.
+            if kind == P_LEAF && node_flags & F_DUPDATA != 0 {
+                return Err(format!("entry {i} is marked as holding duplicates"));
+            }
+            if kind == P_LEAF && node_flags & !(F_BIGDATA | F_SUBDATA) != 0 && ignored.is_none() {
+                ignored = Some(format!("entry {i} has unknown flags {node_flags:#06x}"));
+            }
+            let inline = match kind {
+                P_BRANCH => 0,
+                _ if node_flags & F_BIGDATA != 0 => 8,
+                _ => dsize,
+            };
+            if at + NODE_HEADER + ksize + inline > size {
+                return Err(format!("entry {i} runs past the end of the page"));
+            }
+            nodes.push((at, ksize, dsize));
+        }
+        Ok((nodes, ignored))
+    }
+
+    /// The value of `len` bytes on the overflow pages from `first`.
+    fn overflow(&mut self, first: u64, len: usize) -> Result<Vec<u8>, String> {
+        let count = overflow_pages(len, self.file.page_size);
+        self.claim(first, count)?;
+        let mut pages = self.file.read(first, count)?;
+        let named = u64_at(&pages, 0).unwrap_or(0);
+        let flags = u16_at(&pages, 10).unwrap_or(0);
+        let run = u32_at(&pages, 12).unwrap_or(0);
+        if named != first || flags & !P_HARMLESS != P_OVERFLOW || u64::from(run) != count {
+            return Err(format!(
+                "its header (page {named}, flags {flags:#06x}, {run} pages) is not an overflow run of {count}"
+            ));
+        }
+        pages.truncate(PAGE_HEADER + len);
+        pages.drain(..PAGE_HEADER);
+        Ok(pages)
+    }
+
+    /// Walks the free-page tree and checks that every page up to the last is either in use
+    /// by a tree walked so far or listed free, never both. Call after walking every tree.
+    pub fn account(&mut self) -> FreeAccount {
+        let mut account = FreeAccount::default();
+        let mut free = PageSet::new(self.meta.last_page + 1);
+        let mut listed = Vec::new();
+        let record = self.meta.free;
+        let record = TreeRecord { flags: 0, ..record };
+        let walk = self.walk(&record, KeyOrder::Integer, &mut |e| {
+            // An id list: a count, then that many page numbers.
+            let count = u64_at(e.data, 0).unwrap_or(u64::MAX);
+            let fits = count
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(8))
+                .is_some_and(|n| n as usize == e.data.len());
+            if !fits {
+                listed.push(Err(format!(
+                    "a free list of transaction {} is {} bytes for {count} pages",
+                    u64_at(e.key, 0).unwrap_or(0),
+                    e.data.len()
+                )));
+                return;
+            }
+            for i in 1..=count as usize {
+                listed.push(Ok(u64_at(e.data, i * 8).unwrap_or(0)));
+            }
+        });
+        account.tree = walk;
+        for entry in listed {
+            match entry {
+                Ok(page) if page < NUM_METAS || page > self.meta.last_page => account
+                    .problems
+                    .push(format!("page {page} is listed free but is not a data page")),
+                Ok(page) if !free.insert(page) => account
+                    .problems
+                    .push(format!("page {page} is listed free twice")),
+                Ok(page) if self.used.contains(page) => {
+                    account.both.push(page);
+                }
+                Ok(_) => account.free += 1,
+                Err(problem) => account.problems.push(problem),
+            }
+        }
+        for page in NUM_METAS..=self.meta.last_page {
+            if self.used.contains(page) {
+                account.in_use += 1;
+            } else if !free.contains(page) {
+                account.unaccounted.push(page);
+            }
+        }
+        account
+    }
+}
+
+/// The pages of a file: in use, free, and neither or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FreeAccount {
+    pub tree: TreeWalk,
+    pub in_use: u64,
+    pub free: u64,
+    /// Pages in use and listed free: a write could overwrite data that is still read.
+    pub both: Vec<u64>,
+    /// Pages neither in use nor free: lost to a damaged tree or free list.
+    pub unaccounted: Vec<u64>,
+    pub problems: Vec<String>,
+}
+
+/// Pages an overflow value of `len` bytes spans (LMDB's `OVPAGES`).
+fn overflow_pages(len: usize, page_size: usize) -> u64 {
+    ((PAGE_HEADER - 1 + len) / page_size + 1) as u64
+}
+
+/// The meta page to walk: the one of transaction `txnid` when given (read twice, equal,
+/// so a meta being rewritten is never used), else the newest sound one. Also the reasons
+/// each unsound meta page is.
+pub(crate) fn choose_meta(
+    file: &PageFile,
+    txnid: Option<u64>,
+) -> (Option<Meta>, Vec<(u64, String)>) {
+    let mut sound = Vec::new();
+    let mut faults = Vec::new();
+    for page in 0..NUM_METAS {
+        match file.meta(page) {
+            Ok(meta) => sound.push(meta),
+            Err(reason) => faults.push((page, reason)),
+        }
+    }
+    let chosen = match txnid {
+        Some(id) => sound
+            .into_iter()
+            .find(|m| m.txnid == id && file.meta(m.page).as_ref() == Ok(m)),
+        None => sound.into_iter().max_by_key(|m| m.txnid),
+    };
+    (chosen, faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_runs_match_lmdbs_arithmetic() {
+        // OVPAGES(size, psize) = (PAGEHDRSZ - 1 + size) / psize + 1
+        assert_eq!(overflow_pages(1, 4096), 1);
+        assert_eq!(overflow_pages(4096 - 16, 4096), 1);
+        assert_eq!(overflow_pages(4096 - 15, 4096), 2);
+    }
+
+    #[test]
+    fn integer_keys_order_as_numbers() {
+        let (a, b) = (2u64.to_le_bytes(), 256u64.to_le_bytes());
+        assert_eq!(KeyOrder::Integer.cmp(&a, &b), Ordering::Less);
+        assert_eq!(KeyOrder::Bytes.cmp(&a, &b), Ordering::Greater);
+    }
+}
