@@ -62,6 +62,9 @@ mod txn;
 // Read-only inspection for tools (`walmdb verify`, `dump`, `stats`).
 pub mod inspect;
 
+// Repair of a database whose LMDB file is damaged (`walmdb repair`).
+mod repair;
+
 /// What the loom models (`loom-tests/`) need of the internals; loom builds only.
 #[cfg(walmdb_loom)]
 #[doc(hidden)]
@@ -83,6 +86,7 @@ pub use ops::restore::{
     recovery_points, recovery_points_on, restore, RecoveryPoints, RestoreOptions, RestoreReport,
     RestoreTarget,
 };
+pub use repair::{repair, Loss, RepairMethod, RepairOptions, RepairReport};
 pub use store::pages::LostKeys;
 pub use store::scrub::{
     DamageKind, DamagedEntry, DamagedPage, PageFigures, ScrubProgress, ScrubReport, TableScrub,

@@ -31,8 +31,10 @@ const ORDER: &[&str] = &[
     "txn",
     "ops",
     "db",
-    // Read-only inspection for tools; the loom models' entry (loom builds only).
+    // Read-only inspection for tools; repair of a damaged database, which reads with it;
+    // the loom models' entry (loom builds only).
     "inspect",
+    "repair",
     "loom_support",
 ];
 

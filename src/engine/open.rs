@@ -239,7 +239,7 @@ impl Running {
 
 /// Takes the exclusive lock on `<dir>/LOCK` (an `flock`: the kernel drops it when the
 /// process dies), so two engines never write one log.
-fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     let path = crate::layout::lock_file(dir);
     let file = crate::layout::open_private(&path)?;
     match file.try_lock() {

@@ -274,7 +274,7 @@ impl PageFile {
 }
 
 /// One bit per page.
-struct PageSet(Vec<u64>);
+pub(crate) struct PageSet(Vec<u64>);
 
 impl PageSet {
     fn new(pages: u64) -> PageSet {
@@ -289,7 +289,7 @@ impl PageSet {
         fresh
     }
 
-    fn contains(&self, page: u64) -> bool {
+    pub fn contains(&self, page: u64) -> bool {
         self.0[(page / 64) as usize] & (1u64 << (page % 64)) != 0
     }
 }
@@ -321,6 +321,8 @@ pub(crate) struct PageDamage {
 
 /// A leaf entry as the walk found it.
 pub(crate) struct LeafEntry<'a> {
+    /// The leaf page it is on.
+    pub page: u64,
     pub key: &'a [u8],
     pub flags: u16,
     pub data: &'a [u8],
@@ -498,6 +500,7 @@ impl<'f> Walker<'f> {
                             Ok(value) => {
                                 walk.overflow_pages += overflow_pages(dsize, self.file.page_size);
                                 visit(LeafEntry {
+                                    page: v.page,
                                     key,
                                     flags: node_flags,
                                     data: &value,
@@ -512,6 +515,7 @@ impl<'f> Walker<'f> {
                         }
                     } else {
                         visit(LeafEntry {
+                            page: v.page,
                             key,
                             flags: node_flags,
                             data: &page[data_at..data_at + dsize],
@@ -734,7 +738,8 @@ pub(crate) struct FreeAccount {
     pub tree: TreeWalk,
     pub in_use: u64,
     pub free: u64,
-    /// Pages in use and listed free: a write could overwrite data that is still read.
+    /// Pages in use and listed free: a write could overwrite data that is still read, or a
+    /// damaged pointer reaches a stale page.
     pub both: Vec<u64>,
     /// Pages neither in use nor free: lost to a damaged tree or free list.
     pub unaccounted: Vec<u64>,

@@ -26,6 +26,8 @@ pub(super) struct Candidate {
     last_lsn: Lsn,
     /// Where and why its frames are damaged.
     damage: Option<(u64, String)>,
+    /// The damage is a torn tail: no valid frame follows it.
+    torn_tail: bool,
 }
 
 fn examine(path: &Path) -> Result<Option<Candidate>> {
@@ -47,6 +49,7 @@ fn examine(path: &Path) -> Result<Option<Candidate>> {
         header,
         timeline: header.lineage.timeline,
         last_lsn: scan.last_lsn,
+        torn_tail: matches!(scan.end_kind, ScanEnd::Damaged(_)) && scan.after.is_empty(),
         damage,
     }))
 }
@@ -81,6 +84,7 @@ fn segment_files(
     backup_dir: &Path,
     manifest: &BackupManifest,
     archive: Option<&Path>,
+    live_log: Option<&Path>,
 ) -> Result<Vec<(PathBuf, (u32, u64))>> {
     let mut files: Vec<(PathBuf, (u32, u64))> = manifest
         .files
@@ -104,6 +108,24 @@ fn segment_files(
             .collect();
         names.sort();
         files.extend(names.into_iter().map(|(n, key)| (dir.join(n), key)));
+    }
+    if let Some(dir) = live_log {
+        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let no = parse_segment_file_name(e.file_name().to_str()?)?;
+                Some((no, e.path()))
+            })
+            .collect();
+        found.sort();
+        for (no, path) in found {
+            // The timeline its header names (a version-1 header: 1).
+            let timeline = match crate::wal::log::segment::read_header(&StdFs, &path)? {
+                Ok(h) => h.lineage.timeline,
+                Err(_) => manifest.lineage.timeline,
+            };
+            files.push((path, (timeline, no)));
+        }
     }
     Ok(files)
 }
@@ -191,6 +213,7 @@ pub(super) fn chain(
     backup_dir: &Path,
     manifest: &BackupManifest,
     archive: Option<&Path>,
+    live_log: Option<&Path>,
     follow: Option<u32>,
 ) -> Result<Chain> {
     let identity = identity(manifest, archive)?;
@@ -200,11 +223,24 @@ pub(super) fn chain(
     // Files whose header does not decode, by the timeline and number in their name: damage
     // only if the walk reaches them.
     let mut bad_headers: BTreeMap<(u32, u64), PathBuf> = BTreeMap::new();
-    for (path, key) in segment_files(backup_dir, manifest, archive)? {
-        let Some(c) = examine(&path)? else {
+    let files = segment_files(backup_dir, manifest, archive, live_log)?;
+    // The live log's last segment: a torn tail there is where the history ends, as opening
+    // the database would cut it.
+    let live_last = live_log.and_then(|dir| {
+        files
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, _)| p.clone())
+            .next_back()
+    });
+    for (path, key) in files {
+        let Some(mut c) = examine(&path)? else {
             bad_headers.insert(key, path);
             continue;
         };
+        if live_last.as_ref() == Some(&path) && c.torn_tail {
+            c.damage = None;
+        }
         let lineage = c.header.lineage;
         if lineage.is_known() && lineage.identity != identity {
             // Never part of this database's history, whatever its number.

@@ -53,6 +53,10 @@ pub struct RestoreOptions {
     /// the same database that descends from it (a restore of it), switching to it where it
     /// branched. Its first archived segment must be in the archive.
     pub timeline: Option<u32>,
+    /// A log directory of the database itself (its `wal/`), read as the archive is, for the
+    /// segments not yet archived: what `walmdb::repair` rolls forward with. A torn tail of
+    /// its last segment ends the history there, as opening the database would cut it.
+    pub live_log: Option<PathBuf>,
 }
 
 /// What a restore did.
@@ -118,7 +122,7 @@ pub fn recovery_points_on(
     timeline: Option<u32>,
 ) -> Result<RecoveryPoints> {
     let manifest = BackupManifest::read_verified(backup_dir)?;
-    let chain = chain(backup_dir, &manifest, archive, timeline)?;
+    let chain = chain(backup_dir, &manifest, archive, None, timeline)?;
     let mut last_lsn = manifest.lmdb_applied_lsn;
     let mut last_micros = None;
     let mut restore_points = Vec::new();
@@ -168,6 +172,7 @@ pub fn restore(
         backup_dir,
         &manifest,
         options.archive.as_deref(),
+        options.live_log.as_deref(),
         options.timeline,
     )?;
     let base = manifest.lmdb_applied_lsn;

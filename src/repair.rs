@@ -1,0 +1,583 @@
+//! Repair of a database whose LMDB file is damaged, into a new directory (the damaged one is
+//! only read, under its lock):
+//!
+//! - **From a backup** ([`RepairOptions::backup`]): the backup restored and rolled forward
+//!   with the archive and the damaged database's own log, to its last record.
+//! - **Salvage** (no backup): every entry of the damaged file whose checksum holds, read page
+//!   by page as the scrub reads it, copied into a fresh store whose applied LSN is set back to
+//!   the first record the damaged database's log still holds; opening then replays the whole
+//!   log over it. Replaying records the store already holds is harmless (a log record is a
+//!   blind put, delete, create or drop, so replaying a suffix of the history in order ends in
+//!   the same state), and it rewrites every key the log still holds, damaged or not. What
+//!   could not be saved is listed ([`Loss`]), with the keys of it the log wrote again.
+//!
+//! Either way the repaired store is scrubbed before the repair returns.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::EnvOpenOptions;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
+use crate::store::pages::{
+    choose_meta, KeyOrder, LostKeys, PageFile, TreeRecord, Walker, F_SUBDATA, TREE_RECORD_LEN,
+};
+use crate::store::scrub::ScrubReport;
+use crate::store::{
+    lmdb_err, lmdb_name, meta_seed, open_stored, stored_format, tables_seed, Seed, KEY_APPLIED,
+    KEY_FORMAT, META_DB, STORE_FORMAT_VERSION, TABLES_DB,
+};
+use crate::wal::{Op, Record};
+
+/// How to repair.
+#[derive(Debug, Clone, Default)]
+pub struct RepairOptions {
+    /// A backup of the database (`Db::backup`) to rebuild from; `None`: salvage.
+    pub backup: Option<PathBuf>,
+    /// The WAL archive (`WalConfig::archive`) to roll the backup forward with.
+    pub archive: Option<PathBuf>,
+    /// The configuration the repaired database is opened with once to replay.
+    pub config: Config,
+}
+
+/// How a database was repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairMethod {
+    /// From a backup, the archive and the damaged database's log.
+    Backup,
+    /// The damaged file's entries that verify, and the damaged database's log.
+    Salvage,
+}
+
+/// Entries a salvage could not save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loss {
+    /// The table (or `walmdb.meta`, `walmdb.tables`, `(main)` for LMDB's list of tables).
+    pub table: String,
+    /// The keys whose entries are lost.
+    pub keys: LostKeys,
+    /// Why.
+    pub reason: String,
+    /// Keys of `keys` that the log replayed over the salvage wrote (or the whole table,
+    /// when the log drops it): the repaired database holds them as of the log's end. A
+    /// single key the log rewrote is saved after all.
+    pub rewritten_by_log: u64,
+    /// The log drops the table after the salvaged state: nothing of it from before counts.
+    pub dropped_by_log: bool,
+}
+
+impl Loss {
+    /// True when the log gave the entries back (a single key it rewrote, or a table it
+    /// dropped).
+    pub fn is_recovered(&self) -> bool {
+        self.dropped_by_log || (matches!(self.keys, LostKeys::Key(_)) && self.rewritten_by_log > 0)
+    }
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// How.
+    pub method: RepairMethod,
+    /// The repaired database holds every commit through this LSN and none after.
+    pub repaired_lsn: Lsn,
+    /// The last LSN the damaged database's log holds (a commit past `repaired_lsn` that
+    /// the log holds was not replayed: a damaged log, see `RepairReport::is_complete`).
+    pub log_end: Lsn,
+    /// From a backup: the restore's report.
+    pub restore: Option<RestoreReport>,
+    /// Salvage: entries copied from the damaged file.
+    pub salvaged: u64,
+    /// Salvage: the applied LSN the salvaged store was given (the log replayed after it).
+    pub salvaged_lsn: Lsn,
+    /// Salvage: what could not be saved.
+    pub losses: Vec<Loss>,
+    /// The scrub of the repaired store.
+    pub scrub: ScrubReport,
+}
+
+impl RepairReport {
+    /// True when nothing is lost: every loss recovered by the log, and every commit the log
+    /// holds replayed.
+    pub fn is_complete(&self) -> bool {
+        self.losses.iter().all(Loss::is_recovered) && self.repaired_lsn >= self.log_end
+    }
+}
+
+/// Repairs the database in `damaged_dir` into `target_dir` (which must not exist or be
+/// empty); see the module documentation. The damaged database must be closed (its lock is
+/// held meanwhile) and is left as it is. An error leaves `target_dir` partly written.
+pub fn repair(
+    damaged_dir: &Path,
+    target_dir: &Path,
+    options: &RepairOptions,
+) -> Result<RepairReport> {
+    crate::ops::backup::require_empty(target_dir, "repair target directory")?;
+    let _lock = crate::engine::open::lock_dir(damaged_dir)?;
+    let span = tracing::info_span!("walmdb.repair", damaged = %damaged_dir.display());
+    let _entered = span.enter();
+    let live_log = crate::layout::wal_dir(damaged_dir);
+    let scan = crate::inspect::scan_log(&live_log)?;
+    let log_end = scan.readable(None).last_lsn.unwrap_or(0);
+    let mut config = options.config.clone();
+    config.wal.archive = None;
+    let report = match &options.backup {
+        Some(backup) => {
+            let restored = restore(
+                backup,
+                target_dir,
+                &RestoreTarget::Latest,
+                &RestoreOptions {
+                    archive: options.archive.clone(),
+                    config: config.clone(),
+                    timeline: scan.lineage()?.map(|l| l.timeline),
+                    live_log: Some(live_log),
+                },
+            )?;
+            RepairReport {
+                method: RepairMethod::Backup,
+                repaired_lsn: restored.restored_lsn,
+                log_end,
+                restore: Some(restored),
+                salvaged: 0,
+                salvaged_lsn: 0,
+                losses: Vec::new(),
+                scrub: ScrubReport::default(),
+            }
+        }
+        None => salvage(damaged_dir, target_dir, &scan, log_end, config)?,
+    };
+    let data = crate::layout::data_dir(target_dir);
+    let scrub = crate::inspect::scrub_store(&data, &mut |_| {})?.unwrap_or_default();
+    if !scrub.is_healthy() {
+        return Err(Error::Inconsistent {
+            path: target_dir.to_owned(),
+            reason: format!("the repaired store does not scrub clean: {scrub:?}"),
+        });
+    }
+    tracing::info!(
+        method = ?report.method,
+        repaired_lsn = report.repaired_lsn,
+        losses = report.losses.len(),
+        "repaired the database"
+    );
+    Ok(RepairReport { scrub, ..report })
+}
+
+/// A tree the damaged file's main tree lists.
+struct Tree {
+    lmdb_name: String,
+    record: Option<TreeRecord>,
+}
+
+fn salvage(
+    damaged_dir: &Path,
+    target_dir: &Path,
+    scan: &crate::inspect::LogScan,
+    log_end: Lsn,
+    config: Config,
+) -> Result<RepairReport> {
+    let path = crate::layout::lmdb_file(crate::layout::data_dir(damaged_dir));
+    let file = PageFile::open(&path).map_err(|e| Error::Inconsistent {
+        path: path.clone(),
+        reason: format!("nothing can be salvaged from LMDB's file: {e}"),
+    })?;
+    let (meta, _) = choose_meta(&file, None);
+    let Some(meta) = meta else {
+        return Err(Error::Inconsistent {
+            path,
+            reason: "nothing can be salvaged: neither meta page of LMDB's file is sound".into(),
+        });
+    };
+    let mut losses = Vec::new();
+    let lose = |losses: &mut Vec<Loss>, table: &str, keys: LostKeys, reason: String| {
+        losses.push(Loss {
+            table: table.to_owned(),
+            keys,
+            reason,
+            rewritten_by_log: 0,
+            dropped_by_log: false,
+        })
+    };
+
+    // A first walk finds pages that are both in use and free: a damaged pointer can reach a
+    // stale page, whose entries verify but are old. Their entries are not salvaged.
+    let suspect: HashSet<u64> = {
+        let mut walker = Walker::new(&file, meta);
+        let trees = main_trees(&mut walker, &mut Vec::new());
+        for tree in trees.iter().filter_map(|t| t.record) {
+            walker.walk(&tree, KeyOrder::Bytes, &mut |_| {});
+        }
+        walker.account().both.into_iter().collect()
+    };
+
+    let mut walker = Walker::new(&file, meta);
+    let mut main_damage = Vec::new();
+    let trees = main_trees(&mut walker, &mut main_damage);
+    for (keys, reason) in main_damage {
+        lose(
+            &mut losses,
+            "(main)",
+            keys,
+            format!("tables named here may be missing: {reason}"),
+        );
+    }
+    let find = |name: &str| trees.iter().find(|t| t.lmdb_name == name);
+
+    // walmdb.meta: the format and the applied LSN.
+    let mut format = STORE_FORMAT_VERSION;
+    let mut stored_applied = None;
+    match find(META_DB).and_then(|t| t.record) {
+        Some(record) => {
+            let mut entries = Vec::new();
+            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+                entries.push((e.key.to_vec(), e.data.to_vec()));
+            });
+            for d in walk
+                .damage
+                .into_iter()
+                .filter(|d| d.lost != LostKeys::Nothing)
+            {
+                lose(
+                    &mut losses,
+                    META_DB,
+                    d.lost,
+                    format!("page {}: {}", d.page, d.reason),
+                );
+            }
+            if let Some((_, stored)) = entries.iter().find(|(k, _)| k == KEY_FORMAT) {
+                format = stored_format(stored).unwrap_or(STORE_FORMAT_VERSION);
+            }
+            if let Some((key, stored)) = entries.iter().find(|(k, _)| k == KEY_APPLIED) {
+                stored_applied = open_stored(format, meta_seed(), key, stored)
+                    .and_then(|v| Some(u64::from_le_bytes(v.try_into().ok()?)));
+            }
+        }
+        None => lose(
+            &mut losses,
+            META_DB,
+            LostKeys::Range {
+                from: None,
+                to: None,
+            },
+            "LMDB's main tree does not reach it".into(),
+        ),
+    }
+    // The log replays from its first record: every key it holds is written again.
+    let first_in_log = scan.readable(None).first_lsn;
+    let salvaged_lsn = match (first_in_log, stored_applied) {
+        (Some(first), Some(applied)) => applied.min(first.saturating_sub(1)),
+        (Some(first), None) => first.saturating_sub(1),
+        (None, Some(applied)) => applied,
+        (None, None) => 0,
+    };
+    if stored_applied.is_none() {
+        lose(
+            &mut losses,
+            META_DB,
+            LostKeys::Key(KEY_APPLIED.to_vec()),
+            format!("the applied LSN is lost; the log is replayed after LSN {salvaged_lsn}"),
+        );
+    }
+
+    // The tables: listed, and any LMDB holds under walmdb's prefix.
+    let mut tables: BTreeMap<String, Lsn> = BTreeMap::new();
+    match find(TABLES_DB).and_then(|t| t.record) {
+        Some(record) => {
+            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+                let created = open_stored(format, tables_seed(), e.key, e.data)
+                    .and_then(|v| Some(u64::from_le_bytes(v.try_into().ok()?)));
+                match (std::str::from_utf8(e.key), created) {
+                    (Ok(name), Some(lsn)) => {
+                        tables.insert(name.to_owned(), lsn);
+                    }
+                    _ => lose(
+                        &mut losses,
+                        TABLES_DB,
+                        LostKeys::Key(e.key.to_vec()),
+                        "checksum fails".into(),
+                    ),
+                }
+            });
+            for d in walk
+                .damage
+                .into_iter()
+                .filter(|d| d.lost != LostKeys::Nothing)
+            {
+                lose(
+                    &mut losses,
+                    TABLES_DB,
+                    d.lost,
+                    format!("page {}: {}", d.page, d.reason),
+                );
+            }
+        }
+        None => lose(
+            &mut losses,
+            TABLES_DB,
+            LostKeys::Range {
+                from: None,
+                to: None,
+            },
+            "LMDB's main tree does not reach it".into(),
+        ),
+    }
+    for tree in &trees {
+        if let Some(name) = tree
+            .lmdb_name
+            .strip_prefix(crate::layout::LMDB_TABLE_PREFIX)
+        {
+            // Not listed: created since the list was damaged, or emptied by a drop.
+            tables.entry(name.to_owned()).or_insert(0);
+        }
+    }
+
+    // The fresh store.
+    let data = crate::layout::data_dir(target_dir);
+    crate::layout::create_private_dir(target_dir)?;
+    crate::layout::create_private_dir(&data)?;
+    let map_size = (file.page_size() as u64 * (meta.last_page + 1))
+        .saturating_mul(2)
+        .max(64 << 20)
+        .next_multiple_of(1 << 20);
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(map_size as usize)
+        .max_dbs(tables.len() as u32 + 2);
+    // SAFETY: a new environment in a directory this call created, opened once.
+    let env = unsafe { opts.open(&data) }.map_err(lmdb_err("open the repaired store"))?;
+    let mut salvaged = 0u64;
+    let mut wtxn = env.write_txn().map_err(lmdb_err("begin write"))?;
+    let meta_db = env
+        .create_database::<Bytes, Bytes>(&mut wtxn, Some(META_DB))
+        .map_err(lmdb_err("create"))?;
+    let mut buf = Vec::new();
+    meta_seed().seal(&mut buf, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
+    meta_db
+        .put(&mut wtxn, KEY_FORMAT, &buf)
+        .map_err(lmdb_err("write"))?;
+    meta_seed().seal(&mut buf, KEY_APPLIED, &salvaged_lsn.to_le_bytes());
+    meta_db
+        .put(&mut wtxn, KEY_APPLIED, &buf)
+        .map_err(lmdb_err("write"))?;
+    let list_db = env
+        .create_database::<Bytes, Bytes>(&mut wtxn, Some(TABLES_DB))
+        .map_err(lmdb_err("create"))?;
+    for (name, created) in &tables {
+        tables_seed().seal(&mut buf, name.as_bytes(), &created.to_le_bytes());
+        list_db
+            .put(&mut wtxn, name.as_bytes(), &buf)
+            .map_err(lmdb_err("write"))?;
+    }
+    wtxn.commit().map_err(lmdb_err("commit"))?;
+
+    for name in tables.keys() {
+        let lmdb = lmdb_name(name);
+        let Some(record) = find(&lmdb).and_then(|t| t.record) else {
+            lose(
+                &mut losses,
+                name,
+                LostKeys::Range {
+                    from: None,
+                    to: None,
+                },
+                "LMDB's main tree does not reach the table".into(),
+            );
+            continue;
+        };
+        let seed = Seed::of_table(name);
+        // The table is created in a transaction of its own: its handle is then valid in the
+        // transactions that fill it.
+        let mut txn = env.write_txn().map_err(lmdb_err("begin write"))?;
+        let db = env
+            .create_database::<Bytes, Bytes>(&mut txn, Some(&lmdb))
+            .map_err(lmdb_err("create"))?;
+        txn.commit().map_err(lmdb_err("commit"))?;
+        let mut wtxn = Some(env.write_txn().map_err(lmdb_err("begin write"))?);
+        let mut failed = None;
+        let mut in_txn = 0u64;
+        let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+            if failed.is_some() {
+                return;
+            }
+            if suspect.contains(&e.page) {
+                lose(
+                    &mut losses,
+                    name,
+                    LostKeys::Key(e.key.to_vec()),
+                    format!(
+                        "page {} is also listed free: its entry may be stale",
+                        e.page
+                    ),
+                );
+                return;
+            }
+            let Some(value) = open_stored(format, seed, e.key, e.data) else {
+                lose(
+                    &mut losses,
+                    name,
+                    LostKeys::Key(e.key.to_vec()),
+                    "checksum fails".into(),
+                );
+                return;
+            };
+            seed.seal(&mut buf, e.key, value);
+            let Some(txn) = wtxn.as_mut() else { return };
+            if let Err(err) = db.put(txn, e.key, &buf) {
+                failed = Some(lmdb_err("write")(err));
+                return;
+            }
+            salvaged += 1;
+            in_txn += 1;
+            // Commits in pieces, so a large table needs no large transaction.
+            if in_txn >= 50_000 {
+                in_txn = 0;
+                let done = wtxn.take().map(|t| t.commit());
+                match done.unwrap_or(Ok(())).and_then(|()| env.write_txn()) {
+                    Ok(next) => wtxn = Some(next),
+                    Err(err) => failed = Some(lmdb_err("commit")(err)),
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(txn) = wtxn {
+            txn.commit().map_err(lmdb_err("commit"))?;
+        }
+        for d in walk
+            .damage
+            .into_iter()
+            .filter(|d| d.lost != LostKeys::Nothing)
+        {
+            lose(
+                &mut losses,
+                name,
+                d.lost,
+                format!("page {}: {}", d.page, d.reason),
+            );
+        }
+    }
+    env.force_sync().map_err(lmdb_err("sync"))?;
+    env.prepare_for_closing().wait();
+
+    // The damaged database's log, segment by segment, then one open to replay it.
+    copy_log(
+        &crate::layout::wal_dir(damaged_dir),
+        &crate::layout::wal_dir(target_dir),
+    )?;
+    // Before the open, whose checkpoint retires the log it replays.
+    count_rewritten(
+        &crate::layout::wal_dir(target_dir),
+        salvaged_lsn,
+        &mut losses,
+    )?;
+    let fs = crate::sync::DynArc::new(crate::wal::fs::StdFs);
+    let mut engine = crate::engine::Running::open(target_dir, config, fs, None)?;
+    let repaired_lsn = engine.engine().report.last_lsn;
+    engine.shutdown(crate::engine::Shutdown::Drain)?;
+    Ok(RepairReport {
+        method: RepairMethod::Salvage,
+        repaired_lsn,
+        log_end,
+        restore: None,
+        salvaged,
+        salvaged_lsn,
+        losses,
+        scrub: ScrubReport::default(),
+    })
+}
+
+/// The named trees LMDB's main tree lists, and the damage on the way.
+fn main_trees(walker: &mut Walker<'_>, damage: &mut Vec<(LostKeys, String)>) -> Vec<Tree> {
+    let mut trees = Vec::new();
+    let main = walker.meta.main;
+    let walk = walker.walk(&main, KeyOrder::Bytes, &mut |e| {
+        let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
+            .then(|| TreeRecord::parse(e.data))
+            .flatten();
+        trees.push(Tree {
+            lmdb_name: String::from_utf8_lossy(e.key).into_owned(),
+            record,
+        });
+    });
+    for d in walk
+        .damage
+        .into_iter()
+        .filter(|d| d.lost != LostKeys::Nothing)
+    {
+        damage.push((d.lost, format!("page {}: {}", d.page, d.reason)));
+    }
+    trees
+}
+
+/// Copies the segment files of log `from` into a new log directory `to`, synced.
+fn copy_log(from: &Path, to: &Path) -> Result<()> {
+    crate::layout::create_private_dir(to)?;
+    let mut names: Vec<String> = match std::fs::read_dir(from) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| crate::wal::log::segment::parse_segment_file_name(n).is_some())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    names.sort();
+    for name in names {
+        let mut out = crate::layout::create_private_file(&to.join(&name))?;
+        std::io::copy(&mut std::fs::File::open(from.join(&name))?, &mut out)?;
+        out.sync_all()?;
+    }
+    crate::store::sync_dir(to)
+}
+
+/// Counts, per loss, the keys the log after `from_lsn` wrote again (or the table it drops).
+fn count_rewritten(log: &Path, from_lsn: Lsn, losses: &mut [Loss]) -> Result<()> {
+    if losses.is_empty() {
+        return Ok(());
+    }
+    let affected: BTreeSet<&str> = losses.iter().map(|l| l.table.as_str()).collect();
+    let mut written: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    let scan = crate::inspect::scan_log(log)?;
+    for entry in scan.records(None, from_lsn + 1..=Lsn::MAX) {
+        let Record::Txn(txn) = entry?.record else {
+            continue;
+        };
+        for op in txn.ops {
+            match op {
+                Op::Put { table, key, .. } | Op::Delete { table, key }
+                    if affected.contains(table.as_str()) =>
+                {
+                    written.entry(table).or_default().insert(key);
+                }
+                Op::DropTable { table } if affected.contains(table.as_str()) => {
+                    dropped.insert(table);
+                }
+                _ => {}
+            }
+        }
+    }
+    for loss in losses {
+        loss.dropped_by_log = dropped.contains(&loss.table);
+        let Some(keys) = written.get(&loss.table) else {
+            continue;
+        };
+        loss.rewritten_by_log = match &loss.keys {
+            LostKeys::Nothing => 0,
+            LostKeys::Key(k) => u64::from(keys.contains(k)),
+            LostKeys::Range { from, to } => keys
+                .iter()
+                .filter(|k| {
+                    from.as_ref().is_none_or(|f| *k >= f) && to.as_ref().is_none_or(|t| *k < t)
+                })
+                .count() as u64,
+        };
+    }
+    Ok(())
+}

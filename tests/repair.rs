@@ -1,0 +1,291 @@
+//! Issue 17: `walmdb::repair` rebuilds a database whose LMDB file is damaged, into a new
+//! directory, and compares key by key with the model of the commit history: from a backup
+//! rolled forward with the archive and the damaged database's own log, nothing is lost; by
+//! salvage, every key is right or listed as lost, never wrong, and the log gives back what
+//! it still holds.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use walmdb::{
+    ArchiveConfig, Config, Db, Durability, LostKeys, RepairMethod, RepairOptions, WalConfig,
+};
+
+type Model = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+fn value(i: u32, version: u32) -> Vec<u8> {
+    format!("v{version}-{i:05}-{}", "x".repeat(90)).into_bytes()
+}
+
+fn put_all(db: &Db, model: &mut Model, table: &str, keys: impl Iterator<Item = u32>, version: u32) {
+    let keys: Vec<u32> = keys.collect();
+    for chunk in keys.chunks(100) {
+        let mut t = db.write().unwrap();
+        for &i in chunk {
+            t.put(table, &key(i), &value(i, version)).unwrap();
+            model.insert((table.to_owned(), key(i)), value(i, version));
+        }
+        t.commit_with(Durability::None).unwrap();
+    }
+}
+
+/// Where `needle` is in `dir`'s LMDB file: in the page in use and in stale copies.
+fn offsets_of(dir: &Path, needle: &[u8]) -> Vec<usize> {
+    let image = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
+    let found: Vec<usize> = image
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!found.is_empty(), "the needle is in the file");
+    found
+}
+
+/// Zeroes every page of `dir`'s LMDB file that holds `needle`; returns their numbers.
+fn zero_pages_holding(dir: &Path, needle: &[u8]) -> Vec<u64> {
+    let path = dir.join("data").join("data.mdb");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut pages: Vec<u64> = offsets_of(dir, needle)
+        .iter()
+        .map(|at| (at / 4096) as u64)
+        .collect();
+    pages.dedup();
+    for &page in &pages {
+        file.write_all_at(&[0; 4096], page * 4096).unwrap();
+    }
+    file.sync_all().unwrap();
+    pages
+}
+
+fn in_loss(loss: &walmdb::Loss, table: &str, k: &[u8]) -> bool {
+    loss.table == table
+        && match &loss.keys {
+            LostKeys::Key(lost) => lost == k,
+            LostKeys::Range { from, to } => {
+                from.as_deref().is_none_or(|f| f <= k) && to.as_deref().is_none_or(|t| k < t)
+            }
+            _ => false,
+        }
+}
+
+/// Every key of the model: in the repaired database with its value, or absent and inside a
+/// listed loss. Nothing the model lacks. Returns the keys missing.
+fn compare(repaired: &Path, model: &Model, losses: &[walmdb::Loss]) -> usize {
+    let db = Db::open(repaired).unwrap();
+    let r = db.read().unwrap();
+    let mut missing = 0;
+    for ((table, k), v) in model {
+        match r.get(table, k).unwrap() {
+            Some(found) => assert_eq!(found, v.as_slice(), "{table} {k:?}: a wrong value"),
+            None => {
+                assert!(
+                    losses.iter().any(|l| in_loss(l, table, k)),
+                    "{table} {:?} is missing and no loss lists it: {losses:?}",
+                    String::from_utf8_lossy(k)
+                );
+                missing += 1;
+            }
+        }
+    }
+    for table in ["t", "u"] {
+        for item in r.range(table, ..).unwrap() {
+            let (k, _) = item.unwrap();
+            assert!(
+                model.contains_key(&(table.to_owned(), k.to_vec())),
+                "{table} {k:?} is not in the model"
+            );
+        }
+    }
+    drop(r);
+    db.close().unwrap();
+    missing
+}
+
+#[test]
+fn a_salvage_keeps_every_entry_that_verifies_and_lists_exactly_what_it_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let mut model = Model::new();
+    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..4000, 1);
+    put_all(&db, &mut model, "u", 0..300, 1);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    // One value damaged (a flipped bit), one leaf page zeroed.
+    let path = dir.join("data").join("data.mdb");
+    let mut image = std::fs::read(&path).unwrap();
+    for at in offsets_of(&dir, b"v1-00123-xxx") {
+        image[at + 20] ^= 0x04;
+    }
+    std::fs::write(&path, &image).unwrap();
+    let pages = zero_pages_holding(&dir, b"key03000");
+    let before = std::fs::read(&path).unwrap();
+
+    let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+    assert_eq!(report.method, RepairMethod::Salvage);
+    assert!(!report.is_complete(), "{report:?}");
+    assert!(report.scrub.is_healthy(), "{:?}", report.scrub);
+    assert!(
+        report
+            .losses
+            .iter()
+            .any(|l| l.keys == LostKeys::Key(key(123))),
+        "{:?}",
+        report.losses
+    );
+    let zeroed = report
+        .losses
+        .iter()
+        .find(|l| in_loss(l, "t", &key(3000)))
+        .unwrap_or_else(|| panic!("pages {pages:?} not listed: {:?}", report.losses));
+    assert!(
+        pages
+            .iter()
+            .any(|p| zeroed.reason.contains(&format!("page {p}"))),
+        "{zeroed:?}"
+    );
+    let missing = compare(&target, &model, &report.losses);
+    assert!((2..200).contains(&missing), "{missing} keys missing");
+    // The same damaged value in `u`, written after the last checkpoint, came back from the
+    // log; `t`'s, retired from the log, did not.
+    for loss in &report.losses {
+        assert_eq!(loss.is_recovered(), loss.table == "u", "{loss:?}");
+    }
+    assert_eq!(
+        report.salvaged as usize + 1,
+        model.len() - missing,
+        "{report:?}"
+    );
+    // The damaged database is only read.
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_salvage_replays_the_log_over_what_it_saved_and_says_what_the_log_gave_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let mut model = Model::new();
+    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..4000, 1);
+    db.checkpoint().unwrap();
+    // Even keys rewritten after the checkpoint: applied to LMDB, still in the log.
+    put_all(&db, &mut model, "t", (0..4000).step_by(2), 2);
+    let last = db.sync().unwrap();
+    db.wait_applied(last).unwrap();
+    db.simulate_crash();
+    let pages = zero_pages_holding(&dir, b"key02001");
+
+    let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+    assert!(report.scrub.is_healthy(), "{:?}", report.scrub);
+    assert_eq!(report.repaired_lsn, last);
+    let loss = report
+        .losses
+        .iter()
+        .find(|l| in_loss(l, "t", &key(2001)))
+        .unwrap_or_else(|| panic!("pages {pages:?} not listed: {:?}", report.losses));
+    assert!(loss.rewritten_by_log > 0, "{loss:?}");
+    let missing = compare(&target, &model, &report.losses);
+    // The page's even keys came back from the log; its odd keys are lost.
+    let r = Db::open(&target).unwrap();
+    let txn = r.read().unwrap();
+    let (mut back, mut lost) = (0, 0);
+    for i in 0..4000u32 {
+        if in_loss(loss, "t", &key(i)) {
+            match txn.get("t", &key(i)).unwrap() {
+                Some(v) => {
+                    assert_eq!(i % 2, 0);
+                    assert_eq!(v, value(i, 2).as_slice());
+                    back += 1;
+                }
+                None => lost += 1,
+            }
+        }
+    }
+    assert_eq!(back, loss.rewritten_by_log);
+    assert_eq!(lost, missing);
+    drop(txn);
+    r.close().unwrap();
+}
+
+/// Small segments, so a checkpoint retires the log's older records.
+fn small_cfg(archive: Option<&Path>) -> Config {
+    Config::default().wal(WalConfig {
+        segment_bytes: 64 << 10,
+        max_record_bytes: 16 << 10,
+        recycle_segments: 1,
+        archive: archive.map(ArchiveConfig::new),
+        ..WalConfig::default()
+    })
+}
+
+#[test]
+fn a_repair_from_a_backup_rolls_forward_with_the_archive_and_the_live_log_losing_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    let mut model = Model::new();
+    let db = Db::open_with(p("db"), small_cfg(Some(&p("archive")))).unwrap();
+    put_all(&db, &mut model, "t", 0..1000, 1);
+    db.backup(p("backup")).unwrap();
+    // Several segments archived after the backup, the last ones only in the live log.
+    put_all(&db, &mut model, "t", 500..2500, 2);
+    db.checkpoint().unwrap();
+    put_all(&db, &mut model, "u", 0..200, 1);
+    put_all(&db, &mut model, "t", 2000..2600, 3);
+    let last = db.sync().unwrap();
+    db.wait_applied(last).unwrap();
+    db.simulate_crash();
+    for needle in [&b"key00100"[..], b"key01700", b"key02500"] {
+        zero_pages_holding(&p("db"), needle);
+    }
+    let damaged = walmdb::inspect::scrub_store(&p("db").join("data"), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert!(!damaged.is_healthy());
+
+    let options = RepairOptions {
+        backup: Some(p("backup")),
+        archive: Some(p("archive")),
+        config: small_cfg(Some(&p("archive"))),
+    };
+    let report = walmdb::repair(&p("db"), &p("repaired"), &options).unwrap();
+    assert_eq!(report.method, RepairMethod::Backup);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!((report.repaired_lsn, report.log_end), (last, last));
+    let restore = report.restore.as_ref().unwrap();
+    assert!(
+        restore.segments.iter().any(|s| s.starts_with(p("archive")))
+            && restore.segments.iter().any(|s| s.starts_with(p("db"))),
+        "read from the archive and the live log: {:?}",
+        restore.segments
+    );
+    assert_eq!(compare(&p("repaired"), &model, &[]), 0);
+}
+
+#[test]
+fn a_repair_refuses_an_open_database_and_a_used_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path().join("db")).unwrap();
+    let e = walmdb::repair(
+        &tmp.path().join("db"),
+        &tmp.path().join("repaired"),
+        &RepairOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, walmdb::Error::Locked { .. }), "{e}");
+    db.close().unwrap();
+    std::fs::create_dir(tmp.path().join("used")).unwrap();
+    std::fs::write(tmp.path().join("used").join("x"), b"x").unwrap();
+    let e = walmdb::repair(
+        &tmp.path().join("db"),
+        &tmp.path().join("used"),
+        &RepairOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, walmdb::Error::InvalidInput { .. }), "{e}");
+}
