@@ -7,6 +7,7 @@
 mod backup;
 mod dump;
 mod quarantine;
+mod repair;
 mod scrub;
 mod stats;
 mod util;
@@ -165,6 +166,22 @@ enum Command {
         #[command(subcommand)]
         action: quarantine::Action,
     },
+    /// Rebuild DIR, whose LMDB file is damaged, into INTO (new or empty): from --backup,
+    /// rolled forward with --archive and DIR's own log; or, without one, by salvage (every
+    /// entry that verifies, then DIR's log), listing what could not be saved. DIR is only
+    /// read (and locked meanwhile). Exit 0 when nothing is lost, 1 when something is.
+    Repair {
+        /// The damaged database directory (closed).
+        dir: PathBuf,
+        /// The directory to rebuild into.
+        into: PathBuf,
+        /// A backup of the database (made by `walmdb backup` or `Db::backup`).
+        #[arg(long, value_name = "DIR")]
+        backup: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Compact LMDB's file (drop free pages) and close: checkpoints, writes a compacted copy
     /// and swaps it in while the database is still locked.
     Compact {
@@ -286,6 +303,12 @@ fn main() -> ExitCode {
         },
         Command::Compact { dir, format } => backup::compact(&dir, format),
         Command::Quarantine { action } => quarantine::run(&action),
+        Command::Repair {
+            dir,
+            into,
+            backup,
+            format,
+        } => repair::repair(&dir, &into, backup, archive, format),
     };
     match result {
         Ok(code) => ExitCode::from(code),
