@@ -401,6 +401,9 @@ fn salvage(
         let mut wtxn = Some(env.write_txn().map_err(lmdb_err("begin write"))?);
         let mut failed = None;
         let mut in_txn = 0u64;
+        // The last key that verified in its place, and a run of damaged entries after it.
+        let mut last_good: Option<Vec<u8>> = None;
+        let mut damaged_run: Option<(Option<Vec<u8>>, Vec<u8>)> = None;
         let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
             if failed.is_some() {
                 return;
@@ -418,14 +421,27 @@ fn salvage(
                 return;
             }
             let Some(value) = open_stored(format, seed, e.key, e.data) else {
-                lose(
-                    &mut losses,
-                    name,
-                    LostKeys::Key(e.key.to_vec()),
-                    "checksum fails".into(),
-                );
+                // The key itself may be what changed: the entry lost is one whose key lies
+                // between the good keys around it.
+                if damaged_run.is_none() {
+                    damaged_run = Some((after_key(last_good.as_deref()), e.key.to_vec()));
+                }
                 return;
             };
+            if e.reachable {
+                if let Some((from, stored)) = damaged_run.take() {
+                    lose(
+                        &mut losses,
+                        name,
+                        LostKeys::Range {
+                            from,
+                            to: Some(e.key.to_vec()),
+                        },
+                        format!("checksum fails (an entry stored under key {stored:02x?})"),
+                    );
+                }
+                last_good = Some(e.key.to_vec());
+            }
             seed.seal(&mut buf, e.key, value);
             let Some(txn) = wtxn.as_mut() else { return };
             if let Err(err) = db.put(txn, e.key, &buf) {
@@ -446,6 +462,14 @@ fn salvage(
         });
         if let Some(e) = failed {
             return Err(e);
+        }
+        if let Some((from, stored)) = damaged_run {
+            lose(
+                &mut losses,
+                name,
+                LostKeys::Range { from, to: None },
+                format!("checksum fails (an entry stored under key {stored:02x?})"),
+            );
         }
         if let Some(txn) = wtxn {
             txn.commit().map_err(lmdb_err("commit"))?;
@@ -490,6 +514,15 @@ fn salvage(
         salvaged_lsn,
         losses,
         scrub: ScrubReport::default(),
+    })
+}
+
+/// The first key after `key` (`None`: the first key of all).
+fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
+    key.map(|k| {
+        let mut next = k.to_vec();
+        next.push(0);
+        next
     })
 }
 
