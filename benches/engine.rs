@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Figures are named `small-txn/16`, `small-txn/64`, `latency`, `big-txn/1`, `big-txn/4`,
-//! `get/empty`, `range/empty`, `get/overlay`, `range/overlay`. Every walmdb figure has its
+//! `get/empty`, `range/empty`, `range/empty-whole` (the consumer reads every value byte),
+//! `get/overlay`, `range/overlay`. Every walmdb figure has its
 //! baseline measured right next to it, for the same time: write figures run walmdb then
 //! heed, each on a fresh directory; `latency` and the read figures alternate the two sides
 //! in 6 short slices each (ABBA order) so drift of the machine falls on both.
@@ -940,7 +941,16 @@ impl Loaded {
     }
 
     /// ns per key of 1,000-key scans from random start points, walmdb and heed, interleaved.
-    fn scans(&self, secs: f64) -> (f64, f64) {
+    /// The consumer reads each value's first byte, or (`whole`) every byte of it, as an
+    /// application that uses the values does.
+    fn scans(&self, secs: f64, whole: bool) -> (f64, f64) {
+        let use_value = |v: &[u8]| -> usize {
+            if whole {
+                v.iter().map(|&b| b as usize).sum()
+            } else {
+                v[0] as usize
+            }
+        };
         let mut rng_a = Rng(0x05ca_00aa);
         let mut rng_b = Rng(0x05ca_00bb);
         interleaved(
@@ -956,7 +966,7 @@ impl Loaded {
                         let range = (Bound::Included(&start[..]), Bound::Unbounded);
                         for item in r.range(TABLE, range).expect("range").take(SCAN_KEYS) {
                             let (k, v) = item.expect("next");
-                            sum += (k[0] ^ v[0]) as usize;
+                            sum += k[0] as usize ^ use_value(v);
                             keys += 1;
                         }
                     }
@@ -975,7 +985,7 @@ impl Loaded {
                         let range = (Bound::Included(&start[..]), Bound::Unbounded);
                         for item in self.hdb.range(&r, &range).expect("range").take(SCAN_KEYS) {
                             let (k, v) = item.expect("next");
-                            sum += (k[0] ^ v[0]) as usize;
+                            sum += k[0] as usize ^ use_value(v);
                             keys += 1;
                         }
                     }
@@ -1036,7 +1046,8 @@ fn scan_row(name: &str, what: String, (w, h): (f64, f64), target: Option<f64>) -
 /// The read figures: gets and scans with an empty overlay, then with `OVERLAY_KEYS` keys
 /// overwritten under a pinned old snapshot.
 fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
-    let wants_empty = opts.wants("get/empty") || opts.wants("range/empty");
+    let wants_empty =
+        opts.wants("get/empty") || opts.wants("range/empty") || opts.wants("range/empty-whole");
     let wants_overlay = opts.wants("get/overlay") || opts.wants("range/overlay");
     if !wants_empty && !wants_overlay {
         return;
@@ -1063,11 +1074,19 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
         print_rows(std::slice::from_ref(&row));
         rows.push(row);
     }
-    if opts.wants("range/empty") {
-        let (fig, other) = measured(|| loaded.scans(secs));
+    for (name, whole) in [("range/empty", false), ("range/empty-whole", true)] {
+        if !opts.wants(name) {
+            continue;
+        }
+        let (fig, other) = measured(|| loaded.scans(secs, whole));
+        let consumer = if whole {
+            "every value byte read"
+        } else {
+            "first value byte read"
+        };
         let row = scan_row(
-            "range/empty",
-            format!("{SCAN_KEYS}-key scans, {n} keys, empty overlay"),
+            name,
+            format!("{SCAN_KEYS}-key scans, {n} keys, empty overlay, {consumer}"),
             fig,
             Some(1.2),
         );
@@ -1156,7 +1175,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
         rows.push(row);
     }
     if opts.wants("range/overlay") {
-        let (fig, other) = measured(|| loaded.scans(secs));
+        let (fig, other) = measured(|| loaded.scans(secs, false));
         let row = scan_row(
             "range/overlay",
             format!("{SCAN_KEYS}-key scans, {n} keys, {overlay_keys} in the overlay"),

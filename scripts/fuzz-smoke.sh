@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
-FUZZ_TARGETS="${FUZZ_TARGETS:-record_decode segment_recovery engine_ops}"
+FUZZ_TARGETS="${FUZZ_TARGETS:-record_decode segment_recovery engine_ops lmdb_scrub}"
 # Per-input time limit: an input running longer is a hang.
 FUZZ_INPUT_TIMEOUT="${FUZZ_INPUT_TIMEOUT:-30}"
 export CARGO_TERM_COLOR=never
