@@ -117,6 +117,20 @@ pub enum Error {
         key: Vec<u8>,
     },
 
+    /// LMDB met a damaged page (`MDB_CORRUPTED`, `MDB_PAGE_NOTFOUND`): the store's file is
+    /// damaged. Commits not yet applied stay in the log; `walmdb repair` rebuilds the store and
+    /// applies them.
+    #[error(
+        "LMDB's file is damaged ({op}: {message}); run `walmdb verify --deep`, then `walmdb \
+         repair` (the commits not yet applied stay in the log and are applied by it)"
+    )]
+    StoreCorrupted {
+        /// What was being done.
+        op: &'static str,
+        /// LMDB's message.
+        message: String,
+    },
+
     /// A segment of another database, or of another timeline of this one, where this log's
     /// own belong: in the log directory, in the archive under the name this log's segment
     /// would take, or beside a backup's own segments. Nothing was changed or overwritten.

@@ -294,3 +294,54 @@ fn a_repair_refuses_an_open_database_and_a_used_target() {
     .unwrap_err();
     assert!(matches!(e, walmdb::Error::InvalidInput { .. }), "{e}");
 }
+
+/// A commit whose apply meets a damaged page: the applier fails with `StoreCorrupted` (the
+/// engine refuses commits until reopened), the commit stays in the log (never retired
+/// unapplied), and the salvage applies it.
+#[test]
+fn a_commit_that_fails_to_apply_on_a_damaged_page_stays_in_the_log_and_the_repair_applies_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let mut model = Model::new();
+    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..3000, 1);
+    db.checkpoint().unwrap();
+    zero_pages_holding(&dir, b"key01500");
+    // Acknowledged (durable in the log); the applier then meets the zeroed page.
+    let mut t = db.write().unwrap();
+    t.put("t", &key(1500), &value(1500, 2)).unwrap();
+    t.put("t", &key(1501), &value(1501, 2)).unwrap();
+    let lsn = t.commit().unwrap();
+    model.insert(("t".into(), key(1500)), value(1500, 2));
+    model.insert(("t".into(), key(1501)), value(1501, 2));
+    let e = db.wait_applied(lsn).unwrap_err();
+    assert!(
+        e.to_string().contains("walmdb repair"),
+        "the failure points at the repair: {e}"
+    );
+    let health = db.health();
+    assert_eq!(health.status, walmdb::HealthStatus::Unhealthy, "{health:?}");
+    let _ = db.close();
+    // Opening replays the commit (into the overlay; the applier catches up behind it) and
+    // meets the page again.
+    let reopened = Db::open_with(&dir, small_cfg(None)).unwrap();
+    let e = reopened.wait_applied(lsn).unwrap_err();
+    assert!(e.to_string().contains("walmdb repair"), "{e}");
+    let _ = reopened.close();
+
+    let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+    assert!(report.scrub.is_healthy(), "{:?}", report.scrub);
+    assert_eq!(report.repaired_lsn, lsn, "the failed commit was replayed");
+    compare(&target, &model, &report.losses);
+    let r = Db::open(&target).unwrap();
+    let txn = r.read().unwrap();
+    for i in [1500, 1501] {
+        assert_eq!(
+            txn.get("t", &key(i)).unwrap(),
+            Some(value(i, 2).as_slice()),
+            "key {i}"
+        );
+    }
+    drop(txn);
+    r.close().unwrap();
+}

@@ -236,6 +236,7 @@ impl Failure {
             | E::UnsupportedVersion { .. }
             | E::Inconsistent { .. }
             | E::CorruptEntry { .. }
+            | E::StoreCorrupted { .. }
             | E::ForeignSegment { .. }
             | E::Lmdb { .. } => Failure::damaged(format!(
                 "{}: {e} (run `walmdb verify {}` for details)",

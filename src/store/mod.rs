@@ -142,6 +142,10 @@ pub(crate) enum ApplyError {
 pub(crate) fn lmdb_err(op: &'static str) -> impl Fn(heed::Error) -> Error {
     move |e| match e {
         heed::Error::Io(io) => Error::Io(io),
+        heed::Error::Mdb(MdbError::Corrupted | MdbError::PageNotFound) => Error::StoreCorrupted {
+            op,
+            message: e.to_string(),
+        },
         other => Error::Lmdb {
             op,
             message: other.to_string(),
