@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
 use crate::store::pages::{
-    choose_meta, KeyOrder, LostKeys, PageFile, TreeRecord, Walker, F_SUBDATA, TREE_RECORD_LEN,
+    choose_meta, LostKeys, PageFile, TreeKind, TreeRecord, Walker, F_SUBDATA, TREE_RECORD_LEN,
 };
 use crate::store::scrub::ScrubReport;
 use crate::store::{
@@ -212,7 +212,7 @@ fn salvage(
         let mut walker = Walker::new(&file, meta);
         let trees = main_trees(&mut walker, &mut Vec::new());
         for tree in trees.iter().filter_map(|t| t.record) {
-            walker.walk(&tree, KeyOrder::Bytes, &mut |_| {});
+            walker.walk(&tree, TreeKind::Table, &mut |_| {});
         }
         walker.account().both.into_iter().collect()
     };
@@ -236,7 +236,7 @@ fn salvage(
     match find(META_DB).and_then(|t| t.record) {
         Some(record) => {
             let mut entries = Vec::new();
-            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+            let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
                 entries.push((e.key.to_vec(), e.data.to_vec()));
             });
             for d in walk
@@ -290,7 +290,7 @@ fn salvage(
     let mut tables: BTreeMap<String, Lsn> = BTreeMap::new();
     match find(TABLES_DB).and_then(|t| t.record) {
         Some(record) => {
-            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+            let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
                 let created = open_stored(format, tables_seed(), e.key, e.data)
                     .and_then(|v| Some(u64::from_le_bytes(v.try_into().ok()?)));
                 match (std::str::from_utf8(e.key), created) {
@@ -404,7 +404,7 @@ fn salvage(
         // The last key that verified in its place, and a run of damaged entries after it.
         let mut last_good: Option<Vec<u8>> = None;
         let mut damaged_run: Option<(Option<Vec<u8>>, Vec<u8>)> = None;
-        let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+        let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
             if failed.is_some() {
                 return;
             }
@@ -530,7 +530,7 @@ fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
 fn main_trees(walker: &mut Walker<'_>, damage: &mut Vec<(LostKeys, String)>) -> Vec<Tree> {
     let mut trees = Vec::new();
     let main = walker.meta.main;
-    let walk = walker.walk(&main, KeyOrder::Bytes, &mut |e| {
+    let walk = walker.walk(&main, TreeKind::Main, &mut |e| {
         let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
             .then(|| TreeRecord::parse(e.data))
             .flatten();

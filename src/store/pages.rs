@@ -345,20 +345,22 @@ pub(crate) struct TreeWalk {
     pub counts: Vec<String>,
 }
 
-/// How a tree orders its keys.
+/// Which tree a walk is of: how it orders its keys and what its entries may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyOrder {
-    /// Bytewise (`memcmp`, then length): the main tree and walmdb's tables.
-    Bytes,
-    /// Native `u64` (the free-page tree's transaction ids).
-    Integer,
+pub(crate) enum TreeKind {
+    /// LMDB's main tree: bytewise keys, entries are table records (`F_SUBDATA`).
+    Main,
+    /// A table: bytewise keys (`memcmp`, then length), plain entries.
+    Table,
+    /// The free-page tree: native `u64` keys (transaction ids).
+    Free,
 }
 
-impl KeyOrder {
+impl TreeKind {
     fn cmp(self, a: &[u8], b: &[u8]) -> Ordering {
         match self {
-            KeyOrder::Bytes => a.cmp(b),
-            KeyOrder::Integer => match (u64_at(a, 0), u64_at(b, 0)) {
+            TreeKind::Main | TreeKind::Table => a.cmp(b),
+            TreeKind::Free => match (u64_at(a, 0), u64_at(b, 0)) {
                 (Some(x), Some(y)) if a.len() == 8 && b.len() == 8 => x.cmp(&y),
                 _ => a.cmp(b),
             },
@@ -394,7 +396,7 @@ impl<'f> Walker<'f> {
     pub fn walk(
         &mut self,
         record: &TreeRecord,
-        order: KeyOrder,
+        kind: TreeKind,
         visit: &mut dyn FnMut(LeafEntry<'_>),
     ) -> TreeWalk {
         let mut walk = TreeWalk::default();
@@ -437,7 +439,7 @@ impl<'f> Walker<'f> {
                     continue;
                 }
             };
-            let nodes = match self.nodes(&page, v.page) {
+            let nodes = match self.nodes(&page, v.page, kind) {
                 Ok((nodes, ignored)) => {
                     if let Some(reason) = ignored {
                         walk.damage.push(PageDamage {
@@ -476,22 +478,25 @@ impl<'f> Walker<'f> {
             let in_bounds = |key: &[u8]| {
                 v.from
                     .as_deref()
-                    .is_none_or(|f| order.cmp(key, f) != Ordering::Less)
+                    .is_none_or(|f| kind.cmp(key, f) != Ordering::Less)
                     && v.to
                         .as_deref()
-                        .is_none_or(|t| order.cmp(key, t) == Ordering::Less)
+                        .is_none_or(|t| kind.cmp(key, t) == Ordering::Less)
             };
             if is_leaf {
                 walk.leaf_pages += 1;
                 let mut previous: Option<&[u8]> = None;
+                let mut strays = 0usize;
                 for &(at, ksize, dsize) in &nodes {
                     let node_flags = u16_at(&page, at + 4).unwrap_or(0);
                     let key = &page[at + NODE_HEADER..at + NODE_HEADER + ksize];
-                    let in_order = previous.is_none_or(|p| order.cmp(p, key) == Ordering::Less);
+                    let in_order = previous.is_none_or(|p| kind.cmp(p, key) == Ordering::Less);
                     if in_order {
                         previous = Some(key);
                     }
-                    let reachable = in_order && in_bounds(key);
+                    let fits = in_bounds(key);
+                    strays += usize::from(!fits);
+                    let reachable = in_order && fits;
                     walk.entries += 1;
                     let data_at = at + NODE_HEADER + ksize;
                     if node_flags & F_BIGDATA != 0 {
@@ -523,6 +528,17 @@ impl<'f> Walker<'f> {
                         });
                     }
                 }
+                if strays > 0 {
+                    // The parent's pointer may be misdirected: the page it meant is unread.
+                    walk.damage.push(PageDamage {
+                        page: v.page,
+                        reason: format!(
+                            "{strays} of its keys lie outside the bounds its parent gives (the \
+                             parent may point at the wrong page)"
+                        ),
+                        lost: lost(),
+                    });
+                }
             } else {
                 walk.branch_pages += 1;
                 let keys: Vec<&[u8]> = nodes
@@ -533,7 +549,7 @@ impl<'f> Walker<'f> {
                 let ordered = keys
                     .windows(2)
                     .skip(1)
-                    .all(|w| order.cmp(w[0], w[1]) == Ordering::Less)
+                    .all(|w| kind.cmp(w[0], w[1]) == Ordering::Less)
                     && keys.iter().skip(1).all(|k| in_bounds(k));
                 if !ordered {
                     walk.damage.push(PageDamage {
@@ -604,6 +620,7 @@ impl<'f> Walker<'f> {
         &self,
         page: &[u8],
         pgno: u64,
+        tree: TreeKind,
     ) -> Result<(Vec<(usize, usize, usize)>, Option<String>), String> {
         let size = page.len();
         let header = (
@@ -647,6 +664,10 @@ impl<'f> Walker<'f> {
             if kind == P_LEAF && node_flags & !(F_BIGDATA | F_SUBDATA) != 0 && ignored.is_none() {
                 ignored = Some(format!("entry {i} has unknown flags {node_flags:#06x}"));
             }
+            // Reads ignore it outside the main tree; a write of the key fails.
+            if kind == P_LEAF && tree != TreeKind::Main && node_flags & F_SUBDATA != 0 {
+                ignored = Some(format!("entry {i} of a table is marked as a table record"));
+            }
             let inline = match kind {
                 P_BRANCH => 0,
                 _ if node_flags & F_BIGDATA != 0 => 8,
@@ -686,7 +707,7 @@ impl<'f> Walker<'f> {
         let mut listed = Vec::new();
         let record = self.meta.free;
         let record = TreeRecord { flags: 0, ..record };
-        let walk = self.walk(&record, KeyOrder::Integer, &mut |e| {
+        let walk = self.walk(&record, TreeKind::Free, &mut |e| {
             // An id list: a count, then that many page numbers.
             let count = u64_at(e.data, 0).unwrap_or(u64::MAX);
             let fits = count
@@ -790,7 +811,117 @@ mod tests {
     #[test]
     fn integer_keys_order_as_numbers() {
         let (a, b) = (2u64.to_le_bytes(), 256u64.to_le_bytes());
-        assert_eq!(KeyOrder::Integer.cmp(&a, &b), Ordering::Less);
-        assert_eq!(KeyOrder::Bytes.cmp(&a, &b), Ordering::Greater);
+        assert_eq!(TreeKind::Free.cmp(&a, &b), Ordering::Less);
+        assert_eq!(TreeKind::Table.cmp(&a, &b), Ordering::Greater);
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+    use heed::types::Bytes;
+
+    /// A file with one named tree `x` of 3,000 keys (a root branch over leaves).
+    fn file_with_tree(dir: &Path) -> std::path::PathBuf {
+        let mut opts = heed::EnvOpenOptions::new();
+        opts.map_size(64 << 20).max_dbs(4);
+        // SAFETY: a new environment in a fresh directory, opened once.
+        let env = unsafe { opts.open(dir) }.unwrap();
+        let mut txn = env.write_txn().unwrap();
+        let db = env
+            .create_database::<Bytes, Bytes>(&mut txn, Some("x"))
+            .unwrap();
+        for i in 0..3000u32 {
+            db.put(&mut txn, format!("key{i:05}").as_bytes(), &[7; 40])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        env.prepare_for_closing().wait();
+        dir.join("data.mdb")
+    }
+
+    fn tree_x(file: &PageFile) -> (Meta, TreeRecord) {
+        let (meta, _) = choose_meta(file, None);
+        let meta = meta.unwrap();
+        let mut walker = Walker::new(file, meta);
+        let mut x = None;
+        walker.walk(&meta.main, TreeKind::Main, &mut |e| {
+            if e.key == b"x" {
+                x = TreeRecord::parse(e.data);
+            }
+        });
+        (meta, x.unwrap())
+    }
+
+    #[test]
+    fn a_healthy_tree_walks_clean_and_every_page_is_accounted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = file_with_tree(tmp.path());
+        let file = PageFile::open(&path).unwrap();
+        let (meta, x) = tree_x(&file);
+        assert!(x.depth >= 2, "{x:?}");
+        let mut walker = Walker::new(&file, meta);
+        walker.walk(&meta.main, TreeKind::Main, &mut |_| {});
+        let mut keys = 0;
+        let walk = walker.walk(&x, TreeKind::Table, &mut |e| {
+            assert!(e.reachable);
+            keys += 1;
+        });
+        assert_eq!((keys, walk.damage.len(), walk.counts.len()), (3000, 0, 0));
+        let account = walker.account();
+        assert!(
+            account.both.is_empty() && account.unaccounted.is_empty(),
+            "{account:?}"
+        );
+    }
+
+    /// A branch pointer that names another leaf of the same tree: the page it meant is
+    /// never read, so the range that pointer covers is lost, whichever of the two visits
+    /// comes first.
+    #[test]
+    fn a_misdirected_branch_pointer_loses_the_range_it_covers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = file_with_tree(tmp.path());
+        let file = PageFile::open(&path).unwrap();
+        let (_, x) = tree_x(&file);
+        let size = file.page_size();
+        let mut image = std::fs::read(&path).unwrap();
+        let root = &image[x.root as usize * size..][..size];
+        let lower = u16_at(root, 12).unwrap() as usize;
+        let slot = |i: usize| u16_at(root, PAGE_HEADER + 2 * i).unwrap() as usize;
+        assert!((lower - PAGE_HEADER) / 2 >= 4, "a root with a few children");
+        let (first, third) = (slot(1), slot(3));
+        let child = |at: usize| {
+            u16_at(root, at).unwrap() as u64 | (u16_at(root, at + 2).unwrap() as u64) << 16
+        };
+        let meant = child(first);
+        let other = child(third);
+        // Child 1 now points at child 3's page (visited first, out of its bounds).
+        let base = x.root as usize * size;
+        image.copy_within(base + third..base + third + 4, base + first);
+        std::fs::write(&path, &image).unwrap();
+        let file = PageFile::open(&path).unwrap();
+        let (meta, x) = tree_x(&file);
+        let mut walker = Walker::new(&file, meta);
+        walker.walk(&meta.main, TreeKind::Main, &mut |_| {});
+        let walk = walker.walk(&x, TreeKind::Table, &mut |_| {});
+        // Every key of the page child 1 meant is inside a listed loss.
+        let meant_page = &image[meant as usize * size..][..size];
+        let (nodes, _) = walker.nodes(meant_page, meant, TreeKind::Table).unwrap();
+        for (at, ksize, _) in nodes {
+            let key = &meant_page[at + NODE_HEADER..at + NODE_HEADER + ksize];
+            let listed = walk.damage.iter().any(|d| match &d.lost {
+                LostKeys::Range { from, to } => {
+                    from.as_deref().is_none_or(|f| f <= key)
+                        && to.as_deref().is_none_or(|t| key < t)
+                }
+                _ => false,
+            });
+            assert!(
+                listed,
+                "key {key:?} of page {meant} (now unread; {other} read twice) not listed: {:?}",
+                walk.damage
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::pages::{
-    choose_meta, KeyOrder, LostKeys, PageFile, TreeRecord, TreeWalk, Walker, F_SUBDATA,
+    choose_meta, LostKeys, PageFile, TreeKind, TreeRecord, TreeWalk, Walker, F_SUBDATA,
     TREE_RECORD_LEN,
 };
 use super::{meta_seed, open_stored, stored_format, tables_seed, KEY_FORMAT, META_DB, TABLES_DB};
@@ -216,7 +216,7 @@ pub(crate) fn scrub_file(
 
     // The main tree: one entry per named database.
     let mut trees: Vec<(String, Option<TreeRecord>)> = Vec::new();
-    let main = walker.walk(&meta.main, KeyOrder::Bytes, &mut |e| {
+    let main = walker.walk(&meta.main, TreeKind::Main, &mut |e| {
         let name = String::from_utf8_lossy(e.key).into_owned();
         let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
             .then(|| TreeRecord::parse(e.data))
@@ -234,7 +234,7 @@ pub(crate) fn scrub_file(
     match take(META_DB) {
         Some((_, Some(record))) => {
             let mut entries = Vec::new();
-            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+            let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
                 entries.push((e.key.to_vec(), e.data.to_vec(), e.reachable));
             });
             match entries.iter().find(|(k, _, _)| k == KEY_FORMAT) {
@@ -268,7 +268,7 @@ pub(crate) fn scrub_file(
     match take(TABLES_DB) {
         Some((_, Some(record))) => {
             let mut line = scrub.line(TABLES_DB, &record);
-            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |e| {
+            let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
                 listed.push(String::from_utf8_lossy(e.key).into_owned());
                 scrub.entry(&mut line, format, tables_seed(), e.key, e.data, e.reachable);
             });
@@ -304,7 +304,7 @@ pub(crate) fn scrub_file(
             scrub.report.structure.push(format!(
                 "LMDB holds database {lmdb_name:?}, which walmdb does not create"
             ));
-            let walk = walker.walk(&record, KeyOrder::Bytes, &mut |_| {});
+            let walk = walker.walk(&record, TreeKind::Table, &mut |_| {});
             scrub.tree_damage(&lmdb_name, walk);
             continue;
         };
@@ -381,7 +381,7 @@ impl Scrub<'_> {
     fn table(&mut self, walker: &mut Walker<'_>, name: &str, record: &TreeRecord, format: u32) {
         let seed = Seed::of_table(name);
         let mut line = self.line(name, record);
-        let walk = walker.walk(record, KeyOrder::Bytes, &mut |e| {
+        let walk = walker.walk(record, TreeKind::Table, &mut |e| {
             self.entry(&mut line, format, seed, e.key, e.data, e.reachable);
         });
         self.finish(line, walk);
