@@ -184,16 +184,17 @@ fn salvage(
     config: Config,
 ) -> Result<RepairReport> {
     let path = crate::layout::lmdb_file(crate::layout::data_dir(damaged_dir));
-    let file = PageFile::open(&path).map_err(|e| Error::Inconsistent {
-        path: path.clone(),
-        reason: format!("nothing can be salvaged from LMDB's file: {e}"),
-    })?;
+    let file = match PageFile::open(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            let why = format!("LMDB's file cannot be read ({e})");
+            return from_log_only(damaged_dir, target_dir, scan, log_end, config, why);
+        }
+    };
     let (meta, _) = choose_meta(&file, None);
     let Some(meta) = meta else {
-        return Err(Error::Inconsistent {
-            path,
-            reason: "nothing can be salvaged: neither meta page of LMDB's file is sound".into(),
-        });
+        let why = "neither meta page of LMDB's file is sound".to_owned();
+        return from_log_only(damaged_dir, target_dir, scan, log_end, config, why);
     };
     let mut losses = Vec::new();
     let lose = |losses: &mut Vec<Loss>, table: &str, keys: LostKeys, reason: String| {
@@ -339,42 +340,10 @@ fn salvage(
     }
 
     // The fresh store.
-    let data = crate::layout::data_dir(target_dir);
-    crate::layout::create_private_dir(target_dir)?;
-    crate::layout::create_private_dir(&data)?;
-    let map_size = (file.page_size() as u64 * (meta.last_page + 1))
-        .saturating_mul(2)
-        .max(64 << 20)
-        .next_multiple_of(1 << 20);
-    let mut opts = EnvOpenOptions::new();
-    opts.map_size(map_size as usize)
-        .max_dbs(tables.len() as u32 + 2);
-    // SAFETY: a new environment in a directory this call created, opened once.
-    let env = unsafe { opts.open(&data) }.map_err(lmdb_err("open the repaired store"))?;
+    let map_size = (file.page_size() as u64 * (meta.last_page + 1)).saturating_mul(2);
+    let env = new_store(target_dir, map_size, salvaged_lsn, &tables)?;
     let mut salvaged = 0u64;
-    let mut wtxn = env.write_txn().map_err(lmdb_err("begin write"))?;
-    let meta_db = env
-        .create_database::<Bytes, Bytes>(&mut wtxn, Some(META_DB))
-        .map_err(lmdb_err("create"))?;
     let mut buf = Vec::new();
-    meta_seed().seal(&mut buf, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
-    meta_db
-        .put(&mut wtxn, KEY_FORMAT, &buf)
-        .map_err(lmdb_err("write"))?;
-    meta_seed().seal(&mut buf, KEY_APPLIED, &salvaged_lsn.to_le_bytes());
-    meta_db
-        .put(&mut wtxn, KEY_APPLIED, &buf)
-        .map_err(lmdb_err("write"))?;
-    let list_db = env
-        .create_database::<Bytes, Bytes>(&mut wtxn, Some(TABLES_DB))
-        .map_err(lmdb_err("create"))?;
-    for (name, created) in &tables {
-        tables_seed().seal(&mut buf, name.as_bytes(), &created.to_le_bytes());
-        list_db
-            .put(&mut wtxn, name.as_bytes(), &buf)
-            .map_err(lmdb_err("write"))?;
-    }
-    wtxn.commit().map_err(lmdb_err("commit"))?;
 
     for name in tables.keys() {
         let lmdb = lmdb_name(name);
@@ -489,22 +458,7 @@ fn salvage(
     }
     env.force_sync().map_err(lmdb_err("sync"))?;
     env.prepare_for_closing().wait();
-
-    // The damaged database's log, segment by segment, then one open to replay it.
-    copy_log(
-        &crate::layout::wal_dir(damaged_dir),
-        &crate::layout::wal_dir(target_dir),
-    )?;
-    // Before the open, whose checkpoint retires the log it replays.
-    count_rewritten(
-        &crate::layout::wal_dir(target_dir),
-        salvaged_lsn,
-        &mut losses,
-    )?;
-    let fs = crate::sync::DynArc::new(crate::wal::fs::StdFs);
-    let mut engine = crate::engine::Running::open(target_dir, config, fs, None)?;
-    let repaired_lsn = engine.engine().report.last_lsn;
-    engine.shutdown(crate::engine::Shutdown::Drain)?;
+    let repaired_lsn = replay_log(damaged_dir, target_dir, salvaged_lsn, config, &mut losses)?;
     Ok(RepairReport {
         method: RepairMethod::Salvage,
         repaired_lsn,
@@ -515,6 +469,117 @@ fn salvage(
         losses,
         scrub: ScrubReport::default(),
     })
+}
+
+/// A salvage with nothing from LMDB's file (`why`): an empty store, then the whole log. Lost:
+/// everything the log no longer holds (nothing, when it starts at LSN 1).
+fn from_log_only(
+    damaged_dir: &Path,
+    target_dir: &Path,
+    scan: &crate::inspect::LogScan,
+    log_end: Lsn,
+    config: Config,
+    why: String,
+) -> Result<RepairReport> {
+    let first = scan.readable(None).first_lsn.unwrap_or(log_end + 1);
+    let salvaged_lsn = first.saturating_sub(1);
+    let env = new_store(target_dir, 0, salvaged_lsn, &BTreeMap::new())?;
+    env.prepare_for_closing().wait();
+    let mut losses = Vec::new();
+    if salvaged_lsn > 0 {
+        losses.push(Loss {
+            table: "(every table)".into(),
+            keys: LostKeys::Range {
+                from: None,
+                to: None,
+            },
+            reason: format!("{why}: only what the log holds after LSN {salvaged_lsn} is back"),
+            rewritten_by_log: 0,
+            dropped_by_log: false,
+        });
+    }
+    let repaired_lsn = replay_log(
+        damaged_dir,
+        target_dir,
+        salvaged_lsn,
+        config,
+        &mut Vec::new(),
+    )?;
+    tracing::warn!(reason = %why, salvaged_lsn, "nothing salvaged from LMDB's file; rebuilt from the log");
+    Ok(RepairReport {
+        method: RepairMethod::Salvage,
+        repaired_lsn,
+        log_end,
+        restore: None,
+        salvaged: 0,
+        salvaged_lsn,
+        losses,
+        scrub: ScrubReport::default(),
+    })
+}
+
+/// A new store in `target_dir`: walmdb's metadata (format, applied LSN `applied`, the table
+/// list `tables`), synced; its map at least `map_size` bytes.
+fn new_store(
+    target_dir: &Path,
+    map_size: u64,
+    applied: Lsn,
+    tables: &BTreeMap<String, Lsn>,
+) -> Result<heed::Env> {
+    let data = crate::layout::data_dir(target_dir);
+    crate::layout::create_private_dir(target_dir)?;
+    crate::layout::create_private_dir(&data)?;
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(map_size.max(64 << 20).next_multiple_of(1 << 20) as usize)
+        .max_dbs(tables.len() as u32 + 2);
+    // SAFETY: a new environment in a directory this call created, opened once.
+    let env = unsafe { opts.open(&data) }.map_err(lmdb_err("open the repaired store"))?;
+    let mut wtxn = env.write_txn().map_err(lmdb_err("begin write"))?;
+    let meta_db = env
+        .create_database::<Bytes, Bytes>(&mut wtxn, Some(META_DB))
+        .map_err(lmdb_err("create"))?;
+    let mut buf = Vec::new();
+    meta_seed().seal(&mut buf, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
+    meta_db
+        .put(&mut wtxn, KEY_FORMAT, &buf)
+        .map_err(lmdb_err("write"))?;
+    meta_seed().seal(&mut buf, KEY_APPLIED, &applied.to_le_bytes());
+    meta_db
+        .put(&mut wtxn, KEY_APPLIED, &buf)
+        .map_err(lmdb_err("write"))?;
+    let list_db = env
+        .create_database::<Bytes, Bytes>(&mut wtxn, Some(TABLES_DB))
+        .map_err(lmdb_err("create"))?;
+    for (name, created) in tables {
+        tables_seed().seal(&mut buf, name.as_bytes(), &created.to_le_bytes());
+        list_db
+            .put(&mut wtxn, name.as_bytes(), &buf)
+            .map_err(lmdb_err("write"))?;
+    }
+    wtxn.commit().map_err(lmdb_err("commit"))?;
+    env.force_sync().map_err(lmdb_err("sync"))?;
+    Ok(env)
+}
+
+/// Copies the damaged database's log into `target_dir`, counts what it writes again of
+/// `losses` after `from_lsn`, and opens the repaired database once to replay it. Returns the
+/// last LSN the repaired database holds.
+fn replay_log(
+    damaged_dir: &Path,
+    target_dir: &Path,
+    from_lsn: Lsn,
+    config: Config,
+    losses: &mut [Loss],
+) -> Result<Lsn> {
+    let log = crate::layout::wal_dir(target_dir);
+    copy_log(&crate::layout::wal_dir(damaged_dir), &log)?;
+    // Before the open, whose checkpoint retires the log it replays.
+    count_rewritten(&log, from_lsn, losses)?;
+    let fs = crate::sync::DynArc::new(crate::wal::fs::StdFs);
+    let mut engine = crate::engine::Running::open(target_dir, config, fs, None)?;
+    let repaired_lsn = engine.engine().report.last_lsn;
+    engine.shutdown(crate::engine::Shutdown::Drain)?;
+    Ok(repaired_lsn)
 }
 
 /// The first key after `key` (`None`: the first key of all).

@@ -345,3 +345,49 @@ fn a_commit_that_fails_to_apply_on_a_damaged_page_stays_in_the_log_and_the_repai
     drop(txn);
     r.close().unwrap();
 }
+
+/// LMDB's file unreadable (both meta pages zeroed, or the file gone): the salvage rebuilds
+/// from the log alone, complete when the log still starts at LSN 1, else saying that only
+/// what the log holds is back.
+#[test]
+fn a_salvage_of_an_unreadable_file_rebuilds_from_the_log_and_says_what_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    // The whole history in the log: nothing lost.
+    let mut model = Model::new();
+    let db = Db::open(p("whole")).unwrap();
+    put_all(&db, &mut model, "t", 0..500, 1);
+    db.close().unwrap();
+    std::fs::remove_file(p("whole").join("data").join("data.mdb")).unwrap();
+    let report =
+        walmdb::repair(&p("whole"), &p("whole-repaired"), &RepairOptions::default()).unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(compare(&p("whole-repaired"), &model, &[]), 0);
+
+    // The log's first segments retired: what they held is lost, and said so.
+    let mut model = Model::new();
+    let db = Db::open_with(p("part"), small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..3000, 1);
+    db.checkpoint().unwrap();
+    put_all(&db, &mut model, "t", 3000..3200, 1);
+    db.simulate_crash();
+    let path = p("part").join("data").join("data.mdb");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0; 8192], 0).unwrap();
+    let report =
+        walmdb::repair(&p("part"), &p("part-repaired"), &RepairOptions::default()).unwrap();
+    assert!(!report.is_complete());
+    assert_eq!(report.losses.len(), 1, "{:?}", report.losses);
+    assert!(
+        report.losses[0].reason.contains("meta page"),
+        "{:?}",
+        report.losses
+    );
+    let r = Db::open(p("part-repaired")).unwrap();
+    let txn = r.read().unwrap();
+    for i in 3000..3200 {
+        assert_eq!(txn.get("t", &key(i)).unwrap(), Some(value(i, 1).as_slice()));
+    }
+    drop(txn);
+    r.close().unwrap();
+}
