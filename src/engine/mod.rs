@@ -5,7 +5,8 @@
 //! - [`apply`]: the `walmdb-applier` thread, the only LMDB writer, and overlay eviction;
 //! - [`checkpoint`]: the `walmdb-checkpoint` thread: LMDB syncs and segment retirement;
 //! - [`open`]: locking the directory, LMDB, the log's recovery, replay, starting threads;
-//! - [`admin`]: compaction and restore points.
+//! - [`admin`]: compaction and restore points;
+//! - [`scrub`]: online scrubs of LMDB's file.
 //!
 //! [`EngineState`] is what these jobs share; [`Engine`] adds the store, the log and the
 //! configuration; [`Running`] owns the engine's threads and stops them.
@@ -15,6 +16,7 @@ pub(crate) mod admit;
 pub(crate) mod apply;
 pub(crate) mod checkpoint;
 pub(crate) mod open;
+pub(crate) mod scrub;
 pub(crate) mod sequencer;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +75,11 @@ pub(crate) struct Counters {
     /// gauge).
     pub scrubs: StatCounter,
     pub scrub_findings: StatCounter,
+    /// Scrubs that ended in an error.
+    pub scrub_failures: StatCounter,
+    /// When the last scrub ended (Unix seconds; 0: none since open), and how long it took.
+    pub last_scrub_unix_secs: StatCounter,
+    pub last_scrub_micros: StatCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
