@@ -192,7 +192,8 @@ impl Db {
     /// one read snapshot (see [`ScrubReport`](crate::ScrubReport)). Commits and reads go on
     /// meanwhile; the snapshot postpones a growth of LMDB's map while it lasts. Counted in
     /// the metrics (`scrubs`, `scrub_findings`, `scrub_failures`, `last_scrub_*`);
-    /// `health()` is Unhealthy while the last scrub's findings stand.
+    /// `health()` is Unhealthy while the last scrub's findings stand. `Config::scrub_interval`
+    /// runs the same scrub in the background.
     pub fn scrub(&self) -> Result<crate::ScrubReport> {
         self.scrub_with(None, |_| {})
     }

@@ -104,11 +104,11 @@ pub struct Metrics {
     pub checkpoints: u64,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
-    /// Times the flusher, applier or checkpoint thread panicked and was restarted.
+    /// Times the flusher, applier, checkpoint or scrubber thread panicked and was restarted.
     pub thread_restarts: u64,
     /// Runs of bytes opening cut from the log and copied into the quarantine first.
     pub quarantined_cuts: u64,
-    /// Scrubs run to the end (`Db::scrub`).
+    /// Scrubs run to the end (`Db::scrub` and `Config::scrub_interval`'s).
     pub scrubs: u64,
     /// Damaged entries and structure findings of the last scrub.
     pub scrub_findings: u64,
@@ -615,7 +615,7 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
     counter(
         enc,
         "thread_restarts",
-        "Times the flusher, applier or checkpoint thread panicked and was restarted",
+        "Times the flusher, applier, checkpoint or scrubber thread panicked and was restarted",
         None,
         m.thread_restarts,
     )?;
