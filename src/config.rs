@@ -318,6 +318,13 @@ pub struct Config {
     /// `Error::ReadSetTooLarge`. Bounds how long one commit's check holds up the others.
     /// Default: 1,000,000.
     pub max_conflict_checks: usize,
+    /// How long the `walmdb-scrubber` thread waits between scrubs (`Db::scrub`, from a read
+    /// snapshot that postpones map resizes while it lasts); `None` starts no thread. At most
+    /// 24 h, not zero. Default: `None`.
+    pub scrub_interval: Option<Duration>,
+    /// Entry bytes (keys and values walked) per second the background scrub reads at most,
+    /// checked every 4,096 entries; `None` or 0 reads unthrottled. Default: `Some(64 MiB)`.
+    pub scrub_max_bytes_per_sec: Option<u64>,
 }
 
 impl Default for Config {
@@ -341,6 +348,8 @@ impl Default for Config {
             resize_wait: Duration::from_secs(10),
             update_attempts: 100,
             max_conflict_checks: 1_000_000,
+            scrub_interval: None,
+            scrub_max_bytes_per_sec: Some(64 << 20),
         }
     }
 }
@@ -394,6 +403,10 @@ impl Config {
         update_attempts: u32;
         /// Sets [`Config::max_conflict_checks`].
         max_conflict_checks: usize;
+        /// Sets [`Config::scrub_interval`].
+        scrub_interval: Option<Duration>;
+        /// Sets [`Config::scrub_max_bytes_per_sec`].
+        scrub_max_bytes_per_sec: Option<u64>;
     }
 
     /// Sets the default durability of commits ([`WalConfig::durability`]).
@@ -437,6 +450,12 @@ impl Config {
             ("resize_wait", self.resize_wait),
         ] {
             crate::limits::check_duration(field, value)?;
+        }
+        if let Some(interval) = self.scrub_interval {
+            if interval.is_zero() {
+                return bad("scrub_interval must not be zero (None turns it off)".into());
+            }
+            crate::limits::check_duration("scrub_interval", interval)?;
         }
         if self.overlay_max_bytes < self.wal.max_record_bytes {
             return bad(format!(

@@ -13,9 +13,6 @@ use crate::lsn::{Lineage, Lsn};
 use crate::ops::backup::BackupManifest;
 use crate::sync::Ordering;
 use crate::txn::{ReadTxn, Snapshot, WriteTxn};
-
-/// Snapshots a scrub begins before it gives up finding one whose meta page is in place.
-const SCRUB_ATTEMPTS: u32 = 20;
 use crate::wal::WalStats;
 
 /// A snapshot of the engine's state and counters.
@@ -194,61 +191,21 @@ impl Db {
     /// Checks every entry LMDB holds against its checksum, and the structure around it, from
     /// one read snapshot (see [`ScrubReport`](crate::ScrubReport)). Commits and reads go on
     /// meanwhile; the snapshot postpones a growth of LMDB's map while it lasts. Counted in
-    /// the metrics (`scrubs`, `scrub_findings`); `health()` is Unhealthy while the last
-    /// scrub's findings stand.
+    /// the metrics (`scrubs`, `scrub_findings`, `scrub_failures`, `last_scrub_*`);
+    /// `health()` is Unhealthy while the last scrub's findings stand. `Config::scrub_interval`
+    /// runs the same scrub in the background.
     pub fn scrub(&self) -> Result<crate::ScrubReport> {
         self.scrub_with(None, |_| {})
     }
 
-    /// [`Db::scrub`] reading at most `max_bytes_per_sec` (if given), calling `progress` every
-    /// few thousand entries.
+    /// [`Db::scrub`] reading at most `max_bytes_per_sec` (if given; 0 reads unthrottled),
+    /// calling `progress` every few thousand entries.
     pub fn scrub_with(
         &self,
         max_bytes_per_sec: Option<u64>,
         mut progress: impl FnMut(crate::ScrubProgress<'_>),
     ) -> Result<crate::ScrubReport> {
-        let engine = self.engine();
-        let started = std::time::Instant::now();
-        let mut attempts = 0;
-        let report = loop {
-            // A snapshot whose meta page two commits have already rewritten is begun anew.
-            let snapshot = Snapshot::begin(engine)?;
-            let found = snapshot.scrub(&mut |p| {
-                progress(p);
-                if let Some(rate) = max_bytes_per_sec.filter(|r| *r > 0) {
-                    let due = Duration::from_secs_f64(p.bytes as f64 / rate as f64);
-                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(ahead);
-                    }
-                }
-            })?;
-            match found {
-                Some(report) => break report,
-                None if attempts < SCRUB_ATTEMPTS => attempts += 1,
-                None => {
-                    return Err(crate::Error::Lmdb {
-                        op: "scrub",
-                        message: format!(
-                            "no snapshot's meta page stayed in place in {SCRUB_ATTEMPTS} \
-                             attempts (LMDB commits too often); try again"
-                        ),
-                    })
-                }
-            }
-        };
-        let st = &engine.state.stats;
-        st.scrubs.fetch_add(1, Ordering::Relaxed);
-        st.scrub_findings
-            .store(report.findings(), Ordering::Relaxed);
-        if !report.is_healthy() {
-            tracing::error!(
-                damaged = report.damaged_entries(),
-                damaged_pages = report.damaged_pages.len(),
-                structure = ?report.structure,
-                "the scrub found damage in LMDB's file"
-            );
-        }
-        Ok(report)
+        self.engine().scrub(max_bytes_per_sec, &mut progress)
     }
 
     /// Waits until LMDB holds every commit through `lsn`.

@@ -428,6 +428,7 @@ fn special_values_are_mapped() {
     for metric in [
         "walmdb_last_sync_age_seconds",
         "walmdb_estimated_recovery_seconds",
+        "walmdb_last_scrub_duration_seconds",
     ] {
         for p in using(metric) {
             assert_eq!(p["type"], "stat", "{}", title(p));

@@ -84,6 +84,46 @@ fn a_panicked_applier_or_checkpoint_thread_is_restarted_and_reported() {
     db.close().unwrap();
 }
 
+/// Issue 17: the background scrubber (`Config::scrub_interval`) is supervised like the
+/// applier, but the engine does not need it: past three restarts the thread ends,
+/// `health()` turns Degraded (not Unhealthy) and says so, and commits, reads, `Db::scrub`
+/// and `close()` go on.
+#[test]
+fn a_scrubber_that_keeps_panicking_ends_and_the_engine_goes_on() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    fail::cfg("scrubber-tick", "panic(scrubber test panic)").unwrap();
+    let cfg = Config::default().scrub_interval(Some(Duration::from_millis(10)));
+    let db = Db::open_with(dir.path().join("db"), cfg).unwrap();
+    let ended = |db: &Db| {
+        db.health().reasons.iter().any(|r| {
+            r.0 == HealthStatus::Degraded && r.1.contains("scrubber thread is not running")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ended(&db) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", db.health());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fail::remove("scrubber-tick");
+    let m = db.metrics();
+    assert_eq!(
+        (m.thread_restarts, m.scrubs, m.poisoned),
+        (3, 0, false),
+        "{m:?}"
+    );
+    let health = db.health();
+    assert_eq!(health.status, HealthStatus::Degraded, "{health:?}");
+    assert!(
+        health.reasons.iter().any(|r| r.1.contains("scrubber: ")),
+        "the restart names its thread: {health:?}"
+    );
+    db.update(|txn| txn.put("t", b"k", b"v")).unwrap();
+    assert!(db.scrub().unwrap().is_healthy());
+    db.close().unwrap();
+    scenario.teardown();
+}
+
 /// The highest segment number among the live segment files of the database at `db_dir`.
 fn newest_segment(db_dir: &Path) -> u64 {
     std::fs::read_dir(db_dir.join("wal"))

@@ -141,6 +141,14 @@ fn extreme_settings_are_refused_by_name_and_never_panic_a_thread_or_hang_close()
         ("max_tables", Config::default().max_tables(u32::MAX)),
         ("queue_capacity", wal(&|w| w.queue_capacity = usize::MAX)),
         ("compress_level", wal(&|w| w.compress_level = i32::MAX)),
+        (
+            "scrub_interval",
+            Config::default().scrub_interval(Some(huge)),
+        ),
+        (
+            "scrub_interval",
+            Config::default().scrub_interval(Some(Duration::ZERO)),
+        ),
     ];
     for (field, cfg) in refused {
         match open_commit_close(cfg, walmdb::Durability::EveryWrite) {
@@ -163,6 +171,22 @@ fn extreme_settings_are_refused_by_name_and_never_panic_a_thread_or_hang_close()
             .checkpoint_interval(day)
             .apply_interval(Duration::from_millis(1)),
         Config::default().max_readers(1).max_tables(1),
+        Config::default()
+            .scrub_interval(Some(day))
+            .scrub_max_bytes_per_sec(Some(1)),
+        // Scrubs back to back, unthrottled or throttled to nothing and to anything.
+        Config::default()
+            .scrub_interval(Some(Duration::from_nanos(1)))
+            .scrub_max_bytes_per_sec(None),
+        Config::default()
+            .scrub_interval(Some(Duration::from_nanos(1)))
+            .scrub_max_bytes_per_sec(Some(0)),
+        Config::default()
+            .scrub_interval(Some(Duration::from_millis(1)))
+            .scrub_max_bytes_per_sec(Some(1)),
+        Config::default()
+            .scrub_interval(Some(Duration::from_millis(1)))
+            .scrub_max_bytes_per_sec(Some(u64::MAX)),
     ];
     for cfg in at_the_bounds {
         let answer = open_commit_close(cfg.clone(), walmdb::Durability::None);

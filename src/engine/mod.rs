@@ -5,7 +5,8 @@
 //! - [`apply`]: the `walmdb-applier` thread, the only LMDB writer, and overlay eviction;
 //! - [`checkpoint`]: the `walmdb-checkpoint` thread: LMDB syncs and segment retirement;
 //! - [`open`]: locking the directory, LMDB, the log's recovery, replay, starting threads;
-//! - [`admin`]: compaction and restore points.
+//! - [`admin`]: compaction and restore points;
+//! - [`scrub`]: online scrubs of LMDB's file, and the `walmdb-scrubber` thread.
 //!
 //! [`EngineState`] is what these jobs share; [`Engine`] adds the store, the log and the
 //! configuration; [`Running`] owns the engine's threads and stops them.
@@ -15,6 +16,7 @@ pub(crate) mod admit;
 pub(crate) mod apply;
 pub(crate) mod checkpoint;
 pub(crate) mod open;
+pub(crate) mod scrub;
 pub(crate) mod sequencer;
 
 use std::path::{Path, PathBuf};
@@ -67,12 +69,17 @@ pub(crate) struct Counters {
     /// slowed down or waiting for room.
     pub backlog_delays: StatCounter,
     pub backlog_stall_micros: StatCounter,
-    /// Times the applier or checkpoint thread panicked and was restarted.
+    /// Times the applier, checkpoint or scrubber thread panicked and was restarted.
     pub thread_restarts: StatCounter,
     /// Scrubs run, and what the last one found (damaged entries and structure findings; a
     /// gauge).
     pub scrubs: StatCounter,
     pub scrub_findings: StatCounter,
+    /// Scrubs that ended in an error.
+    pub scrub_failures: StatCounter,
+    /// When the last scrub ended (Unix seconds; 0: none since open), and how long it took.
+    pub last_scrub_unix_secs: StatCounter,
+    pub last_scrub_micros: StatCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,29 +134,42 @@ pub(crate) struct EngineState {
     pub(crate) applier_running: AtomicBool,
     /// True from open until the checkpoint thread ends.
     pub(crate) checkpointer_running: AtomicBool,
+    /// True from open until the scrubber thread ends (never set without `scrub_interval`).
+    pub(crate) scrubber_running: AtomicBool,
+    /// Stops the scrubber thread and cuts a rate-limited scrub's pauses short.
+    pub(crate) scrubber: scrub::ScrubberControl,
     pub stats: Counters,
 }
 
 /// Clears its flag when dropped: when the thread owning it returns or unwinds.
 struct RunningGuard<'a>(&'a AtomicBool);
 
-/// Runs `work` (the applier's or the checkpoint's loop) and runs it again when it panics,
-/// up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS) times; each restart is counted (metrics, `health()`). Past
-/// that, the engine fails (commits refused until reopened). `work` leaves the state it
-/// shares consistent however it unwinds (the applier gives its batch back).
-pub(crate) fn supervise(sh: &EngineState, thread: &str, work: impl Fn()) {
+/// What a supervised thread's panics do past the last restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    /// The engine fails (commits refused until reopened): it cannot go on without the thread.
+    FailEngine,
+    /// The thread ends (`health()` says so); the engine goes on without it.
+    EndThread,
+}
+
+/// Runs `work` (an engine thread's loop) and runs it again when it panics, up to
+/// [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS) times; each restart is
+/// counted (metrics, `health()`). Past that, `give_up` says what happens. `work` leaves the
+/// state it shares consistent however it unwinds (the applier gives its batch back).
+pub(crate) fn supervise(sh: &EngineState, thread: &str, give_up: GiveUp, work: impl Fn()) {
     // Under loom a panic is the model checker's own (a failed model): let it through.
     #[cfg(walmdb_loom)]
     {
-        let _ = (sh, thread);
+        let _ = (sh, thread, give_up);
         work()
     }
     #[cfg(not(walmdb_loom))]
-    supervise_panics(sh, thread, work)
+    supervise_panics(sh, thread, give_up, work)
 }
 
 #[cfg(not(walmdb_loom))]
-fn supervise_panics(sh: &EngineState, thread: &str, work: impl Fn()) {
+fn supervise_panics(sh: &EngineState, thread: &str, give_up: GiveUp, work: impl Fn()) {
     let mut restarts = 0;
     loop {
         let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work)) else {
@@ -158,9 +178,14 @@ fn supervise_panics(sh: &EngineState, thread: &str, work: impl Fn()) {
         let msg = crate::error::panic_message(panic.as_ref());
         restarts += 1;
         if restarts > crate::limits::MAX_THREAD_RESTARTS {
-            sh.fail(format!(
-                "the {thread} thread panicked {restarts} times, the last: {msg}"
-            ));
+            let why = format!("the {thread} thread panicked {restarts} times, the last: {msg}");
+            match give_up {
+                GiveUp::FailEngine => sh.fail(why),
+                GiveUp::EndThread => {
+                    tracing::error!(cause = %why, "an engine thread ended; reopen to restart it");
+                    *sh.last_restart.lock() = Some(format!("{thread}: {msg}"));
+                }
+            }
             return;
         }
         sh.stats.thread_restarts.fetch_add(1, Ordering::Relaxed);
@@ -272,6 +297,8 @@ pub(crate) struct Running {
     engine: Option<Arc<Engine>>,
     applier: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    /// `Some` while `Config::scrub_interval` runs a scrubber thread.
+    scrubber: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -309,6 +336,13 @@ impl Running {
             return Ok(());
         };
         let sh = &engine.state;
+        // First, so its snapshot postpones no map resize the drain below needs.
+        sh.scrubber.stop();
+        if let Some(scrubber) = self.scrubber.take() {
+            if scrubber.join().is_err() {
+                tracing::error!("the scrubber thread panicked");
+            }
+        }
         let mut result = Ok(());
         if how == Shutdown::Drain && !engine.wal.is_poisoned() {
             // Everything queued becomes durable, so the applier may apply all of it.

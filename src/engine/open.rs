@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
+use super::scrub::scrubber_loop;
 use super::sequencer::{EngineSequencer, TxnWrites};
-use super::{supervise, Engine, EngineState, Running, RunningGuard};
+use super::{supervise, Engine, EngineState, GiveUp, Running, RunningGuard};
 use crate::catalog::Table;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -212,7 +213,9 @@ impl Running {
                 .name("walmdb-applier".into())
                 .spawn(move || {
                     let _running = RunningGuard(&engine.state.applier_running);
-                    supervise(&engine.state, "applier", || applier_loop(&engine))
+                    supervise(&engine.state, "applier", GiveUp::FailEngine, || {
+                        applier_loop(&engine)
+                    })
                 })?
         };
         let checkpointer = {
@@ -221,17 +224,33 @@ impl Running {
                 .name("walmdb-checkpoint".into())
                 .spawn(move || {
                     let _running = RunningGuard(&engine.state.checkpointer_running);
-                    supervise(&engine.state, "checkpoint", || checkpoint_loop(&engine))
+                    supervise(&engine.state, "checkpoint", GiveUp::FailEngine, || {
+                        checkpoint_loop(&engine)
+                    })
                 })?
         };
-        let running = Running {
+        let mut running = Running {
             engine: Some(engine),
             applier: Some(applier),
             checkpointer: Some(checkpointer),
+            scrubber: None,
         };
         let engine = running.engine();
         for name in &engine.cfg.tables {
             engine.create_table(name)?;
+        }
+        if let Some(interval) = engine.cfg.scrub_interval {
+            let engine = Arc::clone(running.engine.as_ref().ok_or(Error::Closed)?);
+            engine.state.scrubber_running.store(true, Ordering::Release);
+            // On an error `running` drops, which stops the other threads.
+            running.scrubber = Some(ThreadBuilder::new().name("walmdb-scrubber".into()).spawn(
+                move || {
+                    let _running = RunningGuard(&engine.state.scrubber_running);
+                    supervise(&engine.state, "scrubber", GiveUp::EndThread, || {
+                        scrubber_loop(&engine, interval)
+                    })
+                },
+            )?);
         }
         Ok(running)
     }

@@ -112,6 +112,14 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
             bad(Unhealthy, format!("the {name} thread is not running"));
         }
     }
+    if engine.cfg.scrub_interval.is_some() && !engine.state.scrubber_running.load(Ordering::Acquire)
+    {
+        bad(
+            Degraded,
+            "the scrubber thread is not running (scrub_interval is set); reopen to restart it"
+                .into(),
+        );
+    }
     if m.storage_full {
         bad(
             Unhealthy,

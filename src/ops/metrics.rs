@@ -104,14 +104,20 @@ pub struct Metrics {
     pub checkpoints: u64,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
-    /// Times the flusher, applier or checkpoint thread panicked and was restarted.
+    /// Times the flusher, applier, checkpoint or scrubber thread panicked and was restarted.
     pub thread_restarts: u64,
     /// Runs of bytes opening cut from the log and copied into the quarantine first.
     pub quarantined_cuts: u64,
-    /// Scrubs run (`Db::scrub`).
+    /// Scrubs run to the end (`Db::scrub` and `Config::scrub_interval`'s).
     pub scrubs: u64,
     /// Damaged entries and structure findings of the last scrub.
     pub scrub_findings: u64,
+    /// Scrubs that ended in an error (their findings are not counted).
+    pub scrub_failures: u64,
+    /// When the last scrub ended, seconds since the Unix epoch (`None`: none since open).
+    pub last_scrub_unix_secs: Option<u64>,
+    /// How long the last scrub took, throttling included (`None`: none since open).
+    pub last_scrub_duration: Option<Duration>,
     /// Duration of checkpoints (LMDB sync and segment retirement), microseconds.
     pub checkpoint_duration: Histogram,
     /// Live log segments (the active one included).
@@ -184,6 +190,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         Duration::from_micros((replay_estimate_bytes as f64 * micros_per_byte) as u64)
     });
     let lmdb = engine.store.env_figures();
+    let scrubs = st.scrubs.load(Ordering::Relaxed);
     Metrics {
         commits: wal.commits,
         conflicts: st.conflicts.load(Ordering::Relaxed),
@@ -226,8 +233,13 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         checkpoint_failures: st.checkpoint_failures.load(Ordering::Relaxed),
         thread_restarts: st.thread_restarts.load(Ordering::Relaxed) + detail.flusher_restarts,
         quarantined_cuts: detail.quarantined,
-        scrubs: st.scrubs.load(Ordering::Relaxed),
+        scrubs,
         scrub_findings: st.scrub_findings.load(Ordering::Relaxed),
+        scrub_failures: st.scrub_failures.load(Ordering::Relaxed),
+        last_scrub_unix_secs: Some(st.last_scrub_unix_secs.load(Ordering::Relaxed))
+            .filter(|t| *t > 0),
+        last_scrub_duration: (scrubs > 0)
+            .then(|| Duration::from_micros(st.last_scrub_micros.load(Ordering::Relaxed))),
         checkpoint_duration: st.checkpoint_duration.snapshot(),
         segments_live: detail.segments_live,
         segments_spare: detail.segments_spare,
@@ -603,7 +615,7 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
     counter(
         enc,
         "thread_restarts",
-        "Times the flusher, applier or checkpoint thread panicked and was restarted",
+        "Times the flusher, applier, checkpoint or scrubber thread panicked and was restarted",
         None,
         m.thread_restarts,
     )?;
@@ -627,6 +639,27 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Damaged entries and structure findings of the last scrub",
         None,
         m.scrub_findings,
+    )?;
+    counter(
+        enc,
+        "scrub_failures",
+        "Scrubs that ended in an error",
+        None,
+        m.scrub_failures,
+    )?;
+    gauge(
+        enc,
+        "last_scrub_timestamp",
+        "When the last scrub ended, Unix time (0: none since open)",
+        s,
+        m.last_scrub_unix_secs.unwrap_or(0),
+    )?;
+    gauge(
+        enc,
+        "last_scrub_duration",
+        "Duration of the last scrub, throttling included (-1: none since open)",
+        s,
+        m.last_scrub_duration.map_or(-1.0, secs),
     )?;
     histogram(
         enc,

@@ -65,15 +65,6 @@ impl<'db> Snapshot<'db> {
         })
     }
 
-    /// Scrubs LMDB's state this snapshot reads; `None` when LMDB has already rewritten its
-    /// meta page (begin a new snapshot).
-    pub(crate) fn scrub(
-        &self,
-        progress: &mut dyn FnMut(crate::ScrubProgress<'_>),
-    ) -> Result<Option<crate::ScrubReport>> {
-        self.engine.store.scrub(self.lmdb(), progress)
-    }
-
     fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {
         self.lmdb
             .as_ref()
