@@ -74,13 +74,16 @@ impl<'e> ScrubSnapshot<'e> {
     }
 
     /// Scrubs LMDB's state this snapshot reads; `None` when LMDB has already rewritten its
-    /// meta page (begin a new snapshot).
+    /// meta page (begin a new snapshot); `Error::Closed` when the engine begins to close.
     fn scrub(&self, progress: &mut dyn FnMut(ScrubProgress<'_>)) -> Result<Option<ScrubReport>> {
         let txn = self
             .lmdb
             .as_ref()
             .expect("the LMDB transaction lives until the snapshot drops");
-        self.engine.store.scrub(txn, progress)
+        let control = &self.engine.state.scrubber;
+        self.engine
+            .store
+            .scrub(txn, progress, &|| control.is_stopping())
     }
 }
 
@@ -93,9 +96,9 @@ impl Drop for ScrubSnapshot<'_> {
 
 impl Engine {
     /// Scrubs LMDB's file from a read snapshot (see `Db::scrub`), reading at most
-    /// `max_bytes_per_sec` (`None` or 0: unthrottled) until the engine begins to close, then
-    /// at full speed: the walk itself cannot be cut short. Counts the scrub in the metrics
-    /// and logs damage; a scrub that fails is counted as such.
+    /// `max_bytes_per_sec` (`None` or 0: unthrottled); `Error::Closed` as soon as the engine
+    /// begins to close (the walk stops at the next page). Counts the scrub in the metrics and
+    /// logs damage; a scrub that fails is counted as such.
     pub(crate) fn scrub(
         &self,
         max_bytes_per_sec: Option<u64>,

@@ -314,14 +314,15 @@ impl Store {
 
     /// Scrubs the store as `txn` sees it (see [`scrub`]), reading LMDB's file, not its map.
     /// `None` when LMDB has already rewritten the meta page of `txn`'s snapshot (two
-    /// commits since it began): begin a new one.
+    /// commits since it began): begin a new one. `Error::Closed` once `stop` says so.
     pub fn scrub(
         &self,
         txn: &LmdbReadTxn<'_>,
         progress: &mut dyn FnMut(scrub::ScrubProgress<'_>),
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<scrub::ScrubReport>> {
         let path = crate::layout::lmdb_file(self.env.path());
-        match scrub::scrub_file(&path, Some(txn.id() as u64), progress)? {
+        match scrub::scrub_file(&path, Some(txn.id() as u64), progress, stop)? {
             scrub::Scrubbed::Report(report) => Ok(Some(report)),
             scrub::Scrubbed::MetaGone => Ok(None),
         }

@@ -380,6 +380,10 @@ pub(crate) struct Walker<'f> {
     file: &'f PageFile,
     pub meta: Meta,
     used: PageSet,
+    /// Asked before each page: true ends every walk at once.
+    stop: Option<&'f dyn Fn() -> bool>,
+    /// A walk was ended by `stop`: what it found is partial.
+    pub stopped: bool,
 }
 
 impl<'f> Walker<'f> {
@@ -388,7 +392,15 @@ impl<'f> Walker<'f> {
             file,
             meta,
             used: PageSet::new(meta.last_page + 1),
+            stop: None,
+            stopped: false,
         }
+    }
+
+    /// Ends the walks as soon as `stop` says so (a closing engine).
+    pub fn stop_when(mut self, stop: &'f dyn Fn() -> bool) -> Walker<'f> {
+        self.stop = Some(stop);
+        self
     }
 
     /// Walks the tree `record` describes in key order, handing `visit` each leaf entry it
@@ -421,6 +433,10 @@ impl<'f> Walker<'f> {
             to: None,
         }];
         while let Some(v) = stack.pop() {
+            if self.stopped || self.stop.is_some_and(|stop| stop()) {
+                self.stopped = true;
+                break;
+            }
             let lost = || LostKeys::Range {
                 from: v.from.clone(),
                 to: v.to.clone(),

@@ -173,7 +173,7 @@ pub fn scrub_store(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    match super::scrub::scrub_file(&path, None, progress)? {
+    match super::scrub::scrub_file(&path, None, progress, &|| false)? {
         Scrubbed::Report(report) => Ok(Some(report)),
         Scrubbed::MetaGone => unreachable!("an offline scrub asks for no transaction's meta"),
     }

@@ -174,11 +174,12 @@ const FREE_TREE: &str = "(free pages)";
 
 /// Scrubs LMDB's file `path` as of the meta page of LMDB transaction `txnid` (a read
 /// transaction the caller keeps open, so LMDB reuses none of its pages), or offline (no
-/// `txnid`) as of the newest sound meta page.
+/// `txnid`) as of the newest sound meta page. `Error::Closed` as soon as `stop` says so.
 pub(crate) fn scrub_file(
     path: &Path,
     txnid: Option<u64>,
     progress: &mut dyn FnMut(ScrubProgress<'_>),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Scrubbed> {
     let started = Instant::now();
     let file = PageFile::open(path).map_err(|e| match e.kind() {
@@ -207,7 +208,7 @@ pub(crate) fn scrub_file(
         report.micros = started.elapsed().as_micros() as u64;
         return Ok(Scrubbed::Report(report));
     };
-    let mut walker = Walker::new(&file, meta);
+    let mut walker = Walker::new(&file, meta).stop_when(stop);
     let mut scrub = Scrub {
         report,
         walked: (0, 0),
@@ -320,6 +321,9 @@ pub(crate) fn scrub_file(
         }
     }
 
+    if walker.stopped {
+        return Err(Error::Closed);
+    }
     let account = walker.account();
     scrub.tree_damage(FREE_TREE, account.tree);
     let structure = &mut scrub.report.structure;
