@@ -372,42 +372,38 @@ fn salvage(
         let mut in_txn = 0u64;
         // The last key that verified in its place, and a run of damaged entries after it.
         let mut last_good: Option<Vec<u8>> = None;
-        let mut damaged_run: Option<(Option<Vec<u8>>, Vec<u8>)> = None;
+        let mut damaged_run: Option<(Option<Vec<u8>>, String)> = None;
         let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
             if failed.is_some() {
                 return;
             }
-            if suspect.contains(&e.page) {
-                lose(
-                    &mut losses,
-                    name,
-                    LostKeys::Key(e.key.to_vec()),
-                    format!(
-                        "page {} is also listed free: its entry may be stale",
-                        e.page
-                    ),
-                );
-                return;
-            }
-            let Some(value) = open_stored(format, seed, e.key, e.data) else {
-                // The key itself may be what changed: the entry lost is one whose key lies
-                // between the good keys around it.
+            // A page also listed free may be a stale copy a damaged pointer reaches, in place
+            // of the page it meant; a damaged entry's key may be what changed. Either way
+            // what is lost lies between the good keys around it.
+            let value = (!suspect.contains(&e.page))
+                .then(|| open_stored(format, seed, e.key, e.data))
+                .flatten();
+            let Some(value) = value else {
                 if damaged_run.is_none() {
-                    damaged_run = Some((after_key(last_good.as_deref()), e.key.to_vec()));
+                    let why = if suspect.contains(&e.page) {
+                        format!(
+                            "page {} is also listed free: it may be a stale copy",
+                            e.page
+                        )
+                    } else {
+                        format!("checksum fails (an entry stored under key {:02x?})", e.key)
+                    };
+                    damaged_run = Some((after_key(last_good.as_deref()), why));
                 }
                 return;
             };
             if e.reachable {
-                if let Some((from, stored)) = damaged_run.take() {
-                    lose(
-                        &mut losses,
-                        name,
-                        LostKeys::Range {
-                            from,
-                            to: Some(e.key.to_vec()),
-                        },
-                        format!("checksum fails (an entry stored under key {stored:02x?})"),
-                    );
+                if let Some((from, why)) = damaged_run.take() {
+                    let keys = LostKeys::Range {
+                        from,
+                        to: Some(e.key.to_vec()),
+                    };
+                    lose(&mut losses, name, keys, why);
                 }
                 last_good = Some(e.key.to_vec());
             }
@@ -432,13 +428,8 @@ fn salvage(
         if let Some(e) = failed {
             return Err(e);
         }
-        if let Some((from, stored)) = damaged_run {
-            lose(
-                &mut losses,
-                name,
-                LostKeys::Range { from, to: None },
-                format!("checksum fails (an entry stored under key {stored:02x?})"),
-            );
+        if let Some((from, why)) = damaged_run {
+            lose(&mut losses, name, LostKeys::Range { from, to: None }, why);
         }
         if let Some(txn) = wtxn {
             txn.commit().map_err(lmdb_err("commit"))?;
@@ -678,4 +669,137 @@ fn count_rewritten(log: &Path, from_lsn: Lsn, losses: &mut [Loss]) -> Result<()>
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pages::PAGE_HEADER;
+
+    fn key(i: u32) -> Vec<u8> {
+        format!("key{i:05}").into_bytes()
+    }
+
+    /// A branch pointer redirected to a stale copy of the leaf it meant (an older version
+    /// of the same keys, on a free page): its entries verify, but they are old. The salvage
+    /// must never hand them out: what the leaf held is listed lost (or comes back from the
+    /// log), never an old value.
+    #[test]
+    fn a_pointer_to_a_stale_copy_of_a_leaf_never_brings_old_values_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let cfg = Config::default().wal(crate::WalConfig {
+            segment_bytes: 256 << 10,
+            max_record_bytes: 96 << 10,
+            recycle_segments: 1,
+            ..crate::WalConfig::default()
+        });
+        let db = crate::Db::open_with(&dir, cfg.clone()).unwrap();
+        // Each version in one transaction: the second frees every leaf of the first at once.
+        for version in [1u32, 2] {
+            db.update(|t| {
+                for i in 0..3000 {
+                    t.put("t", &key(i), format!("v{version} {i}").as_bytes())?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            db.checkpoint().unwrap();
+        }
+        db.close().unwrap();
+        // Without the log, the salvage cannot take `t`'s keys back from it.
+        std::fs::remove_dir_all(crate::layout::wal_dir(&dir)).unwrap();
+
+        let path = crate::layout::lmdb_file(crate::layout::data_dir(&dir));
+        let file = PageFile::open(&path).unwrap();
+        let meta = choose_meta(&file, None).0.unwrap();
+        let mut walker = Walker::new(&file, meta);
+        let record = main_trees(&mut walker, &mut Vec::new())
+            .into_iter()
+            .find(|t| t.lmdb_name == "t.t")
+            .and_then(|t| t.record)
+            .unwrap();
+        assert_eq!(record.depth, 2, "a root branch over leaves");
+        let mut first_keys: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        walker.walk(&record, TreeKind::Table, &mut |e| {
+            first_keys.entry(e.key.to_vec()).or_insert(e.page);
+        });
+        let mut free = Vec::new();
+        walker.walk(&meta.free_tree(), TreeKind::Free, &mut |e| {
+            for i in 1..e.data.len() / 8 {
+                free.push(u64::from_le_bytes(
+                    e.data[i * 8..i * 8 + 8].try_into().unwrap(),
+                ));
+            }
+        });
+        // A free page that is an old copy of (part of) a live leaf: a leaf of the table's
+        // keys, among the range of a live leaf.
+        let (stale, live) = free
+            .iter()
+            .find_map(|&p| {
+                let page = file.read(p, 1).ok()?;
+                let (nodes, _) = walker.nodes(&page, p, TreeKind::Table).ok()?;
+                let (at, ksize, _) = nodes[0];
+                let first = &page[at + 8..at + 8 + ksize];
+                let (_, &live) = first_keys.range(..=first.to_vec()).next_back()?;
+                (live != p && first.starts_with(b"key")).then_some((p, live))
+            })
+            .expect("a stale copy of a leaf among the free pages");
+        let size = file.page_size();
+        let mut image = std::fs::read(&path).unwrap();
+        let root = record.root as usize * size;
+        let (nodes, _) = walker
+            .nodes(&image[root..root + size], record.root, TreeKind::Table)
+            .unwrap();
+        let slot = nodes
+            .iter()
+            .map(|n| root + n.0)
+            .find(|&at| {
+                let lo = u16::from_le_bytes([image[at], image[at + 1]]) as u64;
+                let hi = u16::from_le_bytes([image[at + 2], image[at + 3]]) as u64;
+                lo | hi << 16 == live
+            })
+            .unwrap();
+        image[slot..slot + 2].copy_from_slice(&(stale as u16).to_le_bytes());
+        image[slot + 2..slot + 4].copy_from_slice(&((stale >> 16) as u16).to_le_bytes());
+        assert!(PAGE_HEADER < size);
+        std::fs::write(&path, &image).unwrap();
+
+        let into = tmp.path().join("repaired");
+        let options = RepairOptions {
+            config: cfg.clone(),
+            ..RepairOptions::default()
+        };
+        let report = repair(&dir, &into, &options).unwrap();
+        let db = crate::Db::open_with(&into, cfg).unwrap();
+        let txn = db.read().unwrap();
+        let mut missing = 0;
+        for i in 0..3000u32 {
+            match txn.get("t", &key(i)).unwrap() {
+                Some(v) => assert_eq!(v, format!("v2 {i}").as_bytes(), "key {i}: an old value"),
+                None => {
+                    missing += 1;
+                    let k = key(i);
+                    assert!(
+                        report.losses.iter().any(|l| match &l.keys {
+                            LostKeys::Range { from, to } =>
+                                from.as_deref().is_none_or(|f| f <= &k[..])
+                                    && to.as_deref().is_none_or(|t| &k[..] < t),
+                            LostKeys::Key(lost) => lost == &k,
+                            LostKeys::Nothing => false,
+                        }),
+                        "key {i} missing, not listed: {:?}",
+                        report.losses
+                    );
+                }
+            }
+        }
+        assert!(
+            missing > 0,
+            "the stale page's range is lost: {:?}",
+            report.losses
+        );
+        drop(txn);
+        db.close().unwrap();
+    }
 }
