@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
 use crate::store::pages::{
-    choose_meta, LostKeys, PageFile, TreeKind, TreeRecord, Walker, F_SUBDATA, TREE_RECORD_LEN,
+    choose_meta, LostKeys, PageDamage, PageFile, TreeKind, TreeRecord, Walker, F_SUBDATA,
+    TREE_RECORD_LEN,
 };
 use crate::store::scrub::ScrubReport;
 use crate::store::{
@@ -211,7 +212,7 @@ fn salvage(
     // stale page, whose entries verify but are old. Their entries are not salvaged.
     let suspect: HashSet<u64> = {
         let mut walker = Walker::new(&file, meta);
-        let trees = main_trees(&mut walker, &mut Vec::new());
+        let (trees, _) = main_trees(&mut walker);
         for tree in trees.iter().filter_map(|t| t.record) {
             walker.walk(&tree, TreeKind::Table, &mut |_| {});
         }
@@ -219,16 +220,9 @@ fn salvage(
     };
 
     let mut walker = Walker::new(&file, meta);
-    let mut main_damage = Vec::new();
-    let trees = main_trees(&mut walker, &mut main_damage);
-    for (keys, reason) in main_damage {
-        lose(
-            &mut losses,
-            "(main)",
-            keys,
-            format!("tables named here may be missing: {reason}"),
-        );
-    }
+    let (trees, main_damage) = main_trees(&mut walker);
+    // Tables named in a damaged part of the main tree may be missing.
+    lose_damage(&mut losses, "(main)", main_damage);
     let find = |name: &str| trees.iter().find(|t| t.lmdb_name == name);
 
     // walmdb.meta: the format and the applied LSN.
@@ -240,18 +234,7 @@ fn salvage(
             let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
                 entries.push((e.key.to_vec(), e.data.to_vec()));
             });
-            for d in walk
-                .damage
-                .into_iter()
-                .filter(|d| d.lost != LostKeys::Nothing)
-            {
-                lose(
-                    &mut losses,
-                    META_DB,
-                    d.lost,
-                    format!("page {}: {}", d.page, d.reason),
-                );
-            }
+            lose_damage(&mut losses, META_DB, walk.damage);
             if let Some((_, stored)) = entries.iter().find(|(k, _)| k == KEY_FORMAT) {
                 format = stored_format(stored).unwrap_or(STORE_FORMAT_VERSION);
             }
@@ -306,18 +289,7 @@ fn salvage(
                     ),
                 }
             });
-            for d in walk
-                .damage
-                .into_iter()
-                .filter(|d| d.lost != LostKeys::Nothing)
-            {
-                lose(
-                    &mut losses,
-                    TABLES_DB,
-                    d.lost,
-                    format!("page {}: {}", d.page, d.reason),
-                );
-            }
+            lose_damage(&mut losses, TABLES_DB, walk.damage);
         }
         None => lose(
             &mut losses,
@@ -434,18 +406,7 @@ fn salvage(
         if let Some(txn) = wtxn {
             txn.commit().map_err(lmdb_err("commit"))?;
         }
-        for d in walk
-            .damage
-            .into_iter()
-            .filter(|d| d.lost != LostKeys::Nothing)
-        {
-            lose(
-                &mut losses,
-                name,
-                d.lost,
-                format!("page {}: {}", d.page, d.reason),
-            );
-        }
+        lose_damage(&mut losses, name, walk.damage);
     }
     env.force_sync().map_err(lmdb_err("sync"))?;
     env.prepare_for_closing().wait();
@@ -573,6 +534,19 @@ fn replay_log(
     Ok(repaired_lsn)
 }
 
+/// Lists as lost what damaged pages of `table` may have held.
+fn lose_damage(losses: &mut Vec<Loss>, table: &str, damage: Vec<PageDamage>) {
+    for d in damage.into_iter().filter(|d| d.lost != LostKeys::Nothing) {
+        losses.push(Loss {
+            table: table.to_owned(),
+            keys: d.lost,
+            reason: format!("page {}: {}", d.page, d.reason),
+            rewritten_by_log: 0,
+            dropped_by_log: false,
+        });
+    }
+}
+
 /// The first key after `key` (`None`: the first key of all).
 fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
     key.map(|k| {
@@ -583,7 +557,7 @@ fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
 }
 
 /// The named trees LMDB's main tree lists, and the damage on the way.
-fn main_trees(walker: &mut Walker<'_>, damage: &mut Vec<(LostKeys, String)>) -> Vec<Tree> {
+fn main_trees(walker: &mut Walker<'_>) -> (Vec<Tree>, Vec<PageDamage>) {
     let mut trees = Vec::new();
     let main = walker.meta.main;
     let walk = walker.walk(&main, TreeKind::Main, &mut |e| {
@@ -595,14 +569,7 @@ fn main_trees(walker: &mut Walker<'_>, damage: &mut Vec<(LostKeys, String)>) -> 
             record,
         });
     });
-    for d in walk
-        .damage
-        .into_iter()
-        .filter(|d| d.lost != LostKeys::Nothing)
-    {
-        damage.push((d.lost, format!("page {}: {}", d.page, d.reason)));
-    }
-    trees
+    (trees, walk.damage)
 }
 
 /// Copies the segment files of log `from` into a new log directory `to`, synced.
@@ -714,7 +681,8 @@ mod tests {
         let file = PageFile::open(&path).unwrap();
         let meta = choose_meta(&file, None).0.unwrap();
         let mut walker = Walker::new(&file, meta);
-        let record = main_trees(&mut walker, &mut Vec::new())
+        let record = main_trees(&mut walker)
+            .0
             .into_iter()
             .find(|t| t.lmdb_name == "t.t")
             .and_then(|t| t.record)

@@ -58,14 +58,22 @@ struct ScrubSnapshot<'e> {
     reg: Registration,
 }
 
+impl Engine {
+    /// Begins an LMDB read transaction registered as a snapshot (what every reader of the
+    /// engine holds): a map resize waits for it, and LMDB reuses none of its pages.
+    pub(crate) fn begin_snapshot(&self) -> Result<(LmdbReadTxn<'_>, Registration)> {
+        let sh = &self.state;
+        sh.snapshots.begin(&sh.visible_lsn, || {
+            let txn = self.store.read_txn()?;
+            let applied = self.store.applied_lsn(&txn)?;
+            Ok((txn, applied))
+        })
+    }
+}
+
 impl<'e> ScrubSnapshot<'e> {
     fn begin(engine: &'e Engine) -> Result<Self> {
-        let sh = &engine.state;
-        let (txn, reg) = sh.snapshots.begin(&sh.visible_lsn, || {
-            let txn = engine.store.read_txn()?;
-            let applied = engine.store.applied_lsn(&txn)?;
-            Ok((txn, applied))
-        })?;
+        let (txn, reg) = engine.begin_snapshot()?;
         Ok(ScrubSnapshot {
             engine,
             lmdb: Some(txn),

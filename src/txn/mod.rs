@@ -51,12 +51,7 @@ pub(crate) struct Snapshot<'db> {
 
 impl<'db> Snapshot<'db> {
     pub fn begin(engine: &'db Engine) -> Result<Self> {
-        let sh = &engine.state;
-        let (txn, reg) = sh.snapshots.begin(&sh.visible_lsn, || {
-            let txn = engine.store.read_txn()?;
-            let applied = engine.store.applied_lsn(&txn)?;
-            Ok((txn, applied))
-        })?;
+        let (txn, reg) = engine.begin_snapshot()?;
         Ok(Snapshot {
             engine,
             lmdb: Some(txn),

@@ -155,22 +155,13 @@ impl<'f> Walker<'f> {
                 from: v.from.clone(),
                 to: v.to.clone(),
             };
-            let page = match self
-                .claim(v.page, 1)
-                .and_then(|()| self.file.read(v.page, 1))
-            {
-                Ok(page) => page,
-                Err(reason) => {
-                    walk.damage.push(PageDamage {
-                        page: v.page,
-                        reason,
-                        lost: lost(),
-                    });
-                    continue;
-                }
-            };
-            let nodes = match self.nodes(&page, v.page, kind) {
-                Ok((nodes, ignored)) => {
+            let read = self.claim(v.page, 1).and_then(|()| {
+                let page = self.file.read(v.page, 1)?;
+                let (nodes, ignored) = self.nodes(&page, v.page, kind)?;
+                Ok((page, nodes, ignored))
+            });
+            let (page, nodes) = match read {
+                Ok((page, nodes, ignored)) => {
                     if let Some(reason) = ignored {
                         walk.damage.push(PageDamage {
                             page: v.page,
@@ -178,7 +169,7 @@ impl<'f> Walker<'f> {
                             lost: LostKeys::Nothing,
                         });
                     }
-                    nodes
+                    (page, nodes)
                 }
                 Err(reason) => {
                     walk.damage.push(PageDamage {
