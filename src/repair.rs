@@ -23,14 +23,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
-use crate::store::pages::{
-    choose_meta, LostKeys, PageDamage, PageFile, TreeKind, TreeRecord, Walker, F_SUBDATA,
-    TREE_RECORD_LEN,
-};
+use crate::store::pages::{choose_meta, LostKeys, PageDamage, PageFile, TreeKind, Walker};
 use crate::store::scrub::ScrubReport;
 use crate::store::{
-    lmdb_err, lmdb_name, meta_seed, open_stored, stored_format, tables_seed, Seed, KEY_APPLIED,
-    KEY_FORMAT, META_DB, STORE_FORMAT_VERSION, TABLES_DB,
+    lmdb_err, lmdb_name, meta_seed, open_stored, stored_format, stored_u64, tables_seed, Seed,
+    KEY_APPLIED, KEY_FORMAT, META_DB, STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::wal::{Op, Record};
 
@@ -73,6 +70,17 @@ pub struct Loss {
 }
 
 impl Loss {
+    /// A loss the log has not been checked against yet.
+    fn new(table: &str, keys: LostKeys, reason: String) -> Loss {
+        Loss {
+            table: table.to_owned(),
+            keys,
+            reason,
+            rewritten_by_log: 0,
+            dropped_by_log: false,
+        }
+    }
+
     /// True when the log gave the entries back (a single key it rewrote, or a table it
     /// dropped).
     pub fn is_recovered(&self) -> bool {
@@ -171,12 +179,6 @@ pub fn repair(
     Ok(RepairReport { scrub, ..report })
 }
 
-/// A tree the damaged file's main tree lists.
-struct Tree {
-    lmdb_name: String,
-    record: Option<TreeRecord>,
-}
-
 fn salvage(
     damaged_dir: &Path,
     target_dir: &Path,
@@ -199,20 +201,14 @@ fn salvage(
     };
     let mut losses = Vec::new();
     let lose = |losses: &mut Vec<Loss>, table: &str, keys: LostKeys, reason: String| {
-        losses.push(Loss {
-            table: table.to_owned(),
-            keys,
-            reason,
-            rewritten_by_log: 0,
-            dropped_by_log: false,
-        })
+        losses.push(Loss::new(table, keys, reason))
     };
 
     // A first walk finds pages that are both in use and free: a damaged pointer can reach a
     // stale page, whose entries verify but are old. Their entries are not salvaged.
     let suspect: HashSet<u64> = {
         let mut walker = Walker::new(&file, meta);
-        let (trees, _) = main_trees(&mut walker);
+        let (trees, _) = walker.named_trees();
         for tree in trees.iter().filter_map(|t| t.record) {
             walker.walk(&tree, TreeKind::Table, &mut |_| {});
         }
@@ -220,9 +216,9 @@ fn salvage(
     };
 
     let mut walker = Walker::new(&file, meta);
-    let (trees, main_damage) = main_trees(&mut walker);
+    let (trees, main) = walker.named_trees();
     // Tables named in a damaged part of the main tree may be missing.
-    lose_damage(&mut losses, "(main)", main_damage);
+    lose_damage(&mut losses, "(main)", main.damage);
     let find = |name: &str| trees.iter().find(|t| t.lmdb_name == name);
 
     // walmdb.meta: the format and the applied LSN.
@@ -239,8 +235,7 @@ fn salvage(
                 format = stored_format(stored).unwrap_or(STORE_FORMAT_VERSION);
             }
             if let Some((key, stored)) = entries.iter().find(|(k, _)| k == KEY_APPLIED) {
-                stored_applied = open_stored(format, meta_seed(), key, stored)
-                    .and_then(|v| Some(u64::from_le_bytes(v.try_into().ok()?)));
+                stored_applied = stored_u64(format, meta_seed(), key, stored);
             }
         }
         None => lose(
@@ -275,8 +270,7 @@ fn salvage(
     match find(TABLES_DB).and_then(|t| t.record) {
         Some(record) => {
             let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
-                let created = open_stored(format, tables_seed(), e.key, e.data)
-                    .and_then(|v| Some(u64::from_le_bytes(v.try_into().ok()?)));
+                let created = stored_u64(format, tables_seed(), e.key, e.data);
                 match (std::str::from_utf8(e.key), created) {
                     (Ok(name), Some(lsn)) => {
                         tables.insert(name.to_owned(), lsn);
@@ -410,7 +404,8 @@ fn salvage(
     }
     env.force_sync().map_err(lmdb_err("sync"))?;
     env.prepare_for_closing().wait();
-    let repaired_lsn = replay_log(damaged_dir, target_dir, salvaged_lsn, config, &mut losses)?;
+    count_rewritten(scan, salvaged_lsn, &mut losses)?;
+    let repaired_lsn = replay_log(damaged_dir, target_dir, config)?;
     Ok(RepairReport {
         method: RepairMethod::Salvage,
         repaired_lsn,
@@ -439,24 +434,14 @@ fn from_log_only(
     env.prepare_for_closing().wait();
     let mut losses = Vec::new();
     if salvaged_lsn > 0 {
-        losses.push(Loss {
-            table: "(every table)".into(),
-            keys: LostKeys::Range {
-                from: None,
-                to: None,
-            },
-            reason: format!("{why}: only what the log holds after LSN {salvaged_lsn} is back"),
-            rewritten_by_log: 0,
-            dropped_by_log: false,
-        });
+        let every = LostKeys::Range {
+            from: None,
+            to: None,
+        };
+        let reason = format!("{why}: only what the log holds after LSN {salvaged_lsn} is back");
+        losses.push(Loss::new("(every table)", every, reason));
     }
-    let repaired_lsn = replay_log(
-        damaged_dir,
-        target_dir,
-        salvaged_lsn,
-        config,
-        &mut Vec::new(),
-    )?;
+    let repaired_lsn = replay_log(damaged_dir, target_dir, config)?;
     tracing::warn!(reason = %why, salvaged_lsn, "nothing salvaged from LMDB's file; rebuilt from the log");
     Ok(RepairReport {
         method: RepairMethod::Salvage,
@@ -513,20 +498,11 @@ fn new_store(
     Ok(env)
 }
 
-/// Copies the damaged database's log into `target_dir`, counts what it writes again of
-/// `losses` after `from_lsn`, and opens the repaired database once to replay it. Returns the
-/// last LSN the repaired database holds.
-fn replay_log(
-    damaged_dir: &Path,
-    target_dir: &Path,
-    from_lsn: Lsn,
-    config: Config,
-    losses: &mut [Loss],
-) -> Result<Lsn> {
+/// Copies the damaged database's log into `target_dir` and opens the repaired database once
+/// to replay it. Returns the last LSN the repaired database holds.
+fn replay_log(damaged_dir: &Path, target_dir: &Path, config: Config) -> Result<Lsn> {
     let log = crate::layout::wal_dir(target_dir);
     copy_log(&crate::layout::wal_dir(damaged_dir), &log)?;
-    // Before the open, whose checkpoint retires the log it replays.
-    count_rewritten(&log, from_lsn, losses)?;
     let fs = crate::sync::DynArc::new(crate::wal::fs::StdFs);
     let mut engine = crate::engine::Running::open(target_dir, config, fs, None)?;
     let repaired_lsn = engine.engine().report.last_lsn;
@@ -537,13 +513,11 @@ fn replay_log(
 /// Lists as lost what damaged pages of `table` may have held.
 fn lose_damage(losses: &mut Vec<Loss>, table: &str, damage: Vec<PageDamage>) {
     for d in damage.into_iter().filter(|d| d.lost != LostKeys::Nothing) {
-        losses.push(Loss {
-            table: table.to_owned(),
-            keys: d.lost,
-            reason: format!("page {}: {}", d.page, d.reason),
-            rewritten_by_log: 0,
-            dropped_by_log: false,
-        });
+        losses.push(Loss::new(
+            table,
+            d.lost,
+            format!("page {}: {}", d.page, d.reason),
+        ));
     }
 }
 
@@ -554,22 +528,6 @@ fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
         next.push(0);
         next
     })
-}
-
-/// The named trees LMDB's main tree lists, and the damage on the way.
-fn main_trees(walker: &mut Walker<'_>) -> (Vec<Tree>, Vec<PageDamage>) {
-    let mut trees = Vec::new();
-    let main = walker.meta.main;
-    let walk = walker.walk(&main, TreeKind::Main, &mut |e| {
-        let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
-            .then(|| TreeRecord::parse(e.data))
-            .flatten();
-        trees.push(Tree {
-            lmdb_name: String::from_utf8_lossy(e.key).into_owned(),
-            record,
-        });
-    });
-    (trees, walk.damage)
 }
 
 /// Copies the segment files of log `from` into a new log directory `to`, synced.
@@ -592,15 +550,19 @@ fn copy_log(from: &Path, to: &Path) -> Result<()> {
     crate::store::sync_dir(to)
 }
 
-/// Counts, per loss, the keys the log after `from_lsn` wrote again (or the table it drops).
-fn count_rewritten(log: &Path, from_lsn: Lsn, losses: &mut [Loss]) -> Result<()> {
+/// Counts, per loss, the keys the damaged database's log (`scan`) after `from_lsn` writes
+/// again (or the table it drops).
+fn count_rewritten(
+    scan: &crate::inspect::LogScan,
+    from_lsn: Lsn,
+    losses: &mut [Loss],
+) -> Result<()> {
     if losses.is_empty() {
         return Ok(());
     }
     let affected: BTreeSet<&str> = losses.iter().map(|l| l.table.as_str()).collect();
     let mut written: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
     let mut dropped: BTreeSet<String> = BTreeSet::new();
-    let scan = crate::inspect::scan_log(log)?;
     for entry in scan.records(None, from_lsn + 1..=Lsn::MAX) {
         let Record::Txn(txn) = entry?.record else {
             continue;
@@ -681,7 +643,8 @@ mod tests {
         let file = PageFile::open(&path).unwrap();
         let meta = choose_meta(&file, None).0.unwrap();
         let mut walker = Walker::new(&file, meta);
-        let record = main_trees(&mut walker)
+        let record = walker
+            .named_trees()
             .0
             .into_iter()
             .find(|t| t.lmdb_name == "t.t")

@@ -4,23 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use walmdb::{LostKeys, RepairMethod, RepairOptions};
 
+use crate::scrub::lost_json;
 use crate::stats::{database, open_config};
 use crate::util::{hex, spinner};
 use crate::{Failure, Format, Outcome, EXIT_DAMAGED, EXIT_OK};
-
-fn lost_json(keys: &LostKeys) -> Value {
-    match keys {
-        LostKeys::Nothing => json!("nothing"),
-        LostKeys::Key(k) => json!({"key_hex": hex(k)}),
-        LostKeys::Range { from, to } => json!({
-            "from_hex": from.as_deref().map(hex),
-            "to_hex": to.as_deref().map(hex),
-        }),
-    }
-}
 
 fn lost_text(keys: &LostKeys) -> String {
     match keys {

@@ -68,7 +68,8 @@ pub fn child(data_dir: &Path) -> Outcome {
     Ok(EXIT_OK)
 }
 
-fn lost_json(lost: &walmdb::LostKeys) -> Value {
+/// The keys a damaged page or a loss may have held, as the JSON reports give them.
+pub fn lost_json(lost: &walmdb::LostKeys) -> Value {
     match lost {
         walmdb::LostKeys::Nothing => json!("nothing"),
         walmdb::LostKeys::Key(k) => json!({"key_hex": hex(k)}),

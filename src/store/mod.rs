@@ -689,6 +689,12 @@ pub(crate) fn open_stored<'a>(
     }
 }
 
+/// A u64 record, if its checksum holds as store format `format` seals it.
+pub(crate) fn stored_u64(format: u32, seed: Seed, key: &[u8], stored: &[u8]) -> Option<u64> {
+    let value = open_stored(format, seed, key, stored)?;
+    Some(u64::from_le_bytes(value.try_into().ok()?))
+}
+
 /// The store format a format record names: sealed as format 2 (and later) seal it, or as
 /// format 1 did.
 pub(crate) fn stored_format(stored: &[u8]) -> Option<u32> {

@@ -9,7 +9,7 @@ use heed::{EnvFlags, EnvOpenOptions};
 
 use super::scrub::{ScrubProgress, ScrubReport, Scrubbed};
 use super::{
-    lmdb_err, meta_seed, open_stored, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
+    lmdb_err, meta_seed, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
     STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::error::{Error, Result};
@@ -153,8 +153,7 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
 /// A u64 record, checked as the store's format seals it.
 fn stored_u64(info: &StoreInfo, seed: super::Seed, key: &[u8], stored: &[u8]) -> Option<u64> {
     let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
-    let value = open_stored(format, seed, key, stored)?;
-    Some(u64::from_le_bytes(value.try_into().ok()?))
+    super::stored_u64(format, seed, key, stored)
 }
 
 /// Scrubs the store in `data_dir` offline, reading `data.mdb` page by page as of its newest

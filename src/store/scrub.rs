@@ -12,8 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::pages::{
-    choose_meta, LostKeys, PageFile, TreeKind, TreeRecord, TreeWalk, Walker, F_SUBDATA,
-    TREE_RECORD_LEN,
+    choose_meta, LostKeys, NamedTree, PageFile, TreeKind, TreeRecord, TreeWalk, Walker,
 };
 use super::{meta_seed, open_stored, stored_format, tables_seed, KEY_FORMAT, META_DB, TABLES_DB};
 use crate::error::{Error, Result};
@@ -216,18 +215,12 @@ pub(crate) fn scrub_file(
     };
 
     // The main tree: one entry per named database.
-    let mut trees: Vec<(String, Option<TreeRecord>)> = Vec::new();
-    let main = walker.walk(&meta.main, TreeKind::Main, &mut |e| {
-        let name = String::from_utf8_lossy(e.key).into_owned();
-        let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
-            .then(|| TreeRecord::parse(e.data))
-            .flatten();
-        trees.push((name, record));
-    });
+    let (mut trees, main) = walker.named_trees();
     scrub.tree_damage(MAIN_TREE, main);
     let mut take = |name: &str| {
-        let i = trees.iter().position(|(n, _)| n == name)?;
-        Some(trees.remove(i))
+        let i = trees.iter().position(|t| t.lmdb_name == name)?;
+        let tree = trees.remove(i);
+        Some((tree.lmdb_name, tree.record))
     };
 
     // walmdb.meta first: its format record says how every checksum is sealed.
@@ -294,7 +287,7 @@ pub(crate) fn scrub_file(
 
     // What is left is not listed: a table emptied by a drop, or damage. Walked all the same,
     // so its pages count as in use.
-    for (lmdb_name, record) in trees {
+    for NamedTree { lmdb_name, record } in trees {
         let Some(record) = record else {
             scrub.report.structure.push(format!(
                 "LMDB's main tree holds {lmdb_name:?}, which is not a table record"

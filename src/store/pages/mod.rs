@@ -32,7 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 mod walk;
-pub(crate) use walk::{PageDamage, TreeKind, TreeWalk, Walker};
+pub(crate) use walk::{NamedTree, PageDamage, TreeKind, TreeWalk, Walker};
 
 pub(crate) const PAGE_HEADER: usize = 16;
 const NODE_HEADER: usize = 8;

@@ -59,6 +59,13 @@ pub(crate) struct TreeWalk {
     pub counts: Vec<String>,
 }
 
+/// A named database LMDB's main tree lists.
+pub(crate) struct NamedTree {
+    pub lmdb_name: String,
+    /// Its tree's record; `None` when the entry is not a table record.
+    pub record: Option<TreeRecord>,
+}
+
 /// Which tree a walk is of: how it orders its keys and what its entries may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TreeKind {
@@ -314,6 +321,23 @@ impl<'f> Walker<'f> {
             }
         }
         walk
+    }
+
+    /// Walks the main tree: the named databases it lists, each with its tree's record
+    /// (`None` when the entry is not a table record).
+    pub fn named_trees(&mut self) -> (Vec<NamedTree>, TreeWalk) {
+        let mut trees = Vec::new();
+        let main = self.meta.main;
+        let walk = self.walk(&main, TreeKind::Main, &mut |e| {
+            let record = (e.flags & F_SUBDATA != 0 && e.data.len() == TREE_RECORD_LEN)
+                .then(|| TreeRecord::parse(e.data))
+                .flatten();
+            trees.push(NamedTree {
+                lmdb_name: String::from_utf8_lossy(e.key).into_owned(),
+                record,
+            });
+        });
+        (trees, walk)
     }
 
     /// Marks pages `first..first + count` in use; an error if one is not a data page of
