@@ -25,9 +25,10 @@ use crate::lsn::Lsn;
 use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
 use crate::store::pages::{choose_meta, LostKeys, PageDamage, PageFile, TreeKind, Walker};
 use crate::store::scrub::ScrubReport;
+use crate::store::tally::{put_tallied, TableRecord, Tally};
 use crate::store::{
-    lmdb_err, lmdb_name, meta_seed, open_stored, stored_format, stored_u64, tables_seed, Seed,
-    KEY_APPLIED, KEY_FORMAT, META_DB, STORE_FORMAT_VERSION, TABLES_DB,
+    lmdb_err, lmdb_name, meta_seed, open_stored, stored_format, stored_u64, Seed, KEY_APPLIED,
+    KEY_FORMAT, META_DB, STORE_FORMAT_VERSION, TABLES_DB,
 };
 use crate::wal::{Op, Record};
 
@@ -270,7 +271,7 @@ fn salvage(
     match find(TABLES_DB).and_then(|t| t.record) {
         Some(record) => {
             let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
-                let created = stored_u64(format, tables_seed(), e.key, e.data);
+                let created = TableRecord::decode(format, e.key, e.data).map(|r| r.created);
                 match (std::str::from_utf8(e.key), created) {
                     (Ok(name), Some(lsn)) => {
                         tables.insert(name.to_owned(), lsn);
@@ -307,7 +308,7 @@ fn salvage(
 
     // The fresh store.
     let map_size = (file.page_size() as u64 * (meta.last_page + 1)).saturating_mul(2);
-    let env = new_store(target_dir, map_size, salvaged_lsn, &tables)?;
+    let (env, list_db) = new_store(target_dir, map_size, salvaged_lsn, &tables)?;
     let mut salvaged = 0u64;
     let mut buf = Vec::new();
 
@@ -336,6 +337,7 @@ fn salvage(
         let mut wtxn = Some(env.write_txn().map_err(lmdb_err("begin write"))?);
         let mut failed = None;
         let mut in_txn = 0u64;
+        let mut tally = Tally::default();
         // The last key that verified in its place, and a run of damaged entries after it.
         let mut last_good: Option<Vec<u8>> = None;
         let mut damaged_run: Option<(Option<Vec<u8>>, String)> = None;
@@ -375,7 +377,7 @@ fn salvage(
             }
             seed.seal(&mut buf, e.key, value);
             let Some(txn) = wtxn.as_mut() else { return };
-            if let Err(err) = db.put(txn, e.key, &buf) {
+            if let Err(err) = put_tallied(db, txn, e.key, &buf, &mut tally) {
                 failed = Some(lmdb_err("write")(err));
                 return;
             }
@@ -397,9 +399,15 @@ fn salvage(
         if let Some((from, why)) = damaged_run {
             lose(&mut losses, name, LostKeys::Range { from, to: None }, why);
         }
-        if let Some(txn) = wtxn {
-            txn.commit().map_err(lmdb_err("commit"))?;
-        }
+        let mut txn = match wtxn {
+            Some(txn) => txn,
+            None => env.write_txn().map_err(lmdb_err("begin write"))?,
+        };
+        TableRecord::seal(tables[name], tally, name.as_bytes(), &mut buf);
+        list_db
+            .put(&mut txn, name.as_bytes(), &buf)
+            .map_err(lmdb_err("write"))?;
+        txn.commit().map_err(lmdb_err("commit"))?;
         lose_damage(&mut losses, name, walk.damage);
     }
     env.force_sync().map_err(lmdb_err("sync"))?;
@@ -430,7 +438,7 @@ fn from_log_only(
 ) -> Result<RepairReport> {
     let first = scan.readable(None).first_lsn.unwrap_or(log_end + 1);
     let salvaged_lsn = first.saturating_sub(1);
-    let env = new_store(target_dir, 0, salvaged_lsn, &BTreeMap::new())?;
+    let (env, _) = new_store(target_dir, 0, salvaged_lsn, &BTreeMap::new())?;
     env.prepare_for_closing().wait();
     let mut losses = Vec::new();
     if salvaged_lsn > 0 {
@@ -456,13 +464,14 @@ fn from_log_only(
 }
 
 /// A new store in `target_dir`: walmdb's metadata (format, applied LSN `applied`, the table
-/// list `tables`), synced; its map at least `map_size` bytes.
+/// list `tables`, each counted empty), synced; its map at least `map_size` bytes. Returns the
+/// environment and its table list.
 fn new_store(
     target_dir: &Path,
     map_size: u64,
     applied: Lsn,
     tables: &BTreeMap<String, Lsn>,
-) -> Result<heed::Env> {
+) -> Result<(heed::Env, heed::Database<Bytes, Bytes>)> {
     let data = crate::layout::data_dir(target_dir);
     crate::layout::create_private_dir(target_dir)?;
     crate::layout::create_private_dir(&data)?;
@@ -487,15 +496,15 @@ fn new_store(
     let list_db = env
         .create_database::<Bytes, Bytes>(&mut wtxn, Some(TABLES_DB))
         .map_err(lmdb_err("create"))?;
-    for (name, created) in tables {
-        tables_seed().seal(&mut buf, name.as_bytes(), &created.to_le_bytes());
+    for (name, &created) in tables {
+        TableRecord::seal(created, Tally::default(), name.as_bytes(), &mut buf);
         list_db
             .put(&mut wtxn, name.as_bytes(), &buf)
             .map_err(lmdb_err("write"))?;
     }
     wtxn.commit().map_err(lmdb_err("commit"))?;
     env.force_sync().map_err(lmdb_err("sync"))?;
-    Ok(env)
+    Ok((env, list_db))
 }
 
 /// Copies the damaged database's log into `target_dir` and opens the repaired database once

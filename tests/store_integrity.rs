@@ -1,6 +1,8 @@
 //! Issue 17: damage in LMDB's file is reported, never read as data. Every entry walmdb keeps
 //! in LMDB carries a checksum over its table, its key's length, the key and the value (store
-//! format 2); reads check it and fail with `Error::CorruptEntry`. A format 1 store is
+//! format 2); reads check it and fail with `Error::CorruptEntry`. walmdb's record of each
+//! table counts its entries and digests them (store format 3), so the scrub finds an entry
+//! missing, stray or stale even when every entry left verifies. Format 1 and 2 stores are
 //! migrated whole when opened.
 
 use std::path::Path;
@@ -186,7 +188,7 @@ fn a_format_1_store_is_migrated_whole_when_opened() {
     let info = walmdb::inspect::read_store(&dir.join("data"))
         .unwrap()
         .unwrap();
-    assert_eq!(info.format_version, Some(2));
+    assert_eq!(info.format_version, Some(walmdb::STORE_FORMAT_VERSION));
     assert_eq!(info.tables.len(), 1);
     let db = Db::open(&dir).unwrap();
     assert_eq!(
@@ -401,4 +403,238 @@ fn a_zeroed_page_is_found_by_the_online_scrub_without_a_fault() {
     assert_eq!(db.metrics().scrub_findings, report.findings());
     // No close: nothing may write the zeroed page back.
     std::mem::forget(db);
+}
+
+/// Format 2 sealed a value with the CRC32 of its LMDB table's name, the key's length, the key
+/// and the value (as format 3 still does).
+fn seal_v2(lmdb_table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(lmdb_table.as_bytes());
+    h.update(&(key.len() as u32).to_le_bytes());
+    h.update(key);
+    h.update(value);
+    let mut out = value.to_vec();
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out
+}
+
+/// Runs `edit` on the LMDB environment of closed database `dir`, with table `t`'s handle.
+fn edit_lmdb(dir: &Path, edit: impl FnOnce(&mut heed::RwTxn<'_>, heed::Database<Bytes, Bytes>)) {
+    // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .max_dbs(8)
+            .map_size(64 << 20)
+            .open(dir.join("data"))
+    }
+    .unwrap();
+    let mut wtxn = env.write_txn().unwrap();
+    let t = env.open_database(&wtxn, Some("t.t")).unwrap().unwrap();
+    edit(&mut wtxn, t);
+    wtxn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
+/// The structure findings of an offline scrub that name walmdb's record of table `t`.
+fn record_findings(dir: &Path) -> Vec<String> {
+    let report = walmdb::inspect::scrub_store(&dir.join("data"), &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.damaged_entries(), 0, "{report:?}");
+    assert!(report.damaged_pages.is_empty(), "{report:?}");
+    report
+        .structure
+        .into_iter()
+        .filter(|s| s.contains("walmdb's record"))
+        .collect()
+}
+
+#[test]
+fn a_format_2_store_is_migrated_to_format_3_with_each_tables_count_and_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .max_dbs(8)
+            .map_size(64 << 20)
+            .open(&data)
+    }
+    .unwrap();
+    let mut wtxn = env.write_txn().unwrap();
+    let meta: heed::Database<Bytes, Bytes> =
+        env.create_database(&mut wtxn, Some("walmdb.meta")).unwrap();
+    let format = seal_v2("walmdb.meta", b"format", &2u32.to_le_bytes());
+    meta.put(&mut wtxn, b"format", &format).unwrap();
+    let applied = seal_v2("walmdb.meta", b"applied_lsn", &0u64.to_le_bytes());
+    meta.put(&mut wtxn, b"applied_lsn", &applied).unwrap();
+    let tables: heed::Database<Bytes, Bytes> = env
+        .create_database(&mut wtxn, Some("walmdb.tables"))
+        .unwrap();
+    for name in ["t", "empty"] {
+        let record = seal_v2("walmdb.tables", name.as_bytes(), &0u64.to_le_bytes());
+        tables.put(&mut wtxn, name.as_bytes(), &record).unwrap();
+    }
+    let t: heed::Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("t.t")).unwrap();
+    for i in 0..1000u32 {
+        let key = format!("key{i:05}");
+        let stored = seal_v2("t.t", key.as_bytes(), format!("value {i}").as_bytes());
+        t.put(&mut wtxn, key.as_bytes(), &stored).unwrap();
+    }
+    wtxn.commit().unwrap();
+    env.prepare_for_closing().wait();
+    let before = walmdb::inspect::scrub_store(&data, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.format, 2);
+    let line = before.tables.iter().find(|t| t.name == "t").unwrap();
+    assert_eq!((line.entries, line.recorded), (1000, None));
+
+    let db = Db::open(&dir).unwrap();
+    db.update(|txn| {
+        txn.put("t", b"key00001", b"replaced")?;
+        txn.delete("t", b"key00002")?;
+        txn.put("t", b"new", b"added")
+    })
+    .unwrap();
+    db.close().unwrap();
+    let after = walmdb::inspect::scrub_store(&data, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert!(after.is_healthy(), "{after:?}");
+    assert_eq!(after.format, walmdb::STORE_FORMAT_VERSION);
+    let line = after.tables.iter().find(|t| t.name == "t").unwrap();
+    assert_eq!(line.entries, 1000);
+    assert_eq!(line.recorded, Some((1000, line.digest)));
+    let empty = after.tables.iter().find(|t| t.name == "empty");
+    assert!(
+        empty.is_none_or(|t| t.recorded == Some((0, 0))),
+        "{empty:?}"
+    );
+}
+
+#[test]
+fn an_entry_missing_while_every_other_entry_verifies_is_found_by_the_scrub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 500, b"marked");
+    assert_eq!(record_findings(&dir), Vec::<String>::new());
+    // LMDB's own structure and counts stay consistent: only walmdb's record can tell.
+    edit_lmdb(&dir, |wtxn, t| {
+        assert!(t.delete(wtxn, b"key00250").unwrap())
+    });
+    let found = record_findings(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("counts 501 entries") && found[0].contains("found 500"));
+    let db = Db::open(&dir).unwrap();
+    let online = db.scrub().unwrap();
+    assert!(!online.is_healthy());
+    assert!(online
+        .structure
+        .iter()
+        .any(|s| s.contains("walmdb's record")));
+    db.close().unwrap();
+}
+
+#[test]
+fn a_stale_value_whose_checksum_holds_is_found_by_the_scrub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 500, b"marked");
+    // The entry as stored before an update, as a page left behind by a lost write holds it.
+    let mut stale = Vec::new();
+    edit_lmdb(&dir, |wtxn, t| {
+        stale = t.get(wtxn, b"key00100").unwrap().unwrap().to_vec()
+    });
+    let db = Db::open(&dir).unwrap();
+    db.update(|txn| txn.put("t", b"key00100", b"the newer value"))
+        .unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    assert_eq!(record_findings(&dir), Vec::<String>::new());
+    edit_lmdb(&dir, |wtxn, t| t.put(wtxn, b"key00100", &stale).unwrap());
+    let found = record_findings(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("counts 501 entries") && found[0].contains("found 501"));
+    // Reads cannot tell: the stale entry's checksum holds.
+    let db = Db::open(&dir).unwrap();
+    let old = db
+        .read()
+        .unwrap()
+        .get("t", b"key00100")
+        .unwrap()
+        .map(<[u8]>::to_vec);
+    assert_eq!(old, Some(100u32.to_le_bytes().to_vec()));
+    db.close().unwrap();
+}
+
+#[test]
+fn a_stray_entry_whose_checksum_holds_is_found_by_the_scrub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 500, b"marked");
+    let stray = seal_v2("t.t", b"stray", b"a value nobody wrote");
+    edit_lmdb(&dir, |wtxn, t| t.put(wtxn, b"stray", &stray).unwrap());
+    let found = record_findings(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("counts 501 entries") && found[0].contains("found 502"));
+}
+
+#[test]
+fn walmdbs_record_of_each_table_follows_puts_overwrites_deletes_drops_and_recreations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    for round in 0..3 {
+        let db = Db::open(&dir).unwrap();
+        for _ in 0..200 {
+            let table = ["a", "b", "c"][next(3) as usize];
+            if next(40) == 0 {
+                if db.table_exists(table) {
+                    db.drop_table(table).unwrap();
+                }
+                continue;
+            }
+            db.update(|txn| {
+                for _ in 0..1 + next(20) {
+                    let key = format!("k{:03}", next(300));
+                    if next(4) == 0 {
+                        txn.delete(table, key.as_bytes())?;
+                    } else {
+                        let len = next(3000) as usize; // some values spill to overflow pages
+                        txn.put(table, key.as_bytes(), &vec![round as u8; len])?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+            if next(25) == 0 {
+                db.checkpoint().unwrap();
+            }
+        }
+        db.checkpoint().unwrap();
+        let report = db.scrub().unwrap();
+        assert!(report.is_healthy(), "round {round}: {report:?}");
+        for line in report
+            .tables
+            .iter()
+            .filter(|t| !t.name.starts_with("walmdb."))
+        {
+            assert_eq!(
+                line.recorded,
+                Some((line.entries, line.digest)),
+                "round {round}, table {}",
+                line.name
+            );
+        }
+        db.close().unwrap();
+    }
 }

@@ -1,13 +1,14 @@
 //! The LMDB side: the environment, its metadata, and `apply`, which writes a batch of
 //! committed transactions and their highest LSN in one LMDB transaction.
 //!
-//! Layout (store format 2), every value ending in a checksum over its database's name, the
+//! Layout (store format 3), every value ending in a checksum over its database's name, the
 //! key and the value ([`seal`]):
 //! - `walmdb.meta`: `format` -> `{version: u32 | crc}`, `applied_lsn` -> `{lsn: u64 | crc}`.
-//! - `walmdb.tables`: table name -> `{created_lsn: u64 | crc}`, for tables that exist.
+//! - `walmdb.tables`: table name -> `{created_lsn: u64 | entries: u64 | digest: u64 | crc}`,
+//!   for tables that exist ([`tally`]); kept in step with the table's entries by `apply`.
 //! - `t.<name>`: one LMDB table per user table, key -> `{value | crc}`.
 //!
-//! A format 1 store is migrated when opened, in one LMDB transaction.
+//! A format 1 or 2 store is migrated when opened, in one LMDB transaction.
 //!
 //! The environment runs with `NO_META_SYNC` (never `NO_SYNC` or `MAP_ASYNC`): a crash may
 //! undo the newest LMDB transaction, never corrupt the file, and the log replays what was
@@ -20,8 +21,10 @@ use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 pub(crate) mod pages;
 pub(crate) mod read_only;
 pub(crate) mod scrub;
+pub(crate) mod tally;
 use crate::seal::open_v1;
 pub(crate) use crate::seal::Seed;
+use tally::{TableRecord, Tally};
 
 use crate::catalog::{Catalog, Dbi};
 use crate::error::{Error, Result};
@@ -29,7 +32,7 @@ use crate::lsn::Lsn;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 
 /// The store format this build reads and writes.
-pub const STORE_FORMAT_VERSION: u32 = 2;
+pub const STORE_FORMAT_VERSION: u32 = 3;
 
 pub(crate) const META_DB: &str = "walmdb.meta";
 pub(crate) const TABLES_DB: &str = "walmdb.tables";
@@ -128,6 +131,13 @@ impl Observed {
         let n = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
         self.observer.committed(&self.dir, n);
     }
+}
+
+/// A table an apply batch touches: its record as the batch leaves it (`None`: not listed).
+struct Listed {
+    name: crate::sync::DataArc<str>,
+    record: Option<(Lsn, Tally)>,
+    changed: bool,
 }
 
 /// Why an apply did not commit.
@@ -236,33 +246,35 @@ impl Store {
             .map_err(lmdb_err("create table list"))?;
         let format = match meta.get(&wtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
             None => {
-                let mut v = Vec::new();
-                meta_seed().seal(&mut v, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
-                meta.put(&mut wtxn, KEY_FORMAT, &v)
-                    .map_err(lmdb_err("write format"))?;
+                write_format(&mut wtxn, meta, STORE_FORMAT_VERSION)?;
                 STORE_FORMAT_VERSION
             }
             Some(stored) => stored_format(stored)
                 .ok_or_else(|| inconsistent(dir, "the store's format record is damaged"))?,
         };
-        match format {
-            STORE_FORMAT_VERSION => {}
-            1 => {
-                let entries = migrate_from_format_1(&env, &mut wtxn, meta, tables)?;
-                tracing::info!(
-                    path = %dir.display(),
-                    entries,
-                    "migrated the store from format 1 to format 2 (entry checksums over table, \
-                     key and value)"
-                );
-            }
-            found => {
-                return Err(Error::UnsupportedVersion {
-                    path: dir.to_owned(),
-                    found,
-                    supported: STORE_FORMAT_VERSION,
-                })
-            }
+        if !(1..=STORE_FORMAT_VERSION).contains(&format) {
+            return Err(Error::UnsupportedVersion {
+                path: dir.to_owned(),
+                found: format,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        if format == 1 {
+            let entries = migrate_from_format_1(&env, &mut wtxn, meta, tables)?;
+            tracing::info!(
+                path = %dir.display(),
+                entries,
+                "migrated the store from format 1 to format 2 (entry checksums over table, \
+                 key and value)"
+            );
+        }
+        if format <= 2 {
+            let tables = migrate_from_format_2(&env, &mut wtxn, meta, tables, dir)?;
+            tracing::info!(
+                path = %dir.display(),
+                tables,
+                "migrated the store to format 3 (each table's entry count and digest)"
+            );
         }
         let applied_lsn = match meta.get(&wtxn, KEY_APPLIED).map_err(lmdb_err("read"))? {
             None => 0,
@@ -272,7 +284,7 @@ impl Store {
         let mut names = Vec::new();
         for item in tables.iter(&wtxn).map_err(lmdb_err("read"))? {
             let (name, stored) = item.map_err(lmdb_err("read"))?;
-            if decode_u64(tables_seed(), name, stored).is_none() {
+            if TableRecord::decode(STORE_FORMAT_VERSION, name, stored).is_none() {
                 return Err(inconsistent(dir, "a table list entry is damaged"));
             }
             let name = std::str::from_utf8(name)
@@ -424,63 +436,80 @@ impl Store {
     ) -> Result<(), ApplyError> {
         let mut wtxn = self.write_txn()?;
         let mut buf = Vec::new();
-        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed)> = None;
-        // Tables this batch has made sure are listed.
-        let mut listed: Vec<crate::sync::DataArc<str>> = Vec::new();
+        // (table, its handle, its seed, its place in `listed`)
+        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed, usize)> = None;
+        // The records of the tables this batch touches, written back once at its end.
+        let mut listed: Vec<Listed> = Vec::new();
         for &(lsn, op) in ops {
             let name = op.table();
-            if current.as_ref().is_none_or(|(n, _, _)| n != name) {
+            if current.as_ref().is_none_or(|c| c.0 != *name) {
                 let table = catalog.get(name);
                 let dbi = table.as_ref().and_then(|t| t.state.read().lmdb());
                 let seed = table.map_or_else(|| Seed::of_table(name), |t| t.seed);
-                current = Some((name.clone(), dbi, seed));
+                let at = match listed.iter().position(|l| l.name == *name) {
+                    Some(at) => at,
+                    None => {
+                        let record = self.table_record(&wtxn, name)?;
+                        listed.push(Listed {
+                            name: name.clone(),
+                            record,
+                            changed: false,
+                        });
+                        listed.len() - 1
+                    }
+                };
+                current = Some((name.clone(), dbi, seed, at));
             }
-            let (dbi, seed) = current
+            let (dbi, seed, at) = current
                 .as_ref()
-                .map_or((None, Seed::default()), |c| (c.1, c.2));
+                .map_or((None, Seed::default(), 0), |c| (c.1, c.2, c.3));
+            let table = &mut listed[at];
             match op {
                 WriteOp::Put { key, value, .. } => {
                     let dbi = dbi.ok_or_else(|| missing_handle(name))?;
                     seed.seal(&mut buf, key, value);
-                    dbi.put(&mut wtxn, key, &buf).map_err(apply_err("put"))?;
+                    // A put creates its table: list it.
+                    let (_, tally) = table.record.get_or_insert((lsn, Tally::default()));
+                    tally::put_tallied(dbi, &mut wtxn, key, &buf, tally)
+                        .map_err(apply_err("put"))?;
+                    table.changed = true;
                 }
                 WriteOp::Delete { key, .. } => {
-                    if let Some(dbi) = dbi {
+                    if let (Some(dbi), Some((_, tally))) = (dbi, table.record.as_mut()) {
+                        tally::delete_tallied(dbi, &mut wtxn, key, tally)
+                            .map_err(apply_err("delete"))?;
+                        table.changed = true;
+                    } else if let Some(dbi) = dbi {
                         dbi.delete(&mut wtxn, key).map_err(apply_err("delete"))?;
                     }
                 }
-                WriteOp::CreateTable { table } => {
-                    tables_seed().seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
-                    self.tables
-                        .put(&mut wtxn, table.as_bytes(), &buf)
-                        .map_err(apply_err("create table"))?;
+                WriteOp::CreateTable { .. } => {
+                    let tally = table.record.map(|(_, t)| t).unwrap_or_default();
+                    table.record = Some((lsn, tally));
+                    table.changed = true;
                 }
-                WriteOp::DropTable { table } => {
-                    listed.retain(|t| t != table);
+                WriteOp::DropTable { .. } => {
                     if let Some(dbi) = dbi {
                         dbi.clear(&mut wtxn).map_err(apply_err("drop table"))?;
                     }
-                    self.tables
-                        .delete(&mut wtxn, table.as_bytes())
-                        .map_err(apply_err("drop table"))?;
+                    table.record = None;
+                    table.changed = true;
                 }
             }
-            if let WriteOp::Put { table, .. } = op {
-                // A put creates its table: list it, once per table and batch.
-                if listed.contains(table) {
-                    continue;
-                }
-                listed.push(table.clone());
-                if self
-                    .tables
-                    .get(&wtxn, table.as_bytes())
-                    .map_err(apply_err("read"))?
-                    .is_none()
-                {
-                    tables_seed().seal(&mut buf, table.as_bytes(), &lsn.to_le_bytes());
+        }
+        for table in listed.iter().filter(|t| t.changed) {
+            let name = table.name.as_bytes();
+            match table.record {
+                Some((created, tally)) => {
+                    TableRecord::seal(created, tally, name, &mut buf);
                     self.tables
-                        .put(&mut wtxn, table.as_bytes(), &buf)
-                        .map_err(apply_err("create table"))?;
+                        .put(&mut wtxn, name, &buf)
+                        .map_err(apply_err("list table"))?;
+                }
+                None => {
+                    self.tables
+                        .delete(&mut wtxn, name)
+                        .map_err(apply_err("drop table"))?;
                 }
             }
         }
@@ -493,6 +522,31 @@ impl Store {
         self.note_commit();
         self.remember_applied(txn_id, last_lsn);
         Ok(())
+    }
+
+    /// Table `name`'s record as `txn` sees it: `(created LSN, tally)`, `None` when not listed.
+    fn table_record(
+        &self,
+        txn: &RoTxn<'_>,
+        name: &str,
+    ) -> Result<Option<(Lsn, Tally)>, ApplyError> {
+        let Some(stored) = self
+            .tables
+            .get(txn, name.as_bytes())
+            .map_err(apply_err("read"))?
+        else {
+            return Ok(None);
+        };
+        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
+            Some(TableRecord {
+                created,
+                tally: Some(tally),
+            }) => Ok(Some((created, tally))),
+            _ => Err(ApplyError::Other(Error::CorruptEntry {
+                table: TABLES_DB.into(),
+                key: name.as_bytes().to_vec(),
+            })),
+        }
     }
 
     /// Grows the map to `new_size`. Waits up to `wait` for calls on the environment (a
@@ -744,11 +798,52 @@ fn migrate_from_format_1(env: &Env, wtxn: &mut RwTxn<'_>, meta: Dbi, tables: Dbi
             rewritten += 1;
         }
     }
-    let mut v = Vec::new();
-    meta_seed().seal(&mut v, KEY_FORMAT, &STORE_FORMAT_VERSION.to_le_bytes());
-    meta.put(wtxn, KEY_FORMAT, &v)
-        .map_err(lmdb_err("write format"))?;
+    write_format(wtxn, meta, 2)?;
     Ok(rewritten)
+}
+
+/// Gives every table of a format 2 store its entry count and digest (format 3), inside the
+/// opening transaction: a walk of every table, so the store is migrated whole or not at all.
+/// Entries are counted as stored; a damaged one stays for reads and the scrub to report.
+/// Returns the tables migrated.
+fn migrate_from_format_2(
+    env: &Env,
+    wtxn: &mut RwTxn<'_>,
+    meta: Dbi,
+    tables: Dbi,
+    dir: &Path,
+) -> Result<u64> {
+    let mut records = Vec::new();
+    for item in tables.iter(wtxn).map_err(lmdb_err("read"))? {
+        let (name, stored) = item.map_err(lmdb_err("read"))?;
+        let record = TableRecord::decode(2, name, stored)
+            .ok_or_else(|| inconsistent(dir, "a table list entry is damaged"))?;
+        records.push((name.to_vec(), record.created));
+    }
+    let mut buf = Vec::new();
+    for (name, created) in &records {
+        let lmdb = lmdb_name(&String::from_utf8_lossy(name));
+        let dbi: Option<Dbi> = env
+            .open_database(wtxn, Some(&lmdb))
+            .map_err(lmdb_err("open table"))?;
+        let mut tally = Tally::default();
+        if let Some(dbi) = dbi {
+            for item in dbi.iter(wtxn).map_err(lmdb_err("read"))? {
+                tally.add(item.map_err(lmdb_err("read"))?.1);
+            }
+        }
+        TableRecord::seal(*created, tally, name, &mut buf);
+        tables.put(wtxn, name, &buf).map_err(lmdb_err("migrate"))?;
+    }
+    write_format(wtxn, meta, 3)?;
+    Ok(records.len() as u64)
+}
+
+fn write_format(wtxn: &mut RwTxn<'_>, meta: Dbi, version: u32) -> Result<()> {
+    let mut v = Vec::new();
+    meta_seed().seal(&mut v, KEY_FORMAT, &version.to_le_bytes());
+    meta.put(wtxn, KEY_FORMAT, &v)
+        .map_err(lmdb_err("write format"))
 }
 
 /// Map sizes are multiples of this (a multiple of every page size in use).

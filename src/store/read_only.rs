@@ -9,8 +9,8 @@ use heed::{EnvFlags, EnvOpenOptions};
 
 use super::scrub::{ScrubProgress, ScrubReport, Scrubbed};
 use super::{
-    lmdb_err, meta_seed, stored_format, tables_seed, KEY_APPLIED, KEY_FORMAT, META_DB,
-    STORE_FORMAT_VERSION, TABLES_DB,
+    lmdb_err, meta_seed, stored_format, KEY_APPLIED, KEY_FORMAT, META_DB, STORE_FORMAT_VERSION,
+    TABLES_DB,
 };
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -120,7 +120,7 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
         if let Some(stored) = meta.get(&rtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
             let version = stored_format(stored)
                 .ok_or_else(|| inconsistent("the store's format record is damaged"))?;
-            if version != STORE_FORMAT_VERSION && version != 1 {
+            if !(1..=STORE_FORMAT_VERSION).contains(&version) {
                 return Err(Error::UnsupportedVersion {
                     path: data_dir.to_owned(),
                     found: version,
@@ -140,8 +140,10 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
     if let Some(tables) = tables {
         for item in tables.iter(&rtxn).map_err(lmdb_err("read"))? {
             let (name, stored) = item.map_err(lmdb_err("read"))?;
-            let created = stored_u64(&info, tables_seed(), name, stored)
-                .ok_or_else(|| inconsistent("a table list entry is damaged"))?;
+            let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
+            let created = super::tally::TableRecord::decode(format, name, stored)
+                .ok_or_else(|| inconsistent("a table list entry is damaged"))?
+                .created;
             let name =
                 std::str::from_utf8(name).map_err(|_| inconsistent("a table name is not UTF-8"))?;
             info.tables.push((name.to_owned(), created));

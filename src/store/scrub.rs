@@ -14,6 +14,7 @@ use std::time::Instant;
 use super::pages::{
     choose_meta, LostKeys, NamedTree, PageFile, TreeKind, TreeRecord, TreeWalk, Walker,
 };
+use super::tally::{TableRecord, Tally};
 use super::{meta_seed, open_stored, stored_format, tables_seed, KEY_FORMAT, META_DB, TABLES_DB};
 use crate::error::{Error, Result};
 use crate::seal::Seed;
@@ -83,6 +84,11 @@ pub struct TableScrub {
     pub depth: u32,
     /// Its branch, leaf and overflow pages walked.
     pub pages: u64,
+    /// The digest of the entries walked (store format 3 keeps one per table).
+    pub digest: u64,
+    /// The entries and digest walmdb's own record of the table holds (`None`: not in store
+    /// format 3, or no sound record).
+    pub recorded: Option<(u64, u64)>,
 }
 
 /// LMDB's file as a scrub found it.
@@ -263,7 +269,8 @@ pub(crate) fn scrub_file(
         Some((_, Some(record))) => {
             let mut line = scrub.line(TABLES_DB, &record);
             let walk = walker.walk(&record, TreeKind::Table, &mut |e| {
-                listed.push(String::from_utf8_lossy(e.key).into_owned());
+                let tally = TableRecord::decode(format, e.key, e.data).and_then(|r| r.tally);
+                listed.push((String::from_utf8_lossy(e.key).into_owned(), tally));
                 scrub.entry(&mut line, format, tables_seed(), e.key, e.data, e.reachable);
             });
             scrub.finish(line, walk);
@@ -273,9 +280,9 @@ pub(crate) fn scrub_file(
             .structure
             .push(format!("LMDB does not hold {TABLES_DB}")),
     }
-    for name in listed {
+    for (name, recorded) in listed {
         match take(&super::lmdb_name(&name)) {
-            Some((_, Some(record))) => scrub.table(&mut walker, &name, &record, format),
+            Some((_, Some(record))) => scrub.table(&mut walker, &name, &record, format, recorded),
             Some((_, None)) => scrub.report.structure.push(format!(
                 "table {name:?}: its entry in LMDB's main tree is not a table record"
             )),
@@ -304,7 +311,7 @@ pub(crate) fn scrub_file(
         };
         let name = name.to_owned();
         let tables = scrub.report.tables.len();
-        scrub.table(&mut walker, &name, &record, format);
+        scrub.table(&mut walker, &name, &record, format, None);
         let line = scrub.report.tables.remove(tables);
         if line.entries > 0 {
             scrub.report.structure.push(format!(
@@ -375,12 +382,31 @@ impl Scrub<'_> {
         }
     }
 
-    fn table(&mut self, walker: &mut Walker<'_>, name: &str, record: &TreeRecord, format: u32) {
+    /// Walks user table `name`, and compares what it holds with walmdb's record of it.
+    fn table(
+        &mut self,
+        walker: &mut Walker<'_>,
+        name: &str,
+        record: &TreeRecord,
+        format: u32,
+        recorded: Option<Tally>,
+    ) {
         let seed = Seed::of_table(name);
         let mut line = self.line(name, record);
+        let mut walked = Tally::default();
         let walk = walker.walk(record, TreeKind::Table, &mut |e| {
+            walked.add(e.data);
             self.entry(&mut line, format, seed, e.key, e.data, e.reachable);
         });
+        line.digest = walked.digest;
+        line.recorded = recorded.map(|t| (t.entries, t.digest));
+        if let Some(recorded) = recorded.filter(|r| *r != walked) {
+            self.report.structure.push(format!(
+                "table {name:?}: walmdb's record of it counts {} entries (digest {:016x}), \
+                 the walk found {} (digest {:016x}): entries are missing, stray or stale",
+                recorded.entries, recorded.digest, walked.entries, walked.digest
+            ));
+        }
         self.finish(line, walk);
     }
 
