@@ -71,6 +71,8 @@ const OVERLAY_KEYS: usize = 100_000;
 const OVERLAY_TXN_KEYS: usize = 1_000;
 /// Keys of a large transaction.
 const BIG_TXN_KEYS: usize = 1_000;
+/// Keys the `rewrite` figure draws from: after its warm-up, nearly every put replaces one.
+const REWRITE_SPACE: u64 = 20_000;
 /// ABBA rounds of the interleaved comparisons.
 const ROUNDS: usize = 6;
 /// CPU of other processes (in cores) during a figure above which it is flagged as noisy.
@@ -518,21 +520,29 @@ struct Writer {
     rng: Rng,
     key: Key,
     value: Vec<u8>,
+    /// Keys drawn from this many (0: any key, so nearly every put inserts).
+    space: u64,
 }
 
 impl Writer {
-    fn new(t: usize) -> Self {
+    fn new(t: usize, space: u64) -> Self {
         let mut rng = Rng(seed(t));
         let value = value(&mut rng);
         Writer {
             rng,
             key: [0; KEY_LEN],
             value,
+            space,
         }
     }
 
     fn next(&mut self) {
         self.rng.fill(&mut self.key);
+        if self.space > 0 {
+            let n = u64::from_le_bytes(self.key[..8].try_into().unwrap()) % self.space;
+            self.key = [0; KEY_LEN];
+            self.key[..8].copy_from_slice(&n.to_be_bytes());
+        }
         self.rng.fill(&mut self.value[..50]);
     }
 }
@@ -540,7 +550,13 @@ impl Writer {
 /// walmdb: `threads` threads committing blind transactions of `keys` puts each, default
 /// (GroupCommit) durability. Returns keys/s over the window, keys/s counting the wait until
 /// LMDB holds everything committed in it (the rate the applier sustains), and a description.
-fn walmdb_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, f64, String) {
+fn walmdb_writes(
+    root: &Path,
+    threads: usize,
+    keys: usize,
+    space: u64,
+    secs: f64,
+) -> (f64, f64, String) {
     let dir = common::tempdir(root, "engine", "walmdb-writes");
     let db = open_db(dir.path());
     let txn = |w: &mut Writer| -> walmdb::Result<()> {
@@ -552,13 +568,13 @@ fn walmdb_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, f
         txn.commit().map(drop)
     };
     // Warm-up, not counted.
-    let mut w = Writer::new(999);
+    let mut w = Writer::new(999, space);
     for _ in 0..20 {
         txn(&mut w).expect("warm-up commit");
     }
     let before = db.stats();
     let win = run_threads(threads, secs, |t, deadline| {
-        let mut w = Writer::new(t);
+        let mut w = Writer::new(t, space);
         let mut tally = Tally::default();
         while Instant::now() < deadline {
             match txn(&mut w) {
@@ -597,7 +613,7 @@ fn walmdb_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, f
 
 /// heed: `threads` threads committing write transactions of `keys` puts each, heed's
 /// default flags (each commit syncs). Returns keys/s and a description.
-fn heed_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, String) {
+fn heed_writes(root: &Path, threads: usize, keys: usize, space: u64, secs: f64) -> (f64, String) {
     let dir = common::tempdir(root, "engine", "heed-writes");
     let (env, db) = open_heed(dir.path());
     let txn = |w: &mut Writer| -> heed::Result<()> {
@@ -608,12 +624,12 @@ fn heed_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, Str
         }
         wtxn.commit()
     };
-    let mut w = Writer::new(999);
+    let mut w = Writer::new(999, space);
     for _ in 0..20 {
         txn(&mut w).expect("warm-up commit");
     }
     let win = run_threads(threads, secs, |t, deadline| {
-        let mut w = Writer::new(t);
+        let mut w = Writer::new(t, space);
         let mut tally = Tally::default();
         while Instant::now() < deadline {
             match txn(&mut w) {
@@ -628,28 +644,34 @@ fn heed_writes(root: &Path, threads: usize, keys: usize, secs: f64) -> (f64, Str
     (win.per_sec(), desc)
 }
 
+/// `keys`-key transactions at `threads` threads, keys drawn from `space` (0: any), against
+/// heed's; `target`: walmdb's keys/s at least that many times heed's.
 fn write_figure(
     root: &Path,
     name: &str,
-    threads: usize,
-    keys: usize,
+    (threads, keys, space): (usize, usize, u64),
     secs: f64,
-    target: f64,
+    target: Option<f64>,
 ) -> Vec<Row> {
-    let (walmdb, applied, wdesc) = walmdb_writes(root, threads, keys, secs);
-    let (heed, hdesc) = heed_writes(root, threads, keys, secs);
+    let (walmdb, applied, wdesc) = walmdb_writes(root, threads, keys, space, secs);
+    let (heed, hdesc) = heed_writes(root, threads, keys, space, secs);
     println!("- `{name}`: {wdesc}");
     println!("- `{name}`: {hdesc}");
     let unit = if keys == 1 { "commits/s" } else { "keys/s" };
     let plural = if threads == 1 { "" } else { "s" };
     let row = Row {
         name: name.into(),
-        what: format!("durable {keys}-key txns, {threads} thread{plural}"),
+        what: match space {
+            0 => format!("durable {keys}-key txns, {threads} thread{plural}"),
+            n => format!(
+                "durable {keys}-key txns over {n} keys (rewrites), {threads} thread{plural}"
+            ),
+        },
         walmdb,
         baseline: heed,
         baseline_name: "heed",
         unit,
-        target: Some((target, true)),
+        target: target.map(|t| (t, true)),
         other_cpu: None,
     };
     if keys == 1 {
@@ -677,7 +699,7 @@ fn latency_figure(root: &Path, secs: f64) -> Row {
     let mut raw = Overwriter::new(raw_dir.path());
     let dir = common::tempdir(root, "engine", "latency");
     let db = open_db(dir.path());
-    let mut w = Writer::new(7);
+    let mut w = Writer::new(7, 0);
     let commit = |w: &mut Writer| {
         w.next();
         let mut txn = db.write().expect("begin");
@@ -826,6 +848,26 @@ fn wait_overlay_empty(db: &Db) -> Duration {
 impl Loaded {
     /// Closes walmdb and prints the shape of both B-trees (walmdb's read through heed once
     /// closed), which explains part of any difference in gets and scans.
+    /// The same stores, walmdb's reopened with `cfg`.
+    fn reopened(self, cfg: Config) -> Loaded {
+        let Loaded {
+            db,
+            env,
+            hdb,
+            keys,
+            dirs,
+        } = self;
+        db.close().expect("close walmdb");
+        let db = Db::open_with(dirs.0.path(), cfg).expect("reopen walmdb");
+        Loaded {
+            db,
+            env,
+            hdb,
+            keys,
+            dirs,
+        }
+    }
+
     fn finish(self) {
         let Loaded {
             db, env, hdb, dirs, ..
@@ -1046,14 +1088,20 @@ fn scan_row(name: &str, what: String, (w, h): (f64, f64), target: Option<f64>) -
 /// The read figures: gets and scans with an empty overlay, then with `OVERLAY_KEYS` keys
 /// overwritten under a pinned old snapshot.
 fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
-    let wants_empty =
-        opts.wants("get/empty") || opts.wants("range/empty") || opts.wants("range/empty-whole");
+    let wants_empty = [
+        "get/empty",
+        "range/empty",
+        "range/empty-whole",
+        "range/empty-unchecked",
+    ]
+    .iter()
+    .any(|name| opts.wants(name));
     let wants_overlay = opts.wants("get/overlay") || opts.wants("range/overlay");
     if !wants_empty && !wants_overlay {
         return;
     }
     let n = read_keys(opts);
-    let loaded = load(root, n);
+    let mut loaded = load(root, n);
     let none = std::collections::HashSet::new();
     loaded.warm_and_check(&none);
     loaded.check_scans();
@@ -1096,6 +1144,24 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
         };
         print_rows(std::slice::from_ref(&row));
         rows.push(row);
+    }
+    // The same scans with `Config::verify_scans(false)`: the checksums left to the scrub.
+    if opts.wants("range/empty-unchecked") {
+        let unchecked = loaded.reopened(db_config().verify_scans(false));
+        let (fig, other) = measured(|| unchecked.scans(secs, false));
+        let row = scan_row(
+            "range/empty-unchecked",
+            format!("{SCAN_KEYS}-key scans, {n} keys, empty overlay, verify_scans off"),
+            fig,
+            Some(1.05),
+        );
+        let row = Row {
+            other_cpu: other,
+            ..row
+        };
+        print_rows(std::slice::from_ref(&row));
+        rows.push(row);
+        loaded = unchecked.reopened(db_config());
     }
     if !wants_overlay {
         loaded.finish();
@@ -1225,7 +1291,8 @@ fn main() {
     for threads in [16, 64] {
         let name = format!("small-txn/{threads}");
         if opts.wants(&name) {
-            let (new, other) = measured(|| write_figure(&root, &name, threads, 1, opts.secs, 20.0));
+            let (new, other) =
+                measured(|| write_figure(&root, &name, (threads, 1, 0), opts.secs, Some(20.0)));
             let new = with_noise(new, other);
             print_rows(&new);
             rows.extend(new);
@@ -1240,12 +1307,21 @@ fn main() {
     for threads in [1, 4] {
         let name = format!("big-txn/{threads}");
         if opts.wants(&name) {
-            let (new, other) =
-                measured(|| write_figure(&root, &name, threads, BIG_TXN_KEYS, opts.secs, 2.5));
+            let shape = (threads, BIG_TXN_KEYS, 0);
+            let (new, other) = measured(|| write_figure(&root, &name, shape, opts.secs, Some(2.5)));
             let new = with_noise(new, other);
             print_rows(&new);
             rows.extend(new);
         }
+    }
+    // The same, rewriting keys already stored: each put replaces an entry, which the
+    // table's record (entries, digest) uncounts with one more lookup.
+    if opts.wants("rewrite/1") {
+        let shape = (1, BIG_TXN_KEYS, REWRITE_SPACE);
+        let (new, other) = measured(|| write_figure(&root, "rewrite/1", shape, opts.secs, None));
+        let new = with_noise(new, other);
+        print_rows(&new);
+        rows.extend(new);
     }
     read_figures(&root, &opts, &mut rows);
 

@@ -1,4 +1,4 @@
-//! Checksums of stored entries. In store format 2 every value walmdb keeps in LMDB ends in a
+//! Checksums of stored entries. In store formats 2 and 3 every value walmdb keeps in LMDB ends in a
 //! CRC32 over, in order: its LMDB database's name, the key's length (u32, little-endian),
 //! the key and the value. The name makes an entry moved into another table fail, the length
 //! makes a shifted key/value boundary fail. Reads check it and hand out the value without
@@ -54,6 +54,12 @@ impl Seed {
         let (value, crc) = stored.split_at(split);
         (crc == self.crc(key, value).to_le_bytes()).then_some(value)
     }
+}
+
+/// The value stored, its checksum cut off unchecked; `None` if too short to hold one.
+#[inline]
+pub(crate) fn strip(stored: &[u8]) -> Option<&[u8]> {
+    stored.get(..stored.len().checked_sub(CRC_LEN)?)
 }
 
 /// A format 1 value, if its checksum (CRC32 of key ++ value) holds.

@@ -2,7 +2,7 @@
 //! and syncs, ENOSPC on its writes, at every call, and a full disk that frees again.
 //!
 //! LMDB's I/O does not go through the log's `Fs`, so this test binary interposes the libc
-//! calls LMDB makes on Linux (`pwrite`, `pwritev`, `fdatasync`, `fsync`): the definitions
+//! calls LMDB makes on Linux (`pwrite`, `pwritev`, `writev`, `fdatasync`, `fsync`): the definitions
 //! below take precedence over libc's for every call made in this executable, LMDB's C code
 //! included, and pass each call through to libc (`dlsym(RTLD_NEXT)`) unless it targets a
 //! `data.mdb` file while a fault is armed. They change nothing for other files or other
@@ -153,6 +153,10 @@ mod interpose {
     interpose_write!(pwrite64, REAL_PWRITE64, c"pwrite64", (buf: *const c_void, n: usize, off: i64));
     interpose_write!(pwritev, REAL_PWRITEV, c"pwritev", (iov: *const libc::iovec, n: c_int, off: i64));
     interpose_write!(pwritev64, REAL_PWRITEV64, c"pwritev64", (iov: *const libc::iovec, n: c_int, off: i64));
+    // LMDB writes a run of contiguous dirty pages with lseek + writev (it is not built with
+    // MDB_USE_PWRITEV): without this, a full disk that fails only pwrite let a run through
+    // and failed the meta page's write after it, which LMDB treats as fatal (MDB_PANIC).
+    interpose_write!(writev, REAL_WRITEV, c"writev", (iov: *const libc::iovec, n: c_int));
     interpose_sync!(fdatasync, REAL_FDATASYNC, c"fdatasync");
     interpose_sync!(fsync, REAL_FSYNC, c"fsync");
 }

@@ -5,6 +5,7 @@
 //! missing, stray or stale even when every entry left verifies. Format 1 and 2 stores are
 //! migrated whole when opened.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::Bytes;
@@ -637,4 +638,38 @@ fn walmdbs_record_of_each_table_follows_puts_overwrites_deletes_drops_and_recrea
         }
         db.close().unwrap();
     }
+}
+
+#[test]
+fn with_verify_scans_off_a_scan_leaves_the_check_to_the_scrub_and_get_still_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 100, b"marked");
+    assert!(flip_in_lmdb(&dir, MARKER, 5) > 0);
+    let db = Db::open_with(&dir, walmdb::Config::default().verify_scans(false)).unwrap();
+    let txn = db.read().unwrap();
+    // The scan hands out the damaged value as data: this is what the setting trades.
+    let marked: Vec<_> = txn
+        .range(
+            "t",
+            (
+                Bound::Included(&b"marked"[..]),
+                Bound::Included(&b"marked"[..]),
+            ),
+        )
+        .unwrap()
+        .collect::<walmdb::Result<Vec<_>>>()
+        .unwrap();
+    assert_eq!(marked.len(), 1);
+    assert_ne!(marked[0].1, MARKER);
+    assert_eq!(marked[0].1.len(), MARKER.len());
+    // A get still checks, and the scrub finds it.
+    assert!(matches!(
+        txn.get("t", b"marked"),
+        Err(Error::CorruptEntry { .. })
+    ));
+    drop(txn);
+    let report = db.scrub().unwrap();
+    assert_eq!(report.damaged_entries(), 1, "{report:?}");
+    db.close().unwrap();
 }

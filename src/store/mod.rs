@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
+mod migrate;
 pub(crate) mod pages;
 pub(crate) mod read_only;
 pub(crate) mod scrub;
@@ -246,7 +247,7 @@ impl Store {
             .map_err(lmdb_err("create table list"))?;
         let format = match meta.get(&wtxn, KEY_FORMAT).map_err(lmdb_err("read"))? {
             None => {
-                write_format(&mut wtxn, meta, STORE_FORMAT_VERSION)?;
+                migrate::write_format(&mut wtxn, meta, STORE_FORMAT_VERSION)?;
                 STORE_FORMAT_VERSION
             }
             Some(stored) => stored_format(stored)
@@ -260,7 +261,7 @@ impl Store {
             });
         }
         if format == 1 {
-            let entries = migrate_from_format_1(&env, &mut wtxn, meta, tables)?;
+            let entries = migrate::migrate_from_format_1(&env, &mut wtxn, meta, tables)?;
             tracing::info!(
                 path = %dir.display(),
                 entries,
@@ -269,7 +270,7 @@ impl Store {
             );
         }
         if format <= 2 {
-            let tables = migrate_from_format_2(&env, &mut wtxn, meta, tables, dir)?;
+            let tables = migrate::migrate_from_format_2(&env, &mut wtxn, meta, tables, dir)?;
             tracing::info!(
                 path = %dir.display(),
                 tables,
@@ -756,94 +757,6 @@ pub(crate) fn stored_format(stored: &[u8]) -> Option<u32> {
         let value = open_v1(KEY_FORMAT, stored)?;
         (u32::from_le_bytes(value.try_into().ok()?) == 1).then_some(1)
     })
-}
-
-/// Rewrites every entry of a format 1 store with format 2's checksum, inside the opening
-/// transaction, so the store is migrated whole or not at all. An entry whose format 1
-/// checksum fails stops it with `Error::CorruptEntry`. Returns the entries rewritten.
-fn migrate_from_format_1(env: &Env, wtxn: &mut RwTxn<'_>, meta: Dbi, tables: Dbi) -> Result<u64> {
-    // (the name errors give, the LMDB name, the handle)
-    let mut dbs = vec![
-        (META_DB.to_owned(), META_DB.to_owned(), meta),
-        (TABLES_DB.to_owned(), TABLES_DB.to_owned(), tables),
-    ];
-    let mut names = Vec::new();
-    for item in tables.iter(wtxn).map_err(lmdb_err("read"))? {
-        let (name, _) = item.map_err(lmdb_err("read"))?;
-        names.push(String::from_utf8_lossy(name).into_owned());
-    }
-    for name in names {
-        let lmdb = lmdb_name(&name);
-        let dbi: Option<Dbi> = env
-            .open_database(wtxn, Some(&lmdb))
-            .map_err(lmdb_err("open table"))?;
-        dbs.extend(dbi.map(|dbi| (name, lmdb, dbi)));
-    }
-    let mut rewritten = 0;
-    let mut buf = Vec::new();
-    for (label, lmdb, dbi) in dbs {
-        let seed = Seed::of(&lmdb);
-        let mut it = dbi.iter_mut(wtxn).map_err(lmdb_err("read"))?;
-        while let Some(item) = it.next() {
-            let (key, stored) = item.map_err(lmdb_err("read"))?;
-            let value = open_v1(key, stored).ok_or_else(|| Error::CorruptEntry {
-                table: label.clone(),
-                key: key.to_vec(),
-            })?;
-            seed.seal(&mut buf, key, value);
-            let key = key.to_vec();
-            // SAFETY: nothing borrowed from the map (`stored`, the old key) is used after
-            // this write; the key and value written are owned copies.
-            unsafe { it.put_current(&key, &buf) }.map_err(lmdb_err("migrate"))?;
-            rewritten += 1;
-        }
-    }
-    write_format(wtxn, meta, 2)?;
-    Ok(rewritten)
-}
-
-/// Gives every table of a format 2 store its entry count and digest (format 3), inside the
-/// opening transaction: a walk of every table, so the store is migrated whole or not at all.
-/// Entries are counted as stored; a damaged one stays for reads and the scrub to report.
-/// Returns the tables migrated.
-fn migrate_from_format_2(
-    env: &Env,
-    wtxn: &mut RwTxn<'_>,
-    meta: Dbi,
-    tables: Dbi,
-    dir: &Path,
-) -> Result<u64> {
-    let mut records = Vec::new();
-    for item in tables.iter(wtxn).map_err(lmdb_err("read"))? {
-        let (name, stored) = item.map_err(lmdb_err("read"))?;
-        let record = TableRecord::decode(2, name, stored)
-            .ok_or_else(|| inconsistent(dir, "a table list entry is damaged"))?;
-        records.push((name.to_vec(), record.created));
-    }
-    let mut buf = Vec::new();
-    for (name, created) in &records {
-        let lmdb = lmdb_name(&String::from_utf8_lossy(name));
-        let dbi: Option<Dbi> = env
-            .open_database(wtxn, Some(&lmdb))
-            .map_err(lmdb_err("open table"))?;
-        let mut tally = Tally::default();
-        if let Some(dbi) = dbi {
-            for item in dbi.iter(wtxn).map_err(lmdb_err("read"))? {
-                tally.add(item.map_err(lmdb_err("read"))?.1);
-            }
-        }
-        TableRecord::seal(*created, tally, name, &mut buf);
-        tables.put(wtxn, name, &buf).map_err(lmdb_err("migrate"))?;
-    }
-    write_format(wtxn, meta, 3)?;
-    Ok(records.len() as u64)
-}
-
-fn write_format(wtxn: &mut RwTxn<'_>, meta: Dbi, version: u32) -> Result<()> {
-    let mut v = Vec::new();
-    meta_seed().seal(&mut v, KEY_FORMAT, &version.to_le_bytes());
-    meta.put(wtxn, KEY_FORMAT, &v)
-        .map_err(lmdb_err("write format"))
 }
 
 /// Map sizes are multiples of this (a multiple of every page size in use).

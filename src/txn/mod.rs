@@ -155,7 +155,7 @@ impl<'db> Snapshot<'db> {
                 } else {
                     LmdbWalk::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
                 };
-                Some(LmdbIter::new(walk, t.clone()))
+                Some(LmdbIter::new(walk, t.clone(), self.engine.cfg.verify_scans))
             }
             _ => None,
         };
