@@ -673,3 +673,104 @@ fn with_verify_scans_off_a_scan_leaves_the_check_to_the_scrub_and_get_still_refu
     assert_eq!(report.damaged_entries(), 1, "{report:?}");
     db.close().unwrap();
 }
+
+/// Where the root branch page of table `t` (the only branch page of `closed_db`'s small
+/// store) holds a separator key: its offset in `data.mdb` and the key. LMDB 0.9's page
+/// header: page number (8 bytes), pad (2), flags (2; branch = 0x01).
+fn a_branch_separator(dir: &Path) -> (usize, Vec<u8>) {
+    let data = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
+    for page in data.chunks(4096).enumerate().skip(2) {
+        let (_, bytes) = page;
+        let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
+        if flags & 0x01 == 0 {
+            continue;
+        }
+        let hits: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"key0")
+            .map(|(at, _)| at)
+            .collect();
+        if hits.len() >= 3 {
+            let at = page.0 * 4096 + hits[2];
+            return (at, data[at..at + 8].to_vec());
+        }
+    }
+    panic!("no branch page of table t");
+}
+
+/// Writes `key` over the separator at `at`.
+fn rewrite_separator(dir: &Path, at: usize, key: &[u8]) {
+    let path = dir.join("data").join("data.mdb");
+    let mut data = std::fs::read(&path).unwrap();
+    data[at..at + key.len()].copy_from_slice(key);
+    std::fs::write(&path, data).unwrap();
+}
+
+#[test]
+fn a_lookup_a_damaged_branch_key_sends_to_the_wrong_leaf_is_an_error_never_a_silent_miss() {
+    for shift in [2i64, -2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        closed_db(&dir, 2000, b"marked");
+        let (at, separator) = a_branch_separator(&dir);
+        let n: i64 = std::str::from_utf8(&separator[3..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Raised, lookups of the two keys below the new separator go to the leaf on the
+        // left; lowered, lookups of the two keys above it go to the leaf on the right.
+        rewrite_separator(&dir, at, format!("key{:05}", n + shift).as_bytes());
+        let misrouted = if shift > 0 {
+            [n, n + 1]
+        } else {
+            [n + shift, n + shift + 1]
+        };
+        let db = Db::open(&dir).unwrap();
+        let txn = db.read().unwrap();
+        for i in misrouted {
+            let key = format!("key{i:05}");
+            match txn.get("t", key.as_bytes()) {
+                Err(Error::StoreCorrupted { op: "get", message }) => {
+                    assert!(message.contains("branch page"), "{message}")
+                }
+                other => panic!("shift {shift}, {key}: {other:?}"),
+            }
+        }
+        // Keys the damage does not touch read as before; keys never written are absent.
+        for i in [0, n - 10, n + 10, 1999] {
+            let key = format!("key{i:05}");
+            let got = txn.get("t", key.as_bytes()).unwrap();
+            assert_eq!(got, Some(&(i as u32).to_le_bytes()[..]), "{key}");
+        }
+        assert_eq!(txn.get("t", b"key02000").unwrap(), None);
+        assert_eq!(txn.get("t", b"a").unwrap(), None);
+        // A walk from or to a misrouted key starts where it should or is refused; at least
+        // one is refused (the one that would skip entries or begin out of its bound).
+        let key = |i: i64| format!("key{i:05}").into_bytes();
+        let mut refused = 0;
+        for i in misrouted {
+            let k = key(i);
+            let walks = [
+                txn.range("t", (Bound::Included(&k[..]), Bound::Unbounded)),
+                txn.rev_range("t", (Bound::Unbounded, Bound::Included(&k[..]))),
+            ];
+            for walk in walks {
+                match walk {
+                    Ok(mut walk) => assert_eq!(walk.next().unwrap().unwrap().0, &k[..]),
+                    Err(Error::StoreCorrupted { op: "range", .. }) => refused += 1,
+                    Err(e) => panic!("shift {shift}, from {i}: {e:?}"),
+                }
+            }
+        }
+        assert!(refused > 0, "shift {shift}");
+        let far = key(n + 10);
+        let mut walk = txn
+            .range("t", (Bound::Included(&far[..]), Bound::Unbounded))
+            .unwrap();
+        assert_eq!(walk.next().unwrap().unwrap().0, &far[..]);
+        drop(walk);
+        drop(txn);
+        db.close().unwrap();
+    }
+}

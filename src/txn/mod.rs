@@ -14,16 +14,17 @@ pub use read::ReadTxn;
 pub use write::{Savepoint, WriteTxn};
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::time::Instant;
 
-use crate::catalog::{Lookup, Table, TableView};
+use crate::catalog::{Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keys::{bounds_valid, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::snapshots::Registration;
-use crate::store::lmdb_err;
+use crate::store::{lmdb_err, LmdbReadTxn};
 use crate::sync::{DataArc as Arc, Ordering};
 
 use iter::{lmdb_bounds, LmdbIter, LmdbWalk, OverlayCursor};
@@ -111,14 +112,14 @@ impl<'db> Snapshot<'db> {
                 Lookup::Lmdb(Some(dbi)) => dbi,
             }
         };
-        let stored = dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))?;
-        stored
-            .map(|stored| {
-                t.seed
-                    .open(key, stored)
-                    .ok_or_else(|| corrupt(&t.name, key))
-            })
-            .transpose()
+        match dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))? {
+            Some(stored) => t
+                .seed
+                .open(key, stored)
+                .map(Some)
+                .ok_or_else(|| corrupt(&t.name, key)),
+            None => check_absent(dbi, self.lmdb(), &t.name, key).map(|()| None),
+        }
     }
 
     pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
@@ -150,6 +151,9 @@ impl<'db> Snapshot<'db> {
         let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
             (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
+                if self.engine.cfg.verify_scans {
+                    check_range_start(dbi, txn, &t.name, &range, reverse)?;
+                }
                 let walk = if reverse {
                     LmdbWalk::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
                 } else {
@@ -221,6 +225,81 @@ fn check_age(engine: &Engine, started: Instant) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks a lookup of `key` that found nothing: see [`check_position`].
+fn check_absent(dbi: Dbi, txn: &LmdbReadTxn<'_>, table: &str, key: &[u8]) -> Result<()> {
+    check_position(dbi, txn, table, key, "get", true)
+}
+
+/// Checks where a bounded range walk starts: see [`check_position`].
+fn check_range_start(
+    dbi: Dbi,
+    txn: &LmdbReadTxn<'_>,
+    table: &str,
+    range: &iter::SliceBounds<'_>,
+    reverse: bool,
+) -> Result<()> {
+    let bound = if reverse { range.1 } else { range.0 };
+    match bound {
+        Bound::Included(key) | Bound::Excluded(key) => {
+            check_position(dbi, txn, table, key, "range", false)
+        }
+        Bound::Unbounded => Ok(()),
+    }
+}
+
+/// A damaged branch key sends a lookup of `key` to the wrong leaf, where every entry
+/// verifies: a get misses a key that is there, a range walk starts past entries or before
+/// its bound. A cursor's positioning (LMDB's `MDB_SET_RANGE`) moves on to the next leaf when
+/// the one it reaches ends, so two probes show it: the first entry at or after `key` must not
+/// lie below it (nor be `key`, after a get found nothing: `missed`), and the entry before
+/// that must lie below it. Two more descents: only misses and bounded walks pay them.
+fn check_position(
+    dbi: Dbi,
+    txn: &LmdbReadTxn<'_>,
+    table: &str,
+    key: &[u8],
+    op: &'static str,
+    missed: bool,
+) -> Result<()> {
+    let err = lmdb_err(op);
+    let at_or_after = dbi
+        .range(txn, &(Bound::Included(key), Bound::Unbounded))
+        .map_err(&err)?
+        .next()
+        .transpose()
+        .map_err(&err)?;
+    if let Some((found, _)) = at_or_after {
+        if found < key || (missed && found == key) {
+            return Err(misrouted(op, table, key, found));
+        }
+    }
+    // heed positions at the first entry >= key and steps back one, without checking the
+    // bound on that first step.
+    let before = dbi
+        .rev_range(txn, &(Bound::Unbounded, Bound::Excluded(key)))
+        .map_err(&err)?
+        .next()
+        .transpose()
+        .map_err(&err)?;
+    match before {
+        Some((found, _)) if found >= key => Err(misrouted(op, table, key, found)),
+        _ => Ok(()),
+    }
+}
+
+/// A lookup of `key` in `table` that a cursor's positioning contradicts (`found`).
+fn misrouted(op: &'static str, table: &str, key: &[u8], found: &[u8]) -> Error {
+    Error::StoreCorrupted {
+        op,
+        message: format!(
+            "a lookup of key \"{}\" in table {table:?} reached the wrong leaf page (a cursor \
+             finds \"{}\" in its place): a branch page above it is damaged",
+            key.escape_ascii(),
+            found.escape_ascii()
+        ),
+    }
 }
 
 /// The error for an LMDB entry of `table` whose checksum failed.
