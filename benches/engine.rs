@@ -944,7 +944,26 @@ impl Loaded {
     }
 
     /// ns per get of walmdb and of heed, interleaved.
-    fn gets(&self, secs: f64) -> (f64, f64) {
+    /// ns per get of stored keys in random order, or (`miss`) of keys one bit away from
+    /// them, which are not stored; walmdb and heed, interleaved.
+    fn gets(&self, secs: f64, miss: bool) -> (f64, f64) {
+        let probe = |k: &Key| -> Key {
+            let mut k = *k;
+            if miss {
+                k[KEY_LEN - 1] ^= 1;
+            }
+            k
+        };
+        let used = |v: Option<&[u8]>| -> usize {
+            match v {
+                Some(v) if !miss => v[0] as usize,
+                None if miss => 1,
+                _ => panic!(
+                    "a get of a {} key found {v:?}",
+                    if miss { "missing" } else { "stored" }
+                ),
+            }
+        };
         let n = self.keys.len();
         let keys = &self.keys;
         let mut rng_a = Rng(0x00a1_1ce5);
@@ -957,8 +976,8 @@ impl Loaded {
                 while Instant::now() < deadline {
                     let r = self.db.read().expect("read");
                     for _ in 0..GETS_PER_TXN {
-                        let k = &keys[pick(&mut rng_a, n)];
-                        sum += r.get(TABLE, k).expect("get").expect("present")[0] as usize;
+                        let k = probe(&keys[pick(&mut rng_a, n)]);
+                        sum += used(r.get(TABLE, &k).expect("get"));
                     }
                     gets += GETS_PER_TXN as u64;
                 }
@@ -971,8 +990,8 @@ impl Loaded {
                 while Instant::now() < deadline {
                     let r = self.env.read_txn().expect("heed read");
                     for _ in 0..GETS_PER_TXN {
-                        let k = &keys[pick(&mut rng_b, n)];
-                        sum += self.hdb.get(&r, k).expect("get").expect("present")[0] as usize;
+                        let k = probe(&keys[pick(&mut rng_b, n)]);
+                        sum += used(self.hdb.get(&r, &k).expect("get"));
                     }
                     gets += GETS_PER_TXN as u64;
                 }
@@ -1090,6 +1109,7 @@ fn scan_row(name: &str, what: String, (w, h): (f64, f64), target: Option<f64>) -
 fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
     let wants_empty = [
         "get/empty",
+        "get/empty-miss",
         "range/empty",
         "range/empty-whole",
         "range/empty-unchecked",
@@ -1107,13 +1127,21 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
     loaded.check_scans();
     let secs = opts.secs;
 
-    if opts.wants("get/empty") {
-        let (fig, other) = measured(|| loaded.gets(secs));
+    for (name, miss) in [("get/empty", false), ("get/empty-miss", true)] {
+        if !opts.wants(name) {
+            continue;
+        }
+        let (fig, other) = measured(|| loaded.gets(secs, miss));
+        let what = if miss {
+            "keys not stored"
+        } else {
+            "stored keys"
+        };
         let row = get_row(
-            "get/empty",
-            format!("random get, {n} keys, empty overlay, 1 thread"),
+            name,
+            format!("random get of {what}, {n} keys, empty overlay, 1 thread"),
             fig,
-            Some(1.1),
+            (!miss).then_some(1.1),
         );
         let row = Row {
             other_cpu: other,
@@ -1226,7 +1254,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
     loaded.warm_and_check(&updated);
 
     if opts.wants("get/overlay") {
-        let (fig, other) = measured(|| loaded.gets(secs));
+        let (fig, other) = measured(|| loaded.gets(secs, false));
         let row = get_row(
             "get/overlay",
             format!("random get, {n} keys, {overlay_keys} of them in the overlay, 1 thread"),

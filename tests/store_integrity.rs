@@ -774,3 +774,65 @@ fn a_lookup_a_damaged_branch_key_sends_to_the_wrong_leaf_is_an_error_never_a_sil
         db.close().unwrap();
     }
 }
+
+#[test]
+fn an_entry_a_damaged_node_pointer_hides_is_an_error_for_gets_and_walks() {
+    for (slot, other) in [(20usize, 60usize), (60, 20)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        closed_db(&dir, 2000, b"marked");
+        // A leaf of table `t`: LMDB 0.9's page header (flags at 10, leaf = 0x02), then the
+        // node offsets (u16 each, from byte 16); a node: 8 header bytes (key size at 6), key.
+        let path = dir.join("data").join("data.mdb");
+        let mut data = std::fs::read(&path).unwrap();
+        let page = (2..data.len() / 4096)
+            .find(|&p| {
+                let b = &data[p * 4096..(p + 1) * 4096];
+                u16::from_le_bytes([b[10], b[11]]) & 0x02 != 0
+                    && u16::from_le_bytes([b[12], b[13]]) > 16 + 2 * 100
+                    && b.windows(4).any(|w| w == b"key0")
+            })
+            .expect("a leaf of table t");
+        let base = page * 4096;
+        let ptr = |data: &[u8], i: usize| {
+            u16::from_le_bytes([data[base + 16 + 2 * i], data[base + 17 + 2 * i]]) as usize
+        };
+        let node_key = |data: &[u8], i: usize| {
+            let at = base + ptr(data, i);
+            let len = u16::from_le_bytes([data[at + 6], data[at + 7]]) as usize;
+            data[at + 8..at + 8 + len].to_vec()
+        };
+        let hidden = node_key(&data, slot);
+        // Slot `slot` now names the node of slot `other`: the hidden entry verifies, but no
+        // lookup reaches it, and a walk meets another key in its place.
+        let target = ptr(&data, other) as u16;
+        data[base + 16 + 2 * slot..base + 18 + 2 * slot].copy_from_slice(&target.to_le_bytes());
+        std::fs::write(&path, data).unwrap();
+
+        let db = Db::open(&dir).unwrap();
+        let txn = db.read().unwrap();
+        match txn.get("t", &hidden) {
+            Err(Error::StoreCorrupted { op: "get", .. }) => {}
+            other => panic!("slot {slot}: {other:?}"),
+        }
+        let walked: Vec<_> = txn.range("t", ..).unwrap().collect();
+        assert!(
+            matches!(
+                walked.last(),
+                Some(Err(Error::StoreCorrupted { op: "range", .. }))
+            ),
+            "slot {slot}: a full walk ends {:?}",
+            walked.last()
+        );
+        match txn.range("t", (Bound::Included(&hidden[..]), Bound::Unbounded)) {
+            Err(Error::StoreCorrupted { .. }) => {}
+            Ok(mut walk) => assert!(
+                matches!(walk.next(), Some(Err(Error::StoreCorrupted { .. }))),
+                "slot {slot}: a walk from the hidden key"
+            ),
+            Err(e) => panic!("slot {slot}: {e:?}"),
+        }
+        drop(txn);
+        db.close().unwrap();
+    }
+}

@@ -49,8 +49,12 @@ pub(super) fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
 pub(super) struct LmdbIter<'t> {
     walk: LmdbWalk<'t>,
     table: Arc<Table>,
-    /// `Config::verify_scans`: when false, the checksum is cut off unchecked.
+    /// `Config::verify_scans`: when false, the checksum is cut off unchecked and the order
+    /// of keys is not checked.
     verify: bool,
+    /// The key last handed out: the next must lie beyond it in the walk's direction.
+    last: Option<&'t [u8]>,
+    reverse: bool,
 }
 
 /// An enum, not a trait object: it is called for every key.
@@ -61,15 +65,19 @@ pub(super) enum LmdbWalk<'t> {
 
 impl<'t> LmdbIter<'t> {
     pub(super) fn new(walk: LmdbWalk<'t>, table: Arc<Table>, verify: bool) -> Self {
+        let reverse = matches!(walk, LmdbWalk::Reverse(_));
         LmdbIter {
             walk,
             table,
             verify,
+            last: None,
+            reverse,
         }
     }
 
-    /// The next entry: its key and its value without the checksum, which must hold (unless
-    /// scans are left to the scrub; a value too short to hold one fails all the same).
+    /// The next entry: its key and its value without the checksum, which must hold, its key
+    /// beyond the last one's (unless scans are left to the scrub; a value too short to hold a
+    /// checksum fails all the same).
     #[inline]
     fn next(&mut self) -> Option<Result<(&'t [u8], &'t [u8])>> {
         let item = match &mut self.walk {
@@ -77,16 +85,26 @@ impl<'t> LmdbIter<'t> {
             LmdbWalk::Reverse(it) => it.next(),
         }?;
         Some(match item {
-            Ok((key, stored)) => {
-                let value = if self.verify {
-                    self.table.seed.open(key, stored)
-                } else {
-                    crate::seal::strip(stored)
-                };
-                value
+            Ok((key, stored)) if self.verify => {
+                if let Some(last) = self.last.replace(key) {
+                    let (first, second) = if self.reverse {
+                        (key, last)
+                    } else {
+                        (last, key)
+                    };
+                    if first >= second {
+                        return Some(Err(super::disordered("range", &self.table.name, last, key)));
+                    }
+                }
+                self.table
+                    .seed
+                    .open(key, stored)
                     .map(|value| (key, value))
                     .ok_or_else(|| super::corrupt(&self.table.name, key))
             }
+            Ok((key, stored)) => crate::seal::strip(stored)
+                .map(|value| (key, value))
+                .ok_or_else(|| super::corrupt(&self.table.name, key)),
             Err(e) => Err(lmdb_err("range")(e)),
         })
     }

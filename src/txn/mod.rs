@@ -249,12 +249,14 @@ fn check_range_start(
     }
 }
 
-/// A damaged branch key sends a lookup of `key` to the wrong leaf, where every entry
+/// A damaged branch key sends a lookup of `key` to the wrong leaf, and a damaged node
+/// pointer in a leaf hides an entry from the binary search there, while every entry still
 /// verifies: a get misses a key that is there, a range walk starts past entries or before
 /// its bound. A cursor's positioning (LMDB's `MDB_SET_RANGE`) moves on to the next leaf when
-/// the one it reaches ends, so two probes show it: the first entry at or after `key` must not
-/// lie below it (nor be `key`, after a get found nothing: `missed`), and the entry before
-/// that must lie below it. Two more descents: only misses and bounded walks pay them.
+/// the one it reaches ends, so two probes of two entries each show it: the entries at and
+/// after that position must not lie below `key` (nor be `key`, after a get found nothing:
+/// `missed`) and must ascend; the two before it must lie below `key` and descend. Two more
+/// descents: only misses and bounded walks pay them.
 fn check_position(
     dbi: Dbi,
     txn: &LmdbReadTxn<'_>,
@@ -264,28 +266,50 @@ fn check_position(
     missed: bool,
 ) -> Result<()> {
     let err = lmdb_err(op);
-    let at_or_after = dbi
+    let mut after = dbi
         .range(txn, &(Bound::Included(key), Bound::Unbounded))
-        .map_err(&err)?
-        .next()
-        .transpose()
         .map_err(&err)?;
-    if let Some((found, _)) = at_or_after {
+    let first = after.next().transpose().map_err(&err)?;
+    if let Some((found, _)) = first {
         if found < key || (missed && found == key) {
             return Err(misrouted(op, table, key, found));
+        }
+        if let Some((next, _)) = after.next().transpose().map_err(&err)? {
+            if next <= found {
+                return Err(disordered(op, table, found, next));
+            }
         }
     }
     // heed positions at the first entry >= key and steps back one, without checking the
     // bound on that first step.
-    let before = dbi
+    let mut before = dbi
         .rev_range(txn, &(Bound::Unbounded, Bound::Excluded(key)))
-        .map_err(&err)?
-        .next()
-        .transpose()
         .map_err(&err)?;
-    match before {
-        Some((found, _)) if found >= key => Err(misrouted(op, table, key, found)),
-        _ => Ok(()),
+    let first = before.next().transpose().map_err(&err)?;
+    if let Some((found, _)) = first {
+        if found >= key {
+            return Err(misrouted(op, table, key, found));
+        }
+        if let Some((prev, _)) = before.next().transpose().map_err(&err)? {
+            if prev >= found {
+                return Err(disordered(op, table, prev, found));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entries of `table` that LMDB hands out in the wrong order (`first` before `second`): a
+/// leaf's node pointers are damaged.
+pub(super) fn disordered(op: &'static str, table: &str, first: &[u8], second: &[u8]) -> Error {
+    Error::StoreCorrupted {
+        op,
+        message: format!(
+            "table {table:?} yields key \"{}\" before key \"{}\", out of order: a leaf \
+             page's node pointers are damaged",
+            first.escape_ascii(),
+            second.escape_ascii()
+        ),
     }
 }
 
