@@ -75,6 +75,23 @@ impl<'t> LmdbIter<'t> {
         }
     }
 
+    /// Notes `key` as the last handed out, which must lie beyond the one before it.
+    #[inline]
+    fn in_order(&mut self, key: &'t [u8]) -> Result<()> {
+        match self.last.replace(key) {
+            Some(last)
+                if (if self.reverse {
+                    key >= last
+                } else {
+                    key <= last
+                }) =>
+            {
+                Err(super::disordered("range", &self.table.name, last, key))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The next entry: its key and its value without the checksum, which must hold, its key
     /// beyond the last one's (unless scans are left to the scrub; a value too short to hold a
     /// checksum fails all the same).
@@ -85,26 +102,19 @@ impl<'t> LmdbIter<'t> {
             LmdbWalk::Reverse(it) => it.next(),
         }?;
         Some(match item {
-            Ok((key, stored)) if self.verify => {
-                if let Some(last) = self.last.replace(key) {
-                    let (first, second) = if self.reverse {
-                        (key, last)
-                    } else {
-                        (last, key)
-                    };
-                    if first >= second {
-                        return Some(Err(super::disordered("range", &self.table.name, last, key)));
+            Ok((key, stored)) => {
+                let value = if self.verify {
+                    if let Err(e) = self.in_order(key) {
+                        return Some(Err(e));
                     }
-                }
-                self.table
-                    .seed
-                    .open(key, stored)
+                    self.table.seed.open(key, stored)
+                } else {
+                    crate::seal::strip(stored)
+                };
+                value
                     .map(|value| (key, value))
                     .ok_or_else(|| super::corrupt(&self.table.name, key))
             }
-            Ok((key, stored)) => crate::seal::strip(stored)
-                .map(|value| (key, value))
-                .ok_or_else(|| super::corrupt(&self.table.name, key)),
             Err(e) => Err(lmdb_err("range")(e)),
         })
     }
