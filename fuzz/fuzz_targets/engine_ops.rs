@@ -940,7 +940,9 @@ fn run(db: &Db, cfg: &Config, b: &mut Bytes, m: &mut Model, ops: &mut usize) -> 
                         // (count, digest) matches its entries.
                         match db.scrub() {
                             Ok(report) => assert!(report.is_healthy(), "scrub: {report:?}"),
-                            Err(e) => refused(cfg, &e, "scrub"),
+                            Err(e) => {
+                                refused(cfg, &e, "scrub");
+                            }
                         }
                     }
                 }
