@@ -39,6 +39,11 @@ pub fn child(data_dir: &Path) -> Outcome {
                 "bytes": t.bytes,
                 "damaged": t.damaged,
                 "lmdb_entries": t.lmdb_entries,
+                "digest": format!("{:016x}", t.digest),
+                "recorded": t.recorded.map(|(entries, digest)| json!({
+                    "entries": entries,
+                    "digest": format!("{digest:016x}"),
+                })),
                 "depth": t.depth,
                 "pages": t.pages,
             })).collect::<Vec<_>>(),
