@@ -78,17 +78,14 @@ impl<'t> LmdbIter<'t> {
     /// Notes `key` as the last handed out, which must lie beyond the one before it.
     #[inline]
     fn in_order(&mut self, key: &'t [u8]) -> Result<()> {
-        match self.last.replace(key) {
-            Some(last)
-                if (if self.reverse {
-                    key >= last
-                } else {
-                    key <= last
-                }) =>
-            {
-                Err(super::disordered("range", &self.table.name, last, key))
-            }
-            _ => Ok(()),
+        let Some(last) = self.last.replace(key) else {
+            return Ok(());
+        };
+        let beyond = if self.reverse { key < last } else { key > last };
+        if beyond {
+            Ok(())
+        } else {
+            Err(super::disordered("range", &self.table.name, last, key))
         }
     }
 

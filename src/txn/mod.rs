@@ -318,8 +318,9 @@ fn misrouted(op: &'static str, table: &str, key: &[u8], found: &[u8]) -> Error {
     Error::StoreCorrupted {
         op,
         message: format!(
-            "a lookup of key \"{}\" in table {table:?} reached the wrong leaf page (a cursor \
-             finds \"{}\" in its place): a branch page above it is damaged",
+            "a lookup of key \"{}\" in table {table:?} reached the wrong place (a cursor \
+             finds \"{}\" there): a branch page above it or its leaf's node pointers are \
+             damaged",
             key.escape_ascii(),
             found.escape_ascii()
         ),
