@@ -118,44 +118,47 @@ fn seal_v1(key: &[u8], value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Writes a format 1 store by hand, as a build before format 2 left it: table `t` with
-/// `n` keys, applied through LSN 0. `damage` spoils one entry's checksum.
-fn write_format_1_store(dir: &Path, n: u32, damage: bool) {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
+/// LMDB's environment in `data` (created if missing), opened by hand as walmdb would, for a
+/// test to write what an older build or damage would leave.
+fn raw_env(data: &Path) -> heed::Env {
+    std::fs::create_dir_all(data).unwrap();
     // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
-    let env = unsafe {
+    unsafe {
         heed::EnvOpenOptions::new()
             .max_dbs(8)
             .map_size(64 << 20)
-            .open(&data)
+            .open(data)
     }
-    .unwrap();
+    .unwrap()
+}
+
+/// Writes a store of format `version` (1 or 2) by hand, as a build of that format left it:
+/// the tables `listed`, the first of them `t` with `n` keys, applied through LSN 0.
+/// `damage` spoils one entry's checksum.
+fn write_old_store(dir: &Path, version: u32, listed: &[&str], n: u32, damage: bool) {
+    let seal = |lmdb_table: &str, key: &[u8], value: &[u8]| match version {
+        1 => seal_v1(key, value),
+        _ => seal_v2(lmdb_table, key, value),
+    };
+    let env = raw_env(&dir.join("data"));
     let mut wtxn = env.write_txn().unwrap();
     let db = |wtxn: &mut heed::RwTxn<'_>, name: &str| -> heed::Database<Bytes, Bytes> {
         env.create_database(wtxn, Some(name)).unwrap()
     };
     let meta = db(&mut wtxn, "walmdb.meta");
-    meta.put(
-        &mut wtxn,
-        b"format",
-        &seal_v1(b"format", &1u32.to_le_bytes()),
-    )
-    .unwrap();
-    meta.put(
-        &mut wtxn,
-        b"applied_lsn",
-        &seal_v1(b"applied_lsn", &0u64.to_le_bytes()),
-    )
-    .unwrap();
+    let format = seal("walmdb.meta", b"format", &version.to_le_bytes());
+    meta.put(&mut wtxn, b"format", &format).unwrap();
+    let applied = seal("walmdb.meta", b"applied_lsn", &0u64.to_le_bytes());
+    meta.put(&mut wtxn, b"applied_lsn", &applied).unwrap();
     let tables = db(&mut wtxn, "walmdb.tables");
-    tables
-        .put(&mut wtxn, b"t", &seal_v1(b"t", &0u64.to_le_bytes()))
-        .unwrap();
+    for name in listed {
+        let record = seal("walmdb.tables", name.as_bytes(), &0u64.to_le_bytes());
+        tables.put(&mut wtxn, name.as_bytes(), &record).unwrap();
+    }
     let t = db(&mut wtxn, "t.t");
     for i in 0..n {
         let key = format!("key{i:05}");
-        let mut stored = seal_v1(key.as_bytes(), format!("value {i}").as_bytes());
+        let mut stored = seal("t.t", key.as_bytes(), format!("value {i}").as_bytes());
         if damage && i == n / 2 {
             stored[0] ^= 1;
         }
@@ -169,7 +172,7 @@ fn write_format_1_store(dir: &Path, n: u32, damage: bool) {
 fn a_format_1_store_is_migrated_whole_when_opened() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    write_format_1_store(&dir, 1000, false);
+    write_old_store(&dir, 1, &["t"], 1000, false);
     let info = walmdb::inspect::read_store(&dir.join("data"))
         .unwrap()
         .unwrap();
@@ -203,7 +206,7 @@ fn a_format_1_store_is_migrated_whole_when_opened() {
 fn a_format_1_store_with_a_damaged_entry_is_refused_and_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    write_format_1_store(&dir, 1000, true);
+    write_old_store(&dir, 1, &["t"], 1000, true);
     let before = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
     match Db::open(&dir) {
         Err(Error::CorruptEntry { table, key }) => {
@@ -421,14 +424,7 @@ fn seal_v2(lmdb_table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// Runs `edit` on the LMDB environment of closed database `dir`, with table `t`'s handle.
 fn edit_lmdb(dir: &Path, edit: impl FnOnce(&mut heed::RwTxn<'_>, heed::Database<Bytes, Bytes>)) {
-    // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
-    let env = unsafe {
-        heed::EnvOpenOptions::new()
-            .max_dbs(8)
-            .map_size(64 << 20)
-            .open(dir.join("data"))
-    }
-    .unwrap();
+    let env = raw_env(&dir.join("data"));
     let mut wtxn = env.write_txn().unwrap();
     let t = env.open_database(&wtxn, Some("t.t")).unwrap().unwrap();
     edit(&mut wtxn, t);
@@ -455,37 +451,7 @@ fn a_format_2_store_is_migrated_to_format_3_with_each_tables_count_and_digest() 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    // SAFETY: the environment is opened once, here, and closed before walmdb opens it.
-    let env = unsafe {
-        heed::EnvOpenOptions::new()
-            .max_dbs(8)
-            .map_size(64 << 20)
-            .open(&data)
-    }
-    .unwrap();
-    let mut wtxn = env.write_txn().unwrap();
-    let meta: heed::Database<Bytes, Bytes> =
-        env.create_database(&mut wtxn, Some("walmdb.meta")).unwrap();
-    let format = seal_v2("walmdb.meta", b"format", &2u32.to_le_bytes());
-    meta.put(&mut wtxn, b"format", &format).unwrap();
-    let applied = seal_v2("walmdb.meta", b"applied_lsn", &0u64.to_le_bytes());
-    meta.put(&mut wtxn, b"applied_lsn", &applied).unwrap();
-    let tables: heed::Database<Bytes, Bytes> = env
-        .create_database(&mut wtxn, Some("walmdb.tables"))
-        .unwrap();
-    for name in ["t", "empty"] {
-        let record = seal_v2("walmdb.tables", name.as_bytes(), &0u64.to_le_bytes());
-        tables.put(&mut wtxn, name.as_bytes(), &record).unwrap();
-    }
-    let t: heed::Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("t.t")).unwrap();
-    for i in 0..1000u32 {
-        let key = format!("key{i:05}");
-        let stored = seal_v2("t.t", key.as_bytes(), format!("value {i}").as_bytes());
-        t.put(&mut wtxn, key.as_bytes(), &stored).unwrap();
-    }
-    wtxn.commit().unwrap();
-    env.prepare_for_closing().wait();
+    write_old_store(&dir, 2, &["t", "empty"], 1000, false);
     let before = walmdb::inspect::scrub_store(&data, &mut |_| {})
         .unwrap()
         .unwrap();

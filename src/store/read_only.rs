@@ -129,8 +129,12 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
             }
             info.format_version = Some(version);
         }
+    }
+    // A store without a format record is read as this build seals.
+    let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
+    if let Some(meta) = meta {
         if let Some(stored) = meta.get(&rtxn, KEY_APPLIED).map_err(lmdb_err("read"))? {
-            info.applied_lsn = stored_u64(&info, meta_seed(), KEY_APPLIED, stored)
+            info.applied_lsn = super::stored_u64(format, meta_seed(), KEY_APPLIED, stored)
                 .ok_or_else(|| inconsistent("the store's applied LSN is damaged"))?;
         }
     }
@@ -140,7 +144,6 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
     if let Some(tables) = tables {
         for item in tables.iter(&rtxn).map_err(lmdb_err("read"))? {
             let (name, stored) = item.map_err(lmdb_err("read"))?;
-            let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
             let created = super::tally::TableRecord::decode(format, name, stored)
                 .ok_or_else(|| inconsistent("a table list entry is damaged"))?
                 .created;
@@ -150,12 +153,6 @@ fn read_meta(env: &super::Env, data_dir: &Path, file_bytes: u64) -> Result<Store
         }
     }
     Ok(info)
-}
-
-/// A u64 record, checked as the store's format seals it.
-fn stored_u64(info: &StoreInfo, seed: super::Seed, key: &[u8], stored: &[u8]) -> Option<u64> {
-    let format = info.format_version.unwrap_or(STORE_FORMAT_VERSION);
-    super::stored_u64(format, seed, key, stored)
 }
 
 /// Scrubs the store in `data_dir` offline, reading `data.mdb` page by page as of its newest
