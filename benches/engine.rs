@@ -363,12 +363,13 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, Option<f64>) {
     (out, cpu.end().1)
 }
 
-/// Sets the other-CPU figure of `rows`.
-fn with_noise(mut rows: Vec<Row>, other: Option<f64>) -> Vec<Row> {
-    for r in &mut rows {
+/// Sets the other-CPU figure of `new`, prints it and adds it to `rows`.
+fn report(rows: &mut Vec<Row>, mut new: Vec<Row>, other: Option<f64>) {
+    for r in &mut new {
         r.other_cpu = other;
     }
-    rows
+    print_rows(&new);
+    rows.extend(new);
 }
 
 /// What one worker thread did.
@@ -1143,12 +1144,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
             fig,
             (!miss).then_some(1.1),
         );
-        let row = Row {
-            other_cpu: other,
-            ..row
-        };
-        print_rows(std::slice::from_ref(&row));
-        rows.push(row);
+        report(rows, vec![row], other);
     }
     for (name, whole) in [("range/empty", false), ("range/empty-whole", true)] {
         if !opts.wants(name) {
@@ -1166,12 +1162,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
             fig,
             Some(1.2),
         );
-        let row = Row {
-            other_cpu: other,
-            ..row
-        };
-        print_rows(std::slice::from_ref(&row));
-        rows.push(row);
+        report(rows, vec![row], other);
     }
     // The same scans with `Config::verify_scans(false)`: the checksums left to the scrub.
     if opts.wants("range/empty-unchecked") {
@@ -1183,12 +1174,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
             fig,
             Some(1.05),
         );
-        let row = Row {
-            other_cpu: other,
-            ..row
-        };
-        print_rows(std::slice::from_ref(&row));
-        rows.push(row);
+        report(rows, vec![row], other);
         loaded = unchecked.reopened(db_config());
     }
     if !wants_overlay {
@@ -1261,12 +1247,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
             fig,
             Some(1.3),
         );
-        let row = Row {
-            other_cpu: other,
-            ..row
-        };
-        print_rows(std::slice::from_ref(&row));
-        rows.push(row);
+        report(rows, vec![row], other);
     }
     if opts.wants("range/overlay") {
         let (fig, other) = measured(|| loaded.scans(secs, false));
@@ -1276,12 +1257,7 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
             fig,
             None,
         );
-        let row = Row {
-            other_cpu: other,
-            ..row
-        };
-        print_rows(std::slice::from_ref(&row));
-        rows.push(row);
+        report(rows, vec![row], other);
     }
     let still = db.stats().unapplied_bytes;
     drop(pin);
@@ -1321,25 +1297,19 @@ fn main() {
         if opts.wants(&name) {
             let (new, other) =
                 measured(|| write_figure(&root, &name, (threads, 1, 0), opts.secs, Some(20.0)));
-            let new = with_noise(new, other);
-            print_rows(&new);
-            rows.extend(new);
+            report(&mut rows, new, other);
         }
     }
     if opts.wants("latency") {
         let (row, other) = measured(|| latency_figure(&root, 2.0 * opts.secs));
-        let new = with_noise(vec![row], other);
-        print_rows(&new);
-        rows.extend(new);
+        report(&mut rows, vec![row], other);
     }
     for threads in [1, 4] {
         let name = format!("big-txn/{threads}");
         if opts.wants(&name) {
             let shape = (threads, BIG_TXN_KEYS, 0);
             let (new, other) = measured(|| write_figure(&root, &name, shape, opts.secs, Some(2.5)));
-            let new = with_noise(new, other);
-            print_rows(&new);
-            rows.extend(new);
+            report(&mut rows, new, other);
         }
     }
     // The same, rewriting keys already stored: each put replaces an entry, which the
@@ -1347,9 +1317,7 @@ fn main() {
     if opts.wants("rewrite/1") {
         let shape = (1, BIG_TXN_KEYS, REWRITE_SPACE);
         let (new, other) = measured(|| write_figure(&root, "rewrite/1", shape, opts.secs, None));
-        let new = with_noise(new, other);
-        print_rows(&new);
-        rows.extend(new);
+        report(&mut rows, new, other);
     }
     read_figures(&root, &opts, &mut rows);
 
