@@ -23,7 +23,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::ops::restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
-use crate::store::pages::{choose_meta, LostKeys, PageDamage, PageFile, TreeKind, Walker};
+use crate::store::pages::{
+    choose_meta, key_after, LostKeys, PageDamage, PageFile, TreeKind, Walker,
+};
 use crate::store::scrub::ScrubReport;
 use crate::store::tally::{put_tallied, TableRecord, Tally};
 use crate::store::{
@@ -361,7 +363,7 @@ fn salvage(
                     } else {
                         format!("checksum fails (an entry stored under key {:02x?})", e.key)
                     };
-                    damaged_run = Some((after_key(last_good.as_deref()), why));
+                    damaged_run = Some((last_good.as_deref().map(key_after), why));
                 }
                 return;
             };
@@ -528,15 +530,6 @@ fn lose_damage(losses: &mut Vec<Loss>, table: &str, damage: Vec<PageDamage>) {
             format!("page {}: {}", d.page, d.reason),
         ));
     }
-}
-
-/// The first key after `key` (`None`: the first key of all).
-fn after_key(key: Option<&[u8]>) -> Option<Vec<u8>> {
-    key.map(|k| {
-        let mut next = k.to_vec();
-        next.push(0);
-        next
-    })
 }
 
 /// Copies the segment files of log `from` into a new log directory `to`, synced.

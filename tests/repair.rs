@@ -395,3 +395,45 @@ fn a_salvage_of_an_unreadable_file_rebuilds_from_the_log_and_says_what_it_holds(
     drop(txn);
     r.close().unwrap();
 }
+
+/// Found by the `lmdb_scrub` fuzz target (CI run of c9a49e5): bits flipped in a leaf node's
+/// header marked a small entry as a value on overflow pages and lengthened its key over the
+/// value's bytes. The salvage listed the loss under that damaged key, which is not the key
+/// that was lost. The loss of an unreadable overflow value is the range between its
+/// neighbours, as for any damaged entry.
+#[test]
+fn a_node_header_damaged_into_an_overflow_entry_loses_the_range_between_its_neighbours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let mut model = Model::new();
+    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..4000, 1);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let path = dir.join("data").join("data.mdb");
+    let mut image = std::fs::read(&path).unwrap();
+    let mut damaged = 0;
+    for at in offsets_of(&dir, &key(123)) {
+        // A leaf node: `lo hi flags ksize`, the key, then its value.
+        if !image[at + 8..].starts_with(b"v1-00123") {
+            continue;
+        }
+        const F_BIGDATA: u8 = 0x01;
+        image[at - 4] |= F_BIGDATA;
+        image[at - 2] += 20;
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    std::fs::write(&path, &image).unwrap();
+
+    let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+    assert!(!report.is_complete(), "{report:?}");
+    assert!(
+        report.losses.iter().any(|l| in_loss(l, "t", &key(123))
+            && !in_loss(l, "t", &key(122))
+            && !in_loss(l, "t", &key(124))),
+        "{:?}",
+        report.losses
+    );
+    assert_eq!(compare(&target, &model, &report.losses), 1);
+}

@@ -303,6 +303,14 @@ pub enum LostKeys {
     },
 }
 
+/// The first key after `key` in bytewise order.
+pub(crate) fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
 /// The meta page to walk: the one of transaction `txnid` when given (read twice, equal,
 /// so a meta being rewritten is never used), else the newest sound one. Also the reasons
 /// each unsound meta page is.

@@ -213,11 +213,16 @@ impl<'f> Walker<'f> {
             };
             if is_leaf {
                 walk.leaf_pages += 1;
+                let key_of = |&(at, ksize, _): &(usize, usize, usize)| {
+                    &page[at + NODE_HEADER..at + NODE_HEADER + ksize]
+                };
                 let mut previous: Option<&[u8]> = None;
                 let mut strays = 0usize;
-                for &(at, ksize, dsize) in &nodes {
+                for (i, node) in nodes.iter().enumerate() {
+                    let &(at, ksize, dsize) = node;
                     let node_flags = u16_at(&page, at + 4).unwrap_or(0);
-                    let key = &page[at + NODE_HEADER..at + NODE_HEADER + ksize];
+                    let key = key_of(node);
+                    let before = previous;
                     let in_order = previous.is_none_or(|p| kind.cmp(p, key) == Ordering::Less);
                     if in_order {
                         previous = Some(key);
@@ -240,11 +245,22 @@ impl<'f> Walker<'f> {
                                     reachable,
                                 });
                             }
-                            Err(reason) => walk.damage.push(PageDamage {
-                                page: first,
-                                reason: format!("the overflow value at page {first}: {reason}"),
-                                lost: LostKeys::Key(key.to_vec()),
-                            }),
+                            Err(reason) => {
+                                // The node's header may be what is damaged, its key with it:
+                                // the loss lies between the keys around it.
+                                let after = nodes.get(i + 1).map(key_of).filter(|next| {
+                                    in_bounds(next)
+                                        && before.is_none_or(|b| kind.cmp(b, next).is_lt())
+                                });
+                                walk.damage.push(PageDamage {
+                                    page: first,
+                                    reason: format!("the overflow value at page {first}: {reason}"),
+                                    lost: LostKeys::Range {
+                                        from: before.map(key_after).or_else(|| v.from.clone()),
+                                        to: after.map(<[u8]>::to_vec).or_else(|| v.to.clone()),
+                                    },
+                                })
+                            }
                         }
                     } else {
                         visit(LeafEntry {
