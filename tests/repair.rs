@@ -437,3 +437,52 @@ fn a_node_header_damaged_into_an_overflow_entry_loses_the_range_between_its_neig
     );
     assert_eq!(compare(&target, &model, &report.losses), 1);
 }
+
+/// Found by the `lmdb_scrub` fuzz target: one byte of a leaf's node pointer zeroed made it
+/// point at another entry, so the entry it pointed at before was reachable no more, while
+/// every entry the walk met verified. The salvage reported nothing lost. A leaf whose entries
+/// are out of key order loses the range its parent gives it.
+#[test]
+fn a_node_pointer_pointing_at_another_entry_loses_the_range_of_its_leaf() {
+    for shift in [-1i64, 2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+        let mut model = Model::new();
+        let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+        put_all(&db, &mut model, "t", 0..4000, 1);
+        db.checkpoint().unwrap();
+        db.close().unwrap();
+        let path = dir.join("data").join("data.mdb");
+        let mut image = std::fs::read(&path).unwrap();
+        let mut damaged = 0;
+        for at in offsets_of(&dir, &key(123)) {
+            if !image[at + 8..].starts_with(b"v1-00123") {
+                continue;
+            }
+            let page = at / 4096 * 4096;
+            let node = (at - 8 - page) as u16;
+            let lower = u16::from_le_bytes([image[page + 12], image[page + 13]]) as usize;
+            let pointers = page + 16..page + lower;
+            let slot = pointers
+                .clone()
+                .step_by(2)
+                .find(|&p| u16::from_le_bytes([image[p], image[p + 1]]) == node)
+                .expect("the entry's node pointer");
+            let other = (slot as i64 + 2 * shift) as usize;
+            assert!(pointers.contains(&other));
+            image.copy_within(other..other + 2, slot);
+            damaged += 1;
+        }
+        assert!(damaged > 0);
+        std::fs::write(&path, &image).unwrap();
+
+        let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+        assert!(!report.is_complete(), "{report:?}");
+        assert!(
+            report.losses.iter().any(|l| in_loss(l, "t", &key(123))),
+            "shift {shift}: {:?}",
+            report.losses
+        );
+        assert_eq!(compare(&target, &model, &report.losses), 1, "shift {shift}");
+    }
+}

@@ -217,7 +217,7 @@ impl<'f> Walker<'f> {
                     &page[at + NODE_HEADER..at + NODE_HEADER + ksize]
                 };
                 let mut previous: Option<&[u8]> = None;
-                let mut strays = 0usize;
+                let (mut strays, mut disordered) = (0usize, 0usize);
                 for (i, node) in nodes.iter().enumerate() {
                     let &(at, ksize, dsize) = node;
                     let node_flags = u16_at(&page, at + 4).unwrap_or(0);
@@ -229,6 +229,7 @@ impl<'f> Walker<'f> {
                     }
                     let fits = in_bounds(key);
                     strays += usize::from(!fits);
+                    disordered += usize::from(!in_order);
                     let reachable = in_order && fits;
                     walk.entries += 1;
                     let data_at = at + NODE_HEADER + ksize;
@@ -271,6 +272,18 @@ impl<'f> Walker<'f> {
                             reachable,
                         });
                     }
+                }
+                if disordered > 0 {
+                    // A node pointer may point at another entry: the one it pointed at is
+                    // reachable no more, though every entry left may verify.
+                    walk.damage.push(PageDamage {
+                        page: v.page,
+                        reason: format!(
+                            "{disordered} of its entries are out of key order (a node pointer \
+                             may point at the wrong entry)"
+                        ),
+                        lost: lost(),
+                    });
                 }
                 if strays > 0 {
                     // The parent's pointer may be misdirected: the page it meant is unread.
