@@ -308,6 +308,21 @@ fn salvage(
         }
     }
 
+    // A damaged name in LMDB's main tree may be one walmdb could not have created.
+    tables.retain(|name, _| {
+        let valid = crate::limits::check_table_name(name).is_ok();
+        if !valid {
+            let every = LostKeys::Range {
+                from: None,
+                to: None,
+            };
+            let why = "LMDB's main tree names a table walmdb could not have created (a \
+                       damaged name)";
+            lose(&mut losses, name, every, why.into());
+        }
+        valid
+    });
+
     // The fresh store.
     let map_size = (file.page_size() as u64 * (meta.last_page + 1)).saturating_mul(2);
     let (env, list_db) = new_store(target_dir, map_size, salvaged_lsn, &tables)?;
