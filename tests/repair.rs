@@ -47,14 +47,30 @@ fn offsets_of(dir: &Path, needle: &[u8]) -> Vec<usize> {
     found
 }
 
-/// Zeroes every page of `dir`'s LMDB file that holds `needle`; returns their numbers.
+/// Where the node pointer lies that points at the leaf node whose key starts at `at` in
+/// `image` (`None`: the bytes are no node's key, e.g. left over in a page's free space).
+fn node_pointer_of(image: &[u8], at: usize) -> Option<usize> {
+    let page = at / 4096 * 4096;
+    let node = u16::try_from(at.checked_sub(8 + page)?).ok()?;
+    let lower = u16::from_le_bytes([image[page + 12], image[page + 13]]) as usize;
+    (page + 16..page + lower.min(4096))
+        .step_by(2)
+        .find(|&p| u16::from_le_bytes([image[p], image[p + 1]]) == node)
+}
+
+/// Zeroes every page of `dir`'s LMDB file where a node's key is `needle` (the page in use
+/// and stale copies, not bytes left over in another page's free space); returns their
+/// numbers.
 fn zero_pages_holding(dir: &Path, needle: &[u8]) -> Vec<u64> {
     let path = dir.join("data").join("data.mdb");
+    let image = std::fs::read(&path).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let mut pages: Vec<u64> = offsets_of(dir, needle)
-        .iter()
+        .into_iter()
+        .filter(|&at| node_pointer_of(&image, at).is_some())
         .map(|at| (at / 4096) as u64)
         .collect();
+    assert!(!pages.is_empty(), "a node holds the needle");
     pages.dedup();
     for &page in &pages {
         file.write_all_at(&[0; 4096], page * 4096).unwrap();
@@ -459,17 +475,9 @@ fn a_node_pointer_pointing_at_another_entry_loses_the_range_of_its_leaf() {
             if !image[at + 8..].starts_with(b"v1-00123") {
                 continue;
             }
-            let page = at / 4096 * 4096;
-            let node = (at - 8 - page) as u16;
-            let lower = u16::from_le_bytes([image[page + 12], image[page + 13]]) as usize;
-            let pointers = page + 16..page + lower;
-            let slot = pointers
-                .clone()
-                .step_by(2)
-                .find(|&p| u16::from_le_bytes([image[p], image[p + 1]]) == node)
-                .expect("the entry's node pointer");
+            let slot = node_pointer_of(&image, at).expect("the entry's node pointer");
             let other = (slot as i64 + 2 * shift) as usize;
-            assert!(pointers.contains(&other));
+            assert_eq!(other / 4096, slot / 4096);
             image.copy_within(other..other + 2, slot);
             damaged += 1;
         }
