@@ -71,6 +71,17 @@ impl Engine {
         self.0.applied_lsn.store(lsn, Ordering::Release);
     }
 
+    /// A map resize's pause: holds new LMDB transactions off and waits for the open ones to
+    /// end (loom models no time: it waits until they have).
+    pub fn pause_snapshots(&self) -> bool {
+        self.0.snapshots.pause(std::time::Duration::MAX)
+    }
+
+    /// Ends a pause.
+    pub fn resume_snapshots(&self) {
+        self.0.snapshots.resume();
+    }
+
     /// A read transaction's `get` of `key`: begins a snapshot over the LMDB state `open`
     /// returns (with its applied LSN), reads through the overlay and, where LMDB decides,
     /// through `lmdb_get`, and ends the snapshot. Returns the snapshot's visible LSN and the

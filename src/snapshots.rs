@@ -2,104 +2,267 @@
 //! conflict index keep what they need; and the gate that empties the process of LMDB
 //! transactions while the map is resized.
 //!
+//! Readers take no lock and touch no shared counter: as LMDB's own reader table, each
+//! snapshot claims a slot (its own cache line; a thread starts looking at the slot its
+//! number picks, so it usually finds the one it used last) and publishes its LSNs there.
+//! Those who need a horizon scan the slots.
+//!
+//! Each handshake below is a store, a `SeqCst` fence, then a load, on both sides (Dekker's
+//! pattern): of two fences one comes first, and the side after it sees the other's store.
 //! Invariants:
-//! - A snapshot registers its applied LSN `A` only if nothing above `A` was evicted from
-//!   the overlay yet (`evicted_through <= A`, checked under the same lock that raises
-//!   `evicted_through`), so the eviction horizon never passes a registered snapshot's `A`.
-//! - Its visible LSN `V` is read under that lock, after registering: a conflict horizon
-//!   computed under the lock is <= the `V` of every snapshot registered later.
-//! - A committing snapshot (`stop_reading`: it reads no more) holds back only the conflict
+//! - A snapshot pins its applied LSN `A` (eviction) only if nothing above `A` was evicted
+//!   from the overlay yet: it stores its pin, then reads `evicted_through`; the evictor
+//!   stores `evicted_through`, then scans the pins again, so one of them sees the other and
+//!   the eviction horizon never passes a pinned `A`.
+//! - Its visible LSN `V` is read after its conflict pin is stored and fenced; the conflict
+//!   horizon reads the visible LSN, fences, then scans, so a horizon that misses the pin is
+//!   <= `V`.
+//! - A committing snapshot (`stop_reading`: it reads no more) pins only the conflict
 //!   horizon, at its `V`; it pins neither eviction nor a resize.
-//! - While `paused`, no LMDB transaction begins; `resize` runs only with `open == 0`.
+//! - While `paused`, no LMDB transaction begins: a snapshot marks its slot open, then reads
+//!   `paused`; a resize sets `paused`, then scans for open slots. A slot that closes reads
+//!   `paused` and `draining` after it, and wakes the waiter under `gate`, so no wake-up is
+//!   lost.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::lsn::Lsn;
-use crate::sync::{this_thread, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{
+    bug, fence, this_thread, AtomicBool, AtomicPtr, AtomicU64, Bug, Condvar, Mutex, Ordering,
+    StatCounter,
+};
 
-#[derive(Debug, Default)]
-struct State {
-    /// Registered snapshots by (applied LSN, id), with their start time and thread.
-    live: BTreeMap<(Lsn, u64), (Instant, u64)>,
-    /// Snapshots of transactions that read no more (committing) by (visible LSN, id): they
-    /// hold back the conflict horizon, not eviction, and hold no LMDB transaction.
-    committing: BTreeMap<(Lsn, u64), Instant>,
-    next_id: u64,
-    /// LMDB transactions open (registered or about to be).
-    open: usize,
-    paused: bool,
-    /// A resize waits for the transactions begun before it to end (without blocking new
-    /// ones): every release wakes it.
-    draining: bool,
-    evicted_through: Lsn,
-    /// Transactions that had to wait for a pause to end (for the tests of fairness).
-    held_off: u64,
+/// A pin that holds nothing back.
+const UNPINNED: Lsn = Lsn::MAX;
+/// Slots per chunk; the first chunk is allocated with the registry, more as needed (loom
+/// models, with few threads, get small chunks: they grow, and every scan stays short).
+#[cfg(not(walmdb_loom))]
+const CHUNK_SLOTS: usize = 32;
+#[cfg(walmdb_loom)]
+const CHUNK_SLOTS: usize = 2;
+
+/// One snapshot's published state.
+#[derive(Debug)]
+#[repr(align(128))] // its own cache line (and the adjacent-line prefetch's pair)
+struct Slot {
+    /// Owned by a snapshot (claimed by compare-and-swap).
+    claimed: AtomicBool,
+    /// Holds, or is about to begin, an LMDB transaction: a resize waits for it.
+    open: AtomicBool,
+    /// The applied LSN while reading (eviction keeps versions above it).
+    evict_pin: AtomicU64,
+    /// The applied LSN while reading, the visible LSN while committing (conflicts).
+    conflict_pin: AtomicU64,
+    /// When the snapshot began, in nanoseconds since the registry's epoch.
+    started: AtomicU64,
+    /// The thread that began it.
+    thread: AtomicU64,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            claimed: AtomicBool::new(false),
+            open: AtomicBool::new(false),
+            evict_pin: AtomicU64::new(UNPINNED),
+            conflict_pin: AtomicU64::new(UNPINNED),
+            started: AtomicU64::new(0),
+            thread: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A run of slots, and the next one once this one filled up (never freed before the
+/// registry drops).
+#[derive(Debug)]
+struct Chunk {
+    slots: Box<[Slot]>,
+    next: AtomicPtr<Chunk>,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            slots: (0..CHUNK_SLOTS).map(|_| Slot::new()).collect(),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
 }
 
 /// A registered snapshot; hand it back to [`Snapshots::release`].
 #[derive(Debug)]
 pub(crate) struct Registration {
-    key: (Lsn, u64),
+    slot: usize,
+    applied: Lsn,
     pub visible: Lsn,
     pub started: Instant,
-    /// Moved to `committing` by [`Snapshots::stop_reading`].
+    /// Pins only conflicts, after [`Snapshots::stop_reading`].
     reads_done: bool,
 }
 
 impl Registration {
     pub fn applied(&self) -> Lsn {
-        self.key.0
+        self.applied
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Snapshots {
-    state: Mutex<State>,
+    first: Chunk,
+    epoch: Instant,
+    paused: AtomicBool,
+    /// A resize waits for the transactions begun before it to end (without blocking new
+    /// ones): every slot that closes wakes it.
+    draining: AtomicBool,
+    /// Nothing above it has been evicted from the overlay.
+    evicted_through: AtomicU64,
+    /// Transactions that had to wait for a pause to end (for the tests of fairness).
+    held_off: StatCounter,
+    /// Serializes the evictors' horizon updates (readers never take it).
+    evicting: Mutex<()>,
+    /// Waiters for a pause to end, for slots to close: taken only by them and by a slot
+    /// closing while one may wait.
+    gate: Mutex<()>,
     changed: Condvar,
 }
 
+impl Default for Snapshots {
+    fn default() -> Self {
+        Snapshots {
+            first: Chunk::new(),
+            epoch: Instant::now(),
+            paused: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            evicted_through: AtomicU64::new(0),
+            held_off: StatCounter::new(0),
+            evicting: Mutex::new(()),
+            gate: Mutex::new(()),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        let mut next = self.first.next.load(Ordering::Acquire);
+        while !next.is_null() {
+            // SAFETY: chunks are leaked boxes, owned by the registry and freed only here.
+            let chunk = unsafe { Box::from_raw(next) };
+            next = chunk.next.load(Ordering::Acquire);
+        }
+    }
+}
+
 impl Snapshots {
-    /// Waits while a resize is under way, then counts one more open LMDB transaction.
-    pub fn enter(&self) {
-        let mut st = self.state.lock();
-        if st.paused {
-            st.held_off += 1;
-        }
-        while st.paused {
-            st = self.changed.wait(st);
-        }
-        st.open += 1;
+    /// Every slot in order, with its index.
+    fn slots(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        let mut chunk = Some(&self.first);
+        std::iter::from_fn(move || {
+            let this = chunk?;
+            let next = this.next.load(Ordering::Acquire);
+            // SAFETY: a chunk, once linked, lives as long as the registry.
+            chunk = unsafe { next.as_ref() };
+            Some(this.slots.iter())
+        })
+        .flatten()
+        .enumerate()
     }
 
-    /// Undoes `enter` for a transaction that was not registered.
-    pub fn leave(&self) {
-        let mut st = self.state.lock();
-        st.open -= 1;
-        if st.paused {
+    fn slot(&self, index: usize) -> &Slot {
+        let mut chunk = &self.first;
+        for _ in 0..index / CHUNK_SLOTS {
+            let next = chunk.next.load(Ordering::Acquire);
+            // SAFETY: a chunk, once linked, lives as long as the registry.
+            chunk = unsafe { next.as_ref() }.expect("a registration's slot exists");
+        }
+        &chunk.slots[index % CHUNK_SLOTS]
+    }
+
+    /// Claims a free slot, starting at the one the calling thread's number picks; links a
+    /// new chunk when every slot is taken.
+    fn claim(&self) -> usize {
+        let home = (this_thread() as usize) % CHUNK_SLOTS;
+        loop {
+            let mut last = &self.first;
+            let mut base = 0;
+            loop {
+                let n = last.slots.len();
+                for i in (0..n).map(|i| (home + i) % n) {
+                    let free = last.slots[i]
+                        .claimed
+                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok();
+                    if free {
+                        return base + i;
+                    }
+                }
+                base += n;
+                let next = last.next.load(Ordering::Acquire);
+                // SAFETY: a chunk, once linked, lives as long as the registry.
+                match unsafe { next.as_ref() } {
+                    Some(chunk) => last = chunk,
+                    None => break,
+                }
+            }
+            let fresh = Box::into_raw(Box::new(Chunk::new()));
+            let linked = last.next.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if linked.is_err() {
+                // SAFETY: not linked, so still only ours.
+                drop(unsafe { Box::from_raw(fresh) });
+            }
+        }
+    }
+
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Marks `slot` closed and wakes a resize that may wait for it.
+    fn close(&self, slot: &Slot) {
+        slot.open.store(false, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.paused.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
+            let _gate = self.gate.lock();
             self.changed.notify_all();
         }
     }
 
-    /// Registers a snapshot whose LMDB state is at applied LSN `applied`; `None` if versions
-    /// above it were evicted meanwhile (begin again with a newer LMDB transaction).
-    pub fn register(&self, applied: Lsn, visible: &AtomicU64) -> Option<Registration> {
-        let mut st = self.state.lock();
-        if st.evicted_through > applied {
-            return None;
+    /// Opens `slot` for an LMDB transaction once no resize holds transactions off.
+    fn open(&self, slot: &Slot) {
+        loop {
+            let checked_early =
+                bug(Bug::PauseCheckedBeforeOpening) && !self.paused.load(Ordering::Acquire);
+            slot.open.store(true, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if checked_early || !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            self.close(slot);
+            self.held_off.fetch_add(1, Ordering::Relaxed);
+            let mut gate = self.gate.lock();
+            while self.paused.load(Ordering::Acquire) {
+                gate = self.changed.wait(gate);
+            }
         }
-        let id = st.next_id;
-        st.next_id += 1;
-        let started = Instant::now();
-        st.live.insert((applied, id), (started, this_thread()));
-        // The overlay holds every version up to the visible LSN, so a snapshot never sees
-        // less than its LMDB state holds.
-        Some(Registration {
-            key: (applied, id),
-            visible: visible.load(Ordering::Acquire).max(applied),
-            started,
-            reads_done: false,
-        })
+    }
+
+    /// Pins `slot` at applied LSN `applied` and returns the visible LSN it sees; `None`
+    /// (unpinned) if versions above `applied` were evicted meanwhile.
+    fn pin(&self, slot: &Slot, applied: Lsn, visible: &AtomicU64) -> Option<Lsn> {
+        slot.evict_pin.store(applied, Ordering::Release);
+        slot.conflict_pin.store(applied, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.evicted_through.load(Ordering::Acquire) <= applied {
+            return Some(visible.load(Ordering::Acquire));
+        }
+        slot.evict_pin.store(UNPINNED, Ordering::Release);
+        slot.conflict_pin.store(UNPINNED, Ordering::Release);
+        None
     }
 
     /// Begins a snapshot: waits out a resize, opens an LMDB read transaction with `open`
@@ -110,37 +273,48 @@ impl Snapshots {
         visible: &AtomicU64,
         mut open: impl FnMut() -> crate::Result<(T, Lsn)>,
     ) -> crate::Result<(T, Registration)> {
+        let index = self.claim();
+        let slot = self.slot(index);
+        let started = Instant::now();
+        slot.started
+            .store(self.nanos_since_epoch(started), Ordering::Relaxed);
+        slot.thread.store(this_thread(), Ordering::Relaxed);
         loop {
-            self.enter();
+            self.open(slot);
             let (txn, applied) = match open() {
                 Ok(opened) => opened,
                 Err(e) => {
-                    self.leave();
+                    self.close(slot);
+                    slot.claimed.store(false, Ordering::Release);
                     return Err(e);
                 }
             };
-            match self.register(applied, visible) {
-                Some(reg) => return Ok((txn, reg)),
-                None => {
-                    drop(txn);
-                    self.leave();
-                }
+            if let Some(now_visible) = self.pin(slot, applied, visible) {
+                // The overlay holds every version up to the visible LSN, so a snapshot
+                // never sees less than its LMDB state holds.
+                let reg = Registration {
+                    slot: index,
+                    applied,
+                    visible: now_visible.max(applied),
+                    started,
+                    reads_done: false,
+                };
+                return Ok((txn, reg));
             }
+            drop(txn);
+            self.close(slot);
         }
     }
 
     /// Ends a registered snapshot (its LMDB transaction is already gone).
     pub fn release(&self, reg: &Registration) {
-        let mut st = self.state.lock();
-        if reg.reads_done {
-            st.committing.remove(&(reg.visible, reg.key.1));
-            return;
+        let slot = self.slot(reg.slot);
+        slot.evict_pin.store(UNPINNED, Ordering::Release);
+        slot.conflict_pin.store(UNPINNED, Ordering::Release);
+        if !reg.reads_done {
+            self.close(slot);
         }
-        st.live.remove(&reg.key);
-        st.open -= 1;
-        if st.paused || st.draining {
-            self.changed.notify_all();
-        }
+        slot.claimed.store(false, Ordering::Release);
     }
 
     /// A transaction that will read no more (it is committing; its LMDB transaction is
@@ -151,34 +325,50 @@ impl Snapshots {
         if reg.reads_done {
             return;
         }
-        let mut st = self.state.lock();
-        st.live.remove(&reg.key);
-        st.committing.insert((reg.visible, reg.key.1), reg.started);
-        st.open -= 1;
-        if st.paused || st.draining {
-            self.changed.notify_all();
-        }
+        let slot = self.slot(reg.slot);
+        slot.conflict_pin.store(reg.visible, Ordering::Release);
+        slot.evict_pin.store(UNPINNED, Ordering::Release);
+        self.close(slot);
         reg.reads_done = true;
+    }
+
+    /// The lowest pin of `which` over every slot (`UNPINNED` when none).
+    fn lowest(&self, which: impl Fn(&Slot) -> &AtomicU64) -> Lsn {
+        self.slots()
+            .map(|(_, slot)| which(slot).load(Ordering::Acquire))
+            .min()
+            .unwrap_or(UNPINNED)
     }
 
     /// The eviction horizon: at most `applied` and every live snapshot's applied LSN.
     /// Versions at or below it may be evicted from the overlay.
     pub fn eviction_horizon(&self, applied: Lsn) -> Lsn {
-        let mut st = self.state.lock();
-        let oldest = st.live.keys().next().map_or(applied, |k| k.0);
-        let horizon = applied.min(oldest).max(st.evicted_through);
-        st.evicted_through = horizon;
+        let _one_evictor = self.evicting.lock();
+        let before = self.evicted_through.load(Ordering::Acquire);
+        let wanted = applied.min(self.lowest(|s| &s.evict_pin)).max(before);
+        self.evicted_through.store(wanted, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // A snapshot that pinned below `wanted` before it could see the store above.
+        let horizon = wanted.min(self.lowest(|s| &s.evict_pin)).max(before);
+        if horizon < wanted {
+            self.evicted_through.store(horizon, Ordering::Release);
+        }
         horizon
     }
 
     /// The conflict horizon: commits at or below it can conflict with no live or later
     /// transaction.
     pub fn conflict_horizon(&self, visible: &AtomicU64) -> Lsn {
-        let st = self.state.lock();
         let now = visible.load(Ordering::Acquire);
-        let reading = st.live.keys().next().map_or(now, |k| k.0);
-        let committing = st.committing.keys().next().map_or(now, |k| k.0);
-        now.min(reading).min(committing)
+        fence(Ordering::SeqCst);
+        now.min(self.lowest(|s| &s.conflict_pin))
+    }
+
+    /// Slots of reading snapshots (they hold an LMDB transaction).
+    fn reading(&self) -> impl Iterator<Item = &Slot> {
+        self.slots()
+            .map(|(_, slot)| slot)
+            .filter(|slot| slot.evict_pin.load(Ordering::Acquire) != UNPINNED)
     }
 
     /// Waits up to `wait` for every registered transaction begun before `before` to end,
@@ -187,75 +377,85 @@ impl Snapshots {
     /// then waits only for transactions younger than `before`.
     pub fn wait_for_earlier(&self, before: Instant, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
-        let mut st = self.state.lock();
-        loop {
-            if st.live.values().all(|(started, _)| *started >= before) {
-                st.draining = false;
-                return true;
+        let before = self.nanos_since_epoch(before);
+        let mut gate = self.gate.lock();
+        self.draining.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let drained = loop {
+            if self
+                .reading()
+                .all(|slot| slot.started.load(Ordering::Relaxed) >= before)
+            {
+                break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                st.draining = false;
-                return false;
+                break false;
             }
-            st.draining = true;
-            st = self.changed.wait_timeout(st, deadline - now);
-        }
+            gate = self.changed.wait_timeout(gate, deadline - now);
+        };
+        self.draining.store(false, Ordering::Release);
+        drained
     }
 
     /// Stops new LMDB transactions and waits up to `wait` for the open ones to end. Returns
     /// false (and resumes) if some stayed open.
     pub fn pause(&self, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
-        let mut st = self.state.lock();
-        st.paused = true;
-        while st.open > 0 {
+        let mut gate = self.gate.lock();
+        self.paused.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        loop {
+            if self
+                .slots()
+                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
+            {
+                return true;
+            }
             let now = Instant::now();
             if now >= deadline {
-                st.paused = false;
+                self.paused.store(false, Ordering::Release);
                 self.changed.notify_all();
                 return false;
             }
-            st = self.changed.wait_timeout(st, deadline - now);
+            gate = self.changed.wait_timeout(gate, deadline - now);
         }
-        true
     }
 
     /// Lets LMDB transactions begin again.
     pub fn resume(&self) {
-        let mut st = self.state.lock();
-        st.paused = false;
+        let _gate = self.gate.lock();
+        self.paused.store(false, Ordering::Release);
         self.changed.notify_all();
     }
 
     /// True when the calling thread has a registered (reading) snapshot open.
     pub fn held_by_this_thread(&self) -> bool {
         let me = this_thread();
-        self.state
-            .lock()
-            .live
-            .values()
-            .any(|(_, thread)| *thread == me)
+        self.reading()
+            .any(|slot| slot.thread.load(Ordering::Relaxed) == me)
     }
 
     /// Transactions that began while a resize had them paused.
     #[cfg(feature = "internals")]
     pub fn held_off(&self) -> u64 {
-        self.state.lock().held_off
+        self.held_off.load(Ordering::Relaxed)
     }
 
     /// (open snapshots, age of the oldest, snapshots older than `older_than`).
     pub fn census(&self, older_than: Duration) -> (usize, Duration, usize) {
-        let st = self.state.lock();
-        let now = Instant::now();
-        let ages = (st.live.values().map(|(started, _)| started))
-            .chain(st.committing.values())
-            .map(|t| now.saturating_duration_since(*t));
-        let (mut oldest, mut old) = (Duration::ZERO, 0);
-        for age in ages {
+        let now = self.nanos_since_epoch(Instant::now());
+        let (mut count, mut oldest, mut old) = (0, Duration::ZERO, 0);
+        for (_, slot) in self.slots() {
+            if slot.conflict_pin.load(Ordering::Acquire) == UNPINNED {
+                continue;
+            }
+            let age =
+                Duration::from_nanos(now.saturating_sub(slot.started.load(Ordering::Relaxed)));
+            count += 1;
             oldest = oldest.max(age);
             old += usize::from(age >= older_than);
         }
-        (st.live.len() + st.committing.len(), oldest, old)
+        (count, oldest, old)
     }
 }

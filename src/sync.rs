@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[cfg(not(walmdb_loom))]
 mod imp {
-    pub use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub use std::sync::Arc;
     pub use std::thread::{yield_now, Builder as ThreadBuilder, JoinHandle};
 
@@ -112,7 +112,7 @@ mod imp {
 
 #[cfg(walmdb_loom)]
 mod imp {
-    pub use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub use loom::sync::Arc;
     pub use loom::thread::{yield_now, Builder as ThreadBuilder, JoinHandle};
     use std::collections::VecDeque;
@@ -305,18 +305,21 @@ pub enum Bug {
     EvictIgnoringSnapshots,
     /// A checkpoint retires log segments before LMDB's sync.
     RetireBeforeLmdbSync,
+    /// A snapshot checks for a resize's pause before it marks its slot open.
+    PauseCheckedBeforeOpening,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
         Bug::StopWhilePushing,
         Bug::EvictIgnoringSnapshots,
         Bug::RetireBeforeLmdbSync,
+        Bug::PauseCheckedBeforeOpening,
     ];
 }
 

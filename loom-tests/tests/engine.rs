@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use walmdb::loom_support::{segment_file, Engine};
@@ -64,6 +65,49 @@ fn overlay_against_a_reader() {
     );
     applier.join().unwrap();
     flusher.join().unwrap();
+}
+
+/// A map resize against a reader beginning a snapshot (the registry's pause gate): once
+/// the pause says every LMDB transaction has ended, none is open and none begins until the
+/// resize resumes them.
+fn resize_against_a_reader() {
+    /// An LMDB read transaction of the fake: counted open while it lives.
+    struct Txn(Arc<AtomicUsize>);
+    impl Drop for Txn {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let engine = Engine::new();
+    let open_txns = Arc::new(AtomicUsize::new(0));
+    let resizing = Arc::new(AtomicBool::new(false));
+    let resizer = {
+        let (engine, open_txns, resizing) = (engine.clone(), open_txns.clone(), resizing.clone());
+        thread::spawn(move || {
+            assert!(engine.pause_snapshots(), "loom models no timeout");
+            resizing.store(true, Ordering::SeqCst);
+            assert_eq!(
+                open_txns.load(Ordering::SeqCst),
+                0,
+                "the resize began with an LMDB transaction open"
+            );
+            resizing.store(false, Ordering::SeqCst);
+            engine.resume_snapshots();
+        })
+    };
+    engine.read(
+        || {
+            assert!(
+                !resizing.load(Ordering::SeqCst),
+                "an LMDB transaction began during the resize"
+            );
+            open_txns.fetch_add(1, Ordering::SeqCst);
+            (Txn(open_txns.clone()), 0)
+        },
+        |_, _| None,
+        b"k",
+    );
+    resizer.join().unwrap();
 }
 
 /// LMDB's state for the checkpoint model: what is committed, and what is durably synced.
@@ -161,6 +205,9 @@ models! {
     overlay_against_a_reader => a_reader_sees_the_overlay_or_lmdb_never_neither,
         Bug::EvictIgnoringSnapshots, an_eviction_past_a_snapshot_is_caught,
         overlay_against_a_reader_with_the_bug;
+    resize_against_a_reader => no_lmdb_transaction_is_open_while_the_map_is_resized,
+        Bug::PauseCheckedBeforeOpening, a_pause_checked_before_opening_is_caught,
+        resize_against_a_reader_with_the_bug;
     checkpoint_against_retirement => no_segment_is_retired_before_lmdb_holds_it_durably,
         Bug::RetireBeforeLmdbSync, a_retirement_before_the_lmdb_sync_is_caught,
         checkpoint_against_retirement_with_the_bug;
