@@ -1,5 +1,7 @@
 //! Criterion micro-benchmarks of the read path: beginning and ending a read transaction, and
-//! a point get served by LMDB or by the overlay (committed, not yet applied).
+//! a point get served by LMDB or by the overlay (committed, not yet applied); beside each
+//! LMDB figure, the same over raw heed (`heed_*`: the same keys in heed's unnamed database,
+//! read transactions without thread-local slots, as walmdb's).
 //!
 //! Run with `cargo bench --bench read`. The peer comparison of whole reads is the harness's
 //! (`harness/`, see `docs/benchmarks.md`).
@@ -58,10 +60,27 @@ fn reads(c: &mut Criterion) {
     load(&overlay, Durability::None);
     assert!(overlay.stats().applied_lsn < overlay.stats().visible_lsn);
 
+    let heed_dir = common::tempdir(&root, "read", "heed");
+    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
+    opts.map_size(1 << 30);
+    // SAFETY: the directory is fresh and this environment is opened once in the process.
+    let env = unsafe { opts.open(heed_dir.path()) }.expect("open heed");
+    let mut wtxn = env.write_txn().expect("heed begin");
+    let hdb: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .create_database(&mut wtxn, None)
+        .expect("heed create");
+    for i in 0..KEYS {
+        hdb.put(&mut wtxn, &key(i), &[7u8; 100]).expect("heed put");
+    }
+    wtxn.commit().expect("heed commit");
+
     let mut g = c.benchmark_group("read");
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("txn_begin_end", |b| {
         b.iter(|| black_box(applied.read().expect("read")))
+    });
+    g.bench_function("heed_txn_begin_end", |b| {
+        b.iter(|| black_box(env.read_txn().expect("heed read")))
     });
     let mut rng = Rng(0x5eed);
     g.bench_function("get_lmdb_in_open_txn", |b| {
@@ -69,6 +88,13 @@ fn reads(c: &mut Criterion) {
         b.iter(|| {
             let k = key(rng.next_u64() % KEYS);
             black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.bench_function("heed_get_in_open_txn", |b| {
+        let txn = env.read_txn().expect("heed read");
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(hdb.get(&txn, &k).expect("get").map(<[u8]>::len))
         })
     });
     g.bench_function("get_overlay_in_open_txn", |b| {
@@ -83,6 +109,13 @@ fn reads(c: &mut Criterion) {
             let k = key(rng.next_u64() % KEYS);
             let txn = applied.read().expect("read");
             black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.bench_function("heed_get_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            let txn = env.read_txn().expect("heed read");
+            black_box(hdb.get(&txn, &k).expect("get").map(<[u8]>::len))
         })
     });
     g.finish();
