@@ -66,9 +66,8 @@ fn reads(c: &mut Criterion) {
     // SAFETY: the directory is fresh and this environment is opened once in the process.
     let env = unsafe { opts.open(heed_dir.path()) }.expect("open heed");
     let mut wtxn = env.write_txn().expect("heed begin");
-    let hdb: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .create_database(&mut wtxn, None)
-        .expect("heed create");
+    let hdb: heed::Database<heed::types::Bytes, heed::types::Bytes> =
+        env.create_database(&mut wtxn, None).expect("heed create");
     for i in 0..KEYS {
         hdb.put(&mut wtxn, &key(i), &[7u8; 100]).expect("heed put");
     }
