@@ -10,7 +10,7 @@ use heed::types::Bytes;
 
 use crate::lsn::Lsn;
 use crate::overlay::{Overlay, Version};
-use crate::sync::{DataArc as Arc, RwLock};
+use crate::sync::{AtomicUsize, DataArc as Arc, Ordering, RwLock};
 
 /// An LMDB table handle.
 pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
@@ -67,12 +67,10 @@ impl TableState {
         newest_visible(self.overlay.chain(key)?, view, v)
     }
 
-    /// Where a snapshot with applied LSN `a` and visible LSN `v` finds `key`'s value.
-    pub fn lookup(&self, a: Lsn, v: Lsn, key: &[u8]) -> Lookup<'_> {
-        let Some(view) = self.view(a, v) else {
-            return Lookup::NoTable;
-        };
-        match self.version(&view, v, key) {
+    /// Where a snapshot with applied LSN `a`, visible LSN `v` and `view` of the table finds
+    /// `key`'s value.
+    fn lookup(&self, view: &TableView, a: Lsn, v: Lsn, key: &[u8]) -> Lookup<'_> {
+        match self.version(view, v, key) {
             // Newer than LMDB's state: the overlay decides.
             Some(ver) if ver.lsn > a => Lookup::Overlay(ver.value.as_ref()),
             // LMDB's state at `a` holds it (or nothing newer exists).
@@ -85,11 +83,9 @@ impl TableState {
     }
 }
 
-/// Where a snapshot finds a key's value.
+/// Where a snapshot finds a key's value in a table it sees.
 #[derive(Debug)]
 pub(crate) enum Lookup<'s> {
-    /// The table does not exist in the snapshot.
-    NoTable,
     /// The overlay's version, newer than the snapshot's LMDB state (`None`: deleted).
     Overlay(Option<&'s Arc<[u8]>>),
     /// LMDB's state holds the answer, in this table (`None`: LMDB does not hold the table).
@@ -116,6 +112,8 @@ pub(crate) struct Table {
     /// Where the checksums of its LMDB entries start.
     pub seed: crate::seal::Seed,
     pub state: RwLock<TableState>,
+    /// Its overlay's key count, read without the lock ([`Overlay::keys_published`]).
+    pub overlay_keys: Arc<AtomicUsize>,
 }
 
 /// Every table this process knows, dropped ones included (their names may come back).
@@ -150,10 +148,12 @@ impl Catalog {
         tables
             .entry(Arc::from(name))
             .or_insert_with(|| {
+                let state = TableState::default();
                 Arc::new(Table {
                     name: Arc::from(name),
                     seed: crate::seal::Seed::of_table(name),
-                    state: RwLock::new(TableState::default()),
+                    overlay_keys: state.overlay.keys_published(),
+                    state: RwLock::new(state),
                 })
             })
             .clone()
@@ -191,6 +191,26 @@ impl Catalog {
 }
 
 impl Table {
+    /// Where a snapshot (applied LSN `a`, visible LSN `v`, its `view` of this table) finds
+    /// `key`'s value, handed to `with`. The overlay is read, under its lock, only when its
+    /// published key count is not 0 ([`Overlay::keys_published`]).
+    pub fn lookup<R>(
+        &self,
+        view: &TableView,
+        a: Lsn,
+        v: Lsn,
+        key: &[u8],
+        with: impl FnOnce(Lookup<'_>) -> R,
+    ) -> R {
+        if self.overlay_keys.load(Ordering::Acquire) > 0 {
+            let st = self.state.read();
+            if let found @ Lookup::Overlay(_) = st.lookup(view, a, v, key) {
+                return with(found);
+            }
+        }
+        with(Lookup::Lmdb(view.lmdb))
+    }
+
     /// Records, at publish, that the table exists from `lsn` on (if it did not).
     pub fn note_exists(st: &mut TableState, lsn: Lsn) {
         if !st.exists_now() {

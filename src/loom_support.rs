@@ -98,12 +98,15 @@ impl Engine {
             .begin(&sh.visible_lsn, || Ok(open()))
             .expect("the fake LMDB opens");
         let table = sh.catalog.get(TABLE).expect("the table is known");
-        let value = match table.state.read().lookup(reg.applied(), reg.visible, key) {
-            Lookup::NoTable => None,
-            Lookup::Overlay(value) => value.map(|v| v.to_vec()),
-            // The fake holds no table handles: LMDB's answer is the fake's.
-            Lookup::Lmdb(_) => lmdb_get(&lmdb, key),
-        };
+        let (a, v) = (reg.applied(), reg.visible);
+        let view = table.state.read().view(a, v);
+        let value = view.and_then(|view| {
+            table.lookup(&view, a, v, key, |found| match found {
+                Lookup::Overlay(value) => value.map(|v| v.to_vec()),
+                // The fake holds no table handles: LMDB's answer is the fake's.
+                Lookup::Lmdb(_) => lmdb_get(&lmdb, key),
+            })
+        });
         drop(lmdb);
         sh.snapshots.release(&reg);
         (reg.visible, value)

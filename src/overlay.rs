@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use crate::lsn::Lsn;
-use crate::sync::DataArc as Arc;
+use crate::sync::{AtomicUsize, DataArc as Arc, Ordering};
 
 /// One committed version of a key: its value, or `None` for a delete.
 #[derive(Debug, Clone)]
@@ -41,11 +41,26 @@ pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a
 pub(crate) struct Overlay {
     chains: HashMap<Arc<[u8]>, Vec<Version>>,
     order: BTreeSet<Arc<[u8]>>,
+    /// The number of keys, stored (`Release`) after every change, for readers that do not
+    /// take the table's lock (see [`Overlay::keys_published`]).
+    keys: Arc<AtomicUsize>,
 }
 
 impl Overlay {
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()
+    }
+
+    /// The overlay's key count, readable without its lock. Versions are added before
+    /// `visible_lsn` passes them and evicted only at or below every snapshot's applied LSN,
+    /// so a snapshot (applied `A`, visible `V`) that reads 0 here (`Acquire`) after it read
+    /// `V` knows that no version in `(A, V]` exists: LMDB at `A` decides every key.
+    pub fn keys_published(&self) -> Arc<AtomicUsize> {
+        self.keys.clone()
+    }
+
+    fn publish_keys(&self) {
+        self.keys.store(self.chains.len(), Ordering::Release);
     }
 
     pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
@@ -54,6 +69,7 @@ impl Overlay {
             None => {
                 self.chains.insert(key.clone(), vec![version]);
                 self.order.insert(key.clone());
+                self.publish_keys();
             }
         }
     }
@@ -79,6 +95,7 @@ impl Overlay {
         } else {
             self.order.extend(new_keys);
         }
+        self.publish_keys();
     }
 
     pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
@@ -119,6 +136,7 @@ impl Overlay {
         if chain.is_empty() {
             self.chains.remove(key);
             self.order.remove(key);
+            self.publish_keys();
         }
         (freed, keep_from)
     }

@@ -13,6 +13,7 @@ pub use iter::{Iter, WriteIter};
 pub use read::ReadTxn;
 pub use write::{Savepoint, WriteTxn};
 
+use std::cell::{Ref, RefCell};
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::time::Instant;
@@ -48,6 +49,17 @@ pub(crate) struct Snapshot<'db> {
     lmdb: Option<crate::store::LmdbReadTxn<'db>>,
     reg: Registration,
     started: Instant,
+    /// The table read last, so reads of one table find it without the catalog's lock.
+    last_table: RefCell<Option<KnownTable>>,
+}
+
+/// A table with this snapshot's view of it. The view is fixed for the snapshot: the
+/// history it reads changes only above `V` (publication) and at or below `A` (eviction,
+/// which keeps the answer for every LSN at or above the horizon), and the LMDB handle is
+/// set before LMDB holds the table.
+struct KnownTable {
+    table: Arc<Table>,
+    view: Option<TableView>,
 }
 
 impl<'db> Snapshot<'db> {
@@ -58,7 +70,22 @@ impl<'db> Snapshot<'db> {
             lmdb: Some(txn),
             started: reg.started,
             reg,
+            last_table: RefCell::new(None),
         })
+    }
+
+    /// The table named `name` with this snapshot's view of it; `None` for a name the
+    /// process never knew (it reads as empty).
+    fn table(&self, name: &str) -> Option<Ref<'_, KnownTable>> {
+        let known = self.last_table.borrow();
+        if known.as_ref().is_some_and(|k| &*k.table.name == name) {
+            return Ref::filter_map(known, Option::as_ref).ok();
+        }
+        drop(known);
+        let table = self.engine.state.catalog.get(name)?;
+        let view = self.view(&table);
+        *self.last_table.borrow_mut() = Some(KnownTable { table, view });
+        Ref::filter_map(self.last_table.borrow(), Option::as_ref).ok()
     }
 
     fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {
@@ -84,12 +111,7 @@ impl<'db> Snapshot<'db> {
 
     pub fn table_exists(&self, table: &str) -> Result<bool> {
         self.check_age()?;
-        Ok(self
-            .engine
-            .state
-            .catalog
-            .get(table)
-            .is_some_and(|t| self.view(&t).is_some()))
+        Ok(self.table(table).is_some_and(|k| k.view.is_some()))
     }
 
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
@@ -97,20 +119,24 @@ impl<'db> Snapshot<'db> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
-        let Some(t) = self.engine.state.catalog.get(table) else {
+        let Some(known) = self.table(table) else {
             return Ok(None);
         };
-        let dbi = {
-            let st = t.state.read();
-            match st.lookup(self.reg.applied(), self.reg.visible, key) {
-                Lookup::NoTable | Lookup::Lmdb(None) => return Ok(None),
-                // SAFETY: the overlay decides only for versions above this snapshot's
-                // applied LSN.
-                Lookup::Overlay(value) => {
-                    return Ok(value.map(|v| unsafe { borrow_overlay(self, v) }))
-                }
-                Lookup::Lmdb(Some(dbi)) => dbi,
-            }
+        let Some(view) = known.view else {
+            return Ok(None);
+        };
+        let t = &known.table;
+        let (a, v) = (self.reg.applied(), self.reg.visible);
+        let found = t.lookup(&view, a, v, key, |found| match found {
+            // SAFETY: the overlay decides only for versions above this snapshot's applied
+            // LSN.
+            Lookup::Overlay(value) => Err(value.map(|v| unsafe { borrow_overlay(self, v) })),
+            Lookup::Lmdb(dbi) => Ok(dbi),
+        });
+        let dbi = match found {
+            Err(in_overlay) => return Ok(in_overlay),
+            Ok(None) => return Ok(None),
+            Ok(Some(dbi)) => dbi,
         };
         match dbi.get(self.lmdb(), key).map_err(lmdb_err("get"))? {
             Some(stored) => t
@@ -142,10 +168,10 @@ impl<'db> Snapshot<'db> {
         if !bounds_valid(&bounds) {
             return Ok(empty);
         }
-        let Some(t) = self.engine.state.catalog.get(table) else {
-            return Ok(empty);
-        };
-        let Some(view) = self.view(&t) else {
+        let Some((t, view)) = self
+            .table(table)
+            .and_then(|k| Some((k.table.clone(), k.view?)))
+        else {
             return Ok(empty);
         };
         let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
