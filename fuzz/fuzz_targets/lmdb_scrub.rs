@@ -80,7 +80,12 @@ fn pristine() -> &'static Pristine {
         drop(txn);
         r.close().unwrap();
         let image = std::fs::read(dir.join("data").join("data.mdb")).unwrap();
-        Pristine { dir, image, model, _keep: keep }
+        Pristine {
+            dir,
+            image,
+            model,
+            _keep: keep,
+        }
     })
 }
 
@@ -133,7 +138,9 @@ fuzz_target!(|data: &[u8]| {
         let len = input.u8() as usize % 16 + 1;
         let write = input.u8() & 1 == 1;
         for (i, &b) in input.take(len).iter().enumerate() {
-            let Some(byte) = image.get_mut(at + i) else { break };
+            let Some(byte) = image.get_mut(at + i) else {
+                break;
+            };
             if write {
                 *byte = b;
             } else {
