@@ -78,6 +78,17 @@ fn reads(c: &mut Criterion) {
     g.bench_function("txn_begin_end", |b| {
         b.iter(|| black_box(applied.read().expect("read")))
     });
+    // The same with `max_tables` 14 (64 LMDB database slots by default, 16 here): LMDB
+    // allocates and clears a slot per possible table in every read transaction.
+    let few_dir = common::tempdir(&root, "read", "few-tables");
+    let few = Db::open_with(
+        few_dir.path(),
+        Config::default().table(TABLE).max_tables(14),
+    )
+    .expect("open");
+    g.bench_function("txn_begin_end_14_tables", |b| {
+        b.iter(|| black_box(few.read().expect("read")))
+    });
     g.bench_function("heed_txn_begin_end", |b| {
         b.iter(|| black_box(env.read_txn().expect("heed read")))
     });
