@@ -1056,6 +1056,44 @@ fn a_new_read_txn_sees_every_commit_acknowledged_before_it_began() {
     });
 }
 
+/// The snapshot registry grows past its first chunk of 32 slots when that many snapshots
+/// are open at once; the slots beyond it are counted and hold back eviction as the first
+/// ones do. With the applier held back, 80 snapshots each see a different commit while
+/// LMDB holds none; the first 32 (the first chunk) end, the applier applies everything, and
+/// every snapshot left still reads its own commit's value, which only the overlay holds for
+/// it.
+#[test]
+fn snapshots_past_the_registrys_first_chunk_are_counted_and_hold_back_eviction() {
+    let dir = tempdir();
+    let hour = Duration::from_secs(3600);
+    let held_back = cfg()
+        .apply_interval(hour)
+        .apply_max_ops(usize::MAX / 2)
+        .checkpoint_interval(hour);
+    let db = Db::open_with(dir.path(), held_back).unwrap();
+    let mut readers = Vec::new();
+    for i in 0..80u32 {
+        commit_puts(&db, "t", &[(b"k".to_vec(), i.to_be_bytes().to_vec())]);
+        readers.push((i, db.read().unwrap()));
+    }
+    assert_eq!(db.stats().applied_lsn, 0, "the applier is held back");
+    assert_eq!(db.stats().open_snapshots, 80);
+    let rest = readers.split_off(32);
+    drop(readers);
+    assert_eq!(db.stats().open_snapshots, 48);
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    for (i, r) in &rest {
+        assert_eq!(
+            get(r, "t", b"k"),
+            Some(i.to_be_bytes().to_vec()),
+            "snapshot {i}"
+        );
+    }
+    drop(rest);
+    assert_eq!(db.stats().open_snapshots, 0);
+    db.close().unwrap();
+}
+
 #[test]
 fn snapshot_is_stable_across_commits_and_checkpoints() {
     let dir = tempdir();
