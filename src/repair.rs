@@ -207,6 +207,20 @@ fn salvage(
         losses.push(Loss::new(table, keys, reason))
     };
 
+    // A main tree that reaches pages listed free may be a stale copy (a damaged root in the
+    // meta page): the tables it names, and their roots, are not to be trusted.
+    let stale_main = {
+        let mut walker = Walker::new(&file, meta);
+        walker.named_trees();
+        !walker.account().both.is_empty()
+    };
+    if stale_main {
+        let why = "LMDB's main tree reaches pages listed free: it may be a stale copy, so the \
+                   tables it names cannot be trusted"
+            .to_owned();
+        return from_log_only(damaged_dir, target_dir, scan, log_end, config, why);
+    }
+
     // A first walk finds pages that are both in use and free: a damaged pointer can reach a
     // stale page, whose entries verify but are old. Their entries are not salvaged.
     let suspect: HashSet<u64> = {

@@ -525,3 +525,70 @@ fn a_table_name_damaged_into_an_impossible_one_is_listed_lost_not_a_panic() {
     // `uu`'s entries came back from the log (all of it is still there), or are listed.
     compare(&target, &model, &report.losses);
 }
+
+/// Found by the `lmdb_scrub` fuzz target (CI run of 65cc4bd): one byte XORed into the main
+/// tree's root in the newest meta page pointed it at a stale copy of the main tree, which
+/// named no user table. The salvage lost table `a` whole and listed only the applied LSN.
+/// A main tree that reaches pages listed free may be a stale copy: what it lists is not
+/// trusted, and the store is rebuilt from the log with that loss said.
+#[test]
+fn a_main_tree_root_pointing_at_a_stale_copy_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let cfg = || {
+        Config::default().wal(WalConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 32 << 10,
+            recycle_segments: 1,
+            ..WalConfig::default()
+        })
+    };
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    db.update(|txn| {
+        for i in 0..400u32 {
+            let v = format!("value {i} {}", "x".repeat(i as usize % 50));
+            txn.put("a", format!("key{i:04}").as_bytes(), v.as_bytes())?;
+        }
+        txn.put("gone", b"k", b"v")
+    })
+    .unwrap();
+    for i in 0..6u32 {
+        db.update(|txn| txn.put("b", &i.to_be_bytes(), &vec![i as u8; 20_000]))
+            .unwrap();
+    }
+    db.checkpoint().unwrap();
+    db.update(|txn| {
+        for i in (0..400u32).step_by(7) {
+            txn.delete("a", format!("key{i:04}").as_bytes())?;
+        }
+        txn.delete("b", &3u32.to_be_bytes())
+    })
+    .unwrap();
+    db.drop_table("gone").unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let path = dir.join("data").join("data.mdb");
+    let mut image = std::fs::read(&path).unwrap();
+    // Meta page 0: the main tree's record ends with its root page number.
+    image[128] ^= 0x06;
+    std::fs::write(&path, &image).unwrap();
+
+    let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
+    let repaired = Db::open(&target).unwrap();
+    let r = repaired.read().unwrap();
+    for i in (0..400u32).filter(|i| i % 7 != 0) {
+        let k = format!("key{i:04}").into_bytes();
+        if r.get("a", &k).unwrap().is_none() {
+            assert!(
+                report
+                    .losses
+                    .iter()
+                    .any(|l| l.table == "(every table)" || in_loss(l, "a", &k)),
+                "key{i:04} missing, not listed: {:?}",
+                report.losses
+            );
+        }
+    }
+    drop(r);
+    repaired.close().unwrap();
+}
