@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use walmdb::{
     ArchiveConfig, Config, Db, Durability, LostKeys, RepairMethod, RepairOptions, WalConfig,
@@ -77,6 +77,36 @@ fn zero_pages_holding(dir: &Path, needle: &[u8]) -> Vec<u64> {
     }
     file.sync_all().unwrap();
     pages
+}
+
+/// A closed, checkpointed database holding keys 0..4000 of `t` at version 1, in `db` under
+/// `tmp`; returns its directory, a repair target beside it and the model.
+fn checkpointed_store(tmp: &tempfile::TempDir) -> (PathBuf, PathBuf, Model) {
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
+    let mut model = Model::new();
+    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
+    put_all(&db, &mut model, "t", 0..4000, 1);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    (dir, target, model)
+}
+
+/// Applies `damage` to every leaf node (in use or a stale copy) of key `i` at version 1 in
+/// `dir`'s LMDB file, given the file and the key's offset in it.
+fn damage_nodes_of(dir: &Path, i: u32, mut damage: impl FnMut(&mut Vec<u8>, usize)) {
+    let path = dir.join("data").join("data.mdb");
+    let mut image = std::fs::read(&path).unwrap();
+    let value = value(i, 1);
+    let mut damaged = 0;
+    for at in offsets_of(dir, &key(i)) {
+        // A leaf node: `lo hi flags ksize`, the key, then its value.
+        if image[at + 8..].starts_with(&value[..8]) {
+            damage(&mut image, at);
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no node holds key {i}");
+    std::fs::write(&path, &image).unwrap();
 }
 
 fn in_loss(loss: &walmdb::Loss, table: &str, k: &[u8]) -> bool {
@@ -420,27 +450,12 @@ fn a_salvage_of_an_unreadable_file_rebuilds_from_the_log_and_says_what_it_holds(
 #[test]
 fn a_node_header_damaged_into_an_overflow_entry_loses_the_range_between_its_neighbours() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
-    let mut model = Model::new();
-    let db = Db::open_with(&dir, small_cfg(None)).unwrap();
-    put_all(&db, &mut model, "t", 0..4000, 1);
-    db.checkpoint().unwrap();
-    db.close().unwrap();
-    let path = dir.join("data").join("data.mdb");
-    let mut image = std::fs::read(&path).unwrap();
-    let mut damaged = 0;
-    for at in offsets_of(&dir, &key(123)) {
-        // A leaf node: `lo hi flags ksize`, the key, then its value.
-        if !image[at + 8..].starts_with(b"v1-00123") {
-            continue;
-        }
+    let (dir, target, model) = checkpointed_store(&tmp);
+    damage_nodes_of(&dir, 123, |image, at| {
         const F_BIGDATA: u8 = 0x01;
         image[at - 4] |= F_BIGDATA;
         image[at - 2] += 20;
-        damaged += 1;
-    }
-    assert!(damaged > 0);
-    std::fs::write(&path, &image).unwrap();
+    });
 
     let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
     assert!(!report.is_complete(), "{report:?}");
@@ -462,27 +477,13 @@ fn a_node_header_damaged_into_an_overflow_entry_loses_the_range_between_its_neig
 fn a_node_pointer_pointing_at_another_entry_loses_the_range_of_its_leaf() {
     for shift in [-1i64, 2] {
         let tmp = tempfile::tempdir().unwrap();
-        let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
-        let mut model = Model::new();
-        let db = Db::open_with(&dir, small_cfg(None)).unwrap();
-        put_all(&db, &mut model, "t", 0..4000, 1);
-        db.checkpoint().unwrap();
-        db.close().unwrap();
-        let path = dir.join("data").join("data.mdb");
-        let mut image = std::fs::read(&path).unwrap();
-        let mut damaged = 0;
-        for at in offsets_of(&dir, &key(123)) {
-            if !image[at + 8..].starts_with(b"v1-00123") {
-                continue;
-            }
-            let slot = node_pointer_of(&image, at).expect("the entry's node pointer");
+        let (dir, target, model) = checkpointed_store(&tmp);
+        damage_nodes_of(&dir, 123, |image, at| {
+            let slot = node_pointer_of(image, at).expect("the entry's node pointer");
             let other = (slot as i64 + 2 * shift) as usize;
             assert_eq!(other / 4096, slot / 4096);
             image.copy_within(other..other + 2, slot);
-            damaged += 1;
-        }
-        assert!(damaged > 0);
-        std::fs::write(&path, &image).unwrap();
+        });
 
         let report = walmdb::repair(&dir, &target, &RepairOptions::default()).unwrap();
         assert!(!report.is_complete(), "{report:?}");
