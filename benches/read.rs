@@ -73,6 +73,25 @@ fn reads(c: &mut Criterion) {
     }
     wtxn.commit().expect("heed commit");
 
+    // The same keys in a named database, as a store of several tables keeps them (walmdb's
+    // tables are named databases): LMDB looks a named database up in its main tree on its
+    // first use in every read transaction.
+    let named_dir = common::tempdir(&root, "read", "heed-named");
+    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
+    opts.map_size(1 << 30).max_dbs(4);
+    // SAFETY: as above.
+    let named_env = unsafe { opts.open(named_dir.path()) }.expect("open heed");
+    let mut wtxn = named_env.write_txn().expect("heed begin");
+    let named: heed::Database<heed::types::Bytes, heed::types::Bytes> = named_env
+        .create_database(&mut wtxn, Some("t"))
+        .expect("heed create");
+    for i in 0..KEYS {
+        named
+            .put(&mut wtxn, &key(i), &[7u8; 100])
+            .expect("heed put");
+    }
+    wtxn.commit().expect("heed commit");
+
     let mut g = c.benchmark_group("read");
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("txn_begin_end", |b| {
@@ -107,6 +126,27 @@ fn reads(c: &mut Criterion) {
             black_box(hdb.get(&txn, &k).expect("get").map(<[u8]>::len))
         })
     });
+    // The same two, copying each value out as a reader would: LMDB's get alone never
+    // touches the value's bytes, walmdb's checks the value's checksum over them.
+    let mut out = Vec::with_capacity(128);
+    g.bench_function("get_lmdb_in_open_txn_copy", |b| {
+        let txn = applied.read().expect("read");
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            out.clear();
+            out.extend_from_slice(txn.get(TABLE, &k).expect("get").expect("loaded"));
+            black_box(&out);
+        })
+    });
+    g.bench_function("heed_get_in_open_txn_copy", |b| {
+        let txn = env.read_txn().expect("heed read");
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            out.clear();
+            out.extend_from_slice(hdb.get(&txn, &k).expect("get").expect("loaded"));
+            black_box(&out);
+        })
+    });
     g.bench_function("get_overlay_in_open_txn", |b| {
         let txn = overlay.read().expect("read");
         b.iter(|| {
@@ -126,6 +166,13 @@ fn reads(c: &mut Criterion) {
             let k = key(rng.next_u64() % KEYS);
             let txn = env.read_txn().expect("heed read");
             black_box(hdb.get(&txn, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    g.bench_function("heed_named_get_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            let txn = named_env.read_txn().expect("heed read");
+            black_box(named.get(&txn, &k).expect("get").map(<[u8]>::len))
         })
     });
     g.finish();

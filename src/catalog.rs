@@ -3,6 +3,8 @@
 //! Invariants:
 //! - A table's LMDB handle is set before LMDB holds any data of it, and never unset (a drop
 //!   clears the LMDB table, it does not delete it).
+//! - A table whose history is not empty stays in the catalog while the catalog lives, so
+//!   readers borrow it (`&Table`) through [`Catalog::find`] without a lock or a count.
 
 use std::collections::HashMap;
 
@@ -10,7 +12,7 @@ use heed::types::Bytes;
 
 use crate::lsn::Lsn;
 use crate::overlay::{Overlay, Version};
-use crate::sync::{AtomicUsize, DataArc as Arc, Ordering, RwLock};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, DataArc as Arc, Ordering, RwLock, SetOnce};
 
 /// An LMDB table handle.
 pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
@@ -18,7 +20,9 @@ pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
 /// How a snapshot sees one table.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TableView {
-    /// Versions below this LSN belong to an earlier life of the table (before a drop).
+    /// Versions below this LSN belong to an earlier life of the table (before a drop): the
+    /// birth of the life the snapshot sees, or any LSN from there up to its applied LSN (only
+    /// versions above that are read from the overlay).
     pub min_lsn: Lsn,
     /// The LMDB handle, when the snapshot's LMDB state holds this life of the table.
     pub lmdb: Option<Dbi>,
@@ -32,9 +36,44 @@ pub(crate) struct TableState {
     lmdb: Option<(Dbi, Lsn)>,
     /// Committed versions not yet evicted.
     pub overlay: Overlay,
+    /// What readers see of the above without the lock; updated with every change of it.
+    settled: Arc<Settled>,
+}
+
+/// Not settled: readers take the table's lock.
+const UNSETTLED: Lsn = Lsn::MAX;
+
+/// A table's view for snapshots that see its current life whole, published for readers that
+/// take no lock: every snapshot with applied LSN at or above `from` sees the table existing,
+/// in LMDB under `dbi`, and no change of its existence after `from` (`UNSETTLED` when there
+/// is no such LSN: the table is dropped or not in LMDB yet).
+#[derive(Debug)]
+struct Settled {
+    from: AtomicU64,
+    dbi: SetOnce<Dbi>,
+}
+
+impl Default for Settled {
+    fn default() -> Self {
+        Settled {
+            from: AtomicU64::new(UNSETTLED),
+            dbi: SetOnce::new(),
+        }
+    }
 }
 
 impl TableState {
+    /// Publishes the settled view after a change of existence or of the LMDB handle. It is
+    /// `UNSETTLED` from the moment a change is published until readers can see it (the
+    /// visible LSN is stored after this, with `Release`).
+    fn publish_settled(&self) {
+        let from = match (self.history.last(), self.lmdb) {
+            (Some(&(born, true)), Some((_, since))) => born.max(since),
+            _ => UNSETTLED,
+        };
+        self.settled.from.store(from, Ordering::Release);
+    }
+
     pub fn exists_now(&self) -> bool {
         self.history.last().is_some_and(|e| e.1)
     }
@@ -114,21 +153,95 @@ pub(crate) struct Table {
     pub state: RwLock<TableState>,
     /// Its overlay's key count, read without the lock ([`Overlay::keys_published`]).
     pub overlay_keys: Arc<AtomicUsize>,
+    /// Its settled view, read without the lock ([`TableState::publish_settled`]).
+    settled: Arc<Settled>,
 }
 
 /// Every table this process knows, dropped ones included (their names may come back).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Catalog {
     tables: RwLock<HashMap<Arc<str>, Arc<Table>>>,
+    /// Tables with a history, by a hash of their names (open addressing, probed from
+    /// `name_hash % len`, filled once and never emptied): readers find them without the
+    /// lock. A table that finds no free slot is found under the lock.
+    index: Box<[AtomicPtr<Table>]>,
+}
+
+#[cfg(not(walmdb_loom))]
+const INDEX_SLOTS: usize = 256;
+#[cfg(walmdb_loom)]
+const INDEX_SLOTS: usize = 4;
+/// Slots probed for a name before the lock is taken.
+const INDEX_PROBES: usize = 8;
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            tables: RwLock::default(),
+            index: (0..INDEX_SLOTS)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+        }
+    }
+}
+
+/// FNV-1a of a table name: where its probe starts.
+fn name_hash(name: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as usize
 }
 
 impl Catalog {
+    /// The table named `name` if it has a history (it exists, or existed, at some LSN);
+    /// `None` for a name with none, which every snapshot reads as empty: a table's first
+    /// existence is recorded before any snapshot can see it. Takes no lock once the table
+    /// is in the index.
+    pub fn find(&self, name: &str) -> Option<&Table> {
+        let start = name_hash(name);
+        for probe in 0..INDEX_PROBES {
+            let slot = &self.index[(start + probe) % self.index.len()];
+            // SAFETY: the index holds only tables with a history, which the catalog never
+            // removes (`forget_unused`), so they live as long as `self`.
+            match unsafe { slot.load(Ordering::Acquire).as_ref() } {
+                Some(table) if *table.name == *name => return Some(table),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let tables = self.tables.read();
+        let table = tables.get(name)?;
+        if table.state.read().history.is_empty() {
+            return None;
+        }
+        let ptr = Arc::as_ptr(table).cast_mut();
+        for probe in 0..INDEX_PROBES {
+            let slot = &self.index[(start + probe) % self.index.len()];
+            match slot.compare_exchange(
+                std::ptr::null_mut(),
+                ptr,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(held) if held == ptr => break,
+                Err(_) => {}
+            }
+        }
+        // SAFETY: as above, the table has a history.
+        Some(unsafe { &*ptr })
+    }
+
     /// Registers a table LMDB holds at open.
     pub fn add_existing(&self, name: &str, dbi: Dbi) {
         let table = self.get_or_add(name);
         let mut st = table.state.write();
         st.history = vec![(0, true)];
         st.lmdb = Some((dbi, 0));
+        st.settled.dbi.set(dbi);
+        st.publish_settled();
     }
 
     /// Table names known: existing, dropped, or admitted for a commit.
@@ -153,6 +266,7 @@ impl Catalog {
                     name: Arc::from(name),
                     seed: crate::seal::Seed::of_table(name),
                     overlay_keys: state.overlay.keys_published(),
+                    settled: state.settled.clone(),
                     state: RwLock::new(state),
                 })
             })
@@ -163,6 +277,7 @@ impl Catalog {
     /// existence, no LMDB table, no versions.
     pub fn forget_unused(&self, name: &str) {
         let mut tables = self.tables.write();
+        // A table with a history is never removed: `find` lends it out.
         let unused = tables.get(name).is_some_and(|t| {
             let st = t.state.read();
             st.history.is_empty() && st.lmdb.is_none() && st.overlay.is_empty()
@@ -215,6 +330,7 @@ impl Table {
     pub fn note_exists(st: &mut TableState, lsn: Lsn) {
         if !st.exists_now() {
             st.history.push((lsn, true));
+            st.publish_settled();
         }
     }
 
@@ -222,6 +338,7 @@ impl Table {
     pub fn note_dropped(st: &mut TableState, lsn: Lsn) {
         if st.exists_now() {
             st.history.push((lsn, false));
+            st.publish_settled();
         }
     }
 
@@ -230,7 +347,30 @@ impl Table {
         let mut st = self.state.write();
         if st.lmdb.is_none() {
             st.lmdb = Some((dbi, since));
+            st.settled.dbi.set(dbi);
+            st.publish_settled();
         }
+    }
+
+    /// How a snapshot with applied LSN `a` and visible LSN `v` sees the table (`None`: it
+    /// does not exist there). Without a lock when the table's current life is settled at
+    /// or below `a`.
+    #[inline]
+    pub fn view(&self, a: Lsn, v: Lsn) -> Option<TableView> {
+        let from = self.settled.from.load(Ordering::Acquire);
+        if from <= a {
+            if let Some(&dbi) = self.settled.dbi.get() {
+                let view = TableView {
+                    min_lsn: from,
+                    lmdb: Some(dbi),
+                };
+                debug_assert!(self.state.read().view(a, v).is_some_and(|locked| {
+                    locked.lmdb.is_some() && locked.min_lsn <= from && from <= a
+                }));
+                return Some(view);
+            }
+        }
+        self.state.read().view(a, v)
     }
 
     /// Evicts the versions of `keys` at or below `horizon`; returns their bytes and count.
@@ -246,7 +386,86 @@ impl Table {
         let upto = st.history.partition_point(|e| e.0 <= horizon);
         if upto > 1 {
             st.history.drain(..upto - 1);
+            st.publish_settled();
         }
         freed
+    }
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::*;
+
+    fn exists(catalog: &Catalog, name: &str, lsn: Lsn) {
+        let table = catalog.get_or_add(name);
+        Table::note_exists(&mut table.state.write(), lsn);
+    }
+
+    #[test]
+    fn a_name_without_history_is_not_found_and_can_be_forgotten() {
+        let catalog = Catalog::default();
+        assert!(catalog.find("t").is_none());
+        catalog.get_or_add("t");
+        assert!(catalog.find("t").is_none(), "admitted, never published");
+        catalog.forget_unused("t");
+        assert_eq!(catalog.len(), 0);
+    }
+
+    #[test]
+    fn more_tables_than_the_index_holds_are_all_found_and_none_is_forgotten() {
+        let catalog = Catalog::default();
+        let names: Vec<String> = (0..INDEX_SLOTS * 2).map(|i| format!("t{i}")).collect();
+        for (lsn, name) in (1..).zip(&names) {
+            exists(&catalog, name, lsn);
+        }
+        // Twice: the first finds insert into the index, the second read it.
+        for _ in 0..2 {
+            for name in &names {
+                let table = catalog.find(name).expect("a table with a history");
+                assert_eq!(*table.name, **name);
+                assert!(std::ptr::eq(
+                    table,
+                    Arc::as_ptr(&catalog.get(name).unwrap())
+                ));
+            }
+        }
+        for name in &names {
+            catalog.forget_unused(name);
+        }
+        assert_eq!(catalog.len(), names.len());
+    }
+
+    #[test]
+    fn a_table_in_the_index_is_found_while_the_catalog_is_locked() {
+        let catalog = Arc::new(Catalog::default());
+        exists(&catalog, "t", 1);
+        assert!(catalog.find("t").is_some());
+        let locked = catalog.tables.write();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let finder = {
+            let catalog = catalog.clone();
+            std::thread::spawn(move || tx.send(catalog.find("t").is_some()).unwrap())
+        };
+        let found = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(locked);
+        finder.join().unwrap();
+        assert_eq!(found, Ok(true), "find waited for the catalog's lock");
+    }
+
+    #[test]
+    fn a_table_not_in_lmdb_is_never_settled() {
+        let catalog = Catalog::default();
+        exists(&catalog, "t", 5);
+        let table = catalog.find("t").unwrap();
+        let view = table.view(7, 9).expect("exists at 9");
+        assert_eq!((view.min_lsn, view.lmdb.is_none()), (5, true));
+        assert!(table.view(2, 4).is_none());
+        assert_eq!(table.settled.from.load(Ordering::Relaxed), UNSETTLED);
+        Table::note_dropped(&mut table.state.write(), 10);
+        assert!(table.view(10, 10).is_none());
+        assert!(
+            table.view(7, 9).is_some(),
+            "a snapshot before the drop still sees it"
+        );
     }
 }

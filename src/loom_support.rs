@@ -97,10 +97,10 @@ impl Engine {
             .snapshots
             .begin(&sh.visible_lsn, || Ok(open()))
             .expect("the fake LMDB opens");
-        let table = sh.catalog.get(TABLE).expect("the table is known");
         let (a, v) = (reg.applied(), reg.visible);
-        let view = table.state.read().view(a, v);
-        let value = view.and_then(|view| {
+        let table = sh.catalog.find(TABLE);
+        let view = table.and_then(|table| Some((table, table.view(a, v)?)));
+        let value = view.and_then(|(table, view)| {
             table.lookup(&view, a, v, key, |found| match found {
                 Lookup::Overlay(value) => value.map(|v| v.to_vec()),
                 // The fake holds no table handles: LMDB's answer is the fake's.

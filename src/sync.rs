@@ -273,6 +273,76 @@ pub(crate) fn is_finished<T>(handle: &JoinHandle<T>) -> bool {
     }
 }
 
+/// A value set at most once and then read without a lock (a table's LMDB handle). Built on
+/// this module's `AtomicPtr`, so loom checks it where a model uses it.
+pub(crate) struct SetOnce<T> {
+    ptr: AtomicPtr<T>,
+    /// Owns a `T` (for `Send`/`Sync` below and drop checking).
+    _owns: std::marker::PhantomData<Box<T>>,
+}
+
+// SAFETY: a `SetOnce` hands out `&T` to any thread (needs `T: Sync`) and drops the `T` set
+// by another thread (needs `T: Send`), like `std::sync::OnceLock`.
+unsafe impl<T: Send + Sync> Sync for SetOnce<T> {}
+
+impl<T> SetOnce<T> {
+    pub fn new() -> Self {
+        SetOnce {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: std::marker::PhantomData,
+        }
+    }
+
+    /// Sets the value unless it is set; returns whether this call set it.
+    pub fn set(&self, value: T) -> bool {
+        let new = Box::into_raw(Box::new(value));
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(_) => {
+                // SAFETY: `new` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(new) });
+                false
+            }
+        }
+    }
+
+    /// The value, once set: the setter's writes before `set` happen before this read.
+    #[inline]
+    pub fn get(&self) -> Option<&T> {
+        let ptr = self.ptr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `Box::into_raw` in `set` and is freed only by
+        // `drop`, which `&self` outlives.
+        unsafe { ptr.as_ref() }
+    }
+}
+
+impl<T> Default for SetOnce<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for SetOnce<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SetOnce").field(&self.get()).finish()
+    }
+}
+
+impl<T> Drop for SetOnce<T> {
+    fn drop(&mut self) {
+        let ptr = self.ptr.swap(std::ptr::null_mut(), Ordering::Acquire);
+        if !ptr.is_null() {
+            // SAFETY: set by `set` from `Box::into_raw`; nothing borrows it past `&mut self`.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+    }
+}
+
 /// Shared ownership of trait objects (`Arc<dyn Fs>`). loom's `Arc` cannot coerce to `dyn`;
 /// these handles carry no ordering of their own for loom to model.
 pub(crate) use std::sync::Arc as DynArc;

@@ -48,7 +48,7 @@ pub(super) fn lmdb_bounds(bounds: &KeyBounds) -> Option<SliceBounds<'_>> {
 /// LMDB's side of a range walk: entries with their checksums checked.
 pub(super) struct LmdbIter<'t> {
     walk: LmdbWalk<'t>,
-    table: Arc<Table>,
+    table: &'t Table,
     /// `Config::verify_scans`: when false, the checksum is cut off unchecked and the order
     /// of keys is not checked.
     verify: bool,
@@ -64,7 +64,7 @@ pub(super) enum LmdbWalk<'t> {
 }
 
 impl<'t> LmdbIter<'t> {
-    pub(super) fn new(walk: LmdbWalk<'t>, table: Arc<Table>, verify: bool) -> Self {
+    pub(super) fn new(walk: LmdbWalk<'t>, table: &'t Table, verify: bool) -> Self {
         let reverse = matches!(walk, LmdbWalk::Reverse(_));
         LmdbIter {
             walk,
@@ -119,7 +119,7 @@ impl<'t> LmdbIter<'t> {
 
 /// Walks a table's overlay in key order, a chunk at a time (the lock is not held between).
 pub(super) struct OverlayCursor<'t> {
-    pub(super) table: Arc<Table>,
+    pub(super) table: &'t Table,
     pub(super) view: TableView,
     pub(super) visible: Lsn,
     /// What is left to walk.

@@ -13,9 +13,10 @@ pub use iter::{Iter, WriteIter};
 pub use read::ReadTxn;
 pub use write::{Savepoint, WriteTxn};
 
-use std::cell::{Ref, RefCell};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Bound;
+use std::ptr::NonNull;
 use std::time::Instant;
 
 use crate::catalog::{Dbi, Lookup, Table, TableView};
@@ -49,16 +50,25 @@ pub(crate) struct Snapshot<'db> {
     lmdb: Option<crate::store::LmdbReadTxn<'db>>,
     reg: Registration,
     started: Instant,
-    /// The table read last, so reads of one table find it without the catalog's lock.
-    last_table: RefCell<Option<KnownTable>>,
+    /// The table read last (a `KnownTable<'db>`; a pointer keeps `Snapshot` covariant),
+    /// so reads of one table find it and its view once.
+    last_table: Cell<Option<(TablePtr, Option<TableView>)>>,
 }
+
+/// A `&'db Table` without its lifetime.
+#[derive(Clone, Copy)]
+struct TablePtr(NonNull<Table>);
+
+// SAFETY: it stands for a `&Table`, which is `Send` (`Table` is `Sync`).
+unsafe impl Send for TablePtr {}
 
 /// A table with this snapshot's view of it. The view is fixed for the snapshot: the
 /// history it reads changes only above `V` (publication) and at or below `A` (eviction,
 /// which keeps the answer for every LSN at or above the horizon), and the LMDB handle is
 /// set before LMDB holds the table.
-struct KnownTable {
-    table: Arc<Table>,
+#[derive(Clone, Copy)]
+struct KnownTable<'db> {
+    table: &'db Table,
     view: Option<TableView>,
 }
 
@@ -70,22 +80,27 @@ impl<'db> Snapshot<'db> {
             lmdb: Some(txn),
             started: reg.started,
             reg,
-            last_table: RefCell::new(None),
+            last_table: Cell::new(None),
         })
     }
 
-    /// The table named `name` with this snapshot's view of it; `None` for a name the
-    /// process never knew (it reads as empty).
-    fn table(&self, name: &str) -> Option<Ref<'_, KnownTable>> {
-        let known = self.last_table.borrow();
-        if known.as_ref().is_some_and(|k| &*k.table.name == name) {
-            return Ref::filter_map(known, Option::as_ref).ok();
+    /// The table named `name` with this snapshot's view of it; `None` for a name with no
+    /// history (it reads as empty). No lock once the catalog's index holds the table and
+    /// its current life is settled below this snapshot.
+    fn table(&self, name: &str) -> Option<KnownTable<'db>> {
+        if let Some((table, view)) = self.last_table.get() {
+            // SAFETY: set below from a `&'db Table`.
+            let table: &'db Table = unsafe { table.0.as_ref() };
+            if *table.name == *name {
+                return Some(KnownTable { table, view });
+            }
         }
-        drop(known);
-        let table = self.engine.state.catalog.get(name)?;
-        let view = self.view(&table);
-        *self.last_table.borrow_mut() = Some(KnownTable { table, view });
-        Ref::filter_map(self.last_table.borrow(), Option::as_ref).ok()
+        let engine: &'db Engine = self.engine;
+        let table = engine.state.catalog.find(name)?;
+        let view = table.view(self.reg.applied(), self.reg.visible);
+        self.last_table
+            .set(Some((TablePtr(NonNull::from(table)), view)));
+        Some(KnownTable { table, view })
     }
 
     fn lmdb(&self) -> &crate::store::LmdbReadTxn<'db> {
@@ -100,13 +115,6 @@ impl<'db> Snapshot<'db> {
 
     fn check_age(&self) -> Result<()> {
         check_age(self.engine, self.started)
-    }
-
-    fn view(&self, table: &Table) -> Option<TableView> {
-        table
-            .state
-            .read()
-            .view(self.reg.applied(), self.reg.visible)
     }
 
     pub fn table_exists(&self, table: &str) -> Result<bool> {
@@ -125,7 +133,7 @@ impl<'db> Snapshot<'db> {
         let Some(view) = known.view else {
             return Ok(None);
         };
-        let t = &known.table;
+        let t = known.table;
         let (a, v) = (self.reg.applied(), self.reg.visible);
         let found = t.lookup(&view, a, v, key, |found| match found {
             // SAFETY: the overlay decides only for versions above this snapshot's applied
@@ -168,10 +176,7 @@ impl<'db> Snapshot<'db> {
         if !bounds_valid(&bounds) {
             return Ok(empty);
         }
-        let Some((t, view)) = self
-            .table(table)
-            .and_then(|k| Some((k.table.clone(), k.view?)))
-        else {
+        let Some((t, view)) = self.table(table).and_then(|k| Some((k.table, k.view?))) else {
             return Ok(empty);
         };
         let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
@@ -185,7 +190,7 @@ impl<'db> Snapshot<'db> {
                 } else {
                     LmdbWalk::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
                 };
-                Some(LmdbIter::new(walk, t.clone(), self.engine.cfg.verify_scans))
+                Some(LmdbIter::new(walk, t, self.engine.cfg.verify_scans))
             }
             _ => None,
         };
