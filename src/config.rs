@@ -303,8 +303,10 @@ pub struct Config {
     /// checkpoint is behind). Default: 1 GiB.
     pub max_replay_bytes: u64,
     /// Read and write transactions older than this fail their next call with
-    /// `Error::TxnTimeout` (an iterator checks every 1024 items). A timed-out transaction
-    /// still pins its snapshot until dropped. Default: `None` (no limit).
+    /// `Error::TxnTimeout` (an iterator checks every 1024 items). A read transaction's age
+    /// is read from a coarse clock, a few milliseconds late at most (the kernel's tick).
+    /// A timed-out transaction still pins its snapshot until dropped. Default: `None` (no
+    /// limit).
     pub txn_timeout: Option<Duration>,
     /// How long each of a map resize's waits (for the transactions open when it starts, for a
     /// backup's copy or a checkpoint's sync, then for transactions begun since) lasts before

@@ -49,6 +49,7 @@ mod wal;
 
 // LMDB and the in-memory state over it.
 mod catalog;
+mod clock;
 mod overlay;
 mod snapshots;
 mod store;

@@ -26,6 +26,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::clock::CoarseInstant;
+
 use crate::lsn::Lsn;
 use crate::sync::{
     bug, fence, this_thread, AtomicBool, AtomicPtr, AtomicU64, Bug, Condvar, Mutex, Ordering,
@@ -53,7 +55,7 @@ struct Slot {
     evict_pin: AtomicU64,
     /// The applied LSN while reading, the visible LSN while committing (conflicts).
     conflict_pin: AtomicU64,
-    /// When the snapshot began, in nanoseconds since the registry's epoch.
+    /// When the snapshot began ([`CoarseInstant::as_nanos`]).
     started: AtomicU64,
     /// The thread that began it.
     thread: AtomicU64,
@@ -95,7 +97,7 @@ pub(crate) struct Registration {
     slot: usize,
     applied: Lsn,
     pub visible: Lsn,
-    pub started: Instant,
+    pub started: CoarseInstant,
     /// Pins only conflicts, after [`Snapshots::stop_reading`].
     reads_done: bool,
 }
@@ -109,7 +111,6 @@ impl Registration {
 #[derive(Debug)]
 pub(crate) struct Snapshots {
     first: Chunk,
-    epoch: Instant,
     paused: AtomicBool,
     /// A resize waits for the transactions begun before it to end (without blocking new
     /// ones): every slot that closes wakes it.
@@ -130,7 +131,6 @@ impl Default for Snapshots {
     fn default() -> Self {
         Snapshots {
             first: Chunk::new(),
-            epoch: Instant::now(),
             paused: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             evicted_through: AtomicU64::new(0),
@@ -218,10 +218,6 @@ impl Snapshots {
         }
     }
 
-    fn nanos_since_epoch(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Marks `slot` closed and wakes a resize that may wait for it.
     fn close(&self, slot: &Slot) {
         slot.open.store(false, Ordering::Release);
@@ -275,9 +271,8 @@ impl Snapshots {
     ) -> crate::Result<(T, Registration)> {
         let index = self.claim();
         let slot = self.slot(index);
-        let started = Instant::now();
-        slot.started
-            .store(self.nanos_since_epoch(started), Ordering::Relaxed);
+        let started = CoarseInstant::now();
+        slot.started.store(started.as_nanos(), Ordering::Relaxed);
         slot.thread.store(this_thread(), Ordering::Relaxed);
         loop {
             self.open(slot);
@@ -371,20 +366,23 @@ impl Snapshots {
             .filter(|slot| slot.evict_pin.load(Ordering::Acquire) != UNPINNED)
     }
 
-    /// Waits up to `wait` for every registered transaction begun before `before` to end,
+    /// Waits up to `wait` for every registered transaction begun before `before` (and any of
+    /// `before`'s clock tick) to end,
     /// without holding new ones off. A resize calls it before [`Snapshots::pause`], so a
     /// long-lived reader postpones the resize without stalling every new reader: the pause
     /// then waits only for transactions younger than `before`.
-    pub fn wait_for_earlier(&self, before: Instant, wait: Duration) -> bool {
+    pub fn wait_for_earlier(&self, before: CoarseInstant, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
-        let before = self.nanos_since_epoch(before);
+        let before = before.as_nanos();
         let mut gate = self.gate.lock();
         self.draining.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
         let drained = loop {
             if self
                 .reading()
-                .all(|slot| slot.started.load(Ordering::Relaxed) >= before)
+                // The coarse clock cannot order two events within one tick: a snapshot of
+                // `before`'s tick may be older, and is waited for.
+                .all(|slot| slot.started.load(Ordering::Relaxed) > before)
             {
                 break true;
             }
@@ -444,7 +442,7 @@ impl Snapshots {
 
     /// (open snapshots, age of the oldest, snapshots older than `older_than`).
     pub fn census(&self, older_than: Duration) -> (usize, Duration, usize) {
-        let now = self.nanos_since_epoch(Instant::now());
+        let now = CoarseInstant::now().as_nanos();
         let (mut count, mut oldest, mut old) = (0, Duration::ZERO, 0);
         for (_, slot) in self.slots() {
             if slot.conflict_pin.load(Ordering::Acquire) == UNPINNED {

@@ -13,6 +13,7 @@ const ORDER: &[&str] = &[
     "lsn",
     "error",
     "sync",
+    "clock",
     "layout",
     "keys",
     "limits",

@@ -177,7 +177,8 @@ fn close_returns_promptly_in_the_middle_of_a_heavily_throttled_scrub() {
     std::thread::sleep(Duration::from_millis(100));
     let later = db.metrics();
     assert_eq!(later.scrubs, m.scrubs, "the throttled scrub ended");
-    assert!(later.oldest_snapshot_age >= Duration::from_millis(400));
+    // Snapshot ages come from a coarse clock: up to a kernel tick (4 ms) short.
+    assert!(later.oldest_snapshot_age >= Duration::from_millis(395));
     let started = Instant::now();
     close_within_seconds(db);
     // The point is "no hang": well under the bound on a quiet machine.

@@ -1678,7 +1678,9 @@ fn transactions_older_than_txn_timeout_fail_every_call() {
     let timed_out = |e: Error| match e {
         Error::TxnTimeout { age, limit: l } => {
             assert_eq!(l, limit);
-            assert!(age >= Duration::from_millis(100), "age {age:?}");
+            // A read transaction's age comes from a coarse clock: a kernel tick (at most
+            // 4 ms) short at worst.
+            assert!(age >= Duration::from_millis(95), "age {age:?}");
         }
         other => panic!("expected TxnTimeout, got {other:?}"),
     };
@@ -1693,7 +1695,7 @@ fn transactions_older_than_txn_timeout_fail_every_call() {
     let st = db.stats();
     assert_eq!(st.open_snapshots, 2);
     assert_eq!(st.long_lived_snapshots, 2);
-    assert!(st.oldest_snapshot_age >= Duration::from_millis(100));
+    assert!(st.oldest_snapshot_age >= Duration::from_millis(95));
     timed_out(w.commit().unwrap_err());
     drop(r);
     let st = db.stats();

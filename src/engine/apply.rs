@@ -141,7 +141,9 @@ pub(crate) fn apply_growing(
                     // First the transactions open now end (new ones go on), then a pause
                     // waits for the younger ones only: a long reader postpones the resize
                     // but never holds every new reader off.
-                    let drained = sh.snapshots.wait_for_earlier(Instant::now(), wait);
+                    let drained = sh
+                        .snapshots
+                        .wait_for_earlier(crate::clock::CoarseInstant::now(), wait);
                     let paused = || sh.snapshots.pause(wait);
                     if drained && store.resize(size, wait, paused, || sh.snapshots.resume())? {
                         sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,6 @@
 
 use std::collections::{btree_map, VecDeque};
 use std::ops::Bound;
-use std::time::Instant;
 
 use heed::types::Bytes;
 
@@ -197,7 +196,11 @@ pub struct Iter<'t> {
     pub(super) failed: bool,
     /// The transaction's start, `txn_timeout` and the counter of timeouts, checked every
     /// `AGE_CHECK_STEPS` items.
-    pub(super) age_limit: Option<(Instant, std::time::Duration, &'t crate::sync::StatCounter)>,
+    pub(super) age_limit: Option<(
+        crate::clock::CoarseInstant,
+        std::time::Duration,
+        &'t crate::sync::StatCounter,
+    )>,
     pub(super) steps: u32,
 }
 

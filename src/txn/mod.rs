@@ -17,7 +17,6 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::ptr::NonNull;
-use std::time::Instant;
 
 use crate::catalog::{Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
@@ -49,7 +48,6 @@ pub(crate) struct Snapshot<'db> {
     /// `Some` until `stop_reading` or drop, which end it before the registration changes.
     lmdb: Option<crate::store::LmdbReadTxn<'db>>,
     reg: Registration,
-    started: Instant,
     /// The table read last (a `KnownTable<'db>`; a pointer keeps `Snapshot` covariant),
     /// so reads of one table find it and its view once.
     last_table: Cell<Option<(TablePtr, Option<TableView>)>>,
@@ -78,7 +76,6 @@ impl<'db> Snapshot<'db> {
         Ok(Snapshot {
             engine,
             lmdb: Some(txn),
-            started: reg.started,
             reg,
             last_table: Cell::new(None),
         })
@@ -114,7 +111,7 @@ impl<'db> Snapshot<'db> {
     }
 
     fn check_age(&self) -> Result<()> {
-        check_age(self.engine, self.started)
+        check_age(self.engine, || self.reg.started.elapsed())
     }
 
     pub fn table_exists(&self, table: &str) -> Result<bool> {
@@ -158,11 +155,13 @@ impl<'db> Snapshot<'db> {
 
     pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {
         self.check_age()?;
-        let age_limit = self
-            .engine
-            .cfg
-            .txn_timeout
-            .map(|limit| (self.started, limit, &self.engine.state.stats.txn_timeouts));
+        let age_limit = self.engine.cfg.txn_timeout.map(|limit| {
+            (
+                self.reg.started,
+                limit,
+                &self.engine.state.stats.txn_timeouts,
+            )
+        });
         let empty = Iter {
             lmdb: None,
             lmdb_head: None,
@@ -241,11 +240,11 @@ impl Drop for Snapshot<'_> {
     }
 }
 
-/// `Error::TxnTimeout` (counted) once a transaction begun at `started` is older than
-/// `Config::txn_timeout`.
-fn check_age(engine: &Engine, started: Instant) -> Result<()> {
+/// `Error::TxnTimeout` (counted) once a transaction's age (read only when there is a
+/// limit) is over `Config::txn_timeout`.
+fn check_age(engine: &Engine, age: impl FnOnce() -> std::time::Duration) -> Result<()> {
     if let Some(limit) = engine.cfg.txn_timeout {
-        let age = started.elapsed();
+        let age = age();
         if age > limit {
             engine
                 .state

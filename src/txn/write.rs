@@ -105,7 +105,7 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn check_age(&self) -> Result<()> {
-        super::check_age(self.engine, self.started)
+        super::check_age(self.engine, || self.started.elapsed())
     }
 
     fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
