@@ -90,9 +90,7 @@ pub enum Error {
     },
 
     /// A file written by a format version this build does not read.
-    #[error(
-        "unsupported WAL format version {found} in {path} (this build reads version {supported})"
-    )]
+    #[error("unsupported format version {found} in {path} (this build reads version {supported})")]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,

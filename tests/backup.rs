@@ -665,3 +665,31 @@ fn an_archive_and_backup_of_the_old_naming_and_manifest_are_still_restored() {
     );
     assert_eq!((r.lineage.timeline, r.lineage.parent), (2, 1));
 }
+
+/// A manifest of a format this build does not read is `UnsupportedVersion` naming the
+/// manifest, and its message does not call it a WAL file (it did: "unsupported WAL format").
+#[test]
+fn a_manifest_of_a_newer_format_is_unsupported_version_naming_the_manifest() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    backed_up_and_archived(root.path(), 2, 20);
+    let manifest = std::fs::read_to_string(p("backup").join("MANIFEST")).unwrap();
+    let body: String = manifest
+        .lines()
+        .filter(|l| !l.starts_with("crc32 "))
+        .map(|l| format!("{}\n", l.replace("walmdb-backup 2", "walmdb-backup 9")))
+        .collect();
+    let newer = format!("{body}crc32 {:08x}\n", crc32fast::hash(body.as_bytes()));
+    std::fs::write(p("backup").join("MANIFEST"), newer).unwrap();
+    let e = walmdb::BackupManifest::read_verified(&p("backup")).unwrap_err();
+    match &e {
+        Error::UnsupportedVersion { path, found, .. } => {
+            assert!(path.ends_with("MANIFEST"), "{path:?}");
+            assert_eq!(*found, 9);
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    let message = e.to_string();
+    assert!(!message.contains("WAL"), "{message}");
+    assert!(message.contains("MANIFEST"), "{message}");
+}
