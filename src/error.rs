@@ -22,10 +22,11 @@ pub enum Error {
     #[error("write-ahead log sync failed; the log is now poisoned: {0}")]
     SyncFailed(#[source] io::Error),
 
-    /// An earlier sync or write failed, so the log refuses writes until it is reopened.
+    /// An earlier failure (a log sync or write, an LMDB write, an engine thread that
+    /// panicked: `cause` says which) stopped writes until the database is reopened.
     /// Reopening replays the log from disk and heals the handle.
     #[error(
-        "the write-ahead log is poisoned by an earlier I/O failure ({cause}); reopen to recover"
+        "the database stopped taking writes after an earlier failure ({cause}); reopen to recover"
     )]
     Poisoned {
         /// What poisoned the log.
@@ -192,7 +193,10 @@ pub enum Error {
 
     /// Another transaction committed, after this one's snapshot, a key this one wrote (or,
     /// under `Isolation::Serializable`, read). Nothing was written; retry the transaction.
-    #[error("transaction conflict on table {table:?}, key {key:?}; retry the transaction")]
+    #[error(
+        "transaction conflict on table {table:?}, key \"{}\"; retry the transaction",
+        key.escape_ascii()
+    )]
     Conflict {
         /// The table of the conflicting key.
         table: String,
@@ -362,5 +366,28 @@ impl Error {
     /// True for a transaction conflict: running the transaction again may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_prints_its_key_as_text_and_a_poisoned_handle_names_no_cause_it_did_not_have() {
+        let conflict = Error::Conflict {
+            table: "users".into(),
+            key: b"alice\x01".to_vec(),
+        };
+        assert_eq!(
+            conflict.to_string(),
+            "transaction conflict on table \"users\", key \"alice\\x01\"; retry the transaction"
+        );
+        let poisoned = Error::Poisoned {
+            cause: "the applier thread panicked".into(),
+        };
+        let message = poisoned.to_string();
+        assert!(message.contains("the applier thread panicked"), "{message}");
+        assert!(!message.contains("I/O"), "{message}");
     }
 }
