@@ -1805,3 +1805,35 @@ fn a_batch_that_overwrites_keys_applies_the_newest_version_of_each() {
     assert_eq!(scan(&db, "t"), want);
     db.close().unwrap();
 }
+
+#[test]
+fn first_and_last_see_lmdb_the_overlay_deletes_and_a_transactions_own_writes() {
+    let dir = tempdir();
+    let db = open(&dir);
+    let kv = |k: &str| (k.as_bytes().to_vec(), format!("v{k}").into_bytes());
+    let lsn = commit_puts(&db, "t", &[kv("b"), kv("c"), kv("d")]);
+    db.wait_applied(lsn).unwrap();
+    let mut w = db.write().unwrap();
+    w.delete("t", b"b").unwrap();
+    w.put("t", b"e", b"ve").unwrap();
+    w.commit().unwrap();
+
+    let r = db.read().unwrap();
+    assert_eq!(r.first("t").unwrap(), Some((&b"c"[..], &b"vc"[..])));
+    assert_eq!(r.last("t").unwrap(), Some((&b"e"[..], &b"ve"[..])));
+    assert_eq!(r.first("missing").unwrap(), None);
+    assert_eq!(r.last("missing").unwrap(), None);
+
+    let mut w = db.write().unwrap();
+    w.put("t", b"a", b"va").unwrap();
+    w.delete("t", b"e").unwrap();
+    assert_eq!(w.first("t").unwrap(), Some((&b"a"[..], &b"va"[..])));
+    assert_eq!(w.last("t").unwrap(), Some((&b"d"[..], &b"vd"[..])));
+    for k in [&b"a"[..], b"c", b"d"] {
+        w.delete("t", k).unwrap();
+    }
+    assert_eq!(w.first("t").unwrap(), None);
+    assert_eq!(w.last("t").unwrap(), None);
+    // The read transaction's snapshot is unchanged by the writer.
+    assert_eq!(r.first("t").unwrap(), Some((&b"c"[..], &b"vc"[..])));
+}

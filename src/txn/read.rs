@@ -56,4 +56,15 @@ impl<'db> ReadTxn<'db> {
     pub fn rev_prefix(&self, table: &str, prefix: &[u8]) -> Result<Iter<'_>> {
         self.snap.iter(table, prefix_bounds(prefix), true)
     }
+
+    /// The entry of `table` with the smallest key (`None`: the table is empty or does not
+    /// exist).
+    pub fn first(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
+        self.range(table, ..)?.next().transpose()
+    }
+
+    /// The entry of `table` with the largest key.
+    pub fn last(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
+        self.rev_range(table, ..)?.next().transpose()
+    }
 }

@@ -154,6 +154,17 @@ impl<'db> WriteTxn<'db> {
         self.iter(table, prefix_bounds(prefix), true)
     }
 
+    /// The entry of `table` with the smallest key, this transaction's writes included. Under
+    /// `Isolation::Serializable` it reads the whole table: any commit to it conflicts.
+    pub fn first(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
+        self.range(table, ..)?.next().transpose()
+    }
+
+    /// The entry of `table` with the largest key, as [`WriteTxn::first`].
+    pub fn last(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
+        self.rev_range(table, ..)?.next().transpose()
+    }
+
     fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
         self.check_age()?;
         let snap = self.snap()?.iter(table, bounds.clone(), reverse)?;
