@@ -94,8 +94,17 @@ pub enum RecoveryMode {
     /// `Error::Corruption`). Nothing is cut.
     Strict,
     /// Stop before the first damaged record, wherever it is, and cut the log there: recovers
-    /// the longest intact prefix. Records after the damage are discarded.
-    PointInTime,
+    /// the longest intact prefix. Records after the damage are discarded. (Recovering to a
+    /// chosen time or LSN is a restore: `walmdb::restore`.)
+    CutAtFirstDamage,
+}
+
+impl RecoveryMode {
+    /// The former name of [`RecoveryMode::CutAtFirstDamage`], which read as point-in-time
+    /// restore (that is `walmdb::restore`).
+    #[deprecated(since = "0.1.0", note = "renamed `RecoveryMode::CutAtFirstDamage`")]
+    #[allow(non_upper_case_globals)]
+    pub const PointInTime: RecoveryMode = RecoveryMode::CutAtFirstDamage;
 }
 
 /// Configuration of the write-ahead log.

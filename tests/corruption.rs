@@ -351,9 +351,9 @@ fn check_last_frame_flip(records: &[EncodedRecord], image: &Image, bit: usize) {
         other => panic!("{ctx}, Strict: expected TornTail or Corruption, got {other:?}"),
     }
 
-    // PointInTime: the intact prefix.
-    let ctx = format!("{ctx}, PointInTime");
-    open_expecting(&img, RecoveryMode::PointInTime, before, full, &ctx);
+    // CutAtFirstDamage: the intact prefix.
+    let ctx = format!("{ctx}, CutAtFirstDamage");
+    open_expecting(&img, RecoveryMode::CutAtFirstDamage, before, full, &ctx);
 }
 
 /// Spec 4: every single-bit flip of the last record's frame, apart from its salt field (see
@@ -386,7 +386,7 @@ fn last_frame_salt_bit_flips_are_cut_as_a_torn_tail() {
 }
 
 /// Spec 5: every single-bit flip of every frame but the last, and of the segment header, is
-/// `Error::Corruption` at that frame in default and Strict mode; PointInTime keeps the
+/// `Error::Corruption` at that frame in default and Strict mode; CutAtFirstDamage keeps the
 /// records before the damaged frame.
 #[test]
 fn earlier_frame_and_header_bit_flips_are_corruption() {
@@ -403,7 +403,7 @@ fn earlier_frame_and_header_bit_flips_are_corruption() {
             tried += 1;
             let ctx = format!("segment header bit {bit}, {mode:?}");
             let r = open(&restore(&img), cfg_mode(mode));
-            // PointInTime has no intact record to keep: the damage is the header itself.
+            // CutAtFirstDamage has no intact record to keep: the damage is the header itself.
             assert_eq!(expect_corruption(r, &ctx), (1, 0), "{ctx}");
             detected += 1;
         }
@@ -421,8 +421,11 @@ fn earlier_frame_and_header_bit_flips_are_corruption() {
                 detected += 1;
             }
             tried += 1;
-            let ctx = format!("frame {} (LSN {}) bit {bit}, PointInTime", i, f.first_lsn);
-            let (_fs, wal, got) = open_ok(&img, RecoveryMode::PointInTime, &ctx);
+            let ctx = format!(
+                "frame {} (LSN {}) bit {bit}, CutAtFirstDamage",
+                i, f.first_lsn
+            );
+            let (_fs, wal, got) = open_ok(&img, RecoveryMode::CutAtFirstDamage, &ctx);
             assert_records(&got, &records[..i], 1, &ctx);
             assert!(
                 wal.recovery_report().cut.is_some(),
@@ -461,8 +464,11 @@ fn bit_flips_in_an_earlier_segment_are_corruption() {
             let r = open(&restore(&img), cfg_mode(mode));
             assert_eq!(expect_corruption(r, &ctx), (seg, f.offset as u64), "{ctx}");
         }
-        let ctx = format!("segment {seg} frame at {} bit {bit}, PointInTime", f.offset);
-        let (_fs, wal, got) = open_ok(&img, RecoveryMode::PointInTime, &ctx);
+        let ctx = format!(
+            "segment {seg} frame at {} bit {bit}, CutAtFirstDamage",
+            f.offset
+        );
+        let (_fs, wal, got) = open_ok(&img, RecoveryMode::CutAtFirstDamage, &ctx);
         let keep = (f.first_lsn - 1) as usize;
         assert_records(&got, &records[..keep], 1, &ctx);
         // Whatever followed the damage, later segments included, is gone for good.
@@ -491,7 +497,7 @@ fn a_zeroed_frame_in_the_middle_is_corruption() {
                 "{ctx}, {mode:?}"
             );
         }
-        let (_fs, _wal, got) = open_ok(&img, RecoveryMode::PointInTime, &ctx);
+        let (_fs, _wal, got) = open_ok(&img, RecoveryMode::CutAtFirstDamage, &ctx);
         assert_records(&got, &records[..(f.first_lsn - 1) as usize], 1, &ctx);
     }
 }
@@ -620,7 +626,7 @@ fn huge_length_fields_are_damage_without_huge_allocations() {
                 "{ctx}"
             );
         }
-        let (_fs, _wal, got) = open_ok(&img, RecoveryMode::PointInTime, &ctx);
+        let (_fs, _wal, got) = open_ok(&img, RecoveryMode::CutAtFirstDamage, &ctx);
         assert_records(&got, &records[..(earlier.first_lsn - 1) as usize], 1, &ctx);
     }
     let largest = LARGEST_ALLOC.load(Ordering::Relaxed);
@@ -833,13 +839,13 @@ fn an_lsn_gap_between_segments_is_an_error() {
             &format!("gap 43..=47, {mode:?}"),
         );
     }
-    // PointInTime stops before the first damage wherever it is: an error, or the prefix.
-    if let Ok(wal) = open(&restore(&img), cfg_mode(RecoveryMode::PointInTime)) {
+    // CutAtFirstDamage stops before the first damage wherever it is: an error, or the prefix.
+    if let Ok(wal) = open(&restore(&img), cfg_mode(RecoveryMode::CutAtFirstDamage)) {
         assert_records(
             &read_all(&wal),
             &records[..42],
             1,
-            "gap 43..=47, PointInTime",
+            "gap 43..=47, CutAtFirstDamage",
         );
     }
 

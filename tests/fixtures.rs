@@ -238,7 +238,7 @@ struct Case {
     /// Which rule of `docs/recovery.md` ("The algorithm") gives the outcome.
     rule: &'static str,
     build: fn(&Intact) -> Image,
-    /// The outcome of `Wal::open` in `TolerateTornTail`, `Strict` and `PointInTime` mode.
+    /// The outcome of `Wal::open` in `TolerateTornTail`, `Strict` and `CutAtFirstDamage` mode.
     modes: [Want; 3],
     /// Outcomes of `Wal::open_with(.., Some(from_lsn), ..)` in `TolerateTornTail` mode, as the
     /// engine opens its log (`from_lsn` = LMDB's applied LSN).
@@ -604,7 +604,7 @@ fn readme() -> String {
          and evidence of the rule column are those of\nstep 10.\n\
          \n\
          | case | files | damage | rule (`docs/recovery.md`, \"The algorithm\") | \
-         `TolerateTornTail` (default) | `Strict` | `PointInTime` |\n\
+         `TolerateTornTail` (default) | `Strict` | `CutAtFirstDamage` |\n\
          |---|---|---|---|---|---|---|\n",
     );
     for (c, (_, img)) in cases().iter().zip(build_cases()) {
@@ -1270,7 +1270,7 @@ fn env_stride(var: &str, default: usize) -> usize {
 }
 
 /// The tallies of one sweep: `TolerateTornTail`, and the cases also opened in `Strict` and
-/// `PointInTime`.
+/// `CutAtFirstDamage`.
 #[derive(Debug, Default)]
 struct Sweep {
     tolerate: Tally,
@@ -1342,7 +1342,10 @@ fn run_damage(
             &mut s.strict,
             &ctx,
         );
-        let (mode, ctx) = (RecoveryMode::PointInTime, format!("{}, PointInTime", d.ctx));
+        let (mode, ctx) = (
+            RecoveryMode::CutAtFirstDamage,
+            format!("{}, CutAtFirstDamage", d.ctx),
+        );
         engine_trial(
             c, dir, file, mode, d.required, d.pit, false, &mut s.pit, &ctx,
         );
@@ -1352,7 +1355,7 @@ fn run_damage(
 /// Flips 1 in `stride` of the bits of `which` frames (counted across them), expecting what
 /// `docs/recovery.md` gives: damage at or below LMDB's applied LSN is `Corruption` in every
 /// mode; above it, `Corruption` when a later valid frame was synced past the damage, else a
-/// torn tail (cut; `TornTail` in `Strict`); `PointInTime` cuts there. Every 5th case that
+/// torn tail (cut; `TornTail` in `Strict`); `CutAtFirstDamage` cuts there. Every 5th case that
 /// opens takes a commit and is reopened; every `modes_every`th is opened in every mode.
 fn flip_frames(
     c: &Crashed,
@@ -1434,7 +1437,7 @@ fn flip_frames(
 /// segment headers (sampled more sparsely), and truncation of the last segment (every 11th
 /// offset through its frames plus each frame's edges, coarsely beyond; every offset with
 /// `WALMDB_FIXTURE_CUT_STRIDE=1`). Each copy is opened with `Db::open_with` in
-/// `TolerateTornTail` mode (every 7th also in `Strict` and `PointInTime`). The rule: the open
+/// `TolerateTornTail` mode (every 7th also in `Strict` and `CutAtFirstDamage`). The rule: the open
 /// fails with a typed error, or holds exactly the model state after a prefix of the commits
 /// (no partial transaction) that keeps every commit whose frame precedes the damage. The
 /// outcome must also be exactly the one `docs/recovery.md` gives.
@@ -1593,7 +1596,7 @@ fn engine_log_damage_keeps_a_prefix_or_refuses() {
     );
     let modes = |what: &str, s: &Sweep| {
         eprintln!("  {what}, also in Strict: {}", s.strict.summary());
-        eprintln!("  {what}, also in PointInTime: {}", s.pit.summary());
+        eprintln!("  {what}, also in CutAtFirstDamage: {}", s.pit.summary());
     };
     eprintln!(
         "engine bit flips above the applied LSN (1 in {flip_stride} of {above_bits} bits; \

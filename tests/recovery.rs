@@ -1074,7 +1074,7 @@ fn interrupt_recovery_everywhere(
 }
 
 /// Recovery that cuts a torn tail (default mode) or damage followed by a later segment
-/// (PointInTime) writes zeros and removes files; power loss at any point of it changes
+/// (CutAtFirstDamage) writes zeros and removes files; power loss at any point of it changes
 /// nothing the next recovery decides.
 #[test]
 fn power_loss_during_recovery_is_harmless() {
@@ -1114,7 +1114,7 @@ fn power_loss_during_recovery_is_harmless() {
     }
     assert_eq!(torn_images, 4, "too few crash images with a torn tail");
 
-    // PointInTime: a damaged frame in segment 1 of 2; everything after it goes.
+    // CutAtFirstDamage: a damaged frame in segment 1 of 2; everything after it goes.
     let records: Vec<_> = (1..=60u64).map(|i| rec(i, 1500)).collect();
     let fs = build_log(cfg(), &records);
     let mut image = snapshot(&fs);
@@ -1122,9 +1122,9 @@ fn power_loss_during_recovery_is_harmless() {
     file_mut(&mut image, &seg_name(1))[f.offset + 100] ^= 0x04;
     checked += interrupt_recovery_everywhere(
         &image,
-        RecoveryMode::PointInTime,
+        RecoveryMode::CutAtFirstDamage,
         &records[..10],
-        "PointInTime cut",
+        "CutAtFirstDamage cut",
     );
     eprintln!("power loss during recovery: {checked} interruption points checked");
 }
@@ -1290,7 +1290,7 @@ fn opening_quarantines_the_bytes_it_cuts_before_cutting_them() {
     let seg1 = file(&image, &seg_name(1)).clone();
     let seg2 = file(&image, &seg_name(2)).clone();
     let fs = restore(&image);
-    let wal = open(&fs, cfg_mode(RecoveryMode::PointInTime)).unwrap();
+    let wal = open(&fs, cfg_mode(RecoveryMode::CutAtFirstDamage)).unwrap();
     let report = wal.recovery_report().clone();
     assert_eq!(report.quarantined.len(), 2, "{report:?}");
     drop(wal);
@@ -1315,7 +1315,7 @@ fn opening_quarantines_the_bytes_it_cuts_before_cutting_them() {
     let fs = restore(&image);
     let off = WalConfig {
         quarantine_max_bytes: 0,
-        ..cfg_mode(RecoveryMode::PointInTime)
+        ..cfg_mode(RecoveryMode::CutAtFirstDamage)
     };
     let wal = open(&fs, off).unwrap();
     assert!(wal.recovery_report().cut.is_some());
@@ -1324,4 +1324,18 @@ fn opening_quarantines_the_bytes_it_cuts_before_cutting_them() {
     assert!(walmdb::inspect::list_quarantine(&fs, dir())
         .unwrap()
         .is_empty());
+}
+
+/// The old name of `RecoveryMode::CutAtFirstDamage` still compiles, as a deprecated alias.
+#[test]
+#[allow(deprecated)]
+fn the_old_name_of_cut_at_first_damage_is_the_same_mode() {
+    assert_eq!(
+        walmdb::RecoveryMode::PointInTime,
+        walmdb::RecoveryMode::CutAtFirstDamage
+    );
+    assert!(matches!(
+        walmdb::RecoveryMode::CutAtFirstDamage,
+        walmdb::RecoveryMode::PointInTime
+    ));
 }

@@ -27,7 +27,7 @@ fn quarantine_lists_what_opening_cut_and_shows_the_records_inside() {
             .unwrap();
     }
     // Three more commits in separate frames; the first of them is then damaged. Opening in
-    // point-in-time mode stops there and cuts it with the two valid frames after it.
+    // `CutAtFirstDamage` mode stops there and cuts it with the two valid frames after it.
     for i in 10..13u32 {
         let mut txn = db.write().unwrap();
         txn.put("t", format!("key{i}").as_bytes(), b"late").unwrap();
@@ -41,7 +41,7 @@ fn quarantine_lists_what_opening_cut_and_shows_the_records_inside() {
     data[damaged.offset + common::FRAME_HEADER + 3] ^= 0x01;
     std::fs::write(&seg, &data).unwrap();
     let point_in_time = cfg().wal(walmdb::WalConfig {
-        recovery_mode: walmdb::RecoveryMode::PointInTime,
+        recovery_mode: walmdb::RecoveryMode::CutAtFirstDamage,
         ..common::cfg()
     });
     let db = Db::open_with(&dir, point_in_time).unwrap();

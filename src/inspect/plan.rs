@@ -80,7 +80,7 @@ impl LogScan {
     /// The segment the log would start at for `from_lsn` (recovery's step 5), as an index
     /// into [`LogScan::segments`]: `None` when there is none (a new log, or an error).
     pub fn start_segment(&self, from_lsn: Option<Lsn>) -> Option<usize> {
-        self.plan(from_lsn, RecoveryMode::PointInTime).start
+        self.plan(from_lsn, RecoveryMode::CutAtFirstDamage).start
     }
 
     fn found(&self) -> Vec<FoundSegment<'_>> {

@@ -66,7 +66,7 @@ pub fn cfg_mode(mode: RecoveryMode) -> WalConfig {
 pub const MODES: [RecoveryMode; 3] = [
     RecoveryMode::TolerateTornTail,
     RecoveryMode::Strict,
-    RecoveryMode::PointInTime,
+    RecoveryMode::CutAtFirstDamage,
 ];
 
 pub fn fsref(fs: &SimFs) -> FsRef {

@@ -56,7 +56,7 @@ pub struct RecoveryReport {
     pub first_lsn: Lsn,
     /// The last valid LSN (`first_lsn - 1` when the log is empty).
     pub last_lsn: Lsn,
-    /// The torn tail (or, in `PointInTime` mode, the damage) that was cut, if any.
+    /// The torn tail (or, in `CutAtFirstDamage` mode, the damage) that was cut, if any.
     pub cut: Option<CutTail>,
     /// The quarantine files the cut bytes were copied into first (`<log>/quarantine/`).
     pub quarantined: Vec<String>,
