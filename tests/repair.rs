@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+#[path = "common/scrub_store.rs"]
+mod scrub_store;
+
 use walmdb::{
     ArchiveConfig, Config, Db, Durability, LostKeys, RepairMethod, RepairOptions, WalConfig,
 };
@@ -536,38 +539,8 @@ fn a_table_name_damaged_into_an_impossible_one_is_listed_lost_not_a_panic() {
 fn a_main_tree_root_pointing_at_a_stale_copy_is_not_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, target) = (tmp.path().join("db"), tmp.path().join("repaired"));
-    let cfg = || {
-        Config::default().wal(WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 32 << 10,
-            recycle_segments: 1,
-            ..WalConfig::default()
-        })
-    };
-    let db = Db::open_with(&dir, cfg()).unwrap();
-    db.update(|txn| {
-        for i in 0..400u32 {
-            let v = format!("value {i} {}", "x".repeat(i as usize % 50));
-            txn.put("a", format!("key{i:04}").as_bytes(), v.as_bytes())?;
-        }
-        txn.put("gone", b"k", b"v")
-    })
-    .unwrap();
-    for i in 0..6u32 {
-        db.update(|txn| txn.put("b", &i.to_be_bytes(), &vec![i as u8; 20_000]))
-            .unwrap();
-    }
-    db.checkpoint().unwrap();
-    db.update(|txn| {
-        for i in (0..400u32).step_by(7) {
-            txn.delete("a", format!("key{i:04}").as_bytes())?;
-        }
-        txn.delete("b", &3u32.to_be_bytes())
-    })
-    .unwrap();
-    db.drop_table("gone").unwrap();
-    db.checkpoint().unwrap();
-    db.close().unwrap();
+    // The fuzz target's own store: the find was made against this file.
+    scrub_store::write_scrub_store(&dir);
     let path = dir.join("data").join("data.mdb");
     let mut image = std::fs::read(&path).unwrap();
     // Meta page 0: the main tree's record ends with its root page number.

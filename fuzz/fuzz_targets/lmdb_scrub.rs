@@ -17,7 +17,10 @@
 
 mod alloc_limit;
 mod bytes;
+#[path = "../../tests/common/scrub_store.rs"]
+mod scrub_store;
 use bytes::Bytes;
+use scrub_store::scrub_store_cfg as cfg;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,34 +44,8 @@ fn pristine() -> &'static Pristine {
     P.get_or_init(|| {
         let keep = tempfile::tempdir().unwrap();
         let dir = keep.path().join("db");
-        let db = Db::open_with(&dir, cfg()).unwrap();
+        scrub_store::write_scrub_store(&dir);
         let mut model = Model::new();
-        db.update(|txn| {
-            for i in 0..400u32 {
-                let k = format!("key{i:04}").into_bytes();
-                let v = format!("value {i} {}", "x".repeat(i as usize % 50)).into_bytes();
-                txn.put("a", &k, &v)?;
-            }
-            txn.put("gone", b"k", b"v")
-        })
-        .unwrap();
-        // Values on overflow pages; enough log that the checkpoint retires its first
-        // segments, so the salvage relies on the file for them.
-        for i in 0..6u32 {
-            db.update(|txn| txn.put("b", &i.to_be_bytes(), &vec![i as u8; 20_000]))
-                .unwrap();
-        }
-        db.checkpoint().unwrap();
-        db.update(|txn| {
-            for i in (0..400u32).step_by(7) {
-                txn.delete("a", format!("key{i:04}").as_bytes())?;
-            }
-            txn.delete("b", &3u32.to_be_bytes())
-        })
-        .unwrap();
-        db.drop_table("gone").unwrap();
-        db.checkpoint().unwrap();
-        db.close().unwrap();
         let r = Db::open_with(&dir, cfg()).unwrap();
         let txn = r.read().unwrap();
         for table in ["a", "b"] {
@@ -86,15 +63,6 @@ fn pristine() -> &'static Pristine {
             model,
             _keep: keep,
         }
-    })
-}
-
-fn cfg() -> walmdb::Config {
-    walmdb::Config::default().wal(walmdb::WalConfig {
-        segment_bytes: 64 << 10,
-        max_record_bytes: 32 << 10,
-        recycle_segments: 1,
-        ..walmdb::WalConfig::default()
     })
 }
 
