@@ -3,7 +3,7 @@
 //!
 //! Input: `[control: u8] [from: u8] ++ rest`.
 //!
-//! * `control & 3`: recovery mode (0, 1: `TolerateTornTail`; 2: `Strict`; 3: `PointInTime`).
+//! * `control & 3`: recovery mode (0, 1: `TolerateTornTail`; 2: `Strict`; 3: `CutAtFirstDamage`).
 //! * `control & 4`: open with `from_lsn = Some(from % 16)` instead of `None`.
 //! * `(control >> 3) & 3`: the source. 0: `rest` is a list of files (raw bytes, optionally
 //!   with repaired segment header and frame CRCs); 1..=3: one of three valid logs built by
@@ -15,7 +15,7 @@
 //! * an open either fails with a damage error or gives a log whose `read_from` yields LSNs
 //!   `first_lsn..=last_lsn` of its recovery report, consecutive, (`read_from(1)` included);
 //! * a valid log opens unchanged; a log whose last segment was only truncated or zeroed
-//!   from some offset on (a torn tail) opens in `TolerateTornTail` and `PointInTime` modes
+//!   from some offset on (a torn tail) opens in `TolerateTornTail` and `CutAtFirstDamage` modes
 //!   and keeps every record whose frame lies wholly before the damage;
 //! * after a successful open, a durable commit gets the next LSN, and a clean reopen gives
 //!   back everything read plus that commit.
@@ -503,7 +503,7 @@ fuzz_target!(|input: &[u8]| {
     let from = b.u8();
     let mode = match control & 3 {
         2 => RecoveryMode::Strict,
-        3 => RecoveryMode::PointInTime,
+        3 => RecoveryMode::CutAtFirstDamage,
         _ => RecoveryMode::TolerateTornTail,
     };
     let from_lsn = (control & 4 != 0).then_some(u64::from(from % 16));
