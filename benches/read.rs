@@ -38,6 +38,27 @@ fn load(db: &Db, durability: Durability) {
     }
 }
 
+type HeedDb = heed::Database<heed::types::Bytes, heed::types::Bytes>;
+
+/// A fresh heed environment in `dir` (read transactions without thread-local slots, as
+/// walmdb's) holding the same keys as walmdb's table, in the unnamed database or in `name`.
+fn heed_loaded(dir: &std::path::Path, name: Option<&str>) -> (heed::Env<heed::WithoutTls>, HeedDb) {
+    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
+    opts.map_size(1 << 30);
+    if name.is_some() {
+        opts.max_dbs(1);
+    }
+    // SAFETY: the directory is fresh and this environment is opened once in the process.
+    let env = unsafe { opts.open(dir) }.expect("open heed");
+    let mut wtxn = env.write_txn().expect("heed begin");
+    let db: HeedDb = env.create_database(&mut wtxn, name).expect("heed create");
+    for i in 0..KEYS {
+        db.put(&mut wtxn, &key(i), &[7u8; 100]).expect("heed put");
+    }
+    wtxn.commit().expect("heed commit");
+    (env, db)
+}
+
 fn reads(c: &mut Criterion) {
     let root = common::bench_root();
     let applied_dir = common::tempdir(&root, "read", "applied");
@@ -61,36 +82,12 @@ fn reads(c: &mut Criterion) {
     assert!(overlay.stats().applied_lsn < overlay.stats().visible_lsn);
 
     let heed_dir = common::tempdir(&root, "read", "heed");
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(1 << 30);
-    // SAFETY: the directory is fresh and this environment is opened once in the process.
-    let env = unsafe { opts.open(heed_dir.path()) }.expect("open heed");
-    let mut wtxn = env.write_txn().expect("heed begin");
-    let hdb: heed::Database<heed::types::Bytes, heed::types::Bytes> =
-        env.create_database(&mut wtxn, None).expect("heed create");
-    for i in 0..KEYS {
-        hdb.put(&mut wtxn, &key(i), &[7u8; 100]).expect("heed put");
-    }
-    wtxn.commit().expect("heed commit");
-
+    let (env, hdb) = heed_loaded(heed_dir.path(), None);
     // The same keys in a named database, as a store of several tables keeps them (walmdb's
     // tables are named databases): LMDB looks a named database up in its main tree on its
     // first use in every read transaction.
     let named_dir = common::tempdir(&root, "read", "heed-named");
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(1 << 30).max_dbs(4);
-    // SAFETY: as above.
-    let named_env = unsafe { opts.open(named_dir.path()) }.expect("open heed");
-    let mut wtxn = named_env.write_txn().expect("heed begin");
-    let named: heed::Database<heed::types::Bytes, heed::types::Bytes> = named_env
-        .create_database(&mut wtxn, Some("t"))
-        .expect("heed create");
-    for i in 0..KEYS {
-        named
-            .put(&mut wtxn, &key(i), &[7u8; 100])
-            .expect("heed put");
-    }
-    wtxn.commit().expect("heed commit");
+    let (named_env, named) = heed_loaded(named_dir.path(), Some(TABLE));
 
     let mut g = c.benchmark_group("read");
     g.measurement_time(Duration::from_secs(3));
