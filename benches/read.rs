@@ -46,7 +46,7 @@ fn heed_loaded(dir: &std::path::Path, name: Option<&str>) -> (heed::Env<heed::Wi
     let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
     opts.map_size(1 << 30);
     if name.is_some() {
-        opts.max_dbs(1);
+        opts.max_dbs(4);
     }
     // SAFETY: the directory is fresh and this environment is opened once in the process.
     let env = unsafe { opts.open(dir) }.expect("open heed");
