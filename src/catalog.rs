@@ -32,11 +32,12 @@ pub(crate) struct TableView {
 pub(crate) struct TableState {
     /// Changes of existence `(lsn, exists)`, ascending.
     history: Vec<(Lsn, bool)>,
-    /// The LMDB handle and the LSN from which LMDB holds the table.
-    lmdb: Option<(Dbi, Lsn)>,
+    /// The LSN from which LMDB holds the table; its handle is `settled.dbi`, set with it.
+    lmdb_since: Option<Lsn>,
     /// Committed versions not yet evicted.
     pub overlay: Overlay,
-    /// What readers see of the above without the lock; updated with every change of it.
+    /// What readers see of the above without the lock (and the LMDB handle itself);
+    /// updated with every change of it.
     settled: Arc<Settled>,
 }
 
@@ -67,8 +68,8 @@ impl TableState {
     /// `UNSETTLED` from the moment a change is published until readers can see it (the
     /// visible LSN is stored after this, with `Release`).
     fn publish_settled(&self) {
-        let from = match (self.history.last(), self.lmdb) {
-            (Some(&(born, true)), Some((_, since))) => born.max(since),
+        let from = match (self.history.last(), self.lmdb_since) {
+            (Some(&(born, true)), Some(since)) => born.max(since),
             _ => UNSETTLED,
         };
         self.settled.from.store(from, Ordering::Release);
@@ -92,9 +93,9 @@ impl TableState {
             .find(|e| !e.1)
             .map_or(0, |e| e.0);
         let lmdb = self
-            .lmdb
-            .filter(|&(_, since)| since <= a && last_drop <= a)
-            .map(|(dbi, _)| dbi);
+            .lmdb_since
+            .filter(|&since| since <= a && last_drop <= a)
+            .and_then(|_| self.settled.dbi.get().copied());
         Some(TableView {
             min_lsn: born,
             lmdb,
@@ -118,7 +119,8 @@ impl TableState {
     }
 
     pub fn lmdb(&self) -> Option<Dbi> {
-        self.lmdb.map(|(dbi, _)| dbi)
+        self.lmdb_since
+            .and_then(|_| self.settled.dbi.get().copied())
     }
 }
 
@@ -239,8 +241,8 @@ impl Catalog {
         let table = self.get_or_add(name);
         let mut st = table.state.write();
         st.history = vec![(0, true)];
-        st.lmdb = Some((dbi, 0));
         st.settled.dbi.set(dbi);
+        st.lmdb_since = Some(0);
         st.publish_settled();
     }
 
@@ -280,7 +282,7 @@ impl Catalog {
         // A table with a history is never removed: `find` lends it out.
         let unused = tables.get(name).is_some_and(|t| {
             let st = t.state.read();
-            st.history.is_empty() && st.lmdb.is_none() && st.overlay.is_empty()
+            st.history.is_empty() && st.lmdb_since.is_none() && st.overlay.is_empty()
         });
         if unused {
             tables.remove(name);
@@ -345,9 +347,9 @@ impl Table {
     /// Sets the LMDB handle before LMDB holds data of the table from `since` on.
     pub fn set_lmdb(&self, dbi: Dbi, since: Lsn) {
         let mut st = self.state.write();
-        if st.lmdb.is_none() {
-            st.lmdb = Some((dbi, since));
+        if st.lmdb_since.is_none() {
             st.settled.dbi.set(dbi);
+            st.lmdb_since = Some(since);
             st.publish_settled();
         }
     }
