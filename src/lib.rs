@@ -96,7 +96,7 @@ pub use store::scrub::{
 pub use store::STORE_FORMAT_VERSION;
 pub use txn::{Iter, ReadTxn, Savepoint, WriteIter, WriteTxn};
 pub use wal::{
-    CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Op, Record, RecordType,
+    CommitFuture, CommitHandle, CutTail, EncodedRecord, LogIter, LogRecord, Op, Record, RecordType,
     RecoveryReport, SegmentMeta, TxnRecord, Wal, WalStats, FORMAT_VERSION,
 };
 

@@ -102,9 +102,26 @@ pub(crate) struct Registration {
     reads_done: bool,
 }
 
+/// The slot of a registration handed over to another owner: releasing it does nothing.
+const HANDED_OVER: usize = usize::MAX;
+
 impl Registration {
     pub fn applied(&self) -> Lsn {
         self.applied
+    }
+
+    /// Moves the registration to a new owner (a committing snapshot's conflict pin, which
+    /// must outlive the snapshot); this one no longer holds its slot.
+    pub fn hand_over(&mut self) -> Registration {
+        let moved = Registration {
+            slot: self.slot,
+            applied: self.applied,
+            visible: self.visible,
+            started: self.started,
+            reads_done: self.reads_done,
+        };
+        self.slot = HANDED_OVER;
+        moved
     }
 }
 
@@ -303,6 +320,9 @@ impl Snapshots {
 
     /// Ends a registered snapshot (its LMDB transaction is already gone).
     pub fn release(&self, reg: &Registration) {
+        if reg.slot == HANDED_OVER {
+            return;
+        }
         let slot = self.slot(reg.slot);
         slot.evict_pin.store(UNPINNED, Ordering::Release);
         slot.conflict_pin.store(UNPINNED, Ordering::Release);

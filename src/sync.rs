@@ -377,12 +377,15 @@ pub enum Bug {
     RetireBeforeLmdbSync,
     /// A snapshot checks for a resize's pause before it marks its slot open.
     PauseCheckedBeforeOpening,
+    /// A commit future checks for its answer and stores its waker under two separate
+    /// acquisitions of the lock: an answer in between is never woken for.
+    WakerStoredAfterCheck,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
@@ -390,6 +393,7 @@ impl Bug {
         Bug::EvictIgnoringSnapshots,
         Bug::RetireBeforeLmdbSync,
         Bug::PauseCheckedBeforeOpening,
+        Bug::WakerStoredAfterCheck,
     ];
 }
 

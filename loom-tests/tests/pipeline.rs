@@ -4,6 +4,7 @@
 
 #![cfg(walmdb_loom)]
 
+use std::future::IntoFuture;
 use std::path::Path;
 use std::time::Duration;
 
@@ -225,7 +226,33 @@ fn shutdown_in_flight() {
     drop(wal);
 }
 
+/// An async committer: it awaits its commit's future (loom's executor parks it while the
+/// future is pending) while the flusher answers. The answer is its LSN, and it is woken
+/// for it: an answer that arrives between the future's check and the storing of its waker
+/// would leave it parked forever, which loom reports as a deadlock.
+fn async_committer() {
+    let fs = SimFs::new();
+    let published = Published::default();
+    let wal = Arc::new(open(&fs, cfg(), published.clone()));
+    let handle = wal.submit(record(1), (), None).expect("queued");
+    let lsn = loom::future::block_on(handle.into_future()).expect("acknowledged");
+    assert_eq!(lsn, 1);
+    assert!(wal.durable_lsn() >= lsn, "answered before durable");
+    assert_eq!(
+        *published.0.lock().unwrap(),
+        [1],
+        "answered before published"
+    );
+    Arc::try_unwrap(wal)
+        .ok()
+        .expect("sole owner")
+        .close()
+        .unwrap();
+}
+
 models! {
+    async_committer => an_async_commit_is_woken_with_its_answer, Bug::WakerStoredAfterCheck,
+        a_lost_commit_wakeup_is_caught, async_committer_with_the_bug;
     two_committers => two_committers_and_the_flusher, Bug::LostWakeup,
         a_lost_wakeup_is_caught, two_committers_with_the_bug;
     full_queue_refusing => a_full_queue_refuses_and_drops_nothing, Bug::DropWhenFull,

@@ -99,6 +99,7 @@ impl Engine {
             snapshot: 0,
             check: Check::Blind,
             writes: Arc::new(TxnWrites { ops: Vec::new() }),
+            pin: None,
         };
         let lsn = engine
             .wal

@@ -1,16 +1,24 @@
 //! Admission: a commit request waits for room (the overlay's and the replay bound's), is
 //! encoded as a log record and handed to the log's flusher with its ticket.
+//!
+//! An async commit never waits on its caller's thread: when it would (the backlog slows
+//! commits down or is full, the commit queue is full), it goes to the admitter thread,
+//! which admits waiting commits in turn exactly as a blocking commit is admitted (same
+//! pacing, same bounds, same errors) and answers each through its future.
 
 use std::time::{Duration, Instant};
 
-use super::sequencer::{Check, Ticket, TxnWrites};
-use super::{now_micros, Engine, EngineState};
+use std::collections::VecDeque;
+
+use super::sequencer::{Check, ConflictPin, Ticket, TxnWrites};
+use super::{now_micros, Engine, EngineState, Shutdown};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
+use crate::wal::{CommitFuture, Completion, Request, Responder};
 
 /// The share of `overlay_max_bytes` past which commits are slowed down.
 const SLOWDOWN_AT: f64 = 0.5;
@@ -20,6 +28,22 @@ const SLOWDOWN_AT: f64 = 0.5;
 const MIN_DELAYED_RATE: f64 = (1 << 20) as f64;
 
 impl EngineState {
+    /// True if a commit of `cost` overlay bytes goes through now: not slowed down, not over
+    /// a bound.
+    fn has_room_now(&self, cost: usize, limit: usize) -> bool {
+        let bytes = self.overlay_bytes.load(Ordering::Relaxed);
+        let slowed = cost != 0
+            && bytes as f64 / limit as f64 > SLOWDOWN_AT
+            && self.apply_rate.load(Ordering::Relaxed) != 0;
+        if slowed {
+            return false;
+        }
+        if self.delayed_rate.load(Ordering::Relaxed) != 0 {
+            self.delayed_rate.store(0, Ordering::Relaxed);
+        }
+        bytes <= limit && !self.replay_over.load(Ordering::Relaxed)
+    }
+
     /// Slows a commit of `cost` overlay bytes down while the backlog is past
     /// [`SLOWDOWN_AT`] of `limit`: commits go through at the applier's measured rate at the
     /// threshold, falling to half of it at the bound, so the backlog settles where commits
@@ -56,8 +80,9 @@ impl EngineState {
 }
 
 /// Slows the commit down while the backlog is past the slowdown threshold, then waits (up
-/// to `backlog_wait`) while the overlay or the replay estimate is over its bound.
-fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
+/// to `backlog_wait` from `since`, or from the start of the wait) while the overlay or the
+/// replay estimate is over its bound.
+fn wait_for_room(engine: &Engine, cost: usize, since: Option<Instant>) -> Result<()> {
     let sh = &engine.state;
     let limit = engine.cfg.overlay_max_bytes;
     sh.slow_down(cost, limit);
@@ -84,7 +109,7 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
     }
     sh.stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let deadline = crate::limits::deadline(started, engine.cfg.backlog_wait);
+    let deadline = crate::limits::deadline(since.unwrap_or(started), engine.cfg.backlog_wait);
     let stalled = || {
         sh.stats
             .backlog_stall_micros
@@ -123,16 +148,64 @@ fn wait_for_room(engine: &Engine, cost: usize) -> Result<()> {
     }
 }
 
-/// Encodes `ops` as a log record and commits it through the flusher.
-pub(crate) fn commit_ops(
-    engine: &Engine,
-    ops: Vec<WriteOp>,
-    check: Check,
-    snapshot: Lsn,
-    durability: Option<Durability>,
-) -> Result<Lsn> {
+/// A transaction's commit, ready for admission.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    pub ops: Vec<WriteOp>,
+    pub check: Check,
+    /// The visible LSN of its snapshot (0 with none).
+    pub snapshot: Lsn,
+    /// Its snapshot's registration, held until the flusher checks it.
+    pub pin: Option<ConflictPin>,
+    pub durability: Option<Durability>,
+}
+
+impl Commit {
+    /// A commit of `ops` that read nothing, at the engine's durability.
+    pub fn blind(ops: Vec<WriteOp>) -> Commit {
+        Commit {
+            ops,
+            check: Check::Blind,
+            snapshot: 0,
+            pin: None,
+            durability: None,
+        }
+    }
+
+    fn cost(&self) -> usize {
+        self.ops.iter().map(WriteOp::overlay_cost).sum()
+    }
+
+    /// Encodes the commit as a log record and its request to the flusher, answered through
+    /// `done`; a record the log refuses gives `done` back with why.
+    fn into_request(
+        self,
+        engine: &Engine,
+        done: Responder,
+    ) -> std::result::Result<Request<Ticket>, (Error, Responder)> {
+        let record = crate::wal::log::record::encode_txn(
+            now_micros(),
+            self.ops.len(),
+            self.ops.iter().map(WriteOp::as_ref),
+        );
+        if let Err(e) = engine.wal.check_commit(&record, self.durability.as_ref()) {
+            return Err((e, done));
+        }
+        let ticket = Ticket {
+            snapshot: self.snapshot,
+            check: self.check,
+            writes: Arc::new(TxnWrites { ops: self.ops }),
+            pin: self.pin,
+        };
+        Ok(engine
+            .wal
+            .commit_request(record, ticket, self.durability, done))
+    }
+}
+
+/// Refuses a commit a failed or full engine cannot take, before it waits for anything.
+fn refuse_early(engine: &Engine) -> Result<()> {
     let sh = &engine.state;
-    let started = Instant::now();
     if let Some(e) = sh.refusal() {
         return Err(e);
     }
@@ -141,20 +214,196 @@ pub(crate) fn commit_ops(
             map_size: engine.store.map_size.load(Ordering::Relaxed),
         });
     }
-    let cost = ops.iter().map(WriteOp::overlay_cost).sum();
-    wait_for_room(engine, cost)?;
-    let record = crate::wal::log::record::encode_txn(
-        now_micros(),
-        ops.len(),
-        ops.iter().map(WriteOp::as_ref),
-    );
-    let ticket = Ticket {
-        snapshot,
-        check,
-        writes: Arc::new(TxnWrites { ops }),
-    };
-    let lsn = engine.wal.commit_with(record, ticket, durability)?;
-    let level = durability.unwrap_or(engine.cfg.wal.durability);
-    sh.stats.commit_latency.record(level, started.elapsed());
+    Ok(())
+}
+
+/// Admits `commit` (waiting for room and queue space as needed) and waits for its answer.
+pub(crate) fn commit_ops(engine: &Engine, commit: Commit) -> Result<Lsn> {
+    let started = Instant::now();
+    refuse_early(engine)?;
+    wait_for_room(engine, commit.cost(), None)?;
+    let level = commit.durability.unwrap_or(engine.cfg.wal.durability);
+    let (completion, done) = Completion::pair();
+    let request = commit.into_request(engine, done).map_err(|(e, done)| {
+        done.respond(Err(Error::Closed));
+        e
+    })?;
+    if let Err((e, request)) = engine
+        .wal
+        .push(request, Some(engine.cfg.wal.backpressure_wait))
+    {
+        request.answer(Err(Error::Closed));
+        return Err(e);
+    }
+    let lsn = completion.wait()?;
+    engine
+        .state
+        .stats
+        .commit_latency
+        .record(level, started.elapsed());
     Ok(lsn)
+}
+
+/// Admits `commit` without waiting on this thread: queued at once when there is room,
+/// else handed to the admitter thread. The future answers either way; dropping it cancels
+/// nothing.
+pub(crate) fn commit_ops_async(engine: &Engine, commit: Commit) -> CommitFuture {
+    let started = Instant::now();
+    if let Err(e) = refuse_early(engine) {
+        return CommitFuture::answered(Err(e));
+    }
+    let sh = &engine.state;
+    let level = commit.durability.unwrap_or(engine.cfg.wal.durability);
+    let (completion, done) = Completion::pair();
+    let waiting = if sh.has_room_now(commit.cost(), engine.cfg.overlay_max_bytes) {
+        let request = match commit.into_request(engine, done) {
+            Ok(request) => request,
+            Err((e, done)) => {
+                done.respond(Err(Error::Closed));
+                return CommitFuture::answered(Err(e));
+            }
+        };
+        match engine.wal.push(request, None) {
+            Ok(()) => None,
+            Err((Error::Backpressure { .. }, request)) => Some(Waiting::Queue(request)),
+            Err((e, request)) => {
+                request.answer(Err(Error::Closed));
+                return CommitFuture::answered(Err(e));
+            }
+        }
+    } else {
+        Some(Waiting::Admit {
+            commit,
+            since: started,
+            done,
+        })
+    };
+    if let Some(waiting) = waiting {
+        sh.hand_to_admitter(waiting);
+    }
+    let stats = engine.state.clone();
+    CommitFuture::waiting(completion).on_success(move || {
+        stats.stats.commit_latency.record(level, started.elapsed());
+    })
+}
+
+/// An async commit the admitter admits on its behalf.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// Waits for room in the backlog (paced as a blocking commit is), then for queue space.
+    Admit {
+        commit: Commit,
+        since: Instant,
+        done: Responder,
+    },
+    /// Had room, found the commit queue full: waits for queue space.
+    Queue(Request<Ticket>),
+}
+
+/// The admitter's queue.
+#[derive(Debug, Default)]
+pub(crate) struct Admissions {
+    waiting: VecDeque<Waiting>,
+    stop: Option<Shutdown>,
+    /// The admitter thread has ended: nothing handed over would be answered.
+    ended: bool,
+}
+
+impl EngineState {
+    fn hand_to_admitter(&self, waiting: Waiting) {
+        let mut q = self.admissions.lock();
+        if q.ended {
+            drop(q);
+            waiting.answer(Err(self.refusal().unwrap_or(Error::Closed)));
+            return;
+        }
+        q.waiting.push_back(waiting);
+        self.admissions_cv.notify_one();
+    }
+
+    /// The admitter thread ended (stopped, or gave up after panics): every commit still
+    /// handed to it, and every later one, is answered with the engine's refusal or
+    /// `Closed`, so no future waits forever.
+    pub(crate) fn admitter_ended(&self) {
+        let waiting = {
+            let mut q = self.admissions.lock();
+            q.ended = true;
+            std::mem::take(&mut q.waiting)
+        };
+        for w in waiting {
+            w.answer(Err(self.refusal().unwrap_or(Error::Closed)));
+        }
+    }
+
+    /// Stops the admitter: on `Drain` once it has admitted every commit handed to it, on
+    /// `Abandon` answering each waiting one `Closed`.
+    pub(crate) fn stop_admitter(&self, how: Shutdown) {
+        let mut q = self.admissions.lock();
+        q.stop = Some(how);
+        self.admissions_cv.notify_all();
+    }
+
+    /// The next commit to admit; `None` once stopped (and, on `Drain`, emptied).
+    fn next_admission(&self) -> Option<Waiting> {
+        let mut q = self.admissions.lock();
+        loop {
+            match q.stop {
+                Some(Shutdown::Abandon) => {
+                    for waiting in q.waiting.drain(..) {
+                        waiting.answer(Err(Error::Closed));
+                    }
+                    return None;
+                }
+                Some(Shutdown::Drain) if q.waiting.is_empty() => return None,
+                _ => {}
+            }
+            if let Some(waiting) = q.waiting.pop_front() {
+                return Some(waiting);
+            }
+            q = self.admissions_cv.wait(q);
+        }
+    }
+}
+
+impl Waiting {
+    fn answer(self, answer: Result<Lsn>) {
+        match self {
+            Waiting::Admit { done, .. } => done.respond(answer),
+            Waiting::Queue(request) => request.answer(answer),
+        }
+    }
+}
+
+/// The admitter thread: admits the async commits handed to it, in turn, until stopped.
+pub(crate) fn admitter_loop(engine: &Engine) {
+    while let Some(waiting) = engine.state.next_admission() {
+        let request = match waiting {
+            Waiting::Queue(request) => request,
+            Waiting::Admit {
+                commit,
+                since,
+                done,
+            } => {
+                let admitted = refuse_early(engine)
+                    .and_then(|()| wait_for_room(engine, commit.cost(), Some(since)));
+                if let Err(e) = admitted {
+                    done.respond(Err(e));
+                    continue;
+                }
+                match commit.into_request(engine, done) {
+                    Ok(request) => request,
+                    Err((e, done)) => {
+                        done.respond(Err(e));
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err((e, request)) = engine
+            .wal
+            .push(request, Some(engine.cfg.wal.backpressure_wait))
+        {
+            request.answer(Err(e));
+        }
+    }
 }

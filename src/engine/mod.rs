@@ -36,11 +36,11 @@ use crate::sync::{
 use crate::wal::Wal;
 
 pub use admin::{CompactReport, RestorePoint};
-pub(crate) use admit::commit_ops;
+pub(crate) use admit::{commit_ops, commit_ops_async, Commit};
 use apply::ApplyQueue;
 use checkpoint::CheckpointState;
 pub use open::DbRecoveryReport;
-pub(crate) use sequencer::{Check, EngineSequencer, ReadSet};
+pub(crate) use sequencer::{Check, ConflictPin, EngineSequencer, ReadSet};
 
 /// Counters kept by the engine's threads.
 #[derive(Debug, Default)]
@@ -118,6 +118,9 @@ pub(crate) struct EngineState {
     apply_cv: Condvar,
     room: Mutex<()>,
     room_cv: Condvar,
+    /// Async commits waiting to be admitted by the admitter thread.
+    admissions: Mutex<admit::Admissions>,
+    admissions_cv: Condvar,
     checkpoint: Mutex<CheckpointState>,
     checkpoint_cv: Condvar,
     /// The applier failed for good: the engine refuses commits until reopened.
@@ -274,7 +277,7 @@ impl Engine {
         let op = WriteOp::CreateTable {
             table: Arc::from(name),
         };
-        commit_ops(self, vec![op], Check::Blind, 0, None)
+        commit_ops(self, Commit::blind(vec![op]))
     }
 
     /// Drops table `name` and everything in it (a commit of its own).
@@ -285,7 +288,7 @@ impl Engine {
         let op = WriteOp::DropTable {
             table: Arc::from(name),
         };
-        commit_ops(self, vec![op], Check::Blind, 0, None)
+        commit_ops(self, Commit::blind(vec![op]))
     }
 }
 
@@ -297,6 +300,8 @@ pub(crate) struct Running {
     engine: Option<Arc<Engine>>,
     applier: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    /// Admits async commits that must wait.
+    admitter: Option<JoinHandle<()>>,
     /// `Some` while `Config::scrub_interval` runs a scrubber thread.
     scrubber: Option<JoinHandle<()>>,
 }
@@ -341,6 +346,13 @@ impl Running {
         if let Some(scrubber) = self.scrubber.take() {
             if scrubber.join().is_err() {
                 tracing::error!("the scrubber thread panicked");
+            }
+        }
+        // Before the log's sync: on `Drain` it queues every async commit handed to it.
+        sh.stop_admitter(how);
+        if let Some(admitter) = self.admitter.take() {
+            if admitter.join().is_err() {
+                tracing::error!("the admitter thread panicked");
             }
         }
         let mut result = Ok(());

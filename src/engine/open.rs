@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::admit::admitter_loop;
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::scrub::scrubber_loop;
@@ -229,12 +230,26 @@ impl Running {
                     })
                 })?
         };
+        let admitter_engine = engine.clone();
         let mut running = Running {
             engine: Some(engine),
             applier: Some(applier),
             checkpointer: Some(checkpointer),
+            admitter: None,
             scrubber: None,
         };
+        // On an error `running` drops, which stops the other threads.
+        running.admitter = Some(ThreadBuilder::new().name("walmdb-admitter".into()).spawn(
+            move || {
+                supervise(
+                    &admitter_engine.state,
+                    "admitter",
+                    GiveUp::FailEngine,
+                    || admitter_loop(&admitter_engine),
+                );
+                admitter_engine.state.admitter_ended();
+            },
+        )?);
         let engine = running.engine();
         for name in &engine.cfg.tables {
             engine.create_table(name)?;

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
 use crate::lsn::Lsn;
 use crate::overlay::Version;
+use crate::snapshots::Registration;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
@@ -51,6 +52,31 @@ pub(crate) struct Ticket {
     pub snapshot: Lsn,
     pub check: Check,
     pub writes: Arc<TxnWrites>,
+    /// Holds the conflict horizon at or below `snapshot` until the commit is checked:
+    /// it travels with the request, so a committer that stops waiting (a dropped commit
+    /// future) cannot let the index entries its check needs be pruned.
+    pub pin: Option<ConflictPin>,
+}
+
+/// A committing snapshot's registration, pinning only the conflict horizon; released when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct ConflictPin {
+    state: Arc<EngineState>,
+    reg: Registration,
+}
+
+impl ConflictPin {
+    /// Takes over `reg`, which must already have stopped reading.
+    pub fn new(state: Arc<EngineState>, reg: Registration) -> ConflictPin {
+        ConflictPin { state, reg }
+    }
+}
+
+impl Drop for ConflictPin {
+    fn drop(&mut self) {
+        self.state.snapshots.release(&self.reg);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -268,7 +294,10 @@ impl Sequencer for EngineSequencer {
 
     fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
         // Checked before its tables are registered: a refused commit registers none.
-        if let Err(e) = self.check(ticket) {
+        let checked = self.check(ticket);
+        // Checked: the index entries its snapshot needed may go.
+        drop(ticket.pin.take());
+        if let Err(e) = checked {
             self.state.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }

@@ -233,6 +233,16 @@ impl Snapshot<'_> {
     }
 }
 
+impl Snapshot<'_> {
+    /// Ends the snapshot for a commit: it reads no more, and its registration, now pinning
+    /// only the conflict horizon at its visible LSN, goes with the commit's ticket.
+    pub(crate) fn into_conflict_pin(mut self) -> crate::engine::ConflictPin {
+        self.stop_reading();
+        let reg = self.reg.hand_over();
+        crate::engine::ConflictPin::new(self.engine.state.clone(), reg)
+    }
+}
+
 impl Drop for Snapshot<'_> {
     fn drop(&mut self) {
         drop(self.lmdb.take());

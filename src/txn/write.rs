@@ -7,13 +7,14 @@ use std::ops::RangeBounds;
 use std::time::Instant;
 
 use crate::config::{Durability, Isolation};
-use crate::engine::{commit_ops, Check, Engine, ReadSet};
+use crate::engine::{commit_ops, commit_ops_async, Check, Commit, Engine, ReadSet};
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, bounds_valid, owned_bounds, prefix_bounds, KeyBounds};
 use crate::limits::{check_table_name, MAX_KEY_LEN};
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
+use crate::wal::CommitFuture;
 
 use super::{Snapshot, WriteIter};
 
@@ -296,17 +297,78 @@ impl<'db> WriteTxn<'db> {
         self.commit_inner(Some(durability))
     }
 
-    fn commit_inner(mut self, durability: Option<Durability>) -> Result<Lsn> {
+    fn commit_inner(self, durability: Option<Durability>) -> Result<Lsn> {
+        let engine = self.engine;
+        match self.prepare_commit(durability)? {
+            Prepared::Nothing(lsn) => Ok(lsn),
+            Prepared::Commit(commit) => commit_ops(engine, commit),
+        }
+    }
+
+    /// Commits at the configured durability without blocking the calling thread: the
+    /// future answers as [`WriteTxn::commit`] returns, with no thread parked per commit,
+    /// so one async runtime thread can have many commits in flight in one group.
+    ///
+    /// The commit is handed to the engine when this is called, not when the future is
+    /// first polled. Dropping the future does not cancel it: a commit handed over is
+    /// committed or refused whether or not anyone awaits the answer (an acknowledged
+    /// commit is never taken back); await the future to learn which. When the backlog or
+    /// the commit queue would make the commit wait, the engine's admitter thread waits in
+    /// its place, with the same bounds and errors as a blocking commit.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = walmdb::Db::open(dir.path())?;
+    /// let mut txn = db.write()?;
+    /// txn.put("t", b"k", b"v")?;
+    /// let commit = txn.commit_async();
+    /// // ... in an async fn: `let lsn = commit.await?;`
+    /// let lsn = futures_lite_block_on(commit)?;
+    /// assert!(db.read()?.get("t", b"k")?.is_some());
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    /// # let _ = lsn;
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn commit_async(self) -> CommitFuture {
+        self.commit_async_inner(None)
+    }
+
+    /// As [`WriteTxn::commit_async`], at `durability`.
+    pub fn commit_with_async(self, durability: Durability) -> CommitFuture {
+        self.commit_async_inner(Some(durability))
+    }
+
+    fn commit_async_inner(self, durability: Option<Durability>) -> CommitFuture {
+        let engine = self.engine;
+        match self.prepare_commit(durability) {
+            Ok(Prepared::Nothing(lsn)) => CommitFuture::answered(Ok(lsn)),
+            Ok(Prepared::Commit(commit)) => commit_ops_async(engine, commit),
+            Err(e) => CommitFuture::answered(Err(e)),
+        }
+    }
+
+    /// Ends the transaction for its commit: its writes as log operations, the checks its
+    /// reads need, and its snapshot's registration as the conflict pin that travels with
+    /// the commit.
+    fn prepare_commit(mut self, durability: Option<Durability>) -> Result<Prepared> {
         self.committing = true;
         if let Some(level) = &durability {
             level.validate("the commit's durability")?;
         }
         self.check_age()?;
         if self.writes.is_empty() {
-            return Ok(match self.snap.get() {
+            return Ok(Prepared::Nothing(match self.snap.get() {
                 Some(snap) => snap.lsn(),
                 None => self.engine.state.visible_lsn.load(Ordering::Acquire),
-            });
+            }));
         }
         let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
         for (table, writes) in &self.writes {
@@ -340,10 +402,23 @@ impl<'db> WriteTxn<'db> {
         // The snapshot stays registered until the flusher has checked this commit, for
         // conflicts only: it reads no more, so it does not hold back the eviction that
         // makes the room the commit may wait for.
-        let snapshot = self.snap.get_mut().map_or(0, |snap| {
-            snap.stop_reading();
-            snap.lsn()
-        });
-        commit_ops(self.engine, ops, check, snapshot, durability)
+        let (snapshot, pin) = match self.snap.take() {
+            Some(snap) => (snap.lsn(), Some(snap.into_conflict_pin())),
+            None => (0, None),
+        };
+        Ok(Prepared::Commit(Commit {
+            ops,
+            check,
+            snapshot,
+            pin,
+            durability,
+        }))
     }
+}
+
+/// A write transaction ended for its commit.
+enum Prepared {
+    /// It wrote nothing: its snapshot's LSN (or the visible one) is its answer.
+    Nothing(Lsn),
+    Commit(Commit),
 }

@@ -15,8 +15,10 @@ mod queue;
 mod sequencer;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub(crate) use completer::Completer;
+pub use completion::CommitFuture;
 pub(crate) use completion::{Completion, Responder};
 pub(crate) use flusher::{spawn_flusher, LogWriter};
 pub(crate) use log::archive::archive_segment;
@@ -190,6 +192,16 @@ impl CommitHandle {
     /// The answer, if it has arrived.
     pub fn try_wait(&self) -> Option<Result<Lsn>> {
         self.completion.try_take()
+    }
+}
+
+impl std::future::IntoFuture for CommitHandle {
+    type Output = Result<Lsn>;
+    type IntoFuture = CommitFuture;
+
+    /// The answer as a future, for async callers (see [`CommitFuture`]).
+    fn into_future(self) -> CommitFuture {
+        CommitFuture::waiting(self.completion)
     }
 }
 
@@ -367,51 +379,77 @@ impl<S: Sequencer> Wal<S> {
         ticket: S::Ticket,
         durability: Option<Durability>,
     ) -> Result<CommitHandle> {
+        self.check_commit(&record, durability.as_ref())?;
+        let (completion, done) = Completion::pair();
+        let request = self.commit_request(record, ticket, durability, done);
+        if let Err((e, request)) = self.push(request, Some(self.cfg.backpressure_wait)) {
+            // Not queued: its caller gets the error; answer its responder here, quietly.
+            request.answer(Err(Error::Closed));
+            return Err(e);
+        }
+        Ok(CommitHandle { completion })
+    }
+
+    /// Refuses a commit the log would not take: too large, an invalid level, or a log that
+    /// stopped taking commits.
+    pub(crate) fn check_commit(
+        &self,
+        record: &EncodedRecord,
+        durability: Option<&Durability>,
+    ) -> Result<()> {
         if record.framed_len() > self.cfg.max_record_bytes {
             return Err(Error::RecordTooLarge {
                 size: record.framed_len(),
                 max: self.cfg.max_record_bytes,
             });
         }
-        if let Some(level) = &durability {
+        if let Some(level) = durability {
             level.validate("the commit's durability")?;
         }
-        if let Some(e) = self.refusal() {
-            return Err(e);
+        match self.refusal() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        let (completion, done) = Completion::pair();
-        let request = Request::Commit {
+    }
+
+    /// The request of a commit `check_commit` took, answered through `done`.
+    pub(crate) fn commit_request(
+        &self,
+        record: EncodedRecord,
+        ticket: S::Ticket,
+        durability: Option<Durability>,
+        done: Responder,
+    ) -> Request<S::Ticket> {
+        Request::Commit {
             record,
             durability: durability.unwrap_or(self.cfg.durability),
             ticket,
             done,
-        };
-        self.push(request)?;
-        Ok(CommitHandle { completion })
+        }
     }
 
-    fn push(&self, request: Request<S::Ticket>) -> Result<()> {
+    /// Queues `request`; when the queue is full, waits up to `wait` for space (`None`: not
+    /// at all). A request not queued comes back, unanswered, with why.
+    pub(crate) fn push(
+        &self,
+        request: Request<S::Ticket>,
+        wait: Option<Duration>,
+    ) -> std::result::Result<(), (Error, Request<S::Ticket>)> {
         let bytes = request.queued_bytes();
-        match self
-            .shared
-            .queue
-            .push(request, bytes, self.cfg.backpressure_wait)
-        {
+        match self.shared.queue.push(request, bytes, wait) {
             Ok(()) => Ok(()),
             Err((e, request)) => {
-                // Not queued: answer its responder here, quietly.
-                let (Request::Commit { done, .. } | Request::Sync { done }) = request;
-                done.respond(Err(Error::Closed));
-                if matches!(e, Error::Backpressure { .. }) {
+                if matches!(e, Error::Backpressure { .. }) && wait.is_some() {
                     self.shared
                         .stats
                         .backpressure_refusals
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Err(match e {
+                let e = match e {
                     Error::Closed => self.refusal().unwrap_or(Error::Closed),
                     other => other,
-                })
+                };
+                Err((e, request))
             }
         }
     }
@@ -433,7 +471,12 @@ impl<S: Sequencer> Wal<S> {
             return Err(e);
         }
         let (completion, done) = Completion::pair();
-        self.push(Request::Sync { done })?;
+        if let Err((e, request)) =
+            self.push(Request::Sync { done }, Some(self.cfg.backpressure_wait))
+        {
+            request.answer(Err(Error::Closed));
+            return Err(e);
+        }
         completion.wait()
     }
 

@@ -46,10 +46,15 @@ impl<T> CommitQueue<T> {
         }
     }
 
-    /// Enqueues `item` of `bytes` bytes. When the queue is full, waits up to `wait` for space,
-    /// then gives the item back with `Error::Backpressure`. A closed queue gives it back
-    /// with `Error::Closed`.
-    pub(crate) fn push(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
+    /// Enqueues `item` of `bytes` bytes. When the queue is full, waits up to `wait` for space
+    /// (`None`: does not wait, and counts no wait), then gives the item back with
+    /// `Error::Backpressure`. A closed queue gives it back with `Error::Closed`.
+    pub(crate) fn push(
+        &self,
+        item: T,
+        bytes: usize,
+        wait: Option<Duration>,
+    ) -> Result<(), (Error, T)> {
         self.pushing.fetch_add(1, Ordering::SeqCst);
         // Lowers `pushing` however the push ends, a panic included: a count left raised
         // would keep the flusher from ever stopping (`close()` would hang).
@@ -73,7 +78,7 @@ impl<T> CommitQueue<T> {
         result
     }
 
-    fn push_inner(&self, item: T, bytes: usize, wait: Duration) -> Result<(), (Error, T)> {
+    fn push_inner(&self, item: T, bytes: usize, wait: Option<Duration>) -> Result<(), (Error, T)> {
         let mut item = item;
         let mut deadline = None;
         loop {
@@ -84,17 +89,20 @@ impl<T> CommitQueue<T> {
                 Ok(()) => return Ok(()),
                 Err(back) => item = back,
             }
+            let full = || Error::Backpressure {
+                queued_commits: self.items.len(),
+                queued_bytes: self.bytes.load(Ordering::Relaxed),
+            };
+            let Some(wait) = wait else {
+                return Err((full(), item));
+            };
             let now = Instant::now();
             if deadline.is_none() {
                 self.full_waits.fetch_add(1, Ordering::Relaxed);
             }
             let deadline = *deadline.get_or_insert_with(|| crate::limits::deadline(now, wait));
             if now >= deadline {
-                let err = Error::Backpressure {
-                    queued_commits: self.items.len(),
-                    queued_bytes: self.bytes.load(Ordering::Relaxed),
-                };
-                return Err((err, item));
+                return Err((full(), item));
             }
             let guard = self.space_lock.lock();
             self.space_waiters.fetch_add(1, Ordering::SeqCst);

@@ -63,6 +63,12 @@ pub(crate) enum Request<T> {
 }
 
 impl<T> Request<T> {
+    /// Answers the request's committer without queuing it.
+    pub(crate) fn answer(self, answer: Result<Lsn>) {
+        let (Request::Commit { done, .. } | Request::Sync { done }) = self;
+        done.respond(answer);
+    }
+
     /// Bytes counted against the queue's byte bound.
     pub(crate) fn queued_bytes(&self) -> usize {
         match self {
