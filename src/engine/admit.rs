@@ -279,6 +279,7 @@ pub(crate) fn commit_ops_async(engine: &Engine, commit: Commit) -> CommitFuture 
         })
     };
     if let Some(waiting) = waiting {
+        sh.stats.async_admissions.fetch_add(1, Ordering::Relaxed);
         sh.hand_to_admitter(waiting);
     }
     let stats = engine.state.clone();

@@ -69,6 +69,8 @@ pub(crate) struct Counters {
     /// slowed down or waiting for room.
     pub backlog_delays: StatCounter,
     pub backlog_stall_micros: StatCounter,
+    /// Async commits handed to the admitter thread because they had to wait.
+    pub async_admissions: StatCounter,
     /// Times the applier, checkpoint or scrubber thread panicked and was restarted.
     pub thread_restarts: StatCounter,
     /// Scrubs run, and what the last one found (damaged entries and structure findings; a

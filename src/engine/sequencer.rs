@@ -375,3 +375,29 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     sh.visible_lsn.store(lsn, Ordering::Release);
     sh.enqueue_for_apply(lsn, writes);
 }
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::*;
+
+    /// The cancel-safety of async commits rests on this: a committing snapshot's
+    /// registration, handed to the commit's ticket, keeps the conflict horizon at the
+    /// snapshot's visible LSN after the snapshot itself is gone, until the ticket drops it.
+    #[test]
+    fn a_handed_over_registration_pins_the_conflict_horizon_until_its_pin_drops() {
+        let state = Arc::new(EngineState::default());
+        state.visible_lsn.store(5, Ordering::Release);
+        let ((), mut reg) = state
+            .snapshots
+            .begin(&state.visible_lsn, || Ok(((), 5)))
+            .unwrap();
+        state.snapshots.stop_reading(&mut reg);
+        let pin = ConflictPin::new(state.clone(), reg.hand_over());
+        // What the snapshot's own drop does: its registration was handed over.
+        state.snapshots.release(&reg);
+        state.visible_lsn.store(10, Ordering::Release);
+        assert_eq!(state.snapshots.conflict_horizon(&state.visible_lsn), 5);
+        drop(pin);
+        assert_eq!(state.snapshots.conflict_horizon(&state.visible_lsn), 10);
+    }
+}

@@ -71,6 +71,9 @@ pub struct Metrics {
     pub backlog_delays: u64,
     /// Time commits spent slowed down or waiting for the apply backlog, summed over commits.
     pub backlog_stall: Duration,
+    /// Async commits that had to wait (slowed down, no room, or a full commit queue) and
+    /// were handed to the admitter thread to wait in their place.
+    pub async_admissions: u64,
     /// Overlay bytes per second the applier applies when busy (a moving average).
     pub apply_rate_bytes_per_sec: u64,
     /// The rate slowed-down commits are let through at now, overlay bytes per second; 0 when
@@ -216,6 +219,7 @@ pub(crate) fn snapshot(engine: &Engine) -> Metrics {
         backlog_refusals: st.backlog_refusals.load(Ordering::Relaxed),
         backlog_delays: st.backlog_delays.load(Ordering::Relaxed),
         backlog_stall: Duration::from_micros(st.backlog_stall_micros.load(Ordering::Relaxed)),
+        async_admissions: st.async_admissions.load(Ordering::Relaxed),
         apply_rate_bytes_per_sec: sh.apply_rate.load(Ordering::Relaxed),
         delayed_rate_bytes_per_sec: sh.delayed_rate.load(Ordering::Relaxed),
         visible_lsn,
@@ -510,6 +514,13 @@ fn encode(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::
         "Commits slowed down because the apply backlog was past half its bound",
         None,
         m.backlog_delays,
+    )?;
+    counter(
+        enc,
+        "async_admissions",
+        "Async commits that had to wait and were handed to the admitter thread",
+        None,
+        m.async_admissions,
     )?;
     counter(
         enc,
