@@ -5,12 +5,87 @@ use std::ops::Bound;
 /// Owned bounds of a key range.
 pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-/// Copies borrowed bounds.
-pub(crate) fn owned_bounds(range: &impl std::ops::RangeBounds<[u8]>) -> KeyBounds {
-    (
-        range.start_bound().map(<[u8]>::to_vec),
-        range.end_bound().map(<[u8]>::to_vec),
-    )
+/// A range of keys, as `range` and `rev_range` take it: `..`, `a..b`, `a..=b`, `a..`,
+/// `..b`, `..=b` or a pair of [`Bound`]s, whose bounds are anything that is bytes: byte
+/// string literals (`b"a"..b"c"`), `&[u8]`, arrays, `Vec<u8>`, `&str`. (Both ends of a
+/// `Range` have one type: `b"a"..b"cc"` mixes two array sizes; write
+/// `&b"a"[..]..&b"cc"[..]`.)
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = walmdb::Db::open(dir.path())?;
+/// # db.update(|t| { for k in [b"a", b"b", b"c"] { t.put("t", k, b"v")?; } Ok(()) })?;
+/// let r = db.read()?;
+/// assert_eq!(r.range("t", b"a"..b"c")?.count(), 2);
+/// assert_eq!(r.range("t", b"b".to_vec()..)?.count(), 2);
+/// assert_eq!(r.rev_range("t", ..="b")?.count(), 2);
+/// assert_eq!(r.range("t", ..)?.count(), 3);
+/// # Ok::<(), walmdb::Error>(())
+/// ```
+pub trait KeyRange {
+    /// The range's bounds, copied.
+    fn key_bounds(&self) -> KeyBounds;
+}
+
+fn owned(bound: Bound<&impl AsRef<[u8]>>) -> Bound<Vec<u8>> {
+    bound.map(|k| k.as_ref().to_vec())
+}
+
+impl KeyRange for std::ops::RangeFull {
+    fn key_bounds(&self) -> KeyBounds {
+        (Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::Range<K> {
+    fn key_bounds(&self) -> KeyBounds {
+        (
+            Bound::Included(self.start.as_ref().to_vec()),
+            Bound::Excluded(self.end.as_ref().to_vec()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeInclusive<K> {
+    fn key_bounds(&self) -> KeyBounds {
+        (
+            Bound::Included(self.start().as_ref().to_vec()),
+            Bound::Included(self.end().as_ref().to_vec()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeFrom<K> {
+    fn key_bounds(&self) -> KeyBounds {
+        (
+            Bound::Included(self.start.as_ref().to_vec()),
+            Bound::Unbounded,
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeTo<K> {
+    fn key_bounds(&self) -> KeyBounds {
+        (
+            Bound::Unbounded,
+            Bound::Excluded(self.end.as_ref().to_vec()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeToInclusive<K> {
+    fn key_bounds(&self) -> KeyBounds {
+        (
+            Bound::Unbounded,
+            Bound::Included(self.end.as_ref().to_vec()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
+    fn key_bounds(&self) -> KeyBounds {
+        (owned(self.0.as_ref()), owned(self.1.as_ref()))
+    }
 }
 
 /// The bounds of the keys starting with `prefix`.

@@ -38,6 +38,7 @@ mod config;
 mod error;
 mod histogram;
 mod keys;
+pub use keys::KeyRange;
 mod layout;
 mod limits;
 mod lsn;

@@ -186,15 +186,26 @@ fn invalid_keys_table_names_and_values_are_refused() {
     t.put(&"n".repeat(walmdb::MAX_TABLE_NAME_LEN), b"k", b"long name")
         .unwrap();
     t.put("t", &[1u8; MAX_KEY_LEN], b"v").unwrap();
-    // Reads of keys no table can hold answer "missing".
-    assert_eq!(t.get("t", b"").unwrap(), None);
-    assert_eq!(t.get("t", &[1u8; MAX_KEY_LEN + 1]).unwrap(), None);
+    // Reads refuse the keys writes refuse (they used to answer "missing").
+    let get_is_invalid = |r: walmdb::Result<Option<&[u8]>>| {
+        assert!(
+            matches!(r, Err(Error::InvalidInput { what: "key", .. })),
+            "{r:?}"
+        )
+    };
+    get_is_invalid(t.get("t", b""));
+    get_is_invalid(t.get("t", &[1u8; MAX_KEY_LEN + 1]));
+    {
+        let r = db.read().unwrap();
+        get_is_invalid(r.get("t", b""));
+        get_is_invalid(r.get("t", &[1u8; MAX_KEY_LEN + 1]));
+    }
     t.commit().unwrap();
     assert_eq!(
         scan(&db, "t").into_iter().collect::<Vec<_>>(),
         vec![(vec![1u8; MAX_KEY_LEN], b"v".to_vec())]
     );
-    assert_eq!(db.tables().len(), 2);
+    assert_eq!(db.tables().unwrap().len(), 2);
 
     assert!(matches!(
         db.create_table(""),
@@ -689,7 +700,7 @@ fn rollback_to_savepoint_restores_overwritten_and_deleted_values() {
     let want: TableMap = view.into_iter().collect();
     assert_eq!(scan(&db, "s"), want);
     assert_eq!(
-        db.tables(),
+        db.tables().unwrap(),
         vec!["s".to_string()],
         "the rolled-back table was not created"
     );
@@ -830,7 +841,7 @@ fn dropping_a_write_txn_aborts_it() {
     assert_eq!(get(&r, "t", b"keep"), Some(b"1".to_vec()));
     assert_eq!(get(&r, "t", b"new"), None);
     assert!(!r.table_exists("fresh").unwrap());
-    assert_eq!(db.tables(), vec!["t".to_string()]);
+    assert_eq!(db.tables().unwrap(), vec!["t".to_string()]);
     drop(r);
     db.close().unwrap();
     let db = open(&dir);
@@ -850,9 +861,9 @@ fn dropping_a_write_txn_aborts_it() {
 fn tables_declared_created_on_first_write_listed_and_dropped() {
     let dir = tempdir();
     let db = Db::open_with(dir.path(), cfg().table("declared")).unwrap();
-    assert_eq!(db.tables(), vec!["declared".to_string()]);
-    assert!(db.table_exists("declared"));
-    assert!(!db.table_exists("auto"));
+    assert_eq!(db.tables().unwrap(), vec!["declared".to_string()]);
+    assert!(db.table_exists("declared").unwrap());
+    assert!(!db.table_exists("auto").unwrap());
 
     // Created on first write.
     let mut t = db.write().unwrap();
@@ -860,19 +871,19 @@ fn tables_declared_created_on_first_write_listed_and_dropped() {
         t.put("auto", &key(i), b"old").unwrap();
     }
     t.commit().unwrap();
-    assert!(db.table_exists("auto"));
+    assert!(db.table_exists("auto").unwrap());
     assert_eq!(
-        db.tables(),
+        db.tables().unwrap(),
         vec!["auto".to_string(), "declared".to_string()]
     );
     // A delete alone creates nothing.
     let mut t = db.write().unwrap();
     t.delete("ghost", b"k").unwrap();
     t.commit().unwrap();
-    assert!(!db.table_exists("ghost"));
+    assert!(!db.table_exists("ghost").unwrap());
     // An explicit create makes an empty table.
     db.create_table("empty").unwrap();
-    assert!(db.table_exists("empty"));
+    assert!(db.table_exists("empty").unwrap());
     assert!(scan(&db, "empty").is_empty());
 
     // Some of "auto" in LMDB, some still in the overlay, when it is dropped.
@@ -885,9 +896,9 @@ fn tables_declared_created_on_first_write_listed_and_dropped() {
     t.commit().unwrap();
     db.drop_table("auto").unwrap();
     db.checkpoint().unwrap(); // LMDB's copy is cleared under the old snapshot
-    assert!(!db.table_exists("auto"));
+    assert!(!db.table_exists("auto").unwrap());
     assert_eq!(
-        db.tables(),
+        db.tables().unwrap(),
         vec!["declared".to_string(), "empty".to_string()]
     );
     {
@@ -916,7 +927,7 @@ fn tables_declared_created_on_first_write_listed_and_dropped() {
     db.close().unwrap();
     let db = Db::open_with(dir.path(), cfg().table("declared")).unwrap();
     assert_eq!(
-        db.tables(),
+        db.tables().unwrap(),
         vec![
             "auto".to_string(),
             "declared".to_string(),
@@ -928,11 +939,11 @@ fn tables_declared_created_on_first_write_listed_and_dropped() {
     commit_puts(&db, "declared", &[(b"d".to_vec(), b"1".to_vec())]);
     db.drop_table("declared").unwrap();
     db.drop_table("empty").unwrap();
-    assert_eq!(db.tables(), vec!["auto".to_string()]);
+    assert_eq!(db.tables().unwrap(), vec!["auto".to_string()]);
     db.close().unwrap();
     let db = Db::open_with(dir.path(), cfg().table("declared")).unwrap();
     assert_eq!(
-        db.tables(),
+        db.tables().unwrap(),
         vec!["auto".to_string(), "declared".to_string()]
     );
     assert!(scan(&db, "declared").is_empty());
@@ -1836,4 +1847,37 @@ fn first_and_last_see_lmdb_the_overlay_deletes_and_a_transactions_own_writes() {
     assert_eq!(w.last("t").unwrap(), None);
     // The read transaction's snapshot is unchanged by the writer.
     assert_eq!(r.first("t").unwrap(), Some((&b"c"[..], &b"vc"[..])));
+}
+
+#[test]
+fn ranges_take_byte_string_literals_arrays_vecs_and_strs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.update(|t| {
+        for k in ["a", "b", "c", "d"] {
+            t.put("t", k.as_bytes(), b"v")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let keys =
+        |it: walmdb::Iter<'_>| -> Vec<Vec<u8>> { it.map(|e| e.unwrap().0.to_vec()).collect() };
+    let r = db.read().unwrap();
+    assert_eq!(keys(r.range("t", b"b"..b"d").unwrap()), [b"b", b"c"]);
+    assert_eq!(keys(r.range("t", b"b"..=b"d").unwrap()), [b"b", b"c", b"d"]);
+    assert_eq!(keys(r.range("t", [b'c']..).unwrap()), [b"c", b"d"]);
+    assert_eq!(keys(r.range("t", ..b"b".to_vec()).unwrap()), [b"a"]);
+    assert_eq!(keys(r.rev_range("t", ..="b").unwrap()), [b"b", b"a"]);
+    assert_eq!(
+        keys(r.range("t", &b"a"[..]..&b"bb"[..]).unwrap()),
+        [b"a", b"b"]
+    );
+    let mut w = db.write().unwrap();
+    w.put("t", b"bb", b"v").unwrap();
+    let own: Vec<Vec<u8>> = w
+        .range("t", "b".."c")
+        .unwrap()
+        .map(|e| e.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(own, [&b"b"[..], b"bb"]);
 }

@@ -1,9 +1,7 @@
 //! Read transactions.
 
-use std::ops::RangeBounds;
-
 use crate::error::Result;
-use crate::keys::{owned_bounds, prefix_bounds};
+use crate::keys::{prefix_bounds, KeyRange};
 use crate::lsn::Lsn;
 
 use super::{Iter, Snapshot};
@@ -38,13 +36,13 @@ impl<'db> ReadTxn<'db> {
     }
 
     /// The entries of `table` with keys in `range`, in ascending key order.
-    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
-        self.snap.iter(table, owned_bounds(&range), false)
+    pub fn range(&self, table: &str, range: impl KeyRange) -> Result<Iter<'_>> {
+        self.snap.iter(table, range.key_bounds(), false)
     }
 
     /// The entries of `table` with keys in `range`, in descending key order.
-    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<Iter<'_>> {
-        self.snap.iter(table, owned_bounds(&range), true)
+    pub fn rev_range(&self, table: &str, range: impl KeyRange) -> Result<Iter<'_>> {
+        self.snap.iter(table, range.key_bounds(), true)
     }
 
     /// The entries of `table` whose keys start with `prefix`, ascending.

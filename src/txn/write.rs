@@ -3,14 +3,13 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
-use std::ops::RangeBounds;
 use std::time::Instant;
 
 use crate::config::{Durability, Isolation};
 use crate::engine::{commit_ops, commit_ops_async, Check, Commit, Engine, ReadSet};
 use crate::error::{Error, Result};
-use crate::keys::{as_slice_bound, bounds_valid, owned_bounds, prefix_bounds, KeyBounds};
-use crate::limits::{check_table_name, MAX_KEY_LEN};
+use crate::keys::{as_slice_bound, bounds_valid, prefix_bounds, KeyBounds, KeyRange};
+use crate::limits::{check_key, check_table_name};
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
@@ -136,13 +135,13 @@ impl<'db> WriteTxn<'db> {
 
     /// The entries of `table` with keys in `range`, ascending, this transaction's writes
     /// merged over its snapshot.
-    pub fn range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
-        self.iter(table, owned_bounds(&range), false)
+    pub fn range(&self, table: &str, range: impl KeyRange) -> Result<WriteIter<'_>> {
+        self.iter(table, range.key_bounds(), false)
     }
 
     /// As [`WriteTxn::range`], descending.
-    pub fn rev_range(&self, table: &str, range: impl RangeBounds<[u8]>) -> Result<WriteIter<'_>> {
-        self.iter(table, owned_bounds(&range), true)
+    pub fn rev_range(&self, table: &str, range: impl KeyRange) -> Result<WriteIter<'_>> {
+        self.iter(table, range.key_bounds(), true)
     }
 
     /// The entries of `table` whose keys start with `prefix`, ascending.
@@ -191,12 +190,7 @@ impl<'db> WriteTxn<'db> {
     fn check_write(&self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         self.check_age()?;
         check_table_name(table)?;
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(Error::InvalidInput {
-                what: "key",
-                reason: format!("{} bytes; keys are 1 to {MAX_KEY_LEN} bytes", key.len()),
-            });
-        }
+        check_key(key)?;
         let max = self.engine.cfg.wal.max_record_bytes;
         if let Some(v) = value {
             if v.len() + key.len() > max {
