@@ -66,6 +66,24 @@ pub const MAX_KEY_LEN: usize = 511;
 pub const MAX_RESTORE_POINT_NAME_LEN: usize = 255;
 
 /// Refuses empty, overlong or NUL-holding table names.
+/// Refuses a key LMDB cannot hold: empty, or longer than [`MAX_KEY_LEN`]. Reads and writes
+/// refuse the same keys.
+#[inline]
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(bad_key(key.len()));
+    }
+    Ok(())
+}
+
+#[cold]
+fn bad_key(len: usize) -> Error {
+    Error::InvalidInput {
+        what: "key",
+        reason: format!("{len} bytes; keys are 1 to {MAX_KEY_LEN} bytes"),
+    }
+}
+
 pub(crate) fn check_table_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "it is empty"

@@ -22,7 +22,7 @@ use crate::catalog::{Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keys::{bounds_valid, KeyBounds};
-use crate::limits::MAX_KEY_LEN;
+use crate::limits::check_key;
 use crate::lsn::Lsn;
 use crate::snapshots::Registration;
 use crate::store::{lmdb_err, LmdbReadTxn};
@@ -121,9 +121,7 @@ impl<'db> Snapshot<'db> {
 
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
         self.check_age()?;
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Ok(None);
-        }
+        check_key(key)?;
         let Some(known) = self.table(table) else {
             return Ok(None);
         };
