@@ -21,16 +21,39 @@ fn account(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
 
-fn balance(bytes: &[u8]) -> walmdb::Result<u64> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| walmdb::Error::InvalidInput {
-        what: "value",
-        reason: format!("a balance is 8 bytes, found {}", bytes.len()),
-    })?;
+/// The example's own errors: the database's, and a stored balance of the wrong size.
+#[derive(Debug)]
+enum BankError {
+    Db(walmdb::Error),
+    BadBalance(usize),
+}
+
+impl From<walmdb::Error> for BankError {
+    fn from(e: walmdb::Error) -> Self {
+        BankError::Db(e)
+    }
+}
+
+impl std::fmt::Display for BankError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BankError::Db(e) => e.fmt(f),
+            BankError::BadBalance(len) => write!(f, "a balance is 8 bytes, found {len}"),
+        }
+    }
+}
+
+impl std::error::Error for BankError {}
+
+fn balance(bytes: &[u8]) -> Result<u64, BankError> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| BankError::BadBalance(bytes.len()))?;
     Ok(u64::from_le_bytes(raw))
 }
 
 /// Sums every balance in one snapshot.
-fn total(db: &Db) -> walmdb::Result<(u64, usize)> {
+fn total(db: &Db) -> Result<(u64, usize), BankError> {
     let txn = db.read()?;
     let mut sum = 0;
     let mut n = 0;
@@ -60,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
         let readers: Vec<_> = (0..READERS)
             .map(|_| {
-                s.spawn(|| -> walmdb::Result<()> {
+                s.spawn(|| -> Result<(), BankError> {
                     while !writers_done.load(Ordering::Acquire) {
                         let (sum, n) = total(&db)?;
                         assert_eq!((sum, n), (ACCOUNTS * INITIAL, ACCOUNTS as usize));
@@ -73,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let (db, transfers) = (&db, &transfers);
-                s.spawn(move || -> walmdb::Result<()> {
+                s.spawn(move || -> Result<(), BankError> {
                     let mut seed = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                     for _ in 0..TRANSFERS_PER_WRITER {
                         seed ^= seed << 13;
@@ -84,8 +107,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             continue;
                         }
                         // Read-modify-write: a concurrent transfer touching the same
-                        // account makes this commit conflict, and `update` runs it again.
-                        db.update(|txn| {
+                        // account makes this commit conflict, and `try_update` runs it
+                        // again; a bad balance aborts it with the example's own error.
+                        db.try_update(|txn| -> Result<(), BankError> {
                             let a =
                                 balance(txn.get("accounts", &account(from))?.unwrap_or(&[0; 8]))?;
                             let b = balance(txn.get("accounts", &account(to))?.unwrap_or(&[0; 8]))?;
@@ -109,7 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for r in readers {
             r.join().expect("reader thread")?;
         }
-        written.into_iter().collect::<walmdb::Result<Vec<()>>>()?;
+        written
+            .into_iter()
+            .collect::<Result<Vec<()>, BankError>>()?;
         Ok(())
     })?;
     let elapsed = started.elapsed();

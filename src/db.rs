@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Isolation};
 use crate::engine::{CompactReport, DbRecoveryReport, Engine, RestorePoint, Running, Shutdown};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lsn::{Lineage, Lsn};
 use crate::ops::backup::BackupManifest;
 use crate::sync::Ordering;
@@ -133,8 +133,40 @@ impl Db {
     }
 
     /// Runs `f` in a write transaction and commits it, running it again (at most
-    /// `Config::update_attempts` times in all) while the commit meets a conflict.
-    pub fn update<T>(&self, mut f: impl FnMut(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
+    /// `Config::update_attempts` times in all) while the commit meets a conflict. An error
+    /// from `f` aborts the transaction and is returned; [`Db::try_update`] lets `f` return
+    /// the application's own error type.
+    pub fn update<T>(&self, f: impl FnMut(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
+        self.try_update(f)
+    }
+
+    /// [`Db::update`] with the application's error type: `f` returns `Result<T, E>` for any
+    /// `E` a walmdb error converts into; an error from `f` aborts the transaction and is
+    /// returned as it is, and only conflicts at commit are retried. Name `E` where type
+    /// inference cannot see it (`Ok::<_, MyError>(...)`, or `db.try_update::<_, MyError>`).
+    ///
+    /// ```
+    /// #[derive(Debug)]
+    /// enum AppError { Db(walmdb::Error), Overdrawn }
+    /// impl From<walmdb::Error> for AppError {
+    ///     fn from(e: walmdb::Error) -> Self { AppError::Db(e) }
+    /// }
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = walmdb::Db::open(dir.path()).unwrap();
+    /// let withdrawn = db.try_update(|txn| {
+    ///     let balance = txn.get("accounts", b"alice")?.map_or(0, |v| v[0]);
+    ///     if balance < 10 {
+    ///         return Err(AppError::Overdrawn); // aborts: nothing is written
+    ///     }
+    ///     txn.put("accounts", b"alice", &[balance - 10])?;
+    ///     Ok(10)
+    /// });
+    /// assert!(matches!(withdrawn, Err(AppError::Overdrawn)));
+    /// ```
+    pub fn try_update<T, E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&mut WriteTxn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -149,20 +181,20 @@ impl Db {
                     let jitter = std::hash::RandomState::new().hash_one(attempt) % base;
                     std::thread::sleep(Duration::from_micros(base / 2 + jitter));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// True if table `name` exists now.
-    pub fn table_exists(&self, name: &str) -> bool {
-        self.engine().table_exists(name)
+    /// True if table `name` exists now. (A `Result`, as [`ReadTxn::table_exists`] is.)
+    pub fn table_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.engine().table_exists(name))
     }
 
     /// The tables that exist now, sorted by name.
-    pub fn tables(&self) -> Vec<String> {
+    pub fn tables(&self) -> Result<Vec<String>> {
         let v = self.engine().state.visible_lsn.load(Ordering::Acquire);
-        self.engine().state.catalog.names_at(v)
+        Ok(self.engine().state.catalog.names_at(v))
     }
 
     /// Creates table `name` (a commit of its own) and returns its LSN; if the table exists,

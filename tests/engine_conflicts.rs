@@ -64,7 +64,7 @@ fn lost_update_is_refused_and_the_second_committer_writes_nothing() {
             "{iso:?}: the loser wrote nothing"
         );
         assert!(
-            !db.table_exists("elsewhere"),
+            !db.table_exists("elsewhere").unwrap(),
             "{iso:?}: the loser created nothing"
         );
         assert_eq!(db.stats().conflicts, conflicts + 1);
@@ -301,7 +301,7 @@ fn a_transaction_that_touched_a_table_dropped_concurrently_conflicts() {
     let dir = tempdir();
     let db = open_with(&dir, cfg());
     let setup = |db: &Db| {
-        if !db.table_exists("t") {
+        if !db.table_exists("t").unwrap() {
             put(db, "t", b"k", b"1");
         }
     };
@@ -317,7 +317,10 @@ fn a_transaction_that_touched_a_table_dropped_concurrently_conflicts() {
         let (table, key) = assert_conflict(t.commit(), &format!("{iso:?} rmw"));
         assert_eq!(table, "t");
         assert!(key.is_empty(), "a conflict with a drop names no key");
-        assert!(!db.table_exists("t"), "{iso:?}: the table stays dropped");
+        assert!(
+            !db.table_exists("t").unwrap(),
+            "{iso:?}: the table stays dropped"
+        );
         assert_eq!(value(&db, "t", b"k"), None);
     }
 
@@ -328,7 +331,7 @@ fn a_transaction_that_touched_a_table_dropped_concurrently_conflicts() {
     t.put("u", b"x", b"1").unwrap();
     db.drop_table("t").unwrap();
     assert_conflict(t.commit(), "serializable reader of a dropped table");
-    assert!(!db.table_exists("u"));
+    assert!(!db.table_exists("u").unwrap());
 
     // Snapshot isolation checks only written keys: that one commits.
     setup(&db);
@@ -345,7 +348,7 @@ fn a_transaction_that_touched_a_table_dropped_concurrently_conflicts() {
     t.put("t", b"blind", b"1").unwrap();
     db.drop_table("t").unwrap();
     t.commit().unwrap();
-    assert!(db.table_exists("t"));
+    assert!(db.table_exists("t").unwrap());
     let want: TableMap = [(b"blind".to_vec(), b"1".to_vec())].into_iter().collect();
     assert_eq!(scan(&db, "t"), want);
     db.checkpoint().unwrap();
@@ -528,4 +531,59 @@ fn a_conflict_is_found_after_the_conflict_index_was_pruned() {
     long.put("p", b"hot", b"long").unwrap();
     assert_conflict(long.commit(), "competing commit after the prune");
     assert_eq!(value(&db, "p", b"hot"), Some(b"2".to_vec()));
+}
+
+#[derive(Debug)]
+enum AppError {
+    Db(walmdb::Error),
+    Refused(u32),
+}
+
+impl From<walmdb::Error> for AppError {
+    fn from(e: walmdb::Error) -> Self {
+        AppError::Db(e)
+    }
+}
+
+#[test]
+fn try_update_retries_conflicts_and_returns_the_applications_error_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = walmdb::Db::open(dir.path()).unwrap();
+    db.update(|t| t.put("t", b"k", b"0")).unwrap();
+    let mut attempts = 0;
+    let out = db.try_update(|t| -> Result<u32, AppError> {
+        attempts += 1;
+        let seen = t.get("t", b"k")?.map(<[u8]>::to_vec);
+        if attempts == 1 {
+            // Another commit changes what this attempt read: its commit conflicts.
+            db.update(|o| o.put("t", b"k", b"other"))?;
+        }
+        t.put("t", b"k", b"mine")?;
+        Ok(seen.map_or(0, |v| v.len() as u32))
+    });
+    assert_eq!(out.unwrap(), 5, "the retry read the other commit's value");
+    assert_eq!(attempts, 2);
+    let r = db.read().unwrap();
+    assert_eq!(r.get("t", b"k").unwrap(), Some(&b"mine"[..]));
+    drop(r);
+
+    let refused = db.try_update(|t| -> Result<(), AppError> {
+        t.put("t", b"k", b"never")?;
+        Err(AppError::Refused(7))
+    });
+    assert!(matches!(refused, Err(AppError::Refused(7))), "{refused:?}");
+    assert_eq!(
+        db.read().unwrap().get("t", b"k").unwrap(),
+        Some(&b"mine"[..]),
+        "an aborted attempt wrote nothing"
+    );
+    // A walmdb error inside `f` arrives converted, not retried.
+    let invalid = db.try_update(|t| -> Result<(), AppError> { Ok(t.put("t", b"", b"v")?) });
+    assert!(
+        matches!(
+            &invalid,
+            Err(AppError::Db(Error::InvalidInput { what: "key", .. }))
+        ),
+        "{invalid:?}"
+    );
 }

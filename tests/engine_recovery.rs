@@ -160,7 +160,7 @@ fn reopen_after_close_replays_nothing_and_keeps_everything() {
     let db = Db::open_with(dir.path(), cfg()).unwrap();
     run_writer(&db, &log, 1, 60, Some(25));
     let last = log.max_lsn();
-    let tables = db.tables();
+    let tables = db.tables().unwrap();
     db.close().unwrap();
 
     let db = Db::open_with(dir.path(), cfg()).unwrap();
@@ -169,7 +169,7 @@ fn reopen_after_close_replays_nothing_and_keeps_everything() {
     assert_eq!(rep.replayed_bytes, 0);
     assert_eq!((rep.applied_lsn_at_open, rep.last_lsn), (last, last));
     assert!(rep.wal.cut.is_none());
-    assert_eq!(db.tables(), tables);
+    assert_eq!(db.tables().unwrap(), tables);
     assert_eq!(dump(&db), log.model());
     let st = db.stats();
     assert_eq!(
@@ -340,12 +340,22 @@ fn table_drops_and_recreates_replay_after_a_crash() {
         // No declared tables this time: "declared" must stay dropped.
         let db = Db::open_with(dir.path(), cfg()).unwrap();
         let ctx = format!("wait_for_apply={wait_for_apply}");
-        assert_eq!(db.tables(), vec!["e".to_string(), "t".to_string()], "{ctx}");
+        assert_eq!(
+            db.tables().unwrap(),
+            vec!["e".to_string(), "t".to_string()],
+            "{ctx}"
+        );
         let want: TableMap = [(b"x".to_vec(), b"new".to_vec())].into_iter().collect();
         assert_eq!(scan(&db, "t"), want, "{ctx}");
-        assert!(scan(&db, "u").is_empty() && !db.table_exists("u"), "{ctx}");
-        assert!(!db.table_exists("v"), "{ctx}");
-        assert!(db.table_exists("e") && scan(&db, "e").is_empty(), "{ctx}");
+        assert!(
+            scan(&db, "u").is_empty() && !db.table_exists("u").unwrap(),
+            "{ctx}"
+        );
+        assert!(!db.table_exists("v").unwrap(), "{ctx}");
+        assert!(
+            db.table_exists("e").unwrap() && scan(&db, "e").is_empty(),
+            "{ctx}"
+        );
         // Writing a dropped table again starts it empty.
         let mut t = db.write().unwrap();
         t.put("u", b"z", b"1").unwrap();

@@ -565,7 +565,7 @@ fn walmdbs_record_of_each_table_follows_puts_overwrites_deletes_drops_and_recrea
         for _ in 0..200 {
             let table = ["a", "b", "c"][next(3) as usize];
             if next(40) == 0 {
-                if db.table_exists(table) {
+                if db.table_exists(table).unwrap() {
                     db.drop_table(table).unwrap();
                 }
                 continue;

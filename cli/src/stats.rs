@@ -87,6 +87,9 @@ pub fn print(format: Format, title: &str, fields: &[(&str, Value)]) {
 pub fn online(dir: &Path, format: Format) -> Outcome {
     let paths = database(dir)?;
     let db = open(&paths)?;
+    let tables = db
+        .tables()
+        .map_err(|e| Failure::from_error(&e, &paths.root))?;
     let s = db.stats();
     let r = db.recovery_report().clone();
     let w = &s.wal;
@@ -127,7 +130,7 @@ pub fn online(dir: &Path, format: Format) -> Outcome {
         ("map_resizes", json!(s.map_resizes)),
         ("map_resizes_postponed", json!(s.map_resizes_postponed)),
         ("checkpoints", json!(s.checkpoints)),
-        ("tables", json!(db.tables())),
+        ("tables", json!(tables)),
         ("wal_commits", json!(w.commits)),
         ("wal_groups", json!(w.groups)),
         ("wal_syncs", json!(w.syncs)),

@@ -139,7 +139,7 @@ pub fn scan(db: &Db, table: &str) -> TableMap {
 
 /// Every non-empty table's contents, read in one read transaction.
 pub fn dump(db: &Db) -> Contents {
-    let tables = db.tables();
+    let tables = db.tables().unwrap();
     let r = db.read().expect("begin read");
     dump_tables(&r, tables)
 }
