@@ -28,12 +28,24 @@ pub struct Options {
     /// Only records with this LSN or an earlier one.
     #[arg(long, value_name = "LSN")]
     pub to_lsn: Option<u64>,
-    /// Only records at or after this time (RFC 3339, or microseconds since the Unix
-    /// epoch); records without a time (checkpoint, consensus) are left out.
-    #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
+    /// Only records at or after this time; records without a time (checkpoint, consensus)
+    /// are left out. RFC 3339 (2024-05-01T12:00:00Z), a date (local midnight), a local date
+    /// and time without an offset ("2024-05-01 14:30"), a time before now ("2 hours ago",
+    /// -90m), or microseconds since the Unix epoch.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = crate::util::parse_time,
+        allow_hyphen_values = true
+    )]
     pub since: Option<u64>,
-    /// Only records at or before this time (RFC 3339, or microseconds since the epoch).
-    #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
+    /// Only records at or before this time (the forms --since takes).
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = crate::util::parse_time,
+        allow_hyphen_values = true
+    )]
     pub until: Option<u64>,
     /// Only operations on this table (other record types are left out).
     #[arg(long, value_name = "NAME")]

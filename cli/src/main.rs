@@ -139,8 +139,16 @@ enum Command {
         /// The directory to restore into.
         #[arg(required_unless_present = "list")]
         into: Option<PathBuf>,
-        /// Restore every commit up to this time (RFC 3339, or microseconds since the epoch).
-        #[arg(long, value_name = "TIME", value_parser = util::parse_time)]
+        /// Restore every commit up to this time: RFC 3339 (2024-05-01T12:00:00Z,
+        /// 2024-05-01T14:00:00.5+02:00), a date (local midnight), a local date and time
+        /// without an offset ("2024-05-01 14:30", in the system's time zone), a time before
+        /// now ("2 hours ago", "1 day ago", -90m), or microseconds since the Unix epoch.
+        #[arg(
+            long,
+            value_name = "TIME",
+            value_parser = util::parse_time,
+            allow_hyphen_values = true
+        )]
         target_time: Option<u64>,
         /// Restore every commit through this LSN.
         #[arg(long, value_name = "LSN")]

@@ -3,6 +3,9 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, Zoned};
 
 /// Work below this many bytes gets no progress bar: it is over before one would help.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
@@ -25,50 +28,37 @@ pub fn progress_bar(total_bytes: u64, what: &str) -> ProgressBar {
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 in UTC, to the microsecond:
-/// `2023-11-14T22:13:20.123456Z`.
+/// `2023-11-14T22:13:20.123456Z`. A time past what RFC 3339 can write (after the year 9999,
+/// as only a damaged record holds) is printed as its microseconds, which `parse_time` reads.
 pub fn format_micros(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    let frac = micros % 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    i64::try_from(micros)
+        .ok()
+        .and_then(|m| Timestamp::from_microsecond(m).ok())
+        .map_or_else(|| micros.to_string(), |t| format!("{t:.6}"))
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// The forms `parse_time` accepts, for its error message and the options' help.
+const TIME_FORMS: &str = "RFC 3339 (2024-05-01T12:00:00Z, 2024-05-01T14:00:00.5+02:00), \
+     a date (2024-05-01: local midnight), a local date and time without an offset \
+     (\"2024-05-01 14:30\", 2024-05-01T14:30:00), a time before now (\"2 hours ago\", \
+     \"90 minutes ago\", \"1 day ago\", -2h, now) or microseconds since the Unix epoch";
 
-/// (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses a time given on the command line: microseconds since the Unix epoch (digits only),
-/// or RFC 3339 (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.25+02:00`, `2024-05-01`
-/// for midnight UTC). Returns microseconds since the epoch.
+/// Parses a time given on the command line into microseconds since the Unix epoch:
+///
+/// - microseconds since the epoch (digits only);
+/// - RFC 3339 / ISO 8601 with an offset or `Z` (`2024-05-01T12:00:00Z`,
+///   `2024-05-01T14:00:00.25+02:00`), or with a time zone annotation
+///   (`2024-05-01T14:00[Europe/Paris]`);
+/// - a date alone (`2024-05-01`): its midnight in the system's time zone;
+/// - a date and time without an offset (`2024-05-01 14:30`, `2024-05-01T14:30:00.5`): a
+///   time in the system's time zone (`TZ`, else `/etc/localtime`); one that a clock change
+///   skips or repeats resolves as RFC 9557's `compatible` does (a skipped time moves forward
+///   by the gap, a repeated one takes its first occurrence);
+/// - a time before now, a span followed by `ago` or preceded by `-` (`2 hours ago`,
+///   `1 day 6 hours ago`, `-90m`, `-PT2H`), or `now`. Days and longer are calendar units in
+///   the system's time zone: `1 day ago` is the same clock time yesterday.
+///
+/// Digits past the microsecond are dropped; a leap second (`:60`) is read as `:59`.
 pub fn parse_time(s: &str) -> Result<u64, String> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -76,86 +66,49 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
             .parse()
             .map_err(|_| format!("{s:?}: too large for microseconds since the epoch"));
     }
-    parse_rfc3339(s).ok_or_else(|| {
-        format!(
-            "{s:?} is neither RFC 3339 (2024-05-01T12:00:00Z, 2024-05-01T12:00:00.5+02:00, 2024-05-01) nor microseconds since the Unix epoch"
-        )
-    })
+    let at =
+        parse_instant(s).ok_or_else(|| format!("{s:?} is not a time: give {TIME_FORMS}"))??;
+    u64::try_from(at.as_microsecond()).map_err(|_| format!("{s:?} ({at}) is before the Unix epoch"))
 }
 
-fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| std::str::from_utf8(part).ok()?.parse().ok())?
-    };
-    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
+/// `None` when `s` is in none of the forms; `Some(Err)` when it is but names no time.
+fn parse_instant(s: &str) -> Option<Result<Timestamp, String>> {
+    if s.eq_ignore_ascii_case("now") {
+        return Some(Ok(Timestamp::now()));
     }
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo as u32) {
-        return None;
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Some(Ok(t));
     }
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let mut secs = days * 86_400;
-    let mut micros = 0i64;
-    if b.len() > 10 {
-        if !matches!(b[10], b'T' | b't' | b' ') || b.get(13) != Some(&b':') {
-            return None;
-        }
-        let (h, mi) = (num(11, 2)?, num(14, 2)?);
-        if b.get(16) != Some(&b':') {
-            return None;
-        }
-        let sec = num(17, 2)?;
-        if h > 23 || mi > 59 || sec > 60 {
-            return None;
-        }
-        secs += h * 3600 + mi * 60 + sec.min(59);
-        let mut i = 19;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let start = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == start {
-                return None;
-            }
-            let digits = &s[start..i];
-            let six: String = digits
-                .chars()
-                .chain(std::iter::repeat('0'))
-                .take(6)
-                .collect();
-            micros = six.parse().ok()?;
-        }
-        match b.get(i) {
-            Some(b'Z' | b'z') if i + 1 == b.len() => {}
-            Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-                let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
-                if oh > 23 || om > 59 {
-                    return None;
-                }
-                let offset = oh * 3600 + om * 60;
-                secs += if sign == b'+' { -offset } else { offset };
-            }
-            _ => return None,
-        }
+    if let Ok(z) = s.parse::<Zoned>() {
+        return Some(Ok(z.timestamp()));
     }
-    let total = secs.checked_mul(1_000_000)?.checked_add(micros)?;
-    u64::try_from(total).ok()
-}
-
-fn days_in_month(y: i64, m: u32) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    if let Ok(date) = Date::strptime("%Y-%m-%d", s) {
+        return Some(
+            date.to_zoned(TimeZone::system())
+                .map(|z| z.timestamp())
+                .map_err(|e| format!("{s:?}: {e}")),
+        );
     }
+    if let Ok(civil) = s.parse::<DateTime>() {
+        return Some(
+            civil
+                .to_zoned(TimeZone::system())
+                .map(|z| z.timestamp())
+                .map_err(|e| format!("{s:?}: {e}")),
+        );
+    }
+    let span = s.parse::<Span>().ok()?;
+    if span.is_positive() {
+        return Some(Err(format!(
+            "{s:?} is a span, not a time: a time before now is \"{s} ago\" or \"-{s}\""
+        )));
+    }
+    Some(
+        Zoned::now()
+            .checked_add(span)
+            .map(|z| z.timestamp())
+            .map_err(|e| format!("{s:?}: {e}")),
+    )
 }
 
 /// Bytes as text: printable ASCII as is, `\\`, `\n`, `\r`, `\t`, and `\xNN` for the rest;
@@ -244,16 +197,93 @@ mod tests {
             parse_time("2023-11-15T00:13:20.5+02:00"),
             Ok(1_700_000_000_500_000)
         );
-        assert_eq!(parse_time("2023-11-14"), Ok(1_699_920_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14 22:13:20.123456789z"),
+            Ok(1_700_000_000_123_456)
+        );
+        assert_eq!(
+            parse_time("2016-12-31T23:59:60Z"),
+            parse_time("2016-12-31T23:59:59Z")
+        );
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20[Europe/Paris]"),
+            Ok(1_700_000_000_000_000)
+        );
+        // Past RFC 3339's years: printed as microseconds, which read back.
+        assert_eq!(format_micros(u64::MAX), u64::MAX.to_string());
+        assert_eq!(parse_time(&format_micros(u64::MAX)), Ok(u64::MAX));
         for bad in [
             "",
             "2023-13-01",
             "2023-02-30",
             "2023-11-14T25:00:00Z",
             "yesterday",
-            "2023-11-14T10:00:00",
+            "tomorrow",
+            "1969-12-31T23:59:59Z",
+            "2 hours",
+            "2h",
+            "2 fortnights ago",
         ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
+            let err = parse_time(bad).expect_err(bad);
+            assert!(err.contains(&format!("{:?}", bad.trim())), "{bad}: {err}");
+        }
+        assert!(parse_time("yesterday")
+            .unwrap_err()
+            .contains("\"2 hours ago\""));
+        assert!(parse_time("2h").unwrap_err().contains("\"2h ago\""));
+        assert!(parse_time("1969-12-31T23:59:59Z")
+            .unwrap_err()
+            .contains("before the Unix epoch"));
+    }
+
+    /// A date and time without an offset, or a date alone (its midnight), is in the system's
+    /// time zone, whichever it is.
+    #[test]
+    fn civil_times_are_local() {
+        for s in [
+            "2026-12-05 14:30:00",
+            "2026-12-05T14:30",
+            "2026-07-01T02:30:00.25",
+            "2023-11-14",
+        ] {
+            let want = s
+                .parse::<DateTime>()
+                .unwrap()
+                .to_zoned(TimeZone::system())
+                .unwrap()
+                .timestamp()
+                .as_microsecond();
+            assert_eq!(parse_time(s), Ok(want as u64), "{s}");
+        }
+    }
+
+    #[test]
+    fn relative_times_count_back_from_now() {
+        let now = |back: Span| {
+            Zoned::now()
+                .checked_sub(back)
+                .unwrap()
+                .timestamp()
+                .as_microsecond() as u64
+        };
+        let hours = |n: i64| Span::new().hours(n);
+        for (s, back) in [
+            ("2 hours ago", hours(2)),
+            ("90 minutes ago", Span::new().minutes(90)),
+            ("-2h", hours(2)),
+            ("-PT2H", hours(2)),
+            ("1 day ago", Span::new().days(1)),
+            ("1 day, 6 hours ago", Span::new().days(1).hours(6)),
+            ("now", Span::new()),
+            ("0s", Span::new()),
+        ] {
+            let before = now(back);
+            let got = parse_time(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let after = now(back);
+            assert!(
+                before <= got && got <= after,
+                "{s}: {before} <= {got} <= {after}"
+            );
         }
     }
 

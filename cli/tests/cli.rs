@@ -3,10 +3,12 @@
 //! below LMDB's applied LSN, a truncated tail with and without `--strict`, a missing middle
 //! segment, bad directories), `dump` (text and JSON, LSN, time and table filters, checked
 //! against what was committed), `stats` (opened, offline, and on a database another handle
-//! holds: exit 3) and `checkpoint`. The read-only commands must leave every byte of the
-//! directory as it was. `walmdb verify` agrees with what opening does on every checked-in
-//! corrupt fixture (the library's `tests/inspect.rs` checks that `inspect::LogScan::would_open`,
-//! which verify is built on, predicts `Wal::open_with` exactly).
+//! holds: exit 3) and `checkpoint`; times on the command line (RFC 3339, local civil times in
+//! the process's `TZ`, "2 hours ago") for `dump` and `restore --target-time`. The read-only
+//! commands must leave every byte of the directory as it was. `walmdb verify` agrees with
+//! what opening does on every checked-in corrupt fixture (the library's `tests/inspect.rs`
+//! checks that `inspect::LogScan::would_open`, which verify is built on, predicts
+//! `Wal::open_with` exactly).
 
 // The library's shared test helpers, not a copy (the library's tests use the rest of them;
 // the module allows dead code itself).
@@ -832,6 +834,210 @@ fn format_rfc3339(micros: u64) -> String {
         rem % 60,
         micros % 1_000_000
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// times on the command line: --since, --until, restore --target-time
+// ---------------------------------------------------------------------------------------
+
+/// A time zone for the tool's process, five and a half hours east of UTC all year (POSIX TZ
+/// rule), so a local time that was read as UTC misses by hours.
+const EAST_5_30: &str = "XST-5:30";
+
+/// Runs the tool in time zone `tz` (a `TZ` value), or in the test's own when `None`.
+fn run_in_zone(tz: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("NO_COLOR", "1");
+    if let Some(tz) = tz {
+        cmd.env("TZ", tz);
+    }
+    cmd.output().expect("run the walmdb binary")
+}
+
+/// The times `dump` read for `--since` and `--until`, from its usage error when the first is
+/// after the second (given before it looks at the directory).
+#[track_caller]
+fn read_times(tz: Option<&str>, since: &str, until: &str) -> (jiff::Timestamp, jiff::Timestamp) {
+    let out = run_in_zone(
+        tz,
+        &["dump", "/nonexistent", "--since", since, "--until", until],
+    );
+    expect_code(&out, 2, "--since after --until");
+    let err = stderr(&out);
+    let times = err
+        .split_once("--since ")
+        .and_then(|(_, rest)| rest.split_once(" is after --until "))
+        .unwrap_or_else(|| panic!("no times in {err:?}"));
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"))
+    };
+    (parse(times.0), parse(times.1))
+}
+
+#[test]
+fn times_are_read_as_rfc_3339_local_civil_and_relative_times() {
+    use jiff::{civil::DateTime, tz::TimeZone, Span, Timestamp, ToSpan};
+    let east = Some(EAST_5_30);
+
+    // RFC 3339: the same whatever the local zone; a date alone is its local midnight
+    // (00:00 at +05:30 is 18:30 UTC the day before).
+    let (t, u) = read_times(east, "2024-05-01T14:00:00.25+02:00", "2024-05-01");
+    assert_eq!(t, "2024-05-01T12:00:00.25Z".parse::<Timestamp>().unwrap());
+    assert_eq!(u, "2024-04-30T18:30:00Z".parse::<Timestamp>().unwrap());
+
+    // A civil time without an offset is local: 14:30 at +05:30 is 09:00 UTC.
+    for civil in [
+        "2026-12-05 14:30:00",
+        "2026-12-05T14:30",
+        "2026-12-05 14:30",
+    ] {
+        let (t, _) = read_times(east, civil, "0");
+        assert_eq!(
+            t,
+            "2026-12-05T09:00:00Z".parse::<Timestamp>().unwrap(),
+            "{civil}"
+        );
+    }
+    // And in the test's own zone, whichever it is, as jiff converts it with the system's.
+    for civil in ["2026-07-01 02:30", "2026-12-05T14:30:00.5"] {
+        let (t, _) = read_times(None, civil, "0");
+        let want = civil
+            .parse::<DateTime>()
+            .unwrap()
+            .to_zoned(TimeZone::system())
+            .unwrap()
+            .timestamp();
+        assert_eq!(t, want, "{civil}");
+    }
+
+    // Relative times count back from now ("1 day ago" is a calendar day in the local zone:
+    // 24 hours at a fixed offset).
+    for (since, back_since, until, back_until) in [
+        ("2 hours ago", 2.hours(), "3 hours ago", 3.hours()),
+        ("-90m", 90.minutes(), "91 minutes ago", 91.minutes()),
+        ("now", Span::new(), "1 day ago", 24.hours()),
+    ] {
+        let before = Timestamp::now();
+        let (t, u) = read_times(east, since, until);
+        let after = Timestamp::now();
+        for (got, back, what) in [(t, back_since, since), (u, back_until, until)] {
+            let (lo, hi) = (before - back, after - back);
+            assert!(lo <= got && got <= hi, "{what}: {lo} <= {got} <= {hi}");
+        }
+    }
+}
+
+#[test]
+fn dump_filters_by_local_and_relative_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    db.create_table("users").unwrap();
+    db.create_table("orders").unwrap();
+    let mut committed = commit_some(&db, 0, 10, 20);
+    std::thread::sleep(Duration::from_millis(20));
+    let split = now_micros();
+    std::thread::sleep(Duration::from_millis(20));
+    committed.extend(commit_some(&db, 10, 10, 20));
+    db.simulate_crash();
+    let d = path_str(&dir);
+
+    // The split as a clock on the wall at +05:30 reads it, without an offset.
+    let local = jiff::Timestamp::from_microsecond(split as i64)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::fixed(
+            jiff::tz::Offset::from_seconds(5 * 3600 + 1800).unwrap(),
+        ))
+        .datetime()
+        .strftime("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    let out = run_in_zone(
+        Some(EAST_5_30),
+        &["dump", d, "--format", "json", "--hex", "--since", &local],
+    );
+    expect_code(&out, 0, "dump --since a local time");
+    assert_eq!(
+        dumped_rows(&json_lines(&out)),
+        model_rows(&committed[10..], |_| true, None),
+        "--since {local}"
+    );
+
+    // Everything was committed within the last hour, nothing before it.
+    let out = run_in_zone(
+        Some(EAST_5_30),
+        &[
+            "dump",
+            d,
+            "--format",
+            "json",
+            "--hex",
+            "--since",
+            "1 hour ago",
+        ],
+    );
+    expect_code(&out, 0, "dump --since 1 hour ago");
+    assert_eq!(
+        dumped_rows(&json_lines(&out)),
+        model_rows(&committed, |_| true, None)
+    );
+    let out = run_in_zone(Some(EAST_5_30), &["dump", d, "--until", "-1h"]);
+    expect_code(&out, 0, "dump --until -1h");
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn restore_target_time_takes_every_form_and_names_them_when_it_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("no-backup");
+    let into = tmp.path().join("into");
+    let (b, i) = (path_str(&backup), path_str(&into));
+    // Each is read, so the restore gets as far as the (missing) backup's manifest.
+    for time in [
+        "2024-05-01T12:00:00Z",
+        "2024-05-01T14:00:00.5+02:00",
+        "2024-05-01",
+        "2024-05-01 14:30",
+        "2024-05-01T14:30:00",
+        "2 hours ago",
+        "1 day ago",
+        "-2h",
+        "1714564800000000",
+    ] {
+        let out = run(&["restore", b, i, "--target-time", time]);
+        let err = stderr(&out);
+        assert!(err.contains("cannot read the manifest"), "{time}: {err}");
+        assert!(!err.contains("invalid value"), "{time}: {err}");
+        assert!(!into.exists(), "{time}");
+    }
+    for bad in [
+        "next tuesday",
+        "2024-13-01",
+        "2024-05-01T25:00",
+        "2 hours",
+        "yesterday",
+    ] {
+        let out = run(&["restore", b, i, "--target-time", bad]);
+        expect_code(&out, 2, bad);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("invalid value '{bad}' for '--target-time <TIME>'")),
+            "{bad}: {err}"
+        );
+        assert!(!into.exists(), "{bad}");
+    }
+    let err = stderr(&run(&["restore", b, i, "--target-time", "next tuesday"]));
+    for form in [
+        "RFC 3339",
+        "2024-05-01 14:30",
+        "2 hours ago",
+        "microseconds since the Unix epoch",
+    ] {
+        assert!(err.contains(form), "{form}: {err}");
+    }
+    let err = stderr(&run(&["restore", b, i, "--target-time", "2 hours"]));
+    assert!(err.contains("\"2 hours ago\""), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------

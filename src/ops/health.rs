@@ -244,17 +244,6 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
 
 /// Free bytes available to this user on the file system holding `path`.
 fn disk_free(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is NUL-terminated; `statvfs` fills `st` when it returns 0.
-    let st = unsafe {
-        if libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
-        }
-        st.assume_init()
-    };
-    // `fsblkcnt_t` and `c_ulong` are narrower than u64 on some platforms.
-    #[allow(clippy::useless_conversion)]
-    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -163,50 +163,51 @@ fn answer(
         "/health" => {
             let h = health(&engine, limits);
             drop(engine);
-            let status = match h.status {
-                HealthStatus::Healthy => "healthy",
-                HealthStatus::Degraded => "degraded",
-                HealthStatus::Unhealthy => "unhealthy",
-            };
-            let reasons: Vec<String> = h
-                .reasons
-                .iter()
-                .map(|(s, why)| {
-                    let level = if *s == HealthStatus::Unhealthy {
-                        "unhealthy"
-                    } else {
-                        "degraded"
-                    };
-                    format!("{{\"level\":\"{level}\",\"reason\":{}}}", json_string(why))
-                })
-                .collect();
             let code = if h.status == HealthStatus::Unhealthy {
                 503
             } else {
                 200
             };
-            let body = format!(
-                "{{\"status\":\"{status}\",\"reasons\":[{}]}}\n",
-                reasons.join(",")
-            );
-            (code, "application/json", body)
+            let body = HealthBody {
+                status: status_name(h.status),
+                reasons: h
+                    .reasons
+                    .iter()
+                    .map(|(s, why)| HealthReason {
+                        level: status_name(*s),
+                        reason: why,
+                    })
+                    .collect(),
+            };
+            match serde_json::to_string(&body) {
+                Ok(mut json) => {
+                    json.push('\n');
+                    (code, "application/json", json)
+                }
+                Err(_) => (500, TEXT, "encoding the health failed\n".into()),
+            }
         }
         _ => (404, TEXT, "not found: try /metrics or /health\n".into()),
     }
 }
 
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
+/// `/health`'s body: `{"status": .., "reasons": [{"level": .., "reason": ..}, ..]}`.
+#[derive(serde::Serialize)]
+struct HealthBody<'a> {
+    status: &'static str,
+    reasons: Vec<HealthReason<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct HealthReason<'a> {
+    level: &'static str,
+    reason: &'a str,
+}
+
+fn status_name(status: HealthStatus) -> &'static str {
+    match status {
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Degraded => "degraded",
+        HealthStatus::Unhealthy => "unhealthy",
     }
-    out.push('"');
-    out
 }
