@@ -228,10 +228,11 @@ pub(crate) fn commit_ops(engine: &Engine, commit: Commit) -> Result<Lsn> {
         done.respond(Err(Error::Closed));
         e
     })?;
-    if let Err((e, request)) = engine
+    if let Err(not_queued) = engine
         .wal
         .push(request, Some(engine.cfg.wal.backpressure_wait))
     {
+        let (e, request) = *not_queued;
         request.answer(Err(Error::Closed));
         return Err(e);
     }
@@ -263,7 +264,11 @@ pub(crate) fn commit_ops_async(engine: &Engine, commit: Commit) -> CommitFuture 
                 return CommitFuture::answered(Err(e));
             }
         };
-        match engine.wal.push(request, None) {
+        match engine
+            .wal
+            .push(request, None)
+            .map_err(|not_queued| *not_queued)
+        {
             Ok(()) => None,
             Err((Error::Backpressure { .. }, request)) => Some(Waiting::Queue(request)),
             Err((e, request)) => {
@@ -400,10 +405,11 @@ pub(crate) fn admitter_loop(engine: &Engine) {
                 }
             }
         };
-        if let Err((e, request)) = engine
+        if let Err(not_queued) = engine
             .wal
             .push(request, Some(engine.cfg.wal.backpressure_wait))
         {
+            let (e, request) = *not_queued;
             request.answer(Err(e));
         }
     }

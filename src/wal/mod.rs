@@ -176,6 +176,9 @@ pub(crate) struct WalDetail {
     pub quarantined: u64,
 }
 
+/// A request the queue did not take, with why (boxed: it is large, and rare).
+pub(crate) type NotQueued<T> = Box<(Error, Request<T>)>;
+
 /// A commit that was queued and not yet answered; see [`Wal::submit`].
 #[derive(Debug)]
 #[must_use = "a commit is only known to have happened once wait() returns Ok"]
@@ -382,8 +385,9 @@ impl<S: Sequencer> Wal<S> {
         self.check_commit(&record, durability.as_ref())?;
         let (completion, done) = Completion::pair();
         let request = self.commit_request(record, ticket, durability, done);
-        if let Err((e, request)) = self.push(request, Some(self.cfg.backpressure_wait)) {
+        if let Err(not_queued) = self.push(request, Some(self.cfg.backpressure_wait)) {
             // Not queued: its caller gets the error; answer its responder here, quietly.
+            let (e, request) = *not_queued;
             request.answer(Err(Error::Closed));
             return Err(e);
         }
@@ -434,7 +438,7 @@ impl<S: Sequencer> Wal<S> {
         &self,
         request: Request<S::Ticket>,
         wait: Option<Duration>,
-    ) -> std::result::Result<(), (Error, Request<S::Ticket>)> {
+    ) -> std::result::Result<(), NotQueued<S::Ticket>> {
         let bytes = request.queued_bytes();
         match self.shared.queue.push(request, bytes, wait) {
             Ok(()) => Ok(()),
@@ -449,7 +453,7 @@ impl<S: Sequencer> Wal<S> {
                     Error::Closed => self.refusal().unwrap_or(Error::Closed),
                     other => other,
                 };
-                Err((e, request))
+                Err(Box::new((e, request)))
             }
         }
     }
@@ -471,9 +475,9 @@ impl<S: Sequencer> Wal<S> {
             return Err(e);
         }
         let (completion, done) = Completion::pair();
-        if let Err((e, request)) =
-            self.push(Request::Sync { done }, Some(self.cfg.backpressure_wait))
+        if let Err(not_queued) = self.push(Request::Sync { done }, Some(self.cfg.backpressure_wait))
         {
+            let (e, request) = *not_queued;
             request.answer(Err(Error::Closed));
             return Err(e);
         }
