@@ -255,6 +255,16 @@ pub enum Error {
     #[error("no table named {0:?}")]
     TableNotFound(String),
 
+    /// A typed table's codec cannot encode an item, or decode stored bytes (they were
+    /// written as another type).
+    #[error("codec {codec}: {reason}")]
+    Codec {
+        /// The codec's name.
+        codec: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A key, value or table name LMDB cannot store.
     #[error("invalid {what}: {reason}")]
     InvalidInput {
@@ -322,6 +332,9 @@ pub enum Error {
         op: &'static str,
         /// LMDB's message.
         message: String,
+        /// heed's error, when it came from one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The data directory's LMDB store and write-ahead log disagree (for example, the log

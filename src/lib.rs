@@ -60,6 +60,9 @@ mod db;
 mod engine;
 mod ops;
 mod txn;
+// Typed tables over transactions.
+mod typed;
+pub use typed::{codec, Codec, ReadTable, TableDef, TypedIter, WriteTable};
 
 // Read-only inspection for tools (`walmdb verify`, `dump`, `stats`).
 pub mod inspect;

@@ -30,6 +30,7 @@ const ORDER: &[&str] = &[
     // The engine's jobs, then transactions, operations and the handle.
     "engine",
     "txn",
+    "typed",
     "ops",
     "db",
     // Read-only inspection for tools; repair of a damaged database, which reads with it;

@@ -175,6 +175,7 @@ impl Engine {
                              commits too often); try again",
                             attempts + 1
                         ),
+                        source: None,
                     })
                 }
             }

@@ -160,6 +160,7 @@ pub(crate) fn lmdb_err(op: &'static str) -> impl Fn(heed::Error) -> Error {
         other => Error::Lmdb {
             op,
             message: other.to_string(),
+            source: Some(Box::new(other)),
         },
     }
 }
@@ -379,6 +380,7 @@ impl Store {
                 decode_u64(meta_seed(), KEY_APPLIED, stored).ok_or_else(|| Error::Lmdb {
                     op: "read applied LSN",
                     message: "the stored applied LSN fails its CRC".into(),
+                    source: None,
                 })
             }
         }
@@ -671,6 +673,7 @@ fn missing_handle(table: &str) -> ApplyError {
     ApplyError::Other(Error::Lmdb {
         op: "apply",
         message: format!("table {table:?} has no LMDB handle"),
+        source: None,
     })
 }
 
@@ -766,4 +769,17 @@ fn page_size() -> usize {
 
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to).saturating_mul(to)
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_lmdb_error_keeps_heeds_error_as_its_source() {
+        let e = lmdb_err("apply")(heed::Error::Mdb(MdbError::MapFull));
+        assert!(matches!(e, Error::Lmdb { op: "apply", .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("heed's error kept");
+        assert!(source.to_string().contains("MDB_MAP_FULL"), "{source}");
+    }
 }
