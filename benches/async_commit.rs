@@ -266,6 +266,8 @@ struct Run {
     threads_added: usize,
     errors: u64,
     messages: Vec<String>,
+    /// Commits/s in each twelfth of the run.
+    window_rates: Vec<f64>,
 }
 
 fn run(root: &std::path::Path, mode: Mode, opts: &Options) -> Run {
@@ -289,6 +291,7 @@ fn run(root: &std::path::Path, mode: Mode, opts: &Options) -> Run {
         .expect("build the runtime");
     let secs = opts.secs;
     let tasks = opts.tasks;
+    let windows = Windows::start(db.clone(), Duration::from_secs_f64((secs / 12.0).max(0.1)));
     let (mut out, elapsed) = runtime.block_on({
         let db = db.clone();
         async move {
@@ -316,6 +319,7 @@ fn run(root: &std::path::Path, mode: Mode, opts: &Options) -> Run {
     // Dropping the runtime waits for its blocking threads to finish.
     drop(runtime);
     let peak = sampler.finish();
+    let window_rates = windows.finish();
 
     let db = Arc::into_inner(db).expect("every task let go of the database");
     db.close().expect("close walmdb");
@@ -331,6 +335,42 @@ fn run(root: &std::path::Path, mode: Mode, opts: &Options) -> Run {
         threads_added: peak.saturating_sub(before),
         errors: out.errors,
         messages: out.messages,
+        window_rates,
+    }
+}
+
+/// The commit rate in windows of a run (the log's own count of commits), so a sustained run
+/// shows whether the rate holds.
+struct Windows {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Vec<f64>>,
+}
+
+impl Windows {
+    fn start(db: Arc<Db>, every: Duration) -> Windows {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut rates = Vec::new();
+                let (mut last, mut at) = (db.stats().wal.commits, Instant::now());
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(every.min(Duration::from_millis(50)));
+                    if at.elapsed() >= every {
+                        let now = db.stats().wal.commits;
+                        rates.push((now - last) as f64 / at.elapsed().as_secs_f64());
+                        (last, at) = (now, Instant::now());
+                    }
+                }
+                rates
+            })
+        };
+        Windows { stop, handle }
+    }
+
+    fn finish(self) -> Vec<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("the window sampler")
     }
 }
 
@@ -385,6 +425,8 @@ fn main() {
                 r.threads_added,
                 r.errors
             );
+            let windows: Vec<String> = r.window_rates.iter().map(|w| format!("{w:.0}")).collect();
+            println!("  - commits/s by window: {}", windows.join(", "));
             for m in &r.messages {
                 println!("  - error: {m}");
             }
