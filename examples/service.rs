@@ -2,7 +2,9 @@
 //! channel, each request in a task of its own, on a runtime of 2 threads; 500 clients put
 //! and read back their keys concurrently. Every `put` awaits its commit (`commit_async`):
 //! no thread is parked per commit, and one fsync makes a whole group of them durable.
-//! Then the database is reopened and every acknowledged put is checked.
+//! A change-feed consumer (`Db::subscribe`, awaited with `next_async`) follows the commits
+//! as they happen, as a cache or a search index would, and must see every put once, in
+//! commit order. Then the database is reopened and every acknowledged put is checked.
 //!
 //! Run: `cargo run --release --example service` (CI runs it).
 
@@ -58,6 +60,28 @@ async fn serve(db: Arc<Db>, mut requests: mpsc::Receiver<Request>) {
     }
 }
 
+/// Follows the feed until it has seen `puts` puts of the table: each once, in LSN order.
+async fn follow(
+    db: Arc<Db>,
+    from: Lsn,
+    puts: usize,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut feed = db.subscribe(from)?.tables([TABLE]);
+    let mut seen = std::collections::HashSet::new();
+    let mut last = 0;
+    while seen.len() < puts {
+        let change = feed.next_async().await?;
+        assert!(change.lsn > last, "LSN order");
+        last = change.lsn;
+        for op in change.ops {
+            if let walmdb::Op::Put { key, .. } = op {
+                assert!(seen.insert(key), "a put delivered twice");
+            }
+        }
+    }
+    Ok(seen.len())
+}
+
 fn key(client: usize, i: usize) -> Vec<u8> {
     format!("client{client:04}/{i:03}").into_bytes()
 }
@@ -99,7 +123,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .enable_all()
         .build()?;
     let started = Instant::now();
-    runtime.block_on(async {
+    let from = db.stats().visible_lsn + 1;
+    let followed = runtime.block_on(async {
+        let consumer = tokio::spawn(follow(db.clone(), from, CLIENTS * PUTS_PER_CLIENT));
         let (service, requests) = mpsc::channel(1024);
         let server = tokio::spawn(serve(db.clone(), requests));
         let clients: Vec<_> = (0..CLIENTS)
@@ -110,7 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             c.await??;
         }
         server.await?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        let followed = consumer.await??;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(followed)
     })?;
     let elapsed = started.elapsed();
     let puts = CLIENTS * PUTS_PER_CLIENT;
@@ -138,6 +165,10 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             );
         }
     }
+    println!(
+        "change feed: followed all {} puts, in LSN order, each once",
+        followed
+    );
     println!("reopened: all {puts} acknowledged puts are there");
     Ok(())
 }

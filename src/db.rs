@@ -240,6 +240,25 @@ impl Db {
         self.engine().scrub(max_bytes_per_sec, &mut progress)
     }
 
+    /// Follows committed transactions from LSN `from` on, in LSN order: each a [`Change`]
+    /// (its LSN, commit time and operations), delivered once it is visible. `from` may be any
+    /// LSN the log still holds (`Error::Retired` otherwise: a checkpoint retired it), or
+    /// above the newest commit to follow only what comes next. Resume after a change with
+    /// `subscribe(change.lsn + 1)`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = walmdb::Db::open(dir.path())?;
+    /// let mut feed = db.subscribe(1)?.tables(["users"]);
+    /// db.update(|t| t.put("users", b"alice", b"1"))?;
+    /// let change = feed.next_change()?;
+    /// assert_eq!(change.ops.len(), 1);
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn subscribe(&self, from: Lsn) -> Result<crate::Subscription<'_>> {
+        crate::Subscription::new(self.engine(), from)
+    }
+
     /// Waits until LMDB holds every commit through `lsn`.
     pub fn wait_applied(&self, lsn: Lsn) -> Result<()> {
         self.engine().wait_applied(lsn)

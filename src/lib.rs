@@ -77,7 +77,7 @@ pub mod loom_support;
 
 pub use config::{ArchiveConfig, Config, Durability, Isolation, RecoveryMode, WalConfig};
 pub use db::{Db, DbStats};
-pub use engine::{CompactReport, DbRecoveryReport, RestorePoint};
+pub use engine::{Change, CompactReport, DbRecoveryReport, NextChange, RestorePoint, Subscription};
 pub use error::{Error, Result};
 pub use histogram::{CommitLatency, Histogram};
 pub use limits::{MAX_KEY_LEN, MAX_RESTORE_POINT_NAME_LEN, MAX_TABLE_NAME_LEN};

@@ -51,9 +51,21 @@ impl Engine {
                 key: DataArc::from(key),
                 value: DataArc::from(value),
             }],
+            commit_micros: 0,
         });
         crate::engine::sequencer::publish(&self.0, lsn, writes.clone());
         Published(lsn, writes)
+    }
+
+    /// A change-feed subscription opens: returns the LSN from which publication keeps
+    /// commits for it (every commit below it is left to the log).
+    pub fn open_feed(&self) -> Lsn {
+        self.0.feed.open_for_model(&self.0.visible_lsn)
+    }
+
+    /// True if the change feed kept commit `lsn` for subscriptions.
+    pub fn feed_kept(&self, lsn: Lsn) -> bool {
+        self.0.feed.kept(lsn)
     }
 
     /// The applier's steps once its LMDB transaction holding `commits` has committed:

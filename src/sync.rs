@@ -380,12 +380,15 @@ pub enum Bug {
     /// A commit future checks for its answer and stores its waker under two separate
     /// acquisitions of the lock: an answer in between is never woken for.
     WakerStoredAfterCheck,
+    /// Publication reads whether a change-feed subscription is open without the fence
+    /// after its store of the visible LSN: a commit can be neither kept nor below `from`.
+    FeedCheckedWithoutFence,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
@@ -394,6 +397,7 @@ impl Bug {
         Bug::RetireBeforeLmdbSync,
         Bug::PauseCheckedBeforeOpening,
         Bug::WakerStoredAfterCheck,
+        Bug::FeedCheckedWithoutFence,
     ];
 }
 

@@ -201,7 +201,29 @@ fn checkpoint_against_retirement() {
     drop(wal);
 }
 
+/// A change-feed subscription opens while commit 1 is published: the commit is either
+/// below the LSN from which publication keeps commits for it (the subscription reads it
+/// from the log) or kept, never neither (it would be skipped).
+fn feed_against_publication() {
+    let engine = Engine::new();
+    let publisher = {
+        let engine = engine.clone();
+        thread::spawn(move || {
+            engine.publish(1, b"k", b"v");
+        })
+    };
+    let from = engine.open_feed();
+    publisher.join().unwrap();
+    assert!(
+        1 < from || engine.feed_kept(1),
+        "commit 1 is neither kept for the feed nor below its start {from}"
+    );
+}
+
 models! {
+    feed_against_publication => a_subscription_gets_every_commit_from_the_log_or_publication,
+        Bug::FeedCheckedWithoutFence, a_feed_check_without_a_fence_is_caught,
+        feed_against_publication_with_the_bug;
     overlay_against_a_reader => a_reader_sees_the_overlay_or_lmdb_never_neither,
         Bug::EvictIgnoringSnapshots, an_eviction_past_a_snapshot_is_caught,
         overlay_against_a_reader_with_the_bug;

@@ -98,7 +98,10 @@ impl Engine {
         let ticket = Ticket {
             snapshot: 0,
             check: Check::Blind,
-            writes: Arc::new(TxnWrites { ops: Vec::new() }),
+            writes: Arc::new(TxnWrites {
+                ops: Vec::new(),
+                commit_micros: unix_micros,
+            }),
             pin: None,
         };
         let lsn = engine

@@ -183,8 +183,9 @@ impl Commit {
         engine: &Engine,
         done: Responder,
     ) -> std::result::Result<Request<Ticket>, (Error, Responder)> {
+        let commit_micros = now_micros();
         let record = crate::wal::log::record::encode_txn(
-            now_micros(),
+            commit_micros,
             self.ops.len(),
             self.ops.iter().map(WriteOp::as_ref),
         );
@@ -194,7 +195,10 @@ impl Commit {
         let ticket = Ticket {
             snapshot: self.snapshot,
             check: self.check,
-            writes: Arc::new(TxnWrites { ops: self.ops }),
+            writes: Arc::new(TxnWrites {
+                ops: self.ops,
+                commit_micros,
+            }),
             pin: self.pin,
         };
         Ok(engine

@@ -15,6 +15,7 @@ pub(crate) mod admin;
 pub(crate) mod admit;
 pub(crate) mod apply;
 pub(crate) mod checkpoint;
+pub(crate) mod feed;
 pub(crate) mod open;
 pub(crate) mod scrub;
 pub(crate) mod sequencer;
@@ -39,6 +40,7 @@ pub use admin::{CompactReport, RestorePoint};
 pub(crate) use admit::{commit_ops, commit_ops_async, Commit};
 use apply::ApplyQueue;
 use checkpoint::CheckpointState;
+pub use feed::{Change, NextChange, Subscription};
 pub use open::DbRecoveryReport;
 pub(crate) use sequencer::{Check, ConflictPin, EngineSequencer, ReadSet};
 
@@ -120,6 +122,8 @@ pub(crate) struct EngineState {
     apply_cv: Condvar,
     room: Mutex<()>,
     room_cv: Condvar,
+    /// Commits kept for change-feed subscriptions, and their wake-ups.
+    pub(crate) feed: feed::Feed,
     /// Async commits waiting to be admitted by the admitter thread.
     admissions: Mutex<admit::Admissions>,
     admissions_cv: Condvar,

@@ -325,15 +325,18 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
             offset: 0,
             reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
         })?;
-        let ops: Vec<WriteOp> = match decoded {
-            Record::Txn(txn) => txn.ops.into_iter().map(write_op).collect(),
-            _ => Vec::new(),
+        let (ops, commit_micros): (Vec<WriteOp>, u64) = match decoded {
+            Record::Txn(txn) => (
+                txn.ops.into_iter().map(write_op).collect(),
+                txn.commit_micros,
+            ),
+            _ => (Vec::new(), 0),
         };
         let cost = ops.iter().map(WriteOp::overlay_cost).sum();
         Ok(Replayed {
             lsn: rec.lsn,
             size: rec.record.payload().len(),
-            writes: Arc::new(TxnWrites { ops }),
+            writes: Arc::new(TxnWrites { ops, commit_micros }),
             cost,
         })
     })

@@ -44,6 +44,8 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) struct TxnWrites {
     pub ops: Vec<WriteOp>,
+    /// The commit time its log record carries (Unix microseconds; 0 for none).
+    pub commit_micros: u64,
 }
 
 /// What a committer hands the flusher.
@@ -373,6 +375,7 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     // Visible before the applier can take it: LMDB never holds a commit that is not
     // visible, so every snapshot has applied LSN <= visible LSN.
     sh.visible_lsn.store(lsn, Ordering::Release);
+    sh.feed.published(lsn, &writes);
     sh.enqueue_for_apply(lsn, writes);
 }
 

@@ -664,11 +664,16 @@ impl<S: Sequencer> Wal<S> {
     /// Reads the records from `lsn` through the highest LSN written when called, checking
     /// every CRC.
     pub fn read_from(&self, lsn: Lsn) -> LogIter {
+        self.read_between(lsn, self.written_lsn())
+    }
+
+    /// Reads the records from `lsn` through `until` (at most the highest LSN written).
+    pub(crate) fn read_between(&self, lsn: Lsn, until: Lsn) -> LogIter {
         LogIter {
             fs: self.fs.clone(),
             segments: self.segments(),
             next_lsn: lsn.max(1),
-            until_lsn: self.written_lsn(),
+            until_lsn: until.min(self.written_lsn()),
             buffered: Default::default(),
             done: false,
         }

@@ -1,0 +1,441 @@
+//! The change feed: committed transactions in LSN order, from any LSN the log still holds.
+//!
+//! A subscription reads the log (each segment once, checked as recovery checks it) until it
+//! reaches the commits publication keeps for subscribers: while any subscription is open,
+//! the flusher's publication also puts each commit into a ring of the newest
+//! [`RING_COMMITS`], which subscriptions that keep up read without touching the log.
+//! Invariants:
+//! - The ring holds every commit published at or after its `from` LSN. It is reset when
+//!   the first subscription opens: `from` is then above the visible LSN of that moment, and
+//!   commits at or below it are in the log. The handshake is Dekker's: publication stores
+//!   the visible LSN, fences, then reads `active`; opening stores `active`, fences, then
+//!   reads the visible LSN, so a commit is either pushed or below `from`.
+//! - Only published (visible) commits are delivered: a record written but never published
+//!   (its group's sync failed) never is.
+//! - A subscription waiting for the next commit registers its waker (or waits on the
+//!   condition variable) under the ring's lock, which every push holds: no wake-up is lost.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::sequencer::TxnWrites;
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::store::WriteOp;
+use crate::sync::DataArc as Arc;
+use crate::sync::{bug, fence, AtomicBool, Bug, Condvar, Mutex, Ordering};
+use crate::wal::{LogIter, Op, Record};
+
+/// The newest commits kept for subscriptions while any is open.
+const RING_COMMITS: usize = 4096;
+
+/// One committed transaction, as the change feed delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its LSN: resume after it with [`Db::subscribe`](crate::Db::subscribe)`(lsn + 1)`.
+    pub lsn: Lsn,
+    /// Its commit time, Unix microseconds.
+    pub commit_micros: u64,
+    /// What it did, in the order it was committed (of the subscribed tables only).
+    pub ops: Vec<Op>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    /// Open subscriptions.
+    subscribers: usize,
+    /// Every commit published at or after it is in `commits`.
+    from: Lsn,
+    commits: VecDeque<(Lsn, Arc<TxnWrites>)>,
+    /// Async subscriptions waiting for the next commit.
+    wakers: Vec<Waker>,
+}
+
+/// The engine's side of the feed.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    /// Mirrors `subscribers > 0`, for publication's check without the lock.
+    active: AtomicBool,
+    ring: Mutex<Ring>,
+    arrived: Condvar,
+}
+
+impl Feed {
+    /// Publication of commit `lsn` (the flusher, in LSN order, after the visible LSN is
+    /// stored).
+    pub(crate) fn published(&self, lsn: Lsn, writes: &Arc<TxnWrites>) {
+        if !bug(Bug::FeedCheckedWithoutFence) {
+            fence(Ordering::SeqCst);
+        }
+        if !self.active.load(Ordering::SeqCst) {
+            return;
+        }
+        let wakers = {
+            let mut ring = self.ring.lock();
+            if ring.subscribers == 0 || lsn < ring.from {
+                return;
+            }
+            ring.commits.push_back((lsn, writes.clone()));
+            if ring.commits.len() > RING_COMMITS {
+                if let Some((oldest, _)) = ring.commits.pop_front() {
+                    ring.from = oldest + 1;
+                }
+            }
+            std::mem::take(&mut ring.wakers)
+        };
+        self.arrived.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn open(&self, visible: &crate::sync::AtomicU64) {
+        let mut ring = self.ring.lock();
+        ring.subscribers += 1;
+        if ring.subscribers == 1 {
+            self.active.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            ring.from = visible.load(Ordering::SeqCst) + 1;
+            ring.commits.clear();
+        }
+    }
+
+    /// [`Feed::open`] for the loom model: the ring's `from` after opening.
+    #[cfg(walmdb_loom)]
+    pub(crate) fn open_for_model(&self, visible: &crate::sync::AtomicU64) -> Lsn {
+        self.open(visible);
+        self.ring.lock().from
+    }
+
+    /// True if commit `lsn` is in the ring (the loom model).
+    #[cfg(walmdb_loom)]
+    pub(crate) fn kept(&self, lsn: Lsn) -> bool {
+        self.ring.lock().commits.iter().any(|(l, _)| *l == lsn)
+    }
+
+    fn close(&self) {
+        let mut ring = self.ring.lock();
+        ring.subscribers -= 1;
+        if ring.subscribers == 0 {
+            self.active.store(false, Ordering::SeqCst);
+            ring.commits.clear();
+            ring.wakers.clear();
+        }
+    }
+}
+
+/// What the next step of a subscription is.
+enum Step {
+    Deliver(Lsn, Arc<TxnWrites>),
+    /// Behind the ring: read the log through this LSN.
+    ReadLog(Lsn),
+    /// Caught up.
+    Wait,
+}
+
+/// A subscription to committed transactions (see [`Db::subscribe`](crate::Db::subscribe)):
+/// a blocking iterator ([`Subscription::next_change`], `Iterator`) and an async one
+/// ([`Subscription::next_async`]). Memory stays bounded: it holds at most one log segment's
+/// records while it catches up, and the engine keeps at most the newest 4,096 commits for
+/// subscriptions that keep up.
+pub struct Subscription<'db> {
+    engine: &'db Engine,
+    next: Lsn,
+    /// An error ended the iterator.
+    ended: bool,
+    tables: Option<BTreeSet<String>>,
+    /// Reading the log, through the LSN it was opened for.
+    log: Option<(LogIter, Lsn)>,
+}
+
+impl std::fmt::Debug for Subscription<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("next", &self.next)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.engine.state.feed.close();
+    }
+}
+
+impl<'db> Subscription<'db> {
+    pub(crate) fn new(engine: &'db Engine, from: Lsn) -> Result<Subscription<'db>> {
+        if let Some(e) = engine.state.refusal() {
+            return Err(e);
+        }
+        engine.state.feed.open(&engine.state.visible_lsn);
+        let sub = Subscription {
+            engine,
+            next: from.max(1),
+            ended: false,
+            tables: None,
+            log: None,
+        };
+        // Refuse at once an LSN the log no longer holds.
+        let oldest = engine.wal.segments().first().map_or(1, |m| m.first_lsn);
+        if sub.next < oldest {
+            return Err(Error::Retired {
+                lsn: sub.next,
+                oldest,
+            });
+        }
+        Ok(sub)
+    }
+
+    /// Delivers only the operations on `tables` (and skips transactions with none).
+    pub fn tables<S: AsRef<str>>(mut self, tables: impl IntoIterator<Item = S>) -> Self {
+        self.tables = Some(tables.into_iter().map(|t| t.as_ref().to_owned()).collect());
+        self
+    }
+
+    /// The LSN the next change will be at or after: where to resume.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next
+    }
+
+    /// The next change, waiting for a commit as long as it takes.
+    pub fn next_change(&mut self) -> Result<Change> {
+        loop {
+            if let Some(change) = self.next_timeout(Duration::from_secs(3600))? {
+                return Ok(change);
+            }
+        }
+    }
+
+    /// The next change if one comes within `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
+        let deadline = crate::limits::deadline(Instant::now(), timeout);
+        loop {
+            if let Some(change) = self.try_next()? {
+                return Ok(Some(change));
+            }
+            let ring = self.engine.state.feed.ring.lock();
+            if ring
+                .commits
+                .back()
+                .is_some_and(|(lsn, _)| *lsn >= self.next)
+                || self.next < ring.from
+            {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            drop(
+                self.engine
+                    .state
+                    .feed
+                    .arrived
+                    .wait_timeout(ring, deadline - now),
+            );
+        }
+    }
+
+    /// The next change if one is there now.
+    pub fn try_next(&mut self) -> Result<Option<Change>> {
+        loop {
+            if let Some((iter, until)) = &mut self.log {
+                match iter.next() {
+                    Some(Ok(rec)) => {
+                        self.next = rec.lsn + 1;
+                        if let Some(change) = self.change_of_record(rec.lsn, &rec.record)? {
+                            return Ok(Some(change));
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        self.log = None;
+                        return Err(self.gone_or(e));
+                    }
+                    None => {
+                        self.next = self.next.max(*until + 1);
+                        self.log = None;
+                    }
+                }
+            }
+            match self.step() {
+                Step::Deliver(lsn, writes) => {
+                    self.next = lsn + 1;
+                    if let Some(change) = self.change_of_writes(lsn, &writes) {
+                        return Ok(Some(change));
+                    }
+                }
+                Step::ReadLog(until) => {
+                    self.log = Some((self.engine.wal.read_between(self.next, until), until));
+                }
+                Step::Wait => {
+                    if let Some(e) = self.engine.state.refusal() {
+                        return Err(e);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The next change, as a future (cancel-safe: dropping it loses no change).
+    pub fn next_async(&mut self) -> NextChange<'_, 'db> {
+        NextChange { sub: self }
+    }
+
+    fn step(&self) -> Step {
+        let ring = self.engine.state.feed.ring.lock();
+        if self.next < ring.from {
+            let visible = self.engine.state.visible_lsn.load(Ordering::Acquire);
+            return Step::ReadLog((ring.from - 1).min(visible));
+        }
+        match ring.commits.iter().find(|(lsn, _)| *lsn >= self.next) {
+            Some((lsn, writes)) => Step::Deliver(*lsn, writes.clone()),
+            None => Step::Wait,
+        }
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        self.tables.as_ref().is_none_or(|t| t.contains(table))
+    }
+
+    fn change_of_writes(&self, lsn: Lsn, writes: &TxnWrites) -> Option<Change> {
+        let ops: Vec<Op> = writes
+            .ops
+            .iter()
+            .filter(|op| self.wants(op.table()))
+            .map(|op| match op {
+                WriteOp::Put { table, key, value } => Op::Put {
+                    table: table.to_string(),
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                },
+                WriteOp::Delete { table, key } => Op::Delete {
+                    table: table.to_string(),
+                    key: key.to_vec(),
+                },
+                WriteOp::CreateTable { table } => Op::CreateTable {
+                    table: table.to_string(),
+                },
+                WriteOp::DropTable { table } => Op::DropTable {
+                    table: table.to_string(),
+                },
+            })
+            .collect();
+        (!ops.is_empty()).then_some(Change {
+            lsn,
+            commit_micros: writes.commit_micros,
+            ops,
+        })
+    }
+
+    fn change_of_record(
+        &self,
+        lsn: Lsn,
+        record: &crate::wal::EncodedRecord,
+    ) -> Result<Option<Change>> {
+        let Record::Txn(txn) = record.decode().map_err(|e| Error::Corruption {
+            segment: 0,
+            offset: 0,
+            reason: format!("record at LSN {lsn} does not decode: {e}"),
+        })?
+        else {
+            return Ok(None);
+        };
+        let ops: Vec<Op> = txn
+            .ops
+            .into_iter()
+            .filter(|op| self.wants(op_table(op)))
+            .collect();
+        Ok((!ops.is_empty()).then_some(Change {
+            lsn,
+            commit_micros: txn.commit_micros,
+            ops,
+        }))
+    }
+
+    /// `Error::Retired` when the log no longer holds the next LSN (a checkpoint retired its
+    /// segment while it was read), else `e`.
+    fn gone_or(&self, e: Error) -> Error {
+        let oldest = self
+            .engine
+            .wal
+            .segments()
+            .first()
+            .map_or(1, |m| m.first_lsn);
+        if self.next < oldest {
+            Error::Retired {
+                lsn: self.next,
+                oldest,
+            }
+        } else {
+            e
+        }
+    }
+}
+
+fn op_table(op: &Op) -> &str {
+    match op {
+        Op::Put { table, .. }
+        | Op::Delete { table, .. }
+        | Op::CreateTable { table }
+        | Op::DropTable { table } => table,
+    }
+}
+
+impl Iterator for Subscription<'_> {
+    type Item = Result<Change>;
+
+    /// The next change, waiting for it as long as it takes; after an error, `None`.
+    fn next(&mut self) -> Option<Result<Change>> {
+        if self.ended {
+            return None;
+        }
+        let next = self.next_change();
+        self.ended = next.is_err();
+        Some(next)
+    }
+}
+
+/// The future of [`Subscription::next_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct NextChange<'s, 'db> {
+    sub: &'s mut Subscription<'db>,
+}
+
+impl std::fmt::Debug for NextChange<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextChange")
+            .field("next", &self.sub.next)
+            .finish()
+    }
+}
+
+impl Future for NextChange<'_, '_> {
+    type Output = Result<Change>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Change>> {
+        let sub = &mut *self.get_mut().sub;
+        loop {
+            match sub.try_next() {
+                Ok(Some(change)) => return Poll::Ready(Ok(change)),
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(None) => {}
+            }
+            let mut ring = sub.engine.state.feed.ring.lock();
+            if ring.commits.back().is_some_and(|(lsn, _)| *lsn >= sub.next) || sub.next < ring.from
+            {
+                continue;
+            }
+            if !ring.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                ring.wakers.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+    }
+}
