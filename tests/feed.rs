@@ -218,3 +218,26 @@ fn an_async_subscription_is_woken_by_commits_and_a_dropped_wait_loses_nothing() 
         assert_eq!(keys, (0..200).map(key).collect::<Vec<_>>());
     });
 }
+
+/// Commits bigger in all than the bytes publication keeps for subscriptions: the older
+/// ones leave the ring and are read from the log, none is missed.
+#[test]
+fn large_commits_past_the_kept_bytes_are_read_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut feed = db.subscribe(db.stats().visible_lsn + 1).unwrap();
+    let value = vec![7u8; 1 << 20];
+    let lsns: Vec<u64> = (0..100)
+        .map(|i| {
+            let mut t = db.write().unwrap();
+            t.put("big", &key(i), &value).unwrap();
+            t.commit().unwrap()
+        })
+        .collect();
+    for (i, lsn) in lsns.iter().enumerate() {
+        let change = feed.next_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(change.lsn, *lsn);
+        let (_, k, v) = put_of(&change);
+        assert_eq!((k, v.len()), (key(i), 1 << 20));
+    }
+}

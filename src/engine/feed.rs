@@ -30,8 +30,10 @@ use crate::sync::DataArc as Arc;
 use crate::sync::{bug, fence, AtomicBool, Bug, Condvar, Mutex, Ordering};
 use crate::wal::{LogIter, Op, Record};
 
-/// The newest commits kept for subscriptions while any is open.
+/// The newest commits kept for subscriptions while any is open: at most this many, and
+/// at most [`RING_BYTES`] of their keys and values (as the overlay counts them).
 const RING_COMMITS: usize = 4096;
+const RING_BYTES: usize = 64 << 20;
 
 /// One committed transaction, as the change feed delivers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,9 @@ struct Ring {
     subscribers: usize,
     /// Every commit published at or after it is in `commits`.
     from: Lsn,
-    commits: VecDeque<(Lsn, Arc<TxnWrites>)>,
+    /// Each commit with its bytes.
+    commits: VecDeque<(Lsn, Arc<TxnWrites>, usize)>,
+    bytes: usize,
     /// Async subscriptions waiting for the next commit.
     wakers: Vec<Waker>,
 }
@@ -65,9 +69,9 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// Publication of commit `lsn` (the flusher, in LSN order, after the visible LSN is
-    /// stored).
-    pub(crate) fn published(&self, lsn: Lsn, writes: &Arc<TxnWrites>) {
+    /// Publication of commit `lsn` of `bytes` overlay bytes (the flusher, in LSN order,
+    /// after the visible LSN is stored).
+    pub(crate) fn published(&self, lsn: Lsn, writes: &Arc<TxnWrites>, bytes: usize) {
         if !bug(Bug::FeedCheckedWithoutFence) {
             fence(Ordering::SeqCst);
         }
@@ -79,11 +83,14 @@ impl Feed {
             if ring.subscribers == 0 || lsn < ring.from {
                 return;
             }
-            ring.commits.push_back((lsn, writes.clone()));
-            if ring.commits.len() > RING_COMMITS {
-                if let Some((oldest, _)) = ring.commits.pop_front() {
-                    ring.from = oldest + 1;
-                }
+            ring.commits.push_back((lsn, writes.clone(), bytes));
+            ring.bytes += bytes;
+            while ring.commits.len() > RING_COMMITS || ring.bytes > RING_BYTES {
+                let Some((oldest, _, freed)) = ring.commits.pop_front() else {
+                    break;
+                };
+                ring.from = oldest + 1;
+                ring.bytes -= freed;
             }
             std::mem::take(&mut ring.wakers)
         };
@@ -101,6 +108,7 @@ impl Feed {
             fence(Ordering::SeqCst);
             ring.from = visible.load(Ordering::SeqCst) + 1;
             ring.commits.clear();
+            ring.bytes = 0;
         }
     }
 
@@ -114,7 +122,7 @@ impl Feed {
     /// True if commit `lsn` is in the ring (the loom model).
     #[cfg(walmdb_loom)]
     pub(crate) fn kept(&self, lsn: Lsn) -> bool {
-        self.ring.lock().commits.iter().any(|(l, _)| *l == lsn)
+        self.ring.lock().commits.iter().any(|(l, _, _)| *l == lsn)
     }
 
     fn close(&self) {
@@ -123,6 +131,7 @@ impl Feed {
         if ring.subscribers == 0 {
             self.active.store(false, Ordering::SeqCst);
             ring.commits.clear();
+            ring.bytes = 0;
             ring.wakers.clear();
         }
     }
@@ -140,8 +149,8 @@ enum Step {
 /// A subscription to committed transactions (see [`Db::subscribe`](crate::Db::subscribe)):
 /// a blocking iterator ([`Subscription::next_change`], `Iterator`) and an async one
 /// ([`Subscription::next_async`]). Memory stays bounded: it holds at most one log segment's
-/// records while it catches up, and the engine keeps at most the newest 4,096 commits for
-/// subscriptions that keep up.
+/// records while it catches up, and the engine keeps at most the newest 4,096 commits (and
+/// 64 MiB of their keys and values) for subscriptions that keep up.
 pub struct Subscription<'db> {
     engine: &'db Engine,
     next: Lsn,
@@ -222,7 +231,7 @@ impl<'db> Subscription<'db> {
             if ring
                 .commits
                 .back()
-                .is_some_and(|(lsn, _)| *lsn >= self.next)
+                .is_some_and(|(lsn, _, _)| *lsn >= self.next)
                 || self.next < ring.from
             {
                 continue;
@@ -294,8 +303,8 @@ impl<'db> Subscription<'db> {
             let visible = self.engine.state.visible_lsn.load(Ordering::Acquire);
             return Step::ReadLog((ring.from - 1).min(visible));
         }
-        match ring.commits.iter().find(|(lsn, _)| *lsn >= self.next) {
-            Some((lsn, writes)) => Step::Deliver(*lsn, writes.clone()),
+        match ring.commits.iter().find(|(lsn, _, _)| *lsn >= self.next) {
+            Some((lsn, writes, _)) => Step::Deliver(*lsn, writes.clone()),
             None => Step::Wait,
         }
     }
@@ -428,7 +437,11 @@ impl Future for NextChange<'_, '_> {
                 Ok(None) => {}
             }
             let mut ring = sub.engine.state.feed.ring.lock();
-            if ring.commits.back().is_some_and(|(lsn, _)| *lsn >= sub.next) || sub.next < ring.from
+            if ring
+                .commits
+                .back()
+                .is_some_and(|(lsn, _, _)| *lsn >= sub.next)
+                || sub.next < ring.from
             {
                 continue;
             }

@@ -375,7 +375,7 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     // Visible before the applier can take it: LMDB never holds a commit that is not
     // visible, so every snapshot has applied LSN <= visible LSN.
     sh.visible_lsn.store(lsn, Ordering::Release);
-    sh.feed.published(lsn, &writes);
+    sh.feed.published(lsn, &writes, bytes);
     sh.enqueue_for_apply(lsn, writes);
 }
 
