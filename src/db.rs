@@ -242,8 +242,8 @@ impl Db {
 
     /// Follows committed transactions from LSN `from` on, in LSN order: each a [`Change`]
     /// (its LSN, commit time and operations), delivered once it is visible. `from` may be any
-    /// LSN the log still holds (`Error::Retired` otherwise: a checkpoint retired it), or
-    /// above the newest commit to follow only what comes next. Resume after a change with
+    /// LSN the log or its archive (`WalConfig::archive`) still holds (`Error::Retired`
+    /// otherwise), or above the newest commit to follow only what comes next. Resume after a change with
     /// `subscribe(change.lsn + 1)`.
     ///
     /// ```

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use walmdb::{Change, Config, Db, Error, Op, WalConfig};
+use walmdb::{ArchiveConfig, Change, Config, Db, Error, Op, WalConfig};
 
 fn key(i: usize) -> Vec<u8> {
     format!("k{i:06}").into_bytes()
@@ -240,4 +240,40 @@ fn large_commits_past_the_kept_bytes_are_read_from_the_log() {
         let (_, k, v) = put_of(&change);
         assert_eq!((k, v.len()), (key(i), 1 << 20));
     }
+}
+
+/// With an archive, LSNs retired from the live log are read from the archived segments:
+/// a subscription from the first commit, opened after the checkpoint and also before it
+/// (reading while the segments are retired), gets every commit once, in order.
+#[test]
+fn a_subscription_reads_retired_segments_from_the_archive_then_the_live_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        wal: WalConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            archive: Some(ArchiveConfig::new(archive.path())),
+            ..WalConfig::default()
+        },
+        ..Config::default()
+    };
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let lsns = commit_n(&db, "t", 0, 3_000);
+    let mut before = db.subscribe(lsns[0]).unwrap();
+    expect_puts(&mut before, 0, &lsns[..10]);
+    db.checkpoint().unwrap();
+    let archived = db.metrics().segments_archived;
+    assert!(
+        db.stats().wal.segments_retired > 0 && archived > 0,
+        "segments retired to the archive"
+    );
+    // Reads on, now from the archive.
+    expect_puts(&mut before, 10, &lsns[10..]);
+    // Opened after the retirement, from the first commit.
+    let mut after = db.subscribe(lsns[0]).unwrap();
+    expect_puts(&mut after, 0, &lsns);
+    let more = commit_n(&db, "t", 3_000, 5);
+    expect_puts(&mut after, 3_000, &more);
+    expect_puts(&mut before, 3_000, &more);
 }

@@ -189,15 +189,46 @@ impl<'db> Subscription<'db> {
             tables: None,
             log: None,
         };
-        // Refuse at once an LSN the log no longer holds.
-        let oldest = engine.wal.segments().first().map_or(1, |m| m.first_lsn);
-        if sub.next < oldest {
+        // Refuse at once an LSN neither the log nor the archive holds.
+        let oldest = sub.oldest_in_log();
+        if sub.next < oldest && engine.wal.read_archive_between(sub.next, 0)?.is_none() {
             return Err(Error::Retired {
                 lsn: sub.next,
                 oldest,
             });
         }
         Ok(sub)
+    }
+
+    /// The LSN of the oldest record the live log holds.
+    fn oldest_in_log(&self) -> Lsn {
+        self.engine
+            .wal
+            .segments()
+            .first()
+            .map_or(1, |m| m.first_lsn)
+    }
+
+    /// Starts reading the records from `next` through `until`: from the live log, or from
+    /// the archive (through the record before the live log's oldest) when the live log no
+    /// longer holds `next`.
+    fn start_reading(&mut self, until: Lsn) -> Result<()> {
+        let oldest = self.oldest_in_log();
+        if self.next >= oldest {
+            self.log = Some((self.engine.wal.read_between(self.next, until), until));
+            return Ok(());
+        }
+        let until = until.min(oldest - 1);
+        match self.engine.wal.read_archive_between(self.next, until)? {
+            Some(iter) => {
+                self.log = Some((iter, until));
+                Ok(())
+            }
+            None => Err(Error::Retired {
+                lsn: self.next,
+                oldest,
+            }),
+        }
     }
 
     /// Delivers only the operations on `tables` (and skips transactions with none).
@@ -264,6 +295,16 @@ impl<'db> Subscription<'db> {
                     }
                     Some(Err(e)) => {
                         self.log = None;
+                        // Its segment was retired while it read: the archive may hold it.
+                        if self.next < self.oldest_in_log()
+                            && self
+                                .engine
+                                .wal
+                                .read_archive_between(self.next, 0)?
+                                .is_some()
+                        {
+                            continue;
+                        }
                         return Err(self.gone_or(e));
                     }
                     None => {
@@ -279,9 +320,7 @@ impl<'db> Subscription<'db> {
                         return Ok(Some(change));
                     }
                 }
-                Step::ReadLog(until) => {
-                    self.log = Some((self.engine.wal.read_between(self.next, until), until));
-                }
+                Step::ReadLog(until) => self.start_reading(until)?,
                 Step::Wait => {
                     if let Some(e) = self.engine.state.refusal() {
                         return Err(e);
@@ -371,12 +410,7 @@ impl<'db> Subscription<'db> {
     /// `Error::Retired` when the log no longer holds the next LSN (a checkpoint retired its
     /// segment while it was read), else `e`.
     fn gone_or(&self, e: Error) -> Error {
-        let oldest = self
-            .engine
-            .wal
-            .segments()
-            .first()
-            .map_or(1, |m| m.first_lsn);
+        let oldest = self.oldest_in_log();
         if self.next < oldest {
             Error::Retired {
                 lsn: self.next,

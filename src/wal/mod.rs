@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lineage;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, StatCounter};
 use log::fs::{FsRef, StdFs};
-use log::segment::{read_segment, records_in, SegmentHeader};
+use log::segment::{read_header, read_segment, records_in, SegmentHeader};
 
 /// Live segments and spare files, shared by the flusher (rotation) and retirement.
 #[derive(Debug, Default)]
@@ -677,6 +677,51 @@ impl<S: Sequencer> Wal<S> {
             buffered: Default::default(),
             done: false,
         }
+    }
+
+    /// Reads the records from `lsn` through `until` from the archive's segments of this
+    /// log's database and timeline; `None` without an archive, or when it holds no segment
+    /// starting at or before `lsn`. A gap in the archive is an error when read.
+    pub(crate) fn read_archive_between(&self, lsn: Lsn, until: Lsn) -> Result<Option<LogIter>> {
+        let Some(archive) = &self.cfg.archive else {
+            return Ok(None);
+        };
+        if !self.fs.exists(&archive.dir) {
+            return Ok(None);
+        }
+        let mut segments = Vec::new();
+        for name in self.fs.list(&archive.dir)? {
+            let Some((timeline, segment_no)) = log::archive::parse_archive_file_name(&name) else {
+                continue;
+            };
+            if timeline != self.lineage.timeline {
+                continue;
+            }
+            let path = fs::join(&archive.dir, &name);
+            let Ok(header) = read_header(self.fs.as_ref(), &path)? else {
+                continue;
+            };
+            if header.lineage.is_known() && header.lineage != self.lineage {
+                continue;
+            }
+            segments.push(SegmentMeta {
+                segment_no,
+                first_lsn: header.first_lsn,
+                path,
+            });
+        }
+        segments.sort_by_key(|m| m.segment_no);
+        if segments.first().is_none_or(|m| m.first_lsn > lsn) {
+            return Ok(None);
+        }
+        Ok(Some(LogIter {
+            fs: self.fs.clone(),
+            segments,
+            next_lsn: lsn.max(1),
+            until_lsn: until,
+            buffered: Default::default(),
+            done: false,
+        }))
     }
 
     /// Drains the queue, writes and syncs everything, and stops the flusher. Later commits
