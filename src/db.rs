@@ -240,7 +240,7 @@ impl Db {
         self.engine().scrub(max_bytes_per_sec, &mut progress)
     }
 
-    /// Follows committed transactions from LSN `from` on, in LSN order: each a [`Change`]
+    /// Follows committed transactions from LSN `from` on, in LSN order: each a [`Change`](crate::Change)
     /// (its LSN, commit time and operations), delivered once it is visible. `from` may be any
     /// LSN the log or its archive (`WalConfig::archive`) still holds (`Error::Retired`
     /// otherwise), or above the newest commit to follow only what comes next. Resume after a change with

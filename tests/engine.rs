@@ -1881,3 +1881,42 @@ fn ranges_take_byte_string_literals_arrays_vecs_and_strs() {
         .collect();
     assert_eq!(own, [&b"b"[..], b"bb"]);
 }
+
+#[test]
+fn delete_range_and_clear_delete_what_the_transaction_sees_in_lmdb_the_overlay_and_its_own_writes()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.update(|t| {
+        for k in ["a", "b", "c"] {
+            t.put("t", k.as_bytes(), b"applied")?;
+        }
+        t.put("u", b"a", b"other table")
+    })
+    .unwrap();
+    db.checkpoint().unwrap(); // a, b, c in LMDB
+    db.update(|t| t.put("t", b"d", b"in the overlay")).unwrap();
+    let mut t = db.write().unwrap();
+    t.put("t", b"e", b"own write").unwrap();
+    assert_eq!(t.delete_range("t", b"b"..=b"d").unwrap(), 3);
+    let left: Vec<Vec<u8>> = t
+        .range("t", ..)
+        .unwrap()
+        .map(|e| e.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(left, [b"a".to_vec(), b"e".to_vec()]);
+    let sp = t.savepoint();
+    assert_eq!(t.clear("t").unwrap(), 2);
+    assert!(t.first("t").unwrap().is_none());
+    t.rollback_to(&sp).unwrap();
+    assert_eq!(t.range("t", ..).unwrap().count(), 2);
+    t.commit().unwrap();
+    let r = db.read().unwrap();
+    let keys: Vec<Vec<u8>> = r
+        .range("t", ..)
+        .unwrap()
+        .map(|e| e.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(keys, [b"a".to_vec(), b"e".to_vec()]);
+    assert_eq!(r.get("u", b"a").unwrap(), Some(&b"other table"[..]));
+}

@@ -321,7 +321,7 @@ pub(super) fn merge_step<'t>(
     }
 }
 
-/// An iterator over a write transaction's merged view; see [`WriteTxn::range`].
+/// An iterator over a write transaction's merged view; see [`WriteTxn::range`](crate::WriteTxn::range).
 pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,

@@ -237,6 +237,39 @@ impl<'db> WriteTxn<'db> {
         Ok(())
     }
 
+    /// Deletes every key of `table` in `range` that this transaction sees (its snapshot's
+    /// and its own writes); returns how many. Each is a delete in the transaction, so a
+    /// large range makes a large commit (`RecordTooLarge` past `max_record_bytes`). Under
+    /// `Isolation::Serializable` the range counts as read: a commit into it conflicts.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = walmdb::Db::open(dir.path())?;
+    /// db.update(|t| { for k in [b"a", b"b", b"c"] { t.put("t", k, b"v")?; } Ok(()) })?;
+    /// let mut txn = db.write()?;
+    /// assert_eq!(txn.delete_range("t", b"a"..b"c")?, 2);
+    /// txn.commit()?;
+    /// assert_eq!(db.read()?.range("t", ..)?.count(), 1);
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn delete_range(&mut self, table: &str, range: impl KeyRange) -> Result<usize> {
+        let keys: Vec<Vec<u8>> = self
+            .iter(table, range.key_bounds(), false)?
+            .map(|entry| entry.map(|(k, _)| k.to_vec()))
+            .collect::<Result<_>>()?;
+        for key in &keys {
+            self.delete(table, key)?;
+        }
+        Ok(keys.len())
+    }
+
+    /// Deletes every key of `table` (see [`WriteTxn::delete_range`]); the table stays.
+    /// [`Db::drop_table`](crate::Db::drop_table) removes the table itself, as a commit of
+    /// its own.
+    pub fn clear(&mut self, table: &str) -> Result<usize> {
+        self.delete_range(table, ..)
+    }
+
     /// Marks the current state of the writes; [`WriteTxn::rollback_to`] returns to it.
     pub fn savepoint(&mut self) -> Savepoint {
         self.has_savepoint = true;
