@@ -527,6 +527,28 @@ impl Store {
         Ok(())
     }
 
+    /// The entries LMDB holds in table `name` as `txn` sees it, from the table's tally
+    /// (kept in the LMDB transaction that changes them); `None` when the table is not listed
+    /// (never created, or dropped: its handle is then empty).
+    pub(crate) fn entries(&self, txn: &LmdbReadTxn<'_>, name: &str) -> Result<Option<u64>> {
+        let Some(stored) = self
+            .tables
+            .get(txn, name.as_bytes())
+            .map_err(lmdb_err("read"))?
+        else {
+            return Ok(None);
+        };
+        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
+            Some(TableRecord {
+                tally: Some(tally), ..
+            }) => Ok(Some(tally.entries)),
+            _ => Err(Error::CorruptEntry {
+                table: TABLES_DB.into(),
+                key: name.as_bytes().to_vec(),
+            }),
+        }
+    }
+
     /// Table `name`'s record as `txn` sees it: `(created LSN, tally)`, `None` when not listed.
     fn table_record(
         &self,

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::ptr::NonNull;
 
-use crate::catalog::{Dbi, Lookup, Table, TableView};
+use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keys::{bounds_valid, KeyBounds};
@@ -149,6 +149,47 @@ impl<'db> Snapshot<'db> {
                 .ok_or_else(|| corrupt(&t.name, key)),
             None => check_absent(dbi, self.lmdb(), &t.name, key).map(|()| None),
         }
+    }
+
+    /// The entries of `table` this snapshot sees: the count LMDB keeps with the table, then,
+    /// for each key with a version in the overlay, what that version changes of it. Costs
+    /// a lookup per key the overlay holds for the table, not a walk of the table.
+    pub fn count(&self, table: &str) -> Result<u64> {
+        self.check_age()?;
+        let Some(known) = self.table(table) else {
+            return Ok(0);
+        };
+        let Some(view) = known.view else {
+            return Ok(0);
+        };
+        let t = known.table;
+        let v = self.reg.visible;
+        // Each key the overlay holds a version of that this snapshot sees: is it a value?
+        let changed: Vec<(Arc<[u8]>, bool)> = {
+            let st = t.state.read();
+            st.overlay
+                .range((Bound::Unbounded, Bound::Unbounded), false)
+                .filter_map(|(key, chain)| {
+                    newest_visible(chain, &view, v).map(|ver| (key.clone(), ver.value.is_some()))
+                })
+                .collect()
+        };
+        let Some(dbi) = view.lmdb else {
+            return Ok(changed.iter().filter(|(_, exists)| *exists).count() as u64);
+        };
+        let txn = self.lmdb();
+        // Not listed: LMDB applied a drop of the table (clearing it) and not yet its
+        // re-creation, whose entries are all in the overlay.
+        let mut entries = self.engine.store.entries(txn, &t.name)?.unwrap_or(0);
+        for (key, exists) in changed {
+            let in_lmdb = dbi.get(txn, &key).map_err(lmdb_err("get"))?.is_some();
+            match (in_lmdb, exists) {
+                (false, true) => entries += 1,
+                (true, false) => entries = entries.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(entries)
     }
 
     pub fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<Iter<'_>> {

@@ -30,6 +30,21 @@ impl<'db> ReadTxn<'db> {
         self.snap.get(table, key)
     }
 
+    /// The number of entries in `table` (0 if it does not exist). LMDB keeps each table's
+    /// count with its entries, so this costs a lookup per key of the table that commits
+    /// not yet applied to LMDB changed, not a walk of the table.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = walmdb::Db::open(dir.path())?;
+    /// db.update(|t| { t.put("t", b"a", b"1")?; t.put("t", b"b", b"2") })?;
+    /// assert_eq!(db.read()?.count("t")?, 2);
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn count(&self, table: &str) -> Result<u64> {
+        self.snap.count(table)
+    }
+
     /// True if `table` exists in this snapshot.
     pub fn table_exists(&self, table: &str) -> Result<bool> {
         self.snap.table_exists(table)

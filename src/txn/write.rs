@@ -154,6 +154,27 @@ impl<'db> WriteTxn<'db> {
         self.iter(table, prefix_bounds(prefix), true)
     }
 
+    /// The number of entries in `table`, this transaction's writes and deletes included (see
+    /// [`ReadTxn::count`](crate::ReadTxn::count)). Under `Isolation::Serializable` it reads
+    /// the whole table: any commit to it conflicts.
+    pub fn count(&self, table: &str) -> Result<u64> {
+        self.check_age()?;
+        let snap = self.snap()?;
+        self.note_read(table, |t, r| {
+            r.ranges
+                .push((t, (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)))
+        });
+        let mut n = snap.count(table)?;
+        for (key, value) in self.writes.get(table).into_iter().flatten() {
+            match (snap.get(table, key)?.is_some(), value.is_some()) {
+                (false, true) => n += 1,
+                (true, false) => n = n.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+
     /// The entry of `table` with the smallest key, this transaction's writes included. Under
     /// `Isolation::Serializable` it reads the whole table: any commit to it conflicts.
     pub fn first(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
