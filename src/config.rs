@@ -10,9 +10,21 @@ use crate::error::{Error, Result};
 /// | level | on disk when `commit()` returns | lost by a process crash | lost by a power loss |
 /// |---|---|---|---|
 /// | `None` | written to the OS page cache | nothing | everything since the last sync |
-/// | `Interval(d)` | written to the OS; synced at most `d` later | nothing | at most the last `d` |
+/// | `Interval(d)` | written to the OS; synced about `d` later (not a hard deadline) | nothing | about the last `d` |
 /// | `EveryWrite` | written and synced, alone | nothing | nothing |
 /// | `GroupCommit` | written and synced with its group | nothing | nothing |
+///
+/// ```
+/// use walmdb::{Config, Db, Durability};
+/// # let dir = tempfile::tempdir()?;
+/// // The engine's level, for every commit that names none ...
+/// let db = Db::open_with(dir.path(), Config::default().durability(Durability::group_commit()))?;
+/// // ... and one transaction's own.
+/// let mut txn = db.write()?;
+/// txn.put("audit", b"event", b"must not be lost alone")?;
+/// txn.commit_with(Durability::EveryWrite)?;
+/// # Ok::<(), walmdb::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {

@@ -354,6 +354,19 @@ impl Db {
     /// `MANIFEST` with LSNs, times and a CRC32 of every file. Segments are not retired
     /// and LMDB's map does not grow while it copies. Everything is synced before it
     /// returns. `walmdb::restore` brings it (and an archive) back.
+    ///
+    /// ```
+    /// use walmdb::{restore, Db, RestoreOptions, RestoreTarget};
+    /// # let root = tempfile::tempdir()?;
+    /// # let (data, backup, restored) = (root.path().join("db"), root.path().join("backup"), root.path().join("restored"));
+    /// let db = Db::open(&data)?;
+    /// db.update(|t| t.put("t", b"k", b"v"))?;
+    /// db.backup(&backup)?;
+    /// restore(&backup, &restored, &RestoreTarget::Latest, &RestoreOptions::default())?;
+    /// let copy = Db::open(&restored)?;
+    /// assert_eq!(copy.read()?.get("t", b"k")?, Some(&b"v"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn backup(&self, dir: impl AsRef<Path>) -> Result<BackupManifest> {
         crate::ops::backup::backup(self.engine(), dir.as_ref())
     }

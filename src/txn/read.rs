@@ -9,6 +9,20 @@ use super::{Iter, Snapshot};
 /// A read transaction: a consistent snapshot of every commit that returned before it began.
 /// Values are borrowed from the transaction without copying. It is `Send`; end it (drop it)
 /// soon, since it pins LMDB pages and unapplied versions.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = walmdb::Db::open(dir.path())?;
+/// db.update(|t| { t.put("users", b"alice", b"1")?; t.put("users", b"bob", b"2") })?;
+/// let read = db.read()?;
+/// assert_eq!(read.get("users", b"alice")?, Some(&b"1"[..]));
+/// for entry in read.range("users", b"a"..b"c")? {
+///     let (key, value) = entry?; // borrowed from the snapshot
+///     assert!(!key.is_empty() && !value.is_empty());
+/// }
+/// assert_eq!(read.count("users")?, 2);
+/// # Ok::<(), walmdb::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ReadTxn<'db> {
     snap: Snapshot<'db>,

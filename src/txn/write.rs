@@ -38,6 +38,20 @@ struct Undo {
 /// A write transaction: buffered puts and deletes over its own snapshot, taken at its first
 /// read. It reads its own writes. `commit` makes them durable and visible as one; dropping
 /// it aborts.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = walmdb::Db::open(dir.path())?;
+/// let mut txn = db.write()?;
+/// txn.put("users", b"alice", b"1")?;
+/// let before_bob = txn.savepoint();
+/// txn.put("users", b"bob", b"2")?;
+/// txn.rollback_to(&before_bob)?; // bob's put undone
+/// assert_eq!(txn.get("users", b"alice")?, Some(&b"1"[..])); // its own write
+/// let lsn = txn.commit()?; // durable and visible to every later transaction
+/// assert!(db.read()?.lsn() >= lsn);
+/// # Ok::<(), walmdb::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct WriteTxn<'db> {
     engine: &'db Engine,
