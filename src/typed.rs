@@ -295,6 +295,11 @@ impl<'t, K: Codec, V: Codec> ReadTable<'t, K, V> {
         self.range(..)?.next().transpose()
     }
 
+    /// The number of entries (see [`ReadTxn::count`]).
+    pub fn count(&self) -> Result<u64> {
+        self.txn.count(self.name)
+    }
+
     /// The entry with the largest key.
     pub fn last(&self) -> Result<Option<(K::Decoded<'t>, V::Decoded<'t>)>> {
         self.rev_range(..)?.next().transpose()
@@ -352,6 +357,20 @@ impl<'db, K: Codec, V: Codec> WriteTable<'_, 'db, K, V> {
         Ok(typed(
             self.txn.rev_range(self.name, encode_bounds::<K>(&range)?)?,
         ))
+    }
+
+    /// The number of entries, this transaction's writes included.
+    pub fn count(&self) -> Result<u64> {
+        self.txn.count(self.name)
+    }
+
+    /// Deletes the keys in `range`; returns how many (see [`WriteTxn::delete_range`]).
+    pub fn delete_range<'k>(&mut self, range: impl RangeBounds<&'k K::Item>) -> Result<usize>
+    where
+        K::Item: 'k,
+    {
+        let bounds = encode_bounds::<K>(&range)?;
+        self.txn.delete_range(self.name, bounds)
     }
 
     /// The write transaction the table is open in.

@@ -119,6 +119,17 @@ fn typed_ranges_take_typed_bounds() {
     assert_eq!(keys(t.rev_range(..=&-4).unwrap()), [-4, -5]);
     assert_eq!(t.first().unwrap(), Some((-5, "event -5")));
     assert_eq!(t.last().unwrap(), Some((4, "event 4")));
+    assert_eq!(t.count().unwrap(), 10);
+    drop(read);
+    let mut txn = db.write().unwrap();
+    let mut w = txn.open_table(&T).unwrap();
+    assert_eq!(w.delete_range(&-5..&0).unwrap(), 5);
+    assert_eq!(w.count().unwrap(), 5);
+    txn.commit().unwrap();
+    assert_eq!(
+        db.read().unwrap().open_table(&T).unwrap().count().unwrap(),
+        5
+    );
 }
 
 #[test]
