@@ -158,7 +158,16 @@ pub struct Subscription<'db> {
     ended: bool,
     tables: Option<BTreeSet<String>>,
     /// Reading the log, through the LSN it was opened for.
-    log: Option<(LogIter, Lsn)>,
+    log: Option<LogRead>,
+}
+
+/// A read of the log in progress.
+struct LogRead {
+    iter: LogIter,
+    /// The last LSN it reads.
+    until: Lsn,
+    /// It reads the archive, not the live log.
+    archived: bool,
 }
 
 impl std::fmt::Debug for Subscription<'_> {
@@ -215,13 +224,21 @@ impl<'db> Subscription<'db> {
     fn start_reading(&mut self, until: Lsn) -> Result<()> {
         let oldest = self.oldest_in_log();
         if self.next >= oldest {
-            self.log = Some((self.engine.wal.read_between(self.next, until), until));
+            self.log = Some(LogRead {
+                iter: self.engine.wal.read_between(self.next, until),
+                until,
+                archived: false,
+            });
             return Ok(());
         }
         let until = until.min(oldest - 1);
         match self.engine.wal.read_archive_between(self.next, until)? {
             Some(iter) => {
-                self.log = Some((iter, until));
+                self.log = Some(LogRead {
+                    iter,
+                    until,
+                    archived: true,
+                });
                 Ok(())
             }
             None => Err(Error::Retired {
@@ -284,8 +301,8 @@ impl<'db> Subscription<'db> {
     /// The next change if one is there now.
     pub fn try_next(&mut self) -> Result<Option<Change>> {
         loop {
-            if let Some((iter, until)) = &mut self.log {
-                match iter.next() {
+            if let Some(read) = &mut self.log {
+                match read.iter.next() {
                     Some(Ok(rec)) => {
                         self.next = rec.lsn + 1;
                         if let Some(change) = self.change_of_record(rec.lsn, &rec.record)? {
@@ -294,9 +311,12 @@ impl<'db> Subscription<'db> {
                         continue;
                     }
                     Some(Err(e)) => {
+                        let archived = read.archived;
                         self.log = None;
-                        // Its segment was retired while it read: the archive may hold it.
-                        if self.next < self.oldest_in_log()
+                        // Its segment was retired while it read: the archive may hold it
+                        // (once: an error reading the archive itself is returned).
+                        if !archived
+                            && self.next < self.oldest_in_log()
                             && self
                                 .engine
                                 .wal
@@ -308,7 +328,7 @@ impl<'db> Subscription<'db> {
                         return Err(self.gone_or(e));
                     }
                     None => {
-                        self.next = self.next.max(*until + 1);
+                        self.next = self.next.max(read.until + 1);
                         self.log = None;
                     }
                 }
