@@ -376,7 +376,9 @@ impl<'db> WriteTxn<'db> {
     /// committed or refused whether or not anyone awaits the answer (an acknowledged
     /// commit is never taken back); await the future to learn which. When the backlog or
     /// the commit queue would make the commit wait, the engine's admitter thread waits in
-    /// its place, with the same bounds and errors as a blocking commit.
+    /// its place, with the same bounds and errors as a blocking commit. Commits handed over
+    /// without awaiting each in turn are concurrent: they may commit in any order (await
+    /// one before committing what must follow it).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
