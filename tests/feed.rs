@@ -277,3 +277,30 @@ fn a_subscription_reads_retired_segments_from_the_archive_then_the_live_log() {
     expect_puts(&mut after, 3_000, &more);
     expect_puts(&mut before, 3_000, &more);
 }
+
+/// The subscription is a `futures_core::Stream`: polled as one, it yields every commit in
+/// order, woken by publication.
+#[test]
+fn a_subscription_is_a_stream_of_changes() {
+    use futures_core::Stream;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut feed = db.subscribe(db.stats().visible_lsn + 1).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| commit_n(&db, "t", 0, 50));
+        let changes: Vec<Change> = runtime.block_on(async {
+            let mut changes = Vec::new();
+            while changes.len() < 50 {
+                let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut feed).poll_next(cx));
+                changes.push(next.await.expect("a stream of changes never ends").unwrap());
+            }
+            changes
+        });
+        let lsns = writer.join().unwrap();
+        assert_eq!(changes.iter().map(|c| c.lsn).collect::<Vec<_>>(), lsns);
+    });
+}

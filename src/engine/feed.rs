@@ -483,7 +483,31 @@ impl Future for NextChange<'_, '_> {
     type Output = Result<Change>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Change>> {
-        let sub = &mut *self.get_mut().sub;
+        self.get_mut().sub.poll_change(cx)
+    }
+}
+
+/// The change feed as an async stream: each change, waiting for it as long as it takes;
+/// after an error, the end.
+impl futures_core::Stream for Subscription<'_> {
+    type Item = Result<Change>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Change>>> {
+        let sub = self.get_mut();
+        if sub.ended {
+            return Poll::Ready(None);
+        }
+        sub.poll_change(cx).map(|next| {
+            sub.ended = next.is_err();
+            Some(next)
+        })
+    }
+}
+
+impl Subscription<'_> {
+    /// The next change, or `Pending` with `cx`'s waker registered for the next commit.
+    fn poll_change(&mut self, cx: &mut Context<'_>) -> Poll<Result<Change>> {
+        let sub = self;
         loop {
             match sub.try_next() {
                 Ok(Some(change)) => return Poll::Ready(Ok(change)),
