@@ -230,7 +230,10 @@ impl Store {
             opts.flags(EnvFlags::NO_META_SYNC);
             opts.open(dir)
         }
-        .map_err(lmdb_err("open"))?;
+        .map_err(|e| match lmdb_err("open")(e) {
+            Error::Io(io) => Error::Io(crate::layout::io_at(dir)(io)),
+            other => other,
+        })?;
         let observed = observer.map(|observer| {
             observer.opened(dir);
             Observed {
@@ -525,53 +528,6 @@ impl Store {
         self.note_commit();
         self.remember_applied(txn_id, last_lsn);
         Ok(())
-    }
-
-    /// The entries LMDB holds in table `name` as `txn` sees it, from the table's tally
-    /// (kept in the LMDB transaction that changes them); `None` when the table is not listed
-    /// (never created, or dropped: its handle is then empty).
-    pub(crate) fn entries(&self, txn: &LmdbReadTxn<'_>, name: &str) -> Result<Option<u64>> {
-        let Some(stored) = self
-            .tables
-            .get(txn, name.as_bytes())
-            .map_err(lmdb_err("read"))?
-        else {
-            return Ok(None);
-        };
-        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
-            Some(TableRecord {
-                tally: Some(tally), ..
-            }) => Ok(Some(tally.entries)),
-            _ => Err(Error::CorruptEntry {
-                table: TABLES_DB.into(),
-                key: name.as_bytes().to_vec(),
-            }),
-        }
-    }
-
-    /// Table `name`'s record as `txn` sees it: `(created LSN, tally)`, `None` when not listed.
-    fn table_record(
-        &self,
-        txn: &RoTxn<'_>,
-        name: &str,
-    ) -> Result<Option<(Lsn, Tally)>, ApplyError> {
-        let Some(stored) = self
-            .tables
-            .get(txn, name.as_bytes())
-            .map_err(apply_err("read"))?
-        else {
-            return Ok(None);
-        };
-        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
-            Some(TableRecord {
-                created,
-                tally: Some(tally),
-            }) => Ok(Some((created, tally))),
-            _ => Err(ApplyError::Other(Error::CorruptEntry {
-                table: TABLES_DB.into(),
-                key: name.as_bytes().to_vec(),
-            })),
-        }
     }
 
     /// Grows the map to `new_size`. Waits up to `wait` for calls on the environment (a

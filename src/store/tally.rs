@@ -12,7 +12,13 @@
 //! hashing of its own; `mix64` spreads its 32 bits so that sums of different sets differ.
 //! Formats 1 and 2 held `created_lsn` alone.
 
-use super::{open_stored, tables_seed, Dbi};
+use heed::RoTxn;
+
+use super::{
+    apply_err, lmdb_err, open_stored, tables_seed, ApplyError, Dbi, LmdbReadTxn, Store,
+    STORE_FORMAT_VERSION, TABLES_DB,
+};
+use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::seal::CRC_LEN;
 
@@ -127,6 +133,55 @@ pub(crate) fn delete_tallied(
     db.delete(txn, key)?;
     tally.remove(old);
     Ok(())
+}
+
+impl Store {
+    /// The entries LMDB holds in table `name` as `txn` sees it, from the table's tally
+    /// (kept in the LMDB transaction that changes them); `None` when the table is not listed
+    /// (never created, or dropped: its handle is then empty).
+    pub(crate) fn entries(&self, txn: &LmdbReadTxn<'_>, name: &str) -> Result<Option<u64>> {
+        let Some(stored) = self
+            .tables
+            .get(txn, name.as_bytes())
+            .map_err(lmdb_err("read"))?
+        else {
+            return Ok(None);
+        };
+        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
+            Some(TableRecord {
+                tally: Some(tally), ..
+            }) => Ok(Some(tally.entries)),
+            _ => Err(Error::CorruptEntry {
+                table: TABLES_DB.into(),
+                key: name.as_bytes().to_vec(),
+            }),
+        }
+    }
+
+    /// Table `name`'s record as `txn` sees it: `(created LSN, tally)`, `None` when not listed.
+    pub(super) fn table_record(
+        &self,
+        txn: &RoTxn<'_>,
+        name: &str,
+    ) -> Result<Option<(Lsn, Tally)>, ApplyError> {
+        let Some(stored) = self
+            .tables
+            .get(txn, name.as_bytes())
+            .map_err(apply_err("read"))?
+        else {
+            return Ok(None);
+        };
+        match TableRecord::decode(STORE_FORMAT_VERSION, name.as_bytes(), stored) {
+            Some(TableRecord {
+                created,
+                tally: Some(tally),
+            }) => Ok(Some((created, tally))),
+            _ => Err(ApplyError::Other(Error::CorruptEntry {
+                table: TABLES_DB.into(),
+                key: name.as_bytes().to_vec(),
+            })),
+        }
+    }
 }
 
 #[cfg(test)]
