@@ -22,7 +22,11 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and its missing parents, 0700.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io_at(dir))
 }
 
 /// Opens `path` to read and write, created 0600 if missing (an existing file keeps its mode
@@ -35,6 +39,7 @@ pub(crate) fn open_private(path: &Path) -> io::Result<File> {
         .truncate(false)
         .mode(FILE_MODE)
         .open(path)
+        .map_err(io_at(path))
 }
 
 /// Creates `path` new and empty, 0600, to write; an existing file is an error.
@@ -45,6 +50,39 @@ pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
         .create_new(true)
         .mode(FILE_MODE)
         .open(path)
+        .map_err(io_at(path))
+}
+
+/// An I/O error and the path it happened on.
+#[derive(Debug)]
+struct PathError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// `e`, naming `path`, of the same kind.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| {
+        io::Error::new(
+            e.kind(),
+            PathError {
+                path: path.to_owned(),
+                source: e,
+            },
+        )
+    }
 }
 
 /// The lock file's name.

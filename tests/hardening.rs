@@ -721,3 +721,19 @@ fn a_commits_level_is_checked_before_anything_else() {
     ));
     db.close().unwrap();
 }
+
+/// An I/O error names the path it happened on: here the database directory that cannot be
+/// created (its parent is a file).
+#[test]
+fn an_io_error_names_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path().join("a-file");
+    std::fs::write(&parent, b"not a directory").unwrap();
+    let dir = parent.join("db");
+    let err = walmdb::Db::open(&dir).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, walmdb::Error::Io(_)) && text.contains(&*parent.to_string_lossy()),
+        "{text}"
+    );
+}

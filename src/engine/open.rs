@@ -272,18 +272,36 @@ impl Running {
 }
 
 /// Takes the exclusive lock on `<dir>/LOCK` (an `flock`: the kernel drops it when the
-/// process dies), so two engines never write one log.
+/// process dies), so two engines never write one log. A lock held is tried again for
+/// [`LOCK_RETRY`]: a child process this process forks holds a copy of the lock's
+/// descriptor until it runs its program, so a handle closed while a thread spawns a
+/// process can keep the lock a moment after `close` returns.
 pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     let path = crate::layout::lock_file(dir);
     let file = crate::layout::open_private(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    let deadline = crate::limits::deadline(Instant::now(), LOCK_RETRY);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Io(crate::layout::io_at(&path)(e)))
+            }
+        }
     }
 }
+
+/// How long opening tries again for a held lock before `Error::Locked`.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Converts a logged operation.
 fn write_op(op: Op) -> WriteOp {
