@@ -362,7 +362,9 @@ impl<'db> Subscription<'db> {
             let visible = self.engine.state.visible_lsn.load(Ordering::Acquire);
             return Step::ReadLog((ring.from - 1).min(visible));
         }
-        match ring.commits.iter().find(|(lsn, _, _)| *lsn >= self.next) {
+        // The ring is in LSN order: a binary search, not a walk from its oldest commit.
+        let at = ring.commits.partition_point(|(lsn, _, _)| *lsn < self.next);
+        match ring.commits.get(at) {
             Some((lsn, writes, _)) => Step::Deliver(*lsn, writes.clone()),
             None => Step::Wait,
         }
