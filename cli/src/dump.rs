@@ -227,15 +227,6 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
-fn op_table(op: &Op) -> &str {
-    match op {
-        Op::Put { table, .. }
-        | Op::Delete { table, .. }
-        | Op::CreateTable { table }
-        | Op::DropTable { table } => table,
-    }
-}
-
 fn kind_name(kind: RecordType) -> &'static str {
     match kind {
         RecordType::Vote => "vote",
@@ -277,7 +268,7 @@ fn ops<'a>(e: &'a LogEntry, o: &'a Options) -> Option<Vec<(usize, &'a Op)>> {
             txn.ops
                 .iter()
                 .enumerate()
-                .filter(|(_, op)| o.table.as_deref().is_none_or(|t| op_table(op) == t))
+                .filter(|(_, op)| o.table.as_deref().is_none_or(|t| op.table() == t))
                 .collect(),
         ),
         _ => None,
@@ -318,11 +309,7 @@ fn text_lines(e: &LogEntry, o: &Options) -> Vec<String> {
         return ops
             .into_iter()
             .map(|(_, op)| {
-                let mut line = format!(
-                    "{head} table={} op={}",
-                    text_name(op_table(op)),
-                    op_name(op)
-                );
+                let mut line = format!("{head} table={} op={}", text_name(op.table()), op_name(op));
                 match op {
                     Op::Put { key, value, .. } => line.push_str(&format!(
                         " key={} value={} value_len={}",
@@ -404,7 +391,7 @@ fn json_lines(e: &LogEntry, o: &Options) -> Vec<String> {
                     "op": op_name(op),
                     "op_index": i,
                     "ops": txn.ops.len(),
-                    "table": op_table(op),
+                    "table": op.table(),
                 });
                 let obj = fields.as_object_mut().expect("an object");
                 match op {

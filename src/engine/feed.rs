@@ -420,7 +420,7 @@ impl<'db> Subscription<'db> {
         let ops: Vec<Op> = txn
             .ops
             .into_iter()
-            .filter(|op| self.wants(op_table(op)))
+            .filter(|op| self.wants(op.table()))
             .collect();
         Ok((!ops.is_empty()).then_some(Change {
             lsn,
@@ -441,15 +441,6 @@ impl<'db> Subscription<'db> {
         } else {
             e
         }
-    }
-}
-
-fn op_table(op: &Op) -> &str {
-    match op {
-        Op::Put { table, .. }
-        | Op::Delete { table, .. }
-        | Op::CreateTable { table }
-        | Op::DropTable { table } => table,
     }
 }
 

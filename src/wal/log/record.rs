@@ -90,6 +90,18 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The table it acts on.
+    pub fn table(&self) -> &str {
+        match self {
+            Op::Put { table, .. }
+            | Op::Delete { table, .. }
+            | Op::CreateTable { table }
+            | Op::DropTable { table } => table,
+        }
+    }
+}
+
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CREATE_TABLE: u8 = 3;
