@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use walmdb::{Config, Db, Error};
 
-#[allow(dead_code)] // this benchmark uses the generator, `value`, the directories and `latency`
+#[allow(dead_code)]
+// this benchmark uses the generator, `value`, the directories, `latency` and `run_cmd`
 mod common;
 use common::{latency, value, Rng};
 
@@ -374,15 +375,6 @@ impl Windows {
     }
 }
 
-fn run_cmd(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| format!("({cmd} unavailable)"))
-}
-
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 {
@@ -405,8 +397,8 @@ fn main() {
         if opts.test { " (test mode)" } else { "" },
         root.display()
     );
-    println!("- nproc {}", run_cmd("nproc", &[]));
-    let df = run_cmd("df", &["-T", &root.to_string_lossy()]);
+    println!("- nproc {}", common::run_cmd("nproc", &[]));
+    let df = common::run_cmd("df", &["-T", &root.to_string_lossy()]);
     println!("- df -T:\n\n```text\n{df}\n```\n");
 
     let mut runs = Vec::new();

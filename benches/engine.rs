@@ -84,15 +84,6 @@ type HeedDb = heed::Database<Bytes, Bytes>;
 // ---------------------------------------------------------------------------------------
 // Options and helpers.
 
-fn run_cmd(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| format!("({cmd} unavailable)"))
-}
-
 /// walmdb's configuration for every figure: the defaults (GroupCommit durability) with a
 /// map large enough that it never grows.
 fn db_config() -> Config {
@@ -1286,8 +1277,8 @@ fn main() {
         read_keys(&opts),
         root.display()
     );
-    println!("- nproc {}", run_cmd("nproc", &[]));
-    let df = run_cmd("df", &["-T", &root.to_string_lossy()]);
+    println!("- nproc {}", common::run_cmd("nproc", &[]));
+    let df = common::run_cmd("df", &["-T", &root.to_string_lossy()]);
     println!("- df -T:\n\n```text\n{df}\n```\n");
     println!("## Details\n");
 

@@ -37,15 +37,6 @@ fn us(d: Duration) -> String {
     }
 }
 
-fn run_cmd(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| format!("({cmd} unavailable)"))
-}
-
 // ---------------------------------------------------------------------------------------
 // Raw baseline.
 
@@ -411,8 +402,8 @@ fn main() {
         if opts.quick { " (quick)" } else { "" },
         root.display()
     );
-    println!("- nproc {}", run_cmd("nproc", &[]));
-    let df = run_cmd("df", &["-T", &root.to_string_lossy()]);
+    println!("- nproc {}", common::run_cmd("nproc", &[]));
+    let df = common::run_cmd("df", &["-T", &root.to_string_lossy()]);
     println!("- df -T:\n\n```text\n{df}\n```\n");
 
     let started = Instant::now();

@@ -32,6 +32,16 @@ impl Rng {
 const TEXT: &[u8] = b"user profile: status=active; plan=standard; region=eu-west; \
                       flags=none; the quick brown fox jumps over the lazy dog. ";
 
+/// What `cmd args` prints (trimmed), for a report's machine details.
+pub fn run_cmd(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| format!("({cmd} unavailable)"))
+}
+
 pub fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
