@@ -232,14 +232,7 @@ pub(crate) fn commit_ops(engine: &Engine, commit: Commit) -> Result<Lsn> {
         done.respond(Err(Error::Closed));
         e
     })?;
-    if let Err(not_queued) = engine
-        .wal
-        .push(request, Some(engine.cfg.wal.backpressure_wait))
-    {
-        let (e, request) = *not_queued;
-        request.answer(Err(Error::Closed));
-        return Err(e);
-    }
+    engine.wal.queue(request)?;
     let lsn = completion.wait()?;
     engine
         .state

@@ -386,12 +386,7 @@ impl<S: Sequencer> Wal<S> {
         self.check_commit(&record, durability.as_ref())?;
         let (completion, done) = Completion::pair();
         let request = self.commit_request(record, ticket, durability, done);
-        if let Err(not_queued) = self.push(request, Some(self.cfg.backpressure_wait)) {
-            // Not queued: its caller gets the error; answer its responder here, quietly.
-            let (e, request) = *not_queued;
-            request.answer(Err(Error::Closed));
-            return Err(e);
-        }
+        self.queue(request)?;
         Ok(CommitHandle { completion })
     }
 
@@ -431,6 +426,17 @@ impl<S: Sequencer> Wal<S> {
             ticket,
             done,
         }
+    }
+
+    /// Queues `request` for a caller that waits on it, waiting up to `backpressure_wait` for
+    /// space. A request not queued is answered here, quietly: its caller gets the error.
+    pub(crate) fn queue(&self, request: Request<S::Ticket>) -> Result<()> {
+        self.push(request, Some(self.cfg.backpressure_wait))
+            .map_err(|not_queued| {
+                let (e, request) = *not_queued;
+                request.answer(Err(Error::Closed));
+                e
+            })
     }
 
     /// Queues `request`; when the queue is full, waits up to `wait` for space (`None`: not
@@ -476,12 +482,7 @@ impl<S: Sequencer> Wal<S> {
             return Err(e);
         }
         let (completion, done) = Completion::pair();
-        if let Err(not_queued) = self.push(Request::Sync { done }, Some(self.cfg.backpressure_wait))
-        {
-            let (e, request) = *not_queued;
-            request.answer(Err(Error::Closed));
-            return Err(e);
-        }
+        self.queue(Request::Sync { done })?;
         completion.wait()
     }
 
