@@ -59,6 +59,14 @@ struct Ring {
     wakers: Vec<Waker>,
 }
 
+impl Ring {
+    /// True if a subscription at `next` has something to read since it last found nothing:
+    /// a newer commit kept, or commits that left the ring (to read from the log).
+    fn has_news_for(&self, next: Lsn) -> bool {
+        self.commits.back().is_some_and(|(lsn, _, _)| *lsn >= next) || next < self.from
+    }
+}
+
 /// The engine's side of the feed.
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
@@ -276,12 +284,7 @@ impl<'db> Subscription<'db> {
                 return Ok(Some(change));
             }
             let ring = self.engine.state.feed.ring.lock();
-            if ring
-                .commits
-                .back()
-                .is_some_and(|(lsn, _, _)| *lsn >= self.next)
-                || self.next < ring.from
-            {
+            if ring.has_news_for(self.next) {
                 continue;
             }
             let now = Instant::now();
@@ -313,16 +316,9 @@ impl<'db> Subscription<'db> {
                     Some(Err(e)) => {
                         let archived = read.archived;
                         self.log = None;
-                        // Its segment was retired while it read: the archive may hold it
-                        // (once: an error reading the archive itself is returned).
-                        if !archived
-                            && self.next < self.oldest_in_log()
-                            && self
-                                .engine
-                                .wal
-                                .read_archive_between(self.next, 0)?
-                                .is_some()
-                        {
+                        // Its segment was retired while it read: read on from the archive,
+                        // or get `Retired` (once: an error reading the archive is returned).
+                        if !archived && self.next < self.oldest_in_log() {
                             continue;
                         }
                         return Err(self.gone_or(e));
@@ -508,12 +504,7 @@ impl Subscription<'_> {
                 Ok(None) => {}
             }
             let mut ring = sub.engine.state.feed.ring.lock();
-            if ring
-                .commits
-                .back()
-                .is_some_and(|(lsn, _, _)| *lsn >= sub.next)
-                || sub.next < ring.from
-            {
+            if ring.has_news_for(sub.next) {
                 continue;
             }
             if !ring.wakers.iter().any(|w| w.will_wake(cx.waker())) {
