@@ -24,6 +24,16 @@ fn small_records() -> Config {
     cfg
 }
 
+/// A backlog bound a few commits fill, and an applier that gathers for long unless
+/// hurried: most commits find no room and go to the admitter thread.
+fn backlogged() -> Config {
+    Config {
+        overlay_max_bytes: 16 << 10,
+        apply_interval: Duration::from_secs(3600),
+        ..small_records()
+    }
+}
+
 fn key(i: usize) -> Vec<u8> {
     format!("k{i:06}").into_bytes()
 }
@@ -122,13 +132,7 @@ fn a_conflicting_commit_whose_future_was_dropped_is_still_refused() {
 #[test]
 fn async_commits_that_must_wait_for_room_are_admitted_in_turn_and_all_commit() {
     let dir = tempfile::tempdir().unwrap();
-    // A backlog bound a few commits fill, and an applier that gathers for long unless
-    // hurried: most commits find no room and go to the admitter thread.
-    let cfg = Config {
-        overlay_max_bytes: 16 << 10,
-        apply_interval: Duration::from_secs(3600),
-        ..small_records()
-    };
+    let cfg = backlogged();
     let db = std::sync::Arc::new(Db::open_with(dir.path(), cfg).unwrap());
     let value = vec![7u8; 1024];
     runtime().block_on(async {
@@ -168,12 +172,7 @@ fn async_commits_that_must_wait_for_room_are_admitted_in_turn_and_all_commit() {
 #[test]
 fn close_admits_every_commit_handed_over_and_their_futures_answer_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        overlay_max_bytes: 16 << 10,
-        apply_interval: Duration::from_secs(3600),
-        ..small_records()
-    };
-    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let db = Db::open_with(dir.path(), backlogged()).unwrap();
     let value = vec![1u8; 1024];
     let futures: Vec<_> = (0..100)
         .map(|i| {
