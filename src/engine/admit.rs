@@ -28,20 +28,20 @@ const SLOWDOWN_AT: f64 = 0.5;
 const MIN_DELAYED_RATE: f64 = (1 << 20) as f64;
 
 impl EngineState {
-    /// True if a commit of `cost` overlay bytes goes through now: not slowed down, not over
-    /// a bound.
-    fn has_room_now(&self, cost: usize, limit: usize) -> bool {
-        let bytes = self.overlay_bytes.load(Ordering::Relaxed);
-        let slowed = cost != 0
-            && bytes as f64 / limit as f64 > SLOWDOWN_AT
-            && self.apply_rate.load(Ordering::Relaxed) != 0;
-        if slowed {
-            return false;
+    /// The rate a commit of `cost` overlay bytes is let through at while the backlog is past
+    /// [`SLOWDOWN_AT`] of `limit`; `None` (and the published rate cleared) when it is not
+    /// slowed down.
+    fn slowdown_rate(&self, cost: usize, limit: usize) -> Option<f64> {
+        let fill = self.overlay_bytes.load(Ordering::Relaxed) as f64 / limit as f64;
+        let apply_rate = self.apply_rate.load(Ordering::Relaxed);
+        if cost == 0 || fill <= SLOWDOWN_AT || apply_rate == 0 {
+            if self.delayed_rate.load(Ordering::Relaxed) != 0 {
+                self.delayed_rate.store(0, Ordering::Relaxed);
+            }
+            return None;
         }
-        if self.delayed_rate.load(Ordering::Relaxed) != 0 {
-            self.delayed_rate.store(0, Ordering::Relaxed);
-        }
-        bytes <= limit && !self.replay_over.load(Ordering::Relaxed)
+        let past = ((fill - SLOWDOWN_AT) / (1.0 - SLOWDOWN_AT)).min(1.0);
+        Some((apply_rate as f64 * (1.0 - 0.5 * past)).max(MIN_DELAYED_RATE))
     }
 
     /// Slows a commit of `cost` overlay bytes down while the backlog is past
@@ -50,16 +50,9 @@ impl EngineState {
     /// come in as fast as the applier drains them. Commits take turns (each reserves its
     /// share of time), so the rate holds however many threads commit.
     fn slow_down(&self, cost: usize, limit: usize) {
-        let fill = self.overlay_bytes.load(Ordering::Relaxed) as f64 / limit as f64;
-        let apply_rate = self.apply_rate.load(Ordering::Relaxed);
-        if cost == 0 || fill <= SLOWDOWN_AT || apply_rate == 0 {
-            if self.delayed_rate.load(Ordering::Relaxed) != 0 {
-                self.delayed_rate.store(0, Ordering::Relaxed);
-            }
+        let Some(rate) = self.slowdown_rate(cost, limit) else {
             return;
-        }
-        let past = ((fill - SLOWDOWN_AT) / (1.0 - SLOWDOWN_AT)).min(1.0);
-        let rate = (apply_rate as f64 * (1.0 - 0.5 * past)).max(MIN_DELAYED_RATE);
+        };
         self.delayed_rate.store(rate as u64, Ordering::Relaxed);
         let turn = Duration::from_secs_f64(cost as f64 / rate);
         let now = Instant::now();
@@ -79,31 +72,43 @@ impl EngineState {
     }
 }
 
+/// Why the backlog has no room now (`ApplyBacklog`: the overlay or the replay estimate is
+/// over its bound), or `None`.
+fn backlog_over(engine: &Engine) -> Option<Error> {
+    let sh = &engine.state;
+    let limit = engine.cfg.overlay_max_bytes;
+    let bytes = sh.overlay_bytes.load(Ordering::Relaxed);
+    if bytes > limit {
+        Some(Error::ApplyBacklog {
+            what: "unapplied bytes",
+            held: bytes as u64,
+            limit: limit as u64,
+        })
+    } else if sh.replay_over.load(Ordering::Relaxed) {
+        Some(Error::ApplyBacklog {
+            what: "replay bytes",
+            held: sh.replay_estimate.load(Ordering::Relaxed),
+            limit: engine.cfg.max_replay_bytes,
+        })
+    } else {
+        None
+    }
+}
+
+/// True if a commit of `cost` overlay bytes goes through now: not slowed down, not over a
+/// bound (what `wait_for_room` would let through without waiting).
+fn has_room_now(engine: &Engine, cost: usize) -> bool {
+    let limit = engine.cfg.overlay_max_bytes;
+    engine.state.slowdown_rate(cost, limit).is_none() && backlog_over(engine).is_none()
+}
+
 /// Slows the commit down while the backlog is past the slowdown threshold, then waits (up
 /// to `backlog_wait` from `since`, or from the start of the wait) while the overlay or the
 /// replay estimate is over its bound.
 fn wait_for_room(engine: &Engine, cost: usize, since: Option<Instant>) -> Result<()> {
     let sh = &engine.state;
-    let limit = engine.cfg.overlay_max_bytes;
-    sh.slow_down(cost, limit);
-    let over = || {
-        let bytes = sh.overlay_bytes.load(Ordering::Relaxed);
-        if bytes > limit {
-            Some(Error::ApplyBacklog {
-                what: "unapplied bytes",
-                held: bytes as u64,
-                limit: limit as u64,
-            })
-        } else if sh.replay_over.load(Ordering::Relaxed) {
-            Some(Error::ApplyBacklog {
-                what: "replay bytes",
-                held: sh.replay_estimate.load(Ordering::Relaxed),
-                limit: engine.cfg.max_replay_bytes,
-            })
-        } else {
-            None
-        }
-    };
+    sh.slow_down(cost, engine.cfg.overlay_max_bytes);
+    let over = || backlog_over(engine);
     if over().is_none() {
         return Ok(());
     }
@@ -253,7 +258,7 @@ pub(crate) fn commit_ops_async(engine: &Engine, commit: Commit) -> CommitFuture 
     let sh = &engine.state;
     let level = commit.durability.unwrap_or(engine.cfg.wal.durability);
     let (completion, done) = Completion::pair();
-    let waiting = if sh.has_room_now(commit.cost(), engine.cfg.overlay_max_bytes) {
+    let waiting = if has_room_now(engine, commit.cost()) {
         let request = match commit.into_request(engine, done) {
             Ok(request) => request,
             Err((e, done)) => {
