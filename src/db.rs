@@ -55,8 +55,10 @@ pub struct DbStats {
     pub checkpoints: u64,
 }
 
-/// An open database: a write-ahead log in front of LMDB. Share it between threads by
-/// reference (it is `Sync`); transactions borrow it.
+/// An open database: a write-ahead log in front of LMDB. A cheap handle: clone it for each
+/// thread or task that uses the database (clones share one engine); transactions borrow
+/// the handle they began from ([`Db::read_owned`] owns one instead). [`Db::close`] closes
+/// the database for every clone; dropping the last clone closes it too.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -71,9 +73,9 @@ pub struct DbStats {
 /// db.close()?;
 /// # Ok::<(), walmdb::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Db {
-    running: Running,
+    running: crate::sync::DataArc<Running>,
 }
 
 impl Db {
@@ -90,7 +92,9 @@ impl Db {
     }
 
     fn open_running(running: Result<Running>) -> Result<Db> {
-        Ok(Db { running: running? })
+        Ok(Db {
+            running: crate::sync::DataArc::new(running?),
+        })
     }
 
     /// [`Db::open_with`], with the log's files behind `fs` (LMDB's stay on the real file
@@ -116,10 +120,42 @@ impl Db {
         self.running.engine()
     }
 
+    /// The engine, or `Error::Closed` once the database is closed.
+    fn open_engine(&self) -> Result<&Engine> {
+        let engine = self.engine();
+        if engine.state.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(engine)
+    }
+
     /// Begins a read transaction: a consistent snapshot of every commit that returned
     /// before it began. It is `Send`.
     pub fn read(&self) -> Result<ReadTxn<'_>> {
         Ok(ReadTxn::new(Snapshot::begin(self.engine())?))
+    }
+
+    /// Begins a read transaction that owns a clone of this handle (`ReadTxn<'static>`), so
+    /// it can be moved into a thread or task, or held across an `.await`, with no borrow
+    /// of the handle; otherwise as [`Db::read`]. The database stays open while it lives,
+    /// [`Db::close`] notwithstanding (LMDB and the directory are released when it ends).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = walmdb::Db::open(dir.path())?;
+    /// db.update(|t| t.put("t", b"k", b"v"))?;
+    /// let txn = db.read_owned()?;
+    /// let found = std::thread::spawn(move || txn.get("t", b"k").map(|v| v.map(<[u8]>::to_vec)));
+    /// assert_eq!(found.join().unwrap()?, Some(b"v".to_vec()));
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn read_owned(&self) -> Result<ReadTxn<'static>> {
+        let handle = self.clone();
+        // SAFETY: the engine lives in the handle's shared allocation, which does not move
+        // and which the transaction keeps until after its snapshot has dropped. Every
+        // borrow a `ReadTxn` hands out is tied to a borrow of the transaction itself.
+        let engine: &'static Engine = unsafe { &*std::ptr::from_ref(handle.engine()) };
+        Ok(ReadTxn::owning(Snapshot::begin(engine)?, handle))
     }
 
     /// Begins a write transaction at the configured isolation.
@@ -129,7 +165,7 @@ impl Db {
 
     /// Begins a write transaction at `isolation`.
     pub fn write_with(&self, isolation: Isolation) -> Result<WriteTxn<'_>> {
-        Ok(WriteTxn::new(self.engine(), isolation))
+        Ok(WriteTxn::new(self.open_engine()?, isolation))
     }
 
     /// Runs `f` in a write transaction and commits it, running it again (at most
@@ -188,36 +224,37 @@ impl Db {
 
     /// True if table `name` exists now. (A `Result`, as [`ReadTxn::table_exists`] is.)
     pub fn table_exists(&self, name: &str) -> Result<bool> {
-        Ok(self.engine().table_exists(name))
+        Ok(self.open_engine()?.table_exists(name))
     }
 
     /// The tables that exist now, sorted by name.
     pub fn tables(&self) -> Result<Vec<String>> {
-        let v = self.engine().state.visible_lsn.load(Ordering::Acquire);
-        Ok(self.engine().state.catalog.names_at(v))
+        let engine = self.open_engine()?;
+        let v = engine.state.visible_lsn.load(Ordering::Acquire);
+        Ok(engine.state.catalog.names_at(v))
     }
 
     /// Creates table `name` (a commit of its own) and returns its LSN; if the table exists,
     /// commits nothing and returns the visible LSN.
     pub fn create_table(&self, name: &str) -> Result<Lsn> {
-        self.engine().create_table(name)
+        self.open_engine()?.create_table(name)
     }
 
     /// Drops table `name` and everything in it (a commit of its own). Transactions that
     /// touched it and commit later get `Error::Conflict`.
     pub fn drop_table(&self, name: &str) -> Result<Lsn> {
-        self.engine().drop_table(name)
+        self.open_engine()?.drop_table(name)
     }
 
     /// Makes every commit so far durable in the log; returns the durable LSN.
     pub fn sync(&self) -> Result<Lsn> {
-        self.engine().wal.sync()
+        self.open_engine()?.wal.sync()
     }
 
     /// Applies every commit so far to LMDB, syncs LMDB and retires the log segments it
     /// covers. Returns the checkpoint LSN.
     pub fn checkpoint(&self) -> Result<Lsn> {
-        self.engine().checkpoint()
+        self.open_engine()?.checkpoint()
     }
 
     /// Checks every entry LMDB holds against its checksum, and the structure around it, from
@@ -237,7 +274,7 @@ impl Db {
         max_bytes_per_sec: Option<u64>,
         mut progress: impl FnMut(crate::ScrubProgress<'_>),
     ) -> Result<crate::ScrubReport> {
-        self.engine().scrub(max_bytes_per_sec, &mut progress)
+        self.open_engine()?.scrub(max_bytes_per_sec, &mut progress)
     }
 
     /// Follows committed transactions from LSN `from` on, in LSN order: each a [`Change`](crate::Change)
@@ -256,12 +293,12 @@ impl Db {
     /// # Ok::<(), walmdb::Error>(())
     /// ```
     pub fn subscribe(&self, from: Lsn) -> Result<crate::Subscription<'_>> {
-        crate::Subscription::new(self.engine(), from)
+        crate::Subscription::new(self.open_engine()?, from)
     }
 
     /// Waits until LMDB holds every commit through `lsn`.
     pub fn wait_applied(&self, lsn: Lsn) -> Result<()> {
-        self.engine().wait_applied(lsn)
+        self.open_engine()?.wait_applied(lsn)
     }
 
     /// The engine's state and counters.
@@ -317,6 +354,7 @@ impl Db {
         let collector = crate::ops::metrics::PrometheusCollector {
             snapshot: move || {
                 weak.upgrade()
+                    .filter(|engine| !engine.state.is_closed())
                     .map(|engine| crate::ops::metrics::snapshot(&engine))
             },
         };
@@ -368,21 +406,24 @@ impl Db {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn backup(&self, dir: impl AsRef<Path>) -> Result<BackupManifest> {
-        crate::ops::backup::backup(self.engine(), dir.as_ref())
+        crate::ops::backup::backup(self.open_engine()?, dir.as_ref())
     }
 
     /// Writes a named restore point into the log (a `Timestamp` record, synced before this
     /// returns). `walmdb::restore` with `RestoreTarget::Name` returns to the state of every
     /// commit before it. Names should be unique; a restore to a repeated name uses the first.
     pub fn create_restore_point(&self, name: &str) -> Result<RestorePoint> {
-        self.engine().create_restore_point(name)
+        self.open_engine()?.create_restore_point(name)
     }
 
-    /// Compacts LMDB's file (free pages dropped, pages renumbered) and closes the database:
-    /// checkpoints, writes a compacted copy beside the file, closes the engine and, while
-    /// the directory is still locked, renames the copy over the file and syncs the
-    /// directory. A crash at any point leaves either file, each holding every commit.
-    pub fn compact(mut self) -> Result<CompactReport> {
+    /// Closes the database, as [`Db::close`] does, and compacts LMDB's file (free pages
+    /// dropped, pages renumbered): once every transaction has ended, writes a compacted
+    /// copy beside the file; once LMDB has closed, while the directory is still locked,
+    /// renames the copy over the file and syncs the directory. A crash at any point leaves
+    /// either file, each holding every commit. A transaction still open (of any clone)
+    /// `Config::resize_wait` after closing gets `Error::TransactionsOpen`: closed, not
+    /// compacted.
+    pub fn compact(&self) -> Result<CompactReport> {
         self.running.compact()
     }
 
@@ -409,9 +450,30 @@ impl Db {
         &self.engine().cfg
     }
 
-    /// Drains the log, applies everything to LMDB, checkpoints and stops the engine's
-    /// threads: a clean reopen replays nothing.
-    pub fn close(mut self) -> Result<()> {
+    /// Closes the database, for this handle and every clone of it: refuses new work,
+    /// writes and syncs every commit already queued (async ones handed over included),
+    /// applies everything to LMDB, checkpoints and stops the engine's threads, so a clean
+    /// reopen replays nothing. Afterwards transactions, commits, syncs, checkpoints and
+    /// waits get `Error::Closed` (as does a second `close`); commits racing with it either
+    /// land (and are applied) or get `Error::Closed`.
+    ///
+    /// LMDB and the directory's lock are released before it returns, so this process may
+    /// open the database again at once, unless a transaction (of any clone, or an owned
+    /// one) is still open after a short wait: then they are released when the last of
+    /// those transactions and handles is dropped.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = walmdb::Db::open(dir.path())?;
+    /// let worker = db.clone();
+    /// std::thread::spawn(move || worker.update(|t| t.put("t", b"k", b"v"))).join().unwrap()?;
+    /// db.close()?;
+    /// assert!(matches!(db.read(), Err(walmdb::Error::Closed)));
+    /// let db = walmdb::Db::open(dir.path())?; // reopened at once
+    /// assert_eq!(db.read()?.get("t", b"k")?, Some(&b"v"[..]));
+    /// # Ok::<(), walmdb::Error>(())
+    /// ```
+    pub fn close(&self) -> Result<()> {
         self.running.shutdown(Shutdown::Drain)
     }
 
@@ -419,7 +481,7 @@ impl Db {
     /// no final apply, no checkpoint. Every acknowledged commit is in the log; the next open
     /// replays what LMDB lacks. For recovery tests.
     #[cfg(feature = "internals")]
-    pub fn simulate_crash(mut self) {
+    pub fn simulate_crash(self) {
         let _ = self.running.shutdown(Shutdown::Abandon);
     }
 

@@ -161,8 +161,9 @@ pub enum Error {
         found: Option<u64>,
     },
 
-    /// The log (or engine) has been closed; no further commits are accepted.
-    #[error("the write-ahead log is closed")]
+    /// The database (or its log) has been closed: no transaction, commit, sync or wait is
+    /// served any more. Reopen it.
+    #[error("the database is closed")]
     Closed,
 
     /// The flusher thread died (panicked); commits cannot be written until the log is reopened.
@@ -300,6 +301,18 @@ pub enum Error {
     MapResizeBlocked {
         /// `Config::resize_wait`.
         resize_wait: std::time::Duration,
+    },
+
+    /// Compaction needs every transaction ended, and some stayed open past
+    /// `Config::resize_wait` after the database closed: it is closed, with every commit
+    /// applied and checkpointed, but its file was not compacted.
+    #[error(
+        "transactions stayed open past resize_wait ({wait:?}) after the database closed: \
+         it was not compacted; end every transaction first"
+    )]
+    TransactionsOpen {
+        /// `Config::resize_wait`.
+        wait: std::time::Duration,
     },
 
     /// Another handle, in this process or another, has the database open.

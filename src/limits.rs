@@ -22,6 +22,10 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 #[cfg_attr(walmdb_loom, allow(dead_code))]
 pub const MAX_THREAD_RESTARTS: u64 = 3;
 
+/// How long `Db::close` waits for transactions still open (in other threads) to end
+/// before it returns and leaves LMDB and the directory to be released when they end.
+pub const CLOSE_WAITS_FOR_TRANSACTIONS: Duration = Duration::from_secs(1);
+
 /// `now + wait`, or as far ahead as the clock allows: computing a deadline never panics.
 pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)

@@ -544,7 +544,7 @@ fn replay_log(damaged_dir: &Path, target_dir: &Path, config: Config) -> Result<L
     let log = crate::layout::wal_dir(target_dir);
     copy_log(&crate::layout::wal_dir(damaged_dir), &log)?;
     let fs = crate::sync::DynArc::new(crate::wal::fs::StdFs);
-    let mut engine = crate::engine::Running::open(target_dir, config, fs, None)?;
+    let engine = crate::engine::Running::open(target_dir, config, fs, None)?;
     let repaired_lsn = engine.engine().report.last_lsn;
     engine.shutdown(crate::engine::Shutdown::Drain)?;
     Ok(repaired_lsn)

@@ -23,6 +23,8 @@
 //!   `paused`; a resize sets `paused`, then scans for open slots. A slot that closes reads
 //!   `paused` and `draining` after it, and wakes the waiter under `gate`, so no wake-up is
 //!   lost.
+//! - Closing is a pause that never ends: `closed` is stored before `paused`, so an opener
+//!   that sees the pause sees it is for good, and gives up with `Error::Closed`.
 
 use std::time::{Duration, Instant};
 
@@ -129,6 +131,8 @@ impl Registration {
 pub(crate) struct Snapshots {
     first: Chunk,
     paused: AtomicBool,
+    /// The engine is closing: no LMDB transaction begins again (`paused` stays set).
+    closed: AtomicBool,
     /// A resize waits for the transactions begun before it to end (without blocking new
     /// ones): every slot that closes wakes it.
     draining: AtomicBool,
@@ -149,6 +153,7 @@ impl Default for Snapshots {
         Snapshots {
             first: Chunk::new(),
             paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             evicted_through: AtomicU64::new(0),
             held_off: StatCounter::new(0),
@@ -245,20 +250,24 @@ impl Snapshots {
         }
     }
 
-    /// Opens `slot` for an LMDB transaction once no resize holds transactions off.
-    fn open(&self, slot: &Slot) {
+    /// Opens `slot` for an LMDB transaction once no resize holds transactions off;
+    /// `Error::Closed` (the slot closed) once the engine closes.
+    fn open(&self, slot: &Slot) -> crate::Result<()> {
         loop {
             let checked_early =
                 bug(Bug::PauseCheckedBeforeOpening) && !self.paused.load(Ordering::Acquire);
             slot.open.store(true, Ordering::Release);
             fence(Ordering::SeqCst);
             if checked_early || !self.paused.load(Ordering::Acquire) {
-                return;
+                return Ok(());
             }
             self.close(slot);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(crate::Error::Closed);
+            }
             self.held_off.fetch_add(1, Ordering::Relaxed);
             let mut gate = self.gate.lock();
-            while self.paused.load(Ordering::Acquire) {
+            while self.paused.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) {
                 gate = self.changed.wait(gate);
             }
         }
@@ -292,7 +301,10 @@ impl Snapshots {
         slot.started.store(started.as_nanos(), Ordering::Relaxed);
         slot.thread.store(this_thread(), Ordering::Relaxed);
         loop {
-            self.open(slot);
+            if let Err(closed) = self.open(slot) {
+                slot.claimed.store(false, Ordering::Release);
+                return Err(closed);
+            }
             let (txn, applied) = match open() {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -432,7 +444,8 @@ impl Snapshots {
             }
             let now = Instant::now();
             if now >= deadline {
-                self.paused.store(false, Ordering::Release);
+                self.paused
+                    .store(self.closed.load(Ordering::Acquire), Ordering::Release);
                 self.changed.notify_all();
                 return false;
             }
@@ -440,11 +453,37 @@ impl Snapshots {
         }
     }
 
-    /// Lets LMDB transactions begin again.
+    /// Lets LMDB transactions begin again (unless the engine closed meanwhile).
     pub fn resume(&self) {
         let _gate = self.gate.lock();
-        self.paused.store(false, Ordering::Release);
+        self.paused
+            .store(self.closed.load(Ordering::Acquire), Ordering::Release);
         self.changed.notify_all();
+    }
+
+    /// Closes for good: every LMDB transaction that would begin gets `Error::Closed`, and
+    /// those waiting out a resize are woken to get it. Waits up to `wait` for the open ones
+    /// to end; true when none is open (none can open again: LMDB may be closed).
+    pub fn close_for_good(&self, wait: Duration) -> bool {
+        let deadline = crate::limits::deadline(Instant::now(), wait);
+        let mut gate = self.gate.lock();
+        self.closed.store(true, Ordering::Release);
+        self.paused.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.changed.notify_all();
+        loop {
+            if self
+                .slots()
+                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            gate = self.changed.wait_timeout(gate, deadline - now);
+        }
     }
 
     /// True when the calling thread has a registered (reading) snapshot open.

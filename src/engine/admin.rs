@@ -1,7 +1,7 @@
 //! Administration: compaction and restore points.
 
 use super::sequencer::{Check, Ticket, TxnWrites};
-use super::{now_micros, Engine, Running, Shutdown};
+use super::{now_micros, Engine, Exclusive, Running, Shutdown};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -23,14 +23,39 @@ pub struct CompactReport {
 }
 
 impl Running {
-    /// Checkpoints, writes a compacted copy of LMDB's file beside it, shuts down and, while
-    /// the directory is still locked, renames the copy over the file and syncs the
+    /// Closes the database and compacts LMDB's file: once the engine has drained and every
+    /// transaction has ended, writes a compacted copy beside the file; once LMDB has closed
+    /// (the directory still locked), renames the copy over the file and syncs the
     /// directory. A crash at any point leaves either file, each holding every commit.
-    pub(crate) fn compact(&mut self) -> Result<CompactReport> {
-        let lsn = self.engine().checkpoint()?;
-        let engine = self.engine();
+    pub(crate) fn compact(&self) -> Result<CompactReport> {
+        let mut compaction = Compaction { report: None };
+        self.shutdown_then(Shutdown::Drain, Some(&mut compaction))?;
+        let report = compaction.report.ok_or(Error::Closed)?;
+        tracing::info!(
+            bytes_before = report.bytes_before,
+            bytes_after = report.bytes_after,
+            applied_lsn = report.applied_lsn,
+            "compacted LMDB"
+        );
+        Ok(report)
+    }
+}
+
+/// Compaction's part in closing.
+struct Compaction {
+    /// Set once the copy is written; the rename follows.
+    report: Option<CompactReport>,
+}
+
+fn staging_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    crate::layout::data_dir(dir).join("compacting")
+}
+
+impl Exclusive for Compaction {
+    fn before_lmdb_closes(&mut self, engine: &Engine) -> Result<()> {
+        let lsn = engine.state.checkpoint_lsn.load(Ordering::Acquire);
         let data = crate::layout::data_dir(&engine.path);
-        let staging = data.join("compacting");
+        let staging = staging_dir(&engine.path);
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
@@ -49,22 +74,24 @@ impl Running {
             });
         }
         let bytes_after = std::fs::metadata(crate::layout::lmdb_file(&staging))?.len();
-        self.shutdown_then(Shutdown::Drain, |path| {
-            let data = crate::layout::data_dir(path);
-            std::fs::rename(
-                crate::layout::lmdb_file(&staging),
-                crate::layout::lmdb_file(&data),
-            )?;
-            crate::store::sync_dir(&data)?;
-            std::fs::remove_dir_all(&staging)?;
-            crate::store::sync_dir(&data)
-        })?;
-        tracing::info!(bytes_before, bytes_after, applied_lsn, "compacted LMDB");
-        Ok(CompactReport {
+        self.report = Some(CompactReport {
             bytes_before,
             bytes_after,
             applied_lsn,
-        })
+        });
+        Ok(())
+    }
+
+    fn after_lmdb_closed(&mut self, dir: &std::path::Path) -> Result<()> {
+        let data = crate::layout::data_dir(dir);
+        let staging = staging_dir(dir);
+        std::fs::rename(
+            crate::layout::lmdb_file(&staging),
+            crate::layout::lmdb_file(&data),
+        )?;
+        crate::store::sync_dir(&data)?;
+        std::fs::remove_dir_all(&staging)?;
+        crate::store::sync_dir(&data)
     }
 }
 

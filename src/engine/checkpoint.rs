@@ -52,7 +52,7 @@ pub(crate) fn checkpoint_with<S: crate::wal::Sequencer>(
     wal: &Wal<S>,
     force_sync: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    if let Some(e) = sh.refusal() {
+    if let Some(e) = sh.failure() {
         return Err(e);
     }
     let applied = sh.applied_lsn.load(Ordering::Acquire);
@@ -63,7 +63,7 @@ pub(crate) fn checkpoint_with<S: crate::wal::Sequencer>(
     if applied > sh.checkpoint_lsn.load(Ordering::Acquire) {
         if let Err(e) = force_sync() {
             sh.fail(format!("syncing LMDB failed: {e}"));
-            return Err(sh.refusal().unwrap_or(e));
+            return Err(sh.failure().unwrap_or(e));
         }
         fail::fail_point!("checkpoint-lmdb-synced-before-retirement");
         sh.checkpoint_lsn.fetch_max(applied, Ordering::AcqRel);
@@ -144,6 +144,9 @@ impl Engine {
     /// Applies every commit so far to LMDB, syncs LMDB and retires the log segments it
     /// covers. Returns the checkpoint LSN.
     pub(crate) fn checkpoint(&self) -> Result<Lsn> {
+        if let Some(e) = self.state.refusal() {
+            return Err(e);
+        }
         self.wait_applied(self.state.visible_lsn.load(Ordering::Acquire))?;
         checkpoint_now(self)?;
         Ok(self.state.checkpoint_lsn.load(Ordering::Acquire))
@@ -157,6 +160,9 @@ impl Engine {
             (postponed(), sh.applied_lsn.load(Ordering::Acquire));
         let mut progress_at = Instant::now();
         loop {
+            if let Some(e) = sh.refusal() {
+                return Err(e);
+            }
             let applied = sh.applied_lsn.load(Ordering::Acquire);
             if applied >= lsn {
                 return Ok(());

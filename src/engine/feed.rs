@@ -57,13 +57,17 @@ struct Ring {
     bytes: usize,
     /// Async subscriptions waiting for the next commit.
     wakers: Vec<Waker>,
+    /// The engine closed: a subscription waiting for a commit gets `Error::Closed`.
+    closed: bool,
 }
 
 impl Ring {
     /// True if a subscription at `next` has something to read since it last found nothing:
     /// a newer commit kept, or commits that left the ring (to read from the log).
     fn has_news_for(&self, next: Lsn) -> bool {
-        self.commits.back().is_some_and(|(lsn, _, _)| *lsn >= next) || next < self.from
+        self.commits.back().is_some_and(|(lsn, _, _)| *lsn >= next)
+            || next < self.from
+            || self.closed
     }
 }
 
@@ -100,6 +104,19 @@ impl Feed {
                 ring.from = oldest + 1;
                 ring.bytes -= freed;
             }
+            std::mem::take(&mut ring.wakers)
+        };
+        self.arrived.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Wakes every waiting subscription to find the engine closed.
+    pub(crate) fn close_for_good(&self) {
+        let wakers = {
+            let mut ring = self.ring.lock();
+            ring.closed = true;
             std::mem::take(&mut ring.wakers)
         };
         self.arrived.notify_all();

@@ -129,6 +129,8 @@ pub(crate) struct EngineState {
     admissions_cv: Condvar,
     checkpoint: Mutex<CheckpointState>,
     checkpoint_cv: Condvar,
+    /// The handle was closed: commits, syncs, checkpoints and waits get `Error::Closed`.
+    closed: AtomicBool,
     /// The applier failed for good: the engine refuses commits until reopened.
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -218,12 +220,33 @@ impl EngineState {
         self.replay_over.load(Ordering::Relaxed)
     }
 
+    /// Why the engine takes no more work: `Closed` once closed, else its failure.
     pub(crate) fn refusal(&self) -> Option<Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Error::Closed);
+        }
+        self.failure()
+    }
+
+    /// The engine's failure (`Poisoned`), if it failed.
+    pub(crate) fn failure(&self) -> Option<Error> {
         if !self.failed.load(Ordering::Acquire) {
             return None;
         }
         let cause = self.failure.lock().clone().unwrap_or_default();
         Some(Error::Poisoned { cause })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Refuses work from now on (`Error::Closed`) and wakes whoever waits for room, for the
+    /// applier or for the feed, to get the refusal.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify_room();
+        self.feed.close_for_good();
     }
 
     fn fail(&self, cause: String) {
@@ -251,8 +274,8 @@ pub(crate) struct Engine {
     pub store: Store,
     pub wal: Wal<EngineSequencer>,
     pub report: DbRecoveryReport,
-    /// An exclusive lock on `<path>/LOCK`, held until the engine is closed.
-    pub(crate) lock: std::fs::File,
+    /// An exclusive lock on `<path>/LOCK`, held until LMDB's environment is closed.
+    pub(crate) lock: Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -298,75 +321,106 @@ impl Engine {
     }
 }
 
-/// The engine and its threads: what a [`Db`](crate::Db) owns. Dropping it drains the log
-/// into LMDB and stops the threads, as `close` does.
+/// The engine and its threads: what a [`Db`](crate::Db) shares. Dropping it drains the log
+/// into LMDB and stops the threads, as `close` does, if nothing closed it before.
 #[derive(Debug)]
 pub(crate) struct Running {
+    engine: Arc<Engine>,
     /// `Some` until shut down.
-    engine: Option<Arc<Engine>>,
-    applier: Option<JoinHandle<()>>,
-    checkpointer: Option<JoinHandle<()>>,
+    threads: Mutex<Option<Threads>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Threads {
+    pub applier: JoinHandle<()>,
+    pub checkpointer: JoinHandle<()>,
     /// Admits async commits that must wait.
-    admitter: Option<JoinHandle<()>>,
+    pub admitter: Option<JoinHandle<()>>,
     /// `Some` while `Config::scrub_interval` runs a scrubber thread.
-    scrubber: Option<JoinHandle<()>>,
+    pub scrubber: Option<JoinHandle<()>>,
+}
+
+/// What closing must do once every transaction has ended and before LMDB closes, and then
+/// with the directory (still locked) once it has: compaction's copy and its rename.
+pub(crate) trait Exclusive {
+    fn before_lmdb_closes(&mut self, engine: &Engine) -> Result<()>;
+    fn after_lmdb_closed(&mut self, dir: &Path) -> Result<()>;
 }
 
 impl Running {
+    pub(crate) fn new(engine: Arc<Engine>, threads: Threads) -> Running {
+        Running {
+            engine,
+            threads: Mutex::new(Some(threads)),
+        }
+    }
+
+    /// Records a thread started after the engine's first ones.
+    pub(crate) fn set_thread(&self, set: impl FnOnce(&mut Threads)) {
+        if let Some(threads) = self.threads.lock().as_mut() {
+            set(threads);
+        }
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
-        self.engine
-            .as_ref()
-            .expect("the engine runs until shut down")
+        &self.engine
     }
 
     /// A handle for metrics and health that does not keep the engine open.
     pub(crate) fn observer(&self) -> crate::sync::DataWeak<Engine> {
-        Arc::downgrade(
-            self.engine
-                .as_ref()
-                .expect("the engine runs until shut down"),
-        )
+        Arc::downgrade(&self.engine)
     }
 
-    pub(crate) fn shutdown(&mut self, how: Shutdown) -> Result<()> {
-        self.shutdown_then(how, |_| Ok(()))
+    /// Stops the engine (`Error::Closed` if it was stopped already). Then LMDB's
+    /// environment and the directory's lock are released unless a transaction stayed open
+    /// [`CLOSE_WAITS_FOR_TRANSACTIONS`](crate::limits::CLOSE_WAITS_FOR_TRANSACTIONS): then
+    /// when the engine drops (the last handle and transaction gone).
+    pub(crate) fn shutdown(&self, how: Shutdown) -> Result<()> {
+        self.shutdown_then(how, None)
     }
 
-    /// Stops the engine; then, with everything closed but the directory still locked, runs
-    /// `then` on the database directory (only if stopping succeeded).
+    /// [`Running::shutdown`], with `exclusive` run while no transaction is open and none
+    /// can begin (an error if one stayed open past `Config::resize_wait`).
     pub(crate) fn shutdown_then(
-        &mut self,
+        &self,
         how: Shutdown,
-        then: impl FnOnce(&Path) -> Result<()>,
+        exclusive: Option<&mut dyn Exclusive>,
     ) -> Result<()> {
-        let (Some(applier), Some(checkpointer)) = (self.applier.take(), self.checkpointer.take())
+        let mut threads = self.threads.lock();
+        let Some(Threads {
+            applier,
+            checkpointer,
+            admitter,
+            scrubber,
+        }) = threads.take()
         else {
-            return Ok(());
+            return Err(Error::Closed);
         };
-        let Some(engine) = self.engine.as_ref() else {
-            return Ok(());
-        };
+        let engine = &*self.engine;
         let sh = &engine.state;
         // First, so its snapshot postpones no map resize the drain below needs.
         sh.scrubber.stop();
-        if let Some(scrubber) = self.scrubber.take() {
+        if let Some(scrubber) = scrubber {
             if scrubber.join().is_err() {
                 tracing::error!("the scrubber thread panicked");
             }
         }
-        // Before the log's sync: on `Drain` it queues every async commit handed to it.
+        // Before the log closes: on `Drain` it queues every async commit handed to it.
         sh.stop_admitter(how);
-        if let Some(admitter) = self.admitter.take() {
+        if let Some(admitter) = admitter {
             if admitter.join().is_err() {
                 tracing::error!("the admitter thread panicked");
             }
         }
+        // Commits, syncs and waits from other handles get `Closed` from here on.
+        sh.close();
         let mut result = Ok(());
+        let mut log_closed = false;
         if how == Shutdown::Drain && !engine.wal.is_poisoned() {
-            // Everything queued becomes durable, so the applier may apply all of it.
-            if let Err(e) = engine.wal.sync() {
-                result = Err(e);
-            }
+            // Every commit queued is written and synced, and later ones are refused, so the
+            // applier may apply all of them.
+            result = engine.wal.close_shared();
+            log_closed = true;
         }
         sh.stop_applier(how);
         if applier.join().is_err() {
@@ -380,7 +434,7 @@ impl Running {
         }
         if how == Shutdown::Drain {
             fail::fail_point!("close-applied-before-checkpoint");
-            if let Some(e) = sh.refusal() {
+            if let Some(e) = sh.failure() {
                 result = result.and(Err(e));
             } else if sh.applied_lsn.load(Ordering::Acquire)
                 < sh.visible_lsn.load(Ordering::Acquire)
@@ -393,50 +447,50 @@ impl Running {
                 result = result.and(Err(e));
             }
         }
-        // The threads are joined: this handle holds the only strong reference but for a
-        // metrics scrape in progress (it holds one for microseconds).
-        let Some(mut arc) = self.engine.take() else {
-            return result;
-        };
-        let deadline = crate::limits::deadline(Instant::now(), Duration::from_secs(5));
-        let engine = loop {
-            match Arc::try_unwrap(arc) {
-                Ok(engine) => break engine,
-                Err(back) if Instant::now() < deadline => {
-                    arc = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => {
-                    return result.and(Err(Error::Poisoned {
-                        cause: "an engine thread still holds the database".into(),
-                    }))
-                }
-            }
-        };
-        let Engine {
-            wal,
-            store,
-            lock,
-            path,
-            ..
-        } = engine;
         fail::fail_point!("close-checkpointed-before-log-close");
-        let wal_result = wal.close();
-        // Wait for LMDB to close, so a reopen in this process finds it closed.
-        let closing = store.env.clone().prepare_for_closing();
-        drop(store);
-        closing.wait();
-        let result = result.and(wal_result).and_then(|()| then(&path));
+        if !log_closed {
+            result = result.and(engine.wal.close_shared());
+        }
+        let wait = match &exclusive {
+            Some(_) => engine.cfg.resize_wait,
+            // A transaction of this thread's cannot end while it waits here.
+            None if sh.snapshots.held_by_this_thread() => Duration::ZERO,
+            None => crate::limits::CLOSE_WAITS_FOR_TRANSACTIONS,
+        };
+        if !sh.snapshots.close_for_good(wait) {
+            tracing::info!(
+                path = %engine.path.display(),
+                "closed with transactions open: LMDB and the directory are released when \
+                 the last of them and of the handles ends"
+            );
+            return match exclusive {
+                Some(_) => result.and(Err(Error::TransactionsOpen {
+                    wait: engine.cfg.resize_wait,
+                })),
+                None => result,
+            };
+        }
+        let mut exclusive = exclusive;
+        if let Some(work) = exclusive.as_mut() {
+            result = result.and_then(|()| work.before_lmdb_closes(engine));
+        }
+        // SAFETY: the registry is closed with no transaction open, and every engine thread
+        // that begins one (applier, checkpoint, scrubber) is joined.
+        unsafe { engine.store.close_env() };
+        if let Some(work) = exclusive {
+            result = result.and_then(|()| work.after_lmdb_closed(&engine.path));
+        }
         // Only now may another handle open the directory.
-        drop(lock);
+        drop(engine.lock.lock().take());
         result
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown(Shutdown::Drain) {
-            tracing::warn!(error = %e, "closing the database on drop failed");
+        match self.shutdown(Shutdown::Drain) {
+            Ok(()) | Err(Error::Closed) => {}
+            Err(e) => tracing::warn!(error = %e, "closing the database on drop failed"),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::scrub::scrubber_loop;
 use super::sequencer::{EngineSequencer, TxnWrites};
-use super::{supervise, Engine, EngineState, GiveUp, Running, RunningGuard};
+use super::{supervise, Engine, EngineState, GiveUp, Running, RunningGuard, Threads};
 use crate::catalog::Table;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -166,7 +166,7 @@ impl Running {
             store,
             wal,
             report: report.clone(),
-            lock,
+            lock: crate::sync::Mutex::new(Some(lock)),
         };
         replay(&engine, &mut report)?;
         recovery.record("replayed", report.replayed_records);
@@ -231,16 +231,19 @@ impl Running {
                 })?
         };
         let admitter_engine = engine.clone();
-        let mut running = Running {
-            engine: Some(engine),
-            applier: Some(applier),
-            checkpointer: Some(checkpointer),
-            admitter: None,
-            scrubber: None,
-        };
+        let running = Running::new(
+            engine.clone(),
+            Threads {
+                applier,
+                checkpointer,
+                admitter: None,
+                scrubber: None,
+            },
+        );
         // On an error `running` drops, which stops the other threads.
-        running.admitter = Some(ThreadBuilder::new().name("walmdb-admitter".into()).spawn(
-            move || {
+        let admitter = ThreadBuilder::new()
+            .name("walmdb-admitter".into())
+            .spawn(move || {
                 supervise(
                     &admitter_engine.state,
                     "admitter",
@@ -248,24 +251,24 @@ impl Running {
                     || admitter_loop(&admitter_engine),
                 );
                 admitter_engine.state.admitter_ended();
-            },
-        )?);
-        let engine = running.engine();
+            })?;
+        running.set_thread(|t| t.admitter = Some(admitter));
         for name in &engine.cfg.tables {
             engine.create_table(name)?;
         }
         if let Some(interval) = engine.cfg.scrub_interval {
-            let engine = Arc::clone(running.engine.as_ref().ok_or(Error::Closed)?);
+            let engine = Arc::clone(&engine);
             engine.state.scrubber_running.store(true, Ordering::Release);
             // On an error `running` drops, which stops the other threads.
-            running.scrubber = Some(ThreadBuilder::new().name("walmdb-scrubber".into()).spawn(
-                move || {
+            let scrubber = ThreadBuilder::new()
+                .name("walmdb-scrubber".into())
+                .spawn(move || {
                     let _running = RunningGuard(&engine.state.scrubber_running);
                     supervise(&engine.state, "scrubber", GiveUp::EndThread, || {
                         scrubber_loop(&engine, interval)
                     })
-                },
-            )?);
+                })?;
+            running.set_thread(|t| t.scrubber = Some(scrubber));
         }
         Ok(running)
     }

@@ -98,17 +98,21 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
     if m.poisoned {
         let cause = engine
             .state
-            .refusal()
+            .failure()
             .or_else(|| engine.wal.refusal())
             .map_or_else(String::new, |e| e.to_string());
         bad(Unhealthy, format!("poisoned: {cause}"));
+    }
+    let closed = engine.state.is_closed();
+    if closed {
+        bad(Unhealthy, "the database is closed".into());
     }
     for (alive, name) in [
         (flusher_alive, "flusher"),
         (applier_alive, "applier"),
         (checkpointer_alive, "checkpoint"),
     ] {
-        if !alive {
+        if !alive && !closed {
             bad(Unhealthy, format!("the {name} thread is not running"));
         }
     }

@@ -136,7 +136,7 @@ fn answer(
         return (405, TEXT, "only GET\n".into());
     }
     let path = url.split('?').next().unwrap_or("");
-    let Some(engine) = db.upgrade() else {
+    let Some(engine) = db.upgrade().filter(|e| !e.state.is_closed()) else {
         return (503, TEXT, "the database is closed\n".into());
     };
     match path {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 
+mod env;
 mod migrate;
 pub(crate) mod pages;
 pub(crate) mod read_only;
@@ -168,7 +169,7 @@ pub(crate) fn lmdb_err(op: &'static str) -> impl Fn(heed::Error) -> Error {
 /// The LMDB environment and its metadata tables.
 #[derive(Debug)]
 pub(crate) struct Store {
-    pub env: Env,
+    env: env::EnvSlot,
     meta: Dbi,
     tables: Dbi,
     pub map_size: AtomicUsize,
@@ -312,7 +313,7 @@ impl Store {
             o.committed();
         }
         let store = Store {
-            env,
+            env: env::EnvSlot::new(env),
             meta,
             tables,
             map_size: AtomicUsize::new(map_size),
@@ -338,7 +339,7 @@ impl Store {
         progress: &mut dyn FnMut(scrub::ScrubProgress<'_>),
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<scrub::ScrubReport>> {
-        let path = crate::layout::lmdb_file(self.env.path());
+        let path = crate::layout::lmdb_file(self.env.get()?.path());
         match scrub::scrub_file(&path, Some(txn.id() as u64), progress, stop)? {
             scrub::Scrubbed::Report(report) => Ok(Some(report)),
             scrub::Scrubbed::MetaGone => Ok(None),
@@ -347,7 +348,7 @@ impl Store {
 
     /// Begins an LMDB read transaction.
     pub fn read_txn(&self) -> Result<LmdbReadTxn<'_>> {
-        self.env.read_txn().map_err(|e| match e {
+        self.env.get()?.read_txn().map_err(|e| match e {
             heed::Error::Mdb(MdbError::ReadersFull) => Error::ReadersFull {
                 max_readers: self.max_readers,
             },
@@ -416,6 +417,8 @@ impl Store {
         for (table, lsn) in missing {
             let dbi: Dbi = self
                 .env
+                .get()
+                .map_err(ApplyError::Other)?
                 .create_database(&mut wtxn, Some(&lmdb_name(&table.name)))
                 .map_err(apply_err("create table"))?;
             created.push((table, dbi, lsn));
@@ -429,7 +432,8 @@ impl Store {
     }
 
     fn write_txn(&self) -> Result<RwTxn<'_>, ApplyError> {
-        self.env.write_txn().map_err(apply_err("begin write"))
+        let env = self.env.get().map_err(ApplyError::Other)?;
+        env.write_txn().map_err(apply_err("begin write"))
     }
 
     /// Applies `ops` (in order) and sets the applied LSN to `last_lsn`, in one LMDB
@@ -551,7 +555,10 @@ impl Store {
         fail::fail_point!("map-resizing");
         // SAFETY: the gate keeps every call on the environment off, and `pause` returned
         // true: no transaction is open in this process (the caller is the only writer).
-        let resized = unsafe { self.env.resize(new_size) }.map_err(lmdb_err("resize"));
+        let resized = self
+            .env
+            .get()
+            .and_then(|env| unsafe { env.resize(new_size) }.map_err(lmdb_err("resize")));
         if resized.is_ok() {
             // Before new transactions may begin: one that reads the map size after the
             // resize must see the new one.
@@ -570,24 +577,40 @@ impl Store {
         self.calls_during_resize.load(Ordering::Relaxed)
     }
 
-    /// Runs `call` on the environment with map resizes held off.
-    fn with_env<R>(&self, call: impl FnOnce(&Env) -> R) -> R {
+    /// Runs `call` on the environment with map resizes held off; `Error::Closed` once
+    /// the environment is closed.
+    fn with_env<R>(&self, call: impl FnOnce(&Env) -> Result<R>) -> Result<R> {
         let _gate = self.map_gate.read();
         self.call_env(call)
     }
 
     /// As [`Store::with_env`], or `None` at once while the map is being resized.
-    fn try_with_env<R>(&self, call: impl FnOnce(&Env) -> R) -> Option<R> {
+    fn try_with_env<R>(&self, call: impl FnOnce(&Env) -> Result<R>) -> Option<Result<R>> {
         let _gate = self.map_gate.try_read()?;
         Some(self.call_env(call))
     }
 
     /// `call` on the environment; the caller holds the map gate.
-    fn call_env<R>(&self, call: impl FnOnce(&Env) -> R) -> R {
+    fn call_env<R>(&self, call: impl FnOnce(&Env) -> Result<R>) -> Result<R> {
+        let env = self.env.get()?;
         self.note_env_call();
-        let result = call(&self.env);
+        let result = call(env);
         self.note_env_call();
         result
+    }
+
+    /// Closes LMDB's environment (once; later calls on the store get `Error::Closed`).
+    ///
+    /// # Safety
+    /// No LMDB transaction is open in this process and none can begin (the snapshot
+    /// registry is closed for good with none open, the applier and every engine thread
+    /// that writes are joined).
+    pub unsafe fn close_env(&self) {
+        // Calls on the environment end first; later ones find it closed.
+        let _gate = self.map_gate.write();
+        // SAFETY: the gate keeps calls on the environment off and orders later ones after
+        // this; the caller's contract keeps transactions off.
+        unsafe { self.env.close() }
     }
 
     fn note_env_call(&self) {
@@ -601,13 +624,13 @@ impl Store {
     pub fn env_figures(&self) -> EnvFigures {
         let read = self.try_with_env(|env| {
             let (info, page) = (env.info(), env.stat().page_size);
-            EnvFigures {
+            Ok(EnvFigures {
                 map_used_bytes: (info.last_page_number as u64 + 1) * u64::from(page),
                 readers_used: info.number_of_readers,
-            }
+            })
         });
         let mut last = self.figures.lock();
-        if let Some(figures) = read {
+        if let Some(Ok(figures)) = read {
             *last = figures;
         }
         *last
@@ -626,8 +649,7 @@ impl Store {
             .observed
             .as_ref()
             .map(|o| o.commits.load(Ordering::Acquire));
-        self.with_env(|env| env.force_sync())
-            .map_err(lmdb_err("sync"))?;
+        self.with_env(|env| env.force_sync().map_err(lmdb_err("sync")))?;
         if let (Some(o), Some(n)) = (&self.observed, covered) {
             o.observer.synced(n);
         }
@@ -675,8 +697,10 @@ impl Store {
     pub fn copy_compacted(&self, path: &Path) -> Result<()> {
         let mut file = crate::layout::create_private_file(path)?;
         let copied = self
-            .with_env(|env| env.copy_to_file(&mut file, heed::CompactionOption::Enabled))
-            .map_err(lmdb_err("copy"));
+            .with_env(|env| {
+                env.copy_to_file(&mut file, heed::CompactionOption::Enabled)
+                    .map_err(lmdb_err("copy"))
+            });
         if let Err(e) = copied {
             drop(file);
             let _ = std::fs::remove_file(path);

@@ -26,11 +26,25 @@ use super::{Iter, Snapshot};
 #[derive(Debug)]
 pub struct ReadTxn<'db> {
     snap: Snapshot<'db>,
+    /// The handle an owned transaction ([`Db::read_owned`](crate::Db::read_owned)) keeps,
+    /// so the engine its snapshot borrows outlives it. Declared after `snap`: dropped after.
+    _handle: Option<crate::Db>,
 }
 
 impl<'db> ReadTxn<'db> {
     pub(crate) fn new(snap: Snapshot<'db>) -> Self {
-        ReadTxn { snap }
+        ReadTxn {
+            snap,
+            _handle: None,
+        }
+    }
+
+    /// A transaction on `snap` that keeps `handle`, whose engine `snap` borrows.
+    pub(crate) fn owning(snap: Snapshot<'db>, handle: crate::Db) -> Self {
+        ReadTxn {
+            snap,
+            _handle: Some(handle),
+        }
     }
 
     /// The LSN of the newest commit this transaction sees.

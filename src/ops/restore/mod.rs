@@ -254,7 +254,7 @@ pub fn restore(
     sync_dir(target_dir)?;
     let mut cfg = options.config.clone();
     cfg.wal = wal_cfg;
-    let mut engine = Running::open(target_dir, cfg, crate::sync::DynArc::new(StdFs), None)?;
+    let engine = Running::open(target_dir, cfg, crate::sync::DynArc::new(StdFs), None)?;
     let restored_lsn = engine.engine().report.last_lsn;
     engine.shutdown(Shutdown::Drain)?;
     if restored_lsn != cut {
