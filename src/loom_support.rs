@@ -94,21 +94,40 @@ impl Engine {
         self.0.snapshots.resume();
     }
 
+    /// Closing's end of the snapshot registry: refuses every LMDB transaction from now on
+    /// and waits for the open ones to end (loom models no time: until they have). After
+    /// it, LMDB may be closed.
+    pub fn close_snapshots(&self) -> bool {
+        self.0.snapshots.close_for_good(std::time::Duration::MAX)
+    }
+
     /// A read transaction's `get` of `key`: begins a snapshot over the LMDB state `open`
     /// returns (with its applied LSN), reads through the overlay and, where LMDB decides,
     /// through `lmdb_get`, and ends the snapshot. Returns the snapshot's visible LSN and the
     /// value.
     pub fn read<T>(
         &self,
-        mut open: impl FnMut() -> (T, Lsn),
+        open: impl FnMut() -> (T, Lsn),
         lmdb_get: impl Fn(&T, &[u8]) -> Option<Vec<u8>>,
         key: &[u8],
     ) -> (Lsn, Option<Vec<u8>>) {
+        self.try_read(open, lmdb_get, key)
+            .expect("the registry is open")
+    }
+
+    /// [`Engine::read`], or `None` when the registry refuses the snapshot (it is closed).
+    pub fn try_read<T>(
+        &self,
+        mut open: impl FnMut() -> (T, Lsn),
+        lmdb_get: impl Fn(&T, &[u8]) -> Option<Vec<u8>>,
+        key: &[u8],
+    ) -> Option<(Lsn, Option<Vec<u8>>)> {
         let sh = &self.0;
-        let (lmdb, reg) = sh
-            .snapshots
-            .begin(&sh.visible_lsn, || Ok(open()))
-            .expect("the fake LMDB opens");
+        let (lmdb, reg) = match sh.snapshots.begin(&sh.visible_lsn, || Ok(open())) {
+            Ok(begun) => begun,
+            Err(crate::Error::Closed) => return None,
+            Err(e) => panic!("the fake LMDB opens: {e}"),
+        };
         let (a, v) = (reg.applied(), reg.visible);
         let table = sh.catalog.find(TABLE);
         let view = table.and_then(|table| Some((table, table.view(a, v)?)));
@@ -121,7 +140,7 @@ impl Engine {
         });
         drop(lmdb);
         sh.snapshots.release(&reg);
-        (reg.visible, value)
+        Some((reg.visible, value))
     }
 
     /// A checkpoint with `force_sync` as LMDB's sync: syncs, then retires the log segments

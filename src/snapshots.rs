@@ -467,15 +467,17 @@ impl Snapshots {
     pub fn close_for_good(&self, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
         let mut gate = self.gate.lock();
+        let none_open = || {
+            self.slots()
+                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
+        };
+        let scanned_early = bug(Bug::CloseScannedBeforeClosing) && none_open();
         self.closed.store(true, Ordering::Release);
         self.paused.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
         self.changed.notify_all();
         loop {
-            if self
-                .slots()
-                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
-            {
+            if scanned_early || none_open() {
                 return true;
             }
             let now = Instant::now();

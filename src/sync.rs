@@ -383,12 +383,15 @@ pub enum Bug {
     /// Publication reads whether a change-feed subscription is open without the fence
     /// after its store of the visible LSN: a commit can be neither kept nor below `from`.
     FeedCheckedWithoutFence,
+    /// Closing scans the snapshot slots for open transactions before it closes the
+    /// registry: a transaction that begins in between is open after LMDB closes.
+    CloseScannedBeforeClosing,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
@@ -398,6 +401,7 @@ impl Bug {
         Bug::PauseCheckedBeforeOpening,
         Bug::WakerStoredAfterCheck,
         Bug::FeedCheckedWithoutFence,
+        Bug::CloseScannedBeforeClosing,
     ];
 }
 

@@ -110,6 +110,48 @@ fn resize_against_a_reader() {
     resizer.join().unwrap();
 }
 
+/// Closing against a reader beginning a snapshot: once closing's end of the registry says
+/// no LMDB transaction is open (so LMDB may close), none is, and none begins after (the
+/// reader is refused with `Closed` instead).
+fn close_against_a_reader() {
+    /// An LMDB read transaction of the fake: counted open while it lives.
+    struct Txn(Arc<AtomicUsize>);
+    impl Drop for Txn {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let engine = Engine::new();
+    let open_txns = Arc::new(AtomicUsize::new(0));
+    let lmdb_closed = Arc::new(AtomicBool::new(false));
+    let closer = {
+        let (engine, open_txns, lmdb_closed) =
+            (engine.clone(), open_txns.clone(), lmdb_closed.clone());
+        thread::spawn(move || {
+            assert!(engine.close_snapshots(), "loom models no timeout");
+            assert_eq!(
+                open_txns.load(Ordering::SeqCst),
+                0,
+                "LMDB closed with a transaction open"
+            );
+            lmdb_closed.store(true, Ordering::SeqCst);
+        })
+    };
+    let _refused_or_read = engine.try_read(
+        || {
+            open_txns.fetch_add(1, Ordering::SeqCst);
+            assert!(
+                !lmdb_closed.load(Ordering::SeqCst),
+                "an LMDB transaction began after LMDB closed"
+            );
+            (Txn(open_txns.clone()), 0)
+        },
+        |_, _| None,
+        b"k",
+    );
+    closer.join().unwrap();
+}
+
 /// LMDB's state for the checkpoint model: what is committed, and what is durably synced.
 #[derive(Debug, Default)]
 struct Durable {
@@ -230,6 +272,9 @@ models! {
     resize_against_a_reader => no_lmdb_transaction_is_open_while_the_map_is_resized,
         Bug::PauseCheckedBeforeOpening, a_pause_checked_before_opening_is_caught,
         resize_against_a_reader_with_the_bug;
+    close_against_a_reader => no_lmdb_transaction_is_open_or_begins_once_lmdb_closes,
+        Bug::CloseScannedBeforeClosing, a_close_scanned_before_closing_is_caught,
+        close_against_a_reader_with_the_bug;
     checkpoint_against_retirement => no_segment_is_retired_before_lmdb_holds_it_durably,
         Bug::RetireBeforeLmdbSync, a_retirement_before_the_lmdb_sync_is_caught,
         checkpoint_against_retirement_with_the_bug;
