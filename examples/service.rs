@@ -8,7 +8,6 @@
 //!
 //! Run: `cargo run --release --example service` (CI runs it).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +31,7 @@ enum Request {
 }
 
 /// Serves requests until every client has hung up.
-async fn serve(db: Arc<Db>, mut requests: mpsc::Receiver<Request>) {
+async fn serve(db: Db, mut requests: mpsc::Receiver<Request>) {
     while let Some(request) = requests.recv().await {
         let db = db.clone();
         tokio::spawn(async move {
@@ -62,7 +61,7 @@ async fn serve(db: Arc<Db>, mut requests: mpsc::Receiver<Request>) {
 
 /// Follows the feed until it has seen `puts` puts of the table: each once, in LSN order.
 async fn follow(
-    db: Arc<Db>,
+    db: Db,
     from: Lsn,
     puts: usize,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
@@ -117,7 +116,7 @@ async fn client(
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = tempfile::tempdir()?;
-    let db = Arc::new(Db::open(dir.path())?);
+    let db = Db::open(dir.path())?; // a cheap handle: each task gets a clone
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,9 +148,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         puts as f64 / elapsed.as_secs_f64(),
         stats.wal.syncs,
     );
-    Arc::into_inner(db)
-        .ok_or("the service still holds the database")?
-        .close()?;
+    // Closes it for every clone; the directory is free to reopen at once.
+    db.close()?;
 
     let db = Db::open(dir.path())?;
     let txn = db.read()?;

@@ -54,7 +54,7 @@ fn eventually_reads(db: &Db, key: &[u8], value: Option<&[u8]>) {
 #[test]
 fn five_hundred_tasks_on_two_runtime_threads_all_commit_and_are_visible_when_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let db = std::sync::Arc::new(Db::open(dir.path()).unwrap());
+    let db = Db::open(dir.path()).unwrap();
     let lsns = runtime().block_on(async {
         let tasks: Vec<_> = (0..500)
             .map(|i| {
@@ -76,7 +76,6 @@ fn five_hundred_tasks_on_two_runtime_threads_all_commit_and_are_visible_when_ans
         lsns
     });
     assert_eq!(lsns.len(), 500);
-    let db = std::sync::Arc::into_inner(db).unwrap();
     db.close().unwrap();
     let db = Db::open(dir.path()).unwrap();
     let r = db.read().unwrap();
@@ -133,7 +132,7 @@ fn a_conflicting_commit_whose_future_was_dropped_is_still_refused() {
 fn async_commits_that_must_wait_for_room_are_admitted_in_turn_and_all_commit() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = backlogged();
-    let db = std::sync::Arc::new(Db::open_with(dir.path(), cfg).unwrap());
+    let db = Db::open_with(dir.path(), cfg).unwrap();
     let value = vec![7u8; 1024];
     runtime().block_on(async {
         // 100 tasks of 4 commits each: every wave after the first finds the backlog over

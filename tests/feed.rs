@@ -181,7 +181,7 @@ fn an_lsn_the_log_no_longer_holds_is_retired_and_the_oldest_one_it_holds_works()
 #[test]
 fn an_async_subscription_is_woken_by_commits_and_a_dropped_wait_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = std::sync::Arc::new(Db::open(dir.path()).unwrap());
+    let db = Db::open(dir.path()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -260,14 +260,15 @@ impl Running {
             let engine = Arc::clone(&engine);
             engine.state.scrubber_running.store(true, Ordering::Release);
             // On an error `running` drops, which stops the other threads.
-            let scrubber = ThreadBuilder::new()
-                .name("walmdb-scrubber".into())
-                .spawn(move || {
-                    let _running = RunningGuard(&engine.state.scrubber_running);
-                    supervise(&engine.state, "scrubber", GiveUp::EndThread, || {
-                        scrubber_loop(&engine, interval)
-                    })
-                })?;
+            let scrubber =
+                ThreadBuilder::new()
+                    .name("walmdb-scrubber".into())
+                    .spawn(move || {
+                        let _running = RunningGuard(&engine.state.scrubber_running);
+                        supervise(&engine.state, "scrubber", GiveUp::EndThread, || {
+                            scrubber_loop(&engine, interval)
+                        })
+                    })?;
             running.set_thread(|t| t.scrubber = Some(scrubber));
         }
         Ok(running)

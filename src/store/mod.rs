@@ -696,11 +696,10 @@ impl Store {
     /// transaction), synced. Map resizes wait for it.
     pub fn copy_compacted(&self, path: &Path) -> Result<()> {
         let mut file = crate::layout::create_private_file(path)?;
-        let copied = self
-            .with_env(|env| {
-                env.copy_to_file(&mut file, heed::CompactionOption::Enabled)
-                    .map_err(lmdb_err("copy"))
-            });
+        let copied = self.with_env(|env| {
+            env.copy_to_file(&mut file, heed::CompactionOption::Enabled)
+                .map_err(lmdb_err("copy"))
+        });
         if let Err(e) = copied {
             drop(file);
             let _ = std::fs::remove_file(path);
