@@ -53,7 +53,7 @@ const POINTS: &[(&str, Reach)] = &[
     ("checkpoint-lmdb-synced-before-retirement", Reach::Write),
     ("segment-retired-before-dir-sync", Reach::Write),
     ("close-applied-before-checkpoint", Reach::Close),
-    ("close-checkpointed-before-log-close", Reach::Close),
+    ("close-checkpointed-before-lmdb-close", Reach::Close),
     (
         "recovery-later-segments-removed",
         Reach::TornTailBeforeEmptySegment,
@@ -268,6 +268,36 @@ fn a_stalled_applier_keeps_the_overlay_bounded_and_loses_nothing() {
         );
     }
     drop(txn);
+    drop(db);
+    scenario.teardown();
+}
+
+/// Regression: the applier, syncing the log for a batch of commits written at `None`, met
+/// the log `close` had just closed (its flusher's final sync still to come) and failed the
+/// engine ("the log could not be synced for the applier: the database is closed"), so
+/// `close` answered `Poisoned`. Now it waits for the flusher's final sync.
+#[test]
+fn an_applier_syncing_while_close_closes_the_log_waits_for_the_final_sync() {
+    use walmdb::{Db, Durability};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = engine_common::tempdir();
+    let db = Db::open(dir.path()).unwrap();
+    fail::cfg("applier-batch-taken", "sleep(150)").unwrap();
+    fail::cfg("flusher-before-final-sync", "sleep(400)").unwrap();
+    let mut txn = db.write().unwrap();
+    txn.put("t", b"k", b"v").unwrap();
+    txn.commit_with(Durability::None).unwrap();
+    // The applier holds the batch (in its 150 ms sleep) when close closes the log.
+    std::thread::sleep(Duration::from_millis(20));
+    let closed = db.close();
+    fail::remove("applier-batch-taken");
+    fail::remove("flusher-before-final-sync");
+    assert!(closed.is_ok(), "close answered {closed:?}");
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.recovery_report().replayed_records, 0);
+    assert_eq!(db.read().unwrap().get("t", b"k").unwrap(), Some(&b"v"[..]));
     drop(db);
     scenario.teardown();
 }

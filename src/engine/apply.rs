@@ -242,6 +242,13 @@ pub(crate) fn applier_loop(engine: &Engine) {
                     Ok(_) => {}
                     // A full queue only delays the sync.
                     Err(Error::Backpressure { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                    // The log is closing: its flusher writes and syncs everything queued
+                    // before it ends.
+                    Err(Error::Closed)
+                        if engine.wal.flusher_alive() || engine.wal.durable_lsn() >= last =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
                     // The sync shared a group whose append failed for space (or whose new
                     // segment could not be made): that failed the group's commits only, and
                     // the log goes on. Try again until space exists (or the engine stops).

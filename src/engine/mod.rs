@@ -447,7 +447,7 @@ impl Running {
                 result = result.and(Err(e));
             }
         }
-        fail::fail_point!("close-checkpointed-before-log-close");
+        fail::fail_point!("close-checkpointed-before-lmdb-close");
         if !log_closed {
             result = result.and(engine.wal.close_shared());
         }

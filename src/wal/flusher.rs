@@ -597,6 +597,7 @@ fn flusher_loop<S: Sequencer>(
         return Err(e);
     }
     if writer.synced_lsn < writer.written_lsn {
+        fail::fail_point!("flusher-before-final-sync");
         writer.sync(shared)?;
     }
     Ok(())
