@@ -149,7 +149,7 @@ enum Want {
     },
     /// `Error::SegmentSequence` whose reason contains this text.
     Sequence(&'static str),
-    /// `Error::UnsupportedVersion { found, supported: 2 }` naming this file.
+    /// `Error::UnsupportedVersion { found, supported: 3 }` naming this file.
     Version {
         file: &'static str,
         found: u32,
@@ -225,7 +225,7 @@ impl std::fmt::Display for Want {
             Want::Sequence(reason) => write!(f, "`SegmentSequence` (\"{reason}\")"),
             Want::Version { file, found } => write!(
                 f,
-                "`UnsupportedVersion {{ found: {found}, supported: 2 }}` ({file})"
+                "`UnsupportedVersion {{ found: {found}, supported: 3 }}` ({file})"
             ),
         }
     }
@@ -481,18 +481,18 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "newer-version",
-            damage: "segment 2's header at format version 3 (CRC recomputed); segment 1 intact",
-            rule: "step 3: a version this build does not read (it reads 1 and 2) fails at once, \
-                   whichever segment",
+            damage: "segment 2's header at format version 4 (CRC recomputed); segment 1 intact",
+            rule: "step 3: a version this build does not read (it reads 1, 2 and 3) fails at \
+                   once, whichever segment",
             build: |i| {
                 let mut s2 = i.seg2.clone();
-                s2[8..12].copy_from_slice(&3u32.to_le_bytes());
+                s2[8..12].copy_from_slice(&4u32.to_le_bytes());
                 rewrite_seg_header(&mut s2, 2, 70);
                 vec![(SEG1.into(), i.seg1.clone()), (SEG2.into(), s2)]
             },
             modes: [Want::Version {
                 file: SEG2,
-                found: 3,
+                found: 4,
             }; 3],
             from_lsn: vec![],
         },

@@ -814,6 +814,92 @@ fn fixture_writer_produces_the_v1_records() {
     }
 }
 
+/// The records of `tests/fixtures/v2`, written by the format-2 build (64 KiB segments,
+/// uncompressed, one record a commit): 60 transactions of a 1.5 KiB put and a delete, a
+/// restore point after the 21st, then one record of each consensus type it knew.
+fn v2_fixture_records() -> Vec<EncodedRecord> {
+    let mut out = Vec::new();
+    for i in 0..60u32 {
+        out.push(
+            Record::Txn(TxnRecord {
+                commit_micros: 1_700_000_000_000_000 + u64::from(i),
+                ops: vec![
+                    Op::Put {
+                        table: "fixture".into(),
+                        key: format!("key{i:04}").into_bytes(),
+                        value: vec![(i % 251) as u8; 1500],
+                    },
+                    Op::Delete {
+                        table: "fixture".into(),
+                        key: format!("gone{i:04}").into_bytes(),
+                    },
+                ],
+            })
+            .encode(),
+        );
+        if i == 20 {
+            out.push(
+                Record::Timestamp {
+                    unix_micros: 1_700_000_000_500_000,
+                    name: "v2-point".into(),
+                }
+                .encode(),
+            );
+        }
+    }
+    out.extend([
+        EncodedRecord::raw(RecordType::Vote, b"vote".to_vec()),
+        EncodedRecord::raw(RecordType::TruncateSuffix, b"truncate".to_vec()),
+        EncodedRecord::raw(RecordType::PurgePrefix, b"purge".to_vec()),
+    ]);
+    out
+}
+
+/// Format compatibility: the checked-in log written by format version 2 (frozen) opens
+/// cleanly, reads back exactly its records, keeps its lineage, and takes new records
+/// (record type `Entry` included) after them.
+#[test]
+fn v2_fixture_opens_and_reads_back_exactly() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2");
+    let records = v2_fixture_records();
+    let header = |dir: &Path, n: u64| {
+        parse_seg_header(&std::fs::read(dir.join(seg_name(n))).unwrap()).expect("a header")
+    };
+    let (h1, h2) = (header(&src, 1), header(&src, 2));
+    assert_eq!((h1.version, h2.version), (2, 2));
+    assert_eq!(h1.identity, h2.identity);
+    assert_ne!(h1.identity, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(copy_segments(&src, tmp.path()), [seg_name(1), seg_name(2)]);
+    let cfg = WalConfig {
+        segment_bytes: 64 << 10,
+        max_record_bytes: 16 << 10,
+        compress_threshold: None,
+        ..WalConfig::default()
+    };
+    let wal = Wal::open(tmp.path(), cfg.clone()).unwrap();
+    assert!(wal.recovery_report().cut.is_none());
+    assert_records(&read_all(&wal), &records, 1, "v2 fixture");
+    assert_eq!(wal.lineage().identity, h1.identity);
+    let entry = EncodedRecord::raw(RecordType::Entry, b"term 1, index 1".to_vec());
+    let lsn = wal.commit(entry.clone()).unwrap();
+    assert_eq!(lsn, records.len() as u64 + 1);
+    wal.close().unwrap();
+    // Segment 1 keeps version 2; the active one, which took the new record, was rewritten
+    // at version 3 when the log opened (salt, lineage and frames kept).
+    assert_eq!(header(tmp.path(), 1), h1);
+    let active = header(tmp.path(), 2);
+    assert_eq!(active.version, FORMAT_VERSION);
+    assert_eq!(
+        (active.salt, active.identity, active.first_lsn),
+        (h2.salt, h2.identity, h2.first_lsn)
+    );
+    let wal = Wal::open(tmp.path(), cfg).unwrap();
+    let mut all = records.clone();
+    all.push(entry);
+    assert_records(&read_all(&wal), &all, 1, "v2 fixture continued");
+}
+
 /// Format compatibility: a copy of the checked-in log written by format version 1 opens
 /// cleanly and reads back exactly the expected records, on the real and the simulated file
 /// system; new commits continue it.
@@ -833,8 +919,8 @@ fn v1_fixture_opens_and_reads_back_exactly() {
     let h2 = parse_seg_header(file(&image, &seg_name(2))).expect("segment 2 header");
     assert_eq!((h1.version, h2.version), (1, 1));
     assert_eq!(
-        FORMAT_VERSION, 2,
-        "this build writes version 2 and reads version 1"
+        FORMAT_VERSION, 3,
+        "this build writes version 3 and reads versions 1 and 2"
     );
     assert_eq!((h1.segment_no, h2.segment_no), (1, 2));
     assert_eq!((h1.segment_bytes, h2.segment_bytes), (SEG, SEG));
@@ -876,7 +962,8 @@ fn v1_fixture_opens_and_reads_back_exactly() {
         mid,
         "from segment 2",
     );
-    // The log is adopted: its active segment's header is rewritten at version 2 with a new
+    // The log is adopted: its active segment's header is rewritten at this build's version
+    // with a new
     // identity on timeline 1 (salt and frames kept); the earlier segment stays version 1.
     let lineage = wal.lineage();
     assert!(lineage.is_known());
@@ -887,7 +974,7 @@ fn v1_fixture_opens_and_reads_back_exactly() {
     let upgraded = header(2);
     assert_eq!(
         (upgraded.version, upgraded.identity, upgraded.timeline),
-        (2, lineage.identity, 1)
+        (FORMAT_VERSION, lineage.identity, 1)
     );
     assert_eq!(
         (upgraded.salt, upgraded.first_lsn, upgraded.segment_bytes),
@@ -1169,7 +1256,7 @@ fn a_group_of_more_than_65535_records_reads_back() {
 // Lineage: one database, one timeline per log directory
 // ---------------------------------------------------------------------------------------
 
-/// Rewrites a version-2 header's identity, timeline and parent timeline, with a valid CRC.
+/// Rewrites a (version 2 or later) header's identity, timeline and parent timeline, with a valid CRC.
 fn rewrite_lineage(b: &mut [u8], identity: u64, timeline: u32, parent: u32) {
     b[40..48].copy_from_slice(&identity.to_le_bytes());
     b[48..52].copy_from_slice(&timeline.to_le_bytes());
@@ -1194,7 +1281,7 @@ fn every_segment_records_the_database_and_its_timeline() {
     for h in &headers {
         assert_eq!(
             (h.version, h.identity, h.timeline, h.parent_timeline),
-            (2, identity, 1, 0)
+            (FORMAT_VERSION, identity, 1, 0)
         );
     }
     let wal = open(&restore(&image), cfg()).unwrap();

@@ -232,6 +232,7 @@ fn kind_name(kind: RecordType) -> &'static str {
         RecordType::Vote => "vote",
         RecordType::TruncateSuffix => "truncate-suffix",
         RecordType::PurgePrefix => "purge-prefix",
+        RecordType::Entry => "entry",
         RecordType::Txn => "txn",
         RecordType::Checkpoint => "checkpoint",
         RecordType::Timestamp => "timestamp",

@@ -28,13 +28,14 @@ use walmdb::internals::record::{
 };
 use walmdb::{EncodedRecord, Lsn, Op, Record, RecordType, TxnRecord};
 
-const KINDS: [RecordType; 6] = [
+const KINDS: [RecordType; 7] = [
     RecordType::Txn,
     RecordType::Checkpoint,
     RecordType::Timestamp,
     RecordType::Vote,
     RecordType::TruncateSuffix,
     RecordType::PurgePrefix,
+    RecordType::Entry,
 ];
 
 fuzz_target!(|input: &[u8]| {
@@ -197,7 +198,7 @@ fn structured(control: u8, data: &[u8]) {
     let mut b = Bytes(data);
     let mut records = Vec::new();
     while !b.is_empty() && records.len() < 16 {
-        let record = match b.u8() % 6 {
+        let record = match b.u8() % 7 {
             0 => {
                 let commit_micros = b.u64();
                 let n = b.u8() % 8;
@@ -230,6 +231,7 @@ fn structured(control: u8, data: &[u8]) {
                     RecordType::Vote,
                     RecordType::TruncateSuffix,
                     RecordType::PurgePrefix,
+                    RecordType::Entry,
                 ][usize::from(k - 3)],
                 payload: b.vec(255),
             },

@@ -160,6 +160,7 @@ fn bases() -> &'static [Base; 3] {
             EncodedRecord::raw(RecordType::Vote, b"term=7".to_vec()),
             EncodedRecord::raw(RecordType::TruncateSuffix, 42u64.to_le_bytes().to_vec()),
             EncodedRecord::raw(RecordType::PurgePrefix, Vec::new()),
+            EncodedRecord::raw(RecordType::Entry, b"term=7 index=3".to_vec()),
             txn(7, noise(7, 100)),
         ];
         // About 84 KiB of records: a rotation into a second 64 KiB segment.

@@ -10,7 +10,7 @@ pub use crate::lsn::Lsn;
 
 /// The on-disk format version of segments and frames this build writes. It also reads
 /// version 1 (segment headers without a lineage; `docs/wal-format.md`, "Version changes").
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER_LEN: usize = 40;
@@ -42,6 +42,9 @@ pub enum RecordType {
     TruncateSuffix = 17,
     /// Reserved for consensus use: purge the log before an LSN. Payload opaque.
     PurgePrefix = 18,
+    /// Reserved for consensus use: a replicated log entry (with its log id). Payload
+    /// opaque. Format version 3 on.
+    Entry = 19,
 }
 
 impl TryFrom<u8> for RecordType {
@@ -54,6 +57,7 @@ impl TryFrom<u8> for RecordType {
             16 => RecordType::Vote,
             17 => RecordType::TruncateSuffix,
             18 => RecordType::PurgePrefix,
+            19 => RecordType::Entry,
             other => return Err(other),
         })
     }
@@ -423,7 +427,10 @@ impl Record {
                 let name = cur.string(len)?;
                 Record::Timestamp { unix_micros, name }
             }
-            RecordType::Vote | RecordType::TruncateSuffix | RecordType::PurgePrefix => {
+            RecordType::Vote
+            | RecordType::TruncateSuffix
+            | RecordType::PurgePrefix
+            | RecordType::Entry => {
                 return Ok(Record::Consensus {
                     kind,
                     payload: payload.to_vec(),

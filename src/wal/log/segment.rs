@@ -21,7 +21,7 @@ const MAX_FIRST_LSN: u64 = 1 << 62;
 /// The header at the start of every segment.
 ///
 /// ```text
-/// Format: segment header (version 2) =
+/// Format: segment header (versions 2 and 3) =
 ///           { magic: [u8; 8] "WALMDBLG" | version: u32 | salt: u32
 ///           | segment_no: u64 | first_lsn: u64 | segment_bytes: u64
 ///           | identity: u64 | timeline: u32 | parent_timeline: u32
@@ -47,6 +47,8 @@ pub struct SegmentHeader {
 
 /// The format version that wrote segments without a lineage; still read.
 const VERSION_WITHOUT_LINEAGE: u32 = 1;
+/// The format version before record type `Entry`; its header is this build's. Still read.
+const VERSION_WITHOUT_ENTRIES: u32 = 2;
 
 impl SegmentHeader {
     /// A header for a new segment of `lineage`, with a fresh salt.
@@ -103,7 +105,7 @@ impl SegmentHeader {
         b
     }
 
-    /// Parses and checks a header (version 2, or version 1 as [`Lineage::UNKNOWN`]). `Err`
+    /// Parses and checks a header (version 3 or 2, or version 1 as [`Lineage::UNKNOWN`]). `Err`
     /// carries the reason, or the unsupported version.
     pub fn decode(b: &[u8]) -> std::result::Result<Self, HeaderError> {
         if b.len() < SEGMENT_HEADER_LEN {
@@ -120,7 +122,7 @@ impl SegmentHeader {
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
         let reserved = match version {
-            FORMAT_VERSION => 56..60,
+            FORMAT_VERSION | VERSION_WITHOUT_ENTRIES => 56..60,
             VERSION_WITHOUT_LINEAGE => 40..60,
             other => return Err(HeaderError::Version(other)),
         };
@@ -163,9 +165,9 @@ impl SegmentHeader {
                 header.segment_bytes
             )));
         }
-        // A version-2 writer records a database (never identity 0), a timeline from 1 on,
+        // A writer since version 2 records a database (never identity 0), a timeline from 1 on,
         // and a parent below it (0 for timeline 1).
-        if version == FORMAT_VERSION
+        if version != VERSION_WITHOUT_LINEAGE
             && (lineage.identity == 0
                 || lineage.timeline == 0
                 || lineage.parent >= lineage.timeline

@@ -215,20 +215,27 @@ pub(crate) fn recover(
         );
     }
 
-    // Adopt a log only an older build wrote: its active segment's header is rewritten in
-    // place at the current version with the new lineage (salt and everything else kept, so
-    // its frames stay valid; it lies in one sector) and synced before anything (an archive's
-    // identity file) can record the identity. Earlier segments stay version 1.
+    // Adopt a log an older build wrote: its active segment, which takes this build's
+    // records, gets its header rewritten in place at the current version (salt and
+    // everything else kept, so its frames stay valid; it lies in one sector), with the new
+    // lineage for a version-1 log, and synced before anything (an archive's identity file)
+    // can record the identity. Earlier segments keep their version.
     let (mut active_header, active_path) = live[tail.active].clone();
-    if active_header.is_version_1() {
+    let file = &scans[tail.active].1;
+    let mut version = [0u8; 12];
+    file.read_exact_at(&mut version, 0)?;
+    let version = u32::from_le_bytes(version[8..12].try_into().expect("4"));
+    if version < super::record::FORMAT_VERSION {
+        let version_1 = active_header.is_version_1();
         active_header.lineage = lineage;
-        let file = &scans[tail.active].1;
         file.write_at(&active_header.encode(), 0)?;
         file.sync_data().map_err(Error::SyncFailed)?;
         tracing::info!(
             segment = active_header.segment_no,
+            from_version = version,
             identity = %format_args!("{:016x}", lineage.identity),
-            "a log written by format version 1: its database's identity is now recorded"
+            "the active segment of a log an older format wrote now has this format's header{}",
+            if version_1 { " (its database's identity is now recorded)" } else { "" }
         );
     }
 
