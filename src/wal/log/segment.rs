@@ -473,8 +473,11 @@ mod tests {
     fn a_header_round_trips_with_its_database_and_timeline() {
         let h = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE);
         let b = h.encode();
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 2);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        // A version-2 header is the same layout and reads the same.
+        let v2 = resealed(b, |b| b[8..12].copy_from_slice(&2u32.to_le_bytes()));
+        assert_eq!(SegmentHeader::decode(&v2), Ok(h));
         let next = h.next(2000, 2 << 20);
         assert_eq!(
             (
@@ -525,7 +528,7 @@ mod tests {
     #[test]
     fn a_version_this_build_does_not_know_is_refused() {
         let b = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE).encode();
-        for v in [0u32, 3, 0xffff_ffff] {
+        for v in [0u32, 4, 0xffff_ffff] {
             let d = resealed(b, |b| b[8..12].copy_from_slice(&v.to_le_bytes()));
             assert_eq!(SegmentHeader::decode(&d), Err(HeaderError::Version(v)));
         }
