@@ -14,6 +14,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub mod log_store;
+pub mod network;
+pub mod node;
 mod records;
 pub mod snapshot;
 pub mod state_machine;
@@ -60,6 +62,19 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Bytes of its keys and values.
+    pub fn bytes(&self) -> usize {
+        self.writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { key, value, .. } => key.len() + value.len(),
+                Write::Delete { key, .. } => key.len(),
+            })
+            .sum()
+    }
+}
+
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} write(s)", self.writes.len())
@@ -95,12 +110,43 @@ pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// A snapshot's metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
+/// How a node's storage is opened.
+#[derive(Debug, Clone, Default)]
+pub struct StorageConfig {
+    /// The Raft log's settings (its durability must be `GroupCommit` or `EveryWrite`).
+    pub log: walmdb::WalConfig,
+    /// The state machine's databases' settings.
+    pub db: walmdb::Config,
+}
+
+impl StorageConfig {
+    /// Small log segments (1 MiB) for both logs: for tests and small nodes, where the
+    /// default 64 MiB preallocated segments cost more than they save.
+    pub fn small() -> StorageConfig {
+        let mut cfg = StorageConfig::default();
+        cfg.log.segment_bytes = 1 << 20;
+        cfg.log.max_record_bytes = 256 << 10;
+        cfg.db.wal.segment_bytes = 1 << 20;
+        cfg.db.wal.max_record_bytes = 256 << 10;
+        cfg.db.overlay_max_bytes = 64 << 20;
+        cfg
+    }
+}
+
 /// Opens (creating, or recovering) a node's storage in `dir`: its Raft log and its state
 /// machine.
 pub fn open_storage(dir: &Path) -> std::io::Result<(LogStore, StateMachine)> {
+    open_storage_with(dir, &StorageConfig::default())
+}
+
+/// [`open_storage`] with settings.
+pub fn open_storage_with(
+    dir: &Path,
+    cfg: &StorageConfig,
+) -> std::io::Result<(LogStore, StateMachine)> {
     std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(&dir.join("raft-log"))?;
-    let sm = StateMachine::open(dir)?;
+    let log = LogStore::open_with(&dir.join("raft-log"), cfg.log.clone())?;
+    let sm = StateMachine::open_with(dir, cfg.db.clone())?;
     Ok((log, sm))
 }
 

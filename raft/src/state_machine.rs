@@ -29,7 +29,8 @@ use crate::{io_err, LogId, Response, SnapshotMeta, StoredMembership, TypeConfig,
 pub const META_TABLE: &str = "_raft";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
-/// A batch's transaction is committed once its writes pass this many bytes.
+/// A batch's transaction holds at most this many bytes of keys and values (less when the
+/// database's records must be smaller), so it stays far under the log's record limit.
 const TXN_BYTES: usize = 4 << 20;
 const CURRENT_MAGIC: &str = "walmdb-raft-current 1";
 
@@ -46,6 +47,8 @@ struct Shared {
     db: RwLock<Db>,
     /// Its directory's name under `sm/`.
     current: Mutex<String>,
+    /// The databases' configuration.
+    cfg: walmdb::Config,
     applied: Mutex<Applied>,
     /// One snapshot is built at a time.
     building: tokio::sync::Mutex<()>,
@@ -73,6 +76,12 @@ impl std::fmt::Debug for StateMachine {
 impl StateMachine {
     /// Opens (creating, or recovering) the state machine of the node in `dir`.
     pub fn open(dir: &Path) -> io::Result<StateMachine> {
+        Self::open_with(dir, walmdb::Config::default())
+    }
+
+    /// [`StateMachine::open`] with the databases' configuration (also for one a snapshot
+    /// installs).
+    pub fn open_with(dir: &Path, cfg: walmdb::Config) -> io::Result<StateMachine> {
         let sm = dir.join("sm");
         std::fs::create_dir_all(&sm)?;
         std::fs::create_dir_all(dir.join("snapshot"))?;
@@ -93,13 +102,14 @@ impl StateMachine {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        let db = Db::open(sm.join(&current)).map_err(io_err)?;
+        let db = Db::open_with(sm.join(&current), cfg.clone()).map_err(io_err)?;
         let applied = read_applied(&db)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 db: RwLock::new(db),
                 current: Mutex::new(current),
+                cfg,
                 applied: Mutex::new(applied),
                 building: tokio::sync::Mutex::new(()),
             }),
@@ -263,10 +273,13 @@ impl StateMachine {
             &backup,
             &target,
             &RestoreTarget::Lsn(contents.lsn),
-            &RestoreOptions::default(),
+            &RestoreOptions {
+                config: self.shared.cfg.clone(),
+                ..RestoreOptions::default()
+            },
         )
         .map_err(io_err)?;
-        let db = Db::open(&target).map_err(io_err)?;
+        let db = Db::open_with(&target, self.shared.cfg.clone()).map_err(io_err)?;
         let applied = read_applied(&db)?;
         if applied.log_id != meta.last_log_id {
             return Err(io::Error::new(
@@ -320,7 +333,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last: None,
             responders: Vec::new(),
         };
+        let txn_bytes = TXN_BYTES.min(self.shared.cfg.wal.max_record_bytes / 2);
         while let Some((entry, responder)) = entries.try_next().await? {
+            if let EntryPayload::Normal(request) = &entry.payload {
+                let bytes = request.bytes();
+                if batch.bytes > 0 && batch.bytes + bytes > txn_bytes {
+                    self.commit(&mut batch, &membership)?;
+                }
+            }
             let txn = match &mut batch.txn {
                 Some(txn) => txn,
                 None => batch.txn.insert(db.write().map_err(io_err)?),
@@ -349,9 +369,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             batch.last = Some(entry.log_id);
             batch.responders.extend(responder);
-            if batch.bytes >= TXN_BYTES {
-                self.commit(&mut batch, &membership)?;
-            }
         }
         self.commit(&mut batch, &membership)
     }

@@ -3,7 +3,7 @@
 
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
-use walmdb_raft::{open_storage, LogStore, StateMachine, TypeConfig};
+use walmdb_raft::{open_storage_with, LogStore, StateMachine, StorageConfig, TypeConfig};
 
 struct FreshNode;
 
@@ -13,7 +13,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Fre
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let io = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
         let dir = tempfile::tempdir().map_err(io)?;
-        let (log, sm) = open_storage(dir.path()).map_err(io)?;
+        let (log, sm) = open_storage_with(dir.path(), &StorageConfig::small()).map_err(io)?;
         Ok((dir, log, sm))
     }
 }

@@ -22,7 +22,8 @@ use openraft::rt::watch::WatchReceiver;
 use openraft::{BasicNode, ServerState};
 use parking_lot::Mutex;
 use walmdb_raft::{
-    open_storage, NodeId, Raft, Request, SnapshotFile, StateMachine, TypeConfig, Vote,
+    open_storage_with, NodeId, Raft, Request, SnapshotFile, StateMachine, StorageConfig,
+    TypeConfig, Vote,
 };
 
 pub const TABLE: &str = "kv";
@@ -209,7 +210,7 @@ impl Cluster {
         // A killed node's storage may take a moment to be dropped by its last task.
         let deadline = Instant::now() + Duration::from_secs(10);
         let (log, sm) = loop {
-            match open_storage(&dir) {
+            match open_storage_with(&dir, &StorageConfig::small()) {
                 Ok(opened) => break opened,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
