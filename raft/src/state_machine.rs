@@ -426,7 +426,11 @@ impl StateMachine {
             .map_err(io_err)?;
         txn.put(META_TABLE, KEY_MEMBERSHIP, &encode(membership)?)
             .map_err(io_err)?;
-        let lsn = txn.commit().map_err(io_err)?;
+        // Not synced: the Raft log is the durable record. A crash may undo the newest
+        // applies; openraft then applies them again from the log (after installing the
+        // current snapshot if the database fell behind it, as for any state machine that
+        // loses its tail).
+        let lsn = txn.commit_with(walmdb::Durability::None).map_err(io_err)?;
         *self.shared.applied.lock() = Applied {
             log_id: batch.last,
             membership: membership.clone(),
