@@ -13,7 +13,7 @@
 //!   RAFT_BENCH_SECS=180 RAFT_BENCH_CLIENTS=64 cargo bench -p walmdb-raft --bench replication
 //!
 //! `RAFT_BENCH_SECS` (default 10) per cell; `RAFT_BENCH_CLIENTS` (default "1,16,64");
-//! `RAFT_BENCH_FAILOVERS` (default 3).
+//! `RAFT_BENCH_FAILOVERS` (default 3); `RAFT_BENCH_WINDOWS=1` prints every 1-second window.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +58,12 @@ fn summarize(tally: Tally, secs: f64) -> Row {
             .unwrap_or(0) as f64
             / 1000.0
     };
+    if std::env::var_os("RAFT_BENCH_WINDOWS").is_some() {
+        eprintln!(
+            "windows: {:?}",
+            tally.per_second.values().collect::<Vec<_>>()
+        );
+    }
     // Whole seconds only (the last one is partial).
     let full: Vec<u64> = tally
         .per_second

@@ -143,8 +143,9 @@ impl NodeConfig {
 }
 
 /// openraft settings for nodes on one host or a LAN: heartbeats every 200 ms, elections
-/// after 1 to 2 s without one (slack for a loaded 2-core machine), a snapshot every 5000
-/// applied entries, after which the log keeps 500 entries; a follower more than 10000
+/// after 1 to 2 s without one (slack for a loaded 2-core machine), a snapshot every 200,000
+/// applied entries (a snapshot is a hot backup of the whole store: taken often, it costs
+/// more than the log it lets go), after which the log keeps 1000 entries; a follower more than 10000
 /// entries behind gets a snapshot. Snapshot transfers allow 60 s per step.
 pub fn default_raft_config() -> openraft::Config {
     openraft::Config {
@@ -153,8 +154,8 @@ pub fn default_raft_config() -> openraft::Config {
         election_timeout_min: 1000,
         election_timeout_max: 2000,
         install_snapshot_timeout: 60_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 500,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(200_000),
+        max_in_snapshot_log_to_keep: 1000,
         replication_lag_threshold: 10_000,
         purge_batch_size: 256,
         ..openraft::Config::default()

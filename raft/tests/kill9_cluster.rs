@@ -50,7 +50,10 @@ impl Proc {
         let mut lines = BufReader::new(stderr).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = lines.next().expect("the node exited before serving").unwrap();
+            let line = lines
+                .next()
+                .expect("the node exited before serving")
+                .unwrap();
             if line.contains("Raft on") {
                 break;
             }
@@ -180,10 +183,15 @@ fn a_leader_killed_with_sigkill_during_writes_loses_no_acknowledged_write() {
             .iter()
             .map(|p| call(&agent, "GET", &format!("http://{}/digest", p.http), None).1)
             .collect();
-        if digests.iter().all(|d| d["entries"] == json!(writes)) && digests.windows(2).all(|w| w[0] == w[1]) {
+        if digests.iter().all(|d| d["entries"] == json!(writes))
+            && digests.windows(2).all(|w| w[0] == w[1])
+        {
             break digests;
         }
-        assert!(Instant::now() < deadline, "the nodes never converged: {digests:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never converged: {digests:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!("digest on all three nodes: {}", digests[0]);

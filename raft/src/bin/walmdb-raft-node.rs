@@ -63,7 +63,7 @@ struct Args {
     #[arg(long)]
     http_addr: String,
     /// Snapshot after this many applied entries; the log then keeps a tenth of them.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
     snapshot_every: u64,
     /// HTTP worker threads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
