@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod health;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -387,6 +387,11 @@ impl Node {
         self.raft_addr
     }
 
+    /// Its state machine's database now (a snapshot install swaps it: take it per use).
+    pub fn db(&self) -> walmdb::Db {
+        self.sm.db()
+    }
+
     /// Its Raft, for what this type does not wrap.
     pub fn raft(&self) -> &Raft {
         &self.raft

@@ -18,6 +18,8 @@
 //! - `POST /add_learner` `{"id","addr","blocking"}`, `POST /change_membership`
 //!   `{"voters": [...], "retain"}`, `POST /remove_node` `{"id"}` (on the leader)
 //! - `GET /metrics`: role, leader, term, log indexes, replica lag
+//! - `GET /health`: `{"status","reasons"}` (503 when unhealthy): the database's health and
+//!   the replication's (a leader known and heard from, replicas answering and near)
 //! - `GET /digest`: `{"digest","entries"}` over the node's data (not `_raft*` tables)
 //!
 //! SIGINT or SIGTERM shut the node down cleanly.
@@ -185,6 +187,16 @@ fn route(request: &mut tiny_http::Request, node: &Node, rt: &Handle) -> Reply {
             let metrics = rt.block_on(node.metrics());
             serde_json::to_value(metrics).map_or_else(|e| fail(500, e), ok)
         }
+        (Method::Get, "/health") => {
+            let health = rt.block_on(node.health());
+            let status = if health.status == "unhealthy" {
+                503
+            } else {
+                200
+            };
+            serde_json::to_value(health)
+                .map_or_else(|e| fail(500, e), |body| Reply { status, body })
+        }
         (Method::Get, "/digest") => match node.digest() {
             Ok(digest) => ok(json!({
                 "digest": digest.to_string(),
@@ -280,8 +292,8 @@ fn route(request: &mut tiny_http::Request, node: &Node, rt: &Handle) -> Reply {
         }
         (
             _,
-            "/metrics" | "/digest" | "/read" | "/read_local" | "/write" | "/init" | "/add_learner"
-            | "/change_membership" | "/remove_node",
+            "/metrics" | "/health" | "/digest" | "/read" | "/read_local" | "/write" | "/init"
+            | "/add_learner" | "/change_membership" | "/remove_node",
         ) => fail(405, format!("{method} is not served on {path}")),
         _ => fail(404, format!("no such endpoint: {path}")),
     }
