@@ -67,17 +67,19 @@ fn overlay_against_a_reader() {
     flusher.join().unwrap();
 }
 
+/// An LMDB read transaction of the fake: counted open while it lives.
+struct Txn(Arc<AtomicUsize>);
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A map resize against a reader beginning a snapshot (the registry's pause gate): once
 /// the pause says every LMDB transaction has ended, none is open and none begins until the
 /// resize resumes them.
 fn resize_against_a_reader() {
-    /// An LMDB read transaction of the fake: counted open while it lives.
-    struct Txn(Arc<AtomicUsize>);
-    impl Drop for Txn {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
     let engine = Engine::new();
     let open_txns = Arc::new(AtomicUsize::new(0));
     let resizing = Arc::new(AtomicBool::new(false));
@@ -114,13 +116,6 @@ fn resize_against_a_reader() {
 /// no LMDB transaction is open (so LMDB may close), none is, and none begins after (the
 /// reader is refused with `Closed` instead).
 fn close_against_a_reader() {
-    /// An LMDB read transaction of the fake: counted open while it lives.
-    struct Txn(Arc<AtomicUsize>);
-    impl Drop for Txn {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
     let engine = Engine::new();
     let open_txns = Arc::new(AtomicUsize::new(0));
     let lmdb_closed = Arc::new(AtomicBool::new(false));
