@@ -234,11 +234,13 @@ impl Cluster {
             .insert(id, Running { raft, sm });
     }
 
-    /// Kills node `id`: it drops off the network at once and its Raft stops, with no clean
-    /// close of anything it had under way.
+    /// Kills node `id` as a crash would: it drops off the network at once, its database
+    /// stops with no final apply and no checkpoint (`Db::simulate_crash`: what it wrote to
+    /// its log stays, as a killed process's writes stay in the OS), and its Raft stops.
     pub async fn kill(&self, id: NodeId) {
         let running = self.router.net.lock().nodes.remove(&id);
         if let Some(running) = running {
+            running.sm.db().simulate_crash();
             let _ = running.raft.shutdown().await;
         }
     }
