@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod files;
 pub mod health;
 pub mod log_store;
 pub mod network;
@@ -145,7 +146,7 @@ pub fn open_storage_with(
     dir: &Path,
     cfg: &StorageConfig,
 ) -> std::io::Result<(LogStore, StateMachine)> {
-    std::fs::create_dir_all(dir)?;
+    files::private_dir(dir)?;
     let log = LogStore::open_with(&dir.join("raft-log"), cfg.log.clone())?;
     let sm = StateMachine::open_with(dir, cfg.db.clone())?;
     Ok((log, sm))

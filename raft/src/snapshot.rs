@@ -48,7 +48,7 @@ impl SnapshotFile {
         backup: &Path,
         contents: &Contents,
     ) -> io::Result<SnapshotFile> {
-        let file = std::fs::File::create(path)?;
+        let file = crate::files::private_file(path)?;
         let mut tar = tar::Builder::new(file);
         let mut meta = META_MAGIC.to_vec();
         meta.extend(encode(contents)?);
@@ -84,7 +84,7 @@ impl SnapshotFile {
     /// with what the snapshot holds.
     pub(crate) fn unpack(&self, dir: &Path) -> io::Result<(PathBuf, Contents)> {
         let contents = self.contents()?;
-        std::fs::create_dir_all(dir)?;
+        crate::files::private_dir(dir)?;
         let mut archive = tar::Archive::new(std::fs::File::open(&self.path)?);
         // `unpack` refuses members that would land outside `dir`.
         archive.unpack(dir)?;

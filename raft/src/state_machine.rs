@@ -83,8 +83,8 @@ impl StateMachine {
     /// installs).
     pub fn open_with(dir: &Path, cfg: walmdb::Config) -> io::Result<StateMachine> {
         let sm = dir.join("sm");
-        std::fs::create_dir_all(&sm)?;
-        std::fs::create_dir_all(dir.join("snapshot"))?;
+        crate::files::private_dir(&sm)?;
+        crate::files::private_dir(&dir.join("snapshot"))?;
         let current = match read_current(&sm)? {
             Some(name) => name,
             None => {
@@ -183,7 +183,7 @@ fn write_current(sm: &Path, name: &str) -> io::Result<()> {
         "{CURRENT_MAGIC}\n{name}\n{:08x}\n",
         crc32fast::hash(name.as_bytes())
     );
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = crate::files::private_file(&tmp)?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, sm.join("CURRENT"))?;
@@ -222,7 +222,7 @@ impl StateMachine {
         if work.exists() {
             std::fs::remove_dir_all(&work)?;
         }
-        std::fs::create_dir_all(&work)?;
+        crate::files::private_dir(&work)?;
         let backup = work.join("backup");
         db.backup(&backup).map_err(io_err)?;
         let meta = SnapshotMeta {

@@ -207,3 +207,28 @@ async fn a_damaged_snapshot_is_refused_and_the_database_stays() {
     assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     assert_eq!(table(&follower), vec![(b"mine".to_vec(), vec![7])]);
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_files_and_folders_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let node = root.path().join("node");
+    let (_log, mut sm) = walmdb_raft::open_storage(&node).unwrap();
+    apply(&mut sm, vec![put_entry(1, 1, "k", 10)]).await;
+    sm.build_snapshot().await.unwrap();
+    let mut seen = 0;
+    let mut stack = vec![node];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen > 10, "{seen} paths");
+}
