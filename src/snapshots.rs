@@ -32,8 +32,8 @@ use crate::clock::CoarseInstant;
 
 use crate::lsn::Lsn;
 use crate::sync::{
-    bug, fence, this_thread, AtomicBool, AtomicPtr, AtomicU64, Bug, Condvar, Mutex, Ordering,
-    StatCounter,
+    bug, fence, this_thread, AtomicBool, AtomicPtr, AtomicU64, Bug, Condvar, Mutex, MutexGuard,
+    Ordering, StatCounter,
 };
 
 /// A pin that holds nothing back.
@@ -432,22 +432,39 @@ impl Snapshots {
     /// false (and resumes) if some stayed open.
     pub fn pause(&self, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
-        let mut gate = self.gate.lock();
+        let gate = self.gate.lock();
         self.paused.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
+        let (_gate, none_open) = self.wait_none_open(gate, deadline);
+        if !none_open {
+            self.paused
+                .store(self.closed.load(Ordering::Acquire), Ordering::Release);
+            self.changed.notify_all();
+        }
+        none_open
+    }
+
+    /// True when no slot holds (or is about to begin) an LMDB transaction.
+    fn none_open(&self) -> bool {
+        self.slots()
+            .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
+    }
+
+    /// Waits under `gate` until no slot is open (true) or `deadline` passes (false). A slot
+    /// that closes wakes it (`close`), so the caller must have stored `paused` (or
+    /// `draining`) and fenced first.
+    fn wait_none_open<'a>(
+        &self,
+        mut gate: MutexGuard<'a, ()>,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, ()>, bool) {
         loop {
-            if self
-                .slots()
-                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
-            {
-                return true;
+            if self.none_open() {
+                return (gate, true);
             }
             let now = Instant::now();
             if now >= deadline {
-                self.paused
-                    .store(self.closed.load(Ordering::Acquire), Ordering::Release);
-                self.changed.notify_all();
-                return false;
+                return (gate, false);
             }
             gate = self.changed.wait_timeout(gate, deadline - now);
         }
@@ -466,26 +483,13 @@ impl Snapshots {
     /// to end; true when none is open (none can open again: LMDB may be closed).
     pub fn close_for_good(&self, wait: Duration) -> bool {
         let deadline = crate::limits::deadline(Instant::now(), wait);
-        let mut gate = self.gate.lock();
-        let none_open = || {
-            self.slots()
-                .all(|(_, slot)| !slot.open.load(Ordering::Acquire))
-        };
-        let scanned_early = bug(Bug::CloseScannedBeforeClosing) && none_open();
+        let gate = self.gate.lock();
+        let scanned_early = bug(Bug::CloseScannedBeforeClosing) && self.none_open();
         self.closed.store(true, Ordering::Release);
         self.paused.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
         self.changed.notify_all();
-        loop {
-            if scanned_early || none_open() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            gate = self.changed.wait_timeout(gate, deadline - now);
-        }
+        scanned_early || self.wait_none_open(gate, deadline).1
     }
 
     /// True when the calling thread has a registered (reading) snapshot open.
