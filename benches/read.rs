@@ -20,6 +20,8 @@ const TABLE: &str = "t";
 /// Keys in LMDB (applied) and, separately, in the overlay (unapplied).
 const KEYS: u64 = 100_000;
 const CHUNK: u64 = 10_000;
+/// Committed versions (of other keys) in the overlay under `scan10_large_overlay_own_txn`.
+const OVERLAY_KEYS: u64 = 1_000_000;
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -170,6 +172,81 @@ fn reads(c: &mut Criterion) {
             let k = key(rng.next_u64() % KEYS);
             let txn = named_env.read_txn().expect("heed read");
             black_box(named.get(&txn, &k).expect("get").map(<[u8]>::len))
+        })
+    });
+    // Short scans (10 entries from a random key, each in its own read transaction), the
+    // comparison workload's range reads: over LMDB alone, over the overlay alone, over LMDB
+    // with a large overlay of other keys (`OVERLAY_KEYS` committed versions not applied),
+    // and over raw heed's named database.
+    let scan10 = |txn: &walmdb::ReadTxn<'_>, k: &[u8]| {
+        let mut n = 0;
+        for entry in txn.range(TABLE, k..).expect("range").take(10) {
+            let (k, v) = entry.expect("entry");
+            n += k.len() + v.len();
+        }
+        n
+    };
+    g.bench_function("scan10_lmdb_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(scan10(&applied.read().expect("read"), &k))
+        })
+    });
+    g.bench_function("scan10_overlay_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(scan10(&overlay.read().expect("read"), &k))
+        })
+    });
+    let large_dir = common::tempdir(&root, "read", "large-overlay");
+    let large = Db::open_with(
+        large_dir.path(),
+        Config::default()
+            .table(TABLE)
+            .apply_interval(hour)
+            .apply_max_ops(usize::MAX / 2)
+            .checkpoint_interval(hour)
+            .overlay_max_bytes(1 << 30),
+    )
+    .expect("open");
+    load(&large, Durability::None);
+    large
+        .wait_applied(large.stats().visible_lsn)
+        .expect("apply");
+    for c in 0..OVERLAY_KEYS / CHUNK {
+        let mut txn = large.write().expect("write");
+        for i in c * CHUNK..(c + 1) * CHUNK {
+            txn.put(TABLE, &key(KEYS + i), &[8u8; 100]).expect("put");
+        }
+        txn.commit_with(Durability::None).expect("commit");
+    }
+    assert!(large.stats().applied_lsn < large.stats().visible_lsn);
+    g.bench_function("scan10_large_overlay_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            black_box(scan10(&large.read().expect("read"), &k))
+        })
+    });
+    g.bench_function("heed_named_scan10_own_txn", |b| {
+        b.iter(|| {
+            let k = key(rng.next_u64() % KEYS);
+            let txn = named_env.read_txn().expect("heed read");
+            let mut n = 0;
+            for entry in named
+                .range(
+                    &txn,
+                    &(
+                        std::ops::Bound::Included(&k[..]),
+                        std::ops::Bound::Unbounded,
+                    ),
+                )
+                .expect("range")
+                .take(10)
+            {
+                let (k, v) = entry.expect("entry");
+                n += k.len() + v.len();
+            }
+            black_box(n)
         })
     });
     g.finish();

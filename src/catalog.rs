@@ -41,6 +41,10 @@ pub(crate) struct TableState {
     settled: Arc<Settled>,
 }
 
+/// Keys a writer (publication, eviction) handles per hold of a table's lock before it lets
+/// waiting readers in: a scan or a get waits for at most this many.
+pub(crate) const LOCK_CHUNK: usize = 256;
+
 /// Not settled: readers take the table's lock.
 const UNSETTLED: Lsn = Lsn::MAX;
 
@@ -376,10 +380,16 @@ impl Table {
     }
 
     /// Evicts the versions of `keys` at or below `horizon`; returns their bytes and count.
+    /// The lock is yielded to waiting readers every [`LOCK_CHUNK`] keys: each key's
+    /// versions at or below the horizon are in LMDB for every snapshot, so readers may see
+    /// any mix of evicted and not yet evicted keys.
     pub fn evict<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> (usize, usize) {
         let mut st = self.state.write();
         let mut freed = (0, 0);
-        for key in keys {
+        for (i, key) in keys.enumerate() {
+            if i > 0 && i % LOCK_CHUNK == 0 {
+                st = self.state.yield_write(st);
+            }
             let (bytes, versions) = st.overlay.evict(key, horizon);
             freed.0 += bytes;
             freed.1 += versions;

@@ -52,6 +52,15 @@ mod imp {
         pub fn try_write_for(&self, wait: std::time::Duration) -> Option<RwLockWriteGuard<'_, T>> {
             self.0.try_write_for(wait)
         }
+        /// Lets the threads waiting for the lock have it (fairly), then takes it back: a
+        /// writer working through a long batch calls it between chunks.
+        pub fn yield_write<'a>(
+            &'a self,
+            mut guard: RwLockWriteGuard<'a, T>,
+        ) -> RwLockWriteGuard<'a, T> {
+            parking_lot::RwLockWriteGuard::bump(&mut guard);
+            guard
+        }
     }
 
     /// A condition variable paired with [`Mutex`].
@@ -159,6 +168,14 @@ mod imp {
         /// Loom has no timed lock: one attempt.
         pub fn try_write_for(&self, _wait: std::time::Duration) -> Option<RwLockWriteGuard<'_, T>> {
             self.0.try_write().ok()
+        }
+        /// Releases the lock and takes it again (loom explores who runs between).
+        pub fn yield_write<'a>(
+            &'a self,
+            guard: RwLockWriteGuard<'a, T>,
+        ) -> RwLockWriteGuard<'a, T> {
+            drop(guard);
+            self.write()
         }
     }
 

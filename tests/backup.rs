@@ -49,9 +49,15 @@ fn commit(db: &Db, i: usize) -> Committed {
     let mut t = db.write().unwrap();
     t.put("t", &key, &value).unwrap();
     let lsn = t.commit_with(Durability::None).unwrap();
+    let after_micros = now_micros();
+    // Commit times are in microseconds: the next commit must not share this one, or a
+    // restore to `after_micros` takes it too.
+    while now_micros() <= after_micros {
+        std::hint::spin_loop();
+    }
     Committed {
         lsn,
-        after_micros: now_micros(),
+        after_micros,
         key,
         value,
     }

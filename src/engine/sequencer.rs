@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::EngineState;
-use crate::catalog::Table;
+use crate::catalog::{Table, LOCK_CHUNK};
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
 use crate::lsn::Lsn;
@@ -344,7 +344,14 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
             continue;
         };
         let mut st = table.state.write();
+        let mut held = 0;
         while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
+            // Versions above `visible_lsn` are seen by no snapshot yet: readers may come in
+            // between chunks.
+            held += 1;
+            if held % LOCK_CHUNK == 0 {
+                st = table.state.yield_write(st);
+            }
             match op {
                 WriteOp::Put { key, value, .. } => {
                     Table::note_exists(&mut st, lsn);

@@ -54,6 +54,8 @@ pub(super) struct LmdbIter<'t> {
     /// The key last handed out: the next must lie beyond it in the walk's direction.
     last: Option<&'t [u8]>,
     reverse: bool,
+    /// An entry read ahead (and checked), handed out next.
+    ahead: Option<(&'t [u8], &'t [u8])>,
 }
 
 /// An enum, not a trait object: it is called for every key.
@@ -71,7 +73,16 @@ impl<'t> LmdbIter<'t> {
             verify,
             last: None,
             reverse,
+            ahead: None,
         }
+    }
+
+    /// Reads the next entry ahead (checked as [`LmdbIter::next`] checks it): `next` hands it
+    /// out.
+    pub(super) fn read_ahead(&mut self) -> Result<()> {
+        debug_assert!(self.ahead.is_none());
+        self.ahead = self.next().transpose()?;
+        Ok(())
     }
 
     /// Notes `key` as the last handed out, which must lie beyond the one before it.
@@ -92,7 +103,10 @@ impl<'t> LmdbIter<'t> {
     /// beyond the last one's (unless scans are left to the scrub; a value too short to hold a
     /// checksum fails all the same).
     #[inline]
-    fn next(&mut self) -> Option<Result<(&'t [u8], &'t [u8])>> {
+    pub(super) fn next(&mut self) -> Option<Result<(&'t [u8], &'t [u8])>> {
+        if let Some(entry) = self.ahead.take() {
+            return Some(Ok(entry));
+        }
         let item = match &mut self.walk {
             LmdbWalk::Forward(it) => it.next(),
             LmdbWalk::Reverse(it) => it.next(),
@@ -117,6 +131,7 @@ impl<'t> LmdbIter<'t> {
 }
 
 /// Walks a table's overlay in key order, a chunk at a time (the lock is not held between).
+/// Each refill starts with a search of the ordered index, so chunks grow with the walk.
 pub(super) struct OverlayCursor<'t> {
     pub(super) table: &'t Table,
     pub(super) view: TableView,
@@ -127,9 +142,13 @@ pub(super) struct OverlayCursor<'t> {
     pub(super) buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
     pub(super) exhausted: bool,
     pub(super) snapshot: &'t Snapshot<'t>,
+    /// Keys the next refill scans: small first (a short scan touches few keys of a large
+    /// overlay, each a few cache misses), doubling up to [`OVERLAY_CHUNK_MAX`].
+    pub(super) chunk: usize,
 }
 
-const OVERLAY_CHUNK: usize = 64;
+pub(super) const OVERLAY_CHUNK_FIRST: usize = 16;
+const OVERLAY_CHUNK_MAX: usize = 256;
 
 impl<'t> OverlayCursor<'t> {
     /// True if every overlay entry up to `key` (in walk order) was scanned already.
@@ -154,7 +173,9 @@ impl<'t> OverlayCursor<'t> {
         let applied = self.snapshot.reg.applied();
         let mut scanned = 0;
         let mut last: Option<&Arc<[u8]>> = None;
-        for (key, chain) in st.overlay.range(range, self.reverse).take(OVERLAY_CHUNK) {
+        let chunk = self.chunk;
+        self.chunk = (chunk * 2).min(OVERLAY_CHUNK_MAX);
+        for (key, chain) in st.overlay.range(range, self.reverse).take(chunk) {
             scanned += 1;
             last = Some(key);
             match newest_visible(chain, &self.view, self.visible) {
@@ -173,7 +194,7 @@ impl<'t> OverlayCursor<'t> {
             }
         }
         match last {
-            Some(key) if scanned == OVERLAY_CHUNK => {
+            Some(key) if scanned == chunk => {
                 let after = Bound::Excluded(key.to_vec());
                 if self.reverse {
                     self.bounds.1 = after;

@@ -217,10 +217,12 @@ impl<'db> Snapshot<'db> {
         let Some((t, view)) = self.table(table).and_then(|k| Some((k.table, k.view?))) else {
             return Ok(empty);
         };
+        let mut lmdb_head = None;
         let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
             (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
-                if self.engine.cfg.verify_scans {
+                let verify = self.engine.cfg.verify_scans;
+                if verify {
                     check_range_start(dbi, txn, &t.name, &range, reverse)?;
                 }
                 let walk = if reverse {
@@ -228,14 +230,32 @@ impl<'db> Snapshot<'db> {
                 } else {
                     LmdbWalk::Forward(dbi.range(txn, &range).map_err(lmdb_err("range"))?)
                 };
-                Some(LmdbIter::new(walk, t, self.engine.cfg.verify_scans))
+                let mut walk = LmdbIter::new(walk, t, verify);
+                if verify {
+                    // The first two entries now, as the probe of the other side: the first
+                    // within the bound, the second beyond it, before anything is handed out.
+                    match walk.next().transpose()? {
+                        Some(first) => {
+                            first_within(&t.name, &range, reverse, first.0)?;
+                            walk.read_ahead()?;
+                            lmdb_head = Some(first);
+                            Some(walk)
+                        }
+                        None => None,
+                    }
+                } else {
+                    Some(walk)
+                }
             }
             _ => None,
         };
+        // An overlay without keys holds no version in (applied, visible] (see
+        // `Overlay::keys_published`): LMDB's walk is the whole answer.
+        let overlay_empty = t.overlay_keys.load(Ordering::Acquire) == 0;
         Ok(Iter {
             lmdb,
-            lmdb_head: None,
-            overlay: Some(OverlayCursor {
+            lmdb_head,
+            overlay: (!overlay_empty).then_some(OverlayCursor {
                 table: t,
                 view,
                 visible: self.reg.visible,
@@ -244,6 +264,7 @@ impl<'db> Snapshot<'db> {
                 buf: VecDeque::new(),
                 exhausted: false,
                 snapshot: self,
+                chunk: iter::OVERLAY_CHUNK_FIRST,
             }),
             overlay_head: None,
             reverse,
@@ -311,7 +332,10 @@ fn check_absent(dbi: Dbi, txn: &LmdbReadTxn<'_>, table: &str, key: &[u8]) -> Res
     check_position(dbi, txn, table, key, "get", true)
 }
 
-/// Checks where a bounded range walk starts: see [`check_position`].
+/// Checks where a bounded range walk starts: see [`check_position`]. The walk itself checks
+/// the side it walks (its first two entries are read at its start: the first within its
+/// bound, see [`first_within`], the second beyond the first), so only the other side is
+/// probed here: one descent more, not two.
 fn check_range_start(
     dbi: Dbi,
     txn: &LmdbReadTxn<'_>,
@@ -319,12 +343,42 @@ fn check_range_start(
     range: &iter::SliceBounds<'_>,
     reverse: bool,
 ) -> Result<()> {
-    let bound = if reverse { range.1 } else { range.0 };
-    match bound {
-        Bound::Included(key) | Bound::Excluded(key) => {
-            check_position(dbi, txn, table, key, "range", false)
+    match (reverse, range) {
+        (false, (Bound::Included(key) | Bound::Excluded(key), _)) => {
+            check_before(dbi, txn, table, key, "range")
         }
-        Bound::Unbounded => Ok(()),
+        (true, (_, Bound::Included(key) | Bound::Excluded(key))) => {
+            check_from(dbi, txn, table, key, "range", false)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the first entry of a checked walk of `range`: it must lie within the bound the walk
+/// starts from (a damaged branch key can send the walk's descent to an earlier leaf).
+fn first_within(
+    table: &str,
+    range: &iter::SliceBounds<'_>,
+    reverse: bool,
+    first: &[u8],
+) -> Result<()> {
+    let (bound, within) = if reverse {
+        match range.1 {
+            Bound::Included(key) => (key, first <= key),
+            Bound::Excluded(key) => (key, first < key),
+            Bound::Unbounded => return Ok(()),
+        }
+    } else {
+        match range.0 {
+            Bound::Included(key) => (key, first >= key),
+            Bound::Excluded(key) => (key, first > key),
+            Bound::Unbounded => return Ok(()),
+        }
+    };
+    if within {
+        Ok(())
+    } else {
+        Err(misrouted("range", table, bound, first))
     }
 }
 
@@ -334,9 +388,22 @@ fn check_range_start(
 /// its bound. A cursor's positioning (LMDB's `MDB_SET_RANGE`) moves on to the next leaf when
 /// the one it reaches ends, so two probes of two entries each show it: the entries at and
 /// after that position must not lie below `key` (nor be `key`, after a get found nothing:
-/// `missed`) and must ascend; the two before it must lie below `key` and descend. Two more
-/// descents: only misses and bounded walks pay them.
+/// `missed`) and must ascend ([`check_from`]); the two before it must lie below `key` and
+/// descend ([`check_before`]). Two more descents: only misses pay them (a bounded walk, one).
 fn check_position(
+    dbi: Dbi,
+    txn: &LmdbReadTxn<'_>,
+    table: &str,
+    key: &[u8],
+    op: &'static str,
+    missed: bool,
+) -> Result<()> {
+    check_from(dbi, txn, table, key, op, missed)?;
+    check_before(dbi, txn, table, key, op)
+}
+
+/// The entries at and after the position of `key`: see [`check_position`].
+fn check_from(
     dbi: Dbi,
     txn: &LmdbReadTxn<'_>,
     table: &str,
@@ -359,6 +426,18 @@ fn check_position(
             }
         }
     }
+    Ok(())
+}
+
+/// The two entries before the position of `key`: see [`check_position`].
+fn check_before(
+    dbi: Dbi,
+    txn: &LmdbReadTxn<'_>,
+    table: &str,
+    key: &[u8],
+    op: &'static str,
+) -> Result<()> {
+    let err = lmdb_err(op);
     // heed positions at the first entry >= key and steps back one, without checking the
     // bound on that first step.
     let mut before = dbi
