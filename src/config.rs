@@ -124,7 +124,8 @@ impl RecoveryMode {
 pub struct WalConfig {
     /// Size a segment file is preallocated to. Default: 64 MiB.
     pub segment_bytes: u64,
-    /// Largest encoded record (one transaction). Larger commits fail with
+    /// Largest record written in one piece. A larger transaction is written as a sequence of
+    /// pieces of at most this size (up to 64 GiB in all); other records above it fail with
     /// `Error::RecordTooLarge`. Default: 16 MiB. At most `segment_bytes / 2`.
     pub max_record_bytes: usize,
     /// Durability of commits that do not choose their own. Default: `Durability::GroupCommit`.

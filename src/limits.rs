@@ -57,6 +57,11 @@ pub(crate) fn check_duration(field: &str, value: Duration) -> Result<()> {
 /// allocation when a length field is damaged.
 pub const MAX_FRAME_BODY: usize = 256 << 20;
 
+/// The largest transaction record the log takes (written in pieces of at most
+/// `max_record_bytes` each when over that): 64 GiB, far beyond what a transaction buffered in
+/// memory can reach on the machines walmdb runs on.
+pub const MAX_TXN_RECORD_BYTES: usize = 64 << 30;
+
 /// The smallest segment `WalConfig` allows.
 pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 

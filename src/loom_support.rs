@@ -46,6 +46,7 @@ impl Engine {
     /// in LSN order).
     pub fn publish(&self, lsn: Lsn, key: &[u8], value: &[u8]) -> Published {
         let writes = DataArc::new(TxnWrites {
+            through: false,
             ops: vec![WriteOp::Put {
                 table: DataArc::from(TABLE),
                 key: DataArc::from(key),

@@ -359,6 +359,16 @@ impl Snapshots {
         reg.reads_done = true;
     }
 
+    /// A snapshot that reads only LMDB (a scrub), never the overlay or for a commit: it
+    /// holds back neither eviction nor the conflict horizon, only a map resize (its slot
+    /// stays open). A long throttled scrub must not keep the versions whose eviction makes
+    /// room for commits.
+    pub fn read_lmdb_only(&self, reg: &Registration) {
+        let slot = self.slot(reg.slot);
+        slot.evict_pin.store(UNPINNED, Ordering::Release);
+        slot.conflict_pin.store(UNPINNED, Ordering::Release);
+    }
+
     /// The lowest pin of `which` over every slot (`UNPINNED` when none).
     fn lowest(&self, which: impl Fn(&Slot) -> &AtomicU64) -> Lsn {
         self.slots()
@@ -391,11 +401,11 @@ impl Snapshots {
         now.min(self.lowest(|s| &s.conflict_pin))
     }
 
-    /// Slots of reading snapshots (they hold an LMDB transaction).
+    /// Slots of reading snapshots (they hold, or are about to begin, an LMDB transaction).
     fn reading(&self) -> impl Iterator<Item = &Slot> {
         self.slots()
             .map(|(_, slot)| slot)
-            .filter(|slot| slot.evict_pin.load(Ordering::Acquire) != UNPINNED)
+            .filter(|slot| slot.open.load(Ordering::Acquire))
     }
 
     /// Waits up to `wait` for every registered transaction begun before `before` (and any of
@@ -510,7 +520,9 @@ impl Snapshots {
         let now = CoarseInstant::now().as_nanos();
         let (mut count, mut oldest, mut old) = (0, Duration::ZERO, 0);
         for (_, slot) in self.slots() {
-            if slot.conflict_pin.load(Ordering::Acquire) == UNPINNED {
+            let registered = slot.conflict_pin.load(Ordering::Acquire) != UNPINNED
+                || slot.open.load(Ordering::Acquire);
+            if !registered {
                 continue;
             }
             let age =

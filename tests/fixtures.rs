@@ -481,18 +481,18 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "newer-version",
-            damage: "segment 2's header at format version 4 (CRC recomputed); segment 1 intact",
-            rule: "step 3: a version this build does not read (it reads 1, 2 and 3) fails at \
+            damage: "segment 2's header at format version 5 (CRC recomputed); segment 1 intact",
+            rule: "step 3: a version this build does not read (it reads 1 to 4) fails at \
                    once, whichever segment",
             build: |i| {
                 let mut s2 = i.seg2.clone();
-                s2[8..12].copy_from_slice(&4u32.to_le_bytes());
+                s2[8..12].copy_from_slice(&5u32.to_le_bytes());
                 rewrite_seg_header(&mut s2, 2, 70);
                 vec![(SEG1.into(), i.seg1.clone()), (SEG2.into(), s2)]
             },
             modes: [Want::Version {
                 file: SEG2,
-                found: 4,
+                found: 5,
             }; 3],
             from_lsn: vec![],
         },

@@ -343,3 +343,66 @@ fn a_commit_waiting_for_room_gets_the_refusal_when_the_applier_fails() {
         assert!(waited < Duration::from_secs(30), "waited {waited:?}");
     });
 }
+
+/// Issue 21's hang: a scrub's snapshot pinned overlay eviction though a scrub reads only
+/// LMDB, so with the overlay full every commit waited for room until the (throttled) scrub
+/// ended, at no CPU. Here the scrub stays inside its walk until the commits are done: with
+/// the pin they fail with `ApplyBacklog` after `backlog_wait`.
+#[test]
+fn a_scrub_in_progress_does_not_hold_back_the_room_commits_wait_for() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        overlay_max_bytes: 256 << 10,
+        backlog_wait: Duration::from_secs(20),
+        wal: walmdb::WalConfig {
+            max_record_bytes: 64 << 10,
+            ..walmdb::WalConfig::default()
+        },
+        ..Config::default()
+    };
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    db.update(|txn| {
+        // More than the 4,096 entries between two progress calls.
+        for i in 0..10_000u32 {
+            txn.put("t", &i.to_be_bytes(), &[7; 100])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    db.checkpoint().unwrap();
+    let (inside_tx, inside_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let db = &db;
+        let scrub = s.spawn(move || {
+            let mut first = true;
+            db.scrub_with(None, |_| {
+                if std::mem::take(&mut first) {
+                    inside_tx.send(()).unwrap();
+                    // Held inside the walk until the commits are done (or a minute).
+                    let _ = done_rx.recv_timeout(Duration::from_secs(60));
+                }
+            })
+        });
+        inside_rx.recv().unwrap();
+        // Ten times the overlay's room, 4 KiB at a time.
+        for i in 0..640u32 {
+            db.update(|txn| txn.put("u", &i.to_be_bytes(), &[i as u8; 4096]))
+                .unwrap_or_else(|e| panic!("commit {i} behind a scrub: {e}"));
+        }
+        done_tx.send(()).unwrap();
+        let report = scrub.join().unwrap().unwrap();
+        assert!(report.is_healthy(), "{report:?}");
+    });
+    assert_eq!(
+        db.read()
+            .unwrap()
+            .get("u", &639u32.to_be_bytes())
+            .unwrap()
+            .unwrap()[0],
+        127
+    );
+    db.close().unwrap();
+}

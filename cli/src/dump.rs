@@ -233,6 +233,8 @@ fn kind_name(kind: RecordType) -> &'static str {
         RecordType::TruncateSuffix => "truncate-suffix",
         RecordType::PurgePrefix => "purge-prefix",
         RecordType::Entry => "entry",
+        RecordType::TxnPart => "txn-part",
+        RecordType::TxnEnd => "txn-end",
         RecordType::Txn => "txn",
         RecordType::Checkpoint => "checkpoint",
         RecordType::Timestamp => "timestamp",
@@ -346,6 +348,15 @@ fn text_lines(e: &LogEntry, o: &Options) -> Vec<String> {
             text_bytes(payload, o.hex),
             payload.len()
         ),
+        Record::TxnPiece {
+            kind,
+            number,
+            chunk,
+        } => format!(
+            "{head} op={} number={number} chunk_len={}",
+            kind_name(*kind),
+            chunk.len()
+        ),
         _ => format!("{head} op=unknown"),
     };
     vec![line]
@@ -422,6 +433,15 @@ fn json_lines(e: &LogEntry, o: &Options) -> Vec<String> {
             "type": kind_name(*kind),
             "payload": json_bytes(payload, o.hex),
             "payload_len": payload.len(),
+        }),
+        Record::TxnPiece {
+            kind,
+            number,
+            chunk,
+        } => json!({
+            "type": kind_name(*kind),
+            "number": number,
+            "chunk_len": chunk.len(),
         }),
         _ => json!({"type": "unknown"}),
     };

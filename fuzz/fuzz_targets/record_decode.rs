@@ -28,7 +28,7 @@ use walmdb::internals::record::{
 };
 use walmdb::{EncodedRecord, Lsn, Op, Record, RecordType, TxnRecord};
 
-const KINDS: [RecordType; 7] = [
+const KINDS: [RecordType; 9] = [
     RecordType::Txn,
     RecordType::Checkpoint,
     RecordType::Timestamp,
@@ -36,6 +36,8 @@ const KINDS: [RecordType; 7] = [
     RecordType::TruncateSuffix,
     RecordType::PurgePrefix,
     RecordType::Entry,
+    RecordType::TxnPart,
+    RecordType::TxnEnd,
 ];
 
 fuzz_target!(|input: &[u8]| {

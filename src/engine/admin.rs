@@ -126,6 +126,7 @@ impl Engine {
             snapshot: 0,
             check: Check::Blind,
             writes: Arc::new(TxnWrites {
+                through: false,
                 ops: Vec::new(),
                 commit_micros: unix_micros,
             }),

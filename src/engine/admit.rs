@@ -20,6 +20,11 @@ use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
 use crate::wal::{CommitFuture, Completion, Request, Responder};
 
+/// A commit whose versions would take more than `overlay_max_bytes / THROUGH_SHARE` goes
+/// through: the flusher hands it to the applier and makes it visible once LMDB holds it,
+/// instead of holding its versions in the overlay (a bulk load, a transaction of any size).
+pub(crate) const THROUGH_SHARE: usize = 4;
+
 /// The share of `overlay_max_bytes` past which commits are slowed down.
 const SLOWDOWN_AT: f64 = 0.5;
 
@@ -177,8 +182,22 @@ impl Commit {
         }
     }
 
-    fn cost(&self) -> usize {
+    /// Bytes its versions would take in the overlay.
+    fn versions_cost(&self) -> usize {
         self.ops.iter().map(WriteOp::overlay_cost).sum()
+    }
+
+    /// True when it is applied through LMDB rather than held in the overlay.
+    fn goes_through(&self, engine: &Engine) -> bool {
+        self.versions_cost() > engine.cfg.overlay_max_bytes / THROUGH_SHARE
+    }
+
+    /// What it takes of the overlay's room: nothing when it goes through.
+    fn cost(&self, engine: &Engine) -> usize {
+        match self.versions_cost() {
+            cost if cost > engine.cfg.overlay_max_bytes / THROUGH_SHARE => 0,
+            cost => cost,
+        }
     }
 
     /// Encodes the commit as a log record and its request to the flusher, answered through
@@ -189,12 +208,19 @@ impl Commit {
         done: Responder,
     ) -> std::result::Result<Request<Ticket>, (Error, Responder)> {
         let commit_micros = now_micros();
+        let through = self.goes_through(engine);
+        // Applying it waits for nothing the log has not synced (the applier would ask the
+        // flusher, which waits for the applier): at least a group commit's sync.
+        let durability = match self.durability.unwrap_or(engine.cfg.wal.durability) {
+            level if through && !level.is_durable() => Some(Durability::group_commit()),
+            _ => self.durability,
+        };
         let record = crate::wal::log::record::encode_txn(
             commit_micros,
             self.ops.len(),
             self.ops.iter().map(WriteOp::as_ref),
         );
-        if let Err(e) = engine.wal.check_commit(&record, self.durability.as_ref()) {
+        if let Err(e) = engine.wal.check_commit(&record, durability.as_ref()) {
             return Err((e, done));
         }
         let ticket = Ticket {
@@ -203,12 +229,11 @@ impl Commit {
             writes: Arc::new(TxnWrites {
                 ops: self.ops,
                 commit_micros,
+                through,
             }),
             pin: self.pin,
         };
-        Ok(engine
-            .wal
-            .commit_request(record, ticket, self.durability, done))
+        Ok(engine.wal.commit_request(record, ticket, durability, done))
     }
 }
 
@@ -230,7 +255,7 @@ fn refuse_early(engine: &Engine) -> Result<()> {
 pub(crate) fn commit_ops(engine: &Engine, commit: Commit) -> Result<Lsn> {
     let started = Instant::now();
     refuse_early(engine)?;
-    wait_for_room(engine, commit.cost(), None)?;
+    wait_for_room(engine, commit.cost(engine), None)?;
     let level = commit.durability.unwrap_or(engine.cfg.wal.durability);
     let (completion, done) = Completion::pair();
     let request = commit.into_request(engine, done).map_err(|(e, done)| {
@@ -258,7 +283,7 @@ pub(crate) fn commit_ops_async(engine: &Engine, commit: Commit) -> CommitFuture 
     let sh = &engine.state;
     let level = commit.durability.unwrap_or(engine.cfg.wal.durability);
     let (completion, done) = Completion::pair();
-    let waiting = if has_room_now(engine, commit.cost()) {
+    let waiting = if has_room_now(engine, commit.cost(engine)) {
         let request = match commit.into_request(engine, done) {
             Ok(request) => request,
             Err((e, done)) => {
@@ -393,7 +418,7 @@ pub(crate) fn admitter_loop(engine: &Engine) {
                 done,
             } => {
                 let admitted = refuse_early(engine)
-                    .and_then(|()| wait_for_room(engine, commit.cost(), Some(since)));
+                    .and_then(|()| wait_for_room(engine, commit.cost(engine), Some(since)));
                 if let Err(e) = admitted {
                     done.respond(Err(e));
                     continue;

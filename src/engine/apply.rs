@@ -74,6 +74,12 @@ impl EngineState {
         self.apply_rate.store(rate, Ordering::Relaxed);
     }
 
+    /// True when the applier will apply nothing more: the engine failed, or is stopping
+    /// without applying what is queued.
+    pub(crate) fn applier_gone(&self) -> bool {
+        self.failure().is_some() || self.apply.lock().stop == Some(Shutdown::Abandon)
+    }
+
     /// Asks the applier to apply what it has without gathering more.
     pub(crate) fn hurry_applier(&self) {
         // Crash tests that need the applier held back turn hurrying off.
@@ -238,7 +244,7 @@ pub(crate) fn applier_loop(engine: &Engine) {
             let last = *last;
             let mut space_error_seen = false;
             while engine.wal.durable_lsn() < last {
-                match engine.wal.sync() {
+                match engine.wal.sync_through(last) {
                     Ok(_) => {}
                     // A full queue only delays the sync.
                     Err(Error::Backpressure { .. }) => std::thread::sleep(Duration::from_millis(1)),
@@ -305,6 +311,10 @@ pub(crate) fn applier_loop(engine: &Engine) {
             // Before `applied_lsn`: whoever waits for it sees the catch-up's end too.
             sh.catch_up.applied(last);
             sh.applied_lsn.store(last, Ordering::Release);
+            if batch.1.iter().any(|(_, writes, _)| writes.through) {
+                // The flusher waits for it to publish it (`publish_through`).
+                sh.notify_room();
+            }
             let took = started.elapsed();
             sh.apply.lock().applying_since = None;
             let st = &sh.stats;
@@ -399,6 +409,10 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
     let mut freed = (0, 0);
     while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
         let (_, writes) = backlog.pop_front().expect("front exists");
+        if writes.through {
+            // Never in the overlay.
+            continue;
+        }
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.next() {
             let name = first.table().clone();

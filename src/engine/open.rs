@@ -358,7 +358,11 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
         Ok(Replayed {
             lsn: rec.lsn,
             size: rec.record.payload().len(),
-            writes: Arc::new(TxnWrites { ops, commit_micros }),
+            writes: Arc::new(TxnWrites {
+                ops,
+                commit_micros,
+                through: false,
+            }),
             cost,
         })
     })

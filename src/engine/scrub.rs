@@ -50,7 +50,8 @@ impl ScrubberControl {
 }
 
 /// An LMDB read transaction registered as a snapshot, as `txn::Snapshot` holds one (the
-/// engine sits below `txn`): a map resize waits for it, and LMDB reuses none of its pages.
+/// engine sits below `txn`): a map resize waits for it, and LMDB reuses none of its pages;
+/// it pins neither overlay eviction nor conflicts (it reads no overlay and commits nothing).
 struct ScrubSnapshot<'e> {
     engine: &'e Engine,
     /// `Some` until dropped, which ends it before the registration.
@@ -74,6 +75,8 @@ impl Engine {
 impl<'e> ScrubSnapshot<'e> {
     fn begin(engine: &'e Engine) -> Result<Self> {
         let (txn, reg) = engine.begin_snapshot()?;
+        // It reads LMDB only: commits waiting for room must not wait for it.
+        engine.state.snapshots.read_lmdb_only(&reg);
         Ok(ScrubSnapshot {
             engine,
             lmdb: Some(txn),

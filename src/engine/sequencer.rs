@@ -46,6 +46,9 @@ pub(crate) struct TxnWrites {
     pub ops: Vec<WriteOp>,
     /// The commit time its log record carries (Unix microseconds; 0 for none).
     pub commit_micros: u64,
+    /// Applied to LMDB before it becomes visible, never held in the overlay: a transaction
+    /// too large for it (see [`THROUGH_SHARE`](super::admit::THROUGH_SHARE)).
+    pub through: bool,
 }
 
 /// What a committer hands the flusher.
@@ -85,7 +88,8 @@ impl Drop for ConflictPin {
 struct TableConflicts {
     /// Shares the key bytes of the committed writes (no copy on the flusher).
     keys: BTreeMap<Arc<[u8]>, Lsn>,
-    /// The last create or drop.
+    /// The last create or drop, or commit applied through LMDB (whose keys are not indexed:
+    /// every later commit from an older snapshot that touches the table conflicts with it).
     ddl: Lsn,
     /// At least the LSN of the last key write admitted (not lowered when a failed commit's
     /// entries are undone): a range check skips a table not written since its snapshot.
@@ -227,6 +231,23 @@ impl EngineSequencer {
     }
 
     fn record(&mut self, writes: &TxnWrites, lsn: Lsn) {
+        if writes.through {
+            let mut tables: Vec<&Arc<str>> = writes.ops.iter().map(WriteOp::table).collect();
+            tables.dedup();
+            tables.sort_unstable();
+            tables.dedup();
+            for table in tables {
+                let t = self.tables.entry(table.clone()).or_default();
+                t.last_write = t.last_write.max(lsn);
+                self.undo.push_back(Undo {
+                    lsn,
+                    table: table.clone(),
+                    key: None,
+                    previous: Some(std::mem::replace(&mut t.ddl, lsn)),
+                });
+            }
+            return;
+        }
         for op in &writes.ops {
             let t = self.tables.entry(op.table().clone()).or_default();
             let (key, previous) = match op {
@@ -331,8 +352,18 @@ impl Sequencer for EngineSequencer {
 }
 
 /// Makes the commit at `lsn` visible: versions into the overlay, the writes onto the
-/// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order.
+/// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order. A commit that
+/// goes through is applied to LMDB first, and no later commit is published meanwhile.
 pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
+    if writes.through {
+        publish_through(sh, lsn, &writes);
+    } else {
+        publish_to_overlay(sh, lsn, writes);
+    }
+}
+
+/// [`publish`] of a commit whose versions the overlay holds.
+fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     let mut bytes = 0;
     let mut versions = 0;
     let mut ops = writes.ops.iter().peekable();
@@ -384,6 +415,66 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     sh.visible_lsn.store(lsn, Ordering::Release);
     sh.feed.published(lsn, &writes, bytes);
     sh.enqueue_for_apply(lsn, writes);
+}
+
+/// Publishes a commit that goes through: hands it to the applier, waits until LMDB holds it
+/// (its group is synced, so the applier waits for no sync of the flusher's), then makes it
+/// visible. Until then `visible_lsn` stays below it, and a snapshot begun after LMDB took it
+/// sees it whole (its visible LSN is at least its applied LSN). When the applier cannot
+/// apply it (the engine failed, a close abandons what is queued, LMDB's map is full at its
+/// limit) it is published to the overlay after all, by a copy that is evicted as any commit
+/// once applied, so reads stay consistent and `close()` does not hang.
+fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
+    let stuck = || sh.applier_gone() || sh.storage_full.load(Ordering::Acquire);
+    let held_instead = || {
+        Arc::new(TxnWrites {
+            ops: writes.ops.clone(),
+            commit_micros: writes.commit_micros,
+            through: false,
+        })
+    };
+    if stuck() {
+        return publish_to_overlay(sh, lsn, held_instead());
+    }
+    // Its tables' existence, as its versions would record it (once per run of puts).
+    let mut last_put: Option<&Arc<str>> = None;
+    for op in &writes.ops {
+        match op {
+            WriteOp::Delete { .. } => continue,
+            WriteOp::Put { table, .. } if last_put == Some(table) => continue,
+            WriteOp::Put { table, .. } => last_put = Some(table),
+            _ => last_put = None,
+        }
+        if let Some(table) = sh.catalog.get(op.table()) {
+            let mut st = table.state.write();
+            match op {
+                WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
+                _ => Table::note_exists(&mut st, lsn),
+            }
+        }
+    }
+    sh.enqueue_for_apply(lsn, writes.clone());
+    loop {
+        let g = sh.room.lock();
+        if sh.applied_lsn.load(Ordering::Acquire) >= lsn {
+            break;
+        }
+        if stuck() {
+            drop(g);
+            // This one, queued first, is applied (if ever) and never evicted; the copy is.
+            return publish_to_overlay(sh, lsn, held_instead());
+        }
+        // After the check, under the room lock, which the applier takes to notify once it
+        // has applied: no wake-up is lost (the wait re-checks every 5 ms all the same).
+        sh.hurry_applier();
+        drop(
+            sh.room_cv
+                .wait_timeout(g, std::time::Duration::from_millis(5)),
+        );
+    }
+    sh.visible_lsn.store(lsn, Ordering::Release);
+    let bytes = writes.ops.iter().map(WriteOp::overlay_cost).sum();
+    sh.feed.published(lsn, writes, bytes);
 }
 
 #[cfg(all(test, not(walmdb_loom)))]

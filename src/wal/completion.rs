@@ -47,6 +47,15 @@ impl Completion {
         }
     }
 
+    /// Blocks until the answer arrives (`Some`) or up to `wait` (`None`).
+    pub(crate) fn wait_timeout(&self, wait: std::time::Duration) -> Option<Result<Lsn>> {
+        let mut slot = self.slot.lock();
+        if slot.answer.is_none() {
+            slot = self.ready.wait_timeout(slot, wait);
+        }
+        slot.answer.take()
+    }
+
     /// The answer, if it has arrived.
     pub(crate) fn try_take(&self) -> Option<Result<Lsn>> {
         self.slot.lock().answer.take()

@@ -226,10 +226,14 @@ impl LogWriter {
         let mut lsn = self.next_lsn;
         let mut written_any = false;
         self.buf.clear();
-        for record in records {
+        let max_framed = self.cfg.max_record_bytes;
+        for record in records.iter().flat_map(|r| r.pieces(max_framed)) {
             let pending = self.buf.len() + FRAME_HEADER_LEN + self.frame.body_len();
+            // A piece of a split transaction is a frame of its own.
             if self.frame.count() > 0
-                && (!self.frame.has_room() || !fits(self.offset, pending + record.framed_len()))
+                && (!self.frame.has_room()
+                    || record.number.is_some()
+                    || !fits(self.offset, pending + record.framed_len()))
             {
                 let (s, synced) = (salt(self), self.synced_lsn);
                 self.frame
@@ -254,13 +258,28 @@ impl LogWriter {
                     return Err(e);
                 }
             }
-            self.frame.push(record);
+            self.frame.push_piece(record);
             lsn += 1;
+            if record.number.is_some() {
+                let (s, synced) = (salt(self), self.synced_lsn);
+                self.frame
+                    .finish(&mut self.buf, s, frame_first, synced, compress);
+                frame_first = lsn;
+                if self.buf.len() >= max_framed {
+                    self.write_buf(shared, !written_any, lsn - 1)?;
+                    written_any = true;
+                    self.buf.clear();
+                }
+            }
         }
-        let (s, synced) = (salt(self), self.synced_lsn);
-        self.frame
-            .finish(&mut self.buf, s, frame_first, synced, compress);
-        self.write_buf(shared, !written_any, lsn - 1)?;
+        if self.frame.count() > 0 {
+            let (s, synced) = (salt(self), self.synced_lsn);
+            self.frame
+                .finish(&mut self.buf, s, frame_first, synced, compress);
+        }
+        if !self.buf.is_empty() {
+            self.write_buf(shared, !written_any, lsn - 1)?;
+        }
         let raw: usize = records.iter().map(|r| r.payload().len()).sum();
         shared
             .stats
@@ -307,16 +326,20 @@ impl LogWriter {
                         done.respond(Err(error_copy(e)));
                         continue;
                     }
-                    match seq.admit(&mut ticket, lsn) {
+                    // A transaction split into pieces takes an LSN each; its own is its
+                    // last piece's.
+                    let takes = record.lsns(self.cfg.max_record_bytes);
+                    let commit_lsn = lsn + takes - 1;
+                    match seq.admit(&mut ticket, commit_lsn) {
                         Ok(()) => {
                             records.push(record);
                             admitted.push(Admitted {
-                                lsn,
+                                lsn: commit_lsn,
                                 ticket,
                                 durability,
                                 done,
                             });
-                            lsn += 1;
+                            lsn += takes;
                         }
                         Err(e) => rejected.push((done, e)),
                     }

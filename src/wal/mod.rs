@@ -397,10 +397,15 @@ impl<S: Sequencer> Wal<S> {
         record: &EncodedRecord,
         durability: Option<&Durability>,
     ) -> Result<()> {
-        if record.framed_len() > self.cfg.max_record_bytes {
+        // A transaction over `max_record_bytes` is written in pieces (`EncodedRecord::pieces`).
+        let max = match record.kind() {
+            RecordType::Txn => crate::limits::MAX_TXN_RECORD_BYTES,
+            _ => self.cfg.max_record_bytes,
+        };
+        if record.framed_len() > max {
             return Err(Error::RecordTooLarge {
                 size: record.framed_len(),
-                max: self.cfg.max_record_bytes,
+                max,
             });
         }
         if let Some(level) = durability {
@@ -484,6 +489,29 @@ impl<S: Sequencer> Wal<S> {
         let (completion, done) = Completion::pair();
         self.queue(Request::Sync { done })?;
         completion.wait()
+    }
+
+    /// Returns once every LSN up to `lsn` is durable: asks for a sync, but returns as soon
+    /// as any sync covers `lsn`, without waiting for its own. The applier uses it: a sync it
+    /// asked for may queue behind a group whose publication waits for the applier (a commit
+    /// that goes through), and that group's own sync covers what the applier needs.
+    pub(crate) fn sync_through(&self, lsn: Lsn) -> Result<()> {
+        if self.durable_lsn() >= lsn {
+            return Ok(());
+        }
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let (completion, done) = Completion::pair();
+        self.queue(Request::Sync { done })?;
+        loop {
+            if let Some(answer) = completion.wait_timeout(std::time::Duration::from_millis(5)) {
+                return answer.map(drop);
+            }
+            if self.durable_lsn() >= lsn {
+                return Ok(());
+            }
+        }
     }
 
     /// Returns once every LSN up to `lsn` is durable, syncing if it is not yet.

@@ -116,9 +116,10 @@ impl<T> CommitQueue<T> {
         }
     }
 
+    /// An item over `max_bytes` fits an empty queue (as `try_push` takes it).
     fn is_full_for(&self, bytes: usize) -> bool {
-        self.items.len() >= self.items.capacity()
-            || self.bytes.load(Ordering::SeqCst) + bytes > self.max_bytes
+        let queued = self.bytes.load(Ordering::SeqCst);
+        self.items.len() >= self.items.capacity() || (queued > 0 && queued + bytes > self.max_bytes)
     }
 
     fn try_push(&self, item: T, bytes: usize) -> Result<(), T> {

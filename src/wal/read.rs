@@ -2,6 +2,7 @@
 //! frame checked as recovery checks it, one segment in memory at a time.
 
 use super::log::fs::{self, FsRef};
+use super::log::pieces::Reassembly;
 use super::log::segment::{read_header, read_segment, records_in, SegmentHeader};
 use super::{LogRecord, Lsn, SegmentMeta, Sequencer, Wal};
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ impl<S: Sequencer> Wal<S> {
             until_lsn: until.min(self.written_lsn()),
             buffered: Default::default(),
             done: false,
+            pieces: Default::default(),
         }
     }
 
@@ -68,6 +70,7 @@ impl<S: Sequencer> Wal<S> {
             until_lsn: until,
             buffered: Default::default(),
             done: false,
+            pieces: Default::default(),
         }))
     }
 }
@@ -81,6 +84,8 @@ pub struct LogIter {
     until_lsn: Lsn,
     buffered: std::collections::VecDeque<LogRecord>,
     done: bool,
+    /// Joins the pieces of split transactions.
+    pieces: Reassembly,
 }
 
 impl LogIter {
@@ -127,7 +132,19 @@ impl Iterator for LogIter {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.buffered.pop_front() {
-                return Some(Ok(r));
+                match self.pieces.feed(r) {
+                    Ok(Some(r)) => return Some(Ok(r)),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.done = true;
+                        self.buffered.clear();
+                        return Some(Err(Error::Corruption {
+                            segment: 0,
+                            offset: 0,
+                            reason: e.0,
+                        }));
+                    }
+                }
             }
             if self.done || self.next_lsn > self.until_lsn {
                 return None;

@@ -374,14 +374,23 @@ pub(super) fn for_records(
     mut f: impl FnMut(LogRecord) -> Result<bool>,
 ) -> Result<()> {
     let mut next = from_lsn;
+    // Split transactions are handed out whole, at their end's LSN.
+    let mut pieces = crate::wal::log::pieces::Reassembly::default();
     for link in &chain.links {
         let c = &link.segment;
         let data = std::fs::read(&c.path)?;
         let (records, _) = records_in(&data, &c.header, next, link.until)?;
         for r in records {
             next = r.lsn + 1;
-            if !f(r)? {
-                return Ok(());
+            let joined = pieces.feed(r).map_err(|e| Error::Corruption {
+                segment: c.header.segment_no,
+                offset: 0,
+                reason: e.0,
+            })?;
+            if let Some(r) = joined {
+                if !f(r)? {
+                    return Ok(());
+                }
             }
         }
     }

@@ -5,12 +5,14 @@
 
 use std::fmt;
 
+use super::pieces::Piece;
+
 pub use crate::limits::MAX_FRAME_BODY;
 pub use crate::lsn::Lsn;
 
 /// The on-disk format version of segments and frames this build writes. It also reads
-/// version 1 (segment headers without a lineage; `docs/wal-format.md`, "Version changes").
-pub const FORMAT_VERSION: u32 = 3;
+/// versions 1 to 3 (`docs/wal-format.md`, "Version changes").
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER_LEN: usize = 40;
@@ -45,6 +47,14 @@ pub enum RecordType {
     /// Reserved for consensus use: a replicated log entry (with its log id). Payload
     /// opaque. Format version 3 on.
     Entry = 19,
+    /// A piece of a transaction too large for one record (over `max_record_bytes`), not
+    /// its last: `{ index: u32 | the next bytes of the transaction's payload }`, indexes
+    /// 0, 1, ... at consecutive LSNs. Format version 4 on.
+    TxnPart = 20,
+    /// The last piece of such a transaction, right after its parts: `{ parts: u32 | the
+    /// payload's last bytes }`. The transaction's LSN is this record's; parts without their
+    /// end were never committed. Format version 4 on.
+    TxnEnd = 21,
 }
 
 impl TryFrom<u8> for RecordType {
@@ -58,6 +68,8 @@ impl TryFrom<u8> for RecordType {
             17 => RecordType::TruncateSuffix,
             18 => RecordType::PurgePrefix,
             19 => RecordType::Entry,
+            20 => RecordType::TxnPart,
+            21 => RecordType::TxnEnd,
             other => return Err(other),
         })
     }
@@ -144,6 +156,17 @@ pub enum Record {
         kind: RecordType,
         /// The payload as written.
         payload: Vec<u8>,
+    },
+    /// A piece of a transaction written as several records ([`RecordType::TxnPart`] or
+    /// [`RecordType::TxnEnd`]). Reading the log ([`LogIter`](crate::wal::LogIter)) joins
+    /// the pieces into one [`Record::Txn`]; a piece is seen alone only when decoded alone.
+    TxnPiece {
+        /// `TxnPart` or `TxnEnd`.
+        kind: RecordType,
+        /// A part's index, or the number of parts before an end.
+        number: u32,
+        /// Its bytes of the transaction's payload.
+        chunk: Vec<u8>,
     },
 }
 
@@ -379,6 +402,16 @@ impl Record {
                 out.extend_from_slice(payload);
                 *kind
             }
+            // Format: piece = { number: u32 | chunk }
+            Record::TxnPiece {
+                kind,
+                number,
+                chunk,
+            } => {
+                out.extend_from_slice(&number.to_le_bytes());
+                out.extend_from_slice(chunk);
+                *kind
+            }
         };
         EncodedRecord { kind, payload: out }
     }
@@ -426,6 +459,15 @@ impl Record {
                 let len = cur.u16()? as usize;
                 let name = cur.string(len)?;
                 Record::Timestamp { unix_micros, name }
+            }
+            RecordType::TxnPart | RecordType::TxnEnd => {
+                let number = cur.u32()?;
+                let chunk = cur.take(payload.len() - 4)?.to_vec();
+                Record::TxnPiece {
+                    kind,
+                    number,
+                    chunk,
+                }
             }
             RecordType::Vote
             | RecordType::TruncateSuffix
@@ -579,12 +621,26 @@ impl FrameBuilder {
     }
 
     /// Appends one record to the frame body.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn push(&mut self, record: &EncodedRecord) {
+        self.push_piece(Piece {
+            kind: record.kind,
+            number: None,
+            chunk: &record.payload,
+        });
+    }
+
+    /// Appends one record, whole or a piece of a split transaction, to the frame body.
+    pub(crate) fn push_piece(&mut self, piece: Piece<'_>) {
         debug_assert!(self.has_room());
-        self.body.push(record.kind as u8);
-        let len = u32::try_from(record.payload.len()).expect("records are below 4 GiB");
+        self.body.push(piece.kind as u8);
+        let len = piece.number.map_or(0, |_| 4) + piece.chunk.len();
+        let len = u32::try_from(len).expect("records are below 4 GiB");
         self.body.extend_from_slice(&len.to_le_bytes());
-        self.body.extend_from_slice(&record.payload);
+        if let Some(number) = piece.number {
+            self.body.extend_from_slice(&number.to_le_bytes());
+        }
+        self.body.extend_from_slice(piece.chunk);
         self.count += 1;
     }
 

@@ -49,6 +49,9 @@ pub struct SegmentHeader {
 const VERSION_WITHOUT_LINEAGE: u32 = 1;
 /// The format version before record type `Entry`; its header is this build's. Still read.
 const VERSION_WITHOUT_ENTRIES: u32 = 2;
+/// The format version before split transactions (`TxnPart`, `TxnEnd`); its header is this
+/// build's. Still read.
+const VERSION_WITHOUT_PIECES: u32 = 3;
 
 impl SegmentHeader {
     /// A header for a new segment of `lineage`, with a fresh salt.
@@ -122,7 +125,7 @@ impl SegmentHeader {
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
         let reserved = match version {
-            FORMAT_VERSION | VERSION_WITHOUT_ENTRIES => 56..60,
+            FORMAT_VERSION | VERSION_WITHOUT_PIECES | VERSION_WITHOUT_ENTRIES => 56..60,
             VERSION_WITHOUT_LINEAGE => 40..60,
             other => return Err(HeaderError::Version(other)),
         };
@@ -473,8 +476,11 @@ mod tests {
     fn a_header_round_trips_with_its_database_and_timeline() {
         let h = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE);
         let b = h.encode();
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 4);
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        // A version-3 header is the same layout and reads the same.
+        let v3 = resealed(b, |b| b[8..12].copy_from_slice(&3u32.to_le_bytes()));
+        assert_eq!(SegmentHeader::decode(&v3), Ok(h));
         // A version-2 header is the same layout and reads the same.
         let v2 = resealed(b, |b| b[8..12].copy_from_slice(&2u32.to_le_bytes()));
         assert_eq!(SegmentHeader::decode(&v2), Ok(h));
@@ -528,7 +534,7 @@ mod tests {
     #[test]
     fn a_version_this_build_does_not_know_is_refused() {
         let b = SegmentHeader::new(7, 1234, 1 << 20, LINEAGE).encode();
-        for v in [0u32, 4, 0xffff_ffff] {
+        for v in [0u32, 5, 0xffff_ffff] {
             let d = resealed(b, |b| b[8..12].copy_from_slice(&v.to_le_bytes()));
             assert_eq!(SegmentHeader::decode(&d), Err(HeaderError::Version(v)));
         }

@@ -1,0 +1,148 @@
+//! Transactions over `max_record_bytes`, written as several records (format version 4):
+//! `TxnPart` records, then a `TxnEnd` (see `docs/wal-format.md`, "Split transactions").
+//! Pure encoding and joining; no I/O.
+
+use super::record::{DecodeError, EncodedRecord, LogRecord, Lsn, RecordType, RECORD_HEADER_LEN};
+
+impl EncodedRecord {
+    /// The records this one is written as when a record may take at most `max_framed`
+    /// bytes (`max_record_bytes`): itself, or, for a transaction over it, its parts and end.
+    pub(crate) fn pieces(&self, max_framed: usize) -> impl Iterator<Item = Piece<'_>> {
+        let whole = self.kind != RecordType::Txn || self.framed_len() <= max_framed;
+        let chunk_len = if whole {
+            self.payload.len().max(1)
+        } else {
+            piece_chunk_len(max_framed)
+        };
+        let count = self.payload.len().div_ceil(chunk_len).max(1);
+        let payload = &self.payload;
+        (0..count).map(move |i| {
+            let chunk = &payload
+                [(i * chunk_len).min(payload.len())..((i + 1) * chunk_len).min(payload.len())];
+            match (whole, i + 1 == count) {
+                (true, _) => Piece {
+                    kind: self.kind,
+                    number: None,
+                    chunk,
+                },
+                (false, false) => Piece {
+                    kind: RecordType::TxnPart,
+                    number: Some(i as u32),
+                    chunk,
+                },
+                (false, true) => Piece {
+                    kind: RecordType::TxnEnd,
+                    number: Some(i as u32),
+                    chunk,
+                },
+            }
+        })
+    }
+
+    /// LSNs the record takes when written with `max_framed` (see [`EncodedRecord::pieces`]).
+    pub(crate) fn lsns(&self, max_framed: usize) -> u64 {
+        if self.kind != RecordType::Txn || self.framed_len() <= max_framed {
+            1
+        } else {
+            self.payload.len().div_ceil(piece_chunk_len(max_framed)) as u64
+        }
+    }
+}
+
+/// Payload bytes each piece of a split transaction carries: a piece (record header, number,
+/// bytes) takes at most `max_framed`.
+fn piece_chunk_len(max_framed: usize) -> usize {
+    max_framed.saturating_sub(RECORD_HEADER_LEN + 4).max(64)
+}
+
+/// One record as written: a whole record, or a piece of a split transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece<'a> {
+    pub kind: RecordType,
+    /// A piece's number (part index, or the parts before an end), written before its bytes.
+    pub number: Option<u32>,
+    pub chunk: &'a [u8],
+}
+
+impl Piece<'_> {
+    pub fn framed_len(&self) -> usize {
+        RECORD_HEADER_LEN + self.number.map_or(0, |_| 4) + self.chunk.len()
+    }
+}
+
+/// Joins the pieces of split transactions as the log is read in LSN order: parts are held
+/// until their end, which is handed out as one [`RecordType::Txn`] record at the end's LSN.
+/// Parts without an end (a crash before it was written: never committed) are dropped when
+/// another record or a new part 0 follows them, or the log ends. Pieces of a transaction
+/// that began before the read began are skipped.
+#[derive(Debug, Default)]
+pub(crate) struct Reassembly {
+    payload: Vec<u8>,
+    /// Parts held (`None`: no transaction open).
+    parts: Option<u32>,
+    /// LSN of the open transaction's part 0.
+    first_lsn: Lsn,
+}
+
+impl Reassembly {
+    /// Takes the next record read; returns what the reader hands out, if anything.
+    pub fn feed(&mut self, rec: LogRecord) -> Result<Option<LogRecord>, DecodeError> {
+        let kind = rec.record.kind;
+        if !matches!(kind, RecordType::TxnPart | RecordType::TxnEnd) {
+            self.drop_unended(rec.lsn);
+            return Ok(Some(rec));
+        }
+        let payload = &rec.record.payload;
+        let number = payload
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| DecodeError("a transaction piece shorter than its number".into()))?;
+        let chunk = &payload[4..];
+        match (kind, self.parts) {
+            (RecordType::TxnPart, _) if number == 0 => {
+                self.drop_unended(rec.lsn);
+                self.payload.clear();
+                self.payload.extend_from_slice(chunk);
+                self.parts = Some(1);
+                self.first_lsn = rec.lsn;
+                Ok(None)
+            }
+            (RecordType::TxnPart, Some(held)) if number == held => {
+                self.payload.extend_from_slice(chunk);
+                self.parts = Some(held + 1);
+                Ok(None)
+            }
+            (RecordType::TxnEnd, Some(held)) if number == held => {
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.extend_from_slice(chunk);
+                self.parts = None;
+                Ok(Some(LogRecord {
+                    lsn: rec.lsn,
+                    record: EncodedRecord {
+                        kind: RecordType::Txn,
+                        payload,
+                    },
+                }))
+            }
+            // A transaction that began before the read: skipped.
+            (_, None) => Ok(None),
+            (_, Some(held)) => Err(DecodeError(format!(
+                "transaction piece {number} at LSN {} follows {held} parts from LSN {}",
+                rec.lsn, self.first_lsn
+            ))),
+        }
+    }
+
+    /// Drops parts held without their end, before the record at `lsn`.
+    fn drop_unended(&mut self, lsn: Lsn) {
+        if let Some(held) = self.parts.take() {
+            tracing::warn!(
+                first_lsn = self.first_lsn,
+                parts = held,
+                before_lsn = lsn,
+                "parts of a transaction without their end (never committed) are skipped"
+            );
+            self.payload = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Transactions of any size: one over `max_record_bytes` is logged in pieces, and one whose
+//! versions would take more than a quarter of `overlay_max_bytes` goes through (applied to
+//! LMDB before it becomes visible, never held in the overlay). Both commit atomically,
+//! alongside ordinary commits, and survive a reopen and a crash.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use walmdb::{Config, Db, Durability, Error, WalConfig};
+
+const T: &str = "t";
+
+/// 256 KiB records in 1 MiB segments; a 4 MiB overlay: a commit of more than 1 MiB of
+/// versions goes through.
+fn config() -> Config {
+    Config::default()
+        .table(T)
+        .wal(WalConfig {
+            segment_bytes: 1 << 20,
+            max_record_bytes: 256 << 10,
+            queue_max_bytes: 1 << 20,
+            ..WalConfig::default()
+        })
+        .overlay_max_bytes(4 << 20)
+}
+
+fn key(i: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..16].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn value(i: u64, round: u8) -> Vec<u8> {
+    let mut v = vec![round; 150];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let txn = db.read().unwrap();
+    txn.range(T, ..)
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// One transaction of `n` puts (keys `from..from + n`) and deletes of every fifth key below
+/// `from`, applied to `model` too.
+fn big_commit(
+    db: &Db,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    from: u64,
+    n: u64,
+    round: u8,
+    durability: Durability,
+) -> walmdb::Result<u64> {
+    let mut txn = db.write()?;
+    for i in from..from + n {
+        txn.put(T, &key(i), &value(i, round))?;
+    }
+    for i in (0..from).step_by(5) {
+        txn.delete(T, &key(i))?;
+    }
+    let lsn = txn.commit_with(durability)?;
+    for i in from..from + n {
+        model.insert(key(i).to_vec(), value(i, round));
+    }
+    for i in (0..from).step_by(5) {
+        model.remove(&key(i)[..]);
+    }
+    Ok(lsn)
+}
+
+#[test]
+fn a_transaction_larger_than_a_record_and_the_overlay_commits_whole_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    let mut model = BTreeMap::new();
+    // 30,000 pairs: 5 MiB in the log (20 pieces), 11 MiB of versions.
+    big_commit(&db, &mut model, 0, 30_000, 1, Durability::group_commit()).unwrap();
+    // Visible at once, whole, and never in the overlay.
+    assert_eq!(db.read().unwrap().count(T).unwrap(), 30_000);
+    assert_eq!(contents(&db), model);
+    let st = db.stats();
+    assert!(st.applied_lsn >= st.visible_lsn, "{st:?}");
+    assert_eq!(db.metrics().overlay_bytes, 0);
+    // At `None` too (its group is synced all the same), overwriting and deleting.
+    big_commit(&db, &mut model, 20_000, 20_000, 2, Durability::None).unwrap();
+    assert_eq!(contents(&db), model);
+    db.update(|t| t.put(T, b"small", b"after")).unwrap();
+    model.insert(b"small".to_vec(), b"after".to_vec());
+    db.simulate_crash();
+
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    assert_eq!(contents(&db), model);
+    assert_eq!(db.read().unwrap().count(T).unwrap(), model.len() as u64);
+    db.close().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    assert_eq!(contents(&db), model);
+    let report = db.scrub().unwrap();
+    assert!(report.is_healthy(), "{report:?}");
+    db.close().unwrap();
+}
+
+/// Small commits from other threads go on while large ones go through; every commit lands,
+/// readers always see whole transactions (each large one sets a marker key with its pairs).
+#[test]
+fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let small_writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let db = db.clone();
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = format!("s{w}-{n:06}");
+                        db.update(|t| t.put("small", k.as_bytes(), b"v")).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let reader = {
+            let db = db.clone();
+            let stop = &stop;
+            s.spawn(move || {
+                let mut checks = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let txn = db.read().unwrap();
+                    // Round r wrote 8,000 keys of its own and marker r.
+                    let rounds = txn.get(T, b"marker").unwrap().map_or(0, |m| m[0]);
+                    let n = txn.count(T).unwrap();
+                    assert_eq!(n, u64::from(rounds) * 8_000 + u64::from(rounds > 0));
+                    checks += 1;
+                }
+                checks
+            })
+        };
+        for round in 1..=6u8 {
+            let mut txn = db.write().unwrap();
+            for i in 0..8_000u64 {
+                let k = key(u64::from(round) * 100_000 + i);
+                txn.put(T, &k, &value(i, round)).unwrap();
+            }
+            txn.put(T, b"marker", &[round]).unwrap();
+            txn.commit().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let smalls: u64 = small_writers.into_iter().map(|h| h.join().unwrap()).sum();
+        let checks = reader.join().unwrap();
+        assert!(smalls > 0 && checks > 0);
+        assert_eq!(db.read().unwrap().count("small").unwrap(), smalls);
+    });
+    assert_eq!(db.read().unwrap().count(T).unwrap(), 6 * 8_000 + 1);
+    db.close().unwrap();
+}
+
+/// A large commit is checked for conflicts as any commit is, and later commits from an older
+/// snapshot that touch its table conflict with it (its keys are not indexed one by one).
+#[test]
+fn a_large_commit_conflicts_with_older_snapshots_that_touch_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    db.update(|t| t.put(T, b"a", b"0")).unwrap();
+    let mut older = db.write().unwrap();
+    assert_eq!(older.get(T, b"a").unwrap(), Some(&b"0"[..]));
+    let mut model = BTreeMap::new();
+    big_commit(&db, &mut model, 0, 20_000, 1, Durability::group_commit()).unwrap();
+    older.put(T, b"b", b"1").unwrap();
+    assert!(matches!(older.commit(), Err(Error::Conflict { .. })));
+    // A large commit from an older snapshot conflicts with a commit to a key it read.
+    let mut large = db.write().unwrap();
+    assert!(large.get(T, b"a").unwrap().is_some());
+    db.update(|t| t.put(T, b"a", b"2")).unwrap();
+    for i in 0..20_000 {
+        large.put(T, &key(1_000_000 + i), &value(i, 9)).unwrap();
+    }
+    large.put(T, b"a", b"3").unwrap();
+    assert!(matches!(large.commit(), Err(Error::Conflict { .. })));
+    assert_eq!(db.read().unwrap().get(T, b"a").unwrap(), Some(&b"2"[..]));
+    // Commits to other tables, and from newer snapshots, go on.
+    db.update(|t| t.put("other", b"x", b"y")).unwrap();
+    db.update(|t| t.put(T, b"c", b"z")).unwrap();
+    db.close().unwrap();
+}
