@@ -12,7 +12,7 @@
 //!
 //! Figures are named `small-txn/16`, `small-txn/64`, `latency`, `big-txn/1`, `big-txn/4`,
 //! `get/empty`, `range/empty`, `range/empty-whole` (the consumer reads every value byte),
-//! `get/overlay`, `range/overlay`. Every walmdb figure has its
+//! `get/overlay`, `range/overlay`, `sorted-load`. Every walmdb figure has its
 //! baseline measured right next to it, for the same time: write figures run walmdb then
 //! heed, each on a fresh directory; `latency` and the read figures alternate the two sides
 //! in 6 short slices each (ABBA order) so drift of the machine falls on both.
@@ -31,10 +31,15 @@
 //!   `*/overlay`: an old read transaction stays open while 100k keys (half the keys, quick)
 //!   are overwritten by blind 1,000-key transactions, so their versions stay in the overlay.
 //!   Every value read is checked against heed's (or the overwritten value) before timing.
+//! - `sorted-load`: 1M (100k quick) ascending 24-byte keys with 150-byte values in blind
+//!   1,000-key transactions (GroupCommit, one thread), timed until applied and checkpointed,
+//!   against heed's 1,000-key write transactions with LMDB's append mode and with plain
+//!   puts; `* size` compares LMDB's file after each load.
 //!
-//! Workload: 16-byte random keys, 100-byte values (50 random bytes, 50 bytes of text, as in
-//! `benches/common`). Both walmdb and heed run with a 2 GiB map, so no figure includes a map
-//! resize. Everything runs in a temporary directory under `./target/bench-tmp`.
+//! Workload (but `sorted-load`): 16-byte random keys, 100-byte values (50 random bytes, 50
+//! bytes of text, as in `benches/common`). Both walmdb and heed run with a 2 GiB map, so no
+//! figure includes a map resize. Everything runs in a temporary directory under
+//! `./target/bench-tmp`.
 
 use std::hint::black_box;
 use std::ops::Bound;
@@ -1264,6 +1269,165 @@ fn read_figures(root: &Path, opts: &common::Options, rows: &mut Vec<Row>) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 6: a sorted load, every key above the table's last (the applier's append path).
+
+/// Keys of a sorted-load key, bytes of its value, keys of a transaction.
+const SORTED_KEY_LEN: usize = 24;
+const SORTED_VALUE_LEN: usize = 150;
+const SORTED_TXN_KEYS: usize = 1_000;
+
+/// The `i`-th key of the sorted load: a fixed series name, then `i` big-endian.
+fn sorted_key(i: usize) -> [u8; SORTED_KEY_LEN] {
+    let mut k = [0u8; SORTED_KEY_LEN];
+    k[..16].copy_from_slice(b"sensor/0042/ts:\x00");
+    k[16..].copy_from_slice(&(i as u64).to_be_bytes());
+    k
+}
+
+fn sorted_value(i: usize) -> [u8; SORTED_VALUE_LEN] {
+    let mut v = [0u8; SORTED_VALUE_LEN];
+    Rng(seed(i)).fill(&mut v);
+    v
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// walmdb: `n` sorted keys in blind 1,000-key transactions at the default durability
+/// (GroupCommit), one thread, until applied and checkpointed. Returns keys/s, the bytes of
+/// LMDB's file, and a description.
+fn walmdb_sorted_load(root: &Path, n: usize) -> (f64, u64, String) {
+    let dir = common::tempdir(root, "engine", "sorted-walmdb");
+    let db = open_db(dir.path());
+    let ticks = thread_ticks();
+    let started = Instant::now();
+    let mut lsn = 0;
+    for first in (0..n).step_by(SORTED_TXN_KEYS) {
+        let mut txn = db.write().expect("begin");
+        for i in first..(first + SORTED_TXN_KEYS).min(n) {
+            txn.put(TABLE, &sorted_key(i), &sorted_value(i))
+                .expect("put");
+        }
+        lsn = txn.commit().expect("commit");
+    }
+    let committed = started.elapsed();
+    db.wait_applied(lsn).expect("wait applied");
+    db.checkpoint().expect("checkpoint");
+    let took = started.elapsed();
+    let bytes = file_len(&dir.path().join("data").join("data.mdb"));
+    let stats = db.stats();
+    // The applier's time in LMDB write transactions (their commits included), and its CPU
+    // (unlike that time, not swayed by how long the disk takes to sync).
+    let applying = db.metrics().apply_latency.sum;
+    let applier_ticks =
+        |t: &std::collections::BTreeMap<String, u64>| t.get("walmdb-applier").copied().unwrap_or(0);
+    let applier_cpu = applier_ticks(&thread_ticks()).saturating_sub(applier_ticks(&ticks)) as f64
+        / CLOCK_TICKS_PER_SEC;
+    assert_eq!(
+        db.read().expect("read").count(TABLE).expect("count"),
+        n as u64
+    );
+    db.close().expect("close walmdb");
+    let desc = format!(
+        "walmdb: {n} keys committed in {} s, applied and checkpointed after {} s; {} apply \
+         batches taking {} s ({} ns a key), applier CPU {} s ({} ns a key); LMDB file {}",
+        num(committed.as_secs_f64()),
+        num(took.as_secs_f64()),
+        stats.apply_batches,
+        num(applying as f64 / 1e6),
+        num(applying as f64 * 1e3 / n as f64),
+        num(applier_cpu),
+        num(applier_cpu * 1e9 / n as f64),
+        mib(bytes as usize),
+    );
+    (n as f64 / took.as_secs_f64(), bytes, desc)
+}
+
+/// heed: the same keys in 1,000-key write transactions (a sync each), written with LMDB's
+/// append mode or with plain puts. Returns keys/s and the bytes of LMDB's file.
+fn heed_sorted_load(root: &Path, n: usize, append: bool) -> (f64, u64) {
+    let dir = common::tempdir(root, "engine", "sorted-heed");
+    let (env, db) = open_heed(dir.path());
+    let started = Instant::now();
+    for first in (0..n).step_by(SORTED_TXN_KEYS) {
+        let mut wtxn = env.write_txn().expect("heed begin");
+        for i in first..(first + SORTED_TXN_KEYS).min(n) {
+            let (k, v) = (sorted_key(i), sorted_value(i));
+            if append {
+                db.put_with_flags(&mut wtxn, heed::PutFlags::APPEND, &k, &v)
+            } else {
+                db.put(&mut wtxn, &k, &v)
+            }
+            .expect("heed put");
+        }
+        wtxn.commit().expect("heed commit");
+    }
+    let took = started.elapsed();
+    drop(env);
+    let bytes = file_len(&dir.path().join("data.mdb"));
+    (n as f64 / took.as_secs_f64(), bytes)
+}
+
+/// walmdb's sorted load against heed's, with and without LMDB's append mode: keys/s, and
+/// the size of LMDB's file after.
+fn sorted_load_figure(root: &Path, opts: &common::Options) -> Vec<Row> {
+    let n = if opts.quick { 100_000 } else { 1_000_000 };
+    let (walmdb, wbytes, desc) = walmdb_sorted_load(root, n);
+    let (append, abytes) = heed_sorted_load(root, n, true);
+    let (put, pbytes) = heed_sorted_load(root, n, false);
+    println!("- `sorted-load`: {desc}");
+    println!(
+        "- `sorted-load`: heed APPEND {} keys/s, file {}; heed put {} keys/s, file {}",
+        num(append),
+        mib(abytes as usize),
+        num(put),
+        mib(pbytes as usize)
+    );
+    let what = format!(
+        "{n} sorted {SORTED_KEY_LEN}-byte keys, {SORTED_VALUE_LEN}-byte values, \
+         {SORTED_TXN_KEYS}-key txns, applied and checkpointed"
+    );
+    let row = Row {
+        name: "sorted-load".into(),
+        what: what.clone(),
+        walmdb,
+        baseline: append,
+        baseline_name: "heed APPEND",
+        unit: "keys/s",
+        target: None,
+        other_cpu: None,
+    };
+    let mib_of = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    vec![
+        row.clone(),
+        Row {
+            name: "sorted-load/put".into(),
+            baseline: put,
+            baseline_name: "heed put",
+            ..row.clone()
+        },
+        Row {
+            name: "sorted-load size".into(),
+            what: "LMDB's file after the sorted load".into(),
+            walmdb: mib_of(wbytes),
+            baseline: mib_of(abytes),
+            unit: "MiB",
+            ..row.clone()
+        },
+        Row {
+            name: "sorted-load/put size".into(),
+            what: "LMDB's file after the sorted load".into(),
+            walmdb: mib_of(wbytes),
+            baseline: mib_of(pbytes),
+            baseline_name: "heed put",
+            unit: "MiB",
+            ..row
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
 
 fn main() {
     let opts = common::Options::from_env();
@@ -1311,6 +1475,10 @@ fn main() {
         report(&mut rows, new, other);
     }
     read_figures(&root, &opts, &mut rows);
+    if opts.wants("sorted-load") {
+        let (new, other) = measured(|| sorted_load_figure(&root, &opts));
+        report(&mut rows, new, other);
+    }
 
     println!("\n## Summary\n");
     print_rows(&rows);
