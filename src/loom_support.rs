@@ -1,13 +1,15 @@
 //! What the loom models (`loom-tests/`) drive of the engine: thin handles over the real code
-//! of publication, snapshots, overlay eviction and checkpoints, with LMDB left to the
-//! model's in-memory fake. Built only with `--cfg walmdb_loom`.
+//! of publication, snapshots, overlay eviction, the applier's batches, the wait for room and
+//! checkpoints, with LMDB left to the model's in-memory fake. Built only with
+//! `--cfg walmdb_loom`.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::catalog::Lookup;
 use crate::engine::sequencer::TxnWrites;
-use crate::engine::EngineState;
-use crate::error::Result;
+use crate::engine::{EngineState, Shutdown};
+use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::{Arc, DataArc, Ordering};
@@ -82,6 +84,70 @@ impl Engine {
     /// `lsn` committed).
     pub fn set_applied(&self, lsn: Lsn) {
         self.0.applied_lsn.store(lsn, Ordering::Release);
+    }
+
+    /// Bytes of the versions in the overlay (what its bound counts).
+    pub fn overlay_bytes(&self) -> usize {
+        self.0.overlay_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The applied LSN.
+    pub fn applied_lsn(&self) -> Lsn {
+        self.0.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// A commit's wait for room (the real `wait_for_room_until` over the real
+    /// `backlog_over`) while the overlay holds more than `limit` bytes, with no deadline:
+    /// returns once it has room (or the engine refuses).
+    pub fn wait_for_room(&self, limit: usize) -> Result<()> {
+        let sh = &self.0;
+        let forever = crate::limits::deadline(Instant::now(), Duration::MAX);
+        sh.wait_for_room_until(
+            || sh.backlog_over(limit, u64::MAX),
+            forever,
+            || Error::StorageFull { map_size: 0 },
+        )
+    }
+
+    /// The applier thread (`apply::applier_loop`) without LMDB and the log: takes each
+    /// batch through the real `take_batch` (its idle wait; its gathering, here for an hour,
+    /// so that only `apply_max_ops` queued operations, a hurry or a stop end it; batches of
+    /// at most `apply_max_ops`), raises the applied LSN for it (its LMDB transaction
+    /// committed) and evicts through the real `evict_applied`, which wakes commits waiting
+    /// for room. Mirrored, not shared: the loop itself, and its end on a stop once a batch
+    /// takes nothing (the real loop ends on `Drain` once the queue is empty: the same turn
+    /// when no batch leaves operations behind).
+    pub fn run_applier(&self, apply_max_ops: usize) {
+        const GATHER: Duration = Duration::from_secs(3600);
+        let sh = &self.0;
+        let mut backlog = VecDeque::new();
+        loop {
+            let mut batch = Vec::new();
+            let stop = sh.take_batch(
+                !backlog.is_empty(),
+                apply_max_ops,
+                GATHER,
+                |_| apply_max_ops,
+                &mut batch,
+            );
+            if stop == Some(Shutdown::Abandon) {
+                return;
+            }
+            let took = !batch.is_empty();
+            if let Some((last, _, _)) = batch.last() {
+                sh.applied_lsn.store(*last, Ordering::Release);
+            }
+            backlog.extend(batch.into_iter().map(|(lsn, writes, _)| (lsn, writes)));
+            crate::engine::apply::evict_applied(sh, &mut backlog);
+            if stop.is_some() && !took {
+                return;
+            }
+        }
+    }
+
+    /// Tells the applier to stop once it has applied what is queued.
+    pub fn stop_applier(&self) {
+        self.0.stop_applier(Shutdown::Drain);
     }
 
     /// A map resize's pause: holds new LMDB transactions off and waits for the open ones to

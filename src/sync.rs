@@ -403,12 +403,16 @@ pub enum Bug {
     /// Closing scans the snapshot slots for open transactions before it closes the
     /// registry: a transaction that begins in between is open after LMDB closes.
     CloseScannedBeforeClosing,
+    /// A commit waiting for room hurries the applier before it checks for room (outside the
+    /// room lock): a batch taken in between clears the request, and the commit then waits
+    /// out the gathering of the commits published after that batch.
+    HurriedBeforeRoomCheck,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
@@ -419,6 +423,7 @@ impl Bug {
         Bug::WakerStoredAfterCheck,
         Bug::FeedCheckedWithoutFence,
         Bug::CloseScannedBeforeClosing,
+        Bug::HurriedBeforeRoomCheck,
     ];
 }
 

@@ -1,7 +1,8 @@
 //! Models of the engine's handoffs: overlay publication and eviction against a reader
-//! taking a snapshot, and a checkpoint against the applier and segment retirement. The
-//! real engine code runs through `walmdb::loom_support::Engine`; LMDB is an in-memory fake
-//! with its own committed (and, for the checkpoint, durable) state.
+//! taking a snapshot, a commit waiting for room against the applier, and a checkpoint
+//! against the applier and segment retirement. The real engine code runs through
+//! `walmdb::loom_support::Engine`; LMDB is an in-memory fake with its own committed (and,
+//! for the checkpoint, durable) state.
 
 #![cfg(walmdb_loom)]
 
@@ -257,7 +258,51 @@ fn feed_against_publication() {
     );
 }
 
+/// A commit waiting for room in the overlay against the applier and the flusher. Commit 1
+/// is published and alone fills the overlay past its bound; the flusher publishes commit 2,
+/// as big, while the applier (the real `take_batch` and `evict_applied`) applies and evicts
+/// and a committer waits for room (the real `wait_for_room_until`, with no deadline). loom
+/// has no time: the applier's gathering ends only when a waiting commit hurries it, when
+/// both commits are queued (`apply_max_ops` 2) or when it is stopped, and the committer's
+/// 10 ms re-check is a wait for a notification, so only the handshake's own wake-ups end
+/// the waits (an execution where both sleep is a deadlock, which loom reports). The
+/// committer gets room; once stopped, the applier has applied and evicted both commits.
+fn committer_against_the_applier() {
+    let engine = Engine::new();
+    engine.publish(1, b"a", b"v1");
+    let limit = engine.overlay_bytes() - 1;
+    let applier = {
+        let engine = engine.clone();
+        thread::spawn(move || engine.run_applier(2))
+    };
+    let flusher = {
+        let engine = engine.clone();
+        thread::spawn(move || {
+            engine.publish(2, b"b", b"v2");
+        })
+    };
+    engine
+        .wait_for_room(limit)
+        .expect("the wait ends with room, not a refusal");
+    flusher.join().unwrap();
+    engine.stop_applier();
+    applier.join().unwrap();
+    assert_eq!(
+        engine.applied_lsn(),
+        2,
+        "the applier stopped with commits queued"
+    );
+    assert_eq!(
+        engine.overlay_bytes(),
+        0,
+        "applied versions stayed in the overlay"
+    );
+}
+
 models! {
+    committer_against_the_applier => a_commit_waiting_for_room_is_woken_once_the_applier_makes_it,
+        Bug::HurriedBeforeRoomCheck, a_hurry_before_the_room_check_is_caught,
+        committer_against_the_applier_with_the_bug;
     feed_against_publication => a_subscription_gets_every_commit_from_the_log_or_publication,
         Bug::FeedCheckedWithoutFence, a_feed_check_without_a_fence_is_caught,
         feed_against_publication_with_the_bug;

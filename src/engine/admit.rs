@@ -80,24 +80,10 @@ impl EngineState {
 /// Why the backlog has no room now (`ApplyBacklog`: the overlay or the replay estimate is
 /// over its bound), or `None`.
 fn backlog_over(engine: &Engine) -> Option<Error> {
-    let sh = &engine.state;
-    let limit = engine.cfg.overlay_max_bytes;
-    let bytes = sh.overlay_bytes.load(Ordering::Relaxed);
-    if bytes > limit {
-        Some(Error::ApplyBacklog {
-            what: "unapplied bytes",
-            held: bytes as u64,
-            limit: limit as u64,
-        })
-    } else if sh.replay_over.load(Ordering::Relaxed) {
-        Some(Error::ApplyBacklog {
-            what: "replay bytes",
-            held: sh.replay_estimate.load(Ordering::Relaxed),
-            limit: engine.cfg.max_replay_bytes,
-        })
-    } else {
-        None
-    }
+    let cfg = &engine.cfg;
+    engine
+        .state
+        .backlog_over(cfg.overlay_max_bytes, cfg.max_replay_bytes)
 }
 
 /// True if a commit of `cost` overlay bytes goes through now: not slowed down, not over a
@@ -120,41 +106,84 @@ fn wait_for_room(engine: &Engine, cost: usize, since: Option<Instant>) -> Result
     sh.stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let deadline = crate::limits::deadline(since.unwrap_or(started), engine.cfg.backlog_wait);
-    let stalled = || {
-        sh.stats
-            .backlog_stall_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    };
-    loop {
-        // Room comes from applying: the applier must not go on gathering for
-        // `apply_interval` (asked for outside the room lock).
-        sh.hurry_applier();
-        let g = sh.room.lock();
-        let Some(e) = over() else {
-            stalled();
-            return Ok(());
-        };
-        // A failed engine frees no room: its refusal, not a wait that ends in `ApplyBacklog`.
-        if let Some(failed) = sh.refusal() {
-            stalled();
-            return Err(failed);
+    let waited = sh.wait_for_room_until(over, deadline, || Error::StorageFull {
+        map_size: engine.store.map_size.load(Ordering::Relaxed),
+    });
+    sh.stats
+        .backlog_stall_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    waited
+}
+
+impl EngineState {
+    /// Why the backlog has no room now: the overlay is over `limit` bytes or the replay
+    /// estimate over `max_replay` (`ApplyBacklog`); `None` when it has room.
+    pub(crate) fn backlog_over(&self, limit: usize, max_replay: u64) -> Option<Error> {
+        let bytes = self.overlay_bytes.load(Ordering::Relaxed);
+        if bytes > limit {
+            Some(Error::ApplyBacklog {
+                what: "unapplied bytes",
+                held: bytes as u64,
+                limit: limit as u64,
+            })
+        } else if self.replay_over.load(Ordering::Relaxed) {
+            Some(Error::ApplyBacklog {
+                what: "replay bytes",
+                held: self.replay_estimate.load(Ordering::Relaxed),
+                limit: max_replay,
+            })
+        } else {
+            None
         }
-        if sh.storage_full.load(Ordering::Acquire) {
-            stalled();
-            return Err(Error::StorageFull {
-                map_size: engine.store.map_size.load(Ordering::Relaxed),
-            });
+    }
+
+    /// Waits until `over` finds room, the engine fails or closes (its refusal), LMDB is
+    /// full (`full()`) or `deadline` passes (`over`'s error). Each check is made under the
+    /// room lock, which whoever makes room (eviction, a checkpoint) or refuses takes to
+    /// notify, so no wake-up is lost (loom model
+    /// `a_commit_waiting_for_room_is_woken_once_the_applier_makes_it`); the wait re-checks
+    /// every 10 ms all the same.
+    pub(crate) fn wait_for_room_until(
+        &self,
+        over: impl Fn() -> Option<Error>,
+        deadline: Instant,
+        full: impl Fn() -> Error,
+    ) -> Result<()> {
+        let hurry_first = crate::sync::bug(crate::sync::Bug::HurriedBeforeRoomCheck);
+        loop {
+            if hurry_first {
+                self.hurry_applier();
+            }
+            let g = self.room.lock();
+            let Some(e) = over() else {
+                return Ok(());
+            };
+            // A failed engine frees no room: its refusal, not a wait that ends in `ApplyBacklog`.
+            if let Some(failed) = self.refusal() {
+                return Err(failed);
+            }
+            if self.storage_full.load(Ordering::Acquire) {
+                return Err(full());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            // Room comes from applying: the applier must not go on gathering for
+            // `apply_interval`. Asked for after the check, under the room lock: a batch the
+            // applier takes from now on clears the request, and that batch's eviction
+            // notifies under this lock, so after this wait begins: this wait then asks
+            // again. Asked for before the check, a batch taken in between cleared it, and
+            // commits published after that batch waited out a gathering.
+            if !hurry_first {
+                self.hurry_applier();
+            }
+            drop(
+                self.room_cv
+                    .wait_timeout(g, (deadline - now).min(Duration::from_millis(10))),
+            );
         }
-        let now = Instant::now();
-        if now >= deadline {
-            stalled();
-            sh.stats.backlog_refusals.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
-        drop(
-            sh.room_cv
-                .wait_timeout(g, (deadline - now).min(Duration::from_millis(10))),
-        );
     }
 }
 

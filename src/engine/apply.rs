@@ -89,6 +89,65 @@ impl EngineState {
         self.apply_cv.notify_all();
     }
 
+    /// The applier's wait for work: sleeps while nothing is queued (`evicting`: at most
+    /// 5 ms, to evict what it applied), gathers for `apply_interval` from the oldest item or
+    /// up to `apply_max_ops` unless hurried, then moves a batch of at most `cap(pending
+    /// operations)` operations into `batch`. Returns the stop asked for; on `Abandon` it
+    /// takes nothing.
+    pub(crate) fn take_batch(
+        &self,
+        evicting: bool,
+        apply_max_ops: usize,
+        apply_interval: Duration,
+        cap: impl FnOnce(usize) -> usize,
+        batch: &mut Vec<(Lsn, Arc<TxnWrites>, Instant)>,
+    ) -> Option<Shutdown> {
+        let mut q = self.apply.lock();
+        while q.items.is_empty() && q.stop.is_none() {
+            q.applier_waiting = true;
+            let wait = if evicting { 5 } else { 200 };
+            q = self.apply_cv.wait_timeout(q, Duration::from_millis(wait));
+            q.applier_waiting = false;
+            if evicting {
+                break;
+            }
+        }
+        // Gather for `apply_interval` from the oldest item, or up to `apply_max_ops`.
+        while q.stop.is_none() && !q.urgent && q.ops < apply_max_ops {
+            let Some(oldest) = q.oldest_at else { break };
+            let Some(left) = apply_interval.checked_sub(oldest.elapsed()) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            q.wake_at_ops = Some(apply_max_ops);
+            q = self.apply_cv.wait_timeout(q, left);
+            q.wake_at_ops = None;
+        }
+        if q.stop == Some(Shutdown::Abandon) {
+            return q.stop;
+        }
+        let cap = cap(q.ops);
+        let mut ops = 0;
+        q.applying_since = q.items.front().map(|item| item.2);
+        while let Some((_, w, _)) = q.items.front() {
+            if !batch.is_empty() && ops + w.ops.len() > cap {
+                break;
+            }
+            ops += w.ops.len();
+            batch.push(q.items.pop_front().expect("front exists"));
+        }
+        q.ops -= ops;
+        q.urgent = false;
+        q.oldest_at = if q.items.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        q.stop
+    }
+
     /// Tells the applier to stop (after applying what is durable, or at once).
     pub(crate) fn stop_applier(&self, how: Shutdown) {
         let mut q = self.apply.lock();
@@ -193,52 +252,16 @@ pub(crate) fn applier_loop(engine: &Engine) {
     loop {
         // Declared before the queue's lock is taken: unwinding drops the lock first.
         let mut batch = Taken(sh, Vec::new());
-        let stop = {
-            let mut q = sh.apply.lock();
-            while q.items.is_empty() && q.stop.is_none() {
-                q.applier_waiting = true;
-                let wait = if backlog.is_empty() { 200 } else { 5 };
-                q = sh.apply_cv.wait_timeout(q, Duration::from_millis(wait));
-                q.applier_waiting = false;
-                if !backlog.is_empty() {
-                    break;
-                }
-            }
-            // Gather for `apply_interval` from the oldest item, or up to `apply_max_ops`.
-            while q.stop.is_none() && !q.urgent && q.ops < engine.cfg.apply_max_ops {
-                let Some(oldest) = q.oldest_at else { break };
-                let Some(left) = engine.cfg.apply_interval.checked_sub(oldest.elapsed()) else {
-                    break;
-                };
-                if left.is_zero() {
-                    break;
-                }
-                q.wake_at_ops = Some(engine.cfg.apply_max_ops);
-                q = sh.apply_cv.wait_timeout(q, left);
-                q.wake_at_ops = None;
-            }
-            if q.stop == Some(Shutdown::Abandon) {
-                return;
-            }
-            let cap = batch_cap(engine, q.ops);
-            let mut ops = 0;
-            q.applying_since = q.items.front().map(|item| item.2);
-            while let Some((_, w, _)) = q.items.front() {
-                if !batch.1.is_empty() && ops + w.ops.len() > cap {
-                    break;
-                }
-                ops += w.ops.len();
-                batch.1.push(q.items.pop_front().expect("front exists"));
-            }
-            q.ops -= ops;
-            q.urgent = false;
-            q.oldest_at = if q.items.is_empty() {
-                None
-            } else {
-                Some(Instant::now())
-            };
-            q.stop
-        };
+        let stop = sh.take_batch(
+            !backlog.is_empty(),
+            engine.cfg.apply_max_ops,
+            engine.cfg.apply_interval,
+            |pending| batch_cap(engine, pending),
+            &mut batch.1,
+        );
+        if stop == Some(Shutdown::Abandon) {
+            return;
+        }
         fail::fail_point!("applier-batch-taken");
         if let Some((last, _, _)) = batch.1.last() {
             let last = *last;
