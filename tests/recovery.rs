@@ -919,8 +919,8 @@ fn v1_fixture_opens_and_reads_back_exactly() {
     let h2 = parse_seg_header(file(&image, &seg_name(2))).expect("segment 2 header");
     assert_eq!((h1.version, h2.version), (1, 1));
     assert_eq!(
-        FORMAT_VERSION, 3,
-        "this build writes version 3 and reads versions 1 and 2"
+        FORMAT_VERSION, 4,
+        "this build writes version 4 and reads versions 1 to 3"
     );
     assert_eq!((h1.segment_no, h2.segment_no), (1, 2));
     assert_eq!((h1.segment_bytes, h2.segment_bytes), (SEG, SEG));

@@ -12,6 +12,12 @@ pub trait Engine: Send + Sync {
     /// Returns once everything committed is in the engine's main store and on disk (walmdb:
     /// applied to LMDB and checkpointed), so reads and on-disk sizes measure the settled state.
     fn settle(&self) -> Result<()>;
+
+    /// Anything about the engine's state right now that a reader of a cell should know (walmdb:
+    /// how much committed data its overlay holds, not yet applied to LMDB). `None` by default.
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The operations of the workloads, on one thread.
@@ -29,6 +35,16 @@ pub trait Worker {
 
     /// Reads `key` and writes `value` under it in one transaction (YCSB F).
     fn read_modify_write(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// The number of entries in the table (exact; some engines count by walking them all).
+    fn len(&mut self) -> Result<u64>;
+
+    /// Removes the first entry in key order (the last when `last`) in one write transaction,
+    /// committed as durably as the engine's configuration says; false when the table is empty.
+    fn pop(&mut self, last: bool) -> Result<bool>;
+
+    /// Removes every key in one write transaction (a key that is absent is no error).
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()>;
 }
 
 /// Every engine configuration the harness runs.
@@ -59,10 +75,14 @@ pub enum EngineKind {
     SqliteFull,
     /// SQLite, WAL mode, `synchronous=NORMAL`.
     SqliteNormal,
+    /// fjall, each write transaction persisted with `PersistMode::SyncAll`.
+    FjallSync,
+    /// fjall, no persist per write transaction (the journal stays in its buffer).
+    FjallNone,
 }
 
 impl EngineKind {
-    pub const ALL: [EngineKind; 12] = [
+    pub const ALL: [EngineKind; 14] = [
         EngineKind::WalmdbGroup,
         EngineKind::WalmdbEveryWrite,
         EngineKind::WalmdbInterval,
@@ -75,6 +95,8 @@ impl EngineKind {
         EngineKind::RocksdbNoSync,
         EngineKind::SqliteFull,
         EngineKind::SqliteNormal,
+        EngineKind::FjallSync,
+        EngineKind::FjallNone,
     ];
 
     /// The name in tables and file names.
@@ -92,6 +114,8 @@ impl EngineKind {
             EngineKind::RocksdbNoSync => "rocksdb no-sync",
             EngineKind::SqliteFull => "sqlite full",
             EngineKind::SqliteNormal => "sqlite normal",
+            EngineKind::FjallSync => "fjall sync",
+            EngineKind::FjallNone => "fjall none",
         }
     }
 
@@ -105,6 +129,7 @@ impl EngineKind {
                 | EngineKind::RedbImmediate
                 | EngineKind::RocksdbSync
                 | EngineKind::SqliteFull
+                | EngineKind::FjallSync
         )
     }
 
@@ -112,17 +137,25 @@ impl EngineKind {
         self.name().starts_with("walmdb")
     }
 
+    /// fjall runs in the `kv` group by default; the other groups run it only when asked for
+    /// by `--engines`, so their default engine lists stay as they were.
+    pub fn is_fjall(self) -> bool {
+        matches!(self, EngineKind::FjallSync | EngineKind::FjallNone)
+    }
+
     /// Whether this build can run it (peers are cargo features).
     pub fn available(self) -> bool {
-        let (redb, rocksdb, sqlite) = (
+        let (redb, rocksdb, sqlite, fjall) = (
             cfg!(feature = "redb"),
             cfg!(feature = "rocksdb"),
             cfg!(feature = "sqlite"),
+            cfg!(feature = "fjall"),
         );
         match self {
             EngineKind::RedbImmediate | EngineKind::RedbNone => redb,
             EngineKind::RocksdbSync | EngineKind::RocksdbNoSync => rocksdb,
             EngineKind::SqliteFull | EngineKind::SqliteNormal => sqlite,
+            EngineKind::FjallSync | EngineKind::FjallNone => fjall,
             _ => true,
         }
     }
@@ -164,6 +197,10 @@ impl EngineKind {
             EngineKind::SqliteFull => engines::sqlite::open(dir, keys, true)?,
             #[cfg(feature = "sqlite")]
             EngineKind::SqliteNormal => engines::sqlite::open(dir, keys, false)?,
+            #[cfg(feature = "fjall")]
+            EngineKind::FjallSync => engines::fjall::open(dir, keys, true)?,
+            #[cfg(feature = "fjall")]
+            EngineKind::FjallNone => engines::fjall::open(dir, keys, false)?,
             #[allow(unreachable_patterns)]
             _ => unreachable!("checked by available()"),
         })

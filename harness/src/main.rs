@@ -7,6 +7,7 @@
 
 mod engine;
 mod engines;
+mod kv;
 mod meter;
 mod report;
 mod results;
@@ -60,7 +61,10 @@ struct RunArgs {
     /// Everything at full size (default when neither is given is `--full`).
     #[arg(long)]
     full: bool,
-    /// Only these engine configurations (default: every one this build has).
+    /// Only these engine configurations (default: every one this build has, except fjall,
+    /// which only the `kv` group runs unless named here; the `kv` group's own default is
+    /// walmdb-group, walmdb-none, heed-durable, heed-no-sync, redb-immediate, redb-none,
+    /// fjall-sync, fjall-none).
     #[arg(long, value_enum, value_delimiter = ',')]
     engines: Vec<EngineKind>,
     /// Only these workload groups.
@@ -79,6 +83,15 @@ struct RunArgs {
     /// Seconds each window of a sustained run covers (default: 10, quick 5).
     #[arg(long)]
     sustain_window_secs: Option<f64>,
+    /// Keys the `kv` group bulk-loads (default: 5,000,000, quick 200,000).
+    #[arg(long)]
+    kv_keys: Option<u64>,
+    /// Seconds each timed row of the `kv` group runs (default: 10, quick 3).
+    #[arg(long)]
+    kv_secs: Option<f64>,
+    /// Pops of the `kv` group's `kv-pop` row (default: min(100,000, kv-keys / 10)).
+    #[arg(long)]
+    kv_pops: Option<u64>,
     /// Where engines put their files (the disk being measured).
     #[arg(long, default_value = "harness/target/bench-data")]
     data: PathBuf,
@@ -102,6 +115,9 @@ enum Group {
     /// Sustained durable ingest, in windows: 100-key transactions on 4 threads, 1-key on 16
     /// (not in the default groups: 2 x 2 minutes per engine).
     Sustain,
+    /// The embedded-KV comparison: bulk load, scans, gets, sorted inserts, 1-key commits,
+    /// len, pop, remove, with fjall as a peer (not in the default groups).
+    Kv,
 }
 
 #[derive(Args, Clone)]
@@ -115,7 +131,7 @@ struct ChildArgs {
     /// Thread counts.
     #[arg(long, value_delimiter = ',')]
     threads: Vec<usize>,
-    /// Keys loaded (reads, YCSB) or log bytes written (recovery fill).
+    /// Keys loaded (reads, YCSB, kv) or log bytes written (recovery fill).
     #[arg(long)]
     size: u64,
     #[arg(long)]
@@ -130,6 +146,9 @@ struct ChildArgs {
     /// Sustain: seconds a window covers.
     #[arg(long, default_value_t = 10.0)]
     window: f64,
+    /// Kv: pops of the `kv-pop` row (default: min(100,000, size / 10)).
+    #[arg(long)]
+    pops: Option<u64>,
 }
 
 struct Plan {
@@ -142,6 +161,8 @@ struct Plan {
     recovery_bytes: u64,
     sustain_secs: f64,
     sustain_window_secs: f64,
+    kv_keys: u64,
+    kv_secs: f64,
 }
 
 /// Keys per second a sustained run sizes the LMDB maps for (walmdb may grow its map to 4x
@@ -163,6 +184,8 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(20.0).min(5.0)),
+                kv_keys: a.kv_keys.unwrap_or(200_000),
+                kv_secs: a.kv_secs.unwrap_or(3.0),
             }
         } else {
             Plan {
@@ -177,6 +200,8 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(120.0).min(10.0)),
+                kv_keys: a.kv_keys.unwrap_or(5_000_000),
+                kv_secs: a.kv_secs.unwrap_or(10.0),
             }
         }
     }
@@ -195,16 +220,44 @@ fn main() -> Result<()> {
     }
 }
 
+/// The `kv` group's engines when `--engines` does not name any.
+const KV_ENGINES: [EngineKind; 8] = [
+    EngineKind::WalmdbGroup,
+    EngineKind::WalmdbNone,
+    EngineKind::HeedDurable,
+    EngineKind::HeedNoSync,
+    EngineKind::RedbImmediate,
+    EngineKind::RedbNone,
+    EngineKind::FjallSync,
+    EngineKind::FjallNone,
+];
+
 /// Which engines each group runs: writes on every configuration (durable and not, for
 /// context); reads, YCSB and recovery on the durable ones (reads do not depend on it);
 /// recovery and sustained ingest on one walmdb configuration, the default (group commit).
-fn engines_for(group: Group, chosen: &[EngineKind], quick: bool) -> Vec<EngineKind> {
+/// The `kv` group runs `KV_ENGINES` (those this build has), or every engine `--engines`
+/// names (`explicit`); the other groups run fjall only when `--engines` names it.
+fn engines_for(
+    group: Group,
+    chosen: &[EngineKind],
+    explicit: bool,
+    quick: bool,
+) -> Vec<EngineKind> {
+    if group == Group::Kv {
+        return if explicit {
+            chosen.to_vec()
+        } else {
+            KV_ENGINES.into_iter().filter(|k| k.available()).collect()
+        };
+    }
     chosen
         .iter()
         .copied()
+        .filter(|k| explicit || !k.is_fjall())
         .filter(|k| match group {
             Group::Commit | Group::Bulk => !quick || k.durable() || *k == EngineKind::WalmdbNone,
             Group::Ycsb | Group::Reads | Group::Recovery | Group::Sustain => k.durable(),
+            Group::Kv => unreachable!("returned above"),
         })
         .filter(|k| {
             !matches!(group, Group::Recovery | Group::Sustain) || *k != EngineKind::WalmdbEveryWrite
@@ -249,11 +302,20 @@ fn run(args: RunArgs) -> Result<()> {
              the window no longer than the run"
         );
     }
+    if groups.contains(&Group::Kv)
+        && (plan.kv_keys < 10 || !(plan.kv_secs.is_finite() && plan.kv_secs > 0.0))
+    {
+        bail!(
+            "--kv-keys ({}) must be at least 10 and --kv-secs ({}) positive",
+            plan.kv_keys,
+            plan.kv_secs
+        );
+    }
     std::fs::create_dir_all(&args.data)?;
     std::fs::create_dir_all(&args.out)?;
     let mut jobs = Vec::new();
     for &g in &groups {
-        for k in engines_for(g, &chosen, args.quick) {
+        for k in engines_for(g, &chosen, !args.engines.is_empty(), args.quick) {
             jobs.push((g, k));
         }
     }
@@ -331,9 +393,11 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
             workloads::SUSTAIN.iter().map(|w| w.1).collect(),
             (plan.sustain_secs * SUSTAIN_SIZING_KEYS_PER_SEC).max(1e6) as u64,
         ),
+        Group::Kv => (vec![1], plan.kv_keys),
     };
     let secs = match group {
         Group::Sustain => plan.sustain_secs,
+        Group::Kv => plan.kv_secs,
         _ => plan.secs,
     };
     let child_cmd = |fill: bool, held_back: bool| -> Result<Command> {
@@ -362,12 +426,19 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         if held_back {
             cmd.arg("--held-back");
         }
+        if let (Group::Kv, Some(pops)) = (group, args.kv_pops) {
+            cmd.args(["--pops", &pops.to_string()]);
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         Ok(cmd)
     };
     if group == Group::Recovery {
         // At the default configuration; walmdb also with its applier held back.
-        let variants: &[bool] = if kind.is_walmdb() { &[false, true] } else { &[false] };
+        let variants: &[bool] = if kind.is_walmdb() {
+            &[false, true]
+        } else {
+            &[false]
+        };
         let mut cells = Vec::new();
         for &held_back in variants {
             let _ = std::fs::remove_dir_all(&dir);
@@ -593,6 +664,20 @@ fn child(a: ChildArgs) -> Result<()> {
                 let _ = std::fs::remove_dir_all(&sub);
             }
         }
+        Group::Kv => {
+            let engine = kind.open(dir, kv::size_hint(a.size))?;
+            let pops = a.pops.unwrap_or(kv::MAX_POPS.min(a.size / 10));
+            kv::run(engine.as_ref(), kind, a.size, a.secs, pops, dir, &mut |c| {
+                emit(c, dir)
+            })?;
+            let t0 = Instant::now();
+            drop(engine);
+            eprintln!(
+                "      kv on {}: closed in {} s",
+                kind.name(),
+                report::num(t0.elapsed().as_secs_f64())
+            );
+        }
     }
     Ok(())
 }
@@ -605,14 +690,19 @@ fn write_report(cells: &[Cell], out: &Path, what: &str) -> Result<()> {
     md += "\n## Targets\n\n";
     md += &report::targets_markdown(&report::targets(cells));
     md += "\n";
-    // The sustained runs have their own section (and their windows are not cells to compare).
+    // The sustained runs have their own section (and their windows are not cells to compare),
+    // and so has the kv group.
     let (sustained, others): (Vec<Cell>, Vec<Cell>) =
         cells.iter().cloned().partition(report::is_sustain);
-    if !others.is_empty() || sustained.is_empty() {
+    let (kv_cells, others): (Vec<Cell>, Vec<Cell>) = others.into_iter().partition(report::is_kv);
+    if !others.is_empty() || (sustained.is_empty() && kv_cells.is_empty()) {
         md += &report::markdown(&others, EngineKind::WalmdbGroup.name());
     }
     if !sustained.is_empty() {
         md += &report::sustain_markdown(&sustained, EngineKind::WalmdbGroup.name());
+    }
+    if !kv_cells.is_empty() {
+        md += &report::kv_markdown(&kv_cells);
     }
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("results.csv"), report::csv(cells))?;

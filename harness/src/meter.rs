@@ -52,7 +52,7 @@ pub fn set_data_dir(dir: &Path) {
 /// Not /proc/self/io: its `write_bytes` counts a whole page-cache folio each time one byte of
 /// it is dirtied, and with large folios a 200-byte log append after an fdatasync counted
 /// 1 MiB although the disk received a few KiB.
-fn device_written() -> Option<u64> {
+pub fn device_written() -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(DATA_DIR.get()?).ok()?.dev();
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
@@ -75,6 +75,27 @@ fn sync_data_fs() {
 fn write_bytes() -> u64 {
     sync_data_fs();
     device_written().unwrap_or(0)
+}
+
+/// [`device_written`] after a sync of the data directory's file system, so everything
+/// written so far is counted.
+pub fn synced_device_written() -> Option<u64> {
+    sync_data_fs();
+    device_written()
+}
+
+/// Bytes this process (every thread of it) has caused to be written to storage so far, by
+/// its own count: /proc/self/io `write_bytes`. `None` where the kernel does not keep it.
+///
+/// The `kv` group records it per row (as asked of that group). Mind what it counts: the bytes
+/// are charged when a page-cache page is dirtied (or a direct write issued), not when the
+/// device receives them, and with large folios a whole folio (up to 1 MiB) may be charged for
+/// one small append after an fsync; see `device_written` for the device's own figure.
+pub fn proc_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Resets the process's peak RSS (VmHWM) to its current RSS.

@@ -546,7 +546,7 @@ pub fn targets_markdown(targets: &[Target]) -> String {
 // ---------------------------------------------------------------------------------------------
 // CSV and JSON
 
-const CSV_HEADER: [&str; 21] = [
+const CSV_HEADER: [&str; 23] = [
     "workload",
     "engine",
     "durable",
@@ -568,6 +568,8 @@ const CSV_HEADER: [&str; 21] = [
     "note",
     "window_end_secs",
     "errors",
+    "disk_write_bytes",
+    "device_write_bytes",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -608,6 +610,8 @@ pub fn csv(cells: &[Cell]) -> String {
             csv_field(&c.note),
             o(c.window_end_secs),
             csv_field(&errors_field(&c.errors)),
+            o(c.disk_write_bytes),
+            o(c.device_write_bytes),
         ];
         out += &fields.join(",");
         out.push('\n');
@@ -648,6 +652,8 @@ fn engine_color(engine: &str, i: usize) -> RGBColor {
         "rocksdb no-sync" => RGBColor(170, 130, 210),
         "sqlite full" => RGBColor(120, 80, 40),
         "sqlite normal" => RGBColor(180, 140, 100),
+        "fjall sync" => RGBColor(0, 130, 130),
+        "fjall none" => RGBColor(90, 190, 190),
         _ => {
             let p = [
                 RGBColor(60, 60, 60),
@@ -1006,6 +1012,286 @@ pub fn plot_latency(cells: &[Cell], workload: &str, threads: usize, path: &Path)
     }
     root.present().map_err(plot_err)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kv group
+
+/// A cell of the `kv` group (a row or an engine's whole-workload total).
+pub fn is_kv(c: &Cell) -> bool {
+    c.workload.starts_with("kv-")
+}
+
+/// Whether a kv cell's row failed (its figure is not a measurement).
+fn kv_failed(c: &Cell) -> bool {
+    c.note.starts_with(crate::kv::FAILED)
+}
+
+/// The peer `ours` is compared with in a row: among `peers` (cells of non-walmdb engines of
+/// the same durability as `ours`), the one with the best figure.
+fn best_of<'a>(ours: &Cell, peers: &[&'a Cell]) -> Option<&'a Cell> {
+    peers
+        .iter()
+        .copied()
+        .filter(|p| p.durable == ours.durable && !kv_failed(p) && p.value > 0.0)
+        .max_by(|a, b| {
+            let (a, b) = if ours.higher_is_better {
+                (a.value, b.value)
+            } else {
+                (-a.value, -b.value)
+            };
+            a.total_cmp(&b)
+        })
+}
+
+/// The LMDB configuration of the same durability as `ours`.
+fn lmdb_like(ours: &Cell) -> &'static str {
+    if ours.durable {
+        EngineKind::HeedDurable.name()
+    } else {
+        EngineKind::HeedNoSync.name()
+    }
+}
+
+/// The kv group's section: one table, a row per workload and a column per engine (each
+/// figure with the MiB the process wrote during the row under it), then each walmdb
+/// configuration's ratio to the best peer of its durability and to LMDB of its durability,
+/// the whole workload's bytes written and the store's size at the end; then the notes.
+pub fn kv_markdown(cells: &[Cell]) -> String {
+    let mut md = String::from("## Embedded-KV workload (group kv)\n\n");
+    let mut engines: Vec<&str> = cells.iter().map(|c| c.engine.as_str()).collect();
+    engines.sort_by_key(|e| engine_rank(cells, e));
+    engines.dedup();
+    let walmdbs: Vec<&str> = engines.iter().copied().filter(|e| is_walmdb(e)).collect();
+    let keys = cells
+        .iter()
+        .find(|c| c.workload == "kv-bulk-load" && !kv_failed(c))
+        .map(|c| c.ops);
+    let secs = cells
+        .iter()
+        .find(|c| c.workload == "kv-get" && !kv_failed(c))
+        .map(|c| c.secs);
+    let _ = write!(
+        md,
+        "Each engine in its own process, the rows in this order on one store: {} random \
+         {}-byte keys with {}-byte values bulk-loaded in one write transaction (given in random \
+         order); a random 40% of them overwritten in {}-pair transactions, not settled; \
+         {}-key range reads from random loaded keys right after that (**overlay**) and again \
+         after a settle; point gets; N/5 sorted inserts above every key, {} a transaction; \
+         1-key commits; one `len()`, checked against the keys written; min({}, N/10) pops of \
+         the first and the last key alternately, a transaction each; a random 10% of the \
+         loaded keys removed, {} a transaction. The timed read and commit rows run on 1 \
+         thread for {} s. A row that ends with a settle (bulk load, sorted insert) includes \
+         it in its time. Under each figure, in italics, the MiB written during the row: \
+         **p** by the process's own count (/proc/self/io `write_bytes`, background threads \
+         included), **d** by the data directory's block device (no file-system sync around \
+         a row, so what an engine leaves in the page cache is counted in a later row when \
+         the kernel writes it back; other processes' writes count too). The process count \
+         charges bytes when page-cache pages are dirtied: with large folios one small append \
+         after an fsync can be charged a whole folio (up to 1 MiB), so **p** can be far above \
+         what reached the disk. The two whole-workload rows at the bottom are the process's \
+         count and the device's between a file-system sync before the first row and one \
+         after the final settle.\n\n",
+        keys.map(|k| grouped(k as f64))
+            .unwrap_or_else(|| "N".into()),
+        crate::kv::KEY_LEN,
+        crate::kv::VALUE_LEN,
+        grouped(crate::kv::TXN_KEYS as f64),
+        crate::kv::SCAN_LEN,
+        grouped(crate::kv::TXN_KEYS as f64),
+        grouped(crate::kv::MAX_POPS as f64),
+        grouped(crate::kv::TXN_KEYS as f64),
+        secs.map(|s| secs_label(s.round().max(1.0)))
+            .unwrap_or_else(|| "–".into()),
+    );
+
+    // Rows in the workload's order, then any other kv workload, then the totals.
+    let mut rows: Vec<String> = crate::kv::ROWS.iter().map(|r| r.0.to_string()).collect();
+    for c in cells {
+        if c.workload != crate::kv::TOTAL && !rows.contains(&c.workload) {
+            rows.push(c.workload.clone());
+        }
+    }
+    let find_kv = |w: &str, e: &str| cells.iter().find(|c| c.workload == w && c.engine == e);
+
+    md += "| row | unit |";
+    for e in &engines {
+        let _ = write!(md, " {e} |");
+    }
+    for w in &walmdbs {
+        let _ = write!(md, " {w} / best peer | {w} / LMDB |");
+    }
+    md += "\n|---|---|";
+    md += &"--:|".repeat(engines.len() + 2 * walmdbs.len());
+    md += "\n";
+
+    let ratio_cells = |md: &mut String, row: &[Option<&Cell>]| {
+        for w in &walmdbs {
+            let ours = engines
+                .iter()
+                .position(|e| e == w)
+                .and_then(|i| row[i])
+                .filter(|c| !kv_failed(c));
+            let Some(ours) = ours else {
+                md.push_str(" – | – |");
+                continue;
+            };
+            let peers: Vec<&Cell> = row
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| !is_walmdb(&c.engine))
+                .collect();
+            match best_of(ours, &peers) {
+                Some(best) => {
+                    let _ = write!(
+                        md,
+                        " **{}**<br>{} |",
+                        ratio(advantage(ours, best)),
+                        best.engine
+                    );
+                }
+                None => md.push_str(" – |"),
+            }
+            let lmdb = peers
+                .iter()
+                .find(|c| c.engine == lmdb_like(ours) && !kv_failed(c));
+            match lmdb {
+                Some(l) => {
+                    let _ = write!(md, " **{}** |", ratio(advantage(ours, l)));
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    };
+
+    for w in &rows {
+        let row: Vec<Option<&Cell>> = engines.iter().map(|e| find_kv(w, e)).collect();
+        let Some(any) = row.iter().flatten().next() else {
+            continue;
+        };
+        let _ = write!(md, "| {w} | {} |", any.unit);
+        for c in &row {
+            let Some(c) = c else {
+                md.push_str(" – |");
+                continue;
+            };
+            let figure = if kv_failed(c) {
+                "**FAILED**".to_string()
+            } else if c.note.starts_with(crate::kv::SPLIT) {
+                format!("{} **split**", num(c.value))
+            } else {
+                num(c.value)
+            };
+            let _ = write!(
+                md,
+                " {figure}<br>_p {} · d {}_ |",
+                mib(c.disk_write_bytes),
+                mib(c.device_write_bytes)
+            );
+        }
+        ratio_cells(&mut md, &row);
+    }
+
+    // The whole workload: bytes written, and the store's size at the end (lower is better).
+    let totals: Vec<Option<&Cell>> = engines
+        .iter()
+        .map(|e| find_kv(crate::kv::TOTAL, e))
+        .collect();
+    if totals.iter().any(Option::is_some) {
+        // Each a copy of the total cell with the figure in MiB (lower is better).
+        let figure_row = |md: &mut String, label: &str, bytes: fn(&Cell) -> Option<u64>| {
+            let row: Vec<Option<Cell>> = totals
+                .iter()
+                .map(|c| {
+                    c.and_then(|c| {
+                        let mut d = c.clone();
+                        d.value = bytes(c)? as f64 / (1u64 << 20) as f64;
+                        d.higher_is_better = false;
+                        Some(d)
+                    })
+                })
+                .collect();
+            let _ = write!(md, "| {label} | MiB |");
+            for c in &row {
+                let _ = write!(md, " {} |", c.as_ref().map_or("–".into(), |c| num(c.value)));
+            }
+            let refs: Vec<Option<&Cell>> = row.iter().map(Option::as_ref).collect();
+            ratio_cells(md, &refs);
+        };
+        figure_row(&mut md, "written, whole workload (p)", |c| {
+            c.disk_write_bytes
+        });
+        figure_row(&mut md, "written, whole workload (d)", |c| {
+            c.device_write_bytes
+        });
+        figure_row(&mut md, "on disk at the end", |c| c.disk_bytes);
+    }
+    md += "\n";
+    // Where the process's count is far above the device's over the whole workload (synced at
+    // both ends), it counted bytes that never reached the disk as such.
+    let inflated: Vec<String> = totals
+        .iter()
+        .flatten()
+        .filter_map(|c| {
+            let (p, d) = (c.disk_write_bytes? as f64, c.device_write_bytes? as f64);
+            (p > 2.0 * d && p > (64u64 << 20) as f64)
+                .then(|| format!("{} {}x", c.engine, num(p / d)))
+        })
+        .collect();
+    if !inflated.is_empty() {
+        let _ = writeln!(
+            md,
+            "Over the whole workload the process's count (p) is more than twice the device's \
+             (d) for {}: p charged those engines for page-cache folios re-dirtied after \
+             fsyncs (or for files deleted before they were written back), not bytes the disk \
+             received; their p figures overstate what they wrote.\n",
+            inflated.join(", ")
+        );
+    }
+    md += "_Ratios: above 1 means walmdb is better (its rate over the peer's, or the peer's \
+           time or bytes over walmdb's). Each walmdb configuration is compared with the peers \
+           of its own durability: walmdb group with the durable ones (lmdb durable, redb \
+           immediate, fjall sync, ...), walmdb none with the non-durable ones (lmdb no-sync, \
+           redb none, fjall none, ...); **best peer** is the one with the best figure in that \
+           row, named under the ratio, and **LMDB** is heed of the same durability. \
+           **split**: the engine refused the bulk load as one transaction, and the figure is \
+           of the same pairs loaded in the largest transactions it accepted (see the notes). \
+           Latency percentiles, CPU and every note are in results.csv and results.json._\n\n";
+
+    // The bulk load's refusals first, then every other note, by row.
+    let refusals: Vec<String> = cells
+        .iter()
+        .filter(|c| c.workload == "kv-bulk-load" && c.note.starts_with(crate::kv::SPLIT))
+        .map(|c| format!("- **{}**: {}", c.engine, c.note))
+        .collect();
+    if !refusals.is_empty() {
+        md += "Bulk load refused as one transaction:\n\n";
+        md += &refusals.join("\n");
+        md += "\n\n";
+    }
+    let mut notes = Vec::new();
+    for w in rows.iter().map(String::as_str).chain([crate::kv::TOTAL]) {
+        for e in &engines {
+            let Some(c) = find_kv(w, e) else { continue };
+            if c.note.is_empty() || c.note.starts_with(crate::kv::SPLIT) {
+                continue;
+            }
+            let failures = if c.errors.is_empty() || kv_failed(c) {
+                String::new()
+            } else {
+                format!(" (failed operations: {})", failures(c))
+            };
+            notes.push(format!("- {w}, {e}: {}{failures}", c.note));
+        }
+    }
+    if !notes.is_empty() {
+        md += "Notes:\n\n";
+        md += &notes.join("\n");
+        md += "\n\n";
+    }
+    md
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1432,6 +1718,8 @@ mod tests {
             note: String::new(),
             window_end_secs: None,
             errors: BTreeMap::new(),
+            disk_write_bytes: None,
+            device_write_bytes: None,
         }
     }
 
@@ -1538,8 +1826,9 @@ mod tests {
         assert_eq!(lines.len(), c.len() + 1);
         assert_eq!(lines[0], CSV_HEADER.join(","));
         assert!(
-            // The note, then the window's end and the failures (both empty here).
-            lines[1].ends_with(",\"a note, with \"\"quotes\"\"\",,"),
+            // The note, then the window's end, the failures and the kv group's bytes written
+            // (all empty here).
+            lines[1].ends_with(",\"a note, with \"\"quotes\"\"\",,,,"),
             "{}",
             lines[1]
         );
@@ -1735,8 +2024,8 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), c.len() + 1);
         // The whole-run row: no window end, the failures by kind; a window row: its end.
-        assert!(lines[1].ends_with(",,ApplyBacklog=1200"), "{}", lines[1]);
-        assert!(lines[2].ends_with(",10,"), "{}", lines[2]);
+        assert!(lines[1].ends_with(",,ApplyBacklog=1200,,"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",10,,,"), "{}", lines[2]);
         let back: Vec<Cell> = serde_json::from_str(&json(&c)).unwrap();
         assert_eq!(back[8].window_end_secs, Some(80.0));
         assert_eq!(back[0].errors["ApplyBacklog"], 1200);
@@ -1744,8 +2033,11 @@ mod tests {
         let mut old = serde_json::to_value(&c[0]).unwrap();
         old.as_object_mut().unwrap().remove("window_end_secs");
         old.as_object_mut().unwrap().remove("errors");
+        old.as_object_mut().unwrap().remove("disk_write_bytes");
+        old.as_object_mut().unwrap().remove("device_write_bytes");
         let old: Cell = serde_json::from_value(old).unwrap();
         assert!(old.errors.is_empty() && old.window_end_secs.is_none());
+        assert!(old.disk_write_bytes.is_none() && old.device_write_bytes.is_none());
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(over_time_file("sustain-100key"));
@@ -1770,6 +2062,79 @@ mod tests {
         let p = dir.path().join("none.svg");
         plot_over_time(&c, "sustain-absent", &p).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+    }
+
+    /// The kv group's table: a column per engine, walmdb's ratios to the best peer of its
+    /// durability and to LMDB, the split bulk load and a failed row marked.
+    #[test]
+    fn kv_section() {
+        let mut c = Vec::new();
+        let mut row = |w: &str, e: &str, v: f64, unit: &str| {
+            let mut x = cell(w, e, 1, v, unit);
+            x.disk_write_bytes = Some(2 << 20);
+            x.device_write_bytes = Some(1 << 20);
+            c.push(x);
+        };
+        row("kv-bulk-load", "walmdb group", 200.0, "keys/s");
+        row("kv-bulk-load", "lmdb durable", 400.0, "keys/s");
+        row("kv-bulk-load", "fjall sync", 100.0, "keys/s");
+        row("kv-bulk-load", "fjall none", 1000.0, "keys/s");
+        row("kv-len", "walmdb group", 2.0, "ms");
+        row("kv-len", "lmdb durable", 1.0, "ms");
+        row("kv-len", "fjall sync", 8.0, "ms");
+        row("kv-pop", "walmdb group", 10.0, "pops/s");
+        row("kv-pop", "lmdb durable", 5.0, "pops/s");
+        row("kv-total", "walmdb group", 0.0, "MiB written");
+        row("kv-total", "lmdb durable", 0.0, "MiB written");
+        c[0].note = format!(
+            "{} one transaction of 5 pairs was refused",
+            crate::kv::SPLIT
+        );
+        c[2].note = format!("{} something broke", crate::kv::FAILED);
+        c[9].disk_write_bytes = Some(1 << 30);
+        c[9].device_write_bytes = Some(100 << 20);
+        c[9].disk_bytes = Some(50 << 20);
+        c[10].disk_bytes = Some(25 << 20);
+        assert!(c.iter().all(is_kv));
+        let md = kv_markdown(&c);
+        assert!(md.starts_with("## Embedded-KV workload (group kv)"), "{md}");
+        assert!(
+            md.contains(
+                "| row | unit | walmdb group | lmdb durable | fjall sync | fjall none \
+                 | walmdb group / best peer | walmdb group / LMDB |"
+            ),
+            "{md}"
+        );
+        // The durable peers only: lmdb durable is best (fjall sync failed, fjall none is not
+        // durable).
+        assert!(
+            md.contains(
+                "| kv-bulk-load | keys/s | 200 **split**<br>_p 2.00 · d 1.00_ \
+                 | 400<br>_p 2.00 · d 1.00_ | **FAILED**<br>_p 2.00 · d 1.00_ \
+                 | 1,000<br>_p 2.00 · d 1.00_ | **0.500x**<br>lmdb durable | **0.500x** |"
+            ),
+            "{md}"
+        );
+        // A time: the best peer is the fastest, the ratio peer / walmdb.
+        assert!(
+            md.contains("| kv-len | ms |") && md.contains("**0.500x**<br>lmdb durable"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **2.00x**<br>lmdb durable | **2.00x** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| written, whole workload (p) | MiB | 1,024 | 2.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| on disk at the end | MiB | 50.0 | 25.0 |"),
+            "{md}"
+        );
+        assert!(md.contains("for walmdb group 10.2x"), "{md}");
+        assert!(md.contains("Bulk load refused as one transaction:"), "{md}");
+        assert!(md.contains("- kv-bulk-load, fjall sync: FAILED: something broke"));
     }
 
     #[test]

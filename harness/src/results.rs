@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Workload id: `commit-1key`, `bulk-1000`, `ycsb-a` .. `ycsb-f`, `get`, `scan`,
-    /// `recovery-crash`, `recovery-crash-held-back`, `recovery-clean`, `sustain-100key`, `sustain-1key`.
+    /// `recovery-crash`, `recovery-crash-held-back`, `recovery-clean`, `sustain-100key`,
+    /// `sustain-1key`, `kv-*` (group `kv`, see `kv::ROWS`).
     pub workload: String,
     /// Engine configuration, as `EngineKind::name()` ("walmdb group", "rocksdb sync", ...).
     pub engine: String,
@@ -52,6 +53,17 @@ pub struct Cell {
     /// whose writers record each failure and go on; empty elsewhere.
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// Bytes the child process wrote during the cell by its own count (/proc/self/io
+    /// `write_bytes`, background threads included): set by the `kv` group, `None` elsewhere
+    /// and in results.json files from before it.
+    #[serde(default)]
+    pub disk_write_bytes: Option<u64>,
+    /// Bytes the data directory's block device wrote during the cell (/sys/dev/block stat;
+    /// other processes' writes to the device count too): set by the `kv` group, per row
+    /// without a file-system sync around it (what an engine leaves in the page cache lands
+    /// in a later row), and for the whole workload between two syncs.
+    #[serde(default)]
+    pub device_write_bytes: Option<u64>,
 }
 
 impl Cell {

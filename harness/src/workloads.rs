@@ -93,6 +93,8 @@ pub fn cell(kind: EngineKind, workload: &str, threads: usize, usage: &Usage, ops
         note: String::new(),
         window_end_secs: None,
         errors: BTreeMap::new(),
+        disk_write_bytes: None,
+        device_write_bytes: None,
     }
 }
 
@@ -542,6 +544,18 @@ mod tests {
         }
 
         fn read_modify_write(&mut self, _: &[u8], _: &[u8]) -> Result<()> {
+            unimplemented!()
+        }
+
+        fn len(&mut self) -> Result<u64> {
+            unimplemented!()
+        }
+
+        fn pop(&mut self, _: bool) -> Result<bool> {
+            unimplemented!()
+        }
+
+        fn remove(&mut self, _: &[&[u8]]) -> Result<()> {
             unimplemented!()
         }
     }

@@ -190,6 +190,49 @@ fn conform(kind: EngineKind) -> Result<()> {
 
     engine.settle().context("second settle")?;
     model.check_all(engine).context("after second settle")?;
+
+    // len, pop (first and last) and remove agree with the model.
+    let mut w = engine.worker()?;
+    let want = model.0.len() as u64;
+    ensure!(w.len()? == want, "len {}, want {want}", w.len()?);
+    for last in [false, true] {
+        ensure!(w.pop(last)?, "pop (last: {last}) of a table with entries");
+        let end = if last {
+            model.0.keys().next_back()
+        } else {
+            model.0.keys().next()
+        };
+        let end = end.cloned().expect("entries");
+        model.0.remove(&end);
+        ensure!(w.get(&end)?.is_none(), "{end:?} still there after its pop");
+    }
+    // Two present keys and an absent one, in one transaction.
+    w.remove(&[&key(10), &key(11), b"absent"])?;
+    model.0.remove(&key(10));
+    model.0.remove(&key(11));
+    ensure!(w.get(&key(10))?.is_none(), "key 10 removed");
+    let want = model.0.len() as u64;
+    ensure!(
+        w.len()? == want,
+        "len after pops and removes {}, want {want}",
+        w.len()?
+    );
+    drop(w);
+    model.check_all(engine).context("after pops and removes")?;
+    engine.settle().context("third settle")?;
+    model.check_all(engine).context("after third settle")?;
+
+    // Popped empty, alternately from each end; then a pop finds nothing.
+    let mut w = engine.worker()?;
+    for i in 0..model.0.len() {
+        ensure!(w.pop(i % 2 == 1)?, "pop {i} of {}", model.0.len());
+    }
+    ensure!(!w.pop(false)? && !w.pop(true)?, "a pop of an empty table");
+    ensure!(w.len()? == 0, "len of an empty table");
+    ensure!(
+        w.scan(&[0x00], usize::MAX)? == 0,
+        "a scan of an empty table"
+    );
     Ok(())
 }
 
@@ -236,4 +279,6 @@ conformance_tests! {
     rocksdb_no_sync: RocksdbNoSync,
     sqlite_full: SqliteFull,
     sqlite_normal: SqliteNormal,
+    fjall_sync: FjallSync,
+    fjall_none: FjallNone,
 }

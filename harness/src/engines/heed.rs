@@ -73,4 +73,34 @@ impl Worker for HeedWorker<'_> {
         wtxn.commit()?;
         Ok(())
     }
+
+    fn len(&mut self) -> Result<u64> {
+        // LMDB keeps the count in the database's header: no walk.
+        let rtxn = self.heed.env.read_txn()?;
+        Ok(self.heed.db.len(&rtxn)?)
+    }
+
+    fn pop(&mut self, last: bool) -> Result<bool> {
+        let mut wtxn = self.heed.env.write_txn()?;
+        let entry = if last {
+            self.heed.db.last(&wtxn)?
+        } else {
+            self.heed.db.first(&wtxn)?
+        };
+        let Some(key) = entry.map(|(k, _)| k.to_vec()) else {
+            return Ok(false);
+        };
+        self.heed.db.delete(&mut wtxn, &key)?;
+        wtxn.commit()?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let mut wtxn = self.heed.env.write_txn()?;
+        for k in keys {
+            self.heed.db.delete(&mut wtxn, k)?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
 }

@@ -2,6 +2,8 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(feature = "fjall")]
+pub mod fjall;
 pub mod heed;
 #[cfg(feature = "redb")]
 pub mod redb;

@@ -4,7 +4,9 @@ use std::ops::Bound;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::engine::{Engine, Worker};
 
@@ -97,6 +99,43 @@ impl Worker for RedbWorker<'_> {
             let old = table.get(key)?.map(|v| v.value().len());
             std::hint::black_box(old);
             table.insert(key, value)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn len(&mut self) -> Result<u64> {
+        let txn = self.redb.db.begin_read()?;
+        let table = txn.open_table(TABLE)?;
+        Ok(table.len()?)
+    }
+
+    fn pop(&mut self, last: bool) -> Result<bool> {
+        let txn = self.redb.begin_write()?;
+        let popped = {
+            let mut table = txn.open_table(TABLE)?;
+            let entry = if last {
+                table.pop_last()?
+            } else {
+                table.pop_first()?
+            };
+            entry.is_some()
+        };
+        if !popped {
+            txn.abort()?;
+            return Ok(false);
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let txn = self.redb.begin_write()?;
+        {
+            let mut table = txn.open_table(TABLE)?;
+            for k in keys {
+                table.remove(*k)?;
+            }
         }
         txn.commit()?;
         Ok(())

@@ -91,4 +91,48 @@ impl Worker for RocksdbWorker<'_> {
         self.db.put_opt(key, value, &self.write_opts)?;
         Ok(())
     }
+
+    fn len(&mut self) -> Result<u64> {
+        // RocksDB keeps only an estimate (`rocksdb.estimate-num-keys`), so this walks every
+        // key with the raw iterator: O(entries), reading the whole LSM.
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        let mut n = 0u64;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    fn pop(&mut self, last: bool) -> Result<bool> {
+        // Not one transaction (a plain `DB` has none, see read_modify_write): the first (or
+        // last) key from an iterator, then its delete, with the configured write options.
+        let key = {
+            let mut it = self.db.raw_iterator();
+            if last {
+                it.seek_to_last();
+            } else {
+                it.seek_to_first();
+            }
+            let key = it.key().map(<[u8]>::to_vec);
+            it.status()?;
+            key
+        };
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        self.db.delete_opt(&key, &self.write_opts)?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for k in keys {
+            batch.delete(k);
+        }
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
 }

@@ -18,6 +18,10 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB)
 const PUT: &str = "INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)";
 const GET: &str = "SELECT v FROM kv WHERE k = ?1";
 const SCAN: &str = "SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k LIMIT ?2";
+const COUNT: &str = "SELECT COUNT(*) FROM kv";
+const POP_FIRST: &str = "DELETE FROM kv WHERE k = (SELECT k FROM kv ORDER BY k ASC LIMIT 1)";
+const POP_LAST: &str = "DELETE FROM kv WHERE k = (SELECT k FROM kv ORDER BY k DESC LIMIT 1)";
+const DELETE: &str = "DELETE FROM kv WHERE k = ?1";
 
 struct Sqlite {
     path: PathBuf,
@@ -133,6 +137,40 @@ impl Worker for SqliteWorker {
             std::hint::black_box(old);
             drop(rows);
             txn.prepare_cached(PUT)?.execute((key, value))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn len(&mut self) -> Result<u64> {
+        // SQLite keeps no count: COUNT(*) walks the table's b-tree.
+        let n: i64 = self
+            .conn
+            .prepare_cached(COUNT)?
+            .query_row([], |row| row.get(0))?;
+        Ok(u64::try_from(n)?)
+    }
+
+    fn pop(&mut self, last: bool) -> Result<bool> {
+        let txn = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = txn
+            .prepare_cached(if last { POP_LAST } else { POP_FIRST })?
+            .execute([])?;
+        txn.commit()?;
+        Ok(removed > 0)
+    }
+
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let txn = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut delete = txn.prepare_cached(DELETE)?;
+            for k in keys {
+                delete.execute([k])?;
+            }
         }
         txn.commit()?;
         Ok(())

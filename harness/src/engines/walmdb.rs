@@ -56,6 +56,19 @@ impl Engine for Walmdb {
         self.db.checkpoint()?;
         Ok(())
     }
+
+    fn note(&self) -> Option<String> {
+        let s = self.db.stats();
+        Some(format!(
+            "{:.1} MiB of committed versions in the overlay (unapplied_bytes); visible LSN {}, \
+             applied to LMDB {}, checkpointed {}; replay estimate {:.1} MiB",
+            s.unapplied_bytes as f64 / (1u64 << 20) as f64,
+            s.visible_lsn,
+            s.applied_lsn,
+            s.checkpoint_lsn,
+            s.replay_estimate_bytes as f64 / (1u64 << 20) as f64,
+        ))
+    }
 }
 
 struct WalmdbWorker<'a> {
@@ -90,6 +103,35 @@ impl Worker for WalmdbWorker<'_> {
             std::hint::black_box(old);
             txn.put(TABLE, key, value)
         })?;
+        Ok(())
+    }
+
+    fn len(&mut self) -> Result<u64> {
+        // LMDB's entry count, corrected for the keys the overlay holds versions of.
+        Ok(self.db.read()?.count(TABLE)?)
+    }
+
+    fn pop(&mut self, last: bool) -> Result<bool> {
+        let mut txn = self.db.write()?;
+        let entry = if last {
+            txn.last(TABLE)?
+        } else {
+            txn.first(TABLE)?
+        };
+        let Some(key) = entry.map(|(k, _)| k.to_vec()) else {
+            return Ok(false);
+        };
+        txn.delete(TABLE, &key)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let mut txn = self.db.write()?;
+        for k in keys {
+            txn.delete(TABLE, k)?;
+        }
+        txn.commit()?;
         Ok(())
     }
 }
