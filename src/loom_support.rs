@@ -47,15 +47,15 @@ impl Engine {
     /// The flusher's `publish` of commit `lsn`, which puts `value` at `key` (commits come
     /// in LSN order).
     pub fn publish(&self, lsn: Lsn, key: &[u8], value: &[u8]) -> Published {
-        let writes = DataArc::new(TxnWrites {
-            through: false,
-            ops: vec![WriteOp::Put {
+        let writes = DataArc::new(TxnWrites::new(
+            vec![WriteOp::Put {
                 table: DataArc::from(TABLE),
                 key: DataArc::from(key),
                 value: DataArc::from(value),
             }],
-            commit_micros: 0,
-        });
+            0,
+            false,
+        ));
         crate::engine::sequencer::publish(&self.0, lsn, writes.clone());
         Published(lsn, writes)
     }

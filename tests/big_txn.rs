@@ -3,6 +3,8 @@
 //! LMDB before it becomes visible, never held in the overlay). Both commit atomically,
 //! alongside ordinary commits, and survive a reopen and a crash.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -192,4 +194,78 @@ fn a_large_commit_conflicts_with_older_snapshots_that_touch_its_table() {
     db.update(|t| t.put("other", b"x", b"y")).unwrap();
     db.update(|t| t.put(T, b"c", b"z")).unwrap();
     db.close().unwrap();
+}
+
+/// A commit that goes through is handed to the applier when it is admitted, so LMDB takes it
+/// while the flusher writes its record; LMDB commits it only once it is logged. Here its
+/// write fails for space (the group fails, the log goes on) or its sync fails (the engine
+/// poisons itself): LMDB never takes it, readers never see it, and a reopen has it only if
+/// its record is whole in the log.
+#[test]
+fn a_large_commit_whose_record_never_reaches_the_log_never_reaches_lmdb() {
+    use walmdb::{FaultKind, OpKind, SimFs};
+    for (op, fault) in [
+        (OpKind::Write, FaultKind::Enospc),
+        (OpKind::SyncData, FaultKind::Eio),
+    ] {
+        let ctx = format!("{op:?} failing with {fault:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let fs = SimFs::new();
+        let cfg = || {
+            let base = config();
+            Config {
+                wal: WalConfig {
+                    // No background log I/O: the next write or sync is the commit's.
+                    prepare_segments: false,
+                    ..base.wal.clone()
+                },
+                ..base
+            }
+        };
+        let db = Db::open_with_fs(dir.path(), cfg(), common::fsref(&fs)).unwrap();
+        let mut model = BTreeMap::new();
+        big_commit(&db, &mut model, 0, 100, 1, Durability::group_commit()).unwrap();
+        fs.fail_next(op, fault);
+        let mut unchanged = model.clone();
+        let failed = big_commit(
+            &db,
+            &mut unchanged,
+            1000,
+            20_000,
+            2,
+            Durability::group_commit(),
+        );
+        assert!(failed.is_err(), "{ctx}: {failed:?}");
+        // What the table would hold had it committed.
+        let mut with_failed = model.clone();
+        for i in 1000..21_000 {
+            with_failed.insert(key(i).to_vec(), value(i, 2));
+        }
+        for i in (0..1000).step_by(5) {
+            with_failed.remove(&key(i)[..]);
+        }
+        // Whatever the applier does with it, it does before this returns.
+        let _ = db.checkpoint();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(contents(&db), model, "{ctx}: a failed commit is visible");
+        // A failed sync poisons the engine; a write failing for space fails only its group.
+        let poisoned = !matches!(failed, Err(Error::DiskFull(_)));
+        if !poisoned {
+            // The log goes on.
+            big_commit(&db, &mut model, 1000, 20_000, 3, Durability::group_commit()).unwrap();
+            assert_eq!(contents(&db), model, "{ctx}");
+        }
+        drop(db);
+        fs.clear_faults();
+        let db = Db::open_with_fs(dir.path(), cfg(), common::fsref(&fs)).unwrap();
+        // A failed sync leaves the record's outcome open: whole in the log, or not at all.
+        let after = contents(&db);
+        assert!(
+            after == model || (poisoned && after == with_failed),
+            "{ctx}: after a reopen ({} keys, expected {}); the commit failed with {failed:?}",
+            after.len(),
+            model.len()
+        );
+        db.close().unwrap();
+    }
 }

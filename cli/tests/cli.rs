@@ -1224,7 +1224,7 @@ fn verify_agrees_with_wal_open_on_the_fixtures() {
             1,
             "corruption in wal-00000002.log at offset 64",
         ),
-        ("newer-version", 1, "format version 4"),
+        ("newer-version", 1, "format version 5"),
         (
             "lsn-gap",
             1,

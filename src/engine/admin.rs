@@ -125,12 +125,9 @@ impl Engine {
         let ticket = Ticket {
             snapshot: 0,
             check: Check::Blind,
-            writes: Arc::new(TxnWrites {
-                through: false,
-                ops: Vec::new(),
-                commit_micros: unix_micros,
-            }),
+            writes: Arc::new(TxnWrites::new(Vec::new(), unix_micros, false)),
             pin: None,
+            early: None,
         };
         let lsn = engine
             .wal

@@ -255,12 +255,9 @@ impl Commit {
         let ticket = Ticket {
             snapshot: self.snapshot,
             check: self.check,
-            writes: Arc::new(TxnWrites {
-                ops: self.ops,
-                commit_micros,
-                through,
-            }),
+            writes: Arc::new(TxnWrites::new(self.ops, commit_micros, through)),
             pin: self.pin,
+            early: None,
         };
         Ok(engine.wal.commit_request(record, ticket, durability, done))
     }

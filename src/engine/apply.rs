@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::sequencer::TxnWrites;
+use super::sequencer::{TxnWrites, EARLY_LOGGED, EARLY_PENDING};
 use super::{Engine, EngineState, Shutdown};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -59,6 +59,31 @@ impl EngineState {
             q.applier_waiting = false;
             q.wake_at_ops = None;
             self.apply_cv.notify_one();
+        }
+    }
+
+    /// Marks a commit handed to the applier at admission as logged (its group is written
+    /// and synced as its level says) and wakes the applier, which may now commit it.
+    pub(crate) fn note_logged(&self, writes: &TxnWrites) {
+        let _q = self.apply.lock();
+        writes.early.store(EARLY_LOGGED, Ordering::Release);
+        self.apply_cv.notify_all();
+    }
+
+    /// For the applier, holding an early hand-off applied in an uncommitted LMDB
+    /// transaction: waits until its record is logged (true) or withdrawn, or the applier
+    /// must stop without applying (false: LMDB must not take it).
+    fn wait_logged(&self, writes: &TxnWrites) -> bool {
+        let mut q = self.apply.lock();
+        loop {
+            match writes.early.load(Ordering::Acquire) {
+                EARLY_LOGGED => return true,
+                EARLY_PENDING if q.stop != Some(Shutdown::Abandon) && self.failure().is_none() => {
+                    // A withdrawal (a dropped ticket) does not notify: re-checked every 5 ms.
+                    q = self.apply_cv.wait_timeout(q, Duration::from_millis(5));
+                }
+                _ => return false,
+            }
         }
     }
 
@@ -132,11 +157,16 @@ impl EngineState {
         let mut ops = 0;
         q.applying_since = q.items.front().map(|item| item.2);
         while let Some((_, w, _)) = q.items.front() {
-            if !batch.is_empty() && ops + w.ops.len() > cap {
+            // A commit handed over at admission is a batch of its own.
+            let early = w.handed_early();
+            if !batch.is_empty() && (early || ops + w.ops.len() > cap) {
                 break;
             }
             ops += w.ops.len();
             batch.push(q.items.pop_front().expect("front exists"));
+            if early {
+                break;
+            }
         }
         q.ops -= ops;
         q.urgent = false;
@@ -185,20 +215,21 @@ pub(crate) fn apply_growing(
     ops: &[(Lsn, &WriteOp)],
     last: Lsn,
     give_up: impl Fn() -> bool,
-) -> Result<()> {
+    logged: &dyn Fn() -> bool,
+) -> Result<bool> {
     use crate::store::ApplyError;
     let sh = &engine.state;
     let store = &engine.store;
     loop {
         let attempt = store
             .create_missing_tables(ops, &sh.catalog)
-            .and_then(|()| store.apply(ops, last, &sh.catalog));
+            .and_then(|()| store.apply(ops, last, &sh.catalog, logged));
         let full = match attempt {
-            Ok(()) => {
+            Ok(committed) => {
                 if sh.storage_full.swap(false, Ordering::AcqRel) {
                     tracing::info!("LMDB has space again; applying resumed");
                 }
-                return Ok(());
+                return Ok(committed);
             }
             Err(ApplyError::MapFull) => match store.next_map_size() {
                 Some(size) => {
@@ -263,10 +294,16 @@ pub(crate) fn applier_loop(engine: &Engine) {
             return;
         }
         fail::fail_point!("applier-batch-taken");
+        // A commit handed over at admission comes alone; it is committed to LMDB once
+        // logged (`wait_logged`), so it waits for no sync here.
+        let early = match batch.1.as_slice() {
+            [(_, writes, _)] if writes.handed_early() => Some(writes.clone()),
+            _ => None,
+        };
         if let Some((last, _, _)) = batch.1.last() {
             let last = *last;
             let mut space_error_seen = false;
-            while engine.wal.durable_lsn() < last {
+            while early.is_none() && engine.wal.durable_lsn() < last {
                 match engine.wal.sync_through(last) {
                     Ok(_) => {}
                     // A full queue only delays the sync.
@@ -317,18 +354,29 @@ pub(crate) fn applier_loop(engine: &Engine) {
             );
             let _entered = span.enter();
             let started = Instant::now();
-            if let Err(e) = apply_growing(engine, &ops, last, give_up) {
-                // Giving up on a full store to stop is no failure; any other error is, and
-                // nothing here retries it: the engine refuses commits until reopened.
-                let full = match &e {
-                    Error::StorageFull { .. } => true,
-                    Error::Io(io) => is_disk_full(io),
-                    _ => false,
-                };
-                if !full {
-                    sh.fail(format!("applying to LMDB failed: {e}"));
+            let logged = || early.as_ref().is_none_or(|writes| sh.wait_logged(writes));
+            match apply_growing(engine, &ops, last, give_up, &logged) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Withdrawn (its record never reached the log), or the applier stops
+                    // without applying: LMDB did not take it, and nothing waits for it.
+                    drop(ops);
+                    batch.1.clear();
+                    continue;
                 }
-                return;
+                Err(e) => {
+                    // Giving up on a full store to stop is no failure; any other error is,
+                    // and nothing here retries it: the engine refuses commits until reopened.
+                    let full = match &e {
+                        Error::StorageFull { .. } => true,
+                        Error::Io(io) => is_disk_full(io),
+                        _ => false,
+                    };
+                    if !full {
+                        sh.fail(format!("applying to LMDB failed: {e}"));
+                    }
+                    return;
+                }
             }
             fail::fail_point!("applied-in-lmdb-before-published");
             // Before `applied_lsn`: whoever waits for it sees the catch-up's end too.

@@ -358,11 +358,7 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
         Ok(Replayed {
             lsn: rec.lsn,
             size: rec.record.payload().len(),
-            writes: Arc::new(TxnWrites {
-                ops,
-                commit_micros,
-                through: false,
-            }),
+            writes: Arc::new(TxnWrites::new(ops, commit_micros, false)),
             cost,
         })
     })
@@ -539,7 +535,7 @@ fn apply_at_open(engine: &Engine, batch: &[Replayed]) -> Result<()> {
         .flat_map(|r| r.writes.ops.iter().map(move |op| (r.lsn, op)))
         .collect();
     key_order(&mut ops);
-    apply_growing(engine, &ops, last, || true)?;
+    apply_growing(engine, &ops, last, || true, &|| true)?;
     fail::fail_point!("replay-batch-applied");
     for rec in batch {
         for op in &rec.writes.ops {

@@ -19,7 +19,7 @@ use crate::overlay::Version;
 use crate::snapshots::Registration;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::wal::Sequencer;
 
 /// What a transaction read, for `Isolation::Serializable`.
@@ -49,6 +49,52 @@ pub(crate) struct TxnWrites {
     /// Applied to LMDB before it becomes visible, never held in the overlay: a transaction
     /// too large for it (see [`THROUGH_SHARE`](super::admit::THROUGH_SHARE)).
     pub through: bool,
+    /// Whether it was handed to the applier at admission, and what became of its record
+    /// since: [`NOT_EARLY`], [`EARLY_PENDING`], [`EARLY_LOGGED`] or [`EARLY_WITHDRAWN`].
+    pub early: AtomicUsize,
+}
+
+/// [`TxnWrites::early`]: handed to the applier once published, as every commit.
+pub(crate) const NOT_EARLY: usize = 0;
+/// Handed to the applier at admission (a commit that goes through, first of its group), so
+/// LMDB takes it while the flusher writes and syncs its record; not known to be logged yet.
+pub(crate) const EARLY_PENDING: usize = 1;
+/// Its record is in the log as durably as its level says: the applier may commit it.
+pub(crate) const EARLY_LOGGED: usize = 2;
+/// Its record never reached the log: the applier must not commit it to LMDB.
+pub(crate) const EARLY_WITHDRAWN: usize = 3;
+
+impl TxnWrites {
+    pub fn new(ops: Vec<WriteOp>, commit_micros: u64, through: bool) -> TxnWrites {
+        TxnWrites {
+            ops,
+            commit_micros,
+            through,
+            early: AtomicUsize::new(NOT_EARLY),
+        }
+    }
+
+    /// Handed to the applier at admission (whatever became of it since).
+    pub fn handed_early(&self) -> bool {
+        self.early.load(Ordering::Acquire) != NOT_EARLY
+    }
+}
+
+/// Withdraws an early hand-off whose ticket is dropped unpublished (a conflict cannot come
+/// after admission; a failed write, a flusher that panicked, a close can).
+#[derive(Debug)]
+pub(crate) struct EarlyHandOff(Arc<TxnWrites>);
+
+impl Drop for EarlyHandOff {
+    fn drop(&mut self) {
+        // A no-op once published (logged).
+        let _ = self.0.early.compare_exchange(
+            EARLY_PENDING,
+            EARLY_WITHDRAWN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
 }
 
 /// What a committer hands the flusher.
@@ -61,6 +107,8 @@ pub(crate) struct Ticket {
     /// it travels with the request, so a committer that stops waiting (a dropped commit
     /// future) cannot let the index entries its check needs be pruned.
     pub pin: Option<ConflictPin>,
+    /// Set when admission handed the writes to the applier early.
+    pub early: Option<EarlyHandOff>,
 }
 
 /// A committing snapshot's registration, pinning only the conflict horizon; released when
@@ -119,6 +167,9 @@ pub(crate) struct EngineSequencer {
     undo: VecDeque<Undo>,
     /// Table names admitted commits not yet published registered in the catalog.
     new_tables: VecDeque<(Lsn, Arc<str>)>,
+    /// Admitted commits not yet published or abandoned: a commit handed to the applier at
+    /// admission must have none before it, or the applier would see LSNs out of order.
+    unpublished: usize,
 }
 
 const MIN_PRUNE_AT: usize = 4096;
@@ -134,6 +185,7 @@ impl EngineSequencer {
             prune_at: MIN_PRUNE_AT,
             undo: VecDeque::new(),
             new_tables: VecDeque::new(),
+            unpublished: 0,
         }
     }
 
@@ -329,24 +381,41 @@ impl Sequencer for EngineSequencer {
         if self.entries >= self.prune_at {
             self.prune();
         }
+        if ticket.writes.through && self.unpublished == 0 {
+            // Every earlier commit is published, so on the apply queue: LMDB may take this
+            // one while its record is written (committed only once it is logged).
+            let writes = &ticket.writes;
+            writes.early.store(EARLY_PENDING, Ordering::Release);
+            ticket.early = Some(EarlyHandOff(writes.clone()));
+            self.state.enqueue_for_apply(lsn, writes.clone());
+        }
+        self.unpublished += 1;
         Ok(())
     }
 
-    fn publish(&mut self, lsn: Lsn, ticket: Ticket) {
+    fn publish(&mut self, lsn: Lsn, mut ticket: Ticket) {
         while self.undo.front().is_some_and(|u| u.lsn <= lsn) {
             self.undo.pop_front();
         }
         while self.new_tables.front().is_some_and(|(at, _)| *at <= lsn) {
             self.new_tables.pop_front();
         }
+        self.unpublished -= 1;
+        if let Some(early) = ticket.early.take() {
+            self.state.note_logged(&early.0);
+        }
         publish(&self.state, lsn, ticket.writes);
     }
 
     fn abandon(&mut self, lsn: Lsn, _ticket: Ticket) {
+        // Dropping the ticket withdraws an early hand-off.
+        self.unpublished -= 1;
         self.undo_from(lsn);
     }
 
     fn abandon_from(&mut self, lsn: Lsn) {
+        // Every unpublished commit is abandoned (their tickets, dropped, withdrew theirs).
+        self.unpublished = 0;
         self.undo_from(lsn);
     }
 }
@@ -427,11 +496,11 @@ fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
 fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
     let stuck = || sh.applier_gone() || sh.storage_full.load(Ordering::Acquire);
     let held_instead = || {
-        Arc::new(TxnWrites {
-            ops: writes.ops.clone(),
-            commit_micros: writes.commit_micros,
-            through: false,
-        })
+        Arc::new(TxnWrites::new(
+            writes.ops.clone(),
+            writes.commit_micros,
+            false,
+        ))
     };
     if stuck() {
         return publish_to_overlay(sh, lsn, held_instead());
@@ -453,7 +522,9 @@ fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
             }
         }
     }
-    sh.enqueue_for_apply(lsn, writes.clone());
+    if !writes.handed_early() {
+        sh.enqueue_for_apply(lsn, writes.clone());
+    }
     loop {
         let g = sh.room.lock();
         if sh.applied_lsn.load(Ordering::Acquire) >= lsn {

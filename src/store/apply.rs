@@ -29,10 +29,16 @@ impl Store {
         catalog: &Catalog,
     ) -> Result<(), ApplyError> {
         let mut missing: Vec<(crate::sync::DataArc<crate::catalog::Table>, Lsn)> = Vec::new();
+        let mut previous: Option<&str> = None;
         for &(lsn, op) in ops {
             if matches!(op, WriteOp::Delete { .. } | WriteOp::DropTable { .. }) {
                 continue;
             }
+            // A run of writes to one table (a transaction's, in key order) is looked up once.
+            if previous == Some(&**op.table()) {
+                continue;
+            }
+            previous = Some(op.table());
             let table = catalog.get_or_add(op.table());
             if table.state.read().lmdb().is_none()
                 && !missing.iter().any(|(t, _)| t.name == table.name)
@@ -68,14 +74,16 @@ impl Store {
     }
 
     /// Applies `ops` (in order) and sets the applied LSN to `last_lsn`, in one LMDB
-    /// transaction. Every table written must have its handle already. A put above every
+    /// transaction, committed only if `logged()` says so just before (false: nothing is
+    /// committed). Every table written must have its handle already. A put above every
     /// key of its table is appended ([`append`]); key-sorted batches are where that pays.
     pub fn apply(
         &self,
         ops: &[(Lsn, &WriteOp)],
         last_lsn: Lsn,
         catalog: &Catalog,
-    ) -> Result<(), ApplyError> {
+        logged: &dyn Fn() -> bool,
+    ) -> Result<bool, ApplyError> {
         let mut wtxn = self.write_txn()?;
         let mut buf = Vec::new();
         // (table, its handle, its seed, its place in `listed`)
@@ -181,11 +189,15 @@ impl Store {
         self.meta
             .put(&mut wtxn, KEY_APPLIED, &buf)
             .map_err(apply_err("write applied LSN"))?;
+        if !logged() {
+            // Aborted: LMDB is never ahead of the log.
+            return Ok(false);
+        }
         let txn_id = wtxn.id() as u64;
         wtxn.commit().map_err(apply_err("commit"))?;
         self.note_commit();
         self.remember_applied(txn_id, last_lsn);
-        Ok(())
+        Ok(true)
     }
 }
 
