@@ -12,7 +12,7 @@
 //!
 //! Figures are named `small-txn/16`, `small-txn/64`, `latency`, `big-txn/1`, `big-txn/4`,
 //! `get/empty`, `range/empty`, `range/empty-whole` (the consumer reads every value byte),
-//! `get/overlay`, `range/overlay`, `sorted-load`. Every walmdb figure has its
+//! `get/overlay`, `range/overlay`, `sorted-load`, `one-txn-load`. Every walmdb figure has its
 //! baseline measured right next to it, for the same time: write figures run walmdb then
 //! heed, each on a fresh directory; `latency` and the read figures alternate the two sides
 //! in 6 short slices each (ABBA order) so drift of the machine falls on both.
@@ -35,8 +35,11 @@
 //!   1,000-key transactions (GroupCommit, one thread), timed until applied and checkpointed,
 //!   against heed's 1,000-key write transactions with LMDB's append mode and with plain
 //!   puts; `* size` compares LMDB's file after each load.
+//! - `one-txn-load`: 1M (100k quick) random 24-byte keys with 150-byte values in ONE write
+//!   transaction, from the first put until the commit returns (walmdb's goes through to
+//!   LMDB before it returns), against heed's one write transaction; each side twice (ABBA).
 //!
-//! Workload (but `sorted-load`): 16-byte random keys, 100-byte values (50 random bytes, 50
+//! Workload (but `sorted-load` and `one-txn-load`): 16-byte random keys, 100-byte values (50 random bytes, 50
 //! bytes of text, as in `benches/common`). Both walmdb and heed run with a 2 GiB map, so no
 //! figure includes a map resize. Everything runs in a temporary directory under
 //! `./target/bench-tmp`.
@@ -1369,6 +1372,83 @@ fn heed_sorted_load(root: &Path, n: usize, append: bool) -> (f64, u64) {
     (n as f64 / took.as_secs_f64(), bytes)
 }
 
+// ---------------------------------------------------------------------------------------
+// 7: one write transaction of a million pairs (a bulk load), in random key order.
+
+/// The `i`-th key of the one-transaction load: 24 bytes spread over the key space.
+fn bulk_key(i: usize) -> [u8; SORTED_KEY_LEN] {
+    let mut k = [0u8; SORTED_KEY_LEN];
+    Rng(seed(i) ^ 0x9E37_79B9_7F4A_7C15).fill(&mut k);
+    k
+}
+
+/// walmdb: `n` random pairs in one write transaction at the default durability; it goes
+/// through the overlay to LMDB, so `commit` returns once LMDB holds it. Keys/s from the
+/// first put to the commit's return.
+fn walmdb_one_txn_load(root: &Path, n: usize) -> f64 {
+    let dir = common::tempdir(root, "engine", "one-txn-walmdb");
+    let db = open_db(dir.path());
+    let started = Instant::now();
+    let mut txn = db.write().expect("begin");
+    for i in 0..n {
+        txn.put(TABLE, &bulk_key(i), &sorted_value(i)).expect("put");
+    }
+    txn.commit().expect("commit");
+    let took = started.elapsed();
+    assert_eq!(
+        db.read().expect("read").count(TABLE).expect("count"),
+        n as u64
+    );
+    db.close().expect("close walmdb");
+    n as f64 / took.as_secs_f64()
+}
+
+/// heed: the same pairs in one write transaction (a sync at its commit).
+fn heed_one_txn_load(root: &Path, n: usize) -> f64 {
+    let dir = common::tempdir(root, "engine", "one-txn-heed");
+    let (env, db) = open_heed(dir.path());
+    let started = Instant::now();
+    let mut wtxn = env.write_txn().expect("heed begin");
+    for i in 0..n {
+        db.put(&mut wtxn, &bulk_key(i), &sorted_value(i))
+            .expect("heed put");
+    }
+    wtxn.commit().expect("heed commit");
+    let took = started.elapsed();
+    drop(env);
+    n as f64 / took.as_secs_f64()
+}
+
+/// walmdb's one-transaction load against heed's: keys/s, each side twice (ABBA).
+fn one_txn_load_figure(root: &Path, opts: &common::Options) -> Vec<Row> {
+    let n = if opts.quick { 100_000 } else { 1_000_000 };
+    let w1 = walmdb_one_txn_load(root, n);
+    let h1 = heed_one_txn_load(root, n);
+    let h2 = heed_one_txn_load(root, n);
+    let w2 = walmdb_one_txn_load(root, n);
+    println!(
+        "- `one-txn-load`: walmdb {} and {} keys/s, heed {} and {} keys/s (ABBA)",
+        num(w1),
+        num(w2),
+        num(h1),
+        num(h2)
+    );
+    vec![Row {
+        name: "one-txn-load".into(),
+        what: format!(
+            "{n} random {SORTED_KEY_LEN}-byte keys, {SORTED_VALUE_LEN}-byte values in one \
+             transaction, until its commit returns (mean of two)"
+        ),
+        walmdb: (w1 + w2) / 2.0,
+        baseline: (h1 + h2) / 2.0,
+        baseline_name: "heed",
+        unit: "keys/s",
+        // Issue 21's target for this load.
+        target: Some((0.9, true)),
+        other_cpu: None,
+    }]
+}
+
 /// walmdb's sorted load against heed's, with and without LMDB's append mode: keys/s, and
 /// the size of LMDB's file after.
 fn sorted_load_figure(root: &Path, opts: &common::Options) -> Vec<Row> {
@@ -1477,6 +1557,10 @@ fn main() {
     read_figures(&root, &opts, &mut rows);
     if opts.wants("sorted-load") {
         let (new, other) = measured(|| sorted_load_figure(&root, &opts));
+        report(&mut rows, new, other);
+    }
+    if opts.wants("one-txn-load") {
+        let (new, other) = measured(|| one_txn_load_figure(&root, &opts));
         report(&mut rows, new, other);
     }
 
