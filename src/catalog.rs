@@ -379,6 +379,26 @@ impl Table {
         self.state.read().view(a, v)
     }
 
+    /// Evicts every version of the table's overlay when all are at or below `horizon`
+    /// (the lock is held for two moves, the versions are counted and freed after it);
+    /// returns their bytes and count, or `None` (nothing done) when some are above it.
+    pub fn evict_all(&self, horizon: Lsn) -> Option<(usize, usize)> {
+        let mut st = self.state.write();
+        let taken = st.overlay.take_all(horizon)?;
+        Self::collapse_history(&mut st, horizon);
+        drop(st);
+        Some(taken.free())
+    }
+
+    /// Existence changes at or below the eviction horizon collapse into the last of them.
+    fn collapse_history(st: &mut TableState, horizon: Lsn) {
+        let upto = st.history.partition_point(|e| e.0 <= horizon);
+        if upto > 1 {
+            st.history.drain(..upto - 1);
+            st.publish_settled();
+        }
+    }
+
     /// Evicts the versions of `keys` at or below `horizon`; returns their bytes and count.
     /// The lock is yielded to waiting readers every [`LOCK_CHUNK`] keys: each key's
     /// versions at or below the horizon are in LMDB for every snapshot, so readers may see
@@ -394,12 +414,7 @@ impl Table {
             freed.0 += bytes;
             freed.1 += versions;
         }
-        // Existence changes at or below the horizon collapse into the last of them.
-        let upto = st.history.partition_point(|e| e.0 <= horizon);
-        if upto > 1 {
-            st.history.drain(..upto - 1);
-            st.publish_settled();
-        }
+        Self::collapse_history(&mut st, horizon);
         freed
     }
 }

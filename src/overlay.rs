@@ -44,6 +44,31 @@ pub(crate) struct Overlay {
     /// The number of keys, stored (`Release`) after every change, for readers that do not
     /// take the table's lock (see [`Overlay::keys_published`]).
     keys: Arc<AtomicUsize>,
+    /// At least the LSN of every version held (the newest ever added).
+    newest: Lsn,
+}
+
+/// Every version an overlay held, taken out at once by [`Overlay::take_all`]: counted and
+/// freed by the caller after it lets go of the table's lock.
+pub(crate) struct TakenVersions {
+    chains: HashMap<Arc<[u8]>, Vec<Version>>,
+    order: BTreeSet<Arc<[u8]>>,
+}
+
+impl TakenVersions {
+    /// Frees them; returns their bytes and count (as [`Overlay::evict`] counts them).
+    pub fn free(self) -> (usize, usize) {
+        let mut freed = (0, 0);
+        for (key, chain) in &self.chains {
+            freed.0 += chain
+                .iter()
+                .map(|v| version_cost(key, v.value.as_deref()))
+                .sum::<usize>();
+            freed.1 += chain.len();
+        }
+        drop(self.order);
+        freed
+    }
 }
 
 impl Overlay {
@@ -64,6 +89,7 @@ impl Overlay {
     }
 
     pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
+        self.newest = self.newest.max(version.lsn);
         match self.chains.get_mut(&key[..]) {
             Some(chain) => chain.push(version),
             None => {
@@ -81,6 +107,7 @@ impl Overlay {
         self.chains.reserve(versions.len());
         let mut new_keys = Vec::new();
         for (key, version) in versions {
+            self.newest = self.newest.max(version.lsn);
             match self.chains.get_mut(&key[..]) {
                 Some(chain) => chain.push(version),
                 None => {
@@ -123,6 +150,20 @@ impl Overlay {
         }
     }
 
+    /// Takes every version out when all are at or below `horizon` (what evicting each of
+    /// their keys would do, without a lookup each); `None` when some are above it.
+    pub fn take_all(&mut self, horizon: Lsn) -> Option<TakenVersions> {
+        if self.chains.is_empty() || self.newest > horizon {
+            return None;
+        }
+        let taken = TakenVersions {
+            chains: std::mem::take(&mut self.chains),
+            order: std::mem::take(&mut self.order),
+        };
+        self.publish_keys();
+        Some(taken)
+    }
+
     /// Evicts the versions at or below `horizon`; returns their bytes and count.
     pub fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
         let Some(chain) = self.chains.get_mut(key) else {
@@ -139,5 +180,51 @@ impl Overlay {
             self.publish_keys();
         }
         (freed, keep_from)
+    }
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::*;
+
+    fn version(lsn: Lsn, value: &[u8]) -> Version {
+        Version {
+            lsn,
+            value: Some(Arc::from(value)),
+        }
+    }
+
+    #[test]
+    fn take_all_empties_only_an_overlay_wholly_at_or_below_the_horizon_and_counts_as_evict() {
+        let fill = || {
+            let mut o = Overlay::default();
+            o.push(&Arc::from(&b"a"[..]), version(1, b"1"));
+            o.push(&Arc::from(&b"b"[..]), version(2, b"22"));
+            o.push(&Arc::from(&b"a"[..]), version(3, b"333"));
+            o
+        };
+        let mut o = fill();
+        let keys = o.keys_published();
+        assert!(o.take_all(2).is_none(), "version 3 is above the horizon");
+        assert_eq!(keys.load(Ordering::Acquire), 2);
+        let taken = o.take_all(3).expect("every version is at or below 3");
+        assert!(o.is_empty());
+        assert!(o
+            .range((Bound::Unbounded, Bound::Unbounded), false)
+            .next()
+            .is_none());
+        assert_eq!(
+            keys.load(Ordering::Acquire),
+            0,
+            "readers without the lock see it empty"
+        );
+        let mut by_key = fill();
+        let a = by_key.evict(b"a", 3);
+        let b = by_key.evict(b"b", 3);
+        assert_eq!(taken.free(), (a.0 + b.0, a.1 + b.1));
+        assert!(
+            Overlay::default().take_all(Lsn::MAX).is_none(),
+            "nothing to take"
+        );
     }
 }

@@ -478,6 +478,10 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
         sh.snapshots.eviction_horizon(applied)
     };
     let mut freed = (0, 0);
+    // Tables whose whole overlay was at or below the horizon, emptied at once (a settled
+    // backlog: no lookup a key), and tables that held newer versions, evicted key by key.
+    let mut emptied: Vec<Arc<str>> = Vec::new();
+    let mut newer: Vec<Arc<str>> = Vec::new();
     while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
         let (_, writes) = backlog.pop_front().expect("front exists");
         if writes.through {
@@ -487,12 +491,24 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.next() {
             let name = first.table().clone();
-            let Some(table) = sh.catalog.get(&name) else {
-                continue;
-            };
             let mut keys: Vec<&[u8]> = first.key().into_iter().collect();
             while let Some(op) = ops.next_if(|op| op.table() == &name) {
                 keys.extend(op.key());
+            }
+            if emptied.contains(&name) {
+                continue;
+            }
+            let Some(table) = sh.catalog.get(&name) else {
+                continue;
+            };
+            if !newer.contains(&name) {
+                if let Some((bytes, versions)) = table.evict_all(horizon) {
+                    freed.0 += bytes;
+                    freed.1 += versions;
+                    emptied.push(name);
+                    continue;
+                }
+                newer.push(name);
             }
             let (bytes, versions) = table.evict(keys.into_iter(), horizon);
             freed.0 += bytes;
