@@ -25,6 +25,11 @@ use crate::wal::{CommitFuture, Completion, Request, Responder};
 /// instead of holding its versions in the overlay (a bulk load, a transaction of any size).
 pub(crate) const THROUGH_SHARE: usize = 4;
 
+/// True when versions costing `cost` go through rather than into the overlay.
+fn too_big_for_overlay(cost: usize, engine: &Engine) -> bool {
+    cost > engine.cfg.overlay_max_bytes / THROUGH_SHARE
+}
+
 /// The share of `overlay_max_bytes` past which commits are slowed down.
 const SLOWDOWN_AT: f64 = 0.5;
 
@@ -218,13 +223,13 @@ impl Commit {
 
     /// True when it is applied through LMDB rather than held in the overlay.
     fn goes_through(&self, engine: &Engine) -> bool {
-        self.versions_cost() > engine.cfg.overlay_max_bytes / THROUGH_SHARE
+        too_big_for_overlay(self.versions_cost(), engine)
     }
 
     /// What it takes of the overlay's room: nothing when it goes through.
     fn cost(&self, engine: &Engine) -> usize {
         match self.versions_cost() {
-            cost if cost > engine.cfg.overlay_max_bytes / THROUGH_SHARE => 0,
+            cost if too_big_for_overlay(cost, engine) => 0,
             cost => cost,
         }
     }
