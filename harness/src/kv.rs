@@ -118,11 +118,7 @@ pub fn sorted_key(i: u64) -> [u8; KEY_LEN] {
 /// A 150-byte value, from a seed.
 pub fn value(seed: u64) -> [u8; VALUE_LEN] {
     let mut v = [0u8; VALUE_LEN];
-    let mut r = Rng::new(seed);
-    for chunk in v.chunks_mut(8) {
-        let b = r.next_u64().to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
+    workloads::fill_random(seed, &mut v);
     v
 }
 

@@ -48,12 +48,17 @@ impl Rng {
 
 pub fn value(seed: u64) -> [u8; VALUE_LEN] {
     let mut v = [0u8; VALUE_LEN];
+    fill_random(seed, &mut v);
+    v
+}
+
+/// Fills `bytes` with the random stream of `seed` (what `value` holds, at any length).
+pub fn fill_random(seed: u64, bytes: &mut [u8]) {
     let mut r = Rng::new(seed);
-    for chunk in v.chunks_mut(8) {
+    for chunk in bytes.chunks_mut(8) {
         let b = r.next_u64().to_le_bytes();
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
-    v
 }
 
 /// (p50, p99, p999) in microseconds of nanosecond samples.
