@@ -12,7 +12,7 @@
 //!
 //! Figures are named `small-txn/16`, `small-txn/64`, `latency`, `big-txn/1`, `big-txn/4`,
 //! `get/empty`, `range/empty`, `range/empty-whole` (the consumer reads every value byte),
-//! `get/overlay`, `range/overlay`, `sorted-load`, `one-txn-load`. Every walmdb figure has its
+//! `get/overlay`, `range/overlay`, `sorted-load`, `one-txn-load`, `none-txn/1`. Every walmdb figure has its
 //! baseline measured right next to it, for the same time: write figures run walmdb then
 //! heed, each on a fresh directory; `latency` and the read figures alternate the two sides
 //! in 6 short slices each (ABBA order) so drift of the machine falls on both.
@@ -38,6 +38,10 @@
 //! - `one-txn-load`: 1M (100k quick) random 24-byte keys with 150-byte values in ONE write
 //!   transaction, from the first put until the commit returns (walmdb's goes through to
 //!   LMDB before it returns), against heed's one write transaction; each side twice (ABBA).
+//! - `none-txn/1`: 1-key blind transactions of random new keys on one thread at
+//!   `Durability::None` against heed's 1-key write transactions with `NO_SYNC`, each side
+//!   twice (ABBA); `none-txn/1 slowest second` holds walmdb's slowest one-second window
+//!   against 100,000 txn/s.
 //!
 //! Workload (but `sorted-load` and `one-txn-load`): 16-byte random keys, 100-byte values (50 random bytes, 50
 //! bytes of text, as in `benches/common`). Both walmdb and heed run with a 2 GiB map, so no
@@ -1507,6 +1511,102 @@ fn sorted_load_figure(root: &Path, opts: &common::Options) -> Vec<Row> {
     ]
 }
 
+/// Non-durable 1-key commits on one thread for `secs`: walmdb's at `Durability::None`
+/// (random new keys into the store `db_config` sets up) in one-second windows. Returns the
+/// commits/s of the whole run and of its slowest window.
+fn walmdb_none_commits(root: &Path, secs: f64) -> (f64, f64) {
+    let dir = common::tempdir(root, "engine", "none-txn-walmdb");
+    let db = Db::open_with(dir.path(), db_config().durability(Durability::None)).expect("open");
+    let mut rng = Rng(seed(0));
+    let started = Instant::now();
+    let (mut commits, mut window_start, mut window_commits) = (0u64, started, 0u64);
+    let mut slowest = f64::INFINITY;
+    while started.elapsed().as_secs_f64() < secs {
+        let mut k = [0u8; KEY_LEN];
+        rng.fill(&mut k);
+        let mut txn = db.write().expect("begin");
+        txn.put(TABLE, &k, &value(&mut rng)).expect("put");
+        txn.commit().expect("commit at None");
+        commits += 1;
+        window_commits += 1;
+        if window_start.elapsed() >= Duration::from_secs(1) {
+            slowest = slowest.min(window_commits as f64 / window_start.elapsed().as_secs_f64());
+            (window_start, window_commits) = (Instant::now(), 0);
+        }
+    }
+    let rate = commits as f64 / started.elapsed().as_secs_f64();
+    db.close().expect("close walmdb");
+    (rate, slowest.min(rate))
+}
+
+/// heed's 1-key write transactions with `NO_SYNC`, on one thread for `secs`: commits/s.
+fn heed_nosync_commits(root: &Path, secs: f64) -> f64 {
+    let dir = common::tempdir(root, "engine", "none-txn-heed");
+    let mut opts = heed::EnvOpenOptions::new();
+    opts.map_size(MAP_SIZE);
+    // SAFETY: NO_SYNC trades durability for speed, the configuration compared; the
+    // directory is fresh and opened once.
+    unsafe { opts.flags(heed::EnvFlags::NO_SYNC) };
+    let env = unsafe { opts.open(dir.path()) }.expect("open heed");
+    let mut wtxn = env.write_txn().expect("heed begin");
+    let db: HeedDb = env.create_database(&mut wtxn, None).expect("heed db");
+    wtxn.commit().expect("heed commit");
+    let mut rng = Rng(seed(0));
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        let mut k = [0u8; KEY_LEN];
+        rng.fill(&mut k);
+        let mut wtxn = env.write_txn().expect("heed begin");
+        db.put(&mut wtxn, &k, &value(&mut rng)).expect("heed put");
+        wtxn.commit().expect("heed commit");
+        commits += 1;
+    }
+    commits as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Non-durable 1-key commits on one thread, walmdb at `None` against heed's `NO_SYNC`, each
+/// side twice (ABBA). Issue 21's target is absolute: 100,000 commits/s for walmdb, held in
+/// every one-second window (`none-txn/1 slowest second`).
+fn none_txn_figure(root: &Path, secs: f64) -> Vec<Row> {
+    let (w1, s1) = walmdb_none_commits(root, secs);
+    let h1 = heed_nosync_commits(root, secs);
+    let h2 = heed_nosync_commits(root, secs);
+    let (w2, s2) = walmdb_none_commits(root, secs);
+    println!(
+        "- `none-txn/1`: walmdb {} and {} commits/s (slowest seconds {} and {}), heed NO_SYNC \
+         {} and {} commits/s (ABBA)",
+        num(w1),
+        num(w2),
+        num(s1),
+        num(s2),
+        num(h1),
+        num(h2)
+    );
+    let row = Row {
+        name: "none-txn/1".into(),
+        what: format!("1-key blind txns at None vs heed NO_SYNC, 1 thread, {secs} s (mean of two)"),
+        walmdb: (w1 + w2) / 2.0,
+        baseline: (h1 + h2) / 2.0,
+        baseline_name: "heed NO_SYNC",
+        unit: "txn/s",
+        target: None,
+        other_cpu: None,
+    };
+    vec![
+        row.clone(),
+        Row {
+            name: "none-txn/1 slowest second".into(),
+            what: "walmdb's slowest one-second window against 100,000 txn/s (issue 21)".into(),
+            walmdb: s1.min(s2),
+            baseline: 100_000.0,
+            baseline_name: "target",
+            target: Some((1.0, true)),
+            ..row
+        },
+    ]
+}
+
 // ---------------------------------------------------------------------------------------
 
 fn main() {
@@ -1557,6 +1657,10 @@ fn main() {
     read_figures(&root, &opts, &mut rows);
     if opts.wants("sorted-load") {
         let (new, other) = measured(|| sorted_load_figure(&root, &opts));
+        report(&mut rows, new, other);
+    }
+    if opts.wants("none-txn/1") {
+        let (new, other) = measured(|| none_txn_figure(&root, opts.secs));
         report(&mut rows, new, other);
     }
     if opts.wants("one-txn-load") {

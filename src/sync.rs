@@ -26,6 +26,9 @@ mod imp {
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
+        }
     }
 
     pub type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
@@ -137,6 +140,13 @@ mod imp {
         }
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
         }
     }
 
@@ -407,12 +417,15 @@ pub enum Bug {
     /// room lock): a batch taken in between clears the request, and the commit then waits
     /// out the gathering of the commits published after that batch.
     HurriedBeforeRoomCheck,
+    /// A commit written on its committer's thread does not check, under the writer's lock,
+    /// that the log is closing: it can be written and acknowledged after close's final sync.
+    InlineWriteAfterClose,
 }
 
 #[cfg(walmdb_loom)]
 impl Bug {
     /// Every deliberate bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::LostWakeup,
         Bug::DropWhenFull,
         Bug::AckAfterFailedSync,
@@ -424,6 +437,7 @@ impl Bug {
         Bug::FeedCheckedWithoutFence,
         Bug::CloseScannedBeforeClosing,
         Bug::HurriedBeforeRoomCheck,
+        Bug::InlineWriteAfterClose,
     ];
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use walmdb::{Config, Db, Error, HealthStatus};
+use walmdb::{Config, Db, Durability, Error, HealthStatus};
 
 /// Defect 2: a committer that panicked inside the commit queue's push left the queue's
 /// in-flight count raised, and `close()` waited for it forever.
@@ -329,4 +329,97 @@ fn a_flusher_that_panics_while_publishing_or_keeps_panicking_fails_the_log_and_l
         drop(txn);
         db.close().unwrap();
     }
+}
+
+/// Issue 21: a commit at `Durability::None` made while the flusher is idle is written on
+/// its committer's own thread, without a hand-off. A panic there is handled as the
+/// flusher's own: the commit is answered `FlusherDied` and never replayed, the log resumes
+/// at its settled tail and later commits go on; a panic while publishing fails the log,
+/// `close()` returns, and nothing acknowledged is lost.
+#[test]
+fn a_commit_at_none_written_on_its_own_thread_that_panics_is_handled_as_the_flushers_panic() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let cfg = || {
+        Config::default()
+            .wal(common::cfg())
+            .durability(Durability::None)
+    };
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    let put = |key: &str| db.update(|txn| txn.put("t", key.as_bytes(), b"v"));
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        put(&format!("a{i}")).unwrap();
+        kept.push(format!("a{i}"));
+    }
+    // Where the group is written: the committer's thread, the flusher idle.
+    let writers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = writers.clone();
+    fail::cfg_callback("group-written-before-sync", move || {
+        let me = std::thread::current().name().map(str::to_owned);
+        seen.lock().unwrap().push(me);
+    })
+    .unwrap();
+    std::thread::Builder::new()
+        .name("committer".into())
+        .spawn({
+            let db = db.clone();
+            move || db.update(|txn| txn.put("t", b"named", b"v")).unwrap()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    kept.push("named".into());
+    fail::remove("group-written-before-sync");
+    assert_eq!(*writers.lock().unwrap(), [Some("committer".to_owned())]);
+
+    fail::cfg("group-written-before-sync", "1*panic(inline test panic)").unwrap();
+    let failed = put("lost");
+    assert!(matches!(failed, Err(Error::FlusherDied(_))), "{failed:?}");
+    fail::remove("group-written-before-sync");
+    assert_eq!(db.metrics().thread_restarts, 1);
+    for i in 0..20 {
+        put(&format!("b{i}")).unwrap();
+        kept.push(format!("b{i}"));
+    }
+    assert!(db.health().flusher_alive);
+
+    fail::cfg("group-publishing", "1*panic(inline publishing)").unwrap();
+    let failed = put("unpublished");
+    assert!(matches!(failed, Err(Error::FlusherDied(_))), "{failed:?}");
+    fail::remove("group-publishing");
+    let refused = put("refused");
+    assert!(
+        matches!(refused, Err(Error::FlusherDied(_) | Error::Poisoned { .. })),
+        "{refused:?}"
+    );
+    assert!(!db.health().flusher_alive);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(db.close());
+    });
+    let closed = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("close hung");
+    assert!(closed.is_err(), "the failed log closed cleanly");
+    scenario.teardown();
+
+    let db = Db::open_with(&dir, cfg()).unwrap();
+    let txn = db.read().unwrap();
+    for key in &kept {
+        assert!(
+            txn.get("t", key.as_bytes()).unwrap().is_some(),
+            "{key} lost"
+        );
+    }
+    for key in ["lost", "refused"] {
+        assert_eq!(
+            txn.get("t", key.as_bytes()).unwrap(),
+            None,
+            "{key} came back"
+        );
+    }
+    drop(txn);
+    db.close().unwrap();
 }

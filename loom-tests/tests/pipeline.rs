@@ -250,6 +250,52 @@ fn async_committer() {
         .unwrap();
 }
 
+/// Commits at `Durability::None` are written on their committers' threads while the
+/// flusher is idle, racing each other, the flusher and a close: each is answered once with
+/// its own LSN or `Closed`, published once and in LSN order, and every acknowledged one is
+/// durable when the close returns (nothing is written after its final sync).
+fn inline_at_none_and_close() {
+    let fs = SimFs::new();
+    let published = Published::default();
+    let cfg = WalConfig {
+        durability: Durability::None,
+        ..cfg()
+    };
+    let wal = Arc::new(open(&fs, cfg, published.clone()));
+    let commit = |wal: &Wal<Published>, i: u8| match wal.commit_with(record(i), (), None) {
+        Ok(lsn) => Some(lsn),
+        Err(Error::Closed) => None,
+        Err(e) => panic!("commit {i}: {e:?}"),
+    };
+    let other = {
+        let wal = wal.clone();
+        thread::spawn(move || commit(&wal, 1))
+    };
+    let mine = commit(&wal, 2).expect("the log is open");
+    wal.close_shared().expect("close");
+    let durable = wal.durable_lsn();
+    let mut acked: Vec<Lsn> = [Some(mine), other.join().unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    acked.sort();
+    for lsn in &acked {
+        assert!(
+            *lsn <= durable,
+            "acknowledged {lsn} but durable {durable} at close"
+        );
+    }
+    let expected: Vec<Lsn> = (1..=acked.len() as Lsn).collect();
+    assert_eq!(acked, expected, "each commit has its own LSN, without gaps");
+    assert_eq!(
+        *published.0.lock().unwrap(),
+        expected,
+        "published once each, in order"
+    );
+    assert_eq!(wal.written_lsn(), acked.len() as u64);
+    drop(wal);
+}
+
 models! {
     async_committer => an_async_commit_is_woken_with_its_answer, Bug::WakerStoredAfterCheck,
         a_lost_commit_wakeup_is_caught, async_committer_with_the_bug;
@@ -263,4 +309,7 @@ models! {
         an_acknowledgement_after_a_failed_sync_is_caught, failed_sync_with_the_bug;
     shutdown_in_flight => shutdown_answers_every_waiter, Bug::StopWhilePushing,
         a_flusher_that_stops_under_a_push_is_caught, shutdown_in_flight_with_the_bug;
+    inline_at_none_and_close => commits_at_none_written_inline_race_close_safely,
+        Bug::InlineWriteAfterClose, an_inline_write_after_close_is_caught,
+        inline_at_none_and_close_with_the_bug;
 }

@@ -293,7 +293,7 @@ pub(crate) fn commit_ops(engine: &Engine, commit: Commit) -> Result<Lsn> {
         done.respond(Err(Error::Closed));
         e
     })?;
-    engine.wal.queue(request)?;
+    engine.wal.write_or_queue(request)?;
     let lsn = completion.wait()?;
     engine
         .state

@@ -11,14 +11,11 @@ use super::completer::INLINE_ANSWERS;
 use super::{Completer, Request, Responder, Sequencer};
 use crate::config::{Durability, WalConfig};
 use crate::error::{Error, Result};
-use crate::sync::{Arc, JoinHandle, Ordering, ThreadBuilder};
+use crate::sync::{bug, Arc, Bug, JoinHandle, Mutex, Ordering, ThreadBuilder};
 use crate::wal::log::fs::FsRef;
 use crate::wal::log::record::{EncodedRecord, FrameBuilder, Lsn, FRAME_HEADER_LEN};
 use crate::wal::log::recovery::meta;
-use crate::wal::log::segment::{
-    create_segment, read_header, read_segment, scan_segment, segment_file_name, Segment,
-    SEGMENT_HEADER_LEN,
-};
+use crate::wal::log::segment::{create_segment, segment_file_name, Segment, SEGMENT_HEADER_LEN};
 use crate::wal::PipelineState;
 
 /// The flusher's view of the log's tail. Owned by the flusher thread alone.
@@ -58,6 +55,35 @@ pub(crate) struct Tail {
     pub segment_no: u64,
     pub offset: u64,
     pub next_lsn: Lsn,
+}
+
+/// The log's writer and the sequencer, under one lock: the flusher thread's, lent to a
+/// committer that writes its own commit while the flusher is idle ([`write_inline`]).
+pub(crate) struct Core<S> {
+    pub writer: LogWriter,
+    pub seq: S,
+    /// Panics survived while writing groups, on any thread.
+    #[cfg_attr(walmdb_loom, allow(dead_code))]
+    pub restarts: u64,
+}
+
+impl<S> Core<S> {
+    pub(crate) fn new(mut writer: LogWriter, seq: S) -> Self {
+        writer.settle();
+        Core {
+            writer,
+            seq,
+            restarts: 0,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Core<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Admitted<T> {
@@ -435,114 +461,43 @@ impl LogWriter {
         };
     }
 
-    /// After a panic outside publishing: puts the log back at the settled tail, as if the
-    /// group in flight had never been written, so its LSNs go to the next commits and its
-    /// records can never be replayed. Segments it rotated into are removed, the frames it
-    /// wrote after the tail are zeroed and synced (which also makes everything before the
-    /// tail durable), and the sequencer forgets what it admitted.
-    #[cfg_attr(walmdb_loom, allow(dead_code))]
-    fn resume_after_panic<S: Sequencer>(
-        &mut self,
-        shared: &PipelineState<S::Ticket>,
-        seq: &mut S,
-    ) -> Result<()> {
-        let tail = self.settled;
-        seq.abandon_from(tail.next_lsn);
-        let (later, tail_path) = {
-            let mut set = shared.segments.lock();
-            let later: Vec<_> = set
-                .live
-                .iter()
-                .filter(|m| m.segment_no > tail.segment_no)
-                .cloned()
-                .collect();
-            set.live.retain(|m| m.segment_no <= tail.segment_no);
-            let path = set
-                .live
-                .last()
-                .filter(|m| m.segment_no == tail.segment_no)
-                .map(|m| m.path.clone());
-            (later, path)
+    /// Syncs the `Interval` writes whose deadline has passed (an error poisons the log,
+    /// and a poisoned log keeps no deadline); returns how long until the next one is due.
+    fn sync_interval_writes<T>(&mut self, shared: &PipelineState<T>) -> Option<Duration> {
+        let due = |w: &LogWriter| {
+            w.interval_deadline
+                .map(|t| t.saturating_duration_since(Instant::now()))
         };
-        let tail_path = tail_path.ok_or_else(|| Error::Poisoned {
-            cause: format!("segment {} is no longer live", tail.segment_no),
-        })?;
-        // Removed first: the group's records there continue the LSN sequence from the tail.
-        for m in &later {
-            self.fs.remove(&m.path)?;
+        if due(self) == Some(Duration::ZERO) && shared.poison_error().is_none() {
+            let _ = self.sync(shared);
         }
-        if !later.is_empty() {
-            self.fs.sync_dir(&self.dir).map_err(Error::SyncFailed)?;
+        if shared.poison_error().is_some() {
+            self.interval_deadline = None;
         }
-        if self.active.header.segment_no != tail.segment_no {
-            let file = self.fs.open(&tail_path, false)?;
-            let header =
-                read_header(self.fs.as_ref(), &tail_path)?.map_err(|e| Error::Poisoned {
-                    cause: format!("{}: bad header: {e:?}", tail_path.display()),
-                })?;
-            self.active = Segment {
-                header,
-                path: tail_path,
-                file,
-            };
-        }
-        let data = read_segment(self.active.file.as_ref())?;
-        let scan = scan_segment(&data, &self.active.header);
-        let end = scan.end as u64;
-        if end < tail.offset {
-            return Err(Error::Poisoned {
-                cause: format!(
-                    "segment {} holds valid frames only up to {end}, before its tail at {}",
-                    tail.segment_no, tail.offset
-                ),
-            });
-        }
-        if end > tail.offset {
-            let zeros = vec![0u8; (end - tail.offset) as usize];
-            self.active.file.write_at(&zeros, tail.offset)?;
-        }
-        self.active.file.sync_data().map_err(Error::SyncFailed)?;
-        let last = tail.next_lsn - 1;
-        self.offset = tail.offset;
-        self.next_lsn = tail.next_lsn;
-        self.written_lsn = last;
-        self.synced_lsn = last;
-        self.interval_deadline = None;
-        self.cleared_unsynced = false;
-        self.frame = FrameBuilder::default();
-        self.buf.clear();
-        self.publishing = false;
-        shared.written_lsn.store(last, Ordering::SeqCst);
-        shared.durable_lsn.store(last, Ordering::SeqCst);
-        Ok(())
+        due(self)
     }
+}
 
-    fn time_to_interval_sync(&self) -> Option<Duration> {
-        self.interval_deadline
-            .map(|t| t.saturating_duration_since(Instant::now()))
-    }
-
-    /// The group limits the first request sets: (max commits, max wait, alone).
-    fn limits<T>(&self, first: &Request<T>) -> (usize, Duration, bool) {
-        let default_batch = match self.cfg.durability {
-            Durability::GroupCommit { max_batch, .. } => max_batch,
-            _ => 4096,
-        };
-        match first {
-            Request::Commit {
-                durability: Durability::EveryWrite,
-                ..
-            } => (1, Duration::ZERO, true),
-            Request::Commit {
-                durability:
-                    Durability::GroupCommit {
-                        max_wait,
-                        max_batch,
-                    },
-                ..
-            } => ((*max_batch).max(1), *max_wait, false),
-            _ => (default_batch.max(1), Duration::ZERO, false),
-        }
+/// The group limits the first request sets: (max commits, max wait, alone).
+fn limits<T>(cfg: &WalConfig, first: &Request<T>) -> (usize, Duration, bool) {
+    let default_batch = match cfg.durability {
+        Durability::GroupCommit { max_batch, .. } => max_batch,
+        _ => 4096,
+    };
+    match first {
+        Request::Commit {
+            durability: Durability::EveryWrite,
+            ..
+        } => (1, Duration::ZERO, true),
+        Request::Commit {
+            durability:
+                Durability::GroupCommit {
+                    max_wait,
+                    max_batch,
+                },
+            ..
+        } => ((*max_batch).max(1), *max_wait, false),
+        _ => (default_batch.max(1), Duration::ZERO, false),
     }
 }
 
@@ -558,19 +513,15 @@ fn is_every_write<T>(r: &Request<T>) -> bool {
 
 fn flusher_loop<S: Sequencer>(
     shared: &PipelineState<S::Ticket>,
-    writer: &mut LogWriter,
-    seq: &mut S,
+    core: &Mutex<Core<S>>,
+    cfg: &WalConfig,
 ) -> Result<()> {
     let mut carry = None;
     let mut group = Vec::new();
     loop {
         let Some(first) = carry.take().or_else(|| shared.queue.pop()) else {
-            if writer.time_to_interval_sync() == Some(Duration::ZERO)
-                && shared.poison_error().is_none()
-            {
-                // Background sync of `Interval` writes; an error poisons the log.
-                let _ = writer.sync(shared);
-            }
+            // Background sync of `Interval` writes.
+            let next_sync = core.lock().writer.sync_interval_writes(shared);
             if shared.queue.is_drained() {
                 break;
             }
@@ -579,11 +530,11 @@ fn flusher_loop<S: Sequencer>(
                 crate::sync::yield_now();
                 continue;
             }
-            shared.queue.wait_for_work(writer.time_to_interval_sync());
+            shared.queue.wait_for_work(next_sync);
             continue;
         };
-        let (max_batch, max_wait, alone) = writer.limits(&first);
-        let group_bytes = writer.cfg.effective_group_bytes();
+        let (max_batch, max_wait, alone) = limits(cfg, &first);
+        let group_bytes = cfg.effective_group_bytes();
         let mut bytes = first.queued_bytes();
         group.push(first);
         if !alone {
@@ -613,12 +564,18 @@ fn flusher_loop<S: Sequencer>(
                 shared.queue.wait_for_work(Some(deadline - now));
             }
         }
+        let mut core = core.lock();
+        let Core { writer, seq, .. } = &mut *core;
         writer.write_group(shared, seq, &mut group);
     }
-    if let Some(e) = shared.poison_error() {
+    // The queue is closed: a committer writing inline sees it under this lock and queues
+    // instead (to be refused), so nothing is written after the final sync.
+    let mut core = core.lock();
+    if let Some(e) = shared.dead_error().or_else(|| shared.poison_error()) {
         // Nothing written after the failure can be made durable by this handle.
         return Err(e);
     }
+    let writer = &mut core.writer;
     if writer.synced_lsn < writer.written_lsn {
         fail::fail_point!("flusher-before-final-sync");
         writer.sync(shared)?;
@@ -626,95 +583,90 @@ fn flusher_loop<S: Sequencer>(
     Ok(())
 }
 
+/// Writes `request` on the calling committer's thread, as a group of its own, when that
+/// saves two thread hand-offs: a commit at `Durability::None` (it waits for no sync, so the
+/// flusher keeps no deadline for it) while nothing is queued and no group is being written.
+/// Otherwise gives the request back, to be queued. Answered through its responder either way
+/// it ends, a panic included (as on the flusher thread, the log then resumes at its settled
+/// tail or the flusher is marked dead).
+pub(crate) fn write_inline<S: Sequencer>(
+    shared: &PipelineState<S::Ticket>,
+    core: &Mutex<Core<S>>,
+    request: Request<S::Ticket>,
+) -> std::result::Result<(), Request<S::Ticket>> {
+    let at_none = matches!(
+        request,
+        Request::Commit {
+            durability: Durability::None,
+            ..
+        }
+    );
+    if !at_none || !shared.queue.is_empty() {
+        return Err(request);
+    }
+    let Some(mut core) = core.try_lock() else {
+        return Err(request);
+    };
+    // Closed: the flusher may have made its final sync; a queued request is refused.
+    let closing = !bug(Bug::InlineWriteAfterClose) && shared.queue.is_closed();
+    if closing || shared.dead_error().is_some() {
+        return Err(request);
+    }
+    let mut group = vec![request];
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        let Core { writer, seq, .. } = &mut *core;
+        writer.write_group(shared, seq, &mut group);
+    }));
+    if let Err(panic) = run {
+        // Whatever the group still held is answered `FlusherDied` as it drops.
+        drop(group);
+        #[cfg(walmdb_loom)]
+        std::panic::resume_unwind(panic);
+        #[cfg(not(walmdb_loom))]
+        if super::resume::recover(shared, &mut core, panic.as_ref()).is_err() {
+            // The flusher thread answers what is queued: the log is poisoned.
+            shared.queue.close();
+        }
+    }
+    Ok(())
+}
+
 /// Starts the flusher thread. It runs until the queue is closed and drained, then syncs.
-/// If it panics outside publishing, the log is put back at its settled tail and the loop
-/// restarts, up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS) times (the
-/// commits of the group in flight get `FlusherDied`, never an acknowledgement). Otherwise
-/// the log is poisoned and every queued or later commit gets `FlusherDied`.
+/// If a group's writing panics outside publishing, the log is put back at its settled tail
+/// and the loop restarts, up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS)
+/// times (the commits of the group in flight get `FlusherDied`, never an acknowledgement).
+/// Otherwise the log is poisoned and every queued or later commit gets `FlusherDied`.
 pub(crate) fn spawn_flusher<S: Sequencer>(
     shared: Arc<PipelineState<S::Ticket>>,
-    mut writer: LogWriter,
-    mut seq: S,
+    core: Arc<Mutex<Core<S>>>,
+    cfg: WalConfig,
 ) -> io::Result<JoinHandle<Result<()>>> {
     ThreadBuilder::new()
         .name("walmdb-flusher".into())
-        .spawn(move || {
-            writer.settle();
-            #[cfg_attr(walmdb_loom, allow(unused_variables, unused_mut))]
-            let mut restarts = 0;
-            loop {
-                let run = catch_unwind(AssertUnwindSafe(|| {
-                    flusher_loop(&shared, &mut writer, &mut seq)
-                }));
-                let panic = match run {
-                    Ok(result) => return result,
-                    Err(panic) => panic,
-                };
-                // Under loom a panic is the model checker's own (a failed model): let it
-                // through untouched.
-                #[cfg(walmdb_loom)]
-                std::panic::resume_unwind(panic);
-                #[cfg(not(walmdb_loom))]
-                {
-                    let msg = crate::error::panic_message(panic.as_ref());
-                    restarts += 1;
-                    match restart_after_panic(&shared, &mut writer, &mut seq, restarts) {
-                        Ok(()) => {
-                            shared
-                                .stats
-                                .flusher_restarts
-                                .fetch_add(1, Ordering::Relaxed);
-                            *shared.last_flusher_panic.lock() = Some(msg.clone());
-                            tracing::error!(
-                                restarts,
-                                panic = %msg,
-                                resumed_at = writer.next_lsn,
-                                "the WAL flusher thread panicked; restarted it at the log's \
-                                 settled tail"
-                            );
-                        }
-                        Err(why) => {
-                            tracing::error!(
-                                panic = %msg,
-                                why = %why,
-                                "the WAL flusher thread panicked and cannot be restarted"
-                            );
-                            shared.mark_dead(msg.clone());
-                            shared.queue.close();
-                            // Answer everything queued now or by committers still pushing.
-                            while !shared.queue.is_drained() {
-                                match shared.queue.pop() {
-                                    Some(r) => drop(r),
-                                    None => crate::sync::yield_now(),
-                                }
-                            }
-                            return Err(Error::FlusherDied(msg));
+        .spawn(move || loop {
+            let run = catch_unwind(AssertUnwindSafe(|| flusher_loop(&shared, &core, &cfg)));
+            let panic = match run {
+                Ok(result) => return result,
+                Err(panic) => panic,
+            };
+            // Under loom a panic is the model checker's own (a failed model): let it
+            // through untouched.
+            #[cfg(walmdb_loom)]
+            std::panic::resume_unwind(panic);
+            #[cfg(not(walmdb_loom))]
+            {
+                let recovered = super::resume::recover(&shared, &mut core.lock(), panic.as_ref());
+                if let Err(msg) = recovered {
+                    shared.queue.close();
+                    // Answer everything queued now or by committers still pushing.
+                    while !shared.queue.is_drained() {
+                        match shared.queue.pop() {
+                            Some(r) => drop(r),
+                            None => crate::sync::yield_now(),
                         }
                     }
+                    return Err(Error::FlusherDied(msg));
                 }
             }
         })
-}
-
-/// Whether the flusher may resume after a panic, and resumes it if so.
-#[cfg(not(walmdb_loom))]
-fn restart_after_panic<S: Sequencer>(
-    shared: &PipelineState<S::Ticket>,
-    writer: &mut LogWriter,
-    seq: &mut S,
-    restarts: u64,
-) -> std::result::Result<(), String> {
-    if restarts > crate::limits::MAX_THREAD_RESTARTS {
-        return Err(format!("it panicked {restarts} times"));
-    }
-    if writer.publishing {
-        return Err("it panicked while publishing a group".into());
-    }
-    if let Some(e) = shared.poison_error() {
-        return Err(format!("the log is poisoned: {e}"));
-    }
-    writer.resume_after_panic(shared, seq).map_err(|e| {
-        shared.poison(format!("restarting the flusher failed: {e}"));
-        format!("putting the log back at its settled tail failed: {e}")
-    })
 }

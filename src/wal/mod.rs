@@ -13,6 +13,7 @@ pub mod log;
 mod preparer;
 mod queue;
 mod read;
+mod resume;
 mod sequencer;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::time::Duration;
 pub(crate) use completer::Completer;
 pub use completion::CommitFuture;
 pub(crate) use completion::{Completion, Responder};
-pub(crate) use flusher::{spawn_flusher, LogWriter};
+pub(crate) use flusher::{spawn_flusher, Core, LogWriter};
 pub(crate) use log::archive::archive_segment;
 pub use log::fs;
 pub use log::record::{
@@ -230,6 +231,8 @@ impl std::future::IntoFuture for CommitHandle {
 #[derive(Debug)]
 pub struct Wal<S: Sequencer = NoSequencer> {
     shared: Arc<PipelineState<S::Ticket>>,
+    /// The writer and sequencer: the flusher's, or an inline committer's.
+    core: Arc<Mutex<Core<S>>>,
     flusher: Mutex<Option<JoinHandle<Result<()>>>>,
     preparer: Mutex<Option<JoinHandle<()>>>,
     fs: FsRef,
@@ -317,7 +320,8 @@ impl<S: Sequencer> Wal<S> {
             settled: Default::default(),
             publishing: false,
         };
-        let flusher = spawn_flusher(shared.clone(), writer, sequencer)?;
+        let core = Arc::new(Mutex::new(Core::new(writer, sequencer)));
+        let flusher = spawn_flusher(shared.clone(), core.clone(), cfg.clone())?;
         let preparer = if cfg.prepare_segments {
             Some(preparer::spawn_preparer(
                 shared.clone(),
@@ -338,6 +342,7 @@ impl<S: Sequencer> Wal<S> {
         );
         Ok(Wal {
             shared,
+            core,
             flusher: Mutex::new(Some(flusher)),
             preparer: Mutex::new(preparer),
             fs,
@@ -433,6 +438,15 @@ impl<S: Sequencer> Wal<S> {
         }
     }
 
+    /// [`Wal::queue`], or, for a commit at `Durability::None` while the flusher is idle,
+    /// writes and answers it on this thread (see `flusher::write_inline`).
+    pub(crate) fn write_or_queue(&self, request: Request<S::Ticket>) -> Result<()> {
+        match flusher::write_inline(&self.shared, &self.core, request) {
+            Ok(()) => Ok(()),
+            Err(request) => self.queue(request),
+        }
+    }
+
     /// Queues `request` for a caller that waits on it, waiting up to `backpressure_wait` for
     /// space. A request not queued is answered here, quietly: its caller gets the error.
     pub(crate) fn queue(&self, request: Request<S::Ticket>) -> Result<()> {
@@ -478,7 +492,11 @@ impl<S: Sequencer> Wal<S> {
         ticket: S::Ticket,
         durability: Option<Durability>,
     ) -> Result<Lsn> {
-        self.submit(record, ticket, durability)?.wait()
+        self.check_commit(&record, durability.as_ref())?;
+        let (completion, done) = Completion::pair();
+        let request = self.commit_request(record, ticket, durability, done);
+        self.write_or_queue(request)?;
+        completion.wait()
     }
 
     /// Syncs everything written so far and returns the durable LSN.

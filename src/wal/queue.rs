@@ -154,6 +154,11 @@ impl<T> CommitQueue<T> {
         Some(item)
     }
 
+    /// True when no request is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     /// Commits and bytes waiting.
     pub(crate) fn depth(&self) -> (usize, usize) {
         (self.items.len(), self.bytes.load(Ordering::Relaxed))
