@@ -18,7 +18,7 @@ use crate::wal::log::recovery::meta;
 use crate::wal::log::segment::{create_segment, segment_file_name, Segment, SEGMENT_HEADER_LEN};
 use crate::wal::PipelineState;
 
-/// The flusher's view of the log's tail. Owned by the flusher thread alone.
+/// The log's tail, held in [`Core`]: written under its lock, by the flusher or inline.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     pub fs: FsRef,
