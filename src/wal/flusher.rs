@@ -636,6 +636,7 @@ pub(crate) fn write_inline<S: Sequencer>(
 /// and the loop restarts, up to [`MAX_THREAD_RESTARTS`](crate::limits::MAX_THREAD_RESTARTS)
 /// times (the commits of the group in flight get `FlusherDied`, never an acknowledgement).
 /// Otherwise the log is poisoned and every queued or later commit gets `FlusherDied`.
+#[cfg_attr(walmdb_loom, allow(clippy::never_loop))]
 pub(crate) fn spawn_flusher<S: Sequencer>(
     shared: Arc<PipelineState<S::Ticket>>,
     core: Arc<Mutex<Core<S>>>,
