@@ -478,42 +478,56 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
         sh.snapshots.eviction_horizon(applied)
     };
     let mut freed = (0, 0);
-    // Tables whose whole overlay was at or below the horizon, emptied at once (a settled
-    // backlog: no lookup a key), and tables that held newer versions, evicted key by key.
-    let mut emptied: Vec<Arc<str>> = Vec::new();
-    let mut newer: Vec<Arc<str>> = Vec::new();
+    let mut evicted = Vec::new();
     while backlog.front().is_some_and(|(lsn, _)| *lsn <= horizon) {
         let (_, writes) = backlog.pop_front().expect("front exists");
-        if writes.through {
-            // Never in the overlay.
-            continue;
+        // A commit that went through was never in the overlay.
+        if !writes.through {
+            evicted.push(writes);
         }
+    }
+    // Tables whose whole overlay was at or below the horizon, emptied at once (a settled
+    // backlog: no lookup a key), and tables that held newer versions, evicted key by key:
+    // each key once, in key order (the ordered index's nodes stay in cache), under one lock.
+    let mut emptied: Vec<Arc<str>> = Vec::new();
+    let mut newer: Vec<(Arc<str>, Vec<&[u8]>)> = Vec::new();
+    for writes in &evicted {
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.next() {
-            let name = first.table().clone();
+            let name = first.table();
             let mut keys: Vec<&[u8]> = first.key().into_iter().collect();
-            while let Some(op) = ops.next_if(|op| op.table() == &name) {
+            while let Some(op) = ops.next_if(|op| op.table() == name) {
                 keys.extend(op.key());
             }
-            if emptied.contains(&name) {
+            if emptied.contains(name) {
                 continue;
             }
-            let Some(table) = sh.catalog.get(&name) else {
+            if let Some((_, held)) = newer.iter_mut().find(|(t, _)| t == name) {
+                held.append(&mut keys);
+                continue;
+            }
+            let Some(table) = sh.catalog.get(name) else {
                 continue;
             };
-            if !newer.contains(&name) {
-                if let Some((bytes, versions)) = table.evict_all(horizon) {
+            match table.evict_all(horizon) {
+                Some((bytes, versions)) => {
                     freed.0 += bytes;
                     freed.1 += versions;
-                    emptied.push(name);
-                    continue;
+                    emptied.push(name.clone());
                 }
-                newer.push(name);
+                None => newer.push((name.clone(), keys)),
             }
-            let (bytes, versions) = table.evict(keys.into_iter(), horizon);
-            freed.0 += bytes;
-            freed.1 += versions;
         }
+    }
+    for (name, mut keys) in newer {
+        let Some(table) = sh.catalog.get(&name) else {
+            continue;
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        let (bytes, versions) = table.evict(keys.into_iter(), horizon);
+        freed.0 += bytes;
+        freed.1 += versions;
     }
     if freed.1 > 0 {
         sh.stats
