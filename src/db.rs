@@ -51,6 +51,9 @@ pub struct DbStats {
     pub map_resizes: u64,
     /// Times a map resize waited `resize_wait` for open transactions and was put off.
     pub map_resizes_postponed: u64,
+    /// Of `map_resizes`, those made ahead of need: LMDB used half the map and no
+    /// transaction stayed open.
+    pub map_resizes_ahead: u64,
     /// Checkpoints done.
     pub checkpoints: u64,
 }
@@ -324,6 +327,7 @@ impl Db {
             applied_ops: sh.stats.applied_ops.load(Ordering::Relaxed),
             map_resizes: sh.stats.map_resizes.load(Ordering::Relaxed),
             map_resizes_postponed: sh.stats.map_resizes_postponed.load(Ordering::Relaxed),
+            map_resizes_ahead: sh.stats.map_resizes_ahead.load(Ordering::Relaxed),
             checkpoints: sh.stats.checkpoints.load(Ordering::Relaxed),
         }
     }

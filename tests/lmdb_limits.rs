@@ -959,6 +959,15 @@ fn a_reader_held_past_resize_wait_postpones_the_resize_and_loses_nothing() {
         assert!(!st.storage_full, "{st:?}");
         assert!(st.applied_lsn < visible, "3 MiB applied to a 1 MiB map");
         assert_eq!(dump_db(&p, &db), log.model(), "visible while postponed");
+        // Issue 21: the reader that holds the map's growth back is reported.
+        let health = db.health();
+        assert!(
+            health
+                .reasons
+                .iter()
+                .any(|r| r.1.contains("map is full") && r.1.contains("1 transaction(s)")),
+            "{health:?}"
+        );
         release.store(true, Ordering::Release);
         reader.join().unwrap()
     });
@@ -976,6 +985,11 @@ fn a_reader_held_past_resize_wait_postpones_the_resize_and_loses_nothing() {
     let st = db.stats();
     assert!(st.map_resizes > before.map_resizes, "{st:?}");
     assert!(st.map_size >= 4 * MIB && !st.storage_full, "{st:?}");
+    let health = db.health();
+    assert!(
+        !health.reasons.iter().any(|r| r.1.contains("map is full")),
+        "{health:?}"
+    );
     for seq in 68..76 {
         commit(&mut rng, seq);
     }
@@ -992,6 +1006,68 @@ fn a_reader_held_past_resize_wait_postpones_the_resize_and_loses_nothing() {
         st.map_resizes - before.map_resizes,
         st.map_size / MIB
     );
+}
+
+/// Issue 21: the map grows once LMDB uses half of it, before it is full, so a reader that
+/// opens later has room to spare; a reader open at the time puts the growth off without
+/// stalling anything.
+#[test]
+fn the_map_grows_ahead_of_need_when_no_reader_is_open() {
+    let _serial = serial();
+    let dir = tempdir();
+    let cfg = cfg()
+        .map_size(MIB)
+        .max_map_size(64 * MIB)
+        .apply_interval(Duration::from_millis(1));
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let value = vec![7u8; 1000];
+    let next = std::cell::Cell::new(0u64);
+    // Writes 10 KiB at a time, each until LMDB holds it, until `until` holds.
+    let write_until = |db: &Db, until: &dyn Fn(&Db) -> bool| {
+        for _ in 0..2000 {
+            if until(db) {
+                return;
+            }
+            for _ in 0..10 {
+                let key = next.replace(next.get() + 1);
+                db.update(|t| t.put("t", &key.to_be_bytes(), &value))
+                    .unwrap();
+            }
+            db.wait_applied(db.stats().visible_lsn).unwrap();
+        }
+        panic!("20 MB written and still not there: {:?}", db.stats());
+    };
+    let half_used = |db: &Db| {
+        let m = db.metrics();
+        m.map_used_bytes * 2 >= m.map_size as u64
+    };
+    // No reader: the map grows once half of it is used, never waiting on a full one.
+    write_until(&db, &|db| db.stats().map_resizes_ahead >= 1);
+    let st = db.stats();
+    assert!(st.map_size >= 2 * MIB, "{st:?}");
+    assert_eq!(st.map_resizes, st.map_resizes_ahead, "{st:?}");
+    assert_eq!(st.map_resizes_postponed, 0, "{st:?}");
+    // A reader open while the map passes half: no growth under it, and writes go on.
+    let reader = db.read().unwrap();
+    let held = reader.lsn();
+    let size = db.stats().map_size;
+    write_until(&db, &half_used);
+    let st = db.stats();
+    assert_eq!(st.map_size, size, "grown under a reader: {st:?}");
+    assert!(st.applied_lsn > held, "{st:?}");
+    assert_eq!(
+        reader.get("t", &(next.get() - 1).to_be_bytes()).unwrap(),
+        None
+    );
+    drop(reader);
+    // Once it ends, a later batch grows the map (at most one attempt a second).
+    std::thread::sleep(Duration::from_millis(1100));
+    let ahead = st.map_resizes_ahead;
+    write_until(&db, &|db| db.stats().map_resizes_ahead > ahead);
+    let st = db.stats();
+    assert!(st.map_size > size, "{st:?}");
+    assert_eq!(st.map_resizes, st.map_resizes_ahead, "{st:?}");
+    db.close().unwrap();
 }
 
 /// The audit behind the sweep's "lost" and "partial" figures counts what it should.

@@ -226,6 +226,7 @@ pub(crate) fn apply_growing(
             .and_then(|()| store.apply(ops, last, &sh.catalog, logged));
         let full = match attempt {
             Ok(committed) => {
+                sh.stats.map_full_since.store(0, Ordering::Relaxed);
                 if sh.storage_full.swap(false, Ordering::AcqRel) {
                     tracing::info!("LMDB has space again; applying resumed");
                 }
@@ -233,6 +234,10 @@ pub(crate) fn apply_growing(
             }
             Err(ApplyError::MapFull) => match store.next_map_size() {
                 Some(size) => {
+                    if sh.stats.map_full_since.load(Ordering::Relaxed) == 0 {
+                        let now = crate::sync::monotonic_micros().max(1);
+                        sh.stats.map_full_since.store(now, Ordering::Relaxed);
+                    }
                     let wait = engine.cfg.resize_wait;
                     // First the transactions open now end (new ones go on), then a pause
                     // waits for the younger ones only: a long reader postpones the resize
@@ -243,6 +248,7 @@ pub(crate) fn apply_growing(
                     let paused = || sh.snapshots.pause(wait);
                     if drained && store.resize(size, wait, paused, || sh.snapshots.resume())? {
                         sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+                        sh.stats.map_full_since.store(0, Ordering::Relaxed);
                         tracing::info!(map_size = size, "grew the LMDB map");
                     } else {
                         sh.stats
@@ -273,6 +279,42 @@ pub(crate) fn apply_growing(
     }
 }
 
+/// How long a resize made ahead waits for open transactions (first for those open now to
+/// end, then, new ones held off, for the rest): a reader open longer puts it off, at this
+/// cost to the applier (and to new readers) at most once every [`GROW_AHEAD_EVERY`].
+const GROW_AHEAD_WAIT: Duration = Duration::from_millis(5);
+const GROW_AHEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Grows the map once LMDB uses half of it, if no transaction stays open for
+/// [`GROW_AHEAD_WAIT`]: LMDB cannot remap under open transactions, so a full map waits for
+/// every one of them to end; growing early leaves a long reader that much room before it
+/// can stall the applier. `last_try` rate-limits the attempts that a reader puts off.
+fn grow_ahead(engine: &Engine, last_try: &mut Option<Instant>) -> Result<()> {
+    let (sh, store) = (&engine.state, &engine.store);
+    let size = store.map_size.load(Ordering::Relaxed) as u64;
+    if store.env_figures().map_used_bytes.saturating_mul(2) < size
+        || last_try.is_some_and(|t| t.elapsed() < GROW_AHEAD_EVERY)
+    {
+        return Ok(());
+    }
+    let Some(next) = store.next_map_size() else {
+        return Ok(());
+    };
+    *last_try = Some(Instant::now());
+    let wait = GROW_AHEAD_WAIT.min(engine.cfg.resize_wait);
+    let drained = sh
+        .snapshots
+        .wait_for_earlier(crate::clock::CoarseInstant::now(), wait);
+    let paused = || sh.snapshots.pause(wait);
+    if drained && store.resize(next, wait, paused, || sh.snapshots.resume())? {
+        sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+        sh.stats.map_resizes_ahead.fetch_add(1, Ordering::Relaxed);
+        *last_try = None;
+        tracing::debug!(map_size = next, "grew the LMDB map ahead of need");
+    }
+    Ok(())
+}
+
 /// The applier: applies published commits to LMDB in LSN order, in large transactions, and
 /// evicts overlay versions no snapshot needs. Never applies what the log does not hold
 /// durably (LMDB must never be ahead of the log).
@@ -280,6 +322,7 @@ pub(crate) fn applier_loop(engine: &Engine) {
     let sh = &engine.state;
     let mut backlog = Applied::take(sh);
     let backlog = &mut backlog.1;
+    let mut grew_ahead_at = None;
     loop {
         // Declared before the queue's lock is taken: unwinding drops the lock first.
         let mut batch = Taken(sh, Vec::new());
@@ -377,6 +420,10 @@ pub(crate) fn applier_loop(engine: &Engine) {
                     }
                     return;
                 }
+            }
+            if let Err(e) = grow_ahead(engine, &mut grew_ahead_at) {
+                // The next batch grows it when full, or fails the engine as that fails.
+                tracing::warn!(error = %e, "growing the LMDB map ahead of need failed");
             }
             fail::fail_point!("applied-in-lmdb-before-published");
             // Before `applied_lsn`: whoever waits for it sees the catch-up's end too.

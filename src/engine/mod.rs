@@ -52,6 +52,11 @@ pub(crate) struct Counters {
     pub applied_ops: AtomicU64,
     pub map_resizes: AtomicU64,
     pub map_resizes_postponed: AtomicU64,
+    /// Resizes made ahead, before the map was full (counted in `map_resizes` too).
+    pub map_resizes_ahead: AtomicU64,
+    /// `sync::monotonic_micros()` since the applier has waited for a full map to grow;
+    /// 0 when it does not wait.
+    pub map_full_since: AtomicU64,
     pub checkpoints: AtomicU64,
     pub checkpoint_failures: StatCounter,
     pub checkpoint_duration: AtomicHistogram<LATENCY_BUCKETS>,

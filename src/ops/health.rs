@@ -211,6 +211,20 @@ pub(crate) fn health(engine: &Engine, limits: &HealthLimits) -> Health {
             ),
         );
     }
+    let full_since = engine.state.stats.map_full_since.load(Ordering::Relaxed);
+    let map_full_for =
+        Duration::from_micros(crate::sync::monotonic_micros().saturating_sub(full_since));
+    if full_since > 0 && map_full_for >= engine.cfg.resize_wait {
+        let (_, oldest, blocking) = engine.state.snapshots.census(map_full_for);
+        bad(
+            Degraded,
+            format!(
+                "LMDB's map is full and has waited {map_full_for:?} to grow: {blocking} \
+                 transaction(s) open longer than that (the oldest for {oldest:?}); LMDB cannot \
+                 remap under them, so commits are not applied until they end"
+            ),
+        );
+    }
     if m.oldest_snapshot_age > limits.max_snapshot_age {
         bad(
             Degraded,
