@@ -290,7 +290,8 @@ pub struct Config {
     pub isolation: Isolation,
     /// Tables created at open if missing. Default: none (tables are created on first write).
     pub tables: Vec<String>,
-    /// Initial size of LMDB's memory map; it grows by doubling when full. Default: 64 MiB.
+    /// Initial size of LMDB's memory map; it doubles once LMDB uses half of it (when no
+    /// transaction stays open), or when full. Default: 64 MiB.
     pub map_size: usize,
     /// The map never grows past this; a full map at this size is `Error::StorageFull`.
     /// Default: 64 GiB.
