@@ -116,6 +116,40 @@ fn compressed_frames_round_trip() {
     assert_records(&read_all(&wal), &records, 1, "compressed, reopened");
 }
 
+/// A large frame whose middle does not compress (random values) is stored raw without
+/// compressing all of it; a large compressible one is still compressed; both read back.
+#[test]
+fn a_large_incompressible_frame_is_stored_raw_and_a_compressible_one_compressed() {
+    let cfg = WalConfig {
+        segment_bytes: 16 << 20,
+        max_record_bytes: 4 << 20,
+        compress_threshold: Some(1024),
+        ..common::cfg()
+    };
+    let text = Record::Txn(TxnRecord {
+        commit_micros: 1,
+        ops: vec![Op::Put {
+            table: "docs".into(),
+            key: b"text".to_vec(),
+            value: "a line of text, again and again. "
+                .repeat(40_000)
+                .into_bytes(),
+        }],
+    })
+    .encode();
+    let records = vec![rec(1, 1 << 20), text, rec(3, 1 << 20)];
+    let fs = build_log(cfg.clone(), &records);
+    let image = snapshot(&fs);
+    let flags: Vec<u8> = image
+        .iter()
+        .flat_map(|(_, d)| frames(d))
+        .map(|f| f.flags & FLAG_ZSTD)
+        .collect();
+    assert_eq!(flags, [0, FLAG_ZSTD, 0]);
+    let wal = open(&fs, cfg).unwrap();
+    assert_records(&read_all(&wal), &records, 1, "reopened");
+}
+
 /// Spec 2: many records with 64 KiB segments rotate through several segments; reopening
 /// reads them all in order, and `read_from` starts anywhere, including at segment starts.
 #[test]

@@ -25,6 +25,11 @@ pub const RECORD_HEADER_LEN: usize = 5;
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub const MAX_LOGGED_TABLE_NAME_LEN: usize = u16::MAX as usize;
 
+/// A frame body of at least four times this is compressed only if this much of its middle
+/// compresses to at most [`SAMPLE_RATIO`] of its size.
+const SAMPLE_BYTES: usize = 64 << 10;
+const SAMPLE_RATIO: f64 = 0.9;
+
 /// Frame flag: the body is zstd-compressed; `raw_len` is its uncompressed length.
 pub const FLAG_ZSTD: u8 = 1;
 
@@ -664,9 +669,22 @@ impl FrameBuilder {
                 if self.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
                     self.compressor = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
                 }
-                let result = match &mut self.compressor {
-                    Some((_, c)) => c.compress(&self.body),
-                    None => zstd::bulk::compress(&self.body, level),
+                let mut compress = |body: &[u8]| match &mut self.compressor {
+                    Some((_, c)) => c.compress(body),
+                    None => zstd::bulk::compress(body, level),
+                };
+                // A large body whose middle does not compress (random values, say) is
+                // stored as it is: compressing all of it would cost the writer far more
+                // than the sample for a few bytes saved.
+                let middle = raw_len / 2 - raw_len.min(SAMPLE_BYTES * 4) / 8;
+                let sample = &self.body[middle..][..SAMPLE_BYTES.min(raw_len - middle)];
+                let worth_it = raw_len < SAMPLE_BYTES * 4
+                    || compress(sample)
+                        .is_ok_and(|c| c.len() as f64 <= sample.len() as f64 * SAMPLE_RATIO);
+                let result = if worth_it {
+                    compress(&self.body)
+                } else {
+                    Err(std::io::Error::other("incompressible sample"))
                 };
                 if let Ok(c) = result {
                     if c.len() < raw_len {
