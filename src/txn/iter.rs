@@ -13,6 +13,9 @@ use crate::keys::{as_slice_bound, bounds_valid, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::store::lmdb_err;
+use crate::sync::DataArc;
+
+use super::write::BufKey;
 use crate::sync::{DataArc as Arc, Ordering};
 
 use super::{borrow_overlay, Snapshot};
@@ -346,7 +349,7 @@ pub(super) fn merge_step<'t>(
 pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
-    pub(super) own: Option<btree_map::Range<'t, Vec<u8>, Option<Vec<u8>>>>,
+    pub(super) own: Option<btree_map::Range<'t, BufKey, Option<DataArc<[u8]>>>>,
     pub(super) own_head: Option<(&'t [u8], Option<&'t [u8]>)>,
     pub(super) reverse: bool,
 }
@@ -377,7 +380,7 @@ impl<'t> Iterator for WriteIter<'t> {
                     Some(r) => r.next(),
                     None => None,
                 };
-                self.own_head = next.map(|(k, v)| (k.as_slice(), v.as_deref()));
+                self.own_head = next.map(|(k, v)| (k.bytes(), v.as_deref()));
             }
             match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
                 Some(entry) => return Some(Ok(entry)),

@@ -18,7 +18,63 @@ use crate::wal::CommitFuture;
 use super::{Snapshot, WriteIter};
 
 /// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
-type TableWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Keys and values are shared with the commit's operations, not copied into them.
+type TableWrites = BTreeMap<BufKey, Option<Arc<[u8]>>>;
+
+/// A buffered key with its first 8 bytes held inline (big-endian, zero-padded): ordered as
+/// its bytes are, but most comparisons in the buffer's map decide on the inline prefix and
+/// touch no other memory (a put into a large buffer is otherwise a cache miss a comparison).
+#[derive(Debug, Clone)]
+pub(crate) struct BufKey {
+    head: u64,
+    key: Arc<[u8]>,
+}
+
+impl BufKey {
+    fn new(key: &[u8]) -> Self {
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        BufKey {
+            head: u64::from_be_bytes(head),
+            key: Arc::from(key),
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl Ord for BufKey {
+    /// The bytes' order: heads compare as the zero-padded first 8 bytes do, and equal
+    /// heads fall back to the whole keys.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key[..].cmp(&other.key[..]))
+    }
+}
+
+impl PartialOrd for BufKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for BufKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.head == other.head && self.key == other.key
+    }
+}
+
+impl Eq for BufKey {}
+
+impl std::borrow::Borrow<[u8]> for BufKey {
+    fn borrow(&self) -> &[u8] {
+        &self.key
+    }
+}
 
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +86,9 @@ pub struct Savepoint {
 #[derive(Debug)]
 struct Undo {
     table: Arc<str>,
-    key: Vec<u8>,
+    key: BufKey,
     /// The buffered write before, `None` if there was none.
-    prev: Option<Option<Vec<u8>>>,
+    prev: Option<Option<Arc<[u8]>>>,
 }
 
 /// A write transaction: buffered puts and deletes over its own snapshot, taken at its first
@@ -180,7 +236,7 @@ impl<'db> WriteTxn<'db> {
         });
         let mut n = snap.count(table)?;
         for (key, value) in self.writes.get(table).into_iter().flatten() {
-            match (snap.get(table, key)?.is_some(), value.is_some()) {
+            match (snap.get(table, key.bytes())?.is_some(), value.is_some()) {
                 (false, true) => n += 1,
                 (true, false) => n = n.saturating_sub(1),
                 _ => {}
@@ -238,12 +294,14 @@ impl<'db> WriteTxn<'db> {
         Ok(())
     }
 
-    fn buffer(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
+    fn buffer(&mut self, table: &str, key: &[u8], value: Option<Arc<[u8]>>) {
         let writes = match self.writes.get_mut(table) {
             Some(w) => w,
             None => self.writes.entry(Arc::from(table)).or_default(),
         };
-        let prev = writes.insert(key.to_vec(), value);
+        let key = BufKey::new(key);
+        let undo_key = self.has_savepoint.then(|| key.clone());
+        let prev = writes.insert(key, value);
         if self.has_savepoint {
             let table = self
                 .writes
@@ -252,7 +310,7 @@ impl<'db> WriteTxn<'db> {
                 .expect("inserted above");
             self.undo.push(Undo {
                 table,
-                key: key.to_vec(),
+                key: undo_key.expect("kept with a savepoint"),
                 prev,
             });
         }
@@ -261,7 +319,7 @@ impl<'db> WriteTxn<'db> {
     /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(table, key, Some(value))?;
-        self.buffer(table, key, Some(value.to_vec()));
+        self.buffer(table, key, Some(Arc::from(value)));
         Ok(())
     }
 
@@ -437,12 +495,12 @@ impl<'db> WriteTxn<'db> {
         let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
         for (table, writes) in &self.writes {
             for (key, value) in writes {
-                let key: Arc<[u8]> = Arc::from(key.as_slice());
+                let key = key.key.clone();
                 ops.push(match value {
                     Some(v) => WriteOp::Put {
                         table: table.clone(),
                         key,
-                        value: Arc::from(v.as_slice()),
+                        value: v.clone(),
                     },
                     None => WriteOp::Delete {
                         table: table.clone(),
@@ -485,4 +543,44 @@ enum Prepared {
     /// It wrote nothing: its snapshot's LSN (or the visible one) is its answer.
     Nothing(Lsn),
     Commit(Commit),
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::BufKey;
+
+    /// The buffer's keys order and compare exactly as their bytes do: short keys, keys
+    /// that are prefixes of others, zero bytes (the inline head's padding), long keys that
+    /// share their first 8 bytes.
+    #[test]
+    fn buffered_keys_order_as_their_bytes() {
+        let alphabet = [0x00u8, 0x01, 0x7f, 0xff];
+        let mut keys: Vec<Vec<u8>> = vec![vec![]];
+        for len in 1..=3 {
+            let mut more = Vec::new();
+            for k in keys.iter().filter(|k| k.len() == len - 1) {
+                for b in alphabet {
+                    let mut k = k.clone();
+                    k.push(b);
+                    more.push(k);
+                }
+            }
+            keys.extend(more);
+        }
+        for tail in [&[][..], &[0], &[0, 0], &[1], &[0xff, 0]] {
+            for head in [[0u8; 8], [0xff; 8], *b"abcdefgh"] {
+                let mut k = head.to_vec();
+                k.extend_from_slice(tail);
+                keys.push(k.clone());
+                keys.push(k[..7].to_vec());
+            }
+        }
+        for a in &keys {
+            for b in &keys {
+                let (x, y) = (BufKey::new(a), BufKey::new(b));
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
 }
