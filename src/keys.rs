@@ -2,6 +2,8 @@
 
 use std::ops::Bound;
 
+use crate::sync::DataArc as Arc;
+
 /// Owned bounds of a key range.
 pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
@@ -133,5 +135,110 @@ pub(crate) fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
         Bound::Included(v) => Bound::Included(v.as_slice()),
         Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
         Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A key with its first 8 bytes held inline (big-endian, zero-padded), for large ordered
+/// maps (a write transaction's buffer, the overlay's index): ordered exactly as its bytes,
+/// but most comparisons decide on the inline prefix and touch no other memory, where a
+/// key behind a pointer costs a cache miss a comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadKey {
+    head: u64,
+    key: Arc<[u8]>,
+}
+
+impl HeadKey {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        Self::shared(Arc::from(key))
+    }
+
+    /// The key, sharing its allocation.
+    pub(crate) fn shared(key: Arc<[u8]>) -> Self {
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        HeadKey {
+            head: u64::from_be_bytes(head),
+            key,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    pub(crate) fn arc(&self) -> &Arc<[u8]> {
+        &self.key
+    }
+}
+
+impl Ord for HeadKey {
+    /// The bytes' order: heads compare as the zero-padded first 8 bytes do, and equal
+    /// heads fall back to the whole keys.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key[..].cmp(&other.key[..]))
+    }
+}
+
+impl PartialOrd for HeadKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for HeadKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.head == other.head && self.key == other.key
+    }
+}
+
+impl Eq for HeadKey {}
+
+impl std::borrow::Borrow<[u8]> for HeadKey {
+    fn borrow(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests {
+    use super::HeadKey;
+
+    /// The buffer's keys order and compare exactly as their bytes do: short keys, keys
+    /// that are prefixes of others, zero bytes (the inline head's padding), long keys that
+    /// share their first 8 bytes.
+    #[test]
+    fn buffered_keys_order_as_their_bytes() {
+        let alphabet = [0x00u8, 0x01, 0x7f, 0xff];
+        let mut keys: Vec<Vec<u8>> = vec![vec![]];
+        for len in 1..=3 {
+            let mut more = Vec::new();
+            for k in keys.iter().filter(|k| k.len() == len - 1) {
+                for b in alphabet {
+                    let mut k = k.clone();
+                    k.push(b);
+                    more.push(k);
+                }
+            }
+            keys.extend(more);
+        }
+        for tail in [&[][..], &[0], &[0, 0], &[1], &[0xff, 0]] {
+            for head in [[0u8; 8], [0xff; 8], *b"abcdefgh"] {
+                let mut k = head.to_vec();
+                k.extend_from_slice(tail);
+                keys.push(k.clone());
+                keys.push(k[..7].to_vec());
+            }
+        }
+        for a in &keys {
+            for b in &keys {
+                let (x, y) = (HeadKey::new(a), HeadKey::new(b));
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+            }
+        }
     }
 }

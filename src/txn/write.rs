@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config::{Durability, Isolation};
 use crate::engine::{commit_ops, commit_ops_async, Check, Commit, Engine, ReadSet};
 use crate::error::{Error, Result};
-use crate::keys::{as_slice_bound, bounds_valid, prefix_bounds, KeyBounds, KeyRange};
+use crate::keys::{as_slice_bound, bounds_valid, prefix_bounds, HeadKey, KeyBounds, KeyRange};
 use crate::limits::{check_key, check_table_name};
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
@@ -19,62 +19,7 @@ use super::{Snapshot, WriteIter};
 
 /// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
 /// Keys and values are shared with the commit's operations, not copied into them.
-type TableWrites = BTreeMap<BufKey, Option<Arc<[u8]>>>;
-
-/// A buffered key with its first 8 bytes held inline (big-endian, zero-padded): ordered as
-/// its bytes are, but most comparisons in the buffer's map decide on the inline prefix and
-/// touch no other memory (a put into a large buffer is otherwise a cache miss a comparison).
-#[derive(Debug, Clone)]
-pub(crate) struct BufKey {
-    head: u64,
-    key: Arc<[u8]>,
-}
-
-impl BufKey {
-    fn new(key: &[u8]) -> Self {
-        let mut head = [0u8; 8];
-        let n = key.len().min(8);
-        head[..n].copy_from_slice(&key[..n]);
-        BufKey {
-            head: u64::from_be_bytes(head),
-            key: Arc::from(key),
-        }
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.key
-    }
-}
-
-impl Ord for BufKey {
-    /// The bytes' order: heads compare as the zero-padded first 8 bytes do, and equal
-    /// heads fall back to the whole keys.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.head
-            .cmp(&other.head)
-            .then_with(|| self.key[..].cmp(&other.key[..]))
-    }
-}
-
-impl PartialOrd for BufKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for BufKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.head == other.head && self.key == other.key
-    }
-}
-
-impl Eq for BufKey {}
-
-impl std::borrow::Borrow<[u8]> for BufKey {
-    fn borrow(&self) -> &[u8] {
-        &self.key
-    }
-}
+type TableWrites = BTreeMap<HeadKey, Option<Arc<[u8]>>>;
 
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +31,7 @@ pub struct Savepoint {
 #[derive(Debug)]
 struct Undo {
     table: Arc<str>,
-    key: BufKey,
+    key: HeadKey,
     /// The buffered write before, `None` if there was none.
     prev: Option<Option<Arc<[u8]>>>,
 }
@@ -299,7 +244,7 @@ impl<'db> WriteTxn<'db> {
             Some(w) => w,
             None => self.writes.entry(Arc::from(table)).or_default(),
         };
-        let key = BufKey::new(key);
+        let key = HeadKey::new(key);
         let undo_key = self.has_savepoint.then(|| key.clone());
         let prev = writes.insert(key, value);
         if self.has_savepoint {
@@ -495,7 +440,7 @@ impl<'db> WriteTxn<'db> {
         let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
         for (table, writes) in &self.writes {
             for (key, value) in writes {
-                let key = key.key.clone();
+                let key = key.arc().clone();
                 ops.push(match value {
                     Some(v) => WriteOp::Put {
                         table: table.clone(),
@@ -543,44 +488,4 @@ enum Prepared {
     /// It wrote nothing: its snapshot's LSN (or the visible one) is its answer.
     Nothing(Lsn),
     Commit(Commit),
-}
-
-#[cfg(all(test, not(walmdb_loom)))]
-mod tests {
-    use super::BufKey;
-
-    /// The buffer's keys order and compare exactly as their bytes do: short keys, keys
-    /// that are prefixes of others, zero bytes (the inline head's padding), long keys that
-    /// share their first 8 bytes.
-    #[test]
-    fn buffered_keys_order_as_their_bytes() {
-        let alphabet = [0x00u8, 0x01, 0x7f, 0xff];
-        let mut keys: Vec<Vec<u8>> = vec![vec![]];
-        for len in 1..=3 {
-            let mut more = Vec::new();
-            for k in keys.iter().filter(|k| k.len() == len - 1) {
-                for b in alphabet {
-                    let mut k = k.clone();
-                    k.push(b);
-                    more.push(k);
-                }
-            }
-            keys.extend(more);
-        }
-        for tail in [&[][..], &[0], &[0, 0], &[1], &[0xff, 0]] {
-            for head in [[0u8; 8], [0xff; 8], *b"abcdefgh"] {
-                let mut k = head.to_vec();
-                k.extend_from_slice(tail);
-                keys.push(k.clone());
-                keys.push(k[..7].to_vec());
-            }
-        }
-        for a in &keys {
-            for b in &keys {
-                let (x, y) = (BufKey::new(a), BufKey::new(b));
-                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
-                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
-            }
-        }
-    }
 }
