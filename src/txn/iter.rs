@@ -9,13 +9,10 @@ use heed::types::Bytes;
 use crate::catalog::newest_visible;
 use crate::catalog::{Table, TableView};
 use crate::error::{Error, Result};
-use crate::keys::HeadKey;
-use crate::keys::{as_slice_bound, bounds_valid, KeyBounds};
+use crate::keys::{as_slice_bound, bounds_valid, HeadKey, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::store::lmdb_err;
-use crate::sync::DataArc;
-
 use crate::sync::{DataArc as Arc, Ordering};
 
 use super::{borrow_overlay, Snapshot};
@@ -349,7 +346,7 @@ pub(super) fn merge_step<'t>(
 pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
-    pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<DataArc<[u8]>>>>,
+    pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<Arc<[u8]>>>>,
     pub(super) own_head: Option<(&'t [u8], Option<&'t [u8]>)>,
     pub(super) reverse: bool,
 }
