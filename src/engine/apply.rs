@@ -238,16 +238,7 @@ pub(crate) fn apply_growing(
                         let now = crate::sync::monotonic_micros().max(1);
                         sh.stats.map_full_since.store(now, Ordering::Relaxed);
                     }
-                    let wait = engine.cfg.resize_wait;
-                    // First the transactions open now end (new ones go on), then a pause
-                    // waits for the younger ones only: a long reader postpones the resize
-                    // but never holds every new reader off.
-                    let drained = sh
-                        .snapshots
-                        .wait_for_earlier(crate::clock::CoarseInstant::now(), wait);
-                    let paused = || sh.snapshots.pause(wait);
-                    if drained && store.resize(size, wait, paused, || sh.snapshots.resume())? {
-                        sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+                    if resize_map(engine, size, engine.cfg.resize_wait)? {
                         sh.stats.map_full_since.store(0, Ordering::Relaxed);
                         tracing::info!(map_size = size, "grew the LMDB map");
                     } else {
@@ -279,6 +270,27 @@ pub(crate) fn apply_growing(
     }
 }
 
+/// Grows the map to `size`, waiting up to `wait` at each step; false when something stayed
+/// open. First the transactions open now end (new ones go on), then a pause waits for the
+/// younger ones only: a long reader postpones the resize but never holds every new reader
+/// off.
+fn resize_map(engine: &Engine, size: usize, wait: Duration) -> Result<bool> {
+    let sh = &engine.state;
+    let drained = sh
+        .snapshots
+        .wait_for_earlier(crate::clock::CoarseInstant::now(), wait);
+    let paused = || sh.snapshots.pause(wait);
+    if !(drained
+        && engine
+            .store
+            .resize(size, wait, paused, || sh.snapshots.resume())?)
+    {
+        return Ok(false);
+    }
+    sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
+}
+
 /// How long a resize made ahead waits for open transactions (first for those open now to
 /// end, then, new ones held off, for the rest): a reader open longer puts it off, at this
 /// cost to the applier (and to new readers) at most once every [`GROW_AHEAD_EVERY`].
@@ -301,13 +313,7 @@ fn grow_ahead(engine: &Engine, last_try: &mut Option<Instant>) -> Result<()> {
         return Ok(());
     };
     *last_try = Some(Instant::now());
-    let wait = GROW_AHEAD_WAIT.min(engine.cfg.resize_wait);
-    let drained = sh
-        .snapshots
-        .wait_for_earlier(crate::clock::CoarseInstant::now(), wait);
-    let paused = || sh.snapshots.pause(wait);
-    if drained && store.resize(next, wait, paused, || sh.snapshots.resume())? {
-        sh.stats.map_resizes.fetch_add(1, Ordering::Relaxed);
+    if resize_map(engine, next, GROW_AHEAD_WAIT.min(engine.cfg.resize_wait))? {
         sh.stats.map_resizes_ahead.fetch_add(1, Ordering::Relaxed);
         *last_try = None;
         tracing::debug!(map_size = next, "grew the LMDB map ahead of need");

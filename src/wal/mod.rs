@@ -388,11 +388,24 @@ impl<S: Sequencer> Wal<S> {
         ticket: S::Ticket,
         durability: Option<Durability>,
     ) -> Result<CommitHandle> {
-        self.check_commit(&record, durability.as_ref())?;
-        let (completion, done) = Completion::pair();
-        let request = self.commit_request(record, ticket, durability, done);
+        let (completion, request) = self.checked_request(record, ticket, durability)?;
         self.queue(request)?;
         Ok(CommitHandle { completion })
+    }
+
+    /// The request of a commit `check_commit` takes, and the completion that answers it.
+    fn checked_request(
+        &self,
+        record: EncodedRecord,
+        ticket: S::Ticket,
+        durability: Option<Durability>,
+    ) -> Result<(Arc<Completion>, Request<S::Ticket>)> {
+        self.check_commit(&record, durability.as_ref())?;
+        let (completion, done) = Completion::pair();
+        Ok((
+            completion,
+            self.commit_request(record, ticket, durability, done),
+        ))
     }
 
     /// Refuses a commit the log would not take: too large, an invalid level, or a log that
@@ -492,9 +505,7 @@ impl<S: Sequencer> Wal<S> {
         ticket: S::Ticket,
         durability: Option<Durability>,
     ) -> Result<Lsn> {
-        self.check_commit(&record, durability.as_ref())?;
-        let (completion, done) = Completion::pair();
-        let request = self.commit_request(record, ticket, durability, done);
+        let (completion, request) = self.checked_request(record, ticket, durability)?;
         self.write_or_queue(request)?;
         completion.wait()
     }
