@@ -406,3 +406,31 @@ fn a_scrub_in_progress_does_not_hold_back_the_room_commits_wait_for() {
     );
     db.close().unwrap();
 }
+
+/// Found by `engine_ops` (CI run of fb6a133; `fuzz/regressions/engine_ops-lone-txn-end`):
+/// with `max_record_bytes` 64 a commit just over it was written as a lone `TxnEnd` that
+/// replay skipped, so after a power loss the reopen refused with `Inconsistent` ("replay
+/// ended at LSN 0 but the log holds LSN 1") and the acknowledged commit was unreadable
+/// (see `a_transaction_written_as_one_piece_is_read_back_whole` in `tests/split_txn.rs`).
+#[test]
+fn a_commit_written_as_one_piece_survives_a_power_loss() {
+    use std::sync::Arc;
+    use walmdb::{CrashOptions, Durability, FsRef, SimFs};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.wal.segment_bytes = 64 * 1024;
+    cfg.wal.max_record_bytes = 64;
+    let fs = SimFs::new();
+    let open =
+        |fs: &SimFs| Db::open_with_fs(dir.path(), cfg.clone(), Arc::new(fs.clone()) as FsRef);
+    let db = open(&fs).unwrap();
+    let mut w = db.write().unwrap();
+    w.put("a", b"k02", &[3u8; 33]).unwrap();
+    w.commit_with(Durability::EveryWrite).unwrap();
+    fs.crash_after_ops(fs.op_count());
+    db.simulate_crash();
+    let fs = fs.crash(255, CrashOptions::default());
+    let db = open(&fs).unwrap();
+    let r = db.read().unwrap();
+    assert_eq!(r.get("a", b"k02").unwrap(), Some(&[3u8; 33][..]));
+}

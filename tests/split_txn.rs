@@ -183,3 +183,74 @@ fn parts_without_their_end_are_never_read_and_the_log_goes_on() {
     // Both outcomes were reached: crashes before the end, and after it.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+/// Found by `engine_ops` (CI run of fb6a133; input `fuzz/regressions/engine_ops-lone-txn-end`):
+/// a piece carries at least 64 bytes, so with a small `max_record_bytes` a transaction just
+/// over it went out as a single `TxnEnd` with no parts, which readers skipped as the tail
+/// of a transaction begun before the read. The acknowledged commit was gone from every read
+/// (replay, change feed, restore), and a lone end after a crash's unended parts was
+/// reported as corruption. Every size around the thresholds now reads back whole, also
+/// after parts a crash left without their end.
+#[test]
+fn a_transaction_written_as_one_piece_is_read_back_whole() {
+    let tiny = || WalConfig {
+        max_record_bytes: 64,
+        segment_bytes: 64 * 1024,
+        prepare_segments: false,
+        ..WalConfig::default()
+    };
+    let open_tiny = |fs: &SimFs| {
+        let fsref: FsRef = Arc::new(fs.clone());
+        Wal::open_with(fsref, Path::new(DIR), tiny(), None, NoSequencer)
+    };
+    let sized = |tag: u8, len: usize| TxnRecord {
+        commit_micros: u64::from(tag),
+        ops: vec![Op::Put {
+            table: "t".into(),
+            key: vec![tag],
+            value: vec![tag; len],
+        }],
+    };
+    let fs = SimFs::new();
+    let wal = open_tiny(&fs).unwrap();
+    let mut want = Vec::new();
+    // Payloads from under the limit to several pieces.
+    for len in 0..120 {
+        let t = sized(len as u8, len);
+        let lsn = wal.commit(encode(&t)).unwrap();
+        want.push((lsn, Record::Txn(t)));
+    }
+    assert!(
+        want.iter()
+            .map(|(_, r)| r.encode().kind())
+            .all(|k| k == RecordType::Txn),
+        "the records themselves are whole transactions"
+    );
+    let lsns = |records: &[(u64, Record)]| records.iter().map(|(l, _)| *l).collect::<Vec<_>>();
+    assert_eq!(lsns(&read_all(&wal)), lsns(&want), "read back while open");
+    assert_eq!(read_all(&wal), want);
+    // The parts of a transaction whose end a crash took, then one written as one piece.
+    fs.crash_after_ops(fs.op_count() + 1);
+    let _ = wal.commit(encode(&sized(200, 500)));
+    drop(wal);
+    let fs = fs.crash(1, CrashOptions::default());
+    let wal = open_tiny(&fs).unwrap();
+    // Over the limit framed, within one piece's 64 bytes.
+    let lone = (0..64)
+        .map(|len| sized(201, len))
+        .find(|t| (60..=64).contains(&encode(t).payload().len()))
+        .expect("a size written as one piece");
+    let lsn = wal.commit(encode(&lone)).unwrap();
+    want.push((lsn, Record::Txn(lone)));
+    assert_eq!(
+        read_all(&wal),
+        want,
+        "after the unended parts, and the one-piece commit"
+    );
+    wal.close().unwrap();
+    let wal = open_tiny(&fs).unwrap();
+    assert_eq!(read_all(&wal), want, "after a clean reopen");
+    // A read from the one-piece transaction's own LSN hands it out.
+    let from = wal.read_from(lsn).next().expect("one record").unwrap();
+    assert_eq!((from.lsn, from.record.kind()), (lsn, RecordType::Txn));
+}

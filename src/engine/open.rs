@@ -19,7 +19,7 @@ use crate::overlay::Version;
 use crate::store::{Store, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::{AtomicBool, Mutex, Ordering, ThreadBuilder};
-use crate::wal::{Op, Record, RecoveryReport, Wal};
+use crate::wal::{LogRecord, Op, Record, RecoveryReport, Wal};
 
 /// What opening the database found and did.
 #[derive(Debug, Clone)]
@@ -338,29 +338,61 @@ struct Replayed {
     cost: usize,
 }
 
-/// Decodes the log's records after LMDB's applied LSN, in order.
+/// Decodes the log's records after LMDB's applied LSN, in order. Parts of a transaction
+/// whose end never came (a crash while it was written) can be left at the log's tail:
+/// they commit nothing, and are handed out last as one record without writes at the
+/// tail's LSN, so replay, the applied LSN and the log's next LSN all cover them.
 fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>> + '_ {
-    engine.wal.read_from(from).map(|item| {
-        let rec = item?;
-        let decoded = rec.record.decode().map_err(|e| Error::Corruption {
-            segment: 0,
-            offset: 0,
-            reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
-        })?;
-        let (ops, commit_micros): (Vec<WriteOp>, u64) = match decoded {
-            Record::Txn(txn) => (
-                txn.ops.into_iter().map(write_op).collect(),
-                txn.commit_micros,
-            ),
-            _ => (Vec::new(), 0),
-        };
-        let cost = ops.iter().map(WriteOp::overlay_cost).sum();
-        Ok(Replayed {
-            lsn: rec.lsn,
-            size: rec.record.payload().len(),
-            writes: Arc::new(TxnWrites::new(ops, commit_micros, false)),
-            cost,
-        })
+    let mut log = engine.wal.read_from(from);
+    let mut last = from - 1;
+    let mut tail_done = false;
+    std::iter::from_fn(move || {
+        if let Some(item) = log.next() {
+            let rec = item.and_then(decode_replayed);
+            if let Ok(rec) = &rec {
+                last = rec.lsn;
+            }
+            return Some(rec);
+        }
+        let through = log.read_through();
+        if tail_done || through <= last {
+            return None;
+        }
+        tail_done = true;
+        tracing::warn!(
+            after_lsn = last,
+            through_lsn = through,
+            "the log ends in parts of a transaction that was never committed; they are skipped"
+        );
+        Some(Ok(Replayed {
+            lsn: through,
+            size: 0,
+            writes: Arc::new(TxnWrites::new(Vec::new(), 0, false)),
+            cost: 0,
+        }))
+    })
+}
+
+/// One log record as replay takes it.
+fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
+    let decoded = rec.record.decode().map_err(|e| Error::Corruption {
+        segment: 0,
+        offset: 0,
+        reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
+    })?;
+    let (ops, commit_micros): (Vec<WriteOp>, u64) = match decoded {
+        Record::Txn(txn) => (
+            txn.ops.into_iter().map(write_op).collect(),
+            txn.commit_micros,
+        ),
+        _ => (Vec::new(), 0),
+    };
+    let cost = ops.iter().map(WriteOp::overlay_cost).sum();
+    Ok(Replayed {
+        lsn: rec.lsn,
+        size: rec.record.payload().len(),
+        writes: Arc::new(TxnWrites::new(ops, commit_micros, false)),
+        cost,
     })
 }
 

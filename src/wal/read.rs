@@ -89,6 +89,12 @@ pub struct LogIter {
 }
 
 impl LogIter {
+    /// The last LSN read so far, records handed out or not (parts of a transaction whose
+    /// end never came are read and not handed out).
+    pub(crate) fn read_through(&self) -> Lsn {
+        (self.next_lsn - 1).min(self.until_lsn)
+    }
+
     fn load_next_segment(&mut self) -> Result<()> {
         // The segment holding `next_lsn`: the last one starting at or before it.
         let Some(idx) = self

@@ -107,6 +107,17 @@ impl Reassembly {
                 self.first_lsn = rec.lsn;
                 Ok(None)
             }
+            // A transaction written in one piece: whole on its own.
+            (RecordType::TxnEnd, _) if number == 0 => {
+                self.drop_unended(rec.lsn);
+                Ok(Some(LogRecord {
+                    lsn: rec.lsn,
+                    record: EncodedRecord {
+                        kind: RecordType::Txn,
+                        payload: chunk.to_vec(),
+                    },
+                }))
+            }
             (RecordType::TxnPart, Some(held)) if number == held => {
                 self.payload.extend_from_slice(chunk);
                 self.parts = Some(held + 1);
