@@ -113,10 +113,12 @@ fn backup_list_and_restore_to_a_name_an_lsn_and_a_time() {
     let db = Db::open_with(p("db"), cfg(&p("archive"))).unwrap();
     commit(&db, 40..200, &mut history);
     let point = db.create_restore_point("before-migration").unwrap();
-    commit(&db, 200..330, &mut history);
+    commit(&db, 200..261, &mut history);
+    // The time target is just after commit 260 returned; the next commit's time must be
+    // later (commits at `None` take microseconds: two could share one).
     let time_target = history[260].3;
     std::thread::sleep(Duration::from_millis(2));
-    commit(&db, 330..600, &mut history);
+    commit(&db, 261..600, &mut history);
     db.checkpoint().unwrap();
     db.close().unwrap();
 
