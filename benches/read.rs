@@ -227,6 +227,13 @@ fn reads(c: &mut Criterion) {
             black_box(scan10(&large.read().expect("read"), &k))
         })
     });
+    g.bench_function("get_large_overlay_in_open_txn", |b| {
+        let txn = large.read().expect("read");
+        b.iter(|| {
+            let k = key(KEYS + rng.next_u64() % OVERLAY_KEYS);
+            black_box(txn.get(TABLE, &k).expect("get").map(<[u8]>::len))
+        })
+    });
     g.bench_function("heed_named_scan10_own_txn", |b| {
         b.iter(|| {
             let k = key(rng.next_u64() % KEYS);

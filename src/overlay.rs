@@ -8,7 +8,7 @@
 //!   finds, for every key, either its newest version <= V here, or no version in (A, V] at
 //!   all, in which case LMDB at A holds the answer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::lsn::Lsn;
@@ -23,24 +23,81 @@ pub(crate) struct Version {
 
 /// Bytes a version is charged against `overlay_max_bytes`: its key and value and what
 /// holding it costs besides (the write op in its transaction, the key's and value's shared
-/// allocations, the overlay's hash entry, chain and ordered index, the conflict index):
-/// 200-205 bytes of heap measured by `tests/overlay_memory.rs` (before: 64, a third of it).
+/// allocations, the overlay's hash entry, chain slot and ordered index, the conflict index):
+/// 214 bytes of heap measured by `tests/overlay_memory.rs` with 16-byte keys.
 pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
     key.len() + value.map_or(0, <[u8]>::len) + VERSION_OVERHEAD
 }
 
 /// Heap bytes a version takes besides its key and value.
-pub(crate) const VERSION_OVERHEAD: usize = 208;
+pub(crate) const VERSION_OVERHEAD: usize = 216;
 
 /// Keys of an overlay range with their version chains.
 pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a [Version])> + 'a>;
 
-/// A table's committed versions by key, oldest first: hashed for point reads, ordered for
-/// ranges. A key is present while it has a version.
+/// A key's versions, oldest first: most keys have one, held without an allocation of its
+/// own.
+#[derive(Debug)]
+enum Chain {
+    One(Version),
+    Many(Vec<Version>),
+}
+
+impl Chain {
+    fn as_slice(&self) -> &[Version] {
+        match self {
+            Chain::One(v) => std::slice::from_ref(v),
+            Chain::Many(vs) => vs,
+        }
+    }
+
+    fn push(&mut self, version: Version) {
+        match self {
+            Chain::Many(vs) => vs.push(version),
+            Chain::One(_) => {
+                let Chain::One(first) = std::mem::replace(self, Chain::Many(Vec::new())) else {
+                    unreachable!("matched One");
+                };
+                *self = Chain::Many(vec![first, version]);
+            }
+        }
+    }
+
+    /// Removes the versions at or below `horizon`; returns their bytes and count, and
+    /// whether none is left.
+    fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize, bool) {
+        match self {
+            Chain::One(v) if v.lsn <= horizon => (version_cost(key, v.value.as_deref()), 1, true),
+            Chain::One(_) => (0, 0, false),
+            Chain::Many(vs) => {
+                let keep_from = vs.partition_point(|v| v.lsn <= horizon);
+                let freed = vs
+                    .drain(..keep_from)
+                    .map(|v| version_cost(key, v.value.as_deref()))
+                    .sum();
+                (freed, keep_from, vs.is_empty())
+            }
+        }
+    }
+
+    fn cost(&self, key: &[u8]) -> usize {
+        self.as_slice()
+            .iter()
+            .map(|v| version_cost(key, v.value.as_deref()))
+            .sum()
+    }
+}
+
+/// A table's committed versions by key, oldest first: each key's chain sits in a slot,
+/// found by hash for point reads and from the ordered index for ranges (a range walk
+/// reaches a key's chain without a hash probe). A key is present while it has a version.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
-    chains: HashMap<Arc<[u8]>, Vec<Version>>,
-    order: BTreeSet<Arc<[u8]>>,
+    slot_of: HashMap<Arc<[u8]>, usize>,
+    order: BTreeMap<Arc<[u8]>, usize>,
+    slots: Vec<Chain>,
+    /// Slots of evicted keys, reused first.
+    free: Vec<usize>,
     /// The number of keys, stored (`Release`) after every change, for readers that do not
     /// take the table's lock (see [`Overlay::keys_published`]).
     keys: Arc<AtomicUsize>,
@@ -51,29 +108,28 @@ pub(crate) struct Overlay {
 /// Every version an overlay held, taken out at once by [`Overlay::take_all`]: counted and
 /// freed by the caller after it lets go of the table's lock.
 pub(crate) struct TakenVersions {
-    chains: HashMap<Arc<[u8]>, Vec<Version>>,
-    order: BTreeSet<Arc<[u8]>>,
+    order: BTreeMap<Arc<[u8]>, usize>,
+    slot_of: HashMap<Arc<[u8]>, usize>,
+    slots: Vec<Chain>,
 }
 
 impl TakenVersions {
     /// Frees them; returns their bytes and count (as [`Overlay::evict`] counts them).
     pub fn free(self) -> (usize, usize) {
         let mut freed = (0, 0);
-        for (key, chain) in &self.chains {
-            freed.0 += chain
-                .iter()
-                .map(|v| version_cost(key, v.value.as_deref()))
-                .sum::<usize>();
-            freed.1 += chain.len();
+        for (key, &slot) in &self.order {
+            let chain = &self.slots[slot];
+            freed.0 += chain.cost(key);
+            freed.1 += chain.as_slice().len();
         }
-        drop(self.order);
+        drop(self.slot_of);
         freed
     }
 }
 
 impl Overlay {
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty()
+        self.order.is_empty()
     }
 
     /// The overlay's key count, readable without its lock. Versions are added before
@@ -85,16 +141,31 @@ impl Overlay {
     }
 
     fn publish_keys(&self) {
-        self.keys.store(self.chains.len(), Ordering::Release);
+        self.keys.store(self.order.len(), Ordering::Release);
+    }
+
+    /// A slot holding `chain` (a free one if any).
+    fn new_slot(&mut self, chain: Chain) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = chain;
+                slot
+            }
+            None => {
+                self.slots.push(chain);
+                self.slots.len() - 1
+            }
+        }
     }
 
     pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
         self.newest = self.newest.max(version.lsn);
-        match self.chains.get_mut(&key[..]) {
-            Some(chain) => chain.push(version),
+        match self.slot_of.get(&key[..]) {
+            Some(&slot) => self.slots[slot].push(version),
             None => {
-                self.chains.insert(key.clone(), vec![version]);
-                self.order.insert(key.clone());
+                let slot = self.new_slot(Chain::One(version));
+                self.slot_of.insert(key.clone(), slot);
+                self.order.insert(key.clone(), slot);
                 self.publish_keys();
             }
         }
@@ -104,19 +175,20 @@ impl Overlay {
     /// the new keys enter the ordered index sorted, built in one pass when it is empty (a
     /// replay at open), rather than one tree insert each.
     pub fn extend(&mut self, versions: Vec<(Arc<[u8]>, Version)>) {
-        self.chains.reserve(versions.len());
+        self.slot_of.reserve(versions.len());
         let mut new_keys = Vec::new();
         for (key, version) in versions {
             self.newest = self.newest.max(version.lsn);
-            match self.chains.get_mut(&key[..]) {
-                Some(chain) => chain.push(version),
+            match self.slot_of.get(&key[..]) {
+                Some(&slot) => self.slots[slot].push(version),
                 None => {
-                    self.chains.insert(key.clone(), vec![version]);
-                    new_keys.push(key);
+                    let slot = self.new_slot(Chain::One(version));
+                    self.slot_of.insert(key.clone(), slot);
+                    new_keys.push((key, slot));
                 }
             }
         }
-        new_keys.sort_unstable();
+        new_keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if self.order.is_empty() {
             self.order = new_keys.into_iter().collect();
         } else {
@@ -126,10 +198,11 @@ impl Overlay {
     }
 
     pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
-        if self.chains.is_empty() {
+        if self.slot_of.is_empty() {
             return None;
         }
-        self.chains.get(key).map(Vec::as_slice)
+        let &slot = self.slot_of.get(key)?;
+        Some(self.slots[slot].as_slice())
     }
 
     /// Keys in `range` (ascending, or descending if `reverse`) with their chains.
@@ -139,10 +212,8 @@ impl Overlay {
         reverse: bool,
     ) -> OverlayEntries<'a> {
         let keys = self.order.range::<[u8], _>(range);
-        let with_chain = move |k: &'a Arc<[u8]>| {
-            let chain = self.chains.get(&k[..]).map_or(&[][..], Vec::as_slice);
-            (k, chain)
-        };
+        let with_chain =
+            move |(k, &slot): (&'a Arc<[u8]>, &usize)| (k, self.slots[slot].as_slice());
         if reverse {
             Box::new(keys.rev().map(with_chain))
         } else {
@@ -153,33 +224,38 @@ impl Overlay {
     /// Takes every version out when all are at or below `horizon` (what evicting each of
     /// their keys would do, without a lookup each); `None` when some are above it.
     pub fn take_all(&mut self, horizon: Lsn) -> Option<TakenVersions> {
-        if self.chains.is_empty() || self.newest > horizon {
+        if self.order.is_empty() || self.newest > horizon {
             return None;
         }
         let taken = TakenVersions {
-            chains: std::mem::take(&mut self.chains),
             order: std::mem::take(&mut self.order),
+            slot_of: std::mem::take(&mut self.slot_of),
+            slots: std::mem::take(&mut self.slots),
         };
+        self.free = Vec::new();
         self.publish_keys();
         Some(taken)
     }
 
     /// Evicts the versions at or below `horizon`; returns their bytes and count.
     pub fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
-        let Some(chain) = self.chains.get_mut(key) else {
+        let Some(&slot) = self.slot_of.get(key) else {
             return (0, 0);
         };
-        let keep_from = chain.partition_point(|v| v.lsn <= horizon);
-        let freed = chain
-            .drain(..keep_from)
-            .map(|v| version_cost(key, v.value.as_deref()))
-            .sum();
-        if chain.is_empty() {
-            self.chains.remove(key);
+        let (freed, count, emptied) = self.slots[slot].evict(key, horizon);
+        if emptied {
+            self.slot_of.remove(key);
             self.order.remove(key);
+            // The slot's last version goes now, not when the slot is reused.
+            self.slots[slot] = Chain::Many(Vec::new());
+            self.free.push(slot);
+            if self.order.is_empty() {
+                // Memory held for the largest the overlay was goes with its last key.
+                (self.slots, self.free, self.slot_of) = Default::default();
+            }
             self.publish_keys();
         }
-        (freed, keep_from)
+        (freed, count)
     }
 }
 
