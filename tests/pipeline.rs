@@ -520,3 +520,128 @@ fn rotation_uses_the_prepared_spare_and_a_new_one_is_prepared() {
     );
     assert_eq!(read_all(&wal), (1..=n).collect::<Vec<_>>());
 }
+
+/// Found in review (issue 21): a record over `queue_max_bytes` enters only an empty queue,
+/// and a steady stream of small commits could keep the queue from ever emptying, so the
+/// large commit waited out `backpressure_wait` and failed with `Backpressure`. Once it
+/// waits, later commits that carry bytes wait behind it.
+#[test]
+fn a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones() {
+    let fs = SimFs::new();
+    let cfg = WalConfig {
+        queue_max_bytes: 64 * 1024,
+        backpressure_wait: Duration::from_secs(30),
+        ..small_cfg()
+    };
+    let (wal, gate, entered, _) = open_gated(&fs, cfg, false);
+    let _release = OpenOnDrop(gate.clone());
+    let wal = Arc::new(wal);
+    // The flusher takes the first commit and blocks in admit; a second one stays queued.
+    let first = wal.submit(put(0), 0, None).unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let queued = wal.submit(put(2), 2, None).unwrap();
+    // 200 KiB: over the queue's 64 KiB, so it waits for the queue to empty.
+    let big = Record::Txn(TxnRecord {
+        commit_micros: 1,
+        ops: vec![Op::Put {
+            table: "t".into(),
+            key: b"big".to_vec(),
+            value: vec![9; 200 * 1024],
+        }],
+    })
+    .encode();
+    let waits_before = wal.stats().queue_full_waits;
+    let big = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.submit(big, 4, None).map(|h| h.wait()))
+    };
+    while wal.stats().queue_full_waits == waits_before {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A small commit after it: the queue has room for it, but it waits behind the big one.
+    let queued_later = Arc::new(AtomicBool::new(false));
+    let later = {
+        let (wal, queued_later) = (wal.clone(), queued_later.clone());
+        std::thread::spawn(move || {
+            let handle = wal.submit(put(6), 6, None);
+            queued_later.store(true, Ordering::SeqCst);
+            handle.map(|h| h.wait())
+        })
+    };
+    // It is queued (the starvation) or waits for space (a second full-queue wait).
+    while !queued_later.load(Ordering::SeqCst) && wal.stats().queue_full_waits < waits_before + 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    gate.store(true, Ordering::SeqCst);
+    let big_lsn = big.join().unwrap().unwrap().unwrap();
+    let later_lsn = later.join().unwrap().unwrap().unwrap();
+    assert_eq!(first.wait().unwrap(), 1);
+    assert_eq!(queued.wait().unwrap(), 2);
+    assert!(
+        big_lsn < later_lsn,
+        "the large commit ({big_lsn}) went after a later small one ({later_lsn})"
+    );
+}
+
+/// The other side of `a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones`: a
+/// large commit that gives up (its `backpressure_wait` runs out) lets the commits it held
+/// back in; they are not refused for it.
+#[test]
+fn commits_held_back_by_a_large_one_go_on_when_it_gives_up() {
+    let fs = SimFs::new();
+    let cfg = WalConfig {
+        queue_max_bytes: 64 * 1024,
+        backpressure_wait: Duration::from_millis(500),
+        ..small_cfg()
+    };
+    let (wal, gate, entered, _) = open_gated(&fs, cfg, false);
+    let _release = OpenOnDrop(gate.clone());
+    let wal = Arc::new(wal);
+    let first = wal.submit(put(0), 0, None).unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let queued = wal.submit(put(2), 2, None).unwrap();
+    let big = Record::Txn(TxnRecord {
+        commit_micros: 1,
+        ops: vec![Op::Put {
+            table: "t".into(),
+            key: b"big".to_vec(),
+            value: vec![9; 200 * 1024],
+        }],
+    })
+    .encode();
+    let waits_before = wal.stats().queue_full_waits;
+    let big = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.submit(big, 4, None).map(|_| ()))
+    };
+    while wal.stats().queue_full_waits == waits_before {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let held = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.submit(put(6), 6, None))
+    };
+    // The flusher stays blocked: the queue never empties, and the large commit gives up.
+    assert!(matches!(
+        big.join().unwrap(),
+        Err(Error::Backpressure { .. })
+    ));
+    // The small one was held back behind it and started waiting later: it gets in.
+    let held = held
+        .join()
+        .unwrap()
+        .expect("queued once the large commit gave up");
+    gate.store(true, Ordering::SeqCst);
+    assert_eq!(
+        [
+            first.wait().unwrap(),
+            queued.wait().unwrap(),
+            held.wait().unwrap()
+        ],
+        [1, 2, 3]
+    );
+}

@@ -150,6 +150,8 @@ pub struct WalStats {
     pub queued_commits: usize,
     /// Bytes waiting in the queue.
     pub queued_bytes: usize,
+    /// Commits that found the queue full and waited for space.
+    pub queue_full_waits: u64,
 }
 
 /// A segment a backup copied.
@@ -590,6 +592,7 @@ impl<S: Sequencer> Wal<S> {
             durable_lsn: self.durable_lsn(),
             queued_commits,
             queued_bytes,
+            queue_full_waits: self.shared.queue.full_waits(),
         }
     }
 

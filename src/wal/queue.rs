@@ -24,6 +24,11 @@ pub(crate) struct CommitQueue<T> {
     space_lock: Mutex<()>,
     space: Condvar,
     space_waiters: AtomicUsize,
+    /// Pushes over `max_bytes` waiting for the empty queue they need. While one waits, other
+    /// pushes that carry bytes wait too, so a stream of small commits cannot keep the queue
+    /// from ever emptying (bytes-free requests, syncs, still pass: a sync the applier waits
+    /// on must not queue behind a record that waits on the applier).
+    oversized_waiting: AtomicUsize,
     /// Pushes that found the queue full and waited (a statistic, not synchronisation).
     full_waits: StatCounter,
 }
@@ -42,6 +47,7 @@ impl<T> CommitQueue<T> {
             space_lock: Mutex::new(()),
             space: Condvar::new(),
             space_waiters: AtomicUsize::new(0),
+            oversized_waiting: AtomicUsize::new(0),
             full_waits: StatCounter::new(0),
         }
     }
@@ -79,6 +85,19 @@ impl<T> CommitQueue<T> {
     }
 
     fn push_inner(&self, item: T, bytes: usize, wait: Option<Duration>) -> Result<(), (Error, T)> {
+        /// Counts an oversized push as waiting until it ends, however it ends; then wakes
+        /// the pushes it held back.
+        struct Oversized<'a, T>(Option<&'a CommitQueue<T>>);
+        impl<T> Drop for Oversized<'_, T> {
+            fn drop(&mut self) {
+                if let Some(q) = self.0 {
+                    q.oversized_waiting.fetch_sub(1, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    q.wake_space_waiters();
+                }
+            }
+        }
+        let mut oversized = Oversized(None);
         let mut item = item;
         let mut deadline = None;
         loop {
@@ -104,6 +123,10 @@ impl<T> CommitQueue<T> {
             if now >= deadline {
                 return Err((full(), item));
             }
+            if bytes > self.max_bytes && oversized.0.is_none() {
+                self.oversized_waiting.fetch_add(1, Ordering::SeqCst);
+                oversized.0 = Some(self);
+            }
             let guard = self.space_lock.lock();
             self.space_waiters.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
@@ -119,13 +142,23 @@ impl<T> CommitQueue<T> {
     /// An item over `max_bytes` fits an empty queue (as `try_push` takes it).
     fn is_full_for(&self, bytes: usize) -> bool {
         let queued = self.bytes.load(Ordering::SeqCst);
-        self.items.len() >= self.items.capacity() || (queued > 0 && queued + bytes > self.max_bytes)
+        self.items.len() >= self.items.capacity()
+            || (queued > 0 && queued + bytes > self.max_bytes)
+            || self.held_back(bytes)
+    }
+
+    /// True when a push of `bytes` waits for an oversized one waiting before it.
+    fn held_back(&self, bytes: usize) -> bool {
+        bytes > 0 && bytes <= self.max_bytes && self.oversized_waiting.load(Ordering::SeqCst) > 0
     }
 
     fn try_push(&self, item: T, bytes: usize) -> Result<(), T> {
         if bug(Bug::DropWhenFull) && self.is_full_for(bytes) {
             drop(item);
             return Ok(());
+        }
+        if self.held_back(bytes) {
+            return Err(item);
         }
         let before = self.bytes.fetch_add(bytes, Ordering::SeqCst);
         if before + bytes > self.max_bytes && before > 0 {
@@ -147,11 +180,16 @@ impl<T> CommitQueue<T> {
         let (item, bytes) = self.items.pop()?;
         self.bytes.fetch_sub(bytes, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        self.wake_space_waiters();
+        Some(item)
+    }
+
+    /// Wakes committers waiting for space (after a change that may make some).
+    fn wake_space_waiters(&self) {
         if self.space_waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self.space_lock.lock();
             self.space.notify_all();
         }
-        Some(item)
     }
 
     /// True when no request is queued.
