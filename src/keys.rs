@@ -139,7 +139,7 @@ pub(crate) fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 /// A key with its first 8 bytes held inline (big-endian, zero-padded), for a large ordered
-/// map (a write transaction's buffer): ordered exactly as its bytes,
+/// map (a write transaction's buffer, the overlay's ordered index): ordered exactly as its bytes,
 /// but most comparisons decide on the inline prefix and touch no other memory, where a
 /// key behind a pointer costs a cache miss a comparison.
 #[derive(Debug, Clone)]

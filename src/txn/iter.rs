@@ -147,7 +147,7 @@ pub(super) struct OverlayCursor<'t> {
     pub(super) chunk: usize,
 }
 
-pub(super) const OVERLAY_CHUNK_FIRST: usize = 16;
+pub(super) const OVERLAY_CHUNK_FIRST: usize = 8;
 const OVERLAY_CHUNK_MAX: usize = 256;
 
 impl<'t> OverlayCursor<'t> {
