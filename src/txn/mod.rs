@@ -222,9 +222,6 @@ impl<'db> Snapshot<'db> {
             (Some(dbi), Some(range)) => {
                 let txn = self.lmdb();
                 let verify = self.engine.cfg.verify_scans;
-                if verify {
-                    check_range_start(dbi, txn, &t.name, &range, reverse)?;
-                }
                 let walk = if reverse {
                     LmdbWalk::Reverse(dbi.rev_range(txn, &range).map_err(lmdb_err("range"))?)
                 } else {
@@ -237,11 +234,18 @@ impl<'db> Snapshot<'db> {
                     match walk.next().transpose()? {
                         Some(first) => {
                             first_within(&t.name, &range, reverse, first.0)?;
+                            // A walk that starts at its bound's own key passed no entry.
+                            if !at_bound(&range, reverse, first.0) {
+                                check_range_start(dbi, txn, &t.name, &range, reverse)?;
+                            }
                             walk.read_ahead()?;
                             lmdb_head = Some(first);
                             Some(walk)
                         }
-                        None => None,
+                        None => {
+                            check_range_start(dbi, txn, &t.name, &range, reverse)?;
+                            None
+                        }
                     }
                 } else {
                     Some(walk)
@@ -335,7 +339,8 @@ fn check_absent(dbi: Dbi, txn: &LmdbReadTxn<'_>, table: &str, key: &[u8]) -> Res
 /// Checks where a bounded range walk starts: see [`check_position`]. The walk itself checks
 /// the side it walks (its first two entries are read at its start: the first within its
 /// bound, see [`first_within`], the second beyond the first), so only the other side is
-/// probed here: one descent more, not two.
+/// probed here: one descent more, not two, and none when the walk's first entry is the key
+/// its bound includes (no entry lies between the two).
 fn check_range_start(
     dbi: Dbi,
     txn: &LmdbReadTxn<'_>,
@@ -352,6 +357,12 @@ fn check_range_start(
         }
         _ => Ok(()),
     }
+}
+
+/// True when a walk of `range` starts at the key its start bound includes.
+fn at_bound(range: &iter::SliceBounds<'_>, reverse: bool, first: &[u8]) -> bool {
+    let start = if reverse { range.1 } else { range.0 };
+    matches!(start, Bound::Included(key) if key == first)
 }
 
 /// Checks the first entry of a checked walk of `range`: it must lie within the bound the walk
