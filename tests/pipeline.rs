@@ -521,6 +521,20 @@ fn rotation_uses_the_prepared_spare_and_a_new_one_is_prepared() {
     assert_eq!(read_all(&wal), (1..=n).collect::<Vec<_>>());
 }
 
+/// A 200 KiB transaction: over the 64 KiB queue of the two tests below, so it waits for the
+/// queue to empty.
+fn over_the_queue() -> walmdb::EncodedRecord {
+    Record::Txn(TxnRecord {
+        commit_micros: 1,
+        ops: vec![Op::Put {
+            table: "t".into(),
+            key: b"big".to_vec(),
+            value: vec![9; 200 * 1024],
+        }],
+    })
+    .encode()
+}
+
 /// Found in review (issue 21): a record over `queue_max_bytes` enters only an empty queue,
 /// and a steady stream of small commits could keep the queue from ever emptying, so the
 /// large commit waited out `backpressure_wait` and failed with `Backpressure`. Once it
@@ -542,16 +556,7 @@ fn a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let queued = wal.submit(put(2), 2, None).unwrap();
-    // 200 KiB: over the queue's 64 KiB, so it waits for the queue to empty.
-    let big = Record::Txn(TxnRecord {
-        commit_micros: 1,
-        ops: vec![Op::Put {
-            table: "t".into(),
-            key: b"big".to_vec(),
-            value: vec![9; 200 * 1024],
-        }],
-    })
-    .encode();
+    let big = over_the_queue();
     let waits_before = wal.stats().queue_full_waits;
     let big = {
         let wal = wal.clone();
@@ -604,15 +609,7 @@ fn commits_held_back_by_a_large_one_go_on_when_it_gives_up() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let queued = wal.submit(put(2), 2, None).unwrap();
-    let big = Record::Txn(TxnRecord {
-        commit_micros: 1,
-        ops: vec![Op::Put {
-            table: "t".into(),
-            key: b"big".to_vec(),
-            value: vec![9; 200 * 1024],
-        }],
-    })
-    .encode();
+    let big = over_the_queue();
     let waits_before = wal.stats().queue_full_waits;
     let big = {
         let wal = wal.clone();
