@@ -248,7 +248,8 @@ impl Overlay {
         let (freed, count, emptied) = self.slots[slot].evict(key, horizon);
         if emptied {
             self.slot_of.remove(key);
-            self.order.remove(&HeadKey::new(key));
+            // By the key's bytes (the order is theirs): no allocation for a headed key.
+            self.order.remove(key);
             // The slot's last version goes now, not when the slot is reused.
             self.slots[slot] = Chain::Many(Vec::new());
             self.free.push(slot);
