@@ -521,10 +521,37 @@ fn rotation_uses_the_prepared_spare_and_a_new_one_is_prepared() {
     assert_eq!(read_all(&wal), (1..=n).collect::<Vec<_>>());
 }
 
-/// A 200 KiB transaction: over the 64 KiB queue of the two tests below, so it waits for the
-/// queue to empty.
-fn over_the_queue() -> walmdb::EncodedRecord {
-    Record::Txn(TxnRecord {
+/// A gated log with a 64 KiB queue whose flusher is blocked admitting commit 1 while commit
+/// 2 stays queued, and a 200 KiB transaction (over the queue's bytes) submitted on its own
+/// thread and waiting for the queue to empty.
+struct LargeCommitWaiting {
+    wal: Arc<Wal<Gate>>,
+    gate: Arc<AtomicBool>,
+    _release: OpenOnDrop,
+    first: walmdb::CommitHandle,
+    queued: walmdb::CommitHandle,
+    /// The large commit's answer: its LSN, or the refusal of its submission.
+    big: std::thread::JoinHandle<walmdb::Result<u64>>,
+    /// `queue_full_waits` before the large commit started waiting.
+    waits_before: u64,
+}
+
+fn large_commit_waiting(backpressure_wait: Duration) -> LargeCommitWaiting {
+    let fs = SimFs::new();
+    let cfg = WalConfig {
+        queue_max_bytes: 64 * 1024,
+        backpressure_wait,
+        ..small_cfg()
+    };
+    let (wal, gate, entered, _) = open_gated(&fs, cfg, false);
+    let release = OpenOnDrop(gate.clone());
+    let wal = Arc::new(wal);
+    let first = wal.submit(put(0), 0, None).unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let queued = wal.submit(put(2), 2, None).unwrap();
+    let record = Record::Txn(TxnRecord {
         commit_micros: 1,
         ops: vec![Op::Put {
             table: "t".into(),
@@ -532,7 +559,24 @@ fn over_the_queue() -> walmdb::EncodedRecord {
             value: vec![9; 200 * 1024],
         }],
     })
-    .encode()
+    .encode();
+    let waits_before = wal.stats().queue_full_waits;
+    let big = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.submit(record, 4, None).and_then(|h| h.wait()))
+    };
+    while wal.stats().queue_full_waits == waits_before {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    LargeCommitWaiting {
+        wal,
+        gate,
+        _release: release,
+        first,
+        queued,
+        big,
+        waits_before,
+    }
 }
 
 /// Found in review (issue 21): a record over `queue_max_bytes` enters only an empty queue,
@@ -541,30 +585,15 @@ fn over_the_queue() -> walmdb::EncodedRecord {
 /// waits, later commits that carry bytes wait behind it.
 #[test]
 fn a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones() {
-    let fs = SimFs::new();
-    let cfg = WalConfig {
-        queue_max_bytes: 64 * 1024,
-        backpressure_wait: Duration::from_secs(30),
-        ..small_cfg()
-    };
-    let (wal, gate, entered, _) = open_gated(&fs, cfg, false);
-    let _release = OpenOnDrop(gate.clone());
-    let wal = Arc::new(wal);
-    // The flusher takes the first commit and blocks in admit; a second one stays queued.
-    let first = wal.submit(put(0), 0, None).unwrap();
-    while !entered.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let queued = wal.submit(put(2), 2, None).unwrap();
-    let big = over_the_queue();
-    let waits_before = wal.stats().queue_full_waits;
-    let big = {
-        let wal = wal.clone();
-        std::thread::spawn(move || wal.submit(big, 4, None).map(|h| h.wait()))
-    };
-    while wal.stats().queue_full_waits == waits_before {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let LargeCommitWaiting {
+        wal,
+        gate,
+        _release,
+        first,
+        queued,
+        big,
+        waits_before,
+    } = large_commit_waiting(Duration::from_secs(30));
     // A small commit after it: the queue has room for it, but it waits behind the big one.
     let queued_later = Arc::new(AtomicBool::new(false));
     let later = {
@@ -580,7 +609,7 @@ fn a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones() {
         std::thread::sleep(Duration::from_millis(1));
     }
     gate.store(true, Ordering::SeqCst);
-    let big_lsn = big.join().unwrap().unwrap().unwrap();
+    let big_lsn = big.join().unwrap().unwrap();
     let later_lsn = later.join().unwrap().unwrap().unwrap();
     assert_eq!(first.wait().unwrap(), 1);
     assert_eq!(queued.wait().unwrap(), 2);
@@ -595,29 +624,15 @@ fn a_commit_larger_than_the_queue_is_not_starved_by_smaller_ones() {
 /// back in; they are not refused for it.
 #[test]
 fn commits_held_back_by_a_large_one_go_on_when_it_gives_up() {
-    let fs = SimFs::new();
-    let cfg = WalConfig {
-        queue_max_bytes: 64 * 1024,
-        backpressure_wait: Duration::from_millis(500),
-        ..small_cfg()
-    };
-    let (wal, gate, entered, _) = open_gated(&fs, cfg, false);
-    let _release = OpenOnDrop(gate.clone());
-    let wal = Arc::new(wal);
-    let first = wal.submit(put(0), 0, None).unwrap();
-    while !entered.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let queued = wal.submit(put(2), 2, None).unwrap();
-    let big = over_the_queue();
-    let waits_before = wal.stats().queue_full_waits;
-    let big = {
-        let wal = wal.clone();
-        std::thread::spawn(move || wal.submit(big, 4, None).map(|_| ()))
-    };
-    while wal.stats().queue_full_waits == waits_before {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let LargeCommitWaiting {
+        wal,
+        gate,
+        _release,
+        first,
+        queued,
+        big,
+        ..
+    } = large_commit_waiting(Duration::from_millis(500));
     let held = {
         let wal = wal.clone();
         std::thread::spawn(move || wal.submit(put(6), 6, None))
