@@ -345,7 +345,6 @@ struct Replayed {
 fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>> + '_ {
     let mut log = engine.wal.read_from(from);
     let mut last = from - 1;
-    let mut tail_done = false;
     std::iter::from_fn(move || {
         if let Some(item) = log.next() {
             let rec = item.and_then(decode_replayed);
@@ -355,15 +354,15 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
             return Some(rec);
         }
         let through = log.read_through();
-        if tail_done || through <= last {
+        if through <= last {
             return None;
         }
-        tail_done = true;
         tracing::warn!(
             after_lsn = last,
             through_lsn = through,
             "the log ends in parts of a transaction that was never committed; they are skipped"
         );
+        last = through;
         Some(Ok(Replayed {
             lsn: through,
             size: 0,
