@@ -187,6 +187,38 @@ fn restores_reach_an_lsn_a_time_and_a_restore_point_through_the_archive() {
     assert_eq!(contents(&p("r-latest")), model(&history, points.last_lsn));
 }
 
+/// Regression: a backup whose LMDB state ends with a transaction written in pieces took
+/// its time from the record after it, or from its own creation when none followed, so
+/// restores to the times between were refused as before the backup.
+#[test]
+fn a_backup_whose_state_ends_with_a_split_transaction_is_dated_by_that_commit() {
+    let root = tempdir();
+    // No background checkpoint retires the commit's first pieces before the backup.
+    let cfg = small_cfg(None).checkpoint_interval(Duration::from_secs(3_600));
+    let db = Db::open_with(root.path().join("db"), cfg).unwrap();
+    commit(&db, 0);
+    let before = now_micros();
+    let mut t = db.write().unwrap();
+    // About 100 KB: pieces of at most `max_record_bytes` (16 KiB).
+    for i in 0..100 {
+        t.put("t", &key(1_000 + i), &[b'x'; 1_000]).unwrap();
+    }
+    let lsn = t.commit_with(Durability::None).unwrap();
+    let after = now_micros();
+    db.wait_applied(lsn).unwrap();
+    // The backup's own time is well after the commit's.
+    std::thread::sleep(Duration::from_millis(20));
+    let manifest = db.backup(root.path().join("backup")).unwrap();
+    db.close().unwrap();
+    assert_eq!(manifest.lmdb_applied_lsn, lsn);
+    assert!(
+        (before..=after).contains(&manifest.lmdb_applied_micros),
+        "dated {} for a commit between {before} and {after} (backup made at {})",
+        manifest.lmdb_applied_micros,
+        manifest.created_micros
+    );
+}
+
 #[test]
 fn targets_out_of_reach_are_refused_and_write_nothing() {
     let root = tempdir();

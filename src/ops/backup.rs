@@ -306,7 +306,16 @@ fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
     if lsn == 0 {
         return None;
     }
-    let rec = engine.wal.read_from(lsn).next()?.ok()?;
+    let mut records = engine.wal.read_from(lsn);
+    let rec = match records.next() {
+        Some(Ok(rec)) if rec.lsn == lsn => rec,
+        // `lsn` ends a split transaction: read it whole from its first piece.
+        _ => {
+            let first = records.began_before().filter(|&first| first < lsn)?;
+            engine.wal.read_from(first).next()?.ok()?
+        }
+    };
+    (rec.lsn == lsn).then_some(())?;
     rec.record.decode().ok()?.time_micros()
 }
 

@@ -95,6 +95,12 @@ impl LogIter {
         (self.next_lsn - 1).min(self.until_lsn)
     }
 
+    /// The first LSN of the split transaction whose end was the first skipped so far, as
+    /// one begun before the read (read it whole from there).
+    pub(crate) fn began_before(&self) -> Option<Lsn> {
+        self.pieces.began_before()
+    }
+
     fn load_next_segment(&mut self) -> Result<()> {
         // The segment holding `next_lsn`: the last one starting at or before it.
         let Some(idx) = self

@@ -82,6 +82,9 @@ pub(crate) struct Reassembly {
     parts: Option<u32>,
     /// LSN of the open transaction's part 0.
     first_lsn: Lsn,
+    /// The first LSN of the first transaction whose end was read without its start (it
+    /// began before the read).
+    began_before: Option<Lsn>,
 }
 
 impl Reassembly {
@@ -136,12 +139,24 @@ impl Reassembly {
                 }))
             }
             // A transaction that began before the read: skipped.
-            (_, None) => Ok(None),
+            (kind, None) => {
+                if kind == RecordType::TxnEnd && self.began_before.is_none() {
+                    self.began_before = Some(rec.lsn.saturating_sub(number.into()));
+                }
+                Ok(None)
+            }
             (_, Some(held)) => Err(DecodeError(format!(
                 "transaction piece {number} at LSN {} follows {held} parts from LSN {}",
                 rec.lsn, self.first_lsn
             ))),
         }
+    }
+
+    /// Where the first transaction whose end was skipped began (see [`LogIter::began_before`]).
+    ///
+    /// [`LogIter::began_before`]: crate::wal::LogIter::began_before
+    pub fn began_before(&self) -> Option<Lsn> {
+        self.began_before
     }
 
     /// Drops parts held without their end, before the record at `lsn`.
