@@ -9,7 +9,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::Bytes;
-use walmdb::{Db, Error};
+use walmdb::{Config, Db, Error};
 
 /// A value no other bytes of the file repeat.
 const MARKER: &[u8] = b"<<walmdb integrity marker: 0123456789abcdefghijklmnopqrstuv>>";
@@ -84,6 +84,58 @@ fn a_flipped_bit_in_a_stored_value_is_a_corrupt_entry_error_never_wrong_bytes() 
         drop(txn);
         db.close().unwrap();
     }
+}
+
+/// A walk checks an LMDB entry when it hands it out: one a newer version in the overlay
+/// shadows is passed over unchecked (its bytes never reach the caller; the scrub still
+/// finds it), while one handed out between overlay entries fails there.
+#[test]
+fn a_walk_checks_the_entries_it_hands_out_and_passes_over_shadowed_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    closed_db(&dir, 100, b"marked");
+    assert!(
+        flip_in_lmdb(&dir, MARKER, 3) > 0,
+        "the value is not in the file"
+    );
+    // Commits stay in the overlay: nothing is applied while the test reads.
+    let cfg = Config::default().apply_interval(std::time::Duration::from_secs(3_600));
+    let db = Db::open_with(&dir, cfg).unwrap();
+    db.update(|txn| txn.put("t", b"aaa", b"new")).unwrap();
+    let before = db.read().unwrap();
+    let walked: Vec<_> = before.range("t", ..).unwrap().collect();
+    assert_eq!(walked.iter().filter(|r| r.is_err()).count(), 1);
+    assert!(matches!(
+        walked.last(),
+        Some(Err(Error::CorruptEntry { key, .. })) if key.as_slice() == b"marked"
+    ));
+    drop(before);
+    db.update(|txn| txn.put("t", b"marked", b"fresh")).unwrap();
+    let after = db.read().unwrap();
+    let walked: Vec<(Vec<u8>, Vec<u8>)> = after
+        .range("t", ..)
+        .unwrap()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(walked.len(), 102);
+    assert_eq!(walked.first().unwrap(), &(b"aaa".to_vec(), b"new".to_vec()));
+    assert_eq!(
+        walked.last().unwrap(),
+        &(b"marked".to_vec(), b"fresh".to_vec())
+    );
+    let backwards = after
+        .rev_range("t", ..)
+        .unwrap()
+        .filter(Result::is_err)
+        .count();
+    assert_eq!(backwards, 0);
+    drop(after);
+    let report = db.scrub().unwrap();
+    assert!(
+        report.damaged.iter().any(|d| d.key.as_slice() == b"marked"),
+        "{report:?}"
+    );
+    db.close().unwrap();
 }
 
 /// A flipped bit in a key leaves an entry whose checksum no longer matches its key: a

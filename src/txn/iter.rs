@@ -77,8 +77,7 @@ impl<'t> LmdbIter<'t> {
         }
     }
 
-    /// Reads the next entry ahead (checked as [`LmdbIter::next`] checks it): `next` hands it
-    /// out.
+    /// Reads the next entry ahead (as [`LmdbIter::next`] reads it): `next` hands it out.
     pub(super) fn read_ahead(&mut self) -> Result<()> {
         debug_assert!(self.ahead.is_none());
         self.ahead = self.next().transpose()?;
@@ -99,9 +98,9 @@ impl<'t> LmdbIter<'t> {
         }
     }
 
-    /// The next entry: its key and its value without the checksum, which must hold, its key
-    /// beyond the last one's (unless scans are left to the scrub; a value too short to hold a
-    /// checksum fails all the same).
+    /// The next entry as stored: its key, beyond the last one's (unless scans are left to
+    /// the scrub), and its value with the checksum, which [`LmdbIter::open`] checks when the
+    /// entry is handed out (an entry a newer version shadows never is).
     #[inline]
     pub(super) fn next(&mut self) -> Option<Result<(&'t [u8], &'t [u8])>> {
         if let Some(entry) = self.ahead.take() {
@@ -113,20 +112,30 @@ impl<'t> LmdbIter<'t> {
         }?;
         Some(match item {
             Ok((key, stored)) => {
-                let value = if self.verify {
+                if self.verify {
                     if let Err(e) = self.in_order(key) {
                         return Some(Err(e));
                     }
-                    self.table.seed.open(key, stored)
-                } else {
-                    crate::seal::strip(stored)
-                };
-                value
-                    .map(|value| (key, value))
-                    .ok_or_else(|| super::corrupt(&self.table.name, key))
+                }
+                Ok((key, stored))
             }
             Err(e) => Err(lmdb_err("range")(e)),
         })
+    }
+
+    /// The value of an entry [`LmdbIter::next`] read, without its checksum, which must hold
+    /// (unless scans are left to the scrub; a value too short to hold one fails all the
+    /// same).
+    #[inline]
+    pub(super) fn open(&self, key: &'t [u8], stored: &'t [u8]) -> Result<(&'t [u8], &'t [u8])> {
+        let value = if self.verify {
+            self.table.seed.open(key, stored)
+        } else {
+            crate::seal::strip(stored)
+        };
+        value
+            .map(|value| (key, value))
+            .ok_or_else(|| super::corrupt(&self.table.name, key))
     }
 }
 
@@ -210,6 +219,8 @@ impl<'t> OverlayCursor<'t> {
 /// An iterator over a snapshot's keys and values in a range, in key order (or reverse).
 pub struct Iter<'t> {
     pub(super) lmdb: Option<LmdbIter<'t>>,
+    /// LMDB's next entry as stored, its checksum checked when it is handed out (`lmdb` is
+    /// `Some` while it is).
     pub(super) lmdb_head: Option<(&'t [u8], &'t [u8])>,
     pub(super) overlay: Option<OverlayCursor<'t>>,
     pub(super) overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
@@ -256,17 +267,17 @@ impl<'t> Iterator for Iter<'t> {
         }
         // Once the overlay is done, LMDB's entries pass straight through.
         if self.overlay.is_none() && self.overlay_head.is_none() && self.lmdb_head.is_none() {
-            return match self.lmdb.as_mut()?.next() {
-                Some(Ok(entry)) => Some(Ok(entry)),
-                Some(Err(e)) => {
-                    self.failed = true;
-                    Some(Err(e))
-                }
+            let lmdb = self.lmdb.as_mut()?;
+            let opened = match lmdb.next() {
+                Some(Ok((key, stored))) => lmdb.open(key, stored),
+                Some(Err(e)) => Err(e),
                 None => {
                     self.lmdb = None;
-                    None
+                    return None;
                 }
             };
+            self.failed = opened.is_err();
+            return Some(opened);
         }
         loop {
             if self.lmdb_head.is_none() {
@@ -301,23 +312,36 @@ impl<'t> Iterator for Iter<'t> {
                 }
             }
             match merge_step(&mut self.lmdb_head, &mut self.overlay_head, self.reverse)? {
-                Some(entry) => return Some(Ok(entry)),
-                None => continue, // a deletion
+                Taken::Older(key, stored) => {
+                    let lmdb = self.lmdb.as_ref().expect("a head of a walk that goes on");
+                    let opened = lmdb.open(key, stored);
+                    self.failed = opened.is_err();
+                    return Some(opened);
+                }
+                Taken::Newer(key, Some(value)) => return Some(Ok((key, value))),
+                Taken::Newer(_, None) => continue, // a deletion
             }
         }
     }
 }
 
+/// What [`merge_step`] took: the older stream's entry, or the newer one's (a value, or
+/// `None` for a deletion).
+pub(super) enum Taken<'t> {
+    Older(&'t [u8], &'t [u8]),
+    Newer(&'t [u8], Option<&'t [u8]>),
+}
+
 /// Takes the next entry, in walk order, of two sorted streams' heads: `older` (LMDB, or a
 /// snapshot) and `newer` (the overlay, or a transaction's own writes), whose entries shadow
-/// `older`'s with the same key (`None` values are deletions). `None` when both are empty;
-/// `Some(None)` when it consumed a deletion.
+/// `older`'s with the same key, which is dropped (`None` values are deletions). `None` when
+/// both are empty.
 #[inline]
 pub(super) fn merge_step<'t>(
     older: &mut Option<(&'t [u8], &'t [u8])>,
     newer: &mut Option<(&'t [u8], Option<&'t [u8]>)>,
     reverse: bool,
-) -> Option<Option<(&'t [u8], &'t [u8])>> {
+) -> Option<Taken<'t>> {
     let take_newer = match (*older, *newer) {
         (None, None) => return None,
         (Some(_), None) => false,
@@ -336,9 +360,10 @@ pub(super) fn merge_step<'t>(
     };
     if take_newer {
         let (k, v) = newer.take()?;
-        Some(v.map(|v| (k, v)))
+        Some(Taken::Newer(k, v))
     } else {
-        older.take().map(Some)
+        let (k, v) = older.take()?;
+        Some(Taken::Older(k, v))
     }
 }
 
@@ -380,8 +405,10 @@ impl<'t> Iterator for WriteIter<'t> {
                 self.own_head = next.map(|(k, v)| (k.bytes(), v.as_deref()));
             }
             match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
-                Some(entry) => return Some(Ok(entry)),
-                None => continue, // a deletion
+                Taken::Older(key, value) | Taken::Newer(key, Some(value)) => {
+                    return Some(Ok((key, value)))
+                }
+                Taken::Newer(_, None) => continue, // a deletion
             }
         }
     }
