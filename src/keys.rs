@@ -119,7 +119,7 @@ pub(crate) fn in_bounds(bounds: &KeyBounds, key: &[u8]) -> bool {
 
 /// False for bounds a `BTreeMap::range` refuses (start after end, or equal and both
 /// excluded); such a range is empty.
-pub(crate) fn bounds_valid(b: &KeyBounds) -> bool {
+pub(crate) fn bounds_valid<K: Ord>(b: &(Bound<K>, Bound<K>)) -> bool {
     match (&b.0, &b.1) {
         (Bound::Unbounded, _) | (_, Bound::Unbounded) => true,
         (Bound::Excluded(s), Bound::Excluded(e)) => s < e,

@@ -33,8 +33,26 @@ pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
 /// Heap bytes a version takes besides its key and value.
 pub(crate) const VERSION_OVERHEAD: usize = 232;
 
-/// Keys of an overlay range with their version chains.
-pub(crate) type OverlayEntries<'a> = Box<dyn Iterator<Item = (&'a Arc<[u8]>, &'a [Version])> + 'a>;
+/// Keys of an overlay range with their version chains, in walk order.
+pub(crate) struct OverlayEntries<'a> {
+    keys: std::collections::btree_map::Range<'a, HeadKey, usize>,
+    slots: &'a [Chain],
+    reverse: bool,
+}
+
+impl<'a> Iterator for OverlayEntries<'a> {
+    type Item = (&'a HeadKey, &'a [Version]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, &slot) = if self.reverse {
+            self.keys.next_back()
+        } else {
+            self.keys.next()
+        }?;
+        Some((key, self.slots[slot].as_slice()))
+    }
+}
 
 /// A key's versions, oldest first: most keys have one, held without an allocation of its
 /// own.
@@ -206,21 +224,18 @@ impl Overlay {
         Some(self.slots[slot].as_slice())
     }
 
-    /// Keys in `range` (ascending, or descending if `reverse`) with their chains.
+    /// Keys in `range` (ascending, or descending if `reverse`) with their chains. The
+    /// bounds carry inline heads, so most comparisons of the search skip the keys' bytes;
+    /// they must be valid for `BTreeMap::range` ([`crate::keys::bounds_valid`]).
     pub fn range<'a>(
         &'a self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
+        range: (Bound<&HeadKey>, Bound<&HeadKey>),
         reverse: bool,
     ) -> OverlayEntries<'a> {
-        // Bounds with inline heads, so most comparisons of the search skip the keys' bytes.
-        let head = |b: Bound<&[u8]>| b.map(HeadKey::new);
-        let keys = self.order.range((head(range.0), head(range.1)));
-        let with_chain =
-            move |(k, &slot): (&'a HeadKey, &usize)| (k.arc(), self.slots[slot].as_slice());
-        if reverse {
-            Box::new(keys.rev().map(with_chain))
-        } else {
-            Box::new(keys.map(with_chain))
+        OverlayEntries {
+            keys: self.order.range::<HeadKey, _>(range),
+            slots: &self.slots,
+            reverse,
         }
     }
 

@@ -145,8 +145,8 @@ pub(super) struct OverlayCursor<'t> {
     pub(super) table: &'t Table,
     pub(super) view: TableView,
     pub(super) visible: Lsn,
-    /// What is left to walk.
-    pub(super) bounds: KeyBounds,
+    /// What is left to walk (a refill's end shares the last key scanned: no allocation).
+    pub(super) bounds: (Bound<HeadKey>, Bound<HeadKey>),
     pub(super) reverse: bool,
     pub(super) buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
     pub(super) exhausted: bool,
@@ -163,8 +163,8 @@ impl<'t> OverlayCursor<'t> {
     /// True if every overlay entry up to `key` (in walk order) was scanned already.
     fn covers(&self, key: &[u8]) -> bool {
         match (self.reverse, &self.bounds) {
-            (false, (Bound::Excluded(k), _)) => key <= k.as_slice(),
-            (true, (_, Bound::Excluded(k))) => key >= k.as_slice(),
+            (false, (Bound::Excluded(k), _)) => key <= k.bytes(),
+            (true, (_, Bound::Excluded(k))) => key >= k.bytes(),
             _ => false,
         }
     }
@@ -175,13 +175,10 @@ impl<'t> OverlayCursor<'t> {
             return;
         }
         let st = self.table.state.read();
-        let range = (
-            as_slice_bound(&self.bounds.0),
-            as_slice_bound(&self.bounds.1),
-        );
+        let range = (self.bounds.0.as_ref(), self.bounds.1.as_ref());
         let applied = self.snapshot.reg.applied();
         let mut scanned = 0;
-        let mut last: Option<&Arc<[u8]>> = None;
+        let mut last: Option<&HeadKey> = None;
         let chunk = self.chunk;
         self.chunk = (chunk * 2).min(OVERLAY_CHUNK_MAX);
         for (key, chain) in st.overlay.range(range, self.reverse).take(chunk) {
@@ -195,7 +192,7 @@ impl<'t> OverlayCursor<'t> {
                         .value
                         .as_ref()
                         .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
-                    let key = unsafe { borrow_overlay(self.snapshot, key) };
+                    let key = unsafe { borrow_overlay(self.snapshot, key.arc()) };
                     self.buf.push_back((key, value));
                 }
                 // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
@@ -204,7 +201,7 @@ impl<'t> OverlayCursor<'t> {
         }
         match last {
             Some(key) if scanned == chunk => {
-                let after = Bound::Excluded(key.to_vec());
+                let after = Bound::Excluded(key.clone());
                 if self.reverse {
                     self.bounds.1 = after;
                 } else {

@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::keys::{bounds_valid, KeyBounds};
+use crate::keys::{bounds_valid, HeadKey, KeyBounds};
 use crate::limits::check_key;
 use crate::lsn::Lsn;
 use crate::snapshots::Registration;
@@ -170,7 +170,8 @@ impl<'db> Snapshot<'db> {
             st.overlay
                 .range((Bound::Unbounded, Bound::Unbounded), false)
                 .filter_map(|(key, chain)| {
-                    newest_visible(chain, &view, v).map(|ver| (key.clone(), ver.value.is_some()))
+                    newest_visible(chain, &view, v)
+                        .map(|ver| (key.arc().clone(), ver.value.is_some()))
                 })
                 .collect()
         };
@@ -259,11 +260,14 @@ impl<'db> Snapshot<'db> {
         Ok(Iter {
             lmdb,
             lmdb_head,
-            overlay: (!overlay_empty).then_some(OverlayCursor {
+            overlay: (!overlay_empty).then(|| OverlayCursor {
                 table: t,
                 view,
                 visible: self.reg.visible,
-                bounds,
+                bounds: (
+                    bounds.0.map(|k| HeadKey::new(&k)),
+                    bounds.1.map(|k| HeadKey::new(&k)),
+                ),
                 reverse,
                 buf: VecDeque::new(),
                 exhausted: false,
