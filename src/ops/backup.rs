@@ -315,7 +315,9 @@ fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
             engine.wal.read_from(first).next()?.ok()?
         }
     };
-    (rec.lsn == lsn).then_some(())?;
+    if rec.lsn != lsn {
+        return None;
+    }
     rec.record.decode().ok()?.time_micros()
 }
 
