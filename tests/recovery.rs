@@ -258,6 +258,58 @@ fn grouped_and_concurrent_commits_rotate_and_read_back() {
 /// Spec 8: retired segments are recycled as spares; a reused file still holds whole, valid
 /// frames from its earlier life (different salt) right after this life's frames, and
 /// reopening reads exactly this life's records.
+/// Regression (found by the engine's power-loss tier in CI): a crash left torn frames of
+/// the active segment's life past the log's end; the writer after it wrote the same records
+/// again, so its frames ended exactly where a stale header began, and rotated there. The
+/// next open took that header for damage under frames synced after it and refused the log
+/// (`Error::Corruption`). Recovery now zeroes such bytes before anything is written after
+/// the log's end.
+#[test]
+fn torn_frames_past_the_end_cannot_pass_for_damage_once_the_log_goes_on() {
+    // 7079-byte frames: nine fill segment 1 to offset 63,775.
+    let records: Vec<EncodedRecord> = (1..=9).map(|i| rec(i, 7000)).collect();
+    let fs = build_log(cfg(), &records);
+    let mut seg = fs.read_file(&seg_path(1)).unwrap();
+    let written = frames(&seg);
+    assert_eq!(written.len(), 9);
+    // A crash lost record 6 and tore 7 to 9: their headers whole, their bodies not.
+    seg[written[5].offset..written[5].end()].fill(0);
+    for f in &written[6..] {
+        seg[f.end() - 1] ^= 0xFF;
+    }
+    fs.write_file(&seg_path(1), &seg);
+
+    let wal = open(&fs, cfg()).unwrap();
+    assert_eq!(wal.recovery_report().last_lsn, 5);
+    // The same records 6 and 7 again: the next frame would start at record 8's stale
+    // header. Record 8 is now too large for the rest of the segment, so it goes into
+    // segment 2, and record 9's frame there says the log was synced through LSN 8.
+    let mut again = records[5..7].to_vec();
+    again.push(rec(8, 16_000));
+    again.push(rec(9, 100));
+    assert_eq!(commit_all(&wal, &again), [6, 7, 8, 9]);
+    assert_eq!(segment_numbers(&wal), [1, 2]);
+    assert_eq!(
+        frames(&fs.read_file(&seg_path(1)).unwrap())
+            .last()
+            .unwrap()
+            .end(),
+        written[7].offset
+    );
+    wal.close().unwrap();
+
+    let wal = open(&fs, cfg()).unwrap();
+    assert!(wal.recovery_report().cut.is_none());
+    let mut expected = records[..7].to_vec();
+    expected.extend_from_slice(&again[2..]);
+    assert_records(
+        &read_range(&wal, 1),
+        &expected,
+        1,
+        "after the writer went on",
+    );
+}
+
 #[test]
 fn recycled_segments_never_yield_stale_frames() {
     let cfg = WalConfig {

@@ -290,6 +290,11 @@ pub struct SegmentScan {
     /// Frames with a valid CRC found after `end`: (offset, header). Empty when `end` is clean
     /// and nothing valid follows.
     pub after: Vec<(usize, FrameHeader)>,
+    /// Offset just past the last frame header's worth of bytes after `end` that carries this
+    /// segment's salt (`end` when none): whatever a crashed writer left beyond the log's
+    /// end that a later scan could take for one of this life's frames (see
+    /// `recovery::recover`, which zeroes it).
+    pub salted_end: usize,
 }
 
 fn header_at(data: &[u8], off: usize) -> Option<FrameHeader> {
@@ -354,7 +359,19 @@ pub fn scan_segment(data: &[u8], header: &SegmentHeader) -> SegmentScan {
         end_kind,
         frames,
         after: probe_valid_frames(data, off + 1, header.salt),
+        salted_end: last_salted_header(data, off, header.salt)
+            .map_or(off, |at| at + FRAME_HEADER_LEN),
     }
+}
+
+/// The offset of the last frame header's worth of bytes at or after `from` whose salt field
+/// holds `salt`: a stale header of this life (a torn frame) could start there.
+fn last_salted_header(data: &[u8], from: usize, salt: u32) -> Option<usize> {
+    let salt_bytes = salt.to_le_bytes();
+    let last_start = data.len().checked_sub(FRAME_HEADER_LEN)?;
+    (from..=last_start)
+        .rev()
+        .find(|&off| data[off + 8..off + 12] == salt_bytes)
 }
 
 /// Every frame with a valid CRC and this salt starting at or after `from`. The salt is

@@ -215,6 +215,31 @@ pub(crate) fn recover(
         );
     }
 
+    // Bytes of this life past the log's end that form no valid frame (a crashed writer's
+    // torn frames) are zeroed too, durably, before anything is written after them: new
+    // frames could end exactly where such a stale header begins (a writer that goes on
+    // after a crash writes the same records again), and a later scan would take it for
+    // damage under frames that were synced, refusing the log as corrupt.
+    {
+        let (scan, file, _) = &scans[tail.active];
+        let clear_from = tail
+            .cut
+            .as_ref()
+            .map_or(tail.write_offset, |c| c.zero_to.max(tail.write_offset));
+        let clear_to = scan.salted_end as u64;
+        if clear_to > clear_from {
+            let zeros = vec![0u8; (clear_to - clear_from) as usize];
+            file.write_at(&zeros, clear_from)?;
+            file.sync_data().map_err(Error::SyncFailed)?;
+            tracing::debug!(
+                segment = live[tail.active].0.segment_no,
+                from = clear_from,
+                to = clear_to,
+                "zeroed torn bytes past the end of the write-ahead log"
+            );
+        }
+    }
+
     // Adopt a log an older build wrote: its active segment, which takes this build's
     // records, gets its header rewritten in place at the current version (salt and
     // everything else kept, so its frames stay valid; it lies in one sector), with the new
