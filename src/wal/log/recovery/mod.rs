@@ -197,14 +197,6 @@ pub(crate) fn recover(
             fs.sync_dir(dir).map_err(Error::SyncFailed)?;
             fail::fail_point!("recovery-later-segments-removed");
         }
-        // Then zero everything valid after the break in this segment.
-        if cut.zero_to > cut.zero_from {
-            let file = &scans[tail.active].1;
-            let zeros = vec![0u8; (cut.zero_to - cut.zero_from) as usize];
-            file.write_at(&zeros, cut.zero_from)?;
-            fail::fail_point!("recovery-tail-zeroed-before-sync");
-            file.sync_data().map_err(Error::SyncFailed)?;
-        }
         tracing::warn!(
             segment = cut.tail.segment,
             offset = cut.tail.offset,
@@ -215,28 +207,25 @@ pub(crate) fn recover(
         );
     }
 
-    // Bytes of this life past the log's end that form no valid frame (a crashed writer's
-    // torn frames) are zeroed too, durably, before anything is written after them: new
-    // frames could end exactly where such a stale header begins (a writer that goes on
-    // after a crash writes the same records again), and a later scan would take it for
-    // damage under frames that were synced, refusing the log as corrupt.
+    // Then zero, durably, the active segment past the log's end (after the later segments
+    // are gone): a cut's range (everything valid after the break), and on to the end of
+    // whatever else of this life lies there. A crashed writer's torn frames are no
+    // evidence, but new frames could end exactly where such a stale header begins (a
+    // writer that goes on after a crash writes the same records again), and a later scan
+    // would take it for damage under frames that were synced, refusing the log as corrupt.
     {
         let (scan, file, _) = &scans[tail.active];
-        let clear_from = tail
+        let zero_from = tail.write_offset;
+        let zero_to = tail
             .cut
             .as_ref()
-            .map_or(tail.write_offset, |c| c.zero_to.max(tail.write_offset));
-        let clear_to = scan.salted_end as u64;
-        if clear_to > clear_from {
-            let zeros = vec![0u8; (clear_to - clear_from) as usize];
-            file.write_at(&zeros, clear_from)?;
+            .map_or(0, |c| c.zero_to)
+            .max(scan.salted_end as u64);
+        if zero_to > zero_from {
+            let zeros = vec![0u8; (zero_to - zero_from) as usize];
+            file.write_at(&zeros, zero_from)?;
+            fail::fail_point!("recovery-tail-zeroed-before-sync");
             file.sync_data().map_err(Error::SyncFailed)?;
-            tracing::debug!(
-                segment = live[tail.active].0.segment_no,
-                from = clear_from,
-                to = clear_to,
-                "zeroed torn bytes past the end of the write-ahead log"
-            );
         }
     }
 
