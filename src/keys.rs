@@ -138,6 +138,23 @@ pub(crate) fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// The first 8 bytes of `key`, zero-padded, as a big-endian word: heads order as the keys
+/// do where they differ, and equal heads leave the order to the whole keys.
+#[inline]
+pub(crate) fn head_of(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    head[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(head)
+}
+
+/// `a` (whose head is `a_head`) against `b` (whose head is `b_head`), as their bytes
+/// compare; the heads decide without touching `b` when they differ.
+#[inline]
+pub(crate) fn cmp_headed(a: &[u8], b_head: u64, b: &[u8]) -> std::cmp::Ordering {
+    head_of(a).cmp(&b_head).then_with(|| a.cmp(b))
+}
+
 /// A key with its first 8 bytes held inline (big-endian, zero-padded), for a large ordered
 /// map (a write transaction's buffer, the overlay's ordered index): ordered exactly as its bytes,
 /// but most comparisons decide on the inline prefix and touch no other memory, where a
@@ -155,13 +172,15 @@ impl HeadKey {
 
     /// The key, sharing its allocation.
     pub(crate) fn shared(key: Arc<[u8]>) -> Self {
-        let mut head = [0u8; 8];
-        let n = key.len().min(8);
-        head[..n].copy_from_slice(&key[..n]);
         HeadKey {
-            head: u64::from_be_bytes(head),
+            head: head_of(&key),
             key,
         }
+    }
+
+    /// Its inline head ([`head_of`] its bytes).
+    pub(crate) fn head(&self) -> u64 {
+        self.head
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -209,7 +228,7 @@ mod tests {
 
     /// The buffer's keys order and compare exactly as their bytes do: short keys, keys
     /// that are prefixes of others, zero bytes (the inline head's padding), long keys that
-    /// share their first 8 bytes.
+    /// share their first 8 bytes; and a key against a headed one ([`super::cmp_headed`]).
     #[test]
     fn buffered_keys_order_as_their_bytes() {
         let alphabet = [0x00u8, 0x01, 0x7f, 0xff];
@@ -238,6 +257,11 @@ mod tests {
                 let (x, y) = (HeadKey::new(a), HeadKey::new(b));
                 assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
                 assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+                assert_eq!(
+                    super::cmp_headed(a, y.head(), b),
+                    a.cmp(b),
+                    "{a:?} vs {b:?}"
+                );
             }
         }
     }

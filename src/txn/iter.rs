@@ -9,7 +9,7 @@ use heed::types::Bytes;
 use crate::catalog::newest_visible;
 use crate::catalog::{Table, TableView};
 use crate::error::{Error, Result};
-use crate::keys::{as_slice_bound, bounds_valid, HeadKey, KeyBounds};
+use crate::keys::{as_slice_bound, bounds_valid, cmp_headed, HeadKey, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::store::lmdb_err;
@@ -148,7 +148,7 @@ pub(super) struct OverlayCursor<'t> {
     /// What is left to walk (a refill's end shares the last key scanned: no allocation).
     pub(super) bounds: (Bound<HeadKey>, Bound<HeadKey>),
     pub(super) reverse: bool,
-    pub(super) buf: VecDeque<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) buf: VecDeque<Newer<'t>>,
     pub(super) exhausted: bool,
     pub(super) snapshot: &'t Snapshot<'t>,
     /// Keys the next refill scans: small first (a short scan touches few keys of a large
@@ -192,8 +192,11 @@ impl<'t> OverlayCursor<'t> {
                         .value
                         .as_ref()
                         .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
-                    let key = unsafe { borrow_overlay(self.snapshot, key.arc()) };
-                    self.buf.push_back((key, value));
+                    self.buf.push_back(Newer {
+                        head: key.head(),
+                        key: unsafe { borrow_overlay(self.snapshot, key.arc()) },
+                        value,
+                    });
                 }
                 // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
                 _ => {}
@@ -220,7 +223,7 @@ pub struct Iter<'t> {
     /// `Some` while it is).
     pub(super) lmdb_head: Option<(&'t [u8], &'t [u8])>,
     pub(super) overlay: Option<OverlayCursor<'t>>,
-    pub(super) overlay_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) overlay_head: Option<Newer<'t>>,
     pub(super) reverse: bool,
     pub(super) failed: bool,
     /// The transaction's start, `txn_timeout` and the counter of timeouts, checked every
@@ -315,18 +318,30 @@ impl<'t> Iterator for Iter<'t> {
                     self.failed = opened.is_err();
                     return Some(opened);
                 }
-                Taken::Newer(key, Some(value)) => return Some(Ok((key, value))),
-                Taken::Newer(_, None) => continue, // a deletion
+                Taken::Newer(Newer {
+                    key,
+                    value: Some(value),
+                    ..
+                }) => return Some(Ok((key, value))),
+                Taken::Newer(_) => continue, // a deletion
             }
         }
     }
 }
 
-/// What [`merge_step`] took: the older stream's entry, or the newer one's (a value, or
-/// `None` for a deletion).
+/// An entry of the newer stream of a merge: its key's head (so most comparisons with the
+/// older stream's keys do not touch its bytes), key, and value or `None` for a deletion.
+#[derive(Clone, Copy)]
+pub(super) struct Newer<'t> {
+    pub(super) head: u64,
+    pub(super) key: &'t [u8],
+    pub(super) value: Option<&'t [u8]>,
+}
+
+/// What [`merge_step`] took: the older stream's entry, or the newer one's.
 pub(super) enum Taken<'t> {
     Older(&'t [u8], &'t [u8]),
-    Newer(&'t [u8], Option<&'t [u8]>),
+    Newer(Newer<'t>),
 }
 
 /// Takes the next entry, in walk order, of two sorted streams' heads: `older` (LMDB, or a
@@ -336,15 +351,16 @@ pub(super) enum Taken<'t> {
 #[inline]
 pub(super) fn merge_step<'t>(
     older: &mut Option<(&'t [u8], &'t [u8])>,
-    newer: &mut Option<(&'t [u8], Option<&'t [u8]>)>,
+    newer: &mut Option<Newer<'t>>,
     reverse: bool,
 ) -> Option<Taken<'t>> {
     let take_newer = match (*older, *newer) {
         (None, None) => return None,
         (Some(_), None) => false,
         (None, Some(_)) => true,
-        (Some((ok, _)), Some((nk, _))) => {
-            let ord = if reverse { nk.cmp(ok) } else { ok.cmp(nk) };
+        (Some((ok, _)), Some(n)) => {
+            let ord = cmp_headed(ok, n.head, n.key);
+            let ord = if reverse { ord.reverse() } else { ord };
             match ord {
                 std::cmp::Ordering::Less => false,
                 std::cmp::Ordering::Greater => true,
@@ -356,8 +372,7 @@ pub(super) fn merge_step<'t>(
         }
     };
     if take_newer {
-        let (k, v) = newer.take()?;
-        Some(Taken::Newer(k, v))
+        Some(Taken::Newer(newer.take()?))
     } else {
         let (k, v) = older.take()?;
         Some(Taken::Older(k, v))
@@ -369,7 +384,7 @@ pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
     pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<Arc<[u8]>>>>,
-    pub(super) own_head: Option<(&'t [u8], Option<&'t [u8]>)>,
+    pub(super) own_head: Option<Newer<'t>>,
     pub(super) reverse: bool,
 }
 
@@ -399,13 +414,20 @@ impl<'t> Iterator for WriteIter<'t> {
                     Some(r) => r.next(),
                     None => None,
                 };
-                self.own_head = next.map(|(k, v)| (k.bytes(), v.as_deref()));
+                self.own_head = next.map(|(k, v)| Newer {
+                    head: k.head(),
+                    key: k.bytes(),
+                    value: v.as_deref(),
+                });
             }
             match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
-                Taken::Older(key, value) | Taken::Newer(key, Some(value)) => {
-                    return Some(Ok((key, value)))
-                }
-                Taken::Newer(_, None) => continue, // a deletion
+                Taken::Older(key, value)
+                | Taken::Newer(Newer {
+                    key,
+                    value: Some(value),
+                    ..
+                }) => return Some(Ok((key, value))),
+                Taken::Newer(_) => continue, // a deletion
             }
         }
     }

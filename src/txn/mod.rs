@@ -269,7 +269,8 @@ impl<'db> Snapshot<'db> {
                     bounds.1.map(|k| HeadKey::new(&k)),
                 ),
                 reverse,
-                buf: VecDeque::new(),
+                // The first refill's room at once (growing it costs a reallocation a scan).
+                buf: VecDeque::with_capacity(iter::OVERLAY_CHUNK_FIRST),
                 exhausted: false,
                 snapshot: self,
                 chunk: iter::OVERLAY_CHUNK_FIRST,
