@@ -316,6 +316,47 @@ fn a_damaged_archived_segment_stops_the_restore_naming_it() {
     assert_eq!(contents(&p("r2")), model(&history, lsn));
 }
 
+/// A segment the next one continues at the next LSN lost nothing, whatever lies past its
+/// frames (here a stale copy of its own first frame, as a torn write of an earlier life
+/// left in a log written before recovery zeroed such bytes): the restore goes on past it,
+/// as opening the log does.
+#[test]
+fn bytes_past_the_frames_of_a_segment_the_next_continues_do_not_stop_the_restore() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    let history = backed_up_and_archived(root.path(), 20, 600);
+    let mut archived: Vec<_> = std::fs::read_dir(p("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    archived.sort();
+    assert!(archived.len() >= 4, "{archived:?}");
+    let victim = &archived[archived.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let stale = bytes[64..64 + 200].to_vec();
+    bytes.extend_from_slice(&stale);
+    std::fs::write(victim, &bytes).unwrap();
+
+    let report = restore(
+        &p("backup"),
+        &p("r"),
+        &RestoreTarget::Latest,
+        &opts(Some(&p("archive"))),
+    )
+    .unwrap();
+    assert!(
+        report.segments.iter().any(|s| s == victim) && report.segments.last() != Some(victim),
+        "{:?}",
+        report.segments
+    );
+    let restored = contents(&p("r"));
+    assert!(
+        restored == model(&history, report.restored_lsn),
+        "restored through LSN {}",
+        report.restored_lsn
+    );
+}
+
 #[test]
 fn a_damaged_backup_file_is_refused_naming_it() {
     let root = tempdir();

@@ -255,9 +255,6 @@ fn grouped_and_concurrent_commits_rotate_and_read_back() {
 // Recycled segments
 // ---------------------------------------------------------------------------------------
 
-/// Spec 8: retired segments are recycled as spares; a reused file still holds whole, valid
-/// frames from its earlier life (different salt) right after this life's frames, and
-/// reopening reads exactly this life's records.
 /// Regression (found by the engine's power-loss tier in CI): a crash left torn frames of
 /// the active segment's life past the log's end; the writer after it wrote the same records
 /// again, so its frames ended exactly where a stale header began, and rotated there. The
@@ -266,6 +263,54 @@ fn grouped_and_concurrent_commits_rotate_and_read_back() {
 /// the log's end.
 #[test]
 fn torn_frames_past_the_end_cannot_pass_for_damage_once_the_log_goes_on() {
+    let went_on = write_past_torn_frames();
+    let wal = open(&went_on.fs, cfg()).unwrap();
+    assert!(wal.recovery_report().cut.is_none());
+    assert_records(
+        &read_range(&wal, 1),
+        &went_on.expected,
+        1,
+        "after the writer went on",
+    );
+}
+
+/// A log as a build before that fix left it: the torn frames still lie past the end of
+/// segment 1's run, and segment 2 goes on at the next LSN. A segment the next one continues
+/// at the next LSN is complete (a lost record would leave a gap), so what lies past its run
+/// is stale bytes, not damage: the log opens whole, in every mode.
+#[test]
+fn a_segment_the_next_continues_is_complete_whatever_lies_past_its_run() {
+    let went_on = write_past_torn_frames();
+    let mut seg = went_on.fs.read_file(&seg_path(1)).unwrap();
+    let stale = went_on.stale.clone();
+    seg[stale.clone()].copy_from_slice(&went_on.torn[stale]);
+    went_on.fs.write_file(&seg_path(1), &seg);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = open(&went_on.fs, cfg_mode(mode)).unwrap();
+        assert!(wal.recovery_report().cut.is_none(), "{mode:?}");
+        assert_records(
+            &read_range(&wal, 1),
+            &went_on.expected,
+            1,
+            &format!("stale torn frames left in place, {mode:?}"),
+        );
+        wal.close().unwrap();
+    }
+}
+
+/// A log whose writer went on after a crash tore frames past its end (see the two tests
+/// above).
+struct WentOn {
+    fs: SimFs,
+    /// Segment 1 as the crash left it.
+    torn: Vec<u8>,
+    /// Where its torn frames past the log's end lay.
+    stale: std::ops::Range<usize>,
+    /// The records the log holds.
+    expected: Vec<EncodedRecord>,
+}
+
+fn write_past_torn_frames() -> WentOn {
     // 7079-byte frames: nine fill segment 1 to offset 63,775.
     let records: Vec<EncodedRecord> = (1..=9).map(|i| rec(i, 7000)).collect();
     let fs = build_log(cfg(), &records);
@@ -297,19 +342,19 @@ fn torn_frames_past_the_end_cannot_pass_for_damage_once_the_log_goes_on() {
         written[7].offset
     );
     wal.close().unwrap();
-
-    let wal = open(&fs, cfg()).unwrap();
-    assert!(wal.recovery_report().cut.is_none());
     let mut expected = records[..7].to_vec();
     expected.extend_from_slice(&again[2..]);
-    assert_records(
-        &read_range(&wal, 1),
-        &expected,
-        1,
-        "after the writer went on",
-    );
+    WentOn {
+        fs,
+        torn: seg,
+        stale: written[7].offset..written[8].end(),
+        expected,
+    }
 }
 
+/// Spec 8: retired segments are recycled as spares; a reused file still holds whole, valid
+/// frames from its earlier life (different salt) right after this life's frames, and
+/// reopening reads exactly this life's records.
 #[test]
 fn recycled_segments_never_yield_stale_frames() {
     let cfg = WalConfig {

@@ -315,7 +315,12 @@ pub(super) fn chain(
         loop {
             let c = best.remove(&(t, no)).expect("present");
             let last = c.last_lsn;
-            if let Some((offset, why)) = c.damage.clone().filter(|_| last < until) {
+            // A segment the next one continues at the next LSN lost nothing: bytes past
+            // its run are stale, not damage (as recovery judges them).
+            let continued = best
+                .get(&(t, no + 1))
+                .is_some_and(|n| n.header.first_lsn == last + 1);
+            if let Some((offset, why)) = c.damage.clone().filter(|_| last < until && !continued) {
                 damaged = Some((no, offset, format!("{}: {why}", c.path.display())));
                 end = format!("segment {} is damaged at offset {offset}", c.path.display());
                 links.push(Link { segment: c, until });

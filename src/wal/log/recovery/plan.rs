@@ -319,14 +319,18 @@ pub(crate) fn plan_tail(
     from_lsn: Lsn,
     mode: RecoveryMode,
 ) -> Result<TailPlan> {
-    // Steps 8 and 9: the first segment whose run ends other than cleanly, has valid frames
-    // after it, or is not followed by the next LSN.
-    let brk = live.iter().enumerate().position(|(k, s)| {
-        let next_mismatch = live
-            .get(k + 1)
-            .is_some_and(|next| next.header.first_lsn != s.scan.last_lsn + 1);
-        s.scan.end_kind != ScanEnd::Clean || !s.scan.after.is_empty() || next_mismatch
-    });
+    // Steps 8 and 9: the first segment not followed by the next LSN, or, the last, whose
+    // run ends other than cleanly or has valid frames after it. A segment the next one
+    // continues at the next LSN holds every record before it (a lost one would leave a
+    // gap): bytes past its run are stale (a torn write of an earlier life the writer went
+    // on past, as a build before step 11's zeroing left them), not damage.
+    let brk = live
+        .iter()
+        .enumerate()
+        .position(|(k, s)| match live.get(k + 1) {
+            Some(next) => next.header.first_lsn != s.scan.last_lsn + 1,
+            None => s.scan.end_kind != ScanEnd::Clean || !s.scan.after.is_empty(),
+        });
     let plan = match brk {
         None => {
             let last = &live[live.len() - 1];
