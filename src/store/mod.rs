@@ -172,8 +172,9 @@ pub(crate) struct Store {
     pub max_readers: u32,
     /// The applied LSN of the last LMDB transaction the applier committed, keyed by that
     /// transaction's id, so a read transaction of that id skips reading it from LMDB.
-    /// Written only by the applier: `latest_txn` is zeroed first and set last, so a reader
-    /// that sees its own id before and after loading `latest_applied` loaded that id's value.
+    /// Written only by the applier (and once at open, before it starts): `latest_txn` is
+    /// zeroed first and set last, so a reader that sees its own id before and after loading
+    /// `latest_applied` loaded that id's value.
     latest_txn: AtomicU64,
     latest_applied: AtomicU64,
     observed: Option<Observed>,
@@ -322,7 +323,17 @@ impl Store {
             calls_during_resize: AtomicU64::new(0),
             figures: Mutex::new(EnvFigures::default()),
         };
+        store.remember_current()?;
         Ok((store, Opened { applied_lsn }))
+    }
+
+    /// Records the applied LSN of the state LMDB holds now, before any writer runs, so
+    /// snapshots of it (all of them until the applier commits) skip reading it.
+    fn remember_current(&self) -> Result<()> {
+        let txn = self.read_txn()?;
+        let applied = self.stored_applied_lsn(&txn)?;
+        self.remember_applied(txn.id() as u64, applied);
+        Ok(())
     }
 
     /// Scrubs the store as `txn` sees it (see [`scrub`]), reading LMDB's file, not its map.
