@@ -152,8 +152,9 @@ impl<'db> Snapshot<'db> {
     }
 
     /// The entries of `table` this snapshot sees: the count LMDB keeps with the table, then,
-    /// for each key with a version in the overlay, what that version changes of it. Costs
-    /// a lookup per key the overlay holds for the table, not a walk of the table.
+    /// for each key whose newest version it sees is in the overlay and not yet in LMDB's
+    /// state, what that version changes of it. Costs a walk of the table's overlay and an
+    /// LMDB lookup per such key, not a walk of the table.
     pub fn count(&self, table: &str) -> Result<u64> {
         self.check_age()?;
         let Some(known) = self.table(table) else {
@@ -163,14 +164,16 @@ impl<'db> Snapshot<'db> {
             return Ok(0);
         };
         let t = known.table;
-        let v = self.reg.visible;
-        // Each key the overlay holds a version of that this snapshot sees: is it a value?
+        let (v, applied) = (self.reg.visible, self.reg.applied());
+        // Each key whose newest version this snapshot sees is above LMDB's state `A` (one
+        // at or below it is in LMDB's count already, as the walks skip it): is it a value?
         let changed: Vec<(Arc<[u8]>, bool)> = {
             let st = t.state.read();
             st.overlay
                 .range((Bound::Unbounded, Bound::Unbounded), false)
                 .filter_map(|(key, chain)| {
                     newest_visible(chain, &view, v)
+                        .filter(|ver| ver.lsn > applied)
                         .map(|ver| (key.arc().clone(), ver.value.is_some()))
                 })
                 .collect()
