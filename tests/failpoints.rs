@@ -66,7 +66,9 @@ const POINTS: &[(&str, Reach)] = &[
 /// Gives the log in `db_dir` a torn tail that costs no record: after the last valid frame
 /// of the last segment with frames, a frame with the segment's salt and the next LSN whose
 /// body fails its CRC (as a write cut by a crash leaves it). With `empty_next`, an empty
-/// segment follows it (a rotation that wrote nothing yet), which recovery removes.
+/// segment follows it, starting after the torn record (a rotation that wrote nothing yet),
+/// which recovery removes. (One starting at the torn record's own LSN would continue the
+/// segment before it, whose torn bytes would then be stale, not a tail to cut.)
 fn tear_tail(db_dir: &Path, empty_next: bool) {
     use walmdb::internals::record::FrameBuilder;
     if !db_dir.join("wal").exists() {
@@ -102,7 +104,7 @@ fn tear_tail(db_dir: &Path, empty_next: bool) {
         let mut empty = vec![0u8; data.len()];
         empty[..engine_common::SEGMENT_HEADER]
             .copy_from_slice(&data[..engine_common::SEGMENT_HEADER]);
-        common::rewrite_seg_header(&mut empty, segment_no + 1, next_lsn);
+        common::rewrite_seg_header(&mut empty, segment_no + 1, next_lsn + 1);
         std::fs::write(&next, &empty).unwrap();
     }
 }
