@@ -5,7 +5,7 @@
 mod engine_common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -91,6 +91,17 @@ fn backed_up_and_archived(root: &Path, before: usize, total: usize) -> Vec<Commi
     db.checkpoint().unwrap();
     db.close().unwrap();
     history
+}
+
+/// An archived segment with at least two before it and one after it.
+fn middle_archived_segment(archive: &Path) -> PathBuf {
+    let mut archived: Vec<_> = std::fs::read_dir(archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    archived.sort();
+    assert!(archived.len() >= 4, "{archived:?}");
+    archived.swap_remove(archived.len() / 2)
 }
 
 fn opts(archive: Option<&Path>) -> RestoreOptions {
@@ -279,13 +290,7 @@ fn a_damaged_archived_segment_stops_the_restore_naming_it() {
     let root = tempdir();
     let p = |n: &str| root.path().join(n);
     let history = backed_up_and_archived(root.path(), 20, 600);
-    let mut archived: Vec<_> = std::fs::read_dir(p("archive"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    archived.sort();
-    assert!(archived.len() >= 4, "{archived:?}");
-    let victim = &archived[archived.len() / 2];
+    let victim = &middle_archived_segment(&p("archive"));
     let mut bytes = std::fs::read(victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
@@ -325,13 +330,7 @@ fn bytes_past_the_frames_of_a_segment_the_next_continues_do_not_stop_the_restore
     let root = tempdir();
     let p = |n: &str| root.path().join(n);
     let history = backed_up_and_archived(root.path(), 20, 600);
-    let mut archived: Vec<_> = std::fs::read_dir(p("archive"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    archived.sort();
-    assert!(archived.len() >= 4, "{archived:?}");
-    let victim = &archived[archived.len() / 2];
+    let victim = &middle_archived_segment(&p("archive"));
     let mut bytes = std::fs::read(victim).unwrap();
     let stale = bytes[64..64 + 200].to_vec();
     bytes.extend_from_slice(&stale);
