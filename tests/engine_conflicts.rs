@@ -112,6 +112,56 @@ fn blind_writes_never_conflict() {
     }
 }
 
+/// Blind commits' keys are indexed for conflicts only when a check needs them, or once they
+/// outgrow a bound while an older transaction may still check them: past the bound (by
+/// count and by bytes) a transaction that read before them still finds the key it lost.
+#[test]
+fn a_reader_older_than_a_flood_of_blind_commits_still_conflicts_with_the_first() {
+    for (iso, scan) in [
+        (Isolation::Snapshot, Scan::MissingKey),
+        (Isolation::Serializable, Scan::Range),
+    ] {
+        // 80 commits of 1,000 small puts (past the count bound), 40 of 100 4 KiB values
+        // (past the bytes bound).
+        for (commits, puts, size) in [(80, 1000, 8), (40, 100, 4096)] {
+            let what = format!("{iso:?} {scan:?}, {commits} commits of {puts} x {size} B");
+            let dir = tempdir();
+            let db = open_with(&dir, cfg());
+            put(&db, "r", b"b", b"1");
+            let mut old = db.write_with(iso).unwrap();
+            let _ = scan_count(&old, scan);
+            put(&db, "r", b"b2", b"blind");
+            for c in 0..commits {
+                let mut t = db.write().unwrap();
+                for i in 0..puts {
+                    t.put("flood", format!("{c:04}-{i:04}").as_bytes(), &vec![1; size])
+                        .unwrap();
+                }
+                t.commit_with(Durability::None).unwrap();
+            }
+            // Under snapshot isolation a lost update; under serializable the scanned range.
+            if iso == Isolation::Snapshot {
+                old.put("r", b"b2", b"old").unwrap();
+            } else {
+                old.put("summary", b"n", b"1").unwrap();
+            }
+            let (table, key) = assert_conflict(old.commit(), &what);
+            assert_eq!(
+                (table.as_str(), key.as_slice()),
+                ("r", &b"b2"[..]),
+                "{what}"
+            );
+            // Once no older transaction is left, later blind commits are dropped unindexed,
+            // and a fresh read-modify-write of the same key commits.
+            let mut fresh = db.write_with(iso).unwrap();
+            let _ = scan_count(&fresh, scan);
+            fresh.put("r", b"b2", b"fresh").unwrap();
+            fresh.commit().unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(value(&db, "r", b"b2"), Some(b"fresh".to_vec()), "{what}");
+        }
+    }
+}
+
 /// Two doctors on call; each transaction takes one off call if the other is still on.
 /// Returns the results of the two commits (t1 committed first).
 fn doctors(

@@ -5,6 +5,10 @@
 //! - The conflict index maps each key to the LSN of its last admitted write; a commit is
 //!   admitted only if no key it must check has an LSN above its snapshot's visible LSN.
 //! - Entries at or below the conflict horizon are pruned: no live or later snapshot is older.
+//! - Keys of commits of only puts and deletes are indexed lazily: before the next check that
+//!   looks keys up, or once the deferred commits outgrow a bound; deferred commits at or
+//!   below the horizon are dropped unindexed. Blind commits (most bulk writes) thus never
+//!   pay for an index no check reads.
 //! - What an admitted commit changed (index entries, table names) is undone if its group
 //!   fails to reach the log: its LSN goes to the next commit, which must not find it.
 
@@ -170,9 +174,30 @@ pub(crate) struct EngineSequencer {
     /// Admitted commits not yet published or abandoned: a commit handed to the applier at
     /// admission must have none before it, or the applier would see LSNs out of order.
     unpublished: usize,
+    /// The last LSN published: index entries of commits at or below it need no undo.
+    published: Lsn,
+    /// Admitted commits whose keys are not indexed yet, in LSN order, each later than every
+    /// commit indexed at admission (so `undo` stays in LSN order).
+    deferred: VecDeque<Deferred>,
+    /// Writes and overlay bytes of `deferred` (what it keeps alive).
+    deferred_ops: usize,
+    deferred_bytes: usize,
+}
+
+/// A commit whose keys are not indexed yet.
+#[derive(Debug)]
+struct Deferred {
+    lsn: Lsn,
+    writes: Arc<TxnWrites>,
+    /// Its writes' overlay cost.
+    bytes: usize,
 }
 
 const MIN_PRUNE_AT: usize = 4096;
+/// Bounds on `deferred` before it is trimmed to the horizon (and indexed if that is not
+/// enough).
+const DEFERRED_MAX_OPS: usize = 64 * 1024;
+const DEFERRED_MAX_BYTES: usize = 16 << 20;
 
 impl EngineSequencer {
     pub fn new(state: Arc<EngineState>, max_tables: u32, max_checks: usize) -> Self {
@@ -186,6 +211,10 @@ impl EngineSequencer {
             undo: VecDeque::new(),
             new_tables: VecDeque::new(),
             unpublished: 0,
+            published: 0,
+            deferred: VecDeque::new(),
+            deferred_ops: 0,
+            deferred_bytes: 0,
         }
     }
 
@@ -282,7 +311,27 @@ impl EngineSequencer {
         Ok(())
     }
 
-    fn record(&mut self, writes: &TxnWrites, lsn: Lsn) {
+    fn record(&mut self, writes: &Arc<TxnWrites>, lsn: Lsn) {
+        let keys_only = !writes.through
+            && !writes
+                .ops
+                .iter()
+                .any(|op| matches!(op, WriteOp::DropTable { .. }));
+        if keys_only {
+            let bytes = writes.ops.iter().map(WriteOp::overlay_cost).sum();
+            self.deferred_ops += writes.ops.len();
+            self.deferred_bytes += bytes;
+            self.deferred.push_back(Deferred {
+                lsn,
+                writes: writes.clone(),
+                bytes,
+            });
+            if self.deferred_ops > DEFERRED_MAX_OPS || self.deferred_bytes > DEFERRED_MAX_BYTES {
+                self.trim_deferred();
+            }
+            return;
+        }
+        self.index_deferred();
         if writes.through {
             let mut tables: Vec<&Arc<str>> = writes.ops.iter().map(WriteOp::table).collect();
             tables.dedup();
@@ -300,6 +349,12 @@ impl EngineSequencer {
             }
             return;
         }
+        self.index(writes, lsn);
+    }
+
+    /// Enters a commit's keys (and drops) in the index, with their undo while unpublished.
+    fn index(&mut self, writes: &TxnWrites, lsn: Lsn) {
+        let undoable = lsn > self.published;
         for op in &writes.ops {
             let t = self.tables.entry(op.table().clone()).or_default();
             let (key, previous) = match op {
@@ -315,18 +370,54 @@ impl EngineSequencer {
                 WriteOp::CreateTable { .. } => continue,
                 WriteOp::DropTable { .. } => (None, Some(std::mem::replace(&mut t.ddl, lsn))),
             };
-            self.undo.push_back(Undo {
-                lsn,
-                table: op.table().clone(),
-                key,
-                previous,
-            });
+            if undoable {
+                self.undo.push_back(Undo {
+                    lsn,
+                    table: op.table().clone(),
+                    key,
+                    previous,
+                });
+            }
+        }
+    }
+
+    /// Indexes every deferred commit's keys: a check is about to look keys up.
+    fn index_deferred(&mut self) {
+        while let Some(d) = self.deferred.pop_front() {
+            self.index(&d.writes, d.lsn);
+        }
+        self.deferred_ops = 0;
+        self.deferred_bytes = 0;
+    }
+
+    fn forget_deferred(&mut self, d: &Deferred) {
+        self.deferred_ops -= d.writes.ops.len();
+        self.deferred_bytes -= d.bytes;
+    }
+
+    /// Drops deferred commits no live or later snapshot is older than; indexes the rest if
+    /// they still outgrow the bounds.
+    fn trim_deferred(&mut self) {
+        let horizon = self
+            .state
+            .snapshots
+            .conflict_horizon(&self.state.visible_lsn);
+        while self.deferred.front().is_some_and(|d| d.lsn <= horizon) {
+            let d = self.deferred.pop_front().expect("front exists");
+            self.forget_deferred(&d);
+        }
+        if self.deferred_ops > DEFERRED_MAX_OPS || self.deferred_bytes > DEFERRED_MAX_BYTES {
+            self.index_deferred();
         }
     }
 
     /// Undoes what the commits at `lsn` and later, all unpublished, changed: their group
     /// failed, and their LSNs go to the next commits.
     fn undo_from(&mut self, lsn: Lsn) {
+        while self.deferred.back().is_some_and(|d| d.lsn >= lsn) {
+            let d = self.deferred.pop_back().expect("back exists");
+            self.forget_deferred(&d);
+        }
         while self.undo.back().is_some_and(|u| u.lsn >= lsn) {
             let u = self.undo.pop_back().expect("back exists");
             let t = self.tables.entry(u.table).or_default();
@@ -368,6 +459,9 @@ impl Sequencer for EngineSequencer {
     type Ticket = Ticket;
 
     fn admit(&mut self, ticket: &mut Ticket, lsn: Lsn) -> Result<()> {
+        if !matches!(ticket.check, Check::Blind) {
+            self.index_deferred();
+        }
         // Checked before its tables are registered: a refused commit registers none.
         let checked = self.check(ticket);
         // Checked: the index entries its snapshot needed may go.
@@ -394,6 +488,7 @@ impl Sequencer for EngineSequencer {
     }
 
     fn publish(&mut self, lsn: Lsn, mut ticket: Ticket) {
+        self.published = lsn;
         while self.undo.front().is_some_and(|u| u.lsn <= lsn) {
             self.undo.pop_front();
         }
