@@ -121,13 +121,16 @@ fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
                 let db = db.clone();
                 let stop = &stop;
                 s.spawn(move || {
+                    // At least once, however late the thread starts.
                     let mut n = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    loop {
                         let k = format!("s{w}-{n:06}");
                         db.update(|t| t.put("small", k.as_bytes(), b"v")).unwrap();
                         n += 1;
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break n;
+                        }
                     }
-                    n
                 })
             })
             .collect();
@@ -136,15 +139,17 @@ fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
             let stop = &stop;
             s.spawn(move || {
                 let mut checks = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                loop {
                     let txn = db.read().unwrap();
                     // Round r wrote 8,000 keys of its own and marker r.
                     let rounds = txn.get(T, b"marker").unwrap().map_or(0, |m| m[0]);
                     let n = txn.count(T).unwrap();
                     assert_eq!(n, u64::from(rounds) * 8_000 + u64::from(rounds > 0));
                     checks += 1;
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break checks;
+                    }
                 }
-                checks
             })
         };
         for round in 1..=6u8 {
@@ -156,7 +161,6 @@ fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
             txn.put(T, b"marker", &[round]).unwrap();
             txn.commit().unwrap();
         }
-        std::thread::sleep(Duration::from_millis(50));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let smalls: u64 = small_writers.into_iter().map(|h| h.join().unwrap()).sum();
         let checks = reader.join().unwrap();
