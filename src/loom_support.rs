@@ -53,6 +53,7 @@ impl Engine {
                 key: DataArc::from(key),
                 value: DataArc::from(value),
             }],
+            crate::overlay::version_cost(key, Some(value)),
             0,
             false,
         ));

@@ -125,7 +125,7 @@ impl Engine {
         let ticket = Ticket {
             snapshot: 0,
             check: Check::Blind,
-            writes: Arc::new(TxnWrites::new(Vec::new(), unix_micros, false)),
+            writes: Arc::new(TxnWrites::new(Vec::new(), 0, unix_micros, false)),
             pin: None,
             early: None,
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use super::sequencer::{Check, ConflictPin, Ticket, TxnWrites};
+use super::sequencer::{versions_cost, Check, ConflictPin, Ticket, TxnWrites};
 use super::{now_micros, Engine, EngineState, Shutdown};
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -196,6 +196,8 @@ impl EngineState {
 #[derive(Debug)]
 pub(crate) struct Commit {
     pub ops: Vec<WriteOp>,
+    /// Bytes its versions would take in the overlay ([`versions_cost`] of `ops`).
+    pub versions_cost: usize,
     pub check: Check,
     /// The visible LSN of its snapshot (0 with none).
     pub snapshot: Lsn,
@@ -208,6 +210,7 @@ impl Commit {
     /// A commit of `ops` that read nothing, at the engine's durability.
     pub fn blind(ops: Vec<WriteOp>) -> Commit {
         Commit {
+            versions_cost: versions_cost(&ops),
             ops,
             check: Check::Blind,
             snapshot: 0,
@@ -216,19 +219,14 @@ impl Commit {
         }
     }
 
-    /// Bytes its versions would take in the overlay.
-    fn versions_cost(&self) -> usize {
-        self.ops.iter().map(WriteOp::overlay_cost).sum()
-    }
-
     /// True when it is applied through LMDB rather than held in the overlay.
     fn goes_through(&self, engine: &Engine) -> bool {
-        too_big_for_overlay(self.versions_cost(), engine)
+        too_big_for_overlay(self.versions_cost, engine)
     }
 
     /// What it takes of the overlay's room: nothing when it goes through.
     fn cost(&self, engine: &Engine) -> usize {
-        match self.versions_cost() {
+        match self.versions_cost {
             cost if too_big_for_overlay(cost, engine) => 0,
             cost => cost,
         }
@@ -260,7 +258,12 @@ impl Commit {
         let ticket = Ticket {
             snapshot: self.snapshot,
             check: self.check,
-            writes: Arc::new(TxnWrites::new(self.ops, commit_micros, through)),
+            writes: Arc::new(TxnWrites::new(
+                self.ops,
+                self.versions_cost,
+                commit_micros,
+                through,
+            )),
             pin: self.pin,
             early: None,
         };

@@ -9,7 +9,7 @@ use super::admit::admitter_loop;
 use super::apply::{applier_loop, apply_growing, batch_cap, key_order};
 use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::scrub::scrubber_loop;
-use super::sequencer::{EngineSequencer, TxnWrites};
+use super::sequencer::{versions_cost, EngineSequencer, TxnWrites};
 use super::{supervise, Engine, EngineState, GiveUp, Running, RunningGuard, Threads};
 use crate::catalog::Table;
 use crate::config::Config;
@@ -366,7 +366,7 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
         Some(Ok(Replayed {
             lsn: through,
             size: 0,
-            writes: Arc::new(TxnWrites::new(Vec::new(), 0, false)),
+            writes: Arc::new(TxnWrites::new(Vec::new(), 0, 0, false)),
             cost: 0,
         }))
     })
@@ -386,11 +386,11 @@ fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
         ),
         _ => (Vec::new(), 0),
     };
-    let cost = ops.iter().map(WriteOp::overlay_cost).sum();
+    let cost = versions_cost(&ops);
     Ok(Replayed {
         lsn: rec.lsn,
         size: rec.record.payload().len(),
-        writes: Arc::new(TxnWrites::new(ops, commit_micros, false)),
+        writes: Arc::new(TxnWrites::new(ops, cost, commit_micros, false)),
         cost,
     })
 }

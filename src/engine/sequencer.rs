@@ -48,6 +48,8 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) struct TxnWrites {
     pub ops: Vec<WriteOp>,
+    /// Bytes its versions take in the overlay ([`WriteOp::overlay_cost`] summed).
+    pub versions_cost: usize,
     /// The commit time its log record carries (Unix microseconds; 0 for none).
     pub commit_micros: u64,
     /// Applied to LMDB before it becomes visible, never held in the overlay: a transaction
@@ -56,6 +58,11 @@ pub(crate) struct TxnWrites {
     /// Whether it was handed to the applier at admission, and what became of its record
     /// since: [`NOT_EARLY`], [`EARLY_PENDING`], [`EARLY_LOGGED`] or [`EARLY_WITHDRAWN`].
     pub early: AtomicUsize,
+}
+
+/// Bytes the versions of `ops` take in the overlay.
+pub(crate) fn versions_cost(ops: &[WriteOp]) -> usize {
+    ops.iter().map(WriteOp::overlay_cost).sum()
 }
 
 /// [`TxnWrites::early`]: handed to the applier once published, as every commit.
@@ -69,9 +76,17 @@ pub(crate) const EARLY_LOGGED: usize = 2;
 pub(crate) const EARLY_WITHDRAWN: usize = 3;
 
 impl TxnWrites {
-    pub fn new(ops: Vec<WriteOp>, commit_micros: u64, through: bool) -> TxnWrites {
+    /// `versions_cost` is `ops`' [`WriteOp::overlay_cost`] summed (see [`versions_cost`]).
+    pub fn new(
+        ops: Vec<WriteOp>,
+        versions_cost: usize,
+        commit_micros: u64,
+        through: bool,
+    ) -> TxnWrites {
+        debug_assert_eq!(versions_cost, self::versions_cost(&ops));
         TxnWrites {
             ops,
+            versions_cost,
             commit_micros,
             through,
             early: AtomicUsize::new(NOT_EARLY),
@@ -189,8 +204,6 @@ pub(crate) struct EngineSequencer {
 struct Deferred {
     lsn: Lsn,
     writes: Arc<TxnWrites>,
-    /// Its writes' overlay cost.
-    bytes: usize,
 }
 
 const MIN_PRUNE_AT: usize = 4096;
@@ -318,13 +331,11 @@ impl EngineSequencer {
                 .iter()
                 .any(|op| matches!(op, WriteOp::DropTable { .. }));
         if keys_only {
-            let bytes = writes.ops.iter().map(WriteOp::overlay_cost).sum();
             self.deferred_ops += writes.ops.len();
-            self.deferred_bytes += bytes;
+            self.deferred_bytes += writes.versions_cost;
             self.deferred.push_back(Deferred {
                 lsn,
                 writes: writes.clone(),
-                bytes,
             });
             if self.deferred_ops > DEFERRED_MAX_OPS || self.deferred_bytes > DEFERRED_MAX_BYTES {
                 self.trim_deferred();
@@ -392,7 +403,7 @@ impl EngineSequencer {
 
     fn forget_deferred(&mut self, d: &Deferred) {
         self.deferred_ops -= d.writes.ops.len();
-        self.deferred_bytes -= d.bytes;
+        self.deferred_bytes -= d.writes.versions_cost;
     }
 
     /// Drops deferred commits no live or later snapshot is older than; indexes the rest if
@@ -593,6 +604,7 @@ fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
     let held_instead = || {
         Arc::new(TxnWrites::new(
             writes.ops.clone(),
+            writes.versions_cost,
             writes.commit_micros,
             false,
         ))
@@ -639,8 +651,7 @@ fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
         );
     }
     sh.visible_lsn.store(lsn, Ordering::Release);
-    let bytes = writes.ops.iter().map(WriteOp::overlay_cost).sum();
-    sh.feed.published(lsn, writes, bytes);
+    sh.feed.published(lsn, writes, writes.versions_cost);
 }
 
 #[cfg(all(test, not(walmdb_loom)))]

@@ -438,9 +438,11 @@ impl<'db> WriteTxn<'db> {
             }));
         }
         let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
+        let mut versions_cost = 0;
         for (table, writes) in &self.writes {
             for (key, value) in writes {
                 let key = key.arc().clone();
+                versions_cost += crate::overlay::version_cost(&key, value.as_deref());
                 ops.push(match value {
                     Some(v) => WriteOp::Put {
                         table: table.clone(),
@@ -475,6 +477,7 @@ impl<'db> WriteTxn<'db> {
         };
         Ok(Prepared::Commit(Commit {
             ops,
+            versions_cost,
             check,
             snapshot,
             pin,
