@@ -298,6 +298,71 @@ fn a_segment_the_next_continues_is_complete_whatever_lies_past_its_run() {
     }
 }
 
+/// Archiving such a segment when it retires keeps its run and raises no alarm: the bytes
+/// past the run are stale, as recovery judged them (the archiver logged "archiving a damaged
+/// segment" at error level for them before).
+#[test]
+fn archiving_a_segment_the_next_continues_logs_no_damage() {
+    let went_on = write_past_torn_frames();
+    let mut seg = went_on.fs.read_file(&seg_path(1)).unwrap();
+    let stale = went_on.stale.clone();
+    seg[stale.clone()].copy_from_slice(&went_on.torn[stale.clone()]);
+    went_on.fs.write_file(&seg_path(1), &seg);
+    let archive = dir().join("archive");
+    let wal = open(
+        &went_on.fs,
+        WalConfig {
+            archive: Some(walmdb::ArchiveConfig::new(&archive)),
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let errors = ErrorEvents::default();
+    let retired = tracing::subscriber::with_default(errors.clone(), || wal.retire_below(8));
+    assert_eq!(retired.unwrap(), 1);
+    assert_eq!(
+        errors.count(),
+        0,
+        "an error was logged archiving a complete segment"
+    );
+    let archived = went_on
+        .fs
+        .read_file(&archive.join("wal-00000001-00000001.log"))
+        .unwrap();
+    assert_eq!(
+        archived[..],
+        seg[..stale.start],
+        "the run, not the stale bytes"
+    );
+    wal.close().unwrap();
+}
+
+/// Counts the error-level events logged on the thread it is the default subscriber of.
+#[derive(Clone, Default)]
+struct ErrorEvents(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ErrorEvents {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl tracing::Subscriber for ErrorEvents {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() == tracing::Level::ERROR
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// A log whose writer went on after a crash tore frames past its end (see the two tests
 /// above).
 struct WentOn {

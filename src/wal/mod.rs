@@ -682,10 +682,18 @@ impl<S: Sequencer> Wal<S> {
         }
         if let Some(archive) = &self.cfg.archive {
             // Archived before anything is renamed: a failure leaves the segments live.
+            // With the segment after the last (it stays live): each one's successor.
             let to_archive: Vec<SegmentMeta> =
-                self.shared.segments.lock().live[..keep_from].to_vec();
-            for m in &to_archive {
-                archive_segment(self.fs.as_ref(), archive, &m.path, self.lineage)?;
+                self.shared.segments.lock().live[..=keep_from].to_vec();
+            for pair in to_archive.windows(2) {
+                let (m, next) = (&pair[0], &pair[1]);
+                archive_segment(
+                    self.fs.as_ref(),
+                    archive,
+                    &m.path,
+                    self.lineage,
+                    Some(next.first_lsn),
+                )?;
                 self.shared
                     .stats
                     .segments_archived

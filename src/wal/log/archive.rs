@@ -274,12 +274,15 @@ fn check_replaceable(fs: &dyn Fs, dir: &Path, dest: &Path, header: &SegmentHeade
 /// Copies the valid frames of the segment at `path`, of the database and timeline
 /// `lineage`, into the archive, durably: a temporary file written and synced, renamed, and
 /// the directory synced. Then prunes the archive. Refused, with nothing written, when the
-/// archive belongs to another database or a different segment has the name.
+/// archive belongs to another database or a different segment has the name. `next_first_lsn`
+/// is the first LSN of the segment after it, if known: when that continues its run, bytes
+/// past the run are stale (an earlier life's torn frames the writer went on past), not damage.
 pub(crate) fn archive_segment(
     fs: &dyn Fs,
     cfg: &ArchiveConfig,
     path: &Path,
     lineage: Lineage,
+    next_first_lsn: Option<Lsn>,
 ) -> Result<()> {
     let ValidPrefix {
         mut header,
@@ -296,7 +299,8 @@ pub(crate) fn archive_segment(
     }
     // A version-1 segment of the log: the log's own (recovery checked it), named for it.
     header.lineage = lineage;
-    if let Some(why) = &damage {
+    let continued = next_first_lsn.is_some_and(|next| last_lsn.checked_add(1) == Some(next));
+    if let Some(why) = damage.as_ref().filter(|_| !continued) {
         // The records are in LMDB already; the archive will show the gap to a restore.
         tracing::error!(
             segment = header.segment_no,

@@ -258,9 +258,15 @@ pub(crate) fn recover(
     // commits are about to go into that segment.
     let obsolete = &found[..start];
     let (mut archived, mut retired) = (0, 0);
-    for (segment_no, path, _) in obsolete {
+    for (i, (segment_no, path, _)) in obsolete.iter().enumerate() {
         if let Some(archive) = &cfg.archive {
-            if let Err(e) = super::archive::archive_segment(fs, archive, path, lineage) {
+            let next_first_lsn = match found.get(i + 1) {
+                Some((_, _, HeaderState::Valid { first_lsn, .. })) => Some(*first_lsn),
+                _ => None,
+            };
+            if let Err(e) =
+                super::archive::archive_segment(fs, archive, path, lineage, next_first_lsn)
+            {
                 // The records are the caller's already; an obsolete segment that cannot be
                 // read stays on disk for the operator rather than stop the open.
                 tracing::error!(path = %path.display(), error = %e, "cannot archive an obsolete segment; it is left in place");
