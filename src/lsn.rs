@@ -4,6 +4,13 @@
 /// LSN 0 means "nothing".
 pub type Lsn = u64;
 
+/// True when a segment whose first record is `next_first` continues one whose last record is
+/// `last`: LSNs are contiguous, so the earlier segment lost no record (bytes past its run are
+/// stale, not damage).
+pub(crate) fn continues(last: Lsn, next_first: Lsn) -> bool {
+    last.checked_add(1) == Some(next_first)
+}
+
 /// Which database a log belongs to, and which of its histories: what a segment header, an
 /// archived segment's name and a backup manifest record, so that the logs of two databases,
 /// or of a database and a restore of it, are never mixed (`docs/wal-format.md`).

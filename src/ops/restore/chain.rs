@@ -319,7 +319,7 @@ pub(super) fn chain(
             // its run are stale, not damage (as recovery judges them).
             let continued = best
                 .get(&(t, no + 1))
-                .is_some_and(|n| n.header.first_lsn == last + 1);
+                .is_some_and(|n| crate::lsn::continues(last, n.header.first_lsn));
             if let Some((offset, why)) = c.damage.clone().filter(|_| last < until && !continued) {
                 damaged = Some((no, offset, format!("{}: {why}", c.path.display())));
                 end = format!("segment {} is damaged at offset {offset}", c.path.display());

@@ -299,7 +299,7 @@ pub(crate) fn archive_segment(
     }
     // A version-1 segment of the log: the log's own (recovery checked it), named for it.
     header.lineage = lineage;
-    let continued = next_first_lsn.is_some_and(|next| last_lsn.checked_add(1) == Some(next));
+    let continued = next_first_lsn.is_some_and(|next| crate::lsn::continues(last_lsn, next));
     if let Some(why) = damage.as_ref().filter(|_| !continued) {
         // The records are in LMDB already; the archive will show the gap to a restore.
         tracing::error!(

@@ -328,7 +328,7 @@ pub(crate) fn plan_tail(
         .iter()
         .enumerate()
         .position(|(k, s)| match live.get(k + 1) {
-            Some(next) => next.header.first_lsn != s.scan.last_lsn + 1,
+            Some(next) => !crate::lsn::continues(s.scan.last_lsn, next.header.first_lsn),
             None => s.scan.end_kind != ScanEnd::Clean || !s.scan.after.is_empty(),
         });
     let plan = match brk {
