@@ -3,7 +3,8 @@
 //! or with `overwrite` overwrites of settled ones), then for `secs` seconds either 10-entry
 //! range reads from random settled or new keys (`scan`) or 10 point gets a read transaction
 //! (`get`), printing the mean time a read transaction. `sorted` instead commits `settled`
-//! keys above every other, 1,000 a durable transaction, and prints keys/s. The scratch
+//! keys above every other, 1,000 a durable transaction, and prints keys/s; `pops` loads
+//! `settled` keys, then pops the first key a commit for `secs` seconds and prints pops/s. The scratch
 //! measurements of CHANGELOG.md and docs/benchmarks.md (builds alternated, ABBA):
 //!
 //! ```sh
@@ -12,6 +13,8 @@
 //! cargo run --release --example overlay_reads -- scan 2000000 0 4     # settled scans
 //! cargo run --release --example overlay_reads -- get 2000000 1000000 4
 //! cargo run --release --example overlay_reads -- sorted 1000000 0 0
+//! cargo run --release --example overlay_reads -- pops 1000000 0 4         # at None
+//! cargo run --release --example overlay_reads -- pops 1000000 0 4 group   # at GroupCommit
 //! ```
 
 use std::hint::black_box;
@@ -29,7 +32,7 @@ fn key(i: u64) -> [u8; 24] {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: overlay_reads <scan|get|sorted> <settled> <unapplied> <seconds> [overwrite]";
+        "usage: overlay_reads <scan|get|sorted|pops> <settled> <unapplied> <seconds> [overwrite|group]";
     let (Some(mode), Some(settled), Some(unapplied), Some(secs)) =
         (args.get(1), args.get(2), args.get(3), args.get(4))
     else {
@@ -44,6 +47,15 @@ fn main() {
     let dir = tempfile::tempdir_in("target").expect("a temporary directory");
     if mode == "sorted" {
         sorted(dir.path(), settled);
+        return;
+    }
+    if mode == "pops" {
+        pops(
+            dir.path(),
+            settled,
+            secs,
+            args.get(5).is_some_and(|a| a == "group"),
+        );
         return;
     }
     let hour = Duration::from_secs(3600);
@@ -116,6 +128,35 @@ fn main() {
     }
     let per_read = start.elapsed().as_secs_f64() * 1e9 / reads as f64;
     println!("{mode}: {per_read:.0} ns a read transaction ({reads} reads)");
+}
+
+/// `settled` keys, then for `secs` seconds pops of the first key, a commit each, at `None`
+/// (at the default durability when `group`).
+fn pops(dir: &std::path::Path, settled: u64, secs: f64, group: bool) {
+    let db = Db::open_with(dir, Config::default().table("t")).expect("open");
+    let mut txn = db.write().expect("write");
+    for i in 0..settled {
+        txn.put("t", &key(i), &[7u8; 150]).expect("put");
+    }
+    txn.commit_with(Durability::None).expect("commit");
+    db.wait_applied(db.stats().visible_lsn).expect("apply");
+    let start = Instant::now();
+    let mut pops = 0u64;
+    while start.elapsed() < Duration::from_secs_f64(secs) {
+        let mut txn = db.write().expect("write");
+        let first = txn.first("t").expect("first").map(|(k, _)| k.to_vec());
+        let Some(first) = first else { break };
+        txn.delete("t", &first).expect("delete");
+        if group {
+            txn.commit().expect("commit");
+        } else {
+            txn.commit_with(Durability::None).expect("commit");
+        }
+        pops += 1;
+    }
+    let rate = pops as f64 / start.elapsed().as_secs_f64();
+    let level = if group { "group" } else { "none" };
+    println!("pops at {level}: {rate:.0} pops/s ({pops} pops)");
 }
 
 /// `n` keys above every random one (16 bytes of 0xFF, then a counter), 1,000 a commit at

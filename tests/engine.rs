@@ -1983,3 +1983,47 @@ fn count_agrees_with_a_walk_of_the_table_through_applies_drops_and_a_reopen() {
     }
     assert!(reopens > 0, "the mix never reopened the database");
 }
+
+/// Pops from one end of a table walk the deletions the applier has not applied yet; a walk
+/// that passes many asks the applier to apply them now. Before, a queue drained at `None`
+/// stepped over every pop of the last `apply_interval` on each pop (here, held back for an
+/// hour, over every pop before it).
+#[test]
+fn a_walk_over_many_unapplied_deletions_hurries_the_applier() {
+    let dir = tempdir();
+    let hour = Duration::from_secs(3600);
+    let db = Db::open_with(
+        dir.path(),
+        cfg()
+            .apply_interval(hour)
+            .apply_max_ops(usize::MAX / 2)
+            .checkpoint_interval(hour),
+    )
+    .unwrap();
+    let mut t = db.write().unwrap();
+    for i in 0..1000 {
+        t.put("q", &key(i), b"v").unwrap();
+    }
+    let loaded = t.commit().unwrap();
+    db.wait_applied(loaded).unwrap();
+    for i in 0..200 {
+        let mut t = db.write().unwrap();
+        let first = t.first("q").unwrap().map(|(k, _)| k.to_vec());
+        assert_eq!(first.as_deref(), Some(&key(i)[..]));
+        t.delete("q", &key(i)).unwrap();
+        t.commit_with(Durability::None).unwrap();
+    }
+    // The 65th pop's walk asked; the applier applies in the background.
+    let asked_by = loaded + 65;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while db.stats().applied_lsn < asked_by {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the applier was not hurried: applied LSN {} after pops through LSN {}",
+            db.stats().applied_lsn,
+            loaded + 200
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    db.close().unwrap();
+}

@@ -234,9 +234,18 @@ pub struct Iter<'t> {
         &'t crate::sync::StatCounter,
     )>,
     pub(super) steps: u32,
+    pub(super) engine: &'t crate::engine::EngineState,
+    /// Deletions in the overlay the walk passed (each an LMDB entry stepped over for
+    /// nothing until the applier applies it).
+    pub(super) deletions_passed: u32,
 }
 
 const AGE_CHECK_STEPS: u32 = 1024;
+
+/// Deletions a walk passes before it asks the applier to apply now rather than at its
+/// interval: reads from an end of a table that is being popped (a queue) would otherwise
+/// step over every deletion of up to `apply_interval`, as many as were committed in it.
+const HURRY_AFTER_DELETIONS: u32 = 64;
 
 impl std::fmt::Debug for Iter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -323,7 +332,13 @@ impl<'t> Iterator for Iter<'t> {
                     value: Some(value),
                     ..
                 }) => return Some(Ok((key, value))),
-                Taken::Newer(_) => continue, // a deletion
+                Taken::Newer(_) => {
+                    // A deletion.
+                    self.deletions_passed += 1;
+                    if self.deletions_passed == HURRY_AFTER_DELETIONS {
+                        self.engine.hurry_applier();
+                    }
+                }
             }
         }
     }

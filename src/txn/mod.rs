@@ -214,6 +214,8 @@ impl<'db> Snapshot<'db> {
             failed: false,
             age_limit,
             steps: 0,
+            engine: &self.engine.state,
+            deletions_passed: 0,
         };
         if !bounds_valid(&bounds) {
             return Ok(empty);
@@ -283,6 +285,8 @@ impl<'db> Snapshot<'db> {
             failed: false,
             age_limit,
             steps: 0,
+            engine: &self.engine.state,
+            deletions_passed: 0,
         })
     }
 }
