@@ -3,7 +3,8 @@
 //! overwritten in 1,000-key commits (stats printed each second: the applied LSN, the
 //! overlay's bytes, map resizes, apply batches), then 3 s of 10-entry range reads from
 //! random keys (over the overlay), a settle (`wait_applied` and a checkpoint), and 3 s of
-//! the same reads twice more, each with the overlay's bytes before and after. The
+//! the same reads twice more, each sampled every 0.25 s (scans, the overlay's bytes, the
+//! process's minor faults) and with the overlay's bytes before and after. The
 //! reproducer of docs/benchmarks.md's slow settled reads (issue 21):
 //!
 //! ```sh
@@ -67,8 +68,10 @@ fn main() {
         println!("overwrite {:.1}s", t.elapsed().as_secs_f64());
         let scan = |label: &str| {
             let before = db.stats().unapplied_bytes;
+            let faults_before = minor_faults();
             let t = Instant::now();
             let mut scans = 0u64;
+            let mut next_sample = 0.25;
             let mut y = 7u64;
             while t.elapsed() < Duration::from_secs(3) {
                 let txn = db.read().unwrap();
@@ -77,6 +80,16 @@ fn main() {
                 let c = txn.range("t", &k[..]..).unwrap().take(10).count();
                 std::hint::black_box(c);
                 scans += 1;
+                if t.elapsed().as_secs_f64() >= next_sample {
+                    next_sample += 0.25;
+                    println!(
+                        "  {:.2}s: {} scans, overlay {} MiB, minor faults {}",
+                        t.elapsed().as_secs_f64(),
+                        scans,
+                        db.stats().unapplied_bytes >> 20,
+                        minor_faults() - faults_before
+                    );
+                }
             }
             let st = db.stats();
             println!(
@@ -96,4 +109,14 @@ fn main() {
         scan("settled scans again");
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    after
+        .split_whitespace()
+        .nth(7)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
 }
