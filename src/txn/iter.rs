@@ -334,7 +334,7 @@ impl<'t> Iterator for Iter<'t> {
                 }) => return Some(Ok((key, value))),
                 Taken::Newer(_) => {
                     // A deletion.
-                    self.deletions_passed += 1;
+                    self.deletions_passed = self.deletions_passed.saturating_add(1);
                     if self.deletions_passed == HURRY_AFTER_DELETIONS {
                         self.engine.hurry_applier();
                     }
