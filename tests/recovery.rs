@@ -281,10 +281,7 @@ fn torn_frames_past_the_end_cannot_pass_for_damage_once_the_log_goes_on() {
 #[test]
 fn a_segment_the_next_continues_is_complete_whatever_lies_past_its_run() {
     let went_on = write_past_torn_frames();
-    let mut seg = went_on.fs.read_file(&seg_path(1)).unwrap();
-    let stale = went_on.stale.clone();
-    seg[stale.clone()].copy_from_slice(&went_on.torn[stale]);
-    went_on.fs.write_file(&seg_path(1), &seg);
+    went_on.put_back_stale_frames();
     for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
         let wal = open(&went_on.fs, cfg_mode(mode)).unwrap();
         assert!(wal.recovery_report().cut.is_none(), "{mode:?}");
@@ -304,10 +301,7 @@ fn a_segment_the_next_continues_is_complete_whatever_lies_past_its_run() {
 #[test]
 fn archiving_a_segment_the_next_continues_logs_no_damage() {
     let went_on = write_past_torn_frames();
-    let mut seg = went_on.fs.read_file(&seg_path(1)).unwrap();
-    let stale = went_on.stale.clone();
-    seg[stale.clone()].copy_from_slice(&went_on.torn[stale.clone()]);
-    went_on.fs.write_file(&seg_path(1), &seg);
+    let seg = went_on.put_back_stale_frames();
     let archive = dir().join("archive");
     let wal = open(
         &went_on.fs,
@@ -331,7 +325,7 @@ fn archiving_a_segment_the_next_continues_logs_no_damage() {
         .unwrap();
     assert_eq!(
         archived[..],
-        seg[..stale.start],
+        seg[..went_on.stale.start],
         "the run, not the stale bytes"
     );
     wal.close().unwrap();
@@ -373,6 +367,17 @@ struct WentOn {
     stale: std::ops::Range<usize>,
     /// The records the log holds.
     expected: Vec<EncodedRecord>,
+}
+
+impl WentOn {
+    /// Puts the torn frames back past segment 1's run, as a build before recovery's zeroing
+    /// left them; returns the segment's bytes.
+    fn put_back_stale_frames(&self) -> Vec<u8> {
+        let mut seg = self.fs.read_file(&seg_path(1)).unwrap();
+        seg[self.stale.clone()].copy_from_slice(&self.torn[self.stale.clone()]);
+        self.fs.write_file(&seg_path(1), &seg);
+        seg
+    }
 }
 
 fn write_past_torn_frames() -> WentOn {

@@ -409,10 +409,7 @@ impl EngineSequencer {
     /// Drops deferred commits no live or later snapshot is older than; indexes the rest if
     /// they still outgrow the bounds.
     fn trim_deferred(&mut self) {
-        let horizon = self
-            .state
-            .snapshots
-            .conflict_horizon(&self.state.visible_lsn);
+        let horizon = self.conflict_horizon();
         while self.deferred.front().is_some_and(|d| d.lsn <= horizon) {
             let d = self.deferred.pop_front().expect("front exists");
             self.forget_deferred(&d);
@@ -450,11 +447,15 @@ impl EngineSequencer {
         }
     }
 
-    fn prune(&mut self) {
-        let horizon = self
-            .state
+    /// Commits at or below it can conflict with no live or later transaction.
+    fn conflict_horizon(&self) -> Lsn {
+        self.state
             .snapshots
-            .conflict_horizon(&self.state.visible_lsn);
+            .conflict_horizon(&self.state.visible_lsn)
+    }
+
+    fn prune(&mut self) {
+        let horizon = self.conflict_horizon();
         let mut entries = 0;
         self.tables.retain(|_, t| {
             t.keys.retain(|_, lsn| *lsn > horizon);

@@ -442,8 +442,7 @@ impl<'db> WriteTxn<'db> {
         for (table, writes) in &self.writes {
             for (key, value) in writes {
                 let key = key.arc().clone();
-                versions_cost += crate::overlay::version_cost(&key, value.as_deref());
-                ops.push(match value {
+                let op = match value {
                     Some(v) => WriteOp::Put {
                         table: table.clone(),
                         key,
@@ -453,7 +452,9 @@ impl<'db> WriteTxn<'db> {
                         table: table.clone(),
                         key,
                     },
-                });
+                };
+                versions_cost += op.overlay_cost();
+                ops.push(op);
             }
         }
         let check = if !self.read_any.get() {
