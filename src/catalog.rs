@@ -132,7 +132,7 @@ impl TableState {
 #[derive(Debug)]
 pub(crate) enum Lookup<'s> {
     /// The overlay's version, newer than the snapshot's LMDB state (`None`: deleted).
-    Overlay(Option<&'s Arc<[u8]>>),
+    Overlay(Option<&'s crate::bytes::SharedBytes>),
     /// LMDB's state holds the answer, in this table (`None`: LMDB does not hold the table).
     Lmdb(Option<Dbi>),
 }

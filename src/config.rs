@@ -305,7 +305,7 @@ pub struct Config {
     /// are slowed down to the rate the applier sustains (less as the backlog grows), so the
     /// backlog settles instead of filling; at the bound they wait for room, up to
     /// `backlog_wait`, then get `Error::ApplyBacklog`. A version is charged its key, its value
-    /// and 232 bytes, about what it takes in memory. Default: 512 MiB.
+    /// and 200 bytes, about what it takes in memory. Default: 512 MiB.
     pub overlay_max_bytes: usize,
     /// How long a commit waits for room when the apply backlog (`overlay_max_bytes`, or the
     /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at

@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use crate::sync::DataArc as Arc;
+use crate::bytes::SharedBytes;
 
 /// Owned bounds of a key range.
 pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
@@ -162,16 +162,16 @@ pub(crate) fn cmp_headed(a: &[u8], b_head: u64, b: &[u8]) -> std::cmp::Ordering 
 #[derive(Debug, Clone)]
 pub(crate) struct HeadKey {
     head: u64,
-    key: Arc<[u8]>,
+    key: SharedBytes,
 }
 
 impl HeadKey {
     pub(crate) fn new(key: &[u8]) -> Self {
-        Self::shared(Arc::from(key))
+        Self::shared(SharedBytes::copy_of(key))
     }
 
     /// The key, sharing its allocation.
-    pub(crate) fn shared(key: Arc<[u8]>) -> Self {
+    pub(crate) fn shared(key: SharedBytes) -> Self {
         HeadKey {
             head: head_of(&key),
             key,
@@ -187,7 +187,7 @@ impl HeadKey {
         &self.key
     }
 
-    pub(crate) fn arc(&self) -> &Arc<[u8]> {
+    pub(crate) fn shared_bytes(&self) -> &SharedBytes {
         &self.key
     }
 }

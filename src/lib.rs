@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 // Leaves: they import nothing above them.
+mod bytes;
 mod config;
 mod error;
 mod histogram;

@@ -50,8 +50,8 @@ impl Engine {
         let writes = DataArc::new(TxnWrites::new(
             vec![WriteOp::Put {
                 table: DataArc::from(TABLE),
-                key: DataArc::from(key),
-                value: DataArc::from(value),
+                key: crate::bytes::SharedBytes::copy_of(key),
+                value: crate::bytes::SharedBytes::copy_of(value),
             }],
             crate::overlay::version_cost(key, Some(value)),
             0,

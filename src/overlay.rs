@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
+use crate::bytes::SharedBytes;
 use crate::keys::HeadKey;
 use crate::lsn::Lsn;
 use crate::sync::{AtomicUsize, DataArc as Arc, Ordering};
@@ -19,19 +20,19 @@ use crate::sync::{AtomicUsize, DataArc as Arc, Ordering};
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
     pub lsn: Lsn,
-    pub value: Option<Arc<[u8]>>,
+    pub value: Option<SharedBytes>,
 }
 
 /// Bytes a version is charged against `overlay_max_bytes`: its key and value and what
 /// holding it costs besides (the write op in its transaction, the key's and value's shared
 /// allocations, the overlay's hash entry, chain slot and ordered index, the conflict index):
-/// 228 bytes of heap measured by `tests/overlay_memory.rs` with 16-byte keys.
+/// 195 bytes of heap measured by `tests/overlay_memory.rs` with 16-byte keys.
 pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
     key.len() + value.map_or(0, <[u8]>::len) + VERSION_OVERHEAD
 }
 
 /// Heap bytes a version takes besides its key and value.
-pub(crate) const VERSION_OVERHEAD: usize = 232;
+pub(crate) const VERSION_OVERHEAD: usize = 200;
 
 /// Keys of an overlay range with their version chains, in walk order.
 pub(crate) struct OverlayEntries<'a> {
@@ -126,7 +127,7 @@ pub(crate) struct Overlay {
 
 /// Slots by key. Seeded per map (keys can come from anyone), and a few times faster than
 /// the standard SipHash on short keys: point reads and the flusher hash every key.
-type KeyMap = HashMap<Arc<[u8]>, usize, foldhash::quality::RandomState>;
+type KeyMap = HashMap<SharedBytes, usize, foldhash::quality::RandomState>;
 
 /// Every version an overlay held, taken out at once by [`Overlay::take_all`]: counted and
 /// freed by the caller after it lets go of the table's lock.
@@ -181,7 +182,7 @@ impl Overlay {
         }
     }
 
-    pub fn push(&mut self, key: &Arc<[u8]>, version: Version) {
+    pub fn push(&mut self, key: &SharedBytes, version: Version) {
         self.newest = self.newest.max(version.lsn);
         match self.slot_of.get(&key[..]) {
             Some(&slot) => self.slots[slot].push(version),
@@ -197,7 +198,7 @@ impl Overlay {
     /// Appends many versions at once (each key's in LSN order, newer than any it holds):
     /// the new keys enter the ordered index sorted, built in one pass when it is empty (a
     /// replay at open), rather than one tree insert each.
-    pub fn extend(&mut self, versions: Vec<(Arc<[u8]>, Version)>) {
+    pub fn extend(&mut self, versions: Vec<(SharedBytes, Version)>) {
         self.slot_of.reserve(versions.len());
         let mut new_keys = Vec::new();
         for (key, version) in versions {
@@ -289,7 +290,7 @@ mod tests {
     fn version(lsn: Lsn, value: &[u8]) -> Version {
         Version {
             lsn,
-            value: Some(Arc::from(value)),
+            value: Some(SharedBytes::copy_of(value)),
         }
     }
 
@@ -297,9 +298,9 @@ mod tests {
     fn take_all_empties_only_an_overlay_wholly_at_or_below_the_horizon_and_counts_as_evict() {
         let fill = || {
             let mut o = Overlay::default();
-            o.push(&Arc::from(&b"a"[..]), version(1, b"1"));
-            o.push(&Arc::from(&b"b"[..]), version(2, b"22"));
-            o.push(&Arc::from(&b"a"[..]), version(3, b"333"));
+            o.push(&SharedBytes::copy_of(b"a"), version(1, b"1"));
+            o.push(&SharedBytes::copy_of(b"b"), version(2, b"22"));
+            o.push(&SharedBytes::copy_of(b"a"), version(3, b"333"));
             o
         };
         let mut o = fill();

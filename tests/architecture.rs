@@ -15,6 +15,7 @@ const ORDER: &[&str] = &[
     "sync",
     "clock",
     "layout",
+    "bytes",
     "keys",
     "limits",
     "seal",

@@ -26,7 +26,7 @@ use crate::wal::{CommitFuture, Completion, Request, Responder};
 pub(crate) const THROUGH_SHARE: usize = 4;
 
 /// True when versions costing `cost` go through rather than into the overlay.
-fn too_big_for_overlay(cost: usize, engine: &Engine) -> bool {
+pub(crate) fn too_big_for_overlay(cost: usize, engine: &Engine) -> bool {
     cost > engine.cfg.overlay_max_bytes / THROUGH_SHARE
 }
 

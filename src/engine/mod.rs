@@ -37,7 +37,7 @@ use crate::sync::{
 use crate::wal::Wal;
 
 pub use admin::{CompactReport, RestorePoint};
-pub(crate) use admit::{commit_ops, commit_ops_async, Commit};
+pub(crate) use admit::{commit_ops, commit_ops_async, too_big_for_overlay, Commit};
 use apply::ApplyQueue;
 use checkpoint::CheckpointState;
 pub use feed::{Change, NextChange, Subscription};

@@ -11,6 +11,7 @@ use super::checkpoint::{checkpoint_loop, checkpoint_now};
 use super::scrub::scrubber_loop;
 use super::sequencer::{versions_cost, EngineSequencer, TxnWrites};
 use super::{supervise, Engine, EngineState, GiveUp, Running, RunningGuard, Threads};
+use crate::bytes::SharedBytes;
 use crate::catalog::Table;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -307,25 +308,40 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 /// How long opening tries again for a held lock before `Error::Locked`.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
-/// Converts a logged operation.
-fn write_op(op: Op) -> WriteOp {
-    match op {
-        Op::Put { table, key, value } => WriteOp::Put {
-            table: Arc::from(table),
-            key: Arc::from(key),
-            value: Arc::from(value),
-        },
-        Op::Delete { table, key } => WriteOp::Delete {
-            table: Arc::from(table),
-            key: Arc::from(key),
-        },
-        Op::CreateTable { table } => WriteOp::CreateTable {
-            table: Arc::from(table),
-        },
-        Op::DropTable { table } => WriteOp::DropTable {
-            table: Arc::from(table),
-        },
-    }
+/// Converts a record's logged operations: their keys and values packed into shared blocks
+/// (as a commit's are), each table's name shared by its run of operations.
+fn write_ops(ops: Vec<Op>) -> Vec<WriteOp> {
+    let strings = ops.iter().flat_map(|op| match op {
+        Op::Put { key, value, .. } => [Some(&key[..]), Some(&value[..])],
+        Op::Delete { key, .. } => [Some(&key[..]), None],
+        Op::CreateTable { .. } | Op::DropTable { .. } => [None, None],
+    });
+    let mut packed = crate::bytes::pack(strings.flatten());
+    let mut next = || packed.next().expect("each key and value was packed");
+    let mut last_table: Option<Arc<str>> = None;
+    let mut shared_name = |name: &str| match &last_table {
+        Some(t) if &**t == name => t.clone(),
+        _ => last_table.insert(Arc::from(name)).clone(),
+    };
+    ops.iter()
+        .map(|op| match op {
+            Op::Put { table, .. } => WriteOp::Put {
+                table: shared_name(table),
+                key: next(),
+                value: next(),
+            },
+            Op::Delete { table, .. } => WriteOp::Delete {
+                table: shared_name(table),
+                key: next(),
+            },
+            Op::CreateTable { table } => WriteOp::CreateTable {
+                table: shared_name(table),
+            },
+            Op::DropTable { table } => WriteOp::DropTable {
+                table: shared_name(table),
+            },
+        })
+        .collect()
 }
 
 /// One replayed log record: its writes (none for a record that is not a transaction) and
@@ -380,10 +396,7 @@ fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
         reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
     })?;
     let (ops, commit_micros): (Vec<WriteOp>, u64) = match decoded {
-        Record::Txn(txn) => (
-            txn.ops.into_iter().map(write_op).collect(),
-            txn.commit_micros,
-        ),
+        Record::Txn(txn) => (write_ops(txn.ops), txn.commit_micros),
         _ => (Vec::new(), 0),
     };
     let cost = versions_cost(&ops);
@@ -479,7 +492,7 @@ fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
 enum TableEvent {
     Exists(Lsn),
     Dropped(Lsn),
-    Version(Arc<[u8]>, Version),
+    Version(SharedBytes, Version),
 }
 
 /// Publishes replayed records as the flusher publishes commits (versions into the overlay,

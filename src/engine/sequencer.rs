@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::EngineState;
+use crate::bytes::SharedBytes;
 use crate::catalog::{Table, LOCK_CHUNK};
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
@@ -154,7 +155,7 @@ impl Drop for ConflictPin {
 #[derive(Debug, Default)]
 struct TableConflicts {
     /// Shares the key bytes of the committed writes (no copy on the flusher).
-    keys: BTreeMap<Arc<[u8]>, Lsn>,
+    keys: BTreeMap<SharedBytes, Lsn>,
     /// The last create or drop, or commit applied through LMDB (whose keys are not indexed:
     /// every later commit from an older snapshot that touches the table conflicts with it).
     ddl: Lsn,
@@ -169,7 +170,7 @@ struct Undo {
     lsn: Lsn,
     table: Arc<str>,
     /// The key written, or `None` for the table's `ddl`.
-    key: Option<Arc<[u8]>>,
+    key: Option<SharedBytes>,
     /// What the entry held before.
     previous: Option<Lsn>,
 }

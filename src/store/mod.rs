@@ -51,12 +51,12 @@ pub(crate) type LmdbReadTxn<'e> = RoTxn<'e, WithoutTls>;
 pub(crate) enum WriteOp {
     Put {
         table: crate::sync::DataArc<str>,
-        key: crate::sync::DataArc<[u8]>,
-        value: crate::sync::DataArc<[u8]>,
+        key: crate::bytes::SharedBytes,
+        value: crate::bytes::SharedBytes,
     },
     Delete {
         table: crate::sync::DataArc<str>,
-        key: crate::sync::DataArc<[u8]>,
+        key: crate::bytes::SharedBytes,
     },
     CreateTable {
         table: crate::sync::DataArc<str>,

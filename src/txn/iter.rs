@@ -13,7 +13,7 @@ use crate::keys::{as_slice_bound, bounds_valid, cmp_headed, HeadKey, KeyBounds};
 use crate::limits::MAX_KEY_LEN;
 use crate::lsn::Lsn;
 use crate::store::lmdb_err;
-use crate::sync::{DataArc as Arc, Ordering};
+use crate::sync::Ordering;
 
 use super::{borrow_overlay, Snapshot};
 
@@ -194,7 +194,7 @@ impl<'t> OverlayCursor<'t> {
                         .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
                     self.buf.push_back(Newer {
                         head: key.head(),
-                        key: unsafe { borrow_overlay(self.snapshot, key.arc()) },
+                        key: unsafe { borrow_overlay(self.snapshot, key.shared_bytes()) },
                         value,
                     });
                 }
@@ -398,7 +398,7 @@ pub(super) fn merge_step<'t>(
 pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
-    pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<Arc<[u8]>>>>,
+    pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<crate::bytes::SharedBytes>>>,
     pub(super) own_head: Option<Newer<'t>>,
     pub(super) reverse: bool,
 }

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::ptr::NonNull;
 
+use crate::bytes::SharedBytes;
 use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -26,7 +27,7 @@ use crate::limits::check_key;
 use crate::lsn::Lsn;
 use crate::snapshots::Registration;
 use crate::store::{lmdb_err, LmdbReadTxn};
-use crate::sync::{DataArc as Arc, Ordering};
+use crate::sync::Ordering;
 
 use iter::{lmdb_bounds, LmdbIter, LmdbWalk, OverlayCursor};
 
@@ -36,10 +37,10 @@ use iter::{lmdb_bounds, LmdbIter, LmdbWalk, OverlayCursor};
 /// LSN `A` (or is the key of an entry holding one). The applier removes versions only at or
 /// below the eviction horizon, which stays at or below `A` while the snapshot is
 /// registered (until it drops); a key leaves the overlay only with its last version; and the
-/// bytes live in the `Arc`'s heap allocation, which does not move when chains or maps change.
-unsafe fn borrow_overlay<'s>(_snapshot: &'s Snapshot<'_>, bytes: &Arc<[u8]>) -> &'s [u8] {
+/// bytes live in their block's heap allocation, which does not move when chains or maps change.
+unsafe fn borrow_overlay<'s>(_snapshot: &'s Snapshot<'_>, bytes: &SharedBytes) -> &'s [u8] {
     // SAFETY: see above.
-    unsafe { &*Arc::as_ptr(bytes) }
+    unsafe { &*(bytes.as_bytes() as *const [u8]) }
 }
 
 /// A consistent view: LMDB at applied LSN `A` plus overlay versions up to visible LSN `V`.
@@ -167,14 +168,14 @@ impl<'db> Snapshot<'db> {
         let (v, applied) = (self.reg.visible, self.reg.applied());
         // Each key whose newest version this snapshot sees is above LMDB's state `A` (one
         // at or below it is in LMDB's count already, as the walks skip it): is it a value?
-        let changed: Vec<(Arc<[u8]>, bool)> = {
+        let changed: Vec<(SharedBytes, bool)> = {
             let st = t.state.read();
             st.overlay
                 .range((Bound::Unbounded, Bound::Unbounded), false)
                 .filter_map(|(key, chain)| {
                     newest_visible(chain, &view, v)
                         .filter(|ver| ver.lsn > applied)
-                        .map(|ver| (key.arc().clone(), ver.value.is_some()))
+                        .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
                 })
                 .collect()
         };
@@ -223,9 +224,14 @@ impl<'db> Snapshot<'db> {
         let Some((t, view)) = self.table(table).and_then(|k| Some((k.table, k.view?))) else {
             return Ok(empty);
         };
+        // The bounds over stored keys (1 to `MAX_KEY_LEN` bytes), the overlay's as LMDB's.
+        let Some(stored) = lmdb_bounds(&bounds) else {
+            return Ok(empty);
+        };
         let mut lmdb_head = None;
-        let lmdb: Option<LmdbIter<'_>> = match (view.lmdb, lmdb_bounds(&bounds)) {
-            (Some(dbi), Some(range)) => {
+        let lmdb: Option<LmdbIter<'_>> = match view.lmdb {
+            Some(dbi) => {
+                let range = stored;
                 let txn = self.lmdb();
                 let verify = self.engine.cfg.verify_scans;
                 let walk = if reverse {
@@ -257,7 +263,7 @@ impl<'db> Snapshot<'db> {
                     Some(walk)
                 }
             }
-            _ => None,
+            None => None,
         };
         // An overlay without keys holds no version in (applied, visible] (see
         // `Overlay::keys_published`): LMDB's walk is the whole answer.
@@ -269,10 +275,7 @@ impl<'db> Snapshot<'db> {
                 table: t,
                 view,
                 visible: self.reg.visible,
-                bounds: (
-                    bounds.0.map(|k| HeadKey::new(&k)),
-                    bounds.1.map(|k| HeadKey::new(&k)),
-                ),
+                bounds: (stored.0.map(HeadKey::new), stored.1.map(HeadKey::new)),
                 reverse,
                 // The first refill's room at once (growing it costs a reallocation a scan).
                 buf: VecDeque::with_capacity(iter::OVERLAY_CHUNK_FIRST),

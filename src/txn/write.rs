@@ -5,12 +5,16 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::bytes::SharedBytes;
 use crate::config::{Durability, Isolation};
-use crate::engine::{commit_ops, commit_ops_async, Check, Commit, Engine, ReadSet};
+use crate::engine::{
+    commit_ops, commit_ops_async, too_big_for_overlay, Check, Commit, Engine, ReadSet,
+};
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, bounds_valid, prefix_bounds, HeadKey, KeyBounds, KeyRange};
 use crate::limits::{check_key, check_table_name};
 use crate::lsn::Lsn;
+use crate::overlay::version_cost;
 use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
 use crate::wal::CommitFuture;
@@ -19,7 +23,7 @@ use super::{Snapshot, WriteIter};
 
 /// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
 /// Keys and values are shared with the commit's operations, not copied into them.
-type TableWrites = BTreeMap<HeadKey, Option<Arc<[u8]>>>;
+type TableWrites = BTreeMap<HeadKey, Option<SharedBytes>>;
 
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +37,7 @@ struct Undo {
     table: Arc<str>,
     key: HeadKey,
     /// The buffered write before, `None` if there was none.
-    prev: Option<Option<Arc<[u8]>>>,
+    prev: Option<Option<SharedBytes>>,
 }
 
 /// A write transaction: buffered puts and deletes over its own snapshot, taken at its first
@@ -239,12 +243,11 @@ impl<'db> WriteTxn<'db> {
         Ok(())
     }
 
-    fn buffer(&mut self, table: &str, key: &[u8], value: Option<Arc<[u8]>>) {
+    fn buffer(&mut self, table: &str, key: HeadKey, value: Option<SharedBytes>) {
         let writes = match self.writes.get_mut(table) {
             Some(w) => w,
             None => self.writes.entry(Arc::from(table)).or_default(),
         };
-        let key = HeadKey::new(key);
         let undo_key = self.has_savepoint.then(|| key.clone());
         let prev = writes.insert(key, value);
         if self.has_savepoint {
@@ -264,14 +267,16 @@ impl<'db> WriteTxn<'db> {
     /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(table, key, Some(value))?;
-        self.buffer(table, key, Some(Arc::from(value)));
+        // The key and value in one allocation.
+        let (key, value) = SharedBytes::pair(key, value);
+        self.buffer(table, HeadKey::shared(key), Some(value));
         Ok(())
     }
 
     /// Removes `key` from `table`.
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
         self.check_write(table, key, None)?;
-        self.buffer(table, key, None);
+        self.buffer(table, HeadKey::new(key), None);
         Ok(())
     }
 
@@ -437,23 +442,45 @@ impl<'db> WriteTxn<'db> {
                 None => self.engine.state.visible_lsn.load(Ordering::Acquire),
             }));
         }
-        let mut ops = Vec::with_capacity(self.writes.values().map(BTreeMap::len).sum());
-        let mut versions_cost = 0;
+        let count = self.writes.values().map(BTreeMap::len).sum();
+        let mut ops = Vec::with_capacity(count);
+        let versions_cost: usize = (self.writes.values().flat_map(BTreeMap::iter))
+            .map(|(key, value)| version_cost(key.bytes(), value.as_deref()))
+            .sum();
+        // More than one write into the overlay: the keys and values are copied into a few
+        // blocks (`crate::bytes`), so the applier frees a block at a time, not a write; the
+        // buffer's, an allocation a write, are freed here on this thread. One write's key
+        // and value share one allocation already; a commit too big for the overlay (it goes
+        // through to LMDB: a bulk load) keeps its writes' own, as copies would take its
+        // size again at its peak.
+        let pack = count > 1 && !too_big_for_overlay(versions_cost, self.engine);
+        let strings = self.writes.values().flat_map(|writes| {
+            writes
+                .iter()
+                .flat_map(|(key, value)| std::iter::once(key.bytes()).chain(value.as_deref()))
+        });
+        let mut packed = pack.then(|| crate::bytes::pack(strings));
         for (table, writes) in &self.writes {
             for (key, value) in writes {
-                let key = key.arc().clone();
+                let (key, value) = match packed.as_mut() {
+                    Some(packed) => {
+                        let mut next = || packed.next().expect("each key and value was packed");
+                        let key = next();
+                        (key, value.as_ref().map(|_| next()))
+                    }
+                    None => (key.shared_bytes().clone(), value.clone()),
+                };
                 let op = match value {
-                    Some(v) => WriteOp::Put {
+                    Some(value) => WriteOp::Put {
                         table: table.clone(),
                         key,
-                        value: v.clone(),
+                        value,
                     },
                     None => WriteOp::Delete {
                         table: table.clone(),
                         key,
                     },
                 };
-                versions_cost += op.overlay_cost();
                 ops.push(op);
             }
         }
