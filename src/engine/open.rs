@@ -308,9 +308,29 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 /// How long opening tries again for a held lock before `Error::Locked`.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
+/// Operations a replayed record's keys and values are packed by at a time: the decoded
+/// ones are freed as they are packed, so a large record is not held twice.
+const REPLAY_PACK_OPS: usize = 1024;
+
 /// Converts a record's logged operations: their keys and values packed into shared blocks
 /// (as a commit's are), each table's name shared by its run of operations.
 fn write_ops(ops: Vec<Op>) -> Vec<WriteOp> {
+    let mut converted = Vec::with_capacity(ops.len());
+    let mut last_table: Option<Arc<str>> = None;
+    let mut ops = ops.into_iter();
+    let mut chunk: Vec<Op> = Vec::new();
+    loop {
+        chunk.extend(ops.by_ref().take(REPLAY_PACK_OPS));
+        if chunk.is_empty() {
+            return converted;
+        }
+        write_ops_packed(&chunk, &mut last_table, &mut converted);
+        chunk.clear();
+    }
+}
+
+/// Appends `ops` converted to `out`, their keys and values packed together.
+fn write_ops_packed(ops: &[Op], last_table: &mut Option<Arc<str>>, out: &mut Vec<WriteOp>) {
     let strings = ops.iter().flat_map(|op| match op {
         Op::Put { key, value, .. } => [Some(&key[..]), Some(&value[..])],
         Op::Delete { key, .. } => [Some(&key[..]), None],
@@ -318,30 +338,27 @@ fn write_ops(ops: Vec<Op>) -> Vec<WriteOp> {
     });
     let mut packed = crate::bytes::pack(strings.flatten());
     let mut next = || packed.next().expect("each key and value was packed");
-    let mut last_table: Option<Arc<str>> = None;
-    let mut shared_name = |name: &str| match &last_table {
+    let mut shared_name = |name: &str| match &*last_table {
         Some(t) if &**t == name => t.clone(),
         _ => last_table.insert(Arc::from(name)).clone(),
     };
-    ops.iter()
-        .map(|op| match op {
-            Op::Put { table, .. } => WriteOp::Put {
-                table: shared_name(table),
-                key: next(),
-                value: next(),
-            },
-            Op::Delete { table, .. } => WriteOp::Delete {
-                table: shared_name(table),
-                key: next(),
-            },
-            Op::CreateTable { table } => WriteOp::CreateTable {
-                table: shared_name(table),
-            },
-            Op::DropTable { table } => WriteOp::DropTable {
-                table: shared_name(table),
-            },
-        })
-        .collect()
+    out.extend(ops.iter().map(|op| match op {
+        Op::Put { table, .. } => WriteOp::Put {
+            table: shared_name(table),
+            key: next(),
+            value: next(),
+        },
+        Op::Delete { table, .. } => WriteOp::Delete {
+            table: shared_name(table),
+            key: next(),
+        },
+        Op::CreateTable { table } => WriteOp::CreateTable {
+            table: shared_name(table),
+        },
+        Op::DropTable { table } => WriteOp::DropTable {
+            table: shared_name(table),
+        },
+    }));
 }
 
 /// One replayed log record: its writes (none for a record that is not a transaction) and
