@@ -153,12 +153,6 @@ impl Deref for SharedBytes {
     }
 }
 
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
 /// Maps keyed by `SharedBytes` are searched by `&[u8]`: equality, order and hash are the
 /// bytes'.
 impl Borrow<[u8]> for SharedBytes {
@@ -199,12 +193,6 @@ impl std::fmt::Debug for SharedBytes {
     }
 }
 
-impl From<&[u8]> for SharedBytes {
-    fn from(bytes: &[u8]) -> Self {
-        SharedBytes::copy_of(bytes)
-    }
-}
-
 /// Copies of `strings`, in order, packed into blocks: consecutive strings share a block
 /// while they fit in [`BLOCK_BYTES`]; a longer one gets a block of its own. Lazy: a block
 /// is filled when its first string is asked for.
@@ -213,7 +201,7 @@ where
     I: Iterator<Item = &'a [u8]> + Clone,
 {
     Packed {
-        ahead: strings.clone(),
+        ahead: strings.clone().peekable(),
         copy: strings.clone(),
         hand_out: strings,
         block: None,
@@ -225,7 +213,7 @@ where
 /// The iterator [`pack`] returns: three cursors over the same strings, one sizing the next
 /// block, one copying into it, one handing its strings out.
 pub(crate) struct Packed<'a, I: Iterator<Item = &'a [u8]> + Clone> {
-    ahead: I,
+    ahead: std::iter::Peekable<I>,
     copy: I,
     hand_out: I,
     block: Option<Arc<[u8]>>,
@@ -239,13 +227,11 @@ impl<'a, I: Iterator<Item = &'a [u8]> + Clone> Packed<'a, I> {
     /// Fills the next block; false when no string is left.
     fn fill(&mut self) -> bool {
         let (mut size, mut count) = (0usize, 0usize);
-        for s in self.ahead.clone() {
-            if count > 0 && size + s.len() > BLOCK_BYTES {
-                break;
-            }
+        while let Some(s) =
+            (self.ahead).next_if(|s: &&[u8]| count == 0 || size + s.len() <= BLOCK_BYTES)
+        {
             size += s.len();
             count += 1;
-            self.ahead.next();
             if size > BLOCK_BYTES {
                 // A string longer than a block, alone.
                 break;

@@ -225,13 +225,12 @@ impl<'db> Snapshot<'db> {
             return Ok(empty);
         };
         // The bounds over stored keys (1 to `MAX_KEY_LEN` bytes), the overlay's as LMDB's.
-        let Some(stored) = lmdb_bounds(&bounds) else {
+        let Some(range) = lmdb_bounds(&bounds) else {
             return Ok(empty);
         };
         let mut lmdb_head = None;
         let lmdb: Option<LmdbIter<'_>> = match view.lmdb {
             Some(dbi) => {
-                let range = stored;
                 let txn = self.lmdb();
                 let verify = self.engine.cfg.verify_scans;
                 let walk = if reverse {
@@ -275,7 +274,7 @@ impl<'db> Snapshot<'db> {
                 table: t,
                 view,
                 visible: self.reg.visible,
-                bounds: (stored.0.map(HeadKey::new), stored.1.map(HeadKey::new)),
+                bounds: (range.0.map(HeadKey::new), range.1.map(HeadKey::new)),
                 reverse,
                 // The first refill's room at once (growing it costs a reallocation a scan).
                 buf: VecDeque::with_capacity(iter::OVERLAY_CHUNK_FIRST),
