@@ -42,7 +42,7 @@ pub(crate) struct OverlayEntries<'a> {
 }
 
 impl<'a> Iterator for OverlayEntries<'a> {
-    type Item = (&'a HeadKey, &'a [Version]);
+    type Item = (&'a HeadKey, ChainAt<'a>);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
@@ -51,7 +51,24 @@ impl<'a> Iterator for OverlayEntries<'a> {
         } else {
             self.keys.next()
         }?;
-        Some((key, self.slots[slot].as_slice()))
+        Some((key, ChainAt(&self.slots[slot])))
+    }
+}
+
+/// A key's chain as a range walk reaches it, not read yet: a walk can prefetch a few before
+/// it reads them (each is a cache miss in a large overlay).
+#[derive(Clone, Copy)]
+pub(crate) struct ChainAt<'a>(&'a Chain);
+
+impl<'a> ChainAt<'a> {
+    #[inline]
+    pub fn prefetch(self) {
+        crate::bytes::prefetch(self.0);
+    }
+
+    #[inline]
+    pub fn versions(self) -> &'a [Version] {
+        self.0.as_slice()
     }
 }
 

@@ -158,13 +158,15 @@ pub(super) struct OverlayCursor<'t> {
 
 pub(super) const OVERLAY_CHUNK_FIRST: usize = 8;
 const OVERLAY_CHUNK_MAX: usize = 256;
+/// Chains a refill prefetches at once.
+const CHAIN_PREFETCH: usize = 8;
 
 impl<'t> OverlayCursor<'t> {
     /// True if every overlay entry up to `key` (in walk order) was scanned already.
     fn covers(&self, key: &[u8]) -> bool {
         match (self.reverse, &self.bounds) {
-            (false, (Bound::Excluded(k), _)) => key <= k.bytes(),
-            (true, (_, Bound::Excluded(k))) => key >= k.bytes(),
+            (false, (Bound::Excluded(k), _)) => cmp_headed(key, k.head(), k.bytes()).is_le(),
+            (true, (_, Bound::Excluded(k))) => cmp_headed(key, k.head(), k.bytes()).is_ge(),
             _ => false,
         }
     }
@@ -181,25 +183,42 @@ impl<'t> OverlayCursor<'t> {
         let mut last: Option<&HeadKey> = None;
         let chunk = self.chunk;
         self.chunk = (chunk * 2).min(OVERLAY_CHUNK_MAX);
-        for (key, chain) in st.overlay.range(range, self.reverse).take(chunk) {
-            scanned += 1;
-            last = Some(key);
-            match newest_visible(chain, &self.view, self.visible) {
-                Some(ver) if ver.lsn > applied => {
-                    // SAFETY: the version's LSN is above the snapshot's applied LSN, and the
-                    // key is its entry's.
-                    let value = ver
-                        .value
-                        .as_ref()
-                        .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
-                    self.buf.push_back(Newer {
-                        head: key.head(),
-                        key: unsafe { borrow_overlay(self.snapshot, key.shared_bytes()) },
-                        value,
-                    });
+        let mut entries = st.overlay.range(range, self.reverse).take(chunk);
+        loop {
+            // A window's chains are prefetched before any is read: their misses overlap.
+            let mut window = [None; CHAIN_PREFETCH];
+            for (at, entry) in window.iter_mut().zip(entries.by_ref()) {
+                entry.1.prefetch();
+                *at = Some(entry);
+            }
+            if window[0].is_none() {
+                break;
+            }
+            for (key, chain) in window.into_iter().flatten() {
+                scanned += 1;
+                last = Some(key);
+                match newest_visible(chain.versions(), &self.view, self.visible) {
+                    Some(ver) if ver.lsn > applied => {
+                        // SAFETY: the version's LSN is above the snapshot's applied LSN, and
+                        // the key is its entry's.
+                        let value = ver
+                            .value
+                            .as_ref()
+                            .map(|v| unsafe { borrow_overlay(self.snapshot, v) });
+                        let key_bytes =
+                            unsafe { borrow_overlay(self.snapshot, key.shared_bytes()) };
+                        // The merge compares it with LMDB's key when their heads tie (the
+                        // same key, rewritten): the chunk's misses overlap, not one at a time.
+                        crate::bytes::prefetch(key_bytes.as_ptr());
+                        self.buf.push_back(Newer {
+                            head: key.head(),
+                            key: key_bytes,
+                            value,
+                        });
+                    }
+                    // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
+                    _ => {}
                 }
-                // LMDB's state at `A` holds it: the LMDB side of the merge yields it.
-                _ => {}
             }
         }
         match last {

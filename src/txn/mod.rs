@@ -173,7 +173,7 @@ impl<'db> Snapshot<'db> {
             st.overlay
                 .range((Bound::Unbounded, Bound::Unbounded), false)
                 .filter_map(|(key, chain)| {
-                    newest_visible(chain, &view, v)
+                    newest_visible(chain.versions(), &view, v)
                         .filter(|ver| ver.lsn > applied)
                         .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
                 })
