@@ -8,11 +8,11 @@
 //!   finds, for every key, either its newest version <= V here, or no version in (A, V] at
 //!   all, in which case LMDB at A holds the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, vec_deque, BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
 use crate::bytes::SharedBytes;
-use crate::keys::HeadKey;
+use crate::keys::{cmp_headed, HeadKey};
 use crate::lsn::Lsn;
 use crate::sync::{AtomicUsize, DataArc as Arc, Ordering};
 
@@ -35,23 +35,169 @@ pub(crate) fn version_cost(key: &[u8], value: Option<&[u8]>) -> usize {
 pub(crate) const VERSION_OVERHEAD: usize = 200;
 
 /// Keys of an overlay range with their version chains, in walk order.
-pub(crate) struct OverlayEntries<'a> {
-    keys: std::collections::btree_map::Range<'a, HeadKey, usize>,
+pub(crate) struct OverlayEntries<'a, 'b> {
+    tree: btree_map::Range<'a, HeadKey, usize>,
+    /// The tail's part (see [`OrderedKeys`]), found when the walk reaches it: a forward
+    /// walk of a few keys does not touch the tail at all.
+    tail: Option<vec_deque::Iter<'a, (HeadKey, usize)>>,
+    keys: &'a OrderedKeys,
+    range: (Bound<&'b HeadKey>, Bound<&'b HeadKey>),
     slots: &'a [Chain],
     reverse: bool,
 }
 
-impl<'a> Iterator for OverlayEntries<'a> {
+impl<'a> OverlayEntries<'a, '_> {
+    fn tail(&mut self) -> &mut vec_deque::Iter<'a, (HeadKey, usize)> {
+        let (keys, range) = (self.keys, self.range);
+        self.tail.get_or_insert_with(|| keys.tail_range(range))
+    }
+
+    /// The next entry of a forward walk past the tree's part (out of line: most walks end
+    /// before it).
+    #[cold]
+    #[inline(never)]
+    fn next_in_tail(&mut self) -> Option<(&'a HeadKey, &'a usize)> {
+        self.tail().next().map(|(key, slot)| (key, slot))
+    }
+
+    fn next_back_entry(&mut self) -> Option<(&'a HeadKey, &'a usize)> {
+        match self.tail().next_back() {
+            Some((key, slot)) => Some((key, slot)),
+            None => self.tree.next_back(),
+        }
+    }
+}
+
+impl<'a> Iterator for OverlayEntries<'a, '_> {
     type Item = (&'a HeadKey, ChainAt<'a>);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (key, &slot) = if self.reverse {
-            self.keys.next_back()
+            self.next_back_entry()?
         } else {
-            self.keys.next()
-        }?;
+            match self.tree.next() {
+                Some(entry) => entry,
+                None => self.next_in_tail()?,
+            }
+        };
         Some((key, ChainAt(&self.slots[slot])))
+    }
+}
+
+/// The overlay's keys in order, each with its slot: a B-tree, and above every key in it a
+/// sorted run that takes a key added above every key held with one comparison (sorted
+/// loads, sequential ids, time series) where a tree insert compares it with a dozen keys or
+/// more, each a cache miss when their inline heads tie. Every key of `tail` is above every
+/// key of `tree`; each key moves from the tail to the tree at most once.
+#[derive(Debug, Default)]
+struct OrderedKeys {
+    tree: BTreeMap<HeadKey, usize>,
+    tail: VecDeque<(HeadKey, usize)>,
+}
+
+/// Entries a change inside the tail shifts at most; one deeper moves the keys before it
+/// into the tree instead (at once: a key out of order in a long run costs the tree inserts
+/// the run saved, under the same lock hold).
+const TAIL_SHIFT_MAX: usize = 64;
+
+impl OrderedKeys {
+    fn len(&self) -> usize {
+        self.tree.len() + self.tail.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tree.is_empty() && self.tail.is_empty()
+    }
+
+    /// Adds `key` (not held).
+    fn insert(&mut self, key: HeadKey, slot: usize) {
+        let above_all = match self.tail.back() {
+            Some((back, _)) => key > *back,
+            None => self
+                .tree
+                .last_key_value()
+                .is_none_or(|(last, _)| key > *last),
+        };
+        if above_all {
+            self.tail.push_back((key, slot));
+            return;
+        }
+        if self.tail.front().is_none_or(|(front, _)| key < *front) {
+            self.tree.insert(key, slot);
+            return;
+        }
+        let at = self.tail.partition_point(|(k, _)| *k < key);
+        if self.tail.len() - at <= TAIL_SHIFT_MAX {
+            self.tail.insert(at, (key, slot));
+        } else {
+            self.spill(at);
+            self.tree.insert(key, slot);
+        }
+    }
+
+    /// Removes `key` if held.
+    fn remove(&mut self, key: &[u8]) {
+        let Some((front, _)) = self.tail.front() else {
+            self.tree.remove(key);
+            return;
+        };
+        match cmp_headed(key, front.head(), front.bytes()) {
+            std::cmp::Ordering::Less => {
+                self.tree.remove(key);
+            }
+            std::cmp::Ordering::Equal => {
+                self.tail.pop_front();
+            }
+            std::cmp::Ordering::Greater => {
+                let at = self
+                    .tail
+                    .partition_point(|(k, _)| cmp_headed(key, k.head(), k.bytes()).is_gt());
+                if self.tail.get(at).is_none_or(|(k, _)| k.bytes() != key) {
+                    return;
+                }
+                if at <= TAIL_SHIFT_MAX || self.tail.len() - at <= TAIL_SHIFT_MAX {
+                    self.tail.remove(at);
+                } else {
+                    self.spill(at);
+                    self.tail.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Moves the tail's first `n` keys into the tree.
+    fn spill(&mut self, n: usize) {
+        for (key, slot) in self.tail.drain(..n) {
+            self.tree.insert(key, slot);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&HeadKey, &usize)> {
+        self.tree
+            .iter()
+            .chain(self.tail.iter().map(|(k, s)| (k, s)))
+    }
+
+    /// The tail's entries within `range`.
+    fn tail_range(
+        &self,
+        range: (Bound<&HeadKey>, Bound<&HeadKey>),
+    ) -> vec_deque::Iter<'_, (HeadKey, usize)> {
+        if self.tail.is_empty() {
+            return self.tail.range(..);
+        }
+        let lo = match range.0 {
+            Bound::Included(b) => self.tail.partition_point(|(k, _)| k < b),
+            Bound::Excluded(b) => self.tail.partition_point(|(k, _)| k <= b),
+            Bound::Unbounded => 0,
+        };
+        let hi = match range.1 {
+            Bound::Included(b) => self.tail.partition_point(|(k, _)| k <= b),
+            Bound::Excluded(b) => self.tail.partition_point(|(k, _)| k < b),
+            Bound::Unbounded => self.tail.len(),
+        };
+        self.tail.range(lo..hi.max(lo))
     }
 }
 
@@ -131,7 +277,7 @@ impl Chain {
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     slot_of: KeyMap,
-    order: BTreeMap<HeadKey, usize>,
+    order: OrderedKeys,
     slots: Vec<Chain>,
     /// Slots of evicted keys, reused first.
     free: Vec<usize>,
@@ -142,6 +288,24 @@ pub(crate) struct Overlay {
     newest: Lsn,
 }
 
+/// A key as the overlay's two indexes hold it, its two counts taken before the table's lock
+/// is: a count is a locked increment, which waits for the stores before it (the indexes'
+/// inserts, cache misses in a large overlay) to land, so the flusher takes a commit's
+/// counts in one pass first, then inserts.
+pub(crate) struct CountedKey {
+    hashed: SharedBytes,
+    ordered: HeadKey,
+}
+
+impl CountedKey {
+    pub fn of(key: &SharedBytes) -> Self {
+        CountedKey {
+            hashed: key.clone(),
+            ordered: HeadKey::shared(key.clone()),
+        }
+    }
+}
+
 /// Slots by key. Seeded per map (keys can come from anyone), and a few times faster than
 /// the standard SipHash on short keys: point reads and the flusher hash every key.
 type KeyMap = HashMap<SharedBytes, usize, foldhash::quality::RandomState>;
@@ -149,7 +313,7 @@ type KeyMap = HashMap<SharedBytes, usize, foldhash::quality::RandomState>;
 /// Every version an overlay held, taken out at once by [`Overlay::take_all`]: counted and
 /// freed by the caller after it lets go of the table's lock.
 pub(crate) struct TakenVersions {
-    order: BTreeMap<HeadKey, usize>,
+    order: OrderedKeys,
     slot_of: KeyMap,
     slots: Vec<Chain>,
 }
@@ -158,7 +322,7 @@ impl TakenVersions {
     /// Frees them; returns their bytes and count (as [`Overlay::evict`] counts them).
     pub fn free(self) -> (usize, usize) {
         let mut freed = (0, 0);
-        for (key, &slot) in &self.order {
+        for (key, &slot) in self.order.iter() {
             let chain = &self.slots[slot];
             freed.0 += chain.cost(key.bytes());
             freed.1 += chain.as_slice().len();
@@ -199,15 +363,21 @@ impl Overlay {
         }
     }
 
-    pub fn push(&mut self, key: &SharedBytes, version: Version) {
+    /// Adds `version` of `key`; gives the key's counts back when the key was there already
+    /// (its caller drops them after it lets go of the table's lock).
+    pub fn push(&mut self, key: CountedKey, version: Version) -> Option<CountedKey> {
         self.newest = self.newest.max(version.lsn);
-        match self.slot_of.get(&key[..]) {
-            Some(&slot) => self.slots[slot].push(version),
+        match self.slot_of.get(key.hashed.as_bytes()) {
+            Some(&slot) => {
+                self.slots[slot].push(version);
+                Some(key)
+            }
             None => {
                 let slot = self.new_slot(Chain::One(version));
-                self.slot_of.insert(key.clone(), slot);
-                self.order.insert(HeadKey::shared(key.clone()), slot);
+                self.slot_of.insert(key.hashed, slot);
+                self.order.insert(key.ordered, slot);
                 self.publish_keys();
+                None
             }
         }
     }
@@ -231,9 +401,11 @@ impl Overlay {
         }
         new_keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if self.order.is_empty() {
-            self.order = new_keys.into_iter().collect();
+            self.order.tree = new_keys.into_iter().collect();
         } else {
-            self.order.extend(new_keys);
+            for (key, slot) in new_keys {
+                self.order.insert(key, slot);
+            }
         }
         self.publish_keys();
     }
@@ -249,13 +421,16 @@ impl Overlay {
     /// Keys in `range` (ascending, or descending if `reverse`) with their chains. The
     /// bounds carry inline heads, so most comparisons of the search skip the keys' bytes;
     /// they must be valid for `BTreeMap::range` ([`crate::keys::bounds_valid`]).
-    pub fn range<'a>(
+    pub fn range<'a, 'b>(
         &'a self,
-        range: (Bound<&HeadKey>, Bound<&HeadKey>),
+        range: (Bound<&'b HeadKey>, Bound<&'b HeadKey>),
         reverse: bool,
-    ) -> OverlayEntries<'a> {
+    ) -> OverlayEntries<'a, 'b> {
         OverlayEntries {
-            keys: self.order.range::<HeadKey, _>(range),
+            tree: self.order.tree.range::<HeadKey, _>(range),
+            tail: None,
+            keys: &self.order,
+            range,
             slots: &self.slots,
             reverse,
         }
@@ -292,7 +467,7 @@ impl Overlay {
             self.free.push(slot);
             if self.order.is_empty() {
                 // Memory held for the largest the overlay was goes with its last key.
-                (self.slots, self.free, self.slot_of) = Default::default();
+                (self.slots, self.free, self.slot_of, self.order) = Default::default();
             }
             self.publish_keys();
         }
@@ -315,9 +490,13 @@ mod tests {
     fn take_all_empties_only_an_overlay_wholly_at_or_below_the_horizon_and_counts_as_evict() {
         let fill = || {
             let mut o = Overlay::default();
-            o.push(&SharedBytes::copy_of(b"a"), version(1, b"1"));
-            o.push(&SharedBytes::copy_of(b"b"), version(2, b"22"));
-            o.push(&SharedBytes::copy_of(b"a"), version(3, b"333"));
+            let key = |k: &[u8]| CountedKey::of(&SharedBytes::copy_of(k));
+            assert!(o.push(key(b"a"), version(1, b"1")).is_none());
+            assert!(o.push(key(b"b"), version(2, b"22")).is_none());
+            assert!(
+                o.push(key(b"a"), version(3, b"333")).is_some(),
+                "a was there"
+            );
             o
         };
         let mut o = fill();
@@ -343,5 +522,118 @@ mod tests {
             Overlay::default().take_all(Lsn::MAX).is_none(),
             "nothing to take"
         );
+    }
+
+    /// The ordered index (tree and tail) walks, finds and drops keys exactly as one sorted
+    /// set does, whatever order keys come and go in: appends, appends with jitter, two
+    /// interleaved ascending runs, random keys; evictions from the front, the middle (deep
+    /// enough to move keys into the tree) and at random.
+    #[test]
+    fn the_ordered_index_walks_as_one_sorted_set_under_appends_and_evictions() {
+        use std::collections::BTreeSet;
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rand = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        // Keys sharing their 8-byte head, so every comparison reaches their bytes.
+        let key_of = |n: u64| {
+            let mut k = vec![0xFF; 8];
+            k.extend_from_slice(&n.to_be_bytes());
+            k
+        };
+        for pattern in 0..4u64 {
+            let mut o = Overlay::default();
+            let mut model = BTreeSet::new();
+            let mut lsn = 0;
+            let (mut next, mut other) = (1_000u64, 500_000u64);
+            for step in 0..6_000u64 {
+                let n = match pattern {
+                    0 => {
+                        next += 1;
+                        next
+                    }
+                    1 => {
+                        next += 3;
+                        next - rand(200)
+                    }
+                    2 if step % 2 == 0 => {
+                        next += 1;
+                        next
+                    }
+                    2 => {
+                        other += 1;
+                        other
+                    }
+                    _ => rand(1_000_000),
+                };
+                let key = key_of(n);
+                if model.insert(key.clone()) {
+                    lsn += 1;
+                    let shared = SharedBytes::copy_of(&key);
+                    assert!(o
+                        .push(CountedKey::of(&shared), version(lsn, b"v"))
+                        .is_none());
+                } else {
+                    assert_eq!(o.evict(&key, Lsn::MAX).1, 1);
+                    model.remove(&key);
+                }
+                if step % 3 == 0 && !model.is_empty() {
+                    // The oldest key (front), one deep inside, or any.
+                    let keys: Vec<&Vec<u8>> = model.iter().collect();
+                    let at = match rand(3) {
+                        0 => 0,
+                        1 => (keys.len() / 2).min(keys.len() - 1),
+                        _ => rand(keys.len() as u64) as usize,
+                    };
+                    let gone = keys[at].clone();
+                    assert_eq!(o.evict(&gone, Lsn::MAX).1, 1);
+                    model.remove(&gone);
+                }
+                if step % 97 == 0 {
+                    let walked: Vec<Vec<u8>> = o
+                        .range((Bound::Unbounded, Bound::Unbounded), false)
+                        .map(|(k, _)| k.bytes().to_vec())
+                        .collect();
+                    assert!(
+                        walked.iter().eq(model.iter()),
+                        "pattern {pattern} step {step}"
+                    );
+                    let (a, b) = (key_of(rand(1_000_000)), key_of(rand(1_000_000)));
+                    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                    let (lo_h, hi_h) = (HeadKey::new(&lo), HeadKey::new(&hi));
+                    let bounds = [
+                        (Bound::Included(&lo_h), Bound::Excluded(&hi_h)),
+                        (Bound::Excluded(&lo_h), Bound::Included(&hi_h)),
+                        (Bound::Included(&lo_h), Bound::Unbounded),
+                        (Bound::Unbounded, Bound::Excluded(&hi_h)),
+                    ];
+                    for range in bounds {
+                        if matches!(range, (Bound::Excluded(_), Bound::Included(_)) if lo == hi) {
+                            continue;
+                        }
+                        let slices = (
+                            range.0.map(|k: &HeadKey| k.bytes()),
+                            range.1.map(|k: &HeadKey| k.bytes()),
+                        );
+                        for reverse in [false, true] {
+                            let got: Vec<Vec<u8>> = o
+                                .range(range, reverse)
+                                .map(|(k, _)| k.bytes().to_vec())
+                                .collect();
+                            let mut want: Vec<Vec<u8>> =
+                                model.range::<[u8], _>(slices).cloned().collect();
+                            if reverse {
+                                want.reverse();
+                            }
+                            assert_eq!(got, want, "pattern {pattern} step {step} {range:?}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(o.keys_published().load(Ordering::Acquire), model.len());
+        }
     }
 }

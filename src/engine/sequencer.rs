@@ -20,7 +20,7 @@ use crate::catalog::{Table, LOCK_CHUNK};
 use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
 use crate::lsn::Lsn;
-use crate::overlay::Version;
+use crate::overlay::{CountedKey, Version};
 use crate::snapshots::Registration;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
@@ -304,9 +304,15 @@ impl EngineSequencer {
     fn admit_tables(&mut self, writes: &TxnWrites, lsn: Lsn) -> Result<()> {
         let catalog = &self.state.catalog;
         let mut new: Vec<&Arc<str>> = Vec::new();
+        // A commit's operations come table by table: each table is looked up once.
+        let mut looked_up: Option<&Arc<str>> = None;
         for op in &writes.ops {
             let creates = matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. });
-            if creates && !new.contains(&op.table()) && catalog.get(op.table()).is_none() {
+            if !creates || looked_up == Some(op.table()) {
+                continue;
+            }
+            looked_up = Some(op.table());
+            if !new.contains(&op.table()) && catalog.get(op.table()).is_none() {
                 new.push(op.table());
             }
         }
@@ -551,37 +557,44 @@ fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
             while ops.next_if(|op| op.table() == &name).is_some() {}
             continue;
         };
-        let mut st = table.state.write();
-        let mut held = 0;
+        let mut run = Vec::new();
         while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
+            run.push(op);
+        }
+        // Counted before the lock, in one pass (see `CountedKey`).
+        let mut counted = run
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Put { key, value, .. } => Some((CountedKey::of(key), Some(value.clone()))),
+                WriteOp::Delete { key, .. } => Some((CountedKey::of(key), None)),
+                WriteOp::CreateTable { .. } | WriteOp::DropTable { .. } => None,
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut there_already = Vec::new();
+        let mut st = table.state.write();
+        for (held, op) in run.into_iter().enumerate() {
             // Versions above `visible_lsn` are seen by no snapshot yet: readers may come in
             // between chunks.
-            held += 1;
-            if held % LOCK_CHUNK == 0 {
+            if held > 0 && held % LOCK_CHUNK == 0 {
                 st = table.state.yield_write(st);
             }
             match op {
-                WriteOp::Put { key, value, .. } => {
-                    Table::note_exists(&mut st, lsn);
+                WriteOp::Put { .. } | WriteOp::Delete { .. } => {
+                    if matches!(op, WriteOp::Put { .. }) {
+                        Table::note_exists(&mut st, lsn);
+                    }
                     bytes += op.overlay_cost();
                     versions += 1;
-                    st.overlay.push(
-                        key,
-                        Version {
-                            lsn,
-                            value: Some(value.clone()),
-                        },
-                    );
-                }
-                WriteOp::Delete { key, .. } => {
-                    bytes += op.overlay_cost();
-                    versions += 1;
-                    st.overlay.push(key, Version { lsn, value: None });
+                    let (key, value) = counted.next().expect("a count for each version");
+                    there_already.extend(st.overlay.push(key, Version { lsn, value }));
                 }
                 WriteOp::CreateTable { .. } => Table::note_exists(&mut st, lsn),
                 WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
             }
         }
+        drop(st);
+        drop(there_already);
     }
     sh.overlay_bytes.fetch_add(bytes, Ordering::Relaxed);
     sh.stats
