@@ -549,18 +549,17 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
 fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     let mut bytes = 0;
     let mut versions = 0;
-    let mut ops = writes.ops.iter().peekable();
-    while let Some(first) = ops.peek() {
-        let name = first.table().clone();
+    // A commit's operations come table by table: a run of them at a time.
+    let mut rest = &writes.ops[..];
+    while let Some(first) = rest.first() {
+        let name = first.table();
+        let len = rest.iter().position(|op| op.table() != name);
+        let (run, after) = rest.split_at(len.unwrap_or(rest.len()));
+        rest = after;
         // A delete from a table never known changes nothing visible: skip it.
-        let Some(table) = sh.catalog.get(&name) else {
-            while ops.next_if(|op| op.table() == &name).is_some() {}
+        let Some(table) = sh.catalog.get(name) else {
             continue;
         };
-        let mut run = Vec::new();
-        while let Some(op) = ops.next_if(|op| op.table() == &table.name) {
-            run.push(op);
-        }
         // Counted before the lock, in one pass (see `CountedKey`).
         let mut counted = run
             .iter()
@@ -573,7 +572,7 @@ fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
             .into_iter();
         let mut there_already = Vec::new();
         let mut st = table.state.write();
-        for (held, op) in run.into_iter().enumerate() {
+        for (held, op) in run.iter().enumerate() {
             // Versions above `visible_lsn` are seen by no snapshot yet: readers may come in
             // between chunks.
             if held > 0 && held % LOCK_CHUNK == 0 {
