@@ -410,6 +410,11 @@ impl Overlay {
         self.publish_keys();
     }
 
+    /// At least the LSN of every version held.
+    pub fn newest(&self) -> Lsn {
+        self.newest
+    }
+
     pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
         if self.slot_of.is_empty() {
             return None;

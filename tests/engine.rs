@@ -1984,6 +1984,43 @@ fn count_agrees_with_a_walk_of_the_table_through_applies_drops_and_a_reopen() {
     assert!(reopens > 0, "the mix never reopened the database");
 }
 
+/// Once LMDB holds every version of a table, `count` is LMDB's count without a walk of the
+/// overlay, also while an older reader holds those versions there (applied, not evicted):
+/// deletes, new keys and overwrites all counted once.
+#[test]
+fn count_is_lmdbs_count_once_applied_while_an_older_reader_keeps_the_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut t = db.write().unwrap();
+    for i in 0..100u32 {
+        t.put("t", &i.to_be_bytes(), b"v").unwrap();
+    }
+    t.commit().unwrap();
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    let older = db.read().unwrap();
+    let mut t = db.write().unwrap();
+    for i in 0..10u32 {
+        t.delete("t", &i.to_be_bytes()).unwrap();
+    }
+    for i in 50..120u32 {
+        t.put("t", &i.to_be_bytes(), b"w").unwrap();
+    }
+    t.commit().unwrap();
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    assert!(
+        db.stats().unapplied_bytes > 0,
+        "the older reader keeps the applied versions in the overlay"
+    );
+    let r = db.read().unwrap();
+    assert_eq!(r.count("t").unwrap(), 110);
+    assert_eq!(r.range("t", ..).unwrap().count(), 110);
+    assert_eq!(
+        older.count("t").unwrap(),
+        100,
+        "the older reader's own view"
+    );
+}
+
 /// Pops from one end of a table walk the deletions the applier has not applied yet; a walk
 /// that passes many asks the applier to apply them now. Before, a queue drained at `None`
 /// stepped over every pop of the last `apply_interval` on each pop (here, held back for an

@@ -154,8 +154,9 @@ impl<'db> Snapshot<'db> {
 
     /// The entries of `table` this snapshot sees: the count LMDB keeps with the table, then,
     /// for each key whose newest version it sees is in the overlay and not yet in LMDB's
-    /// state, what that version changes of it. Costs a walk of the table's overlay and an
-    /// LMDB lookup per such key, not a walk of the table.
+    /// state, what that version changes of it. Costs a walk of the table's overlay (none
+    /// when LMDB's state holds all of it) and an LMDB lookup per such key, not a walk of the
+    /// table.
     pub fn count(&self, table: &str) -> Result<u64> {
         self.check_age()?;
         let Some(known) = self.table(table) else {
@@ -170,14 +171,20 @@ impl<'db> Snapshot<'db> {
         // at or below it is in LMDB's count already, as the walks skip it): is it a value?
         let changed: Vec<(SharedBytes, bool)> = {
             let st = t.state.read();
-            st.overlay
-                .range((Bound::Unbounded, Bound::Unbounded), false)
-                .filter_map(|(key, chain)| {
-                    newest_visible(chain.versions(), &view, v)
-                        .filter(|ver| ver.lsn > applied)
-                        .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
-                })
-                .collect()
+            if st.overlay.newest() <= applied {
+                // Every version held is in LMDB's state `A` already (applied, not yet
+                // evicted): none to walk.
+                Vec::new()
+            } else {
+                st.overlay
+                    .range((Bound::Unbounded, Bound::Unbounded), false)
+                    .filter_map(|(key, chain)| {
+                        newest_visible(chain.versions(), &view, v)
+                            .filter(|ver| ver.lsn > applied)
+                            .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
+                    })
+                    .collect()
+            }
         };
         let Some(dbi) = view.lmdb else {
             return Ok(changed.iter().filter(|(_, exists)| *exists).count() as u64);
