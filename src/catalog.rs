@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use heed::types::Bytes;
 
 use crate::lsn::Lsn;
-use crate::overlay::{Overlay, Version};
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, DataArc as Arc, Ordering, RwLock, SetOnce};
+use crate::overlay::{Overlay, OverlaySummary, Version};
+use crate::sync::{AtomicPtr, AtomicU64, DataArc as Arc, Ordering, RwLock, SetOnce};
 
 /// An LMDB table handle.
 pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
@@ -157,8 +157,8 @@ pub(crate) struct Table {
     /// Where the checksums of its LMDB entries start.
     pub seed: crate::seal::Seed,
     pub state: RwLock<TableState>,
-    /// Its overlay's key count, read without the lock ([`Overlay::keys_published`]).
-    pub overlay_keys: Arc<AtomicUsize>,
+    /// Its overlay's key count and newest LSN, read without the lock ([`OverlaySummary`]).
+    pub overlay: Arc<OverlaySummary>,
     /// Its settled view, read without the lock ([`TableState::publish_settled`]).
     settled: Arc<Settled>,
 }
@@ -271,7 +271,7 @@ impl Catalog {
                 Arc::new(Table {
                     name: Arc::from(name),
                     seed: crate::seal::Seed::of_table(name),
-                    overlay_keys: state.overlay.keys_published(),
+                    overlay: state.overlay.summary(),
                     settled: state.settled.clone(),
                     state: RwLock::new(state),
                 })
@@ -313,8 +313,8 @@ impl Catalog {
 
 impl Table {
     /// Where a snapshot (applied LSN `a`, visible LSN `v`, its `view` of this table) finds
-    /// `key`'s value, handed to `with`. The overlay is read, under its lock, only when its
-    /// published key count is not 0 ([`Overlay::keys_published`]).
+    /// `key`'s value, handed to `with`. The overlay is read, under its lock, only when it
+    /// may hold a version above `a` ([`OverlaySummary::holds_above`]).
     pub fn lookup<R>(
         &self,
         view: &TableView,
@@ -323,7 +323,7 @@ impl Table {
         key: &[u8],
         with: impl FnOnce(Lookup<'_>) -> R,
     ) -> R {
-        if self.overlay_keys.load(Ordering::Acquire) > 0 {
+        if self.overlay.holds_above(a) {
             let st = self.state.read();
             if let found @ Lookup::Overlay(_) = st.lookup(view, a, v, key) {
                 return with(found);

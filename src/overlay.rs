@@ -14,7 +14,7 @@ use std::ops::Bound;
 use crate::bytes::SharedBytes;
 use crate::keys::{cmp_headed, HeadKey};
 use crate::lsn::Lsn;
-use crate::sync::{AtomicUsize, DataArc as Arc, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, DataArc as Arc, Ordering};
 
 /// One committed version of a key: its value, or `None` for a delete.
 #[derive(Debug, Clone)]
@@ -281,11 +281,35 @@ pub(crate) struct Overlay {
     slots: Vec<Chain>,
     /// Slots of evicted keys, reused first.
     free: Vec<usize>,
-    /// The number of keys, stored (`Release`) after every change, for readers that do not
-    /// take the table's lock (see [`Overlay::keys_published`]).
-    keys: Arc<AtomicUsize>,
+    /// What readers that do not take the table's lock know of it ([`OverlaySummary`]).
+    summary: Arc<OverlaySummary>,
     /// At least the LSN of every version held (the newest ever added).
     newest: Lsn,
+}
+
+/// An overlay's key count and newest LSN, each stored (`Release`) when it changes, for
+/// readers that do not take the table's lock. Versions are added before `visible_lsn`
+/// passes them and evicted only at or below every snapshot's applied LSN, so a snapshot
+/// (applied `A`, visible `V`) that reads them (`Acquire`) after it read `V` and finds no key,
+/// or no version ever added above `A`, knows that no version in `(A, V]` exists: LMDB at `A`
+/// decides every key.
+#[derive(Debug, Default)]
+pub(crate) struct OverlaySummary {
+    keys: AtomicUsize,
+    newest: AtomicU64,
+}
+
+impl OverlaySummary {
+    /// False when LMDB's state at `applied` decides every key for a snapshot that read its
+    /// visible LSN before this call (see [`OverlaySummary`]).
+    pub fn holds_above(&self, applied: Lsn) -> bool {
+        self.keys.load(Ordering::Acquire) > 0 && self.newest.load(Ordering::Acquire) > applied
+    }
+
+    #[cfg(test)]
+    pub fn keys(&self) -> usize {
+        self.keys.load(Ordering::Acquire)
+    }
 }
 
 /// A key as the overlay's two indexes hold it, its two counts taken before the table's lock
@@ -337,16 +361,21 @@ impl Overlay {
         self.order.is_empty()
     }
 
-    /// The overlay's key count, readable without its lock. Versions are added before
-    /// `visible_lsn` passes them and evicted only at or below every snapshot's applied LSN,
-    /// so a snapshot (applied `A`, visible `V`) that reads 0 here (`Acquire`) after it read
-    /// `V` knows that no version in `(A, V]` exists: LMDB at `A` decides every key.
-    pub fn keys_published(&self) -> Arc<AtomicUsize> {
-        self.keys.clone()
+    /// The overlay's key count and newest LSN, readable without its lock.
+    pub fn summary(&self) -> Arc<OverlaySummary> {
+        self.summary.clone()
     }
 
     fn publish_keys(&self) {
-        self.keys.store(self.order.len(), Ordering::Release);
+        self.summary.keys.store(self.order.len(), Ordering::Release);
+    }
+
+    /// Raises the newest LSN held to `lsn` (published before the key count of a new key).
+    fn note_newest(&mut self, lsn: Lsn) {
+        if lsn > self.newest {
+            self.newest = lsn;
+            self.summary.newest.store(lsn, Ordering::Release);
+        }
     }
 
     /// A slot holding `chain` (a free one if any).
@@ -366,7 +395,7 @@ impl Overlay {
     /// Adds `version` of `key`; gives the key's counts back when the key was there already
     /// (its caller drops them after it lets go of the table's lock).
     pub fn push(&mut self, key: CountedKey, version: Version) -> Option<CountedKey> {
-        self.newest = self.newest.max(version.lsn);
+        self.note_newest(version.lsn);
         match self.slot_of.get(key.hashed.as_bytes()) {
             Some(&slot) => {
                 self.slots[slot].push(version);
@@ -389,7 +418,7 @@ impl Overlay {
         self.slot_of.reserve(versions.len());
         let mut new_keys = Vec::new();
         for (key, version) in versions {
-            self.newest = self.newest.max(version.lsn);
+            self.note_newest(version.lsn);
             match self.slot_of.get(&key[..]) {
                 Some(&slot) => self.slots[slot].push(version),
                 None => {
@@ -408,11 +437,6 @@ impl Overlay {
             }
         }
         self.publish_keys();
-    }
-
-    /// At least the LSN of every version held.
-    pub fn newest(&self) -> Lsn {
-        self.newest
     }
 
     pub fn chain(&self, key: &[u8]) -> Option<&[Version]> {
@@ -505,20 +529,22 @@ mod tests {
             o
         };
         let mut o = fill();
-        let keys = o.keys_published();
+        let summary = o.summary();
+        assert!(summary.holds_above(2), "version 3 is above 2");
+        assert!(
+            !summary.holds_above(3),
+            "no version above 3: LMDB at 3 decides"
+        );
         assert!(o.take_all(2).is_none(), "version 3 is above the horizon");
-        assert_eq!(keys.load(Ordering::Acquire), 2);
+        assert_eq!(summary.keys(), 2);
         let taken = o.take_all(3).expect("every version is at or below 3");
         assert!(o.is_empty());
         assert!(o
             .range((Bound::Unbounded, Bound::Unbounded), false)
             .next()
             .is_none());
-        assert_eq!(
-            keys.load(Ordering::Acquire),
-            0,
-            "readers without the lock see it empty"
-        );
+        assert_eq!(summary.keys(), 0, "readers without the lock see it empty");
+        assert!(!summary.holds_above(0));
         let mut by_key = fill();
         let a = by_key.evict(b"a", 3);
         let b = by_key.evict(b"b", 3);
@@ -638,7 +664,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(o.keys_published().load(Ordering::Acquire), model.len());
+            assert_eq!(o.summary().keys(), model.len());
         }
     }
 }

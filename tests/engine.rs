@@ -2019,6 +2019,41 @@ fn count_is_lmdbs_count_once_applied_while_an_older_reader_keeps_the_versions() 
         100,
         "the older reader's own view"
     );
+    // Gets and walks of either reader, the newer one's from LMDB alone.
+    let value =
+        |s: &walmdb::ReadTxn, i: u32| s.get("t", &i.to_be_bytes()).unwrap().map(<[u8]>::to_vec);
+    assert_eq!(value(&r, 5), None);
+    assert_eq!(value(&older, 5).as_deref(), Some(&b"v"[..]));
+    assert_eq!(value(&r, 60).as_deref(), Some(&b"w"[..]));
+    assert_eq!(value(&older, 60).as_deref(), Some(&b"v"[..]));
+    assert_eq!(value(&r, 110).as_deref(), Some(&b"w"[..]));
+    assert_eq!(value(&older, 110), None);
+    let walk = |s: &walmdb::ReadTxn, reverse: bool| -> Vec<(u32, Vec<u8>)> {
+        let iter = if reverse {
+            s.rev_range("t", ..)
+        } else {
+            s.range("t", ..)
+        };
+        let mut all: Vec<_> = iter
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (u32::from_be_bytes(k[..].try_into().unwrap()), v.to_vec())
+            })
+            .collect();
+        if reverse {
+            all.reverse();
+        }
+        all
+    };
+    let expect_new: Vec<_> = (10..120u32)
+        .map(|i| (i, if i < 50 { b"v".to_vec() } else { b"w".to_vec() }))
+        .collect();
+    let expect_old: Vec<_> = (0..100u32).map(|i| (i, b"v".to_vec())).collect();
+    for reverse in [false, true] {
+        assert_eq!(walk(&r, reverse), expect_new);
+        assert_eq!(walk(&older, reverse), expect_old);
+    }
 }
 
 /// Pops from one end of a table walk the deletions the applier has not applied yet; a walk

@@ -169,22 +169,21 @@ impl<'db> Snapshot<'db> {
         let (v, applied) = (self.reg.visible, self.reg.applied());
         // Each key whose newest version this snapshot sees is above LMDB's state `A` (one
         // at or below it is in LMDB's count already, as the walks skip it): is it a value?
-        let changed: Vec<(SharedBytes, bool)> = {
-            let st = t.state.read();
-            if st.overlay.newest() <= applied {
-                // Every version held is in LMDB's state `A` already (applied, not yet
-                // evicted): none to walk.
-                Vec::new()
-            } else {
-                st.overlay
-                    .range((Bound::Unbounded, Bound::Unbounded), false)
-                    .filter_map(|(key, chain)| {
-                        newest_visible(chain.versions(), &view, v)
-                            .filter(|ver| ver.lsn > applied)
-                            .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
-                    })
-                    .collect()
-            }
+        let changed: Vec<(SharedBytes, bool)> = if t.overlay.holds_above(applied) {
+            t.state
+                .read()
+                .overlay
+                .range((Bound::Unbounded, Bound::Unbounded), false)
+                .filter_map(|(key, chain)| {
+                    newest_visible(chain.versions(), &view, v)
+                        .filter(|ver| ver.lsn > applied)
+                        .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
+                })
+                .collect()
+        } else {
+            // Every version held is in LMDB's state `A` already (applied, not yet evicted):
+            // none to walk.
+            Vec::new()
         };
         let Some(dbi) = view.lmdb else {
             return Ok(changed.iter().filter(|(_, exists)| *exists).count() as u64);
@@ -271,9 +270,9 @@ impl<'db> Snapshot<'db> {
             }
             None => None,
         };
-        // An overlay without keys holds no version in (applied, visible] (see
-        // `Overlay::keys_published`): LMDB's walk is the whole answer.
-        let overlay_empty = t.overlay_keys.load(Ordering::Acquire) == 0;
+        // An overlay without keys, or without versions above `applied`, holds none in
+        // (applied, visible] (see `OverlaySummary`): LMDB's walk is the whole answer.
+        let overlay_empty = !t.overlay.holds_above(self.reg.applied());
         Ok(Iter {
             lmdb,
             lmdb_head,
