@@ -227,9 +227,17 @@ pub(crate) fn key_order(ops: &mut Vec<(Lsn, &WriteOp)>) {
             .cmp(&(b.table, b.head))
             .then_with(|| key(a.at).cmp(key(b.at)))
     });
-    let sorted: Vec<(Lsn, &WriteOp)> = order.iter().map(|e| ops[e.at as usize]).collect();
-    *ops = sorted;
-    dedup_sorted(ops);
+    // Of each run of one (table, key), the last: the heads tell most neighbours apart.
+    let same_key = |a: &SortEntry, b: &SortEntry| {
+        (a.table, a.head) == (b.table, b.head) && key(a.at) == key(b.at)
+    };
+    let kept: Vec<(Lsn, &WriteOp)> = order
+        .iter()
+        .enumerate()
+        .filter(|&(i, e)| order.get(i + 1).is_none_or(|next| !same_key(e, next)))
+        .map(|(_, e)| ops[e.at as usize])
+        .collect();
+    *ops = kept;
 }
 
 /// One operation's place in [`key_order`]'s sort.
