@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use heed::types::Bytes;
 
+use crate::keys::HeadKey;
 use crate::lsn::Lsn;
-use crate::overlay::{Overlay, OverlaySummary, Version};
+use crate::overlay::{Evicted, Overlay, OverlaySummary, Version};
 use crate::sync::{AtomicPtr, AtomicU64, DataArc as Arc, Ordering, RwLock, SetOnce};
 
 /// An LMDB table handle.
@@ -400,22 +401,35 @@ impl Table {
     }
 
     /// Evicts the versions of `keys` at or below `horizon`; returns their bytes and count.
-    /// The lock is yielded to waiting readers every [`LOCK_CHUNK`] keys: each key's
-    /// versions at or below the horizon are in LMDB for every snapshot, so readers may see
-    /// any mix of evicted and not yet evicted keys.
-    pub fn evict<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, horizon: Lsn) -> (usize, usize) {
-        let mut st = self.state.write();
+    /// The lock is let go every [`LOCK_CHUNK`] keys, and what those keys' eviction took
+    /// out is dropped then, while waiting readers have the lock: each key's versions at or
+    /// below the horizon are in LMDB for every snapshot, so readers may see any mix of
+    /// evicted and not yet evicted keys.
+    pub fn evict<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k HeadKey>,
+        horizon: Lsn,
+    ) -> (usize, usize) {
+        let mut keys = keys.peekable();
+        let mut evicted = Evicted::default();
         let mut freed = (0, 0);
-        for (i, key) in keys.enumerate() {
-            if i > 0 && i % LOCK_CHUNK == 0 {
-                st = self.state.yield_write(st);
+        loop {
+            let mut st = self.state.write();
+            for key in keys.by_ref().take(LOCK_CHUNK) {
+                let (bytes, versions) = st.overlay.evict(key, horizon, &mut evicted);
+                freed.0 += bytes;
+                freed.1 += versions;
             }
-            let (bytes, versions) = st.overlay.evict(key, horizon);
-            freed.0 += bytes;
-            freed.1 += versions;
+            let done = keys.peek().is_none();
+            if done {
+                Self::collapse_history(&mut st, horizon);
+            }
+            drop(st);
+            evicted.drop_all();
+            if done {
+                return freed;
+            }
         }
-        Self::collapse_history(&mut st, horizon);
-        freed
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{btree_map, vec_deque, BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
 use crate::bytes::SharedBytes;
-use crate::keys::{cmp_headed, HeadKey};
+use crate::keys::HeadKey;
 use crate::lsn::Lsn;
 use crate::sync::{AtomicU64, AtomicUsize, DataArc as Arc, Ordering};
 
@@ -136,31 +136,24 @@ impl OrderedKeys {
         }
     }
 
-    /// Removes `key` if held.
-    fn remove(&mut self, key: &[u8]) {
+    /// Removes `key` if held; returns the index's own copy of it.
+    fn remove(&mut self, key: &HeadKey) -> Option<HeadKey> {
         let Some((front, _)) = self.tail.front() else {
-            self.tree.remove(key);
-            return;
+            return self.tree.remove_entry(key).map(|(k, _)| k);
         };
-        match cmp_headed(key, front.head(), front.bytes()) {
-            std::cmp::Ordering::Less => {
-                self.tree.remove(key);
-            }
-            std::cmp::Ordering::Equal => {
-                self.tail.pop_front();
-            }
+        match key.cmp(front) {
+            std::cmp::Ordering::Less => self.tree.remove_entry(key).map(|(k, _)| k),
+            std::cmp::Ordering::Equal => self.tail.pop_front().map(|(k, _)| k),
             std::cmp::Ordering::Greater => {
-                let at = self
-                    .tail
-                    .partition_point(|(k, _)| cmp_headed(key, k.head(), k.bytes()).is_gt());
-                if self.tail.get(at).is_none_or(|(k, _)| k.bytes() != key) {
-                    return;
+                let at = self.tail.partition_point(|(k, _)| k < key);
+                if self.tail.get(at).is_none_or(|(k, _)| k != key) {
+                    return None;
                 }
                 if at <= TAIL_SHIFT_MAX || self.tail.len() - at <= TAIL_SHIFT_MAX {
-                    self.tail.remove(at);
+                    self.tail.remove(at).map(|(k, _)| k)
                 } else {
                     self.spill(at);
-                    self.tail.pop_front();
+                    self.tail.pop_front().map(|(k, _)| k)
                 }
             }
         }
@@ -246,18 +239,25 @@ impl Chain {
         }
     }
 
-    /// Removes the versions at or below `horizon`; returns their bytes and count, and
-    /// whether none is left.
-    fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize, bool) {
+    /// Moves the versions at or below `horizon` into `evicted`; returns their bytes and
+    /// count, and whether none is left.
+    fn evict(&mut self, key: &[u8], horizon: Lsn, evicted: &mut Evicted) -> (usize, usize, bool) {
         match self {
-            Chain::One(v) if v.lsn <= horizon => (version_cost(key, v.value.as_deref()), 1, true),
+            Chain::One(v) if v.lsn <= horizon => {
+                let cost = version_cost(key, v.value.as_deref());
+                if let Chain::One(v) = std::mem::replace(self, Chain::Many(Vec::new())) {
+                    evicted.versions.push(v);
+                }
+                (cost, 1, true)
+            }
             Chain::One(_) => (0, 0, false),
             Chain::Many(vs) => {
                 let keep_from = vs.partition_point(|v| v.lsn <= horizon);
-                let freed = vs
-                    .drain(..keep_from)
+                let freed = vs[..keep_from]
+                    .iter()
                     .map(|v| version_cost(key, v.value.as_deref()))
                     .sum();
+                evicted.versions.extend(vs.drain(..keep_from));
                 (freed, keep_from, vs.is_empty())
             }
         }
@@ -481,26 +481,60 @@ impl Overlay {
         Some(taken)
     }
 
-    /// Evicts the versions at or below `horizon`; returns their bytes and count.
-    pub fn evict(&mut self, key: &[u8], horizon: Lsn) -> (usize, usize) {
-        let Some(&slot) = self.slot_of.get(key) else {
+    /// Evicts the versions of `key` at or below `horizon` into `evicted`; returns their
+    /// bytes and count.
+    pub fn evict(&mut self, key: &HeadKey, horizon: Lsn, evicted: &mut Evicted) -> (usize, usize) {
+        let Some(&slot) = self.slot_of.get(key.bytes()) else {
             return (0, 0);
         };
-        let (freed, count, emptied) = self.slots[slot].evict(key, horizon);
+        let (freed, count, emptied) = self.slots[slot].evict(key.bytes(), horizon, evicted);
         if emptied {
-            self.slot_of.remove(key);
-            // By the key's bytes (the order is theirs): no allocation for a headed key.
-            self.order.remove(key);
-            // The slot's last version goes now, not when the slot is reused.
-            self.slots[slot] = Chain::Many(Vec::new());
+            evicted
+                .keys
+                .extend(self.slot_of.remove_entry(key.bytes()).map(|(k, _)| k));
+            evicted.ordered.extend(self.order.remove(key));
+            // The slot's allocation goes now, not when the slot is reused.
+            evicted.chains.push(std::mem::replace(
+                &mut self.slots[slot],
+                Chain::Many(Vec::new()),
+            ));
             self.free.push(slot);
             if self.order.is_empty() {
                 // Memory held for the largest the overlay was goes with its last key.
-                (self.slots, self.free, self.slot_of, self.order) = Default::default();
+                evicted.structures.push((
+                    std::mem::take(&mut self.slots),
+                    std::mem::take(&mut self.free),
+                    std::mem::take(&mut self.slot_of),
+                    std::mem::take(&mut self.order),
+                ));
             }
             self.publish_keys();
         }
         (freed, count)
+    }
+}
+
+/// What evictions took out of an overlay, dropped by the caller after it lets go of the
+/// table's lock: each key and value dropped gives back a count (a locked instruction on its
+/// block's first cache line, a miss), and an emptied overlay frees its indexes.
+#[derive(Default)]
+pub(crate) struct Evicted {
+    versions: Vec<Version>,
+    chains: Vec<Chain>,
+    keys: Vec<SharedBytes>,
+    ordered: Vec<HeadKey>,
+    #[allow(clippy::type_complexity)]
+    structures: Vec<(Vec<Chain>, Vec<usize>, KeyMap, OrderedKeys)>,
+}
+
+impl Evicted {
+    /// Drops what it holds, keeping its room for more.
+    pub fn drop_all(&mut self) {
+        self.versions.clear();
+        self.chains.clear();
+        self.keys.clear();
+        self.ordered.clear();
+        self.structures.clear();
     }
 }
 
@@ -546,8 +580,11 @@ mod tests {
         assert_eq!(summary.keys(), 0, "readers without the lock see it empty");
         assert!(!summary.holds_above(0));
         let mut by_key = fill();
-        let a = by_key.evict(b"a", 3);
-        let b = by_key.evict(b"b", 3);
+        let mut evicted = Evicted::default();
+        let a = by_key.evict(&HeadKey::new(b"a"), 3, &mut evicted);
+        let b = by_key.evict(&HeadKey::new(b"b"), 3, &mut evicted);
+        assert_eq!(evicted.versions.len(), 3, "a's two and b's one");
+        assert_eq!((evicted.keys.len(), evicted.ordered.len()), (2, 2));
         assert_eq!(taken.free(), (a.0 + b.0, a.1 + b.1));
         assert!(
             Overlay::default().take_all(Lsn::MAX).is_none(),
@@ -608,7 +645,8 @@ mod tests {
                         .push(CountedKey::of(&shared), version(lsn, b"v"))
                         .is_none());
                 } else {
-                    assert_eq!(o.evict(&key, Lsn::MAX).1, 1);
+                    let mut evicted = Evicted::default();
+                    assert_eq!(o.evict(&HeadKey::new(&key), Lsn::MAX, &mut evicted).1, 1);
                     model.remove(&key);
                 }
                 if step % 3 == 0 && !model.is_empty() {
@@ -620,7 +658,8 @@ mod tests {
                         _ => rand(keys.len() as u64) as usize,
                     };
                     let gone = keys[at].clone();
-                    assert_eq!(o.evict(&gone, Lsn::MAX).1, 1);
+                    let mut evicted = Evicted::default();
+                    assert_eq!(o.evict(&HeadKey::new(&gone), Lsn::MAX, &mut evicted).1, 1);
                     model.remove(&gone);
                 }
                 if step % 97 == 0 {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::sequencer::{TxnWrites, EARLY_LOGGED, EARLY_PENDING};
 use super::{Engine, EngineState, Shutdown};
+use crate::bytes::SharedBytes;
 use crate::error::{Error, Result};
+use crate::keys::HeadKey;
 use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
@@ -597,14 +599,14 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
     // backlog: no lookup a key), and tables that held newer versions, evicted key by key:
     // each key once, in key order (the ordered index's nodes stay in cache), under one lock.
     let mut emptied: Vec<Arc<str>> = Vec::new();
-    let mut newer: Vec<(Arc<str>, Vec<&[u8]>)> = Vec::new();
+    let mut newer: Vec<(Arc<str>, Vec<&SharedBytes>)> = Vec::new();
     for writes in &evicted {
         let mut ops = writes.ops.iter().peekable();
         while let Some(first) = ops.next() {
             let name = first.table();
-            let mut keys: Vec<&[u8]> = first.key().into_iter().collect();
+            let mut keys: Vec<&SharedBytes> = first.shared_key().into_iter().collect();
             while let Some(op) = ops.next_if(|op| op.table() == name) {
-                keys.extend(op.key());
+                keys.extend(op.shared_key());
             }
             if emptied.contains(name) {
                 continue;
@@ -626,13 +628,17 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
             }
         }
     }
-    for (name, mut keys) in newer {
+    for (name, keys) in newer {
         let Some(table) = sh.catalog.get(&name) else {
             continue;
         };
+        // Headed (a count each, taken before the table's lock), in key order: the ordered
+        // index's search compares inline heads, and its nodes stay in cache key to key.
+        let mut keys: Vec<HeadKey> = keys.into_iter().cloned().map(HeadKey::shared).collect();
         keys.sort_unstable();
-        keys.dedup();
-        let (bytes, versions) = table.evict(keys.into_iter(), horizon);
+        keys.dedup_by(|a, b| a.bytes() == b.bytes());
+        let (bytes, versions) = table.evict(keys.iter(), horizon);
+        drop(keys);
         freed.0 += bytes;
         freed.1 += versions;
     }

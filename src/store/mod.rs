@@ -86,6 +86,13 @@ impl WriteOp {
         }
     }
 
+    pub fn shared_key(&self) -> Option<&crate::bytes::SharedBytes> {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
     pub fn key(&self) -> Option<&[u8]> {
         match self {
             WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => Some(key),
