@@ -199,6 +199,11 @@ pub(crate) fn key_order(ops: &mut Vec<(Lsn, &WriteOp)>) {
     if !ops.iter().all(|(_, op)| op.key().is_some()) {
         return;
     }
+    // A batch in order already, each key once (a bulk commit's, from its sorted buffer),
+    // stays as it is: no sort entries the size of the batch beside it.
+    if ops.is_sorted_by(|a, b| (&**a.1.table(), a.1.key()) < (&**b.1.table(), b.1.key())) {
+        return;
+    }
     let Ok(count) = u32::try_from(ops.len()) else {
         ops.sort_by(|a, b| (a.1.table(), a.1.key()).cmp(&(b.1.table(), b.1.key())));
         return dedup_sorted(ops);
@@ -718,5 +723,17 @@ mod tests {
                 |ops: &[(Lsn, &WriteOp)]| ops.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>();
             assert_eq!(lsns(&sorted), lsns(&expected), "round {round}");
         }
+        // In order already: left as it is, unless a key comes twice (its last kept).
+        let delete = |key: &[u8]| WriteOp::Delete {
+            table: names[1].clone(),
+            key: SharedBytes::copy_of(key),
+        };
+        let ops = [delete(b"a"), delete(b"b"), delete(b"b"), delete(b"c")];
+        let mut in_order: Vec<(Lsn, &WriteOp)> = vec![(1, &ops[0]), (2, &ops[1]), (4, &ops[3])];
+        key_order(&mut in_order);
+        assert_eq!(in_order.iter().map(|o| o.0).collect::<Vec<_>>(), [1, 2, 4]);
+        let mut twice: Vec<(Lsn, &WriteOp)> = (0..4).map(|i| (i as Lsn + 1, &ops[i])).collect();
+        key_order(&mut twice);
+        assert_eq!(twice.iter().map(|o| o.0).collect::<Vec<_>>(), [1, 3, 4]);
     }
 }
