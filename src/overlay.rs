@@ -283,8 +283,6 @@ pub(crate) struct Overlay {
     free: Vec<usize>,
     /// What readers that do not take the table's lock know of it ([`OverlaySummary`]).
     summary: Arc<OverlaySummary>,
-    /// At least the LSN of every version held (the newest ever added).
-    newest: Lsn,
 }
 
 /// An overlay's key count and newest LSN, each stored (`Release`) when it changes, for
@@ -372,10 +370,15 @@ impl Overlay {
 
     /// Raises the newest LSN held to `lsn` (published before the key count of a new key).
     fn note_newest(&mut self, lsn: Lsn) {
-        if lsn > self.newest {
-            self.newest = lsn;
+        if lsn > self.newest() {
             self.summary.newest.store(lsn, Ordering::Release);
         }
+    }
+
+    /// At least the LSN of every version held (the newest ever added). Stored only under
+    /// the table's write lock, which its caller holds.
+    fn newest(&self) -> Lsn {
+        self.summary.newest.load(Ordering::Relaxed)
     }
 
     /// A slot holding `chain` (a free one if any).
@@ -468,7 +471,7 @@ impl Overlay {
     /// Takes every version out when all are at or below `horizon` (what evicting each of
     /// their keys would do, without a lookup each); `None` when some are above it.
     pub fn take_all(&mut self, horizon: Lsn) -> Option<TakenVersions> {
-        if self.order.is_empty() || self.newest > horizon {
+        if self.order.is_empty() || self.newest() > horizon {
             return None;
         }
         let taken = TakenVersions {
