@@ -18,6 +18,7 @@ use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
+use crate::wal::log::record::{encode_txn, lazy_txn};
 use crate::wal::{CommitFuture, Completion, Request, Responder};
 
 /// A commit whose versions would take more than `overlay_max_bytes / THROUGH_SHARE` goes
@@ -247,23 +248,30 @@ impl Commit {
             level if through && !level.is_durable() => Some(Durability::group_commit()),
             _ => self.durability,
         };
-        let record = crate::wal::log::record::encode_txn(
+        let writes = Arc::new(TxnWrites::new(
+            self.ops,
+            self.versions_cost,
             commit_micros,
-            self.ops.len(),
-            self.ops.iter().map(WriteOp::as_ref),
-        );
+            through,
+        ));
+        // A commit that goes through is encoded a piece at a time as the log writes it: its
+        // payload (as large as its writes) is never whole in memory beside them.
+        let record = if through {
+            lazy_txn(commit_micros, writes.clone())
+        } else {
+            encode_txn(
+                commit_micros,
+                writes.ops.len(),
+                writes.ops.iter().map(WriteOp::as_ref),
+            )
+        };
         if let Err(e) = engine.wal.check_commit(&record, durability.as_ref()) {
             return Err((e, done));
         }
         let ticket = Ticket {
             snapshot: self.snapshot,
             check: self.check,
-            writes: Arc::new(TxnWrites::new(
-                self.ops,
-                self.versions_cost,
-                commit_micros,
-                through,
-            )),
+            writes,
             pin: self.pin,
             early: None,
         };

@@ -419,7 +419,7 @@ fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
     let cost = versions_cost(&ops);
     Ok(Replayed {
         lsn: rec.lsn,
-        size: rec.record.payload().len(),
+        size: rec.record.payload.len(),
         writes: Arc::new(TxnWrites::new(ops, cost, commit_micros, false)),
         cost,
     })

@@ -61,6 +61,15 @@ pub(crate) struct TxnWrites {
     pub early: AtomicUsize,
 }
 
+impl crate::wal::log::record::TxnOps for TxnWrites {
+    fn op_count(&self) -> usize {
+        self.ops.len()
+    }
+    fn op(&self, i: usize) -> crate::wal::log::record::OpRef<'_> {
+        self.ops[i].as_ref()
+    }
+}
+
 /// Bytes the versions of `ops` take in the overlay.
 pub(crate) fn versions_cost(ops: &[WriteOp]) -> usize {
     ops.iter().map(WriteOp::overlay_cost).sum()

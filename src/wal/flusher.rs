@@ -284,9 +284,10 @@ impl LogWriter {
                     return Err(e);
                 }
             }
+            let split = record.number.is_some();
             self.frame.push_piece(record);
             lsn += 1;
-            if record.number.is_some() {
+            if split {
                 let (s, synced) = (salt(self), self.synced_lsn);
                 self.frame
                     .finish(&mut self.buf, s, frame_first, synced, compress);
@@ -306,7 +307,7 @@ impl LogWriter {
         if !self.buf.is_empty() {
             self.write_buf(shared, !written_any, lsn - 1)?;
         }
-        let raw: usize = records.iter().map(|r| r.payload().len()).sum();
+        let raw: usize = records.iter().map(|r| r.payload.len()).sum();
         shared
             .stats
             .record_bytes

@@ -10,3 +10,4 @@ pub mod quarantine;
 pub mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;
+pub(crate) mod txn_payload;

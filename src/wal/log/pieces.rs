@@ -15,11 +15,10 @@ impl EncodedRecord {
             piece_chunk_len(max_framed)
         };
         let count = self.payload.len().div_ceil(chunk_len).max(1);
-        let payload = &self.payload;
-        (0..count).map(move |i| {
-            let chunk = &payload
-                [(i * chunk_len).min(payload.len())..((i + 1) * chunk_len).min(payload.len())];
-            match (whole, i + 1 == count) {
+        self.payload
+            .chunks(chunk_len)
+            .enumerate()
+            .map(move |(i, chunk)| match (whole, i + 1 == count) {
                 (true, _) => Piece {
                     kind: self.kind,
                     number: None,
@@ -35,8 +34,7 @@ impl EncodedRecord {
                     number: Some(i as u32),
                     chunk,
                 },
-            }
-        })
+            })
     }
 
     /// LSNs the record takes when written with `max_framed` (see [`EncodedRecord::pieces`]).
@@ -56,12 +54,13 @@ fn piece_chunk_len(max_framed: usize) -> usize {
 }
 
 /// One record as written: a whole record, or a piece of a split transaction.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Piece<'a> {
     pub kind: RecordType,
     /// A piece's number (part index, or the parts before an end), written before its bytes.
     pub number: Option<u32>,
-    pub chunk: &'a [u8],
+    /// Borrowed from the record's payload, or encoded for this piece (a lazy payload's).
+    pub chunk: std::borrow::Cow<'a, [u8]>,
 }
 
 impl Piece<'_> {
@@ -95,7 +94,7 @@ impl Reassembly {
             self.drop_unended(rec.lsn);
             return Ok(Some(rec));
         }
-        let payload = &rec.record.payload;
+        let payload = rec.record.payload.bytes();
         let number = payload
             .get(..4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
@@ -117,7 +116,7 @@ impl Reassembly {
                     lsn: rec.lsn,
                     record: EncodedRecord {
                         kind: RecordType::Txn,
-                        payload: chunk.to_vec(),
+                        payload: chunk.to_vec().into(),
                     },
                 }))
             }
@@ -134,7 +133,7 @@ impl Reassembly {
                     lsn: rec.lsn,
                     record: EncodedRecord {
                         kind: RecordType::Txn,
-                        payload,
+                        payload: payload.into(),
                     },
                 }))
             }

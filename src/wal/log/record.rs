@@ -6,6 +6,8 @@
 use std::fmt;
 
 use super::pieces::Piece;
+pub(crate) use super::txn_payload::{encode_txn, lazy_txn, OpRef, Payload, TxnOps};
+use super::txn_payload::{encode_txn_into, put_table};
 
 pub use crate::limits::MAX_FRAME_BODY;
 pub use crate::lsn::Lsn;
@@ -123,10 +125,10 @@ impl Op {
     }
 }
 
-const OP_PUT: u8 = 1;
-const OP_DELETE: u8 = 2;
-const OP_CREATE_TABLE: u8 = 3;
-const OP_DROP_TABLE: u8 = 4;
+pub(super) const OP_PUT: u8 = 1;
+pub(super) const OP_DELETE: u8 = 2;
+pub(super) const OP_CREATE_TABLE: u8 = 3;
+pub(super) const OP_DROP_TABLE: u8 = 4;
 
 /// A transaction record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -176,11 +178,12 @@ pub enum Record {
 }
 
 /// A record encoded for the log: its type byte and payload. Built by the committing thread
-/// so the flusher only copies bytes.
+/// so the flusher only copies bytes, except a transaction that goes through to LMDB, which
+/// the flusher encodes a piece at a time as it writes it (`Payload::Lazy`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedRecord {
     pub(crate) kind: RecordType,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: Payload,
 }
 
 impl fmt::Debug for EncodedRecord {
@@ -195,7 +198,10 @@ impl fmt::Debug for EncodedRecord {
 impl EncodedRecord {
     /// A record of a given type with an already encoded payload (for the consensus types).
     pub fn raw(kind: RecordType, payload: Vec<u8>) -> Self {
-        EncodedRecord { kind, payload }
+        EncodedRecord {
+            kind,
+            payload: payload.into(),
+        }
     }
 
     /// The record type.
@@ -205,7 +211,7 @@ impl EncodedRecord {
 
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        self.payload.bytes()
     }
 
     /// Bytes this record takes in a frame body.
@@ -215,7 +221,7 @@ impl EncodedRecord {
 
     /// Decodes the payload.
     pub fn decode(&self) -> Result<Record, DecodeError> {
-        Record::decode(self.kind, &self.payload)
+        Record::decode(self.kind, self.payload.bytes())
     }
 }
 
@@ -278,89 +284,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn put_table(out: &mut Vec<u8>, table: &str) {
-    let len = u16::try_from(table.len()).expect("table names are at most 65535 bytes");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(table.as_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u32::try_from(bytes.len()).expect("keys and values are below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// A borrowed [`Op`], for encoding without copying.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum OpRef<'a> {
-    Put {
-        table: &'a str,
-        key: &'a [u8],
-        value: &'a [u8],
-    },
-    Delete {
-        table: &'a str,
-        key: &'a [u8],
-    },
-    CreateTable {
-        table: &'a str,
-    },
-    DropTable {
-        table: &'a str,
-    },
-}
-
-// Format: txn = { commit_micros: u64 | op_count: u32 | op* }
-//         op  = { tag: u8 | table_len: u16 | table | [key_len: u32 | key]
-//                 | [value_len: u32 | value] }   (key for put/delete, value for put)
-fn encode_txn_into<'a>(
-    out: &mut Vec<u8>,
-    commit_micros: u64,
-    count: usize,
-    ops: impl Iterator<Item = OpRef<'a>>,
-) {
-    out.extend_from_slice(&commit_micros.to_le_bytes());
-    let count = u32::try_from(count).expect("fewer than 2^32 ops");
-    out.extend_from_slice(&count.to_le_bytes());
-    for op in ops {
-        match op {
-            OpRef::Put { table, key, value } => {
-                out.push(OP_PUT);
-                put_table(out, table);
-                put_bytes(out, key);
-                put_bytes(out, value);
-            }
-            OpRef::Delete { table, key } => {
-                out.push(OP_DELETE);
-                put_table(out, table);
-                put_bytes(out, key);
-            }
-            OpRef::CreateTable { table } => {
-                out.push(OP_CREATE_TABLE);
-                put_table(out, table);
-            }
-            OpRef::DropTable { table } => {
-                out.push(OP_DROP_TABLE);
-                put_table(out, table);
-            }
-        }
-    }
-}
-
-/// Encodes a transaction record from borrowed operations (`count` of them).
-pub(crate) fn encode_txn<'a>(
-    commit_micros: u64,
-    count: usize,
-    ops: impl Iterator<Item = OpRef<'a>>,
-) -> EncodedRecord {
-    let mut payload = Vec::new();
-    encode_txn_into(&mut payload, commit_micros, count, ops);
-    EncodedRecord {
-        kind: RecordType::Txn,
-        payload,
-    }
-}
-
 impl Record {
     /// Its time, microseconds since the Unix epoch: a transaction's `commit_micros`, a
     /// timestamp's `unix_micros`; `None` for the other types.
@@ -418,7 +341,10 @@ impl Record {
                 *kind
             }
         };
-        EncodedRecord { kind, payload: out }
+        EncodedRecord {
+            kind,
+            payload: out.into(),
+        }
     }
 
     /// Decodes a payload of the given type. Never panics and never allocates more than the
@@ -631,7 +557,7 @@ impl FrameBuilder {
         self.push_piece(Piece {
             kind: record.kind,
             number: None,
-            chunk: &record.payload,
+            chunk: record.payload.bytes().into(),
         });
     }
 
@@ -645,7 +571,7 @@ impl FrameBuilder {
         if let Some(number) = piece.number {
             self.body.extend_from_slice(&number.to_le_bytes());
         }
-        self.body.extend_from_slice(piece.chunk);
+        self.body.extend_from_slice(&piece.chunk);
         self.count += 1;
     }
 
@@ -768,7 +694,10 @@ pub fn decode_frame(header: &FrameHeader, frame: &[u8]) -> Result<Vec<LogRecord>
         let payload = cur.take(len)?.to_vec();
         records.push(LogRecord {
             lsn: header.first_lsn + i,
-            record: EncodedRecord { kind, payload },
+            record: EncodedRecord {
+                kind,
+                payload: payload.into(),
+            },
         });
     }
     if !cur.is_empty() {
