@@ -284,7 +284,9 @@ impl Db {
     /// (its LSN, commit time and operations), delivered once it is visible. `from` may be any
     /// LSN the log or its archive (`WalConfig::archive`) still holds (`Error::Retired`
     /// otherwise), or above the newest commit to follow only what comes next. Resume after a change with
-    /// `subscribe(change.lsn + 1)`.
+    /// `subscribe(change.lsn + 1)`. A transaction logged in pieces (over `max_record_bytes`)
+    /// has its last piece's LSN and comes whole from any `from` up to it, its first pieces
+    /// read from wherever the log or the archive keeps them.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

@@ -304,3 +304,111 @@ fn a_subscription_is_a_stream_of_changes() {
         assert_eq!(changes.iter().map(|c| c.lsn).collect::<Vec<_>>(), lsns);
     });
 }
+
+/// Commits one transaction of `n` 1 KiB puts to "split" (over `max_record_bytes`: logged in
+/// pieces) between two small commits; returns the LSNs of the three.
+fn commit_split(db: &Db, n: usize) -> [u64; 3] {
+    let small = |i: usize| {
+        let mut t = db.write().unwrap();
+        t.put("t", &key(i), b"small").unwrap();
+        t.commit().unwrap()
+    };
+    let before = small(0);
+    let mut t = db.write().unwrap();
+    for i in 0..n {
+        t.put("split", &key(i), &[i as u8; 1024]).unwrap();
+    }
+    let lsn = t.commit().unwrap();
+    [before, lsn, small(1)]
+}
+
+/// The first change read and checks it is the split transaction of `n` puts at `lsn`.
+fn expect_split(feed: &mut walmdb::Subscription<'_>, lsn: u64, n: usize, ctx: &str) {
+    let change = feed
+        .next_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{ctx}: the split transaction never came"));
+    assert_eq!(change.lsn, lsn, "{ctx}");
+    assert_eq!(change.ops.len(), n, "{ctx}");
+    for (i, op) in change.ops.iter().enumerate() {
+        match op {
+            Op::Put {
+                table,
+                key: k,
+                value,
+            } => {
+                assert_eq!((table.as_str(), k), ("split", &key(i)), "{ctx}");
+                assert_eq!(value, &vec![i as u8; 1024], "{ctx}");
+            }
+            other => panic!("{ctx}: {other:?}"),
+        }
+    }
+}
+
+/// A transaction logged in pieces has its last piece's LSN: a subscription from that LSN,
+/// or from one of its parts, gets it whole (it began before the read: read again from its
+/// first piece), then the commits after it.
+#[test]
+fn a_subscription_from_a_split_transactions_lsn_or_one_of_its_parts_gets_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || Config {
+        wal: WalConfig {
+            max_record_bytes: 16 << 10,
+            ..WalConfig::default()
+        },
+        ..Config::default()
+    };
+    let db = Db::open_with(dir.path(), cfg()).unwrap();
+    let [before, lsn, after] = commit_split(&db, 100);
+    assert!(lsn > before + 5, "in pieces: {before}..{lsn}");
+    db.close().unwrap();
+    // Reopened: the feed keeps no commits, so every subscription reads the log.
+    let db = Db::open_with(dir.path(), cfg()).unwrap();
+    for from in [lsn, lsn - 1, before + 2, before + 1] {
+        let ctx = format!("from {from}");
+        let mut feed = db.subscribe(from).unwrap();
+        expect_split(&mut feed, lsn, 100, &ctx);
+        let next = feed.next_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(next.lsn, after, "{ctx}");
+    }
+}
+
+/// A split transaction whose first pieces were retired to the archive while its last stays
+/// in the live log: a subscription from before it reads the parts from the archive and
+/// their end from the live log, and gets it whole.
+#[test]
+fn a_split_transaction_half_archived_half_live_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        wal: WalConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            archive: Some(ArchiveConfig::new(archive.path())),
+            ..WalConfig::default()
+        },
+        ..Config::default()
+    };
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    // 300 KiB in pieces of 16 KiB over 64 KiB segments.
+    let [before, lsn, after] = commit_split(&db, 300);
+    db.checkpoint().unwrap();
+    // The parts' first segments went to the archive; the active one, with the end, stays.
+    assert!(db.metrics().segments_archived > 0);
+    for from in [before, before + 1, lsn] {
+        let ctx = format!("from {from}");
+        let mut feed = db.subscribe(from).unwrap();
+        if from == before {
+            assert_eq!(
+                feed.next_timeout(Duration::from_secs(30))
+                    .unwrap()
+                    .unwrap()
+                    .lsn,
+                before
+            );
+        }
+        expect_split(&mut feed, lsn, 300, &ctx);
+        let next = feed.next_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(next.lsn, after, "{ctx}");
+    }
+}

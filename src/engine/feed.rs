@@ -28,6 +28,7 @@ use crate::lsn::Lsn;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::{bug, fence, AtomicBool, Bug, Condvar, Mutex, Ordering};
+use crate::wal::log::pieces::Reassembly;
 use crate::wal::{LogIter, Op, Record};
 
 /// The newest commits kept for subscriptions while any is open: at most this many, and
@@ -184,6 +185,12 @@ pub struct Subscription<'db> {
     tables: Option<BTreeSet<String>>,
     /// Reading the log, through the LSN it was opened for.
     log: Option<LogRead>,
+    /// The first LSN of the last split transaction read again from its first piece: one
+    /// ending at or after `next` whose first pieces lay before where a read began.
+    reread_from: Lsn,
+    /// Parts of a split transaction an archive read ended between, and the LSN the read of
+    /// the live log that joins them to their end starts at.
+    held: Option<(Lsn, Reassembly)>,
 }
 
 /// A read of the log in progress.
@@ -222,6 +229,8 @@ impl<'db> Subscription<'db> {
             ended: false,
             tables: None,
             log: None,
+            reread_from: 0,
+            held: None,
         };
         // Refuse at once an LSN neither the log nor the archive holds.
         let oldest = sub.oldest_in_log();
@@ -243,21 +252,30 @@ impl<'db> Subscription<'db> {
             .map_or(1, |m| m.first_lsn)
     }
 
-    /// Starts reading the records from `next` through `until`: from the live log, or from
+    /// Starts reading the records from `from` through `until`: from the live log, or from
     /// the archive (through the record before the live log's oldest) when the live log no
-    /// longer holds `next`.
-    fn start_reading(&mut self, until: Lsn) -> Result<()> {
+    /// longer holds `from`. A read of the live log right after an archive read that ended
+    /// between a transaction's pieces goes on with the parts it held.
+    fn start_reading(&mut self, from: Lsn, until: Lsn) -> Result<()> {
         let oldest = self.oldest_in_log();
-        if self.next >= oldest {
+        if from >= oldest {
+            let (from, held) = match self.held.take() {
+                Some((at, held)) if at <= from && at >= oldest => (at, Some(held)),
+                _ => (from, None),
+            };
+            let mut iter = self.engine.wal.read_between(from, until);
+            if let Some(held) = held {
+                iter = iter.holding(held);
+            }
             self.log = Some(LogRead {
-                iter: self.engine.wal.read_between(self.next, until),
+                iter,
                 until,
                 archived: false,
             });
             return Ok(());
         }
         let until = until.min(oldest - 1);
-        match self.engine.wal.read_archive_between(self.next, until)? {
+        match self.engine.wal.read_archive_between(from, until)? {
             Some(iter) => {
                 self.log = Some(LogRead {
                     iter,
@@ -266,10 +284,7 @@ impl<'db> Subscription<'db> {
                 });
                 Ok(())
             }
-            None => Err(Error::Retired {
-                lsn: self.next,
-                oldest,
-            }),
+            None => Err(Error::Retired { lsn: from, oldest }),
         }
     }
 
@@ -322,7 +337,21 @@ impl<'db> Subscription<'db> {
     pub fn try_next(&mut self) -> Result<Option<Change>> {
         loop {
             if let Some(read) = &mut self.log {
-                match read.iter.next() {
+                let item = read.iter.next();
+                // A split transaction ending at or after `next` whose first pieces lie before
+                // where the read began: read it again from its first piece (once each).
+                if let Some(first) = read.iter.began_before().filter(|&f| f > self.reread_from) {
+                    self.reread_from = first;
+                    let until = read.until.max(self.next);
+                    self.log = None;
+                    self.held = None;
+                    self.start_reading(first, until)?;
+                    continue;
+                }
+                match item {
+                    // Pieces read again before `next` are never handed out; a record is
+                    // handed out once.
+                    Some(Ok(rec)) if rec.lsn < self.next => continue,
                     Some(Ok(rec)) => {
                         self.next = rec.lsn + 1;
                         if let Some(change) = self.change_of_record(rec.lsn, &rec.record)? {
@@ -341,6 +370,12 @@ impl<'db> Subscription<'db> {
                         return Err(self.gone_or(e));
                     }
                     None => {
+                        if read.archived {
+                            let pieces = read.iter.take_held_pieces();
+                            if pieces.holds_parts() {
+                                self.held = Some((read.until + 1, pieces));
+                            }
+                        }
                         self.next = self.next.max(read.until + 1);
                         self.log = None;
                     }
@@ -349,11 +384,12 @@ impl<'db> Subscription<'db> {
             match self.step() {
                 Step::Deliver(lsn, writes) => {
                     self.next = lsn + 1;
+                    self.held = None;
                     if let Some(change) = self.change_of_writes(lsn, &writes) {
                         return Ok(Some(change));
                     }
                 }
-                Step::ReadLog(until) => self.start_reading(until)?,
+                Step::ReadLog(until) => self.start_reading(self.next, until)?,
                 Step::Wait => {
                     if let Some(e) = self.engine.state.refusal() {
                         return Err(e);

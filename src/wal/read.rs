@@ -101,6 +101,20 @@ impl LogIter {
         self.pieces.began_before()
     }
 
+    /// Takes the parts of a split transaction this read holds without their end (a read
+    /// that ended between its pieces), for the read that goes on from the next LSN
+    /// ([`LogIter::holding`]).
+    pub(crate) fn take_held_pieces(&mut self) -> Reassembly {
+        std::mem::take(&mut self.pieces)
+    }
+
+    /// Goes on with the parts an earlier read ending right before this one's start held, so
+    /// a transaction whose pieces the two reads share is read whole.
+    pub(crate) fn holding(mut self, pieces: Reassembly) -> Self {
+        self.pieces = pieces.holding_only();
+        self
+    }
+
     fn load_next_segment(&mut self) -> Result<()> {
         // The segment holding `next_lsn`: the last one starting at or before it.
         let Some(idx) = self

@@ -158,6 +158,19 @@ impl Reassembly {
         self.began_before
     }
 
+    /// The parts held, if any, without what the read before learned (`began_before`).
+    pub fn holding_only(self) -> Self {
+        Reassembly {
+            began_before: None,
+            ..self
+        }
+    }
+
+    /// Whether parts are held without their end.
+    pub fn holds_parts(&self) -> bool {
+        self.parts.is_some()
+    }
+
     /// Drops parts held without their end, before the record at `lsn`.
     fn drop_unended(&mut self, lsn: Lsn) {
         if let Some(held) = self.parts.take() {
