@@ -412,3 +412,30 @@ fn a_split_transaction_half_archived_half_live_is_read_whole() {
         assert_eq!(next.lsn, after, "{ctx}");
     }
 }
+
+/// A split transaction whose first pieces were retired (no archive) while its last stays
+/// live cannot be read whole: a subscription from its LSN gets `Retired` for its first
+/// piece, on every try, and never skips it for the commits after it.
+#[test]
+fn a_split_transaction_whose_first_pieces_are_retired_is_retired_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        wal: WalConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            ..WalConfig::default()
+        },
+        ..Config::default()
+    };
+    let db = Db::open_with(dir.path(), cfg).unwrap();
+    let [before, lsn, _] = commit_split(&db, 300);
+    db.checkpoint().unwrap();
+    assert!(matches!(db.subscribe(before), Err(Error::Retired { .. })));
+    let mut feed = db.subscribe(lsn).unwrap();
+    for _ in 0..2 {
+        match feed.next_timeout(Duration::from_secs(10)) {
+            Err(Error::Retired { lsn: first, .. }) => assert!(first > before && first < lsn),
+            other => panic!("expected Retired, got {other:?}"),
+        }
+    }
+}

@@ -340,12 +340,14 @@ impl<'db> Subscription<'db> {
                 let item = read.iter.next();
                 // A split transaction ending at or after `next` whose first pieces lie before
                 // where the read began: read it again from its first piece (once each).
+                // Where the log no longer holds its first pieces, every call says so
+                // (`Retired`): it is not skipped.
                 if let Some(first) = read.iter.began_before().filter(|&f| f > self.reread_from) {
-                    self.reread_from = first;
                     let until = read.until.max(self.next);
                     self.log = None;
                     self.held = None;
                     self.start_reading(first, until)?;
+                    self.reread_from = first;
                     continue;
                 }
                 match item {
