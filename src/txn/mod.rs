@@ -5,6 +5,7 @@
 //! or below `V`. Values are borrowed, zero-copy, from LMDB's map or from overlay versions,
 //! which stay alive while the snapshot is registered.
 
+mod buffer;
 mod iter;
 mod read;
 mod write;

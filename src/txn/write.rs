@@ -2,7 +2,6 @@
 //! and commit.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::bytes::SharedBytes;
@@ -19,11 +18,8 @@ use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
 use crate::wal::CommitFuture;
 
+use super::buffer::Buffer;
 use super::{Snapshot, WriteIter};
-
-/// A write transaction's buffered writes of one table: key -> value, or `None` for delete.
-/// Keys and values are shared with the commit's operations, not copied into them.
-type TableWrites = BTreeMap<HeadKey, Option<SharedBytes>>;
 
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +60,7 @@ pub struct WriteTxn<'db> {
     /// Begun at the first read: a transaction that only writes needs none.
     snap: OnceCell<Snapshot<'db>>,
     isolation: Isolation,
-    writes: BTreeMap<Arc<str>, TableWrites>,
+    writes: Buffer,
     /// Undo records, kept once a savepoint exists.
     undo: Vec<Undo>,
     has_savepoint: bool,
@@ -98,7 +94,7 @@ impl<'db> WriteTxn<'db> {
             started: Instant::now(),
             snap: OnceCell::new(),
             isolation,
-            writes: BTreeMap::new(),
+            writes: Buffer::default(),
             undo: Vec::new(),
             has_savepoint: false,
             savepoints: Vec::new(),
@@ -129,7 +125,7 @@ impl<'db> WriteTxn<'db> {
 
     fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
         self.writes
-            .get(table)
+            .table(table)
             .and_then(|w| w.get(key))
             .map(|v| v.as_deref())
     }
@@ -184,7 +180,7 @@ impl<'db> WriteTxn<'db> {
                 .push((t, (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)))
         });
         let mut n = snap.count(table)?;
-        for (key, value) in self.writes.get(table).into_iter().flatten() {
+        for (key, value) in self.writes.table(table).into_iter().flatten() {
             match (snap.get(table, key.bytes())?.is_some(), value.is_some()) {
                 (false, true) => n += 1,
                 (true, false) => n = n.saturating_sub(1),
@@ -208,7 +204,7 @@ impl<'db> WriteTxn<'db> {
     fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
         self.check_age()?;
         let snap = self.snap()?.iter(table, bounds.clone(), reverse)?;
-        let own = match (self.writes.get(table), bounds_valid(&bounds)) {
+        let own = match (self.writes.table(table), bounds_valid(&bounds)) {
             (Some(w), true) => {
                 Some(w.range::<[u8], _>((as_slice_bound(&bounds.0), as_slice_bound(&bounds.1))))
             }
@@ -244,24 +240,15 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn buffer(&mut self, table: &str, key: HeadKey, value: Option<SharedBytes>) {
-        let writes = match self.writes.get_mut(table) {
-            Some(w) => w,
-            None => self.writes.entry(Arc::from(table)).or_default(),
-        };
-        let undo_key = self.has_savepoint.then(|| key.clone());
-        let prev = writes.insert(key, value);
-        if self.has_savepoint {
-            let table = self
-                .writes
-                .get_key_value(table)
-                .map(|(k, _)| k.clone())
-                .expect("inserted above");
-            self.undo.push(Undo {
-                table,
-                key: undo_key.expect("kept with a savepoint"),
-                prev,
-            });
+        if !self.has_savepoint {
+            self.writes.append(table, key, value);
+            return;
         }
+        // With a savepoint, each write keeps what it replaced, for its undo.
+        let mut sorted = self.writes.sorted_mut();
+        let (table, writes) = sorted.table(table);
+        let prev = writes.insert(key.clone(), value);
+        self.undo.push(Undo { table, key, prev });
     }
 
     /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
@@ -339,9 +326,10 @@ impl<'db> WriteTxn<'db> {
         };
         let undo_len = self.savepoints[at].1;
         self.savepoints.truncate(at + 1);
+        let mut sorted = self.writes.sorted_mut();
         while self.undo.len() > undo_len {
             let u = self.undo.pop().expect("len checked");
-            let writes = self.writes.entry(u.table).or_default();
+            let writes = sorted.table_named(u.table);
             match u.prev {
                 Some(prev) => {
                     writes.insert(u.key, prev);
@@ -351,7 +339,7 @@ impl<'db> WriteTxn<'db> {
                 }
             }
         }
-        self.writes.retain(|_, w| !w.is_empty());
+        sorted.drop_empty();
         Ok(())
     }
 
@@ -436,15 +424,15 @@ impl<'db> WriteTxn<'db> {
             level.validate("the commit's durability")?;
         }
         self.check_age()?;
-        if self.writes.is_empty() {
+        if self.writes.sorted().all(|(_, w)| w.is_empty()) {
             return Ok(Prepared::Nothing(match self.snap.get() {
                 Some(snap) => snap.lsn(),
                 None => self.engine.state.visible_lsn.load(Ordering::Acquire),
             }));
         }
-        let count = self.writes.values().map(BTreeMap::len).sum();
+        let count = self.writes.sorted().map(|(_, w)| w.len()).sum();
         let mut ops = Vec::with_capacity(count);
-        let versions_cost: usize = (self.writes.values().flat_map(BTreeMap::iter))
+        let versions_cost: usize = (self.writes.sorted().flat_map(|(_, w)| w.iter()))
             .map(|(key, value)| version_cost(key.bytes(), value.as_deref()))
             .sum();
         // More than one write into the overlay: the keys and values are copied into a few
@@ -454,13 +442,13 @@ impl<'db> WriteTxn<'db> {
         // through to LMDB: a bulk load) keeps its writes' own, as copies would take its
         // size again at its peak.
         let pack = count > 1 && !too_big_for_overlay(versions_cost, self.engine);
-        let strings = self.writes.values().flat_map(|writes| {
+        let strings = self.writes.sorted().flat_map(|(_, writes)| {
             writes
                 .iter()
                 .flat_map(|(key, value)| std::iter::once(key.bytes()).chain(value.as_deref()))
         });
         let mut packed = pack.then(|| crate::bytes::pack(strings));
-        for (table, writes) in &self.writes {
+        for (table, writes) in self.writes.sorted() {
             for (key, value) in writes {
                 let (key, value) = match packed.as_mut() {
                     Some(packed) => {
