@@ -21,6 +21,20 @@ fn commit_n(db: &Db, table: &str, first: usize, n: usize) -> Vec<u64> {
         .collect()
 }
 
+/// 16 KiB records in 64 KiB segments, so a checkpoint retires segments (to `archive`, if
+/// given) and a transaction of more than 16 KiB is logged in pieces.
+fn small_log(archive: Option<&std::path::Path>) -> Config {
+    Config {
+        wal: WalConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            archive: archive.map(ArchiveConfig::new),
+            ..WalConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
 fn put_of(change: &Change) -> (String, Vec<u8>, Vec<u8>) {
     match &change.ops[..] {
         [Op::Put { table, key, value }] => (table.clone(), key.clone(), value.clone()),
@@ -142,14 +156,7 @@ fn after_a_reopen_a_subscription_reads_the_recovered_log() {
 #[test]
 fn an_lsn_the_log_no_longer_holds_is_retired_and_the_oldest_one_it_holds_works() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        wal: WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 16 << 10,
-            ..WalConfig::default()
-        },
-        ..Config::default()
-    };
+    let cfg = small_log(None);
     let db = Db::open_with(dir.path(), cfg).unwrap();
     let lsns = commit_n(&db, "t", 0, 3_000);
     // A subscription that has not read yet when its segments are retired.
@@ -249,15 +256,7 @@ fn large_commits_past_the_kept_bytes_are_read_from_the_log() {
 fn a_subscription_reads_retired_segments_from_the_archive_then_the_live_log() {
     let dir = tempfile::tempdir().unwrap();
     let archive = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        wal: WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 16 << 10,
-            archive: Some(ArchiveConfig::new(archive.path())),
-            ..WalConfig::default()
-        },
-        ..Config::default()
-    };
+    let cfg = small_log(Some(archive.path()));
     let db = Db::open_with(dir.path(), cfg).unwrap();
     let lsns = commit_n(&db, "t", 0, 3_000);
     let mut before = db.subscribe(lsns[0]).unwrap();
@@ -380,15 +379,7 @@ fn a_subscription_from_a_split_transactions_lsn_or_one_of_its_parts_gets_it_whol
 fn a_split_transaction_half_archived_half_live_is_read_whole() {
     let dir = tempfile::tempdir().unwrap();
     let archive = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        wal: WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 16 << 10,
-            archive: Some(ArchiveConfig::new(archive.path())),
-            ..WalConfig::default()
-        },
-        ..Config::default()
-    };
+    let cfg = small_log(Some(archive.path()));
     let db = Db::open_with(dir.path(), cfg).unwrap();
     // 300 KiB in pieces of 16 KiB over 64 KiB segments.
     let [before, lsn, after] = commit_split(&db, 300);
@@ -419,14 +410,7 @@ fn a_split_transaction_half_archived_half_live_is_read_whole() {
 #[test]
 fn a_split_transaction_whose_first_pieces_are_retired_is_retired_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        wal: WalConfig {
-            segment_bytes: 64 << 10,
-            max_record_bytes: 16 << 10,
-            ..WalConfig::default()
-        },
-        ..Config::default()
-    };
+    let cfg = small_log(None);
     let db = Db::open_with(dir.path(), cfg).unwrap();
     let [before, lsn, _] = commit_split(&db, 300);
     db.checkpoint().unwrap();
