@@ -14,6 +14,7 @@
 //! cargo run --release --example overlay_reads -- get 2000000 1000000 4
 //! cargo run --release --example overlay_reads -- sorted 1000000 0 0
 //! cargo run --release --example overlay_reads -- pops 1000000 0 4         # at None
+//! cargo run --release --example overlay_reads -- pops 1000000 300000 4    # behind a backlog
 //! cargo run --release --example overlay_reads -- pops 1000000 0 4 group   # at GroupCommit
 //! ```
 
@@ -53,6 +54,7 @@ fn main() {
         pops(
             dir.path(),
             settled,
+            unapplied,
             secs,
             args.get(5).is_some_and(|a| a == "group"),
         );
@@ -130,9 +132,10 @@ fn main() {
     println!("{mode}: {per_read:.0} ns a read transaction ({reads} reads)");
 }
 
-/// `settled` keys, then for `secs` seconds pops of the first key, a commit each, at `None`
-/// (at the default durability when `group`).
-fn pops(dir: &std::path::Path, settled: u64, secs: f64, group: bool) {
+/// `settled` keys, then `backlog` 1-key commits of new keys at `None` (the applier's backlog
+/// the pops start behind, as in the harness's kv rows), then for `secs` seconds pops of the
+/// first key, a commit each, at `None` (at the default durability when `group`).
+fn pops(dir: &std::path::Path, settled: u64, backlog: u64, secs: f64, group: bool) {
     let db = Db::open_with(dir, Config::default().table("t")).expect("open");
     let mut txn = db.write().expect("write");
     for i in 0..settled {
@@ -140,6 +143,11 @@ fn pops(dir: &std::path::Path, settled: u64, secs: f64, group: bool) {
     }
     txn.commit_with(Durability::None).expect("commit");
     db.wait_applied(db.stats().visible_lsn).expect("apply");
+    for i in 0..backlog {
+        let mut txn = db.write().expect("write");
+        txn.put("t", &key(settled + i), &[5u8; 150]).expect("put");
+        txn.commit_with(Durability::None).expect("commit");
+    }
     let start = Instant::now();
     let mut pops = 0u64;
     while start.elapsed() < Duration::from_secs_f64(secs) {

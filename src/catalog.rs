@@ -10,10 +10,13 @@ use std::collections::HashMap;
 
 use heed::types::Bytes;
 
+use crate::ends::Ends;
 use crate::keys::HeadKey;
 use crate::lsn::Lsn;
 use crate::overlay::{Evicted, Overlay, OverlaySummary, Version};
-use crate::sync::{AtomicPtr, AtomicU64, DataArc as Arc, Ordering, RwLock, SetOnce};
+use crate::sync::{
+    AtomicBool, AtomicPtr, AtomicU64, DataArc as Arc, Mutex, Ordering, RwLock, SetOnce,
+};
 
 /// An LMDB table handle.
 pub(crate) type Dbi = heed::Database<Bytes, Bytes>;
@@ -162,6 +165,11 @@ pub(crate) struct Table {
     pub overlay: Arc<OverlaySummary>,
     /// Its settled view, read without the lock ([`TableState::publish_settled`]).
     settled: Arc<Settled>,
+    /// What it is known to hold nothing beyond, at each end ([`crate::ends`]).
+    pub ends: Mutex<Ends>,
+    /// Set once a walk taught `ends` something: until then a walk from inside the table
+    /// does not take its lock. A hint: a walk that misses what is known only walks further.
+    pub ends_taught: AtomicBool,
 }
 
 /// Every table this process knows, dropped ones included (their names may come back).
@@ -275,6 +283,8 @@ impl Catalog {
                     overlay: state.overlay.summary(),
                     settled: state.settled.clone(),
                     state: RwLock::new(state),
+                    ends: Mutex::default(),
+                    ends_taught: AtomicBool::new(false),
                 })
             })
             .clone()

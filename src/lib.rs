@@ -52,6 +52,7 @@ mod wal;
 // LMDB and the in-memory state over it.
 mod catalog;
 mod clock;
+mod ends;
 mod overlay;
 mod snapshots;
 mod store;

@@ -238,9 +238,15 @@ where
     type Item = Result<(K::Decoded<'t>, V::Decoded<'t>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = self.inner.next()?;
-        Some(entry.and_then(|(k, v)| Ok((K::decode(k)?, V::decode(v)?))))
+        Some(self.inner.next()?.and_then(decode::<K, V>))
     }
+}
+
+/// An entry decoded.
+fn decode<'t, K: Codec, V: Codec>(
+    (key, value): (&'t [u8], &'t [u8]),
+) -> Result<(K::Decoded<'t>, V::Decoded<'t>)> {
+    Ok((K::decode(key)?, V::decode(value)?))
 }
 
 fn typed<'t, I, K, V>(inner: I) -> TypedIter<'t, I, K, V> {
@@ -292,7 +298,7 @@ impl<'t, K: Codec, V: Codec> ReadTable<'t, K, V> {
 
     /// The entry with the smallest key.
     pub fn first(&self) -> Result<Option<(K::Decoded<'t>, V::Decoded<'t>)>> {
-        self.range(..)?.next().transpose()
+        self.txn.first(self.name)?.map(decode::<K, V>).transpose()
     }
 
     /// The number of entries (see [`ReadTxn::count`]).
@@ -302,7 +308,7 @@ impl<'t, K: Codec, V: Codec> ReadTable<'t, K, V> {
 
     /// The entry with the largest key.
     pub fn last(&self) -> Result<Option<(K::Decoded<'t>, V::Decoded<'t>)>> {
-        self.rev_range(..)?.next().transpose()
+        self.txn.last(self.name)?.map(decode::<K, V>).transpose()
     }
 }
 

@@ -24,6 +24,7 @@ const ORDER: &[&str] = &[
     // The log: the group-commit pipeline over the log's files.
     "wal",
     // LMDB and the in-memory state over it.
+    "ends",
     "overlay",
     "catalog",
     "snapshots",

@@ -547,10 +547,51 @@ impl Sequencer for EngineSequencer {
 /// apply queue, then `visible_lsn`. Runs on the flusher thread, in LSN order. A commit that
 /// goes through is applied to LMDB first, and no later commit is published meanwhile.
 pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
+    note_ends(sh, lsn, &writes.ops);
     if writes.through {
         publish_through(sh, lsn, &writes);
     } else {
         publish_to_overlay(sh, lsn, writes);
+    }
+}
+
+/// Tells each table the commit at `lsn` puts into, creates or drops what it puts, before
+/// any snapshot can see it: what was known of its ends and the commit crosses is forgotten
+/// (see [`crate::ends`]).
+fn note_ends(sh: &EngineState, lsn: Lsn, ops: &[WriteOp]) {
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let name = first.table();
+        let len = rest.iter().position(|op| op.table() != name);
+        let (run, after) = rest.split_at(len.unwrap_or(rest.len()));
+        rest = after;
+        let mut span: Option<(&[u8], &[u8])> = None;
+        let mut reset = false;
+        for op in run {
+            match op {
+                WriteOp::Put { key, .. } => {
+                    let key = &key[..];
+                    span =
+                        Some(span.map_or((key, key), |(low, high)| (low.min(key), high.max(key))));
+                }
+                WriteOp::Delete { .. } => {}
+                WriteOp::CreateTable { .. } | WriteOp::DropTable { .. } => reset = true,
+            }
+        }
+        if span.is_none() && !reset {
+            continue;
+        }
+        // A table never known has nothing known of its ends.
+        let Some(table) = sh.catalog.get(name) else {
+            continue;
+        };
+        let mut ends = table.ends.lock();
+        if reset {
+            ends.reset(lsn);
+        }
+        if let Some((lowest, highest)) = span {
+            ends.put(lsn, lowest, highest);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use std::ptr::NonNull;
 
 use crate::bytes::SharedBytes;
 use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView};
+use crate::ends::End;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keys::{bounds_valid, HeadKey, KeyBounds};
@@ -224,6 +225,7 @@ impl<'db> Snapshot<'db> {
             steps: 0,
             engine: &self.engine.state,
             deletions_passed: 0,
+            learn: None,
         };
         if !bounds_valid(&bounds) {
             return Ok(empty);
@@ -231,6 +233,10 @@ impl<'db> Snapshot<'db> {
         let Some((t, view)) = self.table(table).and_then(|k| Some((k.table, k.view?))) else {
             return Ok(empty);
         };
+        let (bounds, learn) = from_known_end(t, bounds, reverse, self.reg.visible);
+        if !bounds_valid(&bounds) {
+            return Ok(empty);
+        }
         // The bounds over stored keys (1 to `MAX_KEY_LEN` bytes), the overlay's as LMDB's.
         let Some(range) = lmdb_bounds(&bounds) else {
             return Ok(empty);
@@ -296,8 +302,50 @@ impl<'db> Snapshot<'db> {
             steps: 0,
             engine: &self.engine.state,
             deletions_passed: 0,
+            learn: learn.map(|end| (t, end, self.reg.visible)),
         })
     }
+}
+
+/// `bounds` of a walk of `t` by a snapshot at `visible`, its start moved up to what that
+/// snapshot is known to see no key before (see [`crate::ends`]), and the end the walk
+/// teaches its first key to when it starts at one (the table's end, or that bound).
+fn from_known_end(
+    t: &Table,
+    mut bounds: KeyBounds,
+    reverse: bool,
+    visible: Lsn,
+) -> (KeyBounds, Option<End>) {
+    let end = if reverse { End::Back } else { End::Front };
+    let start = if reverse {
+        &mut bounds.1
+    } else {
+        &mut bounds.0
+    };
+    let from_end = matches!(start, Bound::Unbounded);
+    // Nothing taught yet: no lock (a walk that misses what is known only walks further).
+    if !t.ends_taught.load(Ordering::Relaxed) {
+        return (bounds, from_end.then_some(end));
+    }
+    let ends = t.ends.lock();
+    let (from_end, moved) = match (ends.known(end, visible), &*start) {
+        (known, Bound::Unbounded) => (true, known.map(<[u8]>::to_vec)),
+        (None, _) => (false, None),
+        (Some(known), Bound::Included(key) | Bound::Excluded(key)) => {
+            let before = if reverse {
+                &key[..] > known
+            } else {
+                &key[..] < known
+            };
+            let at = matches!(start, Bound::Included(key) if &key[..] == known);
+            (before || at, before.then(|| known.to_vec()))
+        }
+    };
+    drop(ends);
+    if let Some(known) = moved {
+        *start = Bound::Included(known);
+    }
+    (bounds, from_end.then_some(end))
 }
 
 impl std::fmt::Debug for Snapshot<'_> {

@@ -101,11 +101,22 @@ impl<'db> ReadTxn<'db> {
     /// The entry of `table` with the smallest key (`None`: the table is empty or does not
     /// exist).
     pub fn first(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
-        self.range(table, ..)?.next().transpose()
+        self.end(table, false)
     }
 
     /// The entry of `table` with the largest key.
     pub fn last(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
-        self.rev_range(table, ..)?.next().transpose()
+        self.end(table, true)
+    }
+
+    /// The first entry of a walk from an end, which it teaches to the table (`crate::ends`).
+    fn end(&self, table: &str, reverse: bool) -> Result<Option<(&[u8], &[u8])>> {
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        let mut walk = self.snap.iter(table, all, reverse)?;
+        let entry = walk.next().transpose()?;
+        if let Some((key, _)) = entry {
+            walk.teach_first(key);
+        }
+        Ok(entry)
     }
 }

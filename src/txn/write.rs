@@ -193,12 +193,24 @@ impl<'db> WriteTxn<'db> {
     /// The entry of `table` with the smallest key, this transaction's writes included. Under
     /// `Isolation::Serializable` it reads the whole table: any commit to it conflicts.
     pub fn first(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
-        self.range(table, ..)?.next().transpose()
+        self.end(table, false)
     }
 
     /// The entry of `table` with the largest key, as [`WriteTxn::first`].
     pub fn last(&self, table: &str) -> Result<Option<(&[u8], &[u8])>> {
-        self.rev_range(table, ..)?.next().transpose()
+        self.end(table, true)
+    }
+
+    /// The first entry of a walk from an end. Without writes of its own in the table, it is
+    /// the snapshot's, which it teaches to the table (`crate::ends`).
+    fn end(&self, table: &str, reverse: bool) -> Result<Option<(&[u8], &[u8])>> {
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        let mut walk = self.iter(table, all, reverse)?;
+        let entry = walk.next().transpose()?;
+        if let (Some((key, _)), None) = (entry, &walk.own) {
+            walk.snap.teach_first(key);
+        }
+        Ok(entry)
     }
 
     fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
