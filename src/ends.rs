@@ -86,11 +86,11 @@ impl Ends {
 
     /// Learns, from a walk from `end` whose snapshot at `visible` sees no key beyond
     /// `first` on that side, that the table holds none there while no later commit puts
-    /// one: unless a commit after `visible` may have put one already.
-    pub fn learn(&mut self, end: End, visible: Lsn, first: &[u8]) {
+    /// one: unless a commit after `visible` may have put one already. True if it learned.
+    pub fn learn(&mut self, end: End, visible: Lsn, first: &[u8]) -> bool {
         // What a newer snapshot taught stays: it serves the snapshots begun now.
         if self.forgotten > visible || self.side(end).as_ref().is_some_and(|k| k.since > visible) {
-            return;
+            return false;
         }
         let head = head_of(first);
         // Heads order as the keys where they differ: an equal head may be either side.
@@ -109,6 +109,7 @@ impl Ends {
                 since: visible,
             });
         }
+        !crossed
     }
 
     fn side(&self, end: End) -> &Option<Known> {

@@ -372,8 +372,9 @@ impl Iter<'_> {
     /// slowed every range step measurably.
     pub(super) fn teach_first(&mut self, first: &[u8]) {
         if let Some((table, end, visible)) = self.learn.take() {
-            table.ends.lock().learn(end, visible, first);
-            table.ends_taught.store(true, Ordering::Relaxed);
+            if table.ends.lock().learn(end, visible, first) {
+                table.ends_taught.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
