@@ -10,7 +10,9 @@ pub trait Engine: Send + Sync {
     fn worker(&self) -> Result<Box<dyn Worker + '_>>;
 
     /// Returns once everything committed is in the engine's main store and on disk (walmdb:
-    /// applied to LMDB and checkpointed), so reads and on-disk sizes measure the settled state.
+    /// applied to LMDB, checkpointed, and evicted from its overlay, which the applier does
+    /// in the background after it applies), so reads and on-disk sizes measure the settled
+    /// state.
     fn settle(&self) -> Result<()>;
 
     /// Anything about the engine's state right now that a reader of a cell should know (walmdb:
