@@ -559,12 +559,8 @@ pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
 /// any snapshot can see it: what was known of its ends and the commit crosses is forgotten
 /// (see [`crate::ends`]).
 fn note_ends(sh: &EngineState, lsn: Lsn, ops: &[WriteOp]) {
-    let mut rest = ops;
-    while let Some(first) = rest.first() {
-        let name = first.table();
-        let len = rest.iter().position(|op| op.table() != name);
-        let (run, after) = rest.split_at(len.unwrap_or(rest.len()));
-        rest = after;
+    for run in table_runs(ops) {
+        let name = run[0].table();
         let mut span: Option<(&[u8], &[u8])> = None;
         let mut reset = false;
         for op in run {
@@ -595,17 +591,17 @@ fn note_ends(sh: &EngineState, lsn: Lsn, ops: &[WriteOp]) {
     }
 }
 
+/// A commit's operations table by table: they come a run of one table's at a time.
+fn table_runs(ops: &[WriteOp]) -> impl Iterator<Item = &[WriteOp]> {
+    ops.chunk_by(|a, b| a.table() == b.table())
+}
+
 /// [`publish`] of a commit whose versions the overlay holds.
 fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     let mut bytes = 0;
     let mut versions = 0;
-    // A commit's operations come table by table: a run of them at a time.
-    let mut rest = &writes.ops[..];
-    while let Some(first) = rest.first() {
-        let name = first.table();
-        let len = rest.iter().position(|op| op.table() != name);
-        let (run, after) = rest.split_at(len.unwrap_or(rest.len()));
-        rest = after;
+    for run in table_runs(&writes.ops) {
+        let name = run[0].table();
         // A delete from a table never known changes nothing visible: skip it.
         let Some(table) = sh.catalog.get(name) else {
             continue;

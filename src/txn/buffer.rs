@@ -151,16 +151,11 @@ pub(super) struct SortedMut<'a>(&'a mut Tables);
 impl SortedMut<'_> {
     /// A table's writes, created empty if missing, and the table's name as kept.
     pub(super) fn table(&mut self, table: &str) -> (Arc<str>, &mut TableWrites) {
-        if !self.0.contains_key(table) {
-            self.0.insert(Arc::from(table), TableBuffer::default());
-        }
-        let name = self
-            .0
-            .get_key_value(table)
-            .expect("inserted above")
-            .0
-            .clone();
-        (name, &mut self.0.get_mut(table).expect("present").sorted)
+        let name = match self.0.get_key_value(table) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(table),
+        };
+        (name.clone(), self.table_named(name))
     }
 
     /// As [`SortedMut::table`], by the name as kept.
