@@ -190,6 +190,10 @@ impl HeadKey {
     pub(crate) fn shared_bytes(&self) -> &SharedBytes {
         &self.key
     }
+
+    pub(crate) fn into_shared_bytes(self) -> SharedBytes {
+        self.key
+    }
 }
 
 impl Ord for HeadKey {

@@ -14,6 +14,9 @@ use crate::sync::DataArc as Arc;
 /// shared with the commit's operations, not copied into them.
 pub(super) type TableWrites = BTreeMap<HeadKey, Option<SharedBytes>>;
 
+/// A table's writes in key order, each key's last: what a commit takes.
+pub(super) type TableRun = Vec<(HeadKey, Option<SharedBytes>)>;
+
 type Tables = BTreeMap<Arc<str>, TableBuffer>;
 
 #[derive(Debug, Default)]
@@ -43,14 +46,6 @@ impl Buffer {
         self.unsorted.set(true);
     }
 
-    /// The tables' writes, sorted.
-    pub(super) fn sorted(&self) -> impl Iterator<Item = (&Arc<str>, &TableWrites)> + Clone {
-        self.sort_in();
-        // SAFETY: see `sort_in`; nothing mutates the tables while this borrow lives.
-        let tables = unsafe { &*self.tables.get() };
-        tables.iter().map(|(name, t)| (name, &t.sorted))
-    }
-
     /// A table's writes, sorted.
     pub(super) fn table(&self, table: &str) -> Option<&TableWrites> {
         self.sort_in();
@@ -63,6 +58,18 @@ impl Buffer {
     pub(super) fn sorted_mut(&mut self) -> SortedMut<'_> {
         self.sort_in();
         SortedMut(self.tables.get_mut())
+    }
+
+    /// The tables' writes in key order, each key's last, taken for a commit (tables left
+    /// without writes are left out): a table whose writes were never read back is sorted
+    /// from its appended list alone, in place, with no map built.
+    pub(super) fn into_runs(self) -> Vec<(Arc<str>, TableRun)> {
+        self.tables
+            .into_inner()
+            .into_iter()
+            .map(|(name, t)| (name, t.into_run()))
+            .filter(|(_, run)| !run.is_empty())
+            .collect()
     }
 
     /// Sorts every table's appended writes in (each key's last write wins).
@@ -85,12 +92,26 @@ impl Buffer {
     }
 }
 
+impl TableBuffer {
+    fn into_run(self) -> TableRun {
+        let appended = last_writes(self.appended);
+        if self.sorted.is_empty() {
+            return appended;
+        }
+        MergeNewer {
+            old: self.sorted.into_iter().peekable(),
+            new: appended.into_iter().peekable(),
+        }
+        .collect()
+    }
+}
+
 /// A table's appended writes sorted into its map.
 fn sort_in_table(t: &mut TableBuffer) {
     if t.appended.is_empty() {
         return;
     }
-    let mut appended = std::mem::take(&mut t.appended);
+    let appended = std::mem::take(&mut t.appended);
     if appended.len() < t.sorted.len() / 4 {
         // Few into many: each where it goes, in the order made (the last wins).
         for (key, value) in appended {
@@ -98,22 +119,33 @@ fn sort_in_table(t: &mut TableBuffer) {
         }
         return;
     }
-    // Sorted by key keeping the order made among equal keys, then each key's last.
-    appended.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut last: Vec<(HeadKey, Option<SharedBytes>)> = Vec::with_capacity(appended.len());
-    for entry in appended {
-        match last.last_mut() {
-            Some(prev) if prev.0 == entry.0 => *prev = entry,
-            _ => last.push(entry),
-        }
-    }
     // Merged with the map's (an appended write wins), built at once from the sorted run.
+    let last = last_writes(appended);
     let old = std::mem::take(&mut t.sorted);
     t.sorted = MergeNewer {
         old: old.into_iter().peekable(),
         new: last.into_iter().peekable(),
     }
     .collect();
+}
+
+/// `writes`, in the order made, sorted by key keeping each key's last write, in place.
+/// Writes made in ascending key order (sorted loads) are checked, not sorted.
+fn last_writes(mut writes: TableRun) -> TableRun {
+    if !writes.is_sorted_by(|a, b| a.0 < b.0) {
+        // Stable: equal keys stay in the order made.
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        // `dedup_by` keeps the first of equal neighbours and hands the later one first:
+        // swapped, the kept entry holds the later write.
+        writes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+    }
+    writes
 }
 
 /// Two sorted runs of distinct keys merged in order, `new`'s entry where both hold a key.
@@ -189,7 +221,7 @@ mod tests {
             rng
         };
         let mut buffer = Buffer::default();
-        let mut model: BTreeMap<String, BTreeMap<HeadKey, Option<Vec<u8>>>> = BTreeMap::new();
+        let mut model: BTreeMap<String, ModelTable> = BTreeMap::new();
         for round in 0..300 {
             let writes = if round % 10 == 0 { 2_000 } else { next() % 40 };
             for _ in 0..writes {
@@ -216,7 +248,72 @@ mod tests {
                 let want: Vec<_> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(got, want, "round {round}, table {table}");
             }
-            assert_eq!(buffer.sorted().count(), model.len());
+        }
+        // Writes appended after the last read, then taken for a commit.
+        for _ in 0..500 {
+            let table = ["a", "b", "c"][(next() % 3) as usize];
+            let k = key(next() % 700);
+            let value = (next() % 5 != 0).then(|| next().to_be_bytes().to_vec());
+            buffer.append(table, k.clone(), value.as_deref().map(SharedBytes::copy_of));
+            model.entry(table.into()).or_default().insert(k, value);
+        }
+        assert_runs(buffer, &model);
+    }
+
+    /// What a model table holds: each key's last write.
+    type ModelTable = BTreeMap<HeadKey, Option<Vec<u8>>>;
+
+    fn assert_runs(buffer: Buffer, model: &BTreeMap<String, ModelTable>) {
+        let got: Vec<(String, Vec<_>)> = buffer
+            .into_runs()
+            .into_iter()
+            .map(|(table, run)| {
+                let run = run
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_deref().map(<[u8]>::to_vec)));
+                (table.to_string(), run.collect())
+            })
+            .collect();
+        let want: Vec<_> = model
+            .iter()
+            .map(|(t, w)| {
+                (
+                    t.clone(),
+                    w.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// A commit takes each key's last write in key order, however the writes came: in
+    /// ascending order (checked, not sorted), ascending with repeats, descending, or into
+    /// a table whose map holds writes already.
+    #[test]
+    fn a_commit_takes_each_keys_last_write_in_key_order() {
+        let k = |i: u64| HeadKey::new(&i.to_be_bytes());
+        let orders: [&[u64]; 4] = [&[1, 2, 3, 9], &[1, 2, 2, 3, 3, 3], &[9, 3, 2, 1, 3], &[]];
+        for (case, order) in orders.iter().enumerate() {
+            for read_first in [false, true] {
+                let mut buffer = Buffer::default();
+                let mut model: BTreeMap<String, ModelTable> = BTreeMap::new();
+                if read_first {
+                    for i in [2, 5] {
+                        buffer.append("t", k(i), None);
+                        model.entry("t".into()).or_default().insert(k(i), None);
+                    }
+                    assert!(buffer.table("t").is_some());
+                }
+                for (at, &i) in order.iter().enumerate() {
+                    let value = vec![case as u8, at as u8];
+                    buffer.append("t", k(i), Some(SharedBytes::copy_of(&value)));
+                    model
+                        .entry("t".into())
+                        .or_default()
+                        .insert(k(i), Some(value));
+                }
+                assert_runs(buffer, &model);
+            }
         }
     }
 }

@@ -436,52 +436,55 @@ impl<'db> WriteTxn<'db> {
             level.validate("the commit's durability")?;
         }
         self.check_age()?;
-        if self.writes.sorted().all(|(_, w)| w.is_empty()) {
+        // Taken, not read: a transaction that never read its writes back builds no map.
+        let runs = std::mem::take(&mut self.writes).into_runs();
+        if runs.is_empty() {
             return Ok(Prepared::Nothing(match self.snap.get() {
                 Some(snap) => snap.lsn(),
                 None => self.engine.state.visible_lsn.load(Ordering::Acquire),
             }));
         }
-        let count = self.writes.sorted().map(|(_, w)| w.len()).sum();
+        let count = runs.iter().map(|(_, run)| run.len()).sum();
         let mut ops = Vec::with_capacity(count);
-        let versions_cost: usize = (self.writes.sorted().flat_map(|(_, w)| w.iter()))
+        let versions_cost: usize = (runs.iter().flat_map(|(_, run)| run))
             .map(|(key, value)| version_cost(key.bytes(), value.as_deref()))
             .sum();
+        let op = |table: &Arc<str>, key, value| match value {
+            Some(value) => WriteOp::Put {
+                table: table.clone(),
+                key,
+                value,
+            },
+            None => WriteOp::Delete {
+                table: table.clone(),
+                key,
+            },
+        };
         // More than one write into the overlay: the keys and values are copied into a few
         // blocks (`crate::bytes`), so the applier frees a block at a time, not a write; the
         // buffer's, an allocation a write, are freed here on this thread. One write's key
         // and value share one allocation already; a commit too big for the overlay (it goes
-        // through to LMDB: a bulk load) keeps its writes' own, as copies would take its
-        // size again at its peak.
-        let pack = count > 1 && !too_big_for_overlay(versions_cost, self.engine);
-        let strings = self.writes.sorted().flat_map(|(_, writes)| {
-            writes
-                .iter()
-                .flat_map(|(key, value)| std::iter::once(key.bytes()).chain(value.as_deref()))
-        });
-        let mut packed = pack.then(|| crate::bytes::pack(strings));
-        for (table, writes) in self.writes.sorted() {
-            for (key, value) in writes {
-                let (key, value) = match packed.as_mut() {
-                    Some(packed) => {
-                        let mut next = || packed.next().expect("each key and value was packed");
-                        let key = next();
-                        (key, value.as_ref().map(|_| next()))
-                    }
-                    None => (key.shared_bytes().clone(), value.clone()),
-                };
-                let op = match value {
-                    Some(value) => WriteOp::Put {
-                        table: table.clone(),
-                        key,
-                        value,
-                    },
-                    None => WriteOp::Delete {
-                        table: table.clone(),
-                        key,
-                    },
-                };
-                ops.push(op);
+        // through to LMDB: a bulk load) keeps its writes' own, moved into its operations,
+        // as copies would take its size again at its peak.
+        if count > 1 && !too_big_for_overlay(versions_cost, self.engine) {
+            let strings = runs.iter().flat_map(|(_, run)| {
+                run.iter()
+                    .flat_map(|(key, value)| std::iter::once(key.bytes()).chain(value.as_deref()))
+            });
+            let mut packed = crate::bytes::pack(strings);
+            let mut next = || packed.next().expect("each key and value was packed");
+            for (table, run) in &runs {
+                for (_, value) in run {
+                    let key = next();
+                    let value = value.as_ref().map(|_| next());
+                    ops.push(op(table, key, value));
+                }
+            }
+        } else {
+            for (table, run) in runs {
+                for (key, value) in run {
+                    ops.push(op(&table, key.into_shared_bytes(), value));
+                }
             }
         }
         let check = if !self.read_any.get() {
