@@ -312,7 +312,9 @@ pub struct Config {
     /// once. Default: 60 s.
     pub backlog_wait: Duration,
     /// Operations one LMDB apply transaction holds at most; while more are pending (and the
-    /// map can still grow), up to 4 times as many, so the applier catches up. Default: 100,000.
+    /// map can still grow), up to 4 times as many, so the applier catches up. After a batch
+    /// that appended nearly every put (keys above every key of their table), the applier
+    /// gathers at most 8,192 (or this, if lower) until a batch does not. Default: 100,000.
     pub apply_max_ops: usize,
     /// The applier gathers commits this long (or until `apply_max_ops`) before an LMDB
     /// transaction, so LMDB's syncs stay few and off the log's way; commits are visible

@@ -3,7 +3,8 @@
 //! above that key is a no-op. Checked against a `BTreeMap` model after each apply batch,
 //! after a reopen, and by a scrub (each table's entry count and digest against its
 //! entries), through key-sorted batches and through LSN-ordered ones (a table create or
-//! drop in a batch keeps LSN order), around deletes of the greatest key and table drops.
+//! drop in a batch keeps LSN order), around deletes of the greatest key and table drops;
+//! and that after a batch of appends the applier gathers a few thousand operations.
 
 use std::path::Path;
 use std::time::Duration;
@@ -213,6 +214,60 @@ fn a_sorted_load_fills_its_leaf_pages() {
         t.pages,
         t.bytes
     );
+    db.close().unwrap();
+}
+
+/// Waits up to `limit` for the applier to apply through `lsn` by itself (nothing here
+/// waits for it, which would hurry it); true if it did.
+fn applied_unhurried(db: &Db, lsn: u64, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if db.stats().applied_lsn >= lsn {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    db.stats().applied_lsn >= lsn
+}
+
+/// After a batch that appended every put, the applier gathers a few thousand operations,
+/// not `apply_max_ops` or `apply_interval`'s worth (a small overlay keeps a sorted load's
+/// indexes in cache); after a batch of random puts it gathers as configured again.
+#[test]
+fn after_an_appending_batch_the_applier_gathers_few_operations() {
+    let dir = tempdir();
+    let db = Db::open_with(dir.path(), config().apply_max_ops(50_000)).unwrap();
+    let value = [7u8; 100];
+    let commit = |keys: &mut dyn Iterator<Item = u64>| {
+        let mut w = db.write().unwrap();
+        for i in keys {
+            w.put("t", &key(i), &value).unwrap();
+        }
+        w.commit().unwrap();
+        db.stats().visible_lsn
+    };
+    // 50,000 sorted puts: gathered up to `apply_max_ops`, then applied, every put appended.
+    let mut last = 0;
+    for txn in 0..50u64 {
+        last = commit(&mut (txn * 1000..(txn + 1) * 1000));
+    }
+    assert!(applied_unhurried(&db, last, Duration::from_secs(60)));
+    // 9,000 more: applied without a wait, where the interval is a minute.
+    for txn in 50..59u64 {
+        last = commit(&mut (txn * 1000..(txn + 1) * 1000));
+    }
+    assert!(applied_unhurried(&db, last, Duration::from_secs(30)));
+    // 9,000 puts among the keys held (none appended): applied the same way...
+    for txn in 0..9u64 {
+        last = commit(&mut (0..1000).map(|i| i * 59 + txn));
+    }
+    assert!(applied_unhurried(&db, last, Duration::from_secs(30)));
+    // ...after which 9,000 more wait for `apply_max_ops` or the interval again.
+    for txn in 9..18u64 {
+        last = commit(&mut (0..1000).map(|i| i * 59 + txn));
+    }
+    assert!(!applied_unhurried(&db, last, Duration::from_millis(500)));
+    db.wait_applied(last).unwrap();
     db.close().unwrap();
 }
 

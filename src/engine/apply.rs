@@ -271,13 +271,14 @@ fn dedup_sorted(ops: &mut Vec<(Lsn, &WriteOp)>) {
 
 /// Applies `ops` through `last` in one LMDB transaction, growing the map when full. While
 /// the map is at its maximum (or the disk is full) it waits and tries again, until `give_up`.
+/// `None` when `logged` said no and nothing was committed.
 pub(crate) fn apply_growing(
     engine: &Engine,
     ops: &[(Lsn, &WriteOp)],
     last: Lsn,
     give_up: impl Fn() -> bool,
     logged: &dyn Fn() -> bool,
-) -> Result<bool> {
+) -> Result<Option<crate::store::BatchApplied>> {
     use crate::store::ApplyError;
     let sh = &engine.state;
     let store = &engine.store;
@@ -390,12 +391,20 @@ pub(crate) fn applier_loop(engine: &Engine) {
     let mut backlog = Applied::take(sh);
     let backlog = &mut backlog.1;
     let mut grew_ahead_at = None;
+    // The last batch appended nearly every put: gather fewer operations (see
+    // `APPEND_BATCH_OPS`).
+    let mut appending = false;
     loop {
         // Declared before the queue's lock is taken: unwinding drops the lock first.
         let mut batch = Taken(sh, Vec::new());
+        let gather_ops = if appending {
+            engine.cfg.apply_max_ops.min(APPEND_BATCH_OPS)
+        } else {
+            engine.cfg.apply_max_ops
+        };
         let stop = sh.take_batch(
             !backlog.is_empty(),
-            engine.cfg.apply_max_ops,
+            gather_ops,
             engine.cfg.apply_interval,
             |pending| batch_cap(engine, pending),
             &mut batch.1,
@@ -466,8 +475,8 @@ pub(crate) fn applier_loop(engine: &Engine) {
             let started = Instant::now();
             let logged = || early.as_ref().is_none_or(|writes| sh.wait_logged(writes));
             match apply_growing(engine, &ops, last, give_up, &logged) {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Some(applied)) => appending = applied.appending(),
+                Ok(None) => {
                     // Withdrawn (its record never reached the log), or the applier stops
                     // without applying: LMDB did not take it, and nothing waits for it.
                     drop(ops);
@@ -562,6 +571,12 @@ impl Drop for Taken<'_> {
         q.applying_since = None;
     }
 }
+
+/// Operations the applier gathers at most after a batch that appended nearly every put:
+/// such a batch writes only its table's last pages, so a small one costs LMDB little more a
+/// key than a large one, while a smaller overlay keeps the flusher's and the applier's
+/// indexes in cache (docs/design.md, "The applier").
+const APPEND_BATCH_OPS: usize = 8_192;
 
 /// How many times `apply_max_ops` one batch may take when more than that is pending.
 const BACKLOG_BATCH_FACTOR: usize = 4;

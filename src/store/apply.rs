@@ -20,6 +20,20 @@ struct Listed<'k> {
     greatest: Greatest<'k>,
 }
 
+/// What a committed apply batch wrote: its puts, and how many of them took the append path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BatchApplied {
+    pub puts: usize,
+    pub appended: usize,
+}
+
+impl BatchApplied {
+    /// Nearly every put was appended (a sorted load, sequential ids, a time series).
+    pub fn appending(&self) -> bool {
+        self.puts > 0 && self.appended >= self.puts - self.puts / 16
+    }
+}
+
 impl Store {
     /// Creates, in an LMDB transaction of their own, the tables `ops` write to that LMDB
     /// does not hold yet, and sets their handles. Their data comes in a later transaction.
@@ -75,16 +89,18 @@ impl Store {
 
     /// Applies `ops` (in order) and sets the applied LSN to `last_lsn`, in one LMDB
     /// transaction, committed only if `logged()` says so just before (false: nothing is
-    /// committed). Every table written must have its handle already. A put above every
-    /// key of its table is appended ([`append`]); key-sorted batches are where that pays.
+    /// committed: `None`). Every table written must have its handle already. A put above
+    /// every key of its table is appended ([`append`]); key-sorted batches are where that
+    /// pays.
     pub fn apply(
         &self,
         ops: &[(Lsn, &WriteOp)],
         last_lsn: Lsn,
         catalog: &Catalog,
         logged: &dyn Fn() -> bool,
-    ) -> Result<bool, ApplyError> {
+    ) -> Result<Option<BatchApplied>, ApplyError> {
         let mut wtxn = self.write_txn()?;
+        let mut applied = BatchApplied::default();
         let mut buf = Vec::new();
         // (table, its handle, its seed, its place in `listed`)
         let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed, usize)> = None;
@@ -125,7 +141,9 @@ impl Store {
                         .greatest
                         .is_below(key, dbi, &wtxn)
                         .map_err(apply_err("read"))?;
+                    applied.puts += 1;
                     if above {
+                        applied.appended += 1;
                         let greatest = &mut table.greatest;
                         append::append_tallied(dbi, &mut wtxn, key, &buf, tally, greatest)
                             .map_err(apply_err("append"))?;
@@ -191,13 +209,13 @@ impl Store {
             .map_err(apply_err("write applied LSN"))?;
         if !logged() {
             // Aborted: LMDB is never ahead of the log.
-            return Ok(false);
+            return Ok(None);
         }
         let txn_id = wtxn.id() as u64;
         wtxn.commit().map_err(apply_err("commit"))?;
         self.note_commit();
         self.remember_applied(txn_id, last_lsn);
-        Ok(true)
+        Ok(Some(applied))
     }
 }
 

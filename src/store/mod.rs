@@ -20,6 +20,7 @@ use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
 
 mod append;
 mod apply;
+pub(crate) use apply::BatchApplied;
 mod env;
 mod migrate;
 pub(crate) mod pages;
