@@ -4,7 +4,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::time::Instant;
 
-use crate::bytes::SharedBytes;
+use crate::bytes::{Arena, SharedBytes};
 use crate::config::{Durability, Isolation};
 use crate::engine::{
     commit_ops, commit_ops_async, too_big_for_overlay, Check, Commit, Engine, ReadSet,
@@ -61,6 +61,8 @@ pub struct WriteTxn<'db> {
     snap: OnceCell<Snapshot<'db>>,
     isolation: Isolation,
     writes: Buffer,
+    /// Holds the bytes of the keys and values written, which the commit hands on.
+    arena: Arena,
     /// Undo records, kept once a savepoint exists.
     undo: Vec<Undo>,
     has_savepoint: bool,
@@ -95,6 +97,7 @@ impl<'db> WriteTxn<'db> {
             snap: OnceCell::new(),
             isolation,
             writes: Buffer::default(),
+            arena: Arena::default(),
             undo: Vec::new(),
             has_savepoint: false,
             savepoints: Vec::new(),
@@ -266,8 +269,7 @@ impl<'db> WriteTxn<'db> {
     /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(table, key, Some(value))?;
-        // The key and value in one allocation.
-        let (key, value) = SharedBytes::pair(key, value);
+        let (key, value) = self.arena.pair(key, value);
         self.buffer(table, HeadKey::shared(key), Some(value));
         Ok(())
     }
@@ -275,7 +277,8 @@ impl<'db> WriteTxn<'db> {
     /// Removes `key` from `table`.
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
         self.check_write(table, key, None)?;
-        self.buffer(table, HeadKey::new(key), None);
+        let key = self.arena.copy_of(key);
+        self.buffer(table, HeadKey::shared(key), None);
         Ok(())
     }
 
@@ -460,13 +463,17 @@ impl<'db> WriteTxn<'db> {
                 key,
             },
         };
-        // More than one write into the overlay: the keys and values are copied into a few
-        // blocks (`crate::bytes`), so the applier frees a block at a time, not a write; the
-        // buffer's, an allocation a write, are freed here on this thread. One write's key
-        // and value share one allocation already; a commit too big for the overlay (it goes
-        // through to LMDB: a bulk load) keeps its writes' own, moved into its operations,
-        // as copies would take its size again at its peak.
-        if count > 1 && !too_big_for_overlay(versions_cost, self.engine) {
+        // The keys and values are in the arena's blocks, which the operations take as they
+        // are: the applier frees a block at a time, not a write (`crate::bytes`). Blocks
+        // that hold over an eighth more (a small transaction's, whose blocks were still
+        // growing, or one that rewrote its keys) are packed anew, as the overlay charges a
+        // version only its own bytes; not when the commit goes through to LMDB (a bulk
+        // load), where copies would take its size again at its peak.
+        let strings: usize = (runs.iter().flat_map(|(_, run)| run))
+            .map(|(key, value)| key.bytes().len() + value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        let loose = self.arena.held() > strings + strings / 8;
+        if count > 1 && loose && !too_big_for_overlay(versions_cost, self.engine) {
             let strings = runs.iter().flat_map(|(_, run)| {
                 run.iter()
                     .flat_map(|(key, value)| std::iter::once(key.bytes()).chain(value.as_deref()))
