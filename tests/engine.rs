@@ -1984,6 +1984,60 @@ fn count_agrees_with_a_walk_of_the_table_through_applies_drops_and_a_reopen() {
     assert!(reopens > 0, "the mix never reopened the database");
 }
 
+/// `count` walks the overlay a chunk of keys a hold of the table's lock: with thousands of
+/// unapplied keys (new, deleted and overwritten ones), readers of three ages each count
+/// what their walk sees.
+#[test]
+fn count_walks_an_overlay_of_many_chunks_as_its_snapshot_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |i: u32| i.to_be_bytes();
+    let db = Db::open(dir.path()).unwrap();
+    let mut t = db.write().unwrap();
+    for i in 0..3_000 {
+        t.put("t", &key(i), b"settled").unwrap();
+    }
+    t.commit().unwrap();
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    db.close().unwrap();
+    let hour = Duration::from_secs(3600);
+    let held_back = Config::default()
+        .apply_interval(hour)
+        .apply_max_ops(usize::MAX / 2)
+        .checkpoint_interval(hour);
+    let db = Db::open_with(dir.path(), held_back).unwrap();
+    let oldest = db.read().unwrap();
+    let mut t = db.write().unwrap();
+    for i in 10_000..12_500 {
+        t.put("t", &key(i), b"new").unwrap();
+    }
+    for i in 0..700 {
+        t.delete("t", &key(i)).unwrap();
+    }
+    for i in 1_000..1_500 {
+        t.put("t", &key(i), b"overwritten").unwrap();
+    }
+    t.commit().unwrap();
+    let middle = db.read().unwrap();
+    let mut t = db.write().unwrap();
+    for i in 10_000..10_300 {
+        t.delete("t", &key(i)).unwrap();
+    }
+    for i in 20_000..20_100 {
+        t.put("t", &key(i), b"newer").unwrap();
+    }
+    t.commit().unwrap();
+    let newest = db.read().unwrap();
+    assert_eq!(
+        db.stats().applied_lsn,
+        oldest.lsn(),
+        "the applier is held back: every change is in the overlay"
+    );
+    for (reader, want) in [(&oldest, 3_000), (&middle, 4_800), (&newest, 4_600)] {
+        assert_eq!(reader.count("t").unwrap(), want);
+        assert_eq!(reader.range("t", ..).unwrap().count() as u64, want);
+    }
+}
+
 /// Once LMDB holds every version of a table, `count` is LMDB's count without a walk of the
 /// overlay, also while an older reader holds those versions there (applied, not evicted):
 /// deletes, new keys and overwrites all counted once.

@@ -20,7 +20,7 @@ use std::ops::Bound;
 use std::ptr::NonNull;
 
 use crate::bytes::SharedBytes;
-use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView};
+use crate::catalog::{newest_visible, Dbi, Lookup, Table, TableView, LOCK_CHUNK};
 use crate::ends::End;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -171,22 +171,33 @@ impl<'db> Snapshot<'db> {
         let (v, applied) = (self.reg.visible, self.reg.applied());
         // Each key whose newest version this snapshot sees is above LMDB's state `A` (one
         // at or below it is in LMDB's count already, as the walks skip it): is it a value?
-        let changed: Vec<(SharedBytes, bool)> = if t.overlay.holds_above(applied) {
-            t.state
-                .read()
-                .overlay
-                .range((Bound::Unbounded, Bound::Unbounded), false)
-                .filter_map(|(key, chain)| {
-                    newest_visible(chain.versions(), &view, v)
-                        .filter(|ver| ver.lsn > applied)
-                        .map(|ver| (key.shared_bytes().clone(), ver.value.is_some()))
-                })
-                .collect()
-        } else {
-            // Every version held is in LMDB's state `A` already (applied, not yet evicted):
-            // none to walk.
-            Vec::new()
-        };
+        let mut changed: Vec<(SharedBytes, bool)> = Vec::new();
+        if t.overlay.holds_above(applied) {
+            // `LOCK_CHUNK` keys a hold of the table's lock, so commits are published
+            // between holds: their versions are above this snapshot's visible LSN, and
+            // evictions take only versions at or below its applied LSN, both of which it
+            // skips (every version held is in LMDB's state `A` otherwise: none to walk).
+            let mut after: Option<HeadKey> = None;
+            loop {
+                let st = t.state.read();
+                let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+                let mut walked = 0;
+                let mut last = None;
+                let keys = st.overlay.range((from, Bound::Unbounded), false);
+                for (key, chain) in keys.take(LOCK_CHUNK) {
+                    walked += 1;
+                    last = Some(key);
+                    let newest = newest_visible(chain.versions(), &view, v);
+                    if let Some(ver) = newest.filter(|ver| ver.lsn > applied) {
+                        changed.push((key.shared_bytes().clone(), ver.value.is_some()));
+                    }
+                }
+                match last {
+                    Some(key) if walked == LOCK_CHUNK => after = Some(key.clone()),
+                    _ => break,
+                }
+            }
+        }
         let Some(dbi) = view.lmdb else {
             return Ok(changed.iter().filter(|(_, exists)| *exists).count() as u64);
         };

@@ -60,7 +60,8 @@ impl<'db> ReadTxn<'db> {
 
     /// The number of entries in `table` (0 if it does not exist). LMDB keeps each table's
     /// count with its entries, so this costs a lookup per key of the table that commits
-    /// not yet applied to LMDB changed, not a walk of the table.
+    /// not yet applied to LMDB changed, not a walk of the table. Those keys are walked a
+    /// few hundred at a time, so commits are not held up by a count over a large backlog.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
