@@ -2,7 +2,9 @@
 //! to LMDB, then `unapplied` more committed at `None` with the applier held back (new keys,
 //! or with `overwrite` overwrites of settled ones), then for `secs` seconds either 10-entry
 //! range reads from random settled or new keys (`scan`) or 10 point gets a read transaction
-//! (`get`), printing the mean time a read transaction. `sorted` instead commits `settled`
+//! (`get`), printing the mean time a read transaction; or (`count`) one thread counts the
+//! table in a loop while another makes 1-key commits at `None`, one every 200 us, printing
+//! the commits' latency quantiles and the counts done. `sorted` instead commits `settled`
 //! keys above every other, 1,000 a durable transaction, and prints keys/s; `pops` loads
 //! `settled` keys, then pops the first key a commit for `secs` seconds and prints pops/s. The scratch
 //! measurements of CHANGELOG.md and docs/benchmarks.md (builds alternated, ABBA):
@@ -12,6 +14,7 @@
 //! cargo run --release --example overlay_reads -- scan 2000000 1000000 4 overwrite
 //! cargo run --release --example overlay_reads -- scan 2000000 0 4     # settled scans
 //! cargo run --release --example overlay_reads -- get 2000000 1000000 4
+//! cargo run --release --example overlay_reads -- count 0 1000000 5   # beside commits
 //! cargo run --release --example overlay_reads -- sorted 1000000 0 0
 //! cargo run --release --example overlay_reads -- pops 1000000 0 4         # at None
 //! cargo run --release --example overlay_reads -- pops 1000000 300000 4    # behind a backlog
@@ -33,7 +36,7 @@ fn key(i: u64) -> [u8; 24] {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: overlay_reads <scan|get|sorted|pops> <settled> <unapplied> <seconds> [overwrite|group]";
+        "usage: overlay_reads <scan|get|count|sorted|pops> <settled> <unapplied> <seconds> [overwrite|group]";
     let (Some(mode), Some(settled), Some(unapplied), Some(secs)) =
         (args.get(1), args.get(2), args.get(3), args.get(4))
     else {
@@ -94,6 +97,10 @@ fn main() {
             txn.put("t", &key(j), &[8u8; 150]).expect("put");
         }
         txn.commit_with(Durability::None).expect("commit");
+    }
+    if mode == "count" {
+        count_beside_commits(&db, settled + unapplied, secs);
+        return;
     }
     let keys = if overwrite {
         settled
@@ -190,4 +197,45 @@ fn sorted(dir: &std::path::Path, n: u64) {
         n as f64 / commits,
         n as f64 / start.elapsed().as_secs_f64()
     );
+}
+
+/// One thread counts table `t` (at least `keys` entries) in a loop while this one makes
+/// 1-key commits of new keys at `None`, one every 200 us, for `secs` seconds.
+fn count_beside_commits(db: &Db, keys: u64, secs: f64) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let counter = s.spawn(|| {
+            let mut counts = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(db.read().expect("read").count("t").expect("count") >= keys);
+                counts += 1;
+            }
+            counts
+        });
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        let mut i = keys;
+        while start.elapsed() < Duration::from_secs_f64(secs) {
+            let t = Instant::now();
+            let mut txn = db.write().expect("write");
+            txn.put("t", &key(i), b"x").expect("put");
+            txn.commit_with(Durability::None).expect("commit");
+            latencies.push(t.elapsed());
+            i += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let counts = counter.join().expect("the counting thread");
+        latencies.sort();
+        let q =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        println!(
+            "count: {} commits, p50 {:?} p99 {:?} p99.9 {:?} max {:?}; {counts} counts",
+            latencies.len(),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            latencies[latencies.len() - 1]
+        );
+    });
 }
