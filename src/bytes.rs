@@ -294,17 +294,9 @@ impl Arena {
             }
             .max(n);
             self.held += payload;
-            let size = PREFIX + payload;
             // Zeroed, so every byte is initialized before the block is shared.
-            let mut block = Arc::<[u8]>::new_uninit_slice(size);
-            let bytes = Arc::get_mut(&mut block).expect("a new block is not shared");
-            // SAFETY: `bytes` are the new block's `size` bytes; zeros are valid bytes.
-            let mut block = unsafe {
-                bytes.as_mut_ptr().write_bytes(0, size);
-                block.assume_init()
-            };
-            Arc::get_mut(&mut block).expect("a new block is not shared")[..PREFIX]
-                .copy_from_slice(&(size as u64).to_ne_bytes());
+            // SAFETY: the payload is `payload` bytes.
+            let block = new_block(payload, |dst| unsafe { dst.write_bytes(0, payload) });
             self.block = Some((block, PREFIX));
         }
         let (block, at) = self.block.as_mut().expect("a block with room");
