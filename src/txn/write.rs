@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::keys::{as_slice_bound, bounds_valid, prefix_bounds, HeadKey, KeyBounds, KeyRange};
 use crate::limits::{check_key, check_table_name};
 use crate::lsn::Lsn;
-use crate::overlay::version_cost;
+use crate::overlay::{version_cost, VERSION_OVERHEAD};
 use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
 use crate::wal::CommitFuture;
@@ -469,10 +469,9 @@ impl<'db> WriteTxn<'db> {
         // growing, or one that rewrote its keys) are packed anew, as the overlay charges a
         // version only its own bytes; not when the commit goes through to LMDB (a bulk
         // load), where copies would take its size again at its peak.
-        let strings: usize = (runs.iter().flat_map(|(_, run)| run))
-            .map(|(key, value)| key.bytes().len() + value.as_ref().map_or(0, |v| v.len()))
-            .sum();
-        let loose = self.arena.held() > strings + strings / 8;
+        // Each version costs its key's and value's bytes and `VERSION_OVERHEAD`.
+        let string_bytes = versions_cost - count * VERSION_OVERHEAD;
+        let loose = self.arena.held() > string_bytes + string_bytes / 8;
         if count > 1 && loose && !too_big_for_overlay(versions_cost, self.engine) {
             let strings = runs.iter().flat_map(|(_, run)| {
                 run.iter()
