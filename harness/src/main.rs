@@ -83,6 +83,10 @@ struct RunArgs {
     /// Seconds each window of a sustained run covers (default: 10, quick 5).
     #[arg(long)]
     sustain_window_secs: Option<f64>,
+    /// Only these sustained workloads, group `sustain` (default: all of sustain-100key,
+    /// sustain-1key, sustain-sorted).
+    #[arg(long, value_delimiter = ',')]
+    sustain_workloads: Vec<String>,
     /// Keys the `kv` group bulk-loads (default: 5,000,000, quick 200,000).
     #[arg(long)]
     kv_keys: Option<u64>,
@@ -112,8 +116,9 @@ enum Group {
     Reads,
     /// Open after a crash, and after a clean close.
     Recovery,
-    /// Sustained durable ingest, in windows: 100-key transactions on 4 threads, 1-key on 16
-    /// (not in the default groups: 2 x 2 minutes per engine).
+    /// Sustained durable ingest, in windows: 100-key transactions on 4 threads, 1-key on 16,
+    /// 1,000 ascending keys a transaction on 1 (not in the default groups: 3 x 2 minutes per
+    /// engine; `--sustain-workloads` picks some).
     Sustain,
     /// The embedded-KV comparison: bulk load, scans, gets, sorted inserts, 1-key commits,
     /// len, pop, remove, with fjall as a peer (not in the default groups).
@@ -149,6 +154,9 @@ struct ChildArgs {
     /// Kv: pops of the `kv-pop` row (default: min(100,000, size / 10)).
     #[arg(long)]
     pops: Option<u64>,
+    /// Sustain: the workloads to run (default: all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
 }
 
 struct Plan {
@@ -161,6 +169,8 @@ struct Plan {
     recovery_bytes: u64,
     sustain_secs: f64,
     sustain_window_secs: f64,
+    /// The sustained workloads to run (`workloads::SUSTAIN`'s, all by default).
+    sustain_workloads: Vec<&'static str>,
     kv_keys: u64,
     kv_secs: f64,
 }
@@ -184,6 +194,7 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(20.0).min(5.0)),
+                sustain_workloads: Vec::new(),
                 kv_keys: a.kv_keys.unwrap_or(200_000),
                 kv_secs: a.kv_secs.unwrap_or(3.0),
             }
@@ -200,11 +211,27 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(120.0).min(10.0)),
+                sustain_workloads: Vec::new(),
                 kv_keys: a.kv_keys.unwrap_or(5_000_000),
                 kv_secs: a.kv_secs.unwrap_or(10.0),
             }
         }
     }
+}
+
+/// The sustained workloads `names` picks, in `workloads::SUSTAIN`'s order (all if none).
+fn sustain_workloads(names: &[String]) -> Result<Vec<&'static str>> {
+    let known: Vec<&'static str> = workloads::SUSTAIN.iter().map(|w| w.0).collect();
+    if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        bail!(
+            "--sustain-workloads: no sustained workload {unknown:?} (there are {})",
+            known.join(", ")
+        );
+    }
+    Ok(known
+        .into_iter()
+        .filter(|w| names.is_empty() || names.iter().any(|n| n == w))
+        .collect())
 }
 
 fn main() -> Result<()> {
@@ -266,7 +293,8 @@ fn engines_for(
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let plan = Plan::new(&args);
+    let mut plan = Plan::new(&args);
+    plan.sustain_workloads = sustain_workloads(&args.sustain_workloads)?;
     let chosen: Vec<EngineKind> = if args.engines.is_empty() {
         EngineKind::ALL
             .into_iter()
@@ -390,7 +418,11 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         Group::Recovery => (vec![1], plan.recovery_bytes),
         // The keys the store is sized for.
         Group::Sustain => (
-            workloads::SUSTAIN.iter().map(|w| w.1).collect(),
+            workloads::SUSTAIN
+                .iter()
+                .filter(|w| plan.sustain_workloads.contains(&w.0))
+                .map(|w| w.1)
+                .collect(),
             (plan.sustain_secs * SUSTAIN_SIZING_KEYS_PER_SEC).max(1e6) as u64,
         ),
         Group::Kv => (vec![1], plan.kv_keys),
@@ -425,6 +457,9 @@ fn run_job(args: &RunArgs, plan: &Plan, group: Group, kind: EngineKind) -> Resul
         }
         if held_back {
             cmd.arg("--held-back");
+        }
+        if group == Group::Sustain {
+            cmd.args(["--workloads", &plan.sustain_workloads.join(",")]);
         }
         if let (Group::Kv, Some(pops)) = (group, args.kv_pops) {
             cmd.args(["--pops", &pops.to_string()]);
@@ -630,7 +665,10 @@ fn child(a: ChildArgs) -> Result<()> {
             emit(c, dir);
         }
         Group::Sustain => {
-            for (workload, threads, keys) in workloads::SUSTAIN {
+            let chosen = workloads::SUSTAIN
+                .into_iter()
+                .filter(|w| a.workloads.is_empty() || a.workloads.iter().any(|n| n == w.0));
+            for (workload, threads, keys) in chosen {
                 // A fresh directory per workload: each starts from an empty store.
                 let sub = dir.join(workload);
                 std::fs::create_dir_all(&sub)?;

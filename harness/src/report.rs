@@ -1409,7 +1409,17 @@ fn secs_label(v: f64) -> String {
 fn sustain_what(workload: &str, threads: usize) -> String {
     let plural = if threads == 1 { "" } else { "s" };
     match crate::workloads::SUSTAIN.iter().find(|w| w.0 == workload) {
-        Some(&(_, _, keys)) => format!("{threads} thread{plural}, {keys}-key transactions"),
+        Some(&(name, _, keys)) => {
+            let order = if name == crate::workloads::SUSTAIN_SORTED {
+                ", ascending keys"
+            } else {
+                ""
+            };
+            format!(
+                "{threads} thread{plural}, {}-key transactions{order}",
+                grouped(keys as f64)
+            )
+        }
         None => format!("{threads} thread{plural}"),
     }
 }
@@ -1433,8 +1443,9 @@ pub fn sustain_markdown(cells: &[Cell], baseline_engine: &str) -> String {
     let mut md = String::from(
         "## Sustained ingest\n\n\
          Each engine starts from an empty store and its writers commit durable transactions of \
-         random 16-byte keys and 100-byte values for the whole run, as fast as they can, into \
-         a store that keeps growing. Keys are counted in the window in which their commit \
+         16-byte keys (random; in `sustain-sorted` ascending, each above all before it) and \
+         100-byte values for the whole run, as fast as they can, into a store that keeps \
+         growing. Keys are counted in the window in which their commit \
          completes. **mean** is the whole run's keys/s; **last third** the keys/s of the last \
          third of the windows (a third of them, rounded, at least one); **min window** the \
          lowest window and when it was; **< ½ mean** how many windows fell below half of the \

@@ -273,9 +273,23 @@ pub fn open_time(kind: EngineKind, dir: &Path, keys: usize) -> Result<(f64, Box<
     Ok((t0.elapsed().as_secs_f64() * 1000.0, engine))
 }
 
-/// The sustained workloads: (id, writer threads, keys per durable transaction).
-pub const SUSTAIN: [(&str, usize, usize); 2] =
-    [("sustain-100key", 4, 100), ("sustain-1key", 16, 1)];
+/// The sustained workloads: (id, writer threads, keys per durable transaction). Random keys,
+/// except `sustain-sorted`'s: ascending, each above every key before it (a sorted import).
+pub const SUSTAIN: [(&str, usize, usize); 3] = [
+    ("sustain-100key", 4, 100),
+    ("sustain-1key", 16, 1),
+    (SUSTAIN_SORTED, 1, 1000),
+];
+
+/// The sustained workload of ascending keys.
+pub const SUSTAIN_SORTED: &str = "sustain-sorted";
+
+/// The `seq`-th key of `sustain-sorted`: `seq` big-endian, then zeros (ascending with `seq`).
+fn sorted_key(seq: u64) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k
+}
 
 /// How many `window`-second windows cover `secs` (the last may be shorter).
 pub fn window_count(secs: f64, window: f64) -> usize {
@@ -352,6 +366,9 @@ pub fn sustain(
                     let mut w = worker?;
                     let start = *start_at.get().expect("set before go");
                     let mut rng = Rng::new(0x5057 + t as u64);
+                    // Sorted keys: thread `t`'s from `t << 40` up.
+                    let mut next_sorted = (t as u64) << 40;
+                    let sorted = workload == SUSTAIN_SORTED;
                     let mut keybuf = vec![[0u8; KEY_LEN]; keys];
                     let hand_in = |i: usize, mine: &mut Window| {
                         let mine = std::mem::take(mine);
@@ -363,7 +380,12 @@ pub fn sustain(
                     let (mut current, mut mine) = (0, Window::default());
                     while !stop.load(Ordering::Relaxed) {
                         for k in keybuf.iter_mut() {
-                            *k = rng.key();
+                            *k = if sorted {
+                                next_sorted += 1;
+                                sorted_key(next_sorted)
+                            } else {
+                                rng.key()
+                            };
                         }
                         let pairs: Vec<(&[u8], &[u8])> =
                             keybuf.iter().map(|k| (&k[..], &val[..])).collect();
