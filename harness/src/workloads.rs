@@ -587,6 +587,82 @@ mod tests {
         }
     }
 
+    /// Keeps every key written, in the order written.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<Vec<u8>>>);
+
+    struct RecordingWorker<'a>(&'a Recording);
+
+    impl Engine for Recording {
+        fn worker(&self) -> Result<Box<dyn Worker + '_>> {
+            Ok(Box::new(RecordingWorker(self)))
+        }
+
+        fn settle(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Worker for RecordingWorker<'_> {
+        fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+            let mut keys = self.0 .0.lock().unwrap();
+            keys.extend(pairs.iter().map(|(k, _)| k.to_vec()));
+            Ok(())
+        }
+
+        fn get(&mut self, _: &[u8]) -> Result<Option<usize>> {
+            unimplemented!()
+        }
+
+        fn scan(&mut self, _: &[u8], _: usize) -> Result<usize> {
+            unimplemented!()
+        }
+
+        fn read_modify_write(&mut self, _: &[u8], _: &[u8]) -> Result<()> {
+            unimplemented!()
+        }
+
+        fn len(&mut self) -> Result<u64> {
+            unimplemented!()
+        }
+
+        fn pop(&mut self, _: bool) -> Result<bool> {
+            unimplemented!()
+        }
+
+        fn remove(&mut self, _: &[&[u8]]) -> Result<()> {
+            unimplemented!()
+        }
+    }
+
+    /// `sustain-sorted` writes each key above every key before it; the random workloads do
+    /// not.
+    #[test]
+    fn sustain_sorted_writes_ascending_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = EngineKind::WalmdbGroup;
+        let ascending = |keys: &[Vec<u8>]| keys.windows(2).all(|w| w[0] < w[1]);
+        let sorted = Recording::default();
+        sustain(&sorted, kind, SUSTAIN_SORTED, 1, 10, 0.05, 0.05, dir.path()).unwrap();
+        let keys = sorted.0.into_inner().unwrap();
+        assert!(keys.len() >= 20, "{} keys", keys.len());
+        assert!(ascending(&keys));
+        let random = Recording::default();
+        sustain(
+            &random,
+            kind,
+            "sustain-100key",
+            1,
+            10,
+            0.05,
+            0.05,
+            dir.path(),
+        )
+        .unwrap();
+        let keys = random.0.into_inner().unwrap();
+        assert!(keys.len() >= 20 && !ascending(&keys));
+    }
+
     #[test]
     fn window_counts() {
         assert_eq!(window_count(120.0, 10.0), 12);
