@@ -525,15 +525,35 @@ mod tests {
     use super::*;
     use crate::engine::Worker;
 
-    /// Every write takes about a millisecond; every third of a worker's fails as walmdb's
-    /// `ApplyBacklog`, and every fifth as an I/O error.
-    struct Flaky;
+    /// A fake engine that keeps every key written, in the order written; a flaky one also
+    /// takes about a millisecond a write and fails every third of a worker's as walmdb's
+    /// `ApplyBacklog` and every fifth as an I/O error.
+    #[derive(Default)]
+    struct Fake {
+        flaky: bool,
+        keys: Mutex<Vec<Vec<u8>>>,
+    }
 
-    struct FlakyWorker(u64);
+    impl Fake {
+        fn flaky() -> Fake {
+            Fake {
+                flaky: true,
+                ..Fake::default()
+            }
+        }
+    }
 
-    impl Engine for Flaky {
+    struct FakeWorker<'a> {
+        engine: &'a Fake,
+        writes: u64,
+    }
+
+    impl Engine for Fake {
         fn worker(&self) -> Result<Box<dyn Worker + '_>> {
-            Ok(Box::new(FlakyWorker(0)))
+            Ok(Box::new(FakeWorker {
+                engine: self,
+                writes: 0,
+            }))
         }
 
         fn settle(&self) -> Result<()> {
@@ -541,14 +561,20 @@ mod tests {
         }
     }
 
-    impl Worker for FlakyWorker {
+    impl Worker for FakeWorker<'_> {
         fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
             assert!(pairs
                 .iter()
                 .all(|(k, v)| k.len() == KEY_LEN && v.len() == VALUE_LEN));
+            let mut keys = self.engine.keys.lock().unwrap();
+            keys.extend(pairs.iter().map(|(k, _)| k.to_vec()));
+            drop(keys);
+            if !self.engine.flaky {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_millis(1));
-            self.0 += 1;
-            if self.0.is_multiple_of(3) {
+            self.writes += 1;
+            if self.writes.is_multiple_of(3) {
                 return Err(walmdb::Error::ApplyBacklog {
                     what: "unapplied bytes",
                     held: 2,
@@ -556,7 +582,7 @@ mod tests {
                 }
                 .into());
             }
-            if self.0.is_multiple_of(5) {
+            if self.writes.is_multiple_of(5) {
                 return Err(std::io::Error::from(std::io::ErrorKind::StorageFull).into());
             }
             Ok(())
@@ -587,52 +613,12 @@ mod tests {
         }
     }
 
-    /// Keeps every key written, in the order written.
-    #[derive(Default)]
-    struct Recording(Mutex<Vec<Vec<u8>>>);
-
-    struct RecordingWorker<'a>(&'a Recording);
-
-    impl Engine for Recording {
-        fn worker(&self) -> Result<Box<dyn Worker + '_>> {
-            Ok(Box::new(RecordingWorker(self)))
-        }
-
-        fn settle(&self) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Worker for RecordingWorker<'_> {
-        fn write(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
-            let mut keys = self.0 .0.lock().unwrap();
-            keys.extend(pairs.iter().map(|(k, _)| k.to_vec()));
-            Ok(())
-        }
-
-        fn get(&mut self, _: &[u8]) -> Result<Option<usize>> {
-            unimplemented!()
-        }
-
-        fn scan(&mut self, _: &[u8], _: usize) -> Result<usize> {
-            unimplemented!()
-        }
-
-        fn read_modify_write(&mut self, _: &[u8], _: &[u8]) -> Result<()> {
-            unimplemented!()
-        }
-
-        fn len(&mut self) -> Result<u64> {
-            unimplemented!()
-        }
-
-        fn pop(&mut self, _: bool) -> Result<bool> {
-            unimplemented!()
-        }
-
-        fn remove(&mut self, _: &[&[u8]]) -> Result<()> {
-            unimplemented!()
-        }
+    #[test]
+    fn window_counts() {
+        assert_eq!(window_count(120.0, 10.0), 12);
+        assert_eq!(window_count(10.0, 3.0), 4);
+        assert_eq!(window_count(0.6, 0.2), 3, "not 4 from rounding");
+        assert_eq!(window_count(5.0, 10.0), 1);
     }
 
     /// `sustain-sorted` writes each key above every key before it; the random workloads do
@@ -642,12 +628,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kind = EngineKind::WalmdbGroup;
         let ascending = |keys: &[Vec<u8>]| keys.windows(2).all(|w| w[0] < w[1]);
-        let sorted = Recording::default();
+        let sorted = Fake::default();
         sustain(&sorted, kind, SUSTAIN_SORTED, 1, 10, 0.05, 0.05, dir.path()).unwrap();
-        let keys = sorted.0.into_inner().unwrap();
+        let keys = sorted.keys.into_inner().unwrap();
         assert!(keys.len() >= 20, "{} keys", keys.len());
         assert!(ascending(&keys));
-        let random = Recording::default();
+        let random = Fake::default();
         sustain(
             &random,
             kind,
@@ -659,16 +645,8 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        let keys = random.0.into_inner().unwrap();
+        let keys = random.keys.into_inner().unwrap();
         assert!(keys.len() >= 20 && !ascending(&keys));
-    }
-
-    #[test]
-    fn window_counts() {
-        assert_eq!(window_count(120.0, 10.0), 12);
-        assert_eq!(window_count(10.0, 3.0), 4);
-        assert_eq!(window_count(0.6, 0.2), 3, "not 4 from rounding");
-        assert_eq!(window_count(5.0, 10.0), 1);
     }
 
     /// Writers count failures by kind and keep going; the windows add up to the run.
@@ -677,7 +655,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("data"), [0u8; 8192]).unwrap();
         let kind = EngineKind::WalmdbGroup;
-        let cells = sustain(&Flaky, kind, "sustain-test", 2, 10, 0.6, 0.25, dir.path()).unwrap();
+        let cells = sustain(
+            &Fake::flaky(),
+            kind,
+            "sustain-test",
+            2,
+            10,
+            0.6,
+            0.25,
+            dir.path(),
+        )
+        .unwrap();
         assert_eq!(cells.len(), 4, "the run, then 3 windows");
         let (run, windows) = (&cells[0], &cells[1..]);
         assert_eq!(run.window_end_secs, None);
