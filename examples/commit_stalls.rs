@@ -69,6 +69,10 @@ fn main() {
             before = now;
         }
     }
+    if latencies.is_empty() {
+        println!("no commits in {secs} s");
+        return;
+    }
     latencies.sort_unstable();
     let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

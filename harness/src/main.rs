@@ -180,8 +180,9 @@ struct Plan {
 const SUSTAIN_SIZING_KEYS_PER_SEC: f64 = 1_000_000.0;
 
 impl Plan {
-    fn new(a: &RunArgs) -> Plan {
-        if a.quick {
+    fn new(a: &RunArgs) -> Result<Plan> {
+        let sustain_workloads = sustain_workloads(&a.sustain_workloads)?;
+        Ok(if a.quick {
             Plan {
                 secs: a.secs.unwrap_or(0.5),
                 commit_threads: vec![1, 16],
@@ -194,7 +195,7 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(20.0).min(5.0)),
-                sustain_workloads: Vec::new(),
+                sustain_workloads: sustain_workloads.clone(),
                 kv_keys: a.kv_keys.unwrap_or(200_000),
                 kv_secs: a.kv_secs.unwrap_or(3.0),
             }
@@ -211,11 +212,11 @@ impl Plan {
                 sustain_window_secs: a
                     .sustain_window_secs
                     .unwrap_or(a.sustain_secs.unwrap_or(120.0).min(10.0)),
-                sustain_workloads: Vec::new(),
+                sustain_workloads,
                 kv_keys: a.kv_keys.unwrap_or(5_000_000),
                 kv_secs: a.kv_secs.unwrap_or(10.0),
             }
-        }
+        })
     }
 }
 
@@ -293,8 +294,7 @@ fn engines_for(
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let mut plan = Plan::new(&args);
-    plan.sustain_workloads = sustain_workloads(&args.sustain_workloads)?;
+    let plan = Plan::new(&args)?;
     let chosen: Vec<EngineKind> = if args.engines.is_empty() {
         EngineKind::ALL
             .into_iter()
@@ -665,10 +665,9 @@ fn child(a: ChildArgs) -> Result<()> {
             emit(c, dir);
         }
         Group::Sustain => {
-            let chosen = workloads::SUSTAIN
-                .into_iter()
-                .filter(|w| a.workloads.is_empty() || a.workloads.iter().any(|n| n == w.0));
-            for (workload, threads, keys) in chosen {
+            let chosen = sustain_workloads(&a.workloads)?;
+            let sustained = workloads::SUSTAIN.into_iter();
+            for (workload, threads, keys) in sustained.filter(|w| chosen.contains(&w.0)) {
                 // A fresh directory per workload: each starts from an empty store.
                 let sub = dir.join(workload);
                 std::fs::create_dir_all(&sub)?;
