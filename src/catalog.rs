@@ -415,22 +415,21 @@ impl Table {
     /// out is dropped then, while waiting readers have the lock: each key's versions at or
     /// below the horizon are in LMDB for every snapshot, so readers may see any mix of
     /// evicted and not yet evicted keys.
-    pub fn evict<'k>(
-        &self,
-        keys: impl Iterator<Item = &'k HeadKey>,
-        horizon: Lsn,
-    ) -> (usize, usize) {
-        let mut keys = keys.peekable();
+    pub fn evict(&self, keys: &[HeadKey], horizon: Lsn) -> (usize, usize) {
         let mut evicted = Evicted::default();
+        let mut slots = Vec::with_capacity(LOCK_CHUNK.min(keys.len()));
         let mut freed = (0, 0);
+        let mut chunks = keys.chunks(LOCK_CHUNK).peekable();
         loop {
             let mut st = self.state.write();
-            for key in keys.by_ref().take(LOCK_CHUNK) {
-                let (bytes, versions) = st.overlay.evict(key, horizon, &mut evicted);
+            if let Some(chunk) = chunks.next() {
+                let (bytes, versions) =
+                    st.overlay
+                        .evict_keys(chunk, horizon, &mut evicted, &mut slots);
                 freed.0 += bytes;
                 freed.1 += versions;
             }
-            let done = keys.peek().is_none();
+            let done = chunks.peek().is_none();
             if done {
                 Self::collapse_history(&mut st, horizon);
             }

@@ -485,11 +485,53 @@ impl Overlay {
     }
 
     /// Evicts the versions of `key` at or below `horizon` into `evicted`; returns their
-    /// bytes and count.
+    /// bytes and count (tests' shorthand for [`Overlay::evict_keys`] of one key).
+    #[cfg(test)]
     pub fn evict(&mut self, key: &HeadKey, horizon: Lsn, evicted: &mut Evicted) -> (usize, usize) {
-        let Some(&slot) = self.slot_of.get(key.bytes()) else {
-            return (0, 0);
-        };
+        match self.slot_of.get(key.bytes()) {
+            Some(&slot) => self.evict_slot(key, slot, horizon, evicted),
+            None => (0, 0),
+        }
+    }
+
+    /// [`Overlay::evict`] for each of `keys`, all their slots found (and prefetched) before
+    /// any is evicted: the hash probes' misses overlap instead of coming one a key.
+    /// `slots` is room for the lookups, kept by the caller from chunk to chunk.
+    pub fn evict_keys(
+        &mut self,
+        keys: &[HeadKey],
+        horizon: Lsn,
+        evicted: &mut Evicted,
+        slots: &mut Vec<Option<usize>>,
+    ) -> (usize, usize) {
+        slots.clear();
+        slots.extend(keys.iter().map(|key| {
+            let slot = self.slot_of.get(key.bytes()).copied();
+            if let Some(slot) = slot {
+                crate::bytes::prefetch(&self.slots[slot]);
+            }
+            slot
+        }));
+        let mut freed = (0, 0);
+        for (key, slot) in keys.iter().zip(slots.iter()) {
+            // Eviction moves no other key's slot: a key found above is still in its slot
+            // (so the overlay is not emptied before its last key found here).
+            let Some(slot) = *slot else { continue };
+            let (bytes, versions) = self.evict_slot(key, slot, horizon, evicted);
+            freed.0 += bytes;
+            freed.1 += versions;
+        }
+        freed
+    }
+
+    /// Evicts the versions at or below `horizon` of `key`, held in `slot`.
+    fn evict_slot(
+        &mut self,
+        key: &HeadKey,
+        slot: usize,
+        horizon: Lsn,
+        evicted: &mut Evicted,
+    ) -> (usize, usize) {
         let (freed, count, emptied) = self.slots[slot].evict(key.bytes(), horizon, evicted);
         if emptied {
             evicted
@@ -550,6 +592,52 @@ mod tests {
             lsn,
             value: Some(SharedBytes::copy_of(value)),
         }
+    }
+
+    /// Evicting a chunk of keys (their slots found first) does what evicting them one at a
+    /// time does: keys absent, keys with versions above the horizon left, keys emptied,
+    /// and the last key emptying the overlay.
+    #[test]
+    fn evicting_a_chunk_of_keys_matches_evicting_them_one_by_one() {
+        let fill = || {
+            let mut o = Overlay::default();
+            for i in 0..10u8 {
+                let key = CountedKey::of(&SharedBytes::copy_of(&[b'k', i]));
+                assert!(o.push(key, version(u64::from(i) + 1, &[i; 3])).is_none());
+            }
+            let k5 = CountedKey::of(&SharedBytes::copy_of(b"k\x05"));
+            assert!(o.push(k5, version(20, b"newer")).is_some());
+            o
+        };
+        let keys = |names: &[&[u8]]| -> Vec<HeadKey> {
+            let mut keys: Vec<HeadKey> = names.iter().map(|k| HeadKey::new(k)).collect();
+            keys.sort_unstable();
+            keys
+        };
+        let first: Vec<&[u8]> = vec![b"a", b"k\x00", b"k\x03", b"k\x05", b"k\x09", b"zz"];
+        let walk = |o: &Overlay| -> Vec<Vec<u8>> {
+            o.range((Bound::Unbounded, Bound::Unbounded), false)
+                .map(|(k, chain)| [k.bytes(), &[chain.versions().len() as u8]].concat())
+                .collect()
+        };
+        let (mut chunked, mut single) = (fill(), fill());
+        let (mut evicted, mut slots) = (Evicted::default(), Vec::new());
+        let got = chunked.evict_keys(&keys(&first), 15, &mut evicted, &mut slots);
+        let mut one_by_one = (0, 0);
+        for key in keys(&first) {
+            let (bytes, versions) = single.evict(&key, 15, &mut Evicted::default());
+            one_by_one = (one_by_one.0 + bytes, one_by_one.1 + versions);
+        }
+        assert_eq!(got, one_by_one);
+        assert_eq!(got.1, 4, "k0, k3, k9 and k5's older version");
+        assert_eq!(walk(&chunked), walk(&single));
+        assert_eq!(chunked.summary().keys(), 7);
+        let rest: Vec<HeadKey> = (0..10u8).map(|i| HeadKey::new(&[b'k', i])).collect();
+        let got = chunked.evict_keys(&rest, Lsn::MAX, &mut evicted, &mut slots);
+        assert_eq!(got.1, 7);
+        assert!(chunked.is_empty());
+        assert_eq!(chunked.summary().keys(), 0);
+        assert_eq!(evicted.structures.len(), 1, "the emptied overlay's indexes");
     }
 
     #[test]

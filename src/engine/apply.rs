@@ -657,7 +657,7 @@ pub(crate) fn evict_applied(sh: &EngineState, backlog: &mut VecDeque<(Lsn, Arc<T
         let mut keys: Vec<HeadKey> = keys.into_iter().cloned().map(HeadKey::shared).collect();
         keys.sort_unstable();
         keys.dedup_by(|a, b| a.bytes() == b.bytes());
-        let (bytes, versions) = table.evict(keys.iter(), horizon);
+        let (bytes, versions) = table.evict(&keys, horizon);
         drop(keys);
         freed.0 += bytes;
         freed.1 += versions;
