@@ -484,8 +484,7 @@ impl Overlay {
         Some(taken)
     }
 
-    /// Evicts the versions of `key` at or below `horizon` into `evicted`; returns their
-    /// bytes and count (tests' shorthand for [`Overlay::evict_keys`] of one key).
+    /// [`Overlay::evict_keys`] of `key` alone (tests' shorthand).
     #[cfg(test)]
     pub fn evict(&mut self, key: &HeadKey, horizon: Lsn, evicted: &mut Evicted) -> (usize, usize) {
         match self.slot_of.get(key.bytes()) {
@@ -494,9 +493,10 @@ impl Overlay {
         }
     }
 
-    /// [`Overlay::evict`] for each of `keys`, all their slots found (and prefetched) before
-    /// any is evicted: the hash probes' misses overlap instead of coming one a key.
-    /// `slots` is room for the lookups, kept by the caller from chunk to chunk.
+    /// Evicts the versions of each of `keys` at or below `horizon` into `evicted`; returns
+    /// their bytes and count. All their slots are found (and prefetched) before any is
+    /// evicted, so the hash probes' misses overlap instead of coming one a key. `slots` is
+    /// room for the lookups, kept by the caller from chunk to chunk.
     pub fn evict_keys(
         &mut self,
         keys: &[HeadKey],
