@@ -8,6 +8,7 @@
 mod buffer;
 mod iter;
 mod read;
+mod spill;
 mod write;
 
 pub use iter::{Iter, WriteIter};

@@ -1,0 +1,492 @@
+//! Sorted runs of a write transaction's buffered writes in private temporary files, read
+//! back a block at a time: the storage for spilling a transaction's writes beyond a memory
+//! budget (issue 21; staged here, not yet used by the write path).
+//!
+//! A run file is unlinked from the start (`O_TMPFILE` in `<db>/spill/`, 0700; or created
+//! 0600 under a unique name and unlinked at once where the file system lacks it), so it
+//! needs no cleaning after a crash and its space is freed when its last handle closes.
+//!
+//! Format (version [`RUN_FORMAT_VERSION`]; docs/wal-format.md, "Spill runs"):
+//!
+//! ```text
+//! run    = header block*
+//! header = magic "WALMRUN\0" | format_version: u32 | crc: u32     (crc of the 12 bytes before)
+//! block  = body_len: u32 | crc: u32 | body                         (crc of body_len and body)
+//! body   = entry+
+//! entry  = kind: u8 (1 put, 2 delete) | key_len: u32 | key | [value_len: u32 | value]
+//! ```
+//! Keys ascend strictly through a run. The writer keeps each block's first key and offset
+//! in memory: a point read or a range's start reads one block.
+
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::fs::File;
+use std::io;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::layout::{create_private_dir, create_private_file, io_at, FILE_MODE};
+
+/// The first bytes of every run file.
+pub(crate) const RUN_MAGIC: [u8; 8] = *b"WALMRUN\0";
+/// The version of the run format this build writes and reads.
+pub(crate) const RUN_FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 16;
+/// A block is written once its body reaches this many bytes (an entry larger than it is a
+/// block of its own).
+pub(crate) const BLOCK_TARGET: usize = 64 << 10;
+const BLOCK_HEADER_LEN: usize = 8;
+const KIND_PUT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+
+/// An owned entry of a run: a key and its value, or `None` for a delete.
+pub(crate) type RunEntry = (Vec<u8>, Option<Vec<u8>>);
+
+/// Where a block starts and the first key it holds.
+#[derive(Debug)]
+struct BlockRef {
+    first_key: Box<[u8]>,
+    offset: u64,
+    body_len: u32,
+}
+
+/// An unlinked file, 0600, in `dir` (created 0700 if missing).
+fn unlinked_file(dir: &Path) -> io::Result<File> {
+    create_private_dir(dir)?;
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(FILE_MODE),
+    ) {
+        Ok(fd) => return Ok(File::from(fd)),
+        // Not supported by this file system (or kernel): a named file, unlinked at once.
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
+        }
+        Err(e) => return Err(io_at(dir)(e.into())),
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("run-{}-{n}.tmp", std::process::id()));
+    let file = create_private_file(&path)?;
+    std::fs::remove_file(&path).map_err(io_at(&path))?;
+    Ok(file)
+}
+
+/// Writes one run: entries pushed in strictly ascending key order, then [`RunWriter::finish`].
+pub(crate) struct RunWriter {
+    file: File,
+    offset: u64,
+    body: Vec<u8>,
+    body_first: Option<Box<[u8]>>,
+    last_key: Option<Box<[u8]>>,
+    index: Vec<BlockRef>,
+    entries: u64,
+}
+
+impl RunWriter {
+    /// A new run in an unlinked private file in `dir`.
+    pub(crate) fn create(dir: &Path) -> io::Result<RunWriter> {
+        let file = unlinked_file(dir)?;
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(&RUN_MAGIC);
+        header.extend_from_slice(&RUN_FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+        file.write_all_at(&header, 0)?;
+        Ok(RunWriter {
+            file,
+            offset: HEADER_LEN as u64,
+            body: Vec::with_capacity(BLOCK_TARGET + 1024),
+            body_first: None,
+            last_key: None,
+            index: Vec::new(),
+            entries: 0,
+        })
+    }
+
+    /// Appends an entry; `key` must lie above every key pushed before it.
+    pub(crate) fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> io::Result<()> {
+        if self.last_key.as_deref().is_some_and(|last| key <= last) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a spill run's keys must ascend strictly",
+            ));
+        }
+        if self.body_first.is_none() {
+            self.body_first = Some(key.into());
+        }
+        let len = |n: usize| {
+            u32::try_from(n)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entry of 4 GiB or more"))
+        };
+        match value {
+            Some(value) => {
+                self.body.push(KIND_PUT);
+                self.body.extend_from_slice(&len(key.len())?.to_le_bytes());
+                self.body.extend_from_slice(key);
+                self.body
+                    .extend_from_slice(&len(value.len())?.to_le_bytes());
+                self.body.extend_from_slice(value);
+            }
+            None => {
+                self.body.push(KIND_DELETE);
+                self.body.extend_from_slice(&len(key.len())?.to_le_bytes());
+                self.body.extend_from_slice(key);
+            }
+        }
+        self.last_key = Some(key.into());
+        self.entries += 1;
+        if self.body.len() >= BLOCK_TARGET {
+            self.write_block()?;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self) -> io::Result<()> {
+        let Some(first_key) = self.body_first.take() else {
+            return Ok(());
+        };
+        let body_len = u32::try_from(self.body.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "block of 4 GiB or more"))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body_len.to_le_bytes());
+        crc.update(&self.body);
+        let mut head = [0u8; BLOCK_HEADER_LEN];
+        head[..4].copy_from_slice(&body_len.to_le_bytes());
+        head[4..].copy_from_slice(&crc.finalize().to_le_bytes());
+        self.file.write_all_at(&head, self.offset)?;
+        self.file
+            .write_all_at(&self.body, self.offset + BLOCK_HEADER_LEN as u64)?;
+        self.index.push(BlockRef {
+            first_key,
+            offset: self.offset,
+            body_len,
+        });
+        self.offset += (BLOCK_HEADER_LEN + self.body.len()) as u64;
+        self.body.clear();
+        Ok(())
+    }
+
+    /// The run, its last block written and its header read back and checked.
+    pub(crate) fn finish(mut self) -> io::Result<Run> {
+        self.write_block()?;
+        let run = Run {
+            file: self.file,
+            index: self.index,
+            entries: self.entries,
+            bytes: self.offset,
+        };
+        run.check_header()?;
+        Ok(run)
+    }
+}
+
+/// A finished run: its file and the index of its blocks.
+#[derive(Debug)]
+pub(crate) struct Run {
+    file: File,
+    index: Vec<BlockRef>,
+    entries: u64,
+    bytes: u64,
+}
+
+/// A damaged run file: an I/O error of kind `InvalidData` saying where.
+fn damaged(offset: u64, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("a transaction's spill run is damaged at offset {offset}: {what}"),
+    )
+}
+
+impl Run {
+    /// Entries in the run.
+    pub(crate) fn len(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes of its file.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn check_header(&self) -> io::Result<()> {
+        let mut header = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut header, 0)?;
+        let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+        if crc32fast::hash(&header[..12]) != crc || header[..8] != RUN_MAGIC {
+            return Err(damaged(0, "bad header"));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != RUN_FORMAT_VERSION {
+            return Err(damaged(8, &format!("format version {version}")));
+        }
+        Ok(())
+    }
+
+    /// Block `i`'s body, its checksum checked.
+    fn block(&self, i: usize) -> io::Result<Block> {
+        let b = &self.index[i];
+        let mut buf = vec![0u8; BLOCK_HEADER_LEN + b.body_len as usize];
+        self.file.read_exact_at(&mut buf, b.offset)?;
+        let body_len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&buf[..4]);
+        hasher.update(&buf[BLOCK_HEADER_LEN..]);
+        if body_len != b.body_len || hasher.finalize() != crc {
+            return Err(damaged(b.offset, "a block failed its checksum"));
+        }
+        buf.drain(..BLOCK_HEADER_LEN);
+        Ok(Block {
+            body: buf,
+            at: 0,
+            offset: b.offset + BLOCK_HEADER_LEN as u64,
+        })
+    }
+
+    /// The index of the block that would hold `key` (the last whose first key is at or
+    /// below it), if any.
+    fn block_of(&self, key: &[u8]) -> Option<usize> {
+        self.index
+            .partition_point(|b| &*b.first_key <= key)
+            .checked_sub(1)
+    }
+
+    /// `key`'s entry: `Some(Some(value))` for a put, `Some(None)` for a delete, `None` if the
+    /// run holds no entry of it.
+    pub(crate) fn get(&self, key: &[u8]) -> io::Result<Option<Option<Vec<u8>>>> {
+        let Some(i) = self.block_of(key) else {
+            return Ok(None);
+        };
+        let mut block = self.block(i)?;
+        while let Some((k, v)) = block.next_entry()? {
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(Some(v.map(<[u8]>::to_vec))),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Its entries from `from` on, in ascending key order.
+    pub(crate) fn iter(&self, from: Bound<&[u8]>) -> RunIter<'_> {
+        let (block, skip) = match from {
+            Bound::Unbounded => (0, None),
+            Bound::Included(k) | Bound::Excluded(k) => {
+                (self.block_of(k).unwrap_or(0), Some(bound_to_owned(from)))
+            }
+        };
+        RunIter {
+            run: self,
+            next_block: block,
+            block: None,
+            skip,
+            last: None,
+            failed: false,
+        }
+    }
+}
+
+fn bound_to_owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A block's body being decoded.
+struct Block {
+    body: Vec<u8>,
+    at: usize,
+    /// The body's offset in the file (for errors).
+    offset: u64,
+}
+
+impl Block {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.body.len())
+            .ok_or_else(|| damaged(self.offset + self.at as u64, "an entry runs past its block"))?;
+        let bytes = &self.body[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn take_len(&mut self) -> io::Result<usize> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+    }
+
+    /// The next entry, as ranges into the body.
+    fn next_range(&mut self) -> io::Result<Option<EntryRange>> {
+        if self.at == self.body.len() {
+            return Ok(None);
+        }
+        let kind = self.take(1)?[0];
+        let key_len = self.take_len()?;
+        let key = self.at..self.at + key_len;
+        self.take(key_len)?;
+        let value = match kind {
+            KIND_PUT => {
+                let value_len = self.take_len()?;
+                let value = self.at..self.at + value_len;
+                self.take(value_len)?;
+                Some(value)
+            }
+            KIND_DELETE => None,
+            _ => {
+                return Err(damaged(
+                    self.offset + key.start as u64,
+                    &format!("unknown entry kind {kind}"),
+                ))
+            }
+        };
+        Ok(Some((key, value)))
+    }
+
+    fn next_entry(&mut self) -> io::Result<Option<EntryRef<'_>>> {
+        Ok(self
+            .next_range()?
+            .map(|(k, v)| (&self.body[k], v.map(|v| &self.body[v]))))
+    }
+}
+
+/// An entry borrowed from its block: key, and value or `None` for a delete.
+type EntryRef<'b> = (&'b [u8], Option<&'b [u8]>);
+
+type EntryRange = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
+
+/// A run's entries in ascending key order, a block read (and checked) at a time; the keys'
+/// order is checked too.
+pub(crate) struct RunIter<'r> {
+    run: &'r Run,
+    next_block: usize,
+    block: Option<Block>,
+    /// The range's start, until the walk has passed it.
+    skip: Option<Bound<Vec<u8>>>,
+    /// The key handed out last (the next must lie above it).
+    last: Option<Vec<u8>>,
+    failed: bool,
+}
+
+impl RunIter<'_> {
+    fn next_entry(&mut self) -> io::Result<Option<RunEntry>> {
+        loop {
+            if self.block.is_none() {
+                if self.next_block == self.run.index.len() {
+                    return Ok(None);
+                }
+                self.block = Some(self.run.block(self.next_block)?);
+                self.next_block += 1;
+            }
+            let block = self.block.as_mut().expect("read above");
+            let Some((k, v)) = block.next_range()? else {
+                self.block = None;
+                continue;
+            };
+            let key = &block.body[k.clone()];
+            let before_start = match &self.skip {
+                Some(Bound::Included(from)) => key < from.as_slice(),
+                Some(Bound::Excluded(from)) => key <= from.as_slice(),
+                _ => false,
+            };
+            if before_start {
+                continue;
+            }
+            self.skip = None;
+            if self.last.as_deref().is_some_and(|last| key <= last) {
+                return Err(damaged(block.offset + k.start as u64, "keys out of order"));
+            }
+            let last = self.last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(key);
+            return Ok(Some((key.to_vec(), v.map(|v| block.body[v].to_vec()))));
+        }
+    }
+}
+
+impl Iterator for RunIter<'_> {
+    type Item = io::Result<RunEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let entry = self.next_entry().transpose();
+        self.failed = matches!(entry, Some(Err(_)));
+        entry
+    }
+}
+
+/// Runs' entries merged in ascending key order, each key's entry from the newest run that
+/// holds it (runs are given oldest first).
+pub(crate) struct MergedRuns<'r> {
+    /// Each run's walk and its next entry, oldest run first.
+    heads: Vec<(RunIter<'r>, Option<RunEntry>)>,
+    started: bool,
+    failed: bool,
+}
+
+impl<'r> MergedRuns<'r> {
+    pub(crate) fn new(runs: impl IntoIterator<Item = RunIter<'r>>) -> Self {
+        MergedRuns {
+            heads: runs.into_iter().map(|it| (it, None)).collect(),
+            started: false,
+            failed: false,
+        }
+    }
+
+    fn next_entry(&mut self) -> io::Result<Option<RunEntry>> {
+        if !self.started {
+            self.started = true;
+            for (it, head) in &mut self.heads {
+                *head = it.next().transpose()?;
+            }
+        }
+        // The smallest key, the newest run's entry where runs tie.
+        let mut best: Option<usize> = None;
+        for (i, (_, head)) in self.heads.iter().enumerate() {
+            let Some((key, _)) = head else { continue };
+            let smaller_or_newer = best.is_none_or(|b| {
+                let best_key = &self.heads[b].1.as_ref().expect("a head").0;
+                key <= best_key
+            });
+            if smaller_or_newer {
+                best = Some(i);
+            }
+        }
+        let Some(best) = best else {
+            return Ok(None);
+        };
+        let (it, head) = &mut self.heads[best];
+        let entry = std::mem::replace(head, it.next().transpose()?).expect("a head");
+        // Older runs' entries of the same key are shadowed.
+        for (it, head) in &mut self.heads[..best] {
+            if head.as_ref().is_some_and(|(k, _)| *k == entry.0) {
+                *head = it.next().transpose()?;
+            }
+        }
+        Ok(Some(entry))
+    }
+}
+
+impl Iterator for MergedRuns<'_> {
+    type Item = io::Result<RunEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let entry = self.next_entry().transpose();
+        self.failed = matches!(entry, Some(Err(_)));
+        entry
+    }
+}
+
+#[cfg(all(test, not(walmdb_loom)))]
+mod tests;

@@ -1,0 +1,175 @@
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+
+use super::*;
+
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+type Model = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A random model: keys of 1 to 40 bytes, values of 0 to 300 bytes (a few of 100 KiB,
+/// larger than a block), a fifth of the entries deletes.
+fn model(seed: u64, entries: usize) -> Model {
+    let mut next = xorshift(seed);
+    let mut m = Model::new();
+    while m.len() < entries {
+        let key: Vec<u8> = (0..1 + next() % 40).map(|_| next() as u8).collect();
+        let value = match next() % 100 {
+            0..=19 => None,
+            20 => Some(vec![next() as u8; 100 << 10]),
+            _ => Some((0..next() % 300).map(|_| next() as u8).collect()),
+        };
+        m.insert(key, value);
+    }
+    m
+}
+
+fn write(dir: &Path, m: &Model) -> Run {
+    let mut w = RunWriter::create(dir).expect("create");
+    for (k, v) in m {
+        w.push(k, v.as_deref()).expect("push");
+    }
+    w.finish().expect("finish")
+}
+
+fn collect(it: impl Iterator<Item = io::Result<RunEntry>>) -> Vec<RunEntry> {
+    it.map(|e| e.expect("entry")).collect()
+}
+
+#[test]
+fn a_run_reads_back_what_was_written_whole_from_any_start_and_by_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(7, 3_000);
+    let run = write(dir.path(), &m);
+    assert_eq!(run.len(), m.len() as u64);
+    assert!(run.index.len() > 5, "several blocks: {}", run.index.len());
+    let all: Vec<RunEntry> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(collect(run.iter(Bound::Unbounded)), all);
+    let mut next = xorshift(11);
+    for _ in 0..200 {
+        // A written key, or a random one (mostly absent).
+        let probe: Vec<u8> = if next().is_multiple_of(2) {
+            all[(next() % all.len() as u64) as usize].0.clone()
+        } else {
+            (0..1 + next() % 40).map(|_| next() as u8).collect()
+        };
+        assert_eq!(run.get(&probe).expect("get"), m.get(&probe).cloned());
+        for from in [Bound::Included(&probe[..]), Bound::Excluded(&probe[..])] {
+            let want: Vec<RunEntry> = m
+                .range::<[u8], _>((from, Bound::Unbounded))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(collect(run.iter(from)), want, "from {from:?}");
+        }
+    }
+    // Below every key, and above.
+    assert_eq!(run.get(b"").expect("get"), None);
+    assert_eq!(collect(run.iter(Bound::Excluded(&[0xFF; 41]))), vec![]);
+}
+
+#[test]
+fn an_empty_run_holds_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = write(dir.path(), &Model::new());
+    assert_eq!(run.len(), 0);
+    assert_eq!(run.get(b"k").expect("get"), None);
+    assert_eq!(collect(run.iter(Bound::Unbounded)), vec![]);
+}
+
+#[test]
+fn keys_out_of_order_are_refused_when_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = RunWriter::create(dir.path()).expect("create");
+    w.push(b"b", Some(b"1")).expect("push");
+    for key in [&b"b"[..], b"a"] {
+        let e = w.push(key, None).expect_err("not above the last key");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}
+
+/// Every byte of a run is covered: a flipped byte anywhere in a block (its length, its
+/// checksum or its body) is an `InvalidData` error from the block's read, never other data.
+#[test]
+fn a_damaged_block_is_an_error_not_other_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(3, 600);
+    let run = write(dir.path(), &m);
+    let mut next = xorshift(5);
+    for _ in 0..50 {
+        let at = HEADER_LEN as u64 + next() % (run.file_bytes() - HEADER_LEN as u64);
+        let mut byte = [0u8];
+        run.file.read_exact_at(&mut byte, at).expect("read");
+        run.file.write_all_at(&[byte[0] ^ 0x5A], at).expect("write");
+        let walked: Vec<io::Result<RunEntry>> = run.iter(Bound::Unbounded).collect();
+        let err = walked
+            .last()
+            .expect("entries")
+            .as_ref()
+            .expect_err("damaged");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(walked.iter().filter(|e| e.is_err()).count(), 1);
+        // What was handed out before the damaged block is what was written.
+        for (entry, (k, v)) in walked.iter().flatten().zip(&m) {
+            assert_eq!(entry, &(k.clone(), v.clone()));
+        }
+        run.file.write_all_at(&byte, at).expect("restore");
+    }
+    assert_eq!(collect(run.iter(Bound::Unbounded)).len(), m.len());
+    // A damaged header fails the run's check.
+    run.file.write_all_at(&[0], 3).expect("write");
+    assert_eq!(
+        run.check_header().expect_err("damaged").kind(),
+        io::ErrorKind::InvalidData
+    );
+}
+
+/// The file is private and has no name: its folder is made 0700 and holds nothing.
+#[test]
+fn a_run_lives_in_an_unlinked_private_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spill = dir.path().join("spill");
+    let run = write(&spill, &model(1, 10));
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&spill), 0o700);
+    assert_eq!(std::fs::read_dir(&spill).expect("read_dir").count(), 0);
+    assert_eq!(
+        run.file.metadata().expect("metadata").permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// Runs merged: every key once, in order, from the newest run that holds it.
+#[test]
+fn merged_runs_take_each_keys_newest_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models: Vec<Model> = (0..4)
+        .map(|i| model(100 + i, 400 + 300 * i as usize))
+        .collect();
+    // Runs that share keys: each later run rewrites some of the first's.
+    let mut models = models;
+    let shared: Vec<Vec<u8>> = models[0].keys().step_by(3).cloned().collect();
+    for (i, m) in models.iter_mut().enumerate().skip(1) {
+        for k in shared.iter().skip(i).step_by(2) {
+            m.insert(k.clone(), Some(vec![i as u8; 3]));
+        }
+    }
+    let runs: Vec<Run> = models.iter().map(|m| write(dir.path(), m)).collect();
+    let mut want = Model::new();
+    for m in &models {
+        want.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let want: Vec<RunEntry> = want.into_iter().collect();
+    let merged = MergedRuns::new(runs.iter().map(|r| r.iter(Bound::Unbounded)));
+    assert_eq!(collect(merged), want);
+    let from = want[want.len() / 2].0.clone();
+    let merged = MergedRuns::new(runs.iter().map(|r| r.iter(Bound::Excluded(&from))));
+    assert_eq!(collect(merged), want[want.len() / 2 + 1..].to_vec());
+}
