@@ -11,7 +11,7 @@ use crate::bytes::SharedBytes;
 use crate::error::{Error, Result};
 use crate::keys::HeadKey;
 use crate::lsn::Lsn;
-use crate::store::WriteOp;
+use crate::store::{ApplyOps, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
 
@@ -196,12 +196,7 @@ impl EngineState {
 /// The sort moves 16-byte entries that carry each key's first 8 bytes and its table's rank,
 /// so most comparisons read neither the operation nor the key's bytes.
 pub(crate) fn key_order(ops: &mut Vec<(Lsn, &WriteOp)>) {
-    if !ops.iter().all(|(_, op)| op.key().is_some()) {
-        return;
-    }
-    // A batch in order already, each key once (a bulk commit's, from its sorted buffer),
-    // stays as it is: no sort entries the size of the batch beside it.
-    if ops.is_sorted_by(|a, b| (&**a.1.table(), a.1.key()) < (&**b.1.table(), b.1.key())) {
+    if keeps_order(ops.iter().map(|(_, op)| *op)) {
         return;
     }
     let Ok(count) = u32::try_from(ops.len()) else {
@@ -247,6 +242,14 @@ pub(crate) fn key_order(ops: &mut Vec<(Lsn, &WriteOp)>) {
     *ops = kept;
 }
 
+/// True when [`key_order`] leaves `ops` as they are: one has no key (a table create or
+/// drop), or they are in order already, each key once (a bulk commit's, from its sorted
+/// buffer: no sort entries the size of the batch beside it).
+pub(crate) fn keeps_order<'a>(ops: impl Iterator<Item = &'a WriteOp> + Clone) -> bool {
+    !ops.clone().all(|op| op.key().is_some())
+        || ops.is_sorted_by(|a, b| (&**a.table(), a.key()) < (&**b.table(), b.key()))
+}
+
 /// One operation's place in [`key_order`]'s sort.
 struct SortEntry {
     head: u64,
@@ -274,7 +277,7 @@ fn dedup_sorted(ops: &mut Vec<(Lsn, &WriteOp)>) {
 /// `None` when `logged` said no and nothing was committed.
 pub(crate) fn apply_growing(
     engine: &Engine,
-    ops: &[(Lsn, &WriteOp)],
+    ops: ApplyOps<'_>,
     last: Lsn,
     give_up: impl Fn() -> bool,
     logged: &dyn Fn() -> bool,
@@ -454,16 +457,26 @@ pub(crate) fn applier_loop(engine: &Engine) {
                 }
             }
             let prepared = Instant::now();
-            let mut ops: Vec<(Lsn, &WriteOp)> = batch
-                .1
-                .iter()
-                .flat_map(|(lsn, w, _)| w.ops.iter().map(move |op| (*lsn, op)))
-                .collect();
+            let batch_ops = batch.1.iter().flat_map(|(_, w, _)| &w.ops);
             // What the batch covers, before overwritten keys are dropped.
-            let covered = ops.len();
-            let covered_bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
-            let covered_cost: usize = ops.iter().map(|(_, op)| op.overlay_cost()).sum();
-            key_order(&mut ops);
+            let covered = batch_ops.clone().count();
+            let covered_bytes: usize = batch_ops.clone().map(op_bytes).sum();
+            let covered_cost: usize = batch_ops.map(WriteOp::overlay_cost).sum();
+            // One commit whose operations stay in their order (a bulk load's, above all) is
+            // applied from them as they are; a batch of several is listed and put in order.
+            let listed: Vec<(Lsn, &WriteOp)>;
+            let ops = match &batch.1[..] {
+                [(lsn, w, _)] if keeps_order(w.ops.iter()) => ApplyOps::OneCommit(*lsn, &w.ops),
+                commits => {
+                    let mut all: Vec<(Lsn, &WriteOp)> = commits
+                        .iter()
+                        .flat_map(|(lsn, w, _)| w.ops.iter().map(move |op| (*lsn, op)))
+                        .collect();
+                    key_order(&mut all);
+                    listed = all;
+                    ApplyOps::Listed(&listed)
+                }
+            };
             let give_up = || sh.apply.lock().stop.is_some();
             let span = tracing::debug_span!(
                 "walmdb.apply",
@@ -474,12 +487,11 @@ pub(crate) fn applier_loop(engine: &Engine) {
             let _entered = span.enter();
             let started = Instant::now();
             let logged = || early.as_ref().is_none_or(|writes| sh.wait_logged(writes));
-            match apply_growing(engine, &ops, last, give_up, &logged) {
+            match apply_growing(engine, ops, last, give_up, &logged) {
                 Ok(Some(applied)) => appending = applied.appending(),
                 Ok(None) => {
                     // Withdrawn (its record never reached the log), or the applier stops
                     // without applying: LMDB did not take it, and nothing waits for it.
-                    drop(ops);
                     batch.1.clear();
                     continue;
                 }
@@ -521,7 +533,6 @@ pub(crate) fn applier_loop(engine: &Engine) {
                 .fetch_add(covered_bytes as u64, Ordering::Relaxed);
             sh.note_apply_rate(covered_cost, prepared.elapsed());
             drop(_entered);
-            drop(ops);
             let applied = std::mem::take(&mut batch.1);
             backlog.extend(applied.into_iter().map(|(lsn, writes, _)| (lsn, writes)));
         }
@@ -750,5 +761,46 @@ mod tests {
         let mut twice: Vec<(Lsn, &WriteOp)> = (0..4).map(|i| (i as Lsn + 1, &ops[i])).collect();
         key_order(&mut twice);
         assert_eq!(twice.iter().map(|o| o.0).collect::<Vec<_>>(), [1, 3, 4]);
+    }
+
+    /// A one-commit batch the applier applies from the commit's operations as they are
+    /// (`keeps_order`) is the list `key_order` would have applied: in key order, a key
+    /// twice, out of order, or with a table's creation among them.
+    #[test]
+    fn a_commit_applied_as_it_is_is_what_its_sorted_list_would_apply() {
+        let table: Arc<str> = Arc::from("t");
+        let put = |key: &[u8]| WriteOp::Put {
+            table: table.clone(),
+            key: SharedBytes::copy_of(key),
+            value: SharedBytes::copy_of(b"v"),
+        };
+        let commits: [(Vec<WriteOp>, bool); 4] = [
+            (vec![put(b"a"), put(b"b"), put(b"c")], true),
+            (vec![put(b"a"), put(b"b"), put(b"b")], false),
+            (vec![put(b"b"), put(b"a")], false),
+            (
+                vec![
+                    WriteOp::CreateTable {
+                        table: table.clone(),
+                    },
+                    put(b"b"),
+                    put(b"a"),
+                ],
+                true,
+            ),
+        ];
+        for (ops, kept) in &commits {
+            assert_eq!(keeps_order(ops.iter()), *kept);
+            let as_it_is: Vec<(Lsn, &WriteOp)> = ApplyOps::OneCommit(7, ops).iter().collect();
+            let mut listed = as_it_is.clone();
+            key_order(&mut listed);
+            let keys = |ops: &[(Lsn, &WriteOp)]| {
+                ops.iter()
+                    .map(|(lsn, op)| (*lsn, op.key().map(<[u8]>::to_vec)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(&as_it_is) == keys(&listed), *kept);
+            assert_eq!(ApplyOps::OneCommit(7, ops).len(), ops.len());
+        }
     }
 }

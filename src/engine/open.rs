@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::overlay::Version;
-use crate::store::{Store, WriteOp};
+use crate::store::{ApplyOps, Store, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::{AtomicBool, Mutex, Ordering, ThreadBuilder};
 use crate::wal::{LogRecord, Op, Record, RecoveryReport, Wal};
@@ -596,7 +596,7 @@ fn apply_at_open(engine: &Engine, batch: &[Replayed]) -> Result<()> {
         .flat_map(|r| r.writes.ops.iter().map(move |op| (r.lsn, op)))
         .collect();
     key_order(&mut ops);
-    apply_growing(engine, &ops, last, || true, &|| true)?;
+    apply_growing(engine, ApplyOps::Listed(&ops), last, || true, &|| true)?;
     fail::fail_point!("replay-batch-applied");
     for rec in batch {
         for op in &rec.writes.ops {

@@ -34,17 +34,46 @@ impl BatchApplied {
     }
 }
 
+/// Operations to apply in order, each with its commit's LSN: a batch's list of them, or one
+/// commit's operations as they are (a bulk load's list would take 16 bytes an operation
+/// beside them).
+#[derive(Clone, Copy)]
+pub(crate) enum ApplyOps<'a> {
+    Listed(&'a [(Lsn, &'a WriteOp)]),
+    OneCommit(Lsn, &'a [WriteOp]),
+}
+
+impl<'a> ApplyOps<'a> {
+    pub fn iter(self) -> impl Iterator<Item = (Lsn, &'a WriteOp)> {
+        let (listed, one): (&[(Lsn, &WriteOp)], _) = match self {
+            ApplyOps::Listed(listed) => (listed, None),
+            ApplyOps::OneCommit(lsn, ops) => (&[], Some((lsn, ops))),
+        };
+        let one = one
+            .into_iter()
+            .flat_map(|(lsn, ops)| ops.iter().map(move |op| (lsn, op)));
+        listed.iter().copied().chain(one)
+    }
+
+    pub fn len(self) -> usize {
+        match self {
+            ApplyOps::Listed(listed) => listed.len(),
+            ApplyOps::OneCommit(_, ops) => ops.len(),
+        }
+    }
+}
+
 impl Store {
     /// Creates, in an LMDB transaction of their own, the tables `ops` write to that LMDB
     /// does not hold yet, and sets their handles. Their data comes in a later transaction.
     pub fn create_missing_tables(
         &self,
-        ops: &[(Lsn, &WriteOp)],
+        ops: ApplyOps<'_>,
         catalog: &Catalog,
     ) -> Result<(), ApplyError> {
         let mut missing: Vec<(crate::sync::DataArc<crate::catalog::Table>, Lsn)> = Vec::new();
         let mut previous: Option<&str> = None;
-        for &(lsn, op) in ops {
+        for (lsn, op) in ops.iter() {
             if matches!(op, WriteOp::Delete { .. } | WriteOp::DropTable { .. }) {
                 continue;
             }
@@ -94,7 +123,7 @@ impl Store {
     /// pays.
     pub fn apply(
         &self,
-        ops: &[(Lsn, &WriteOp)],
+        ops: ApplyOps<'_>,
         last_lsn: Lsn,
         catalog: &Catalog,
         logged: &dyn Fn() -> bool,
@@ -106,7 +135,7 @@ impl Store {
         let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed, usize)> = None;
         // The records of the tables this batch touches, written back once at its end.
         let mut listed: Vec<Listed> = Vec::new();
-        for &(lsn, op) in ops {
+        for (lsn, op) in ops.iter() {
             let name = op.table();
             if current.as_ref().is_none_or(|c| c.0 != *name) {
                 let table = catalog.get(name);

@@ -20,7 +20,7 @@ use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
 
 mod append;
 mod apply;
-pub(crate) use apply::BatchApplied;
+pub(crate) use apply::{ApplyOps, BatchApplied};
 mod env;
 mod migrate;
 pub(crate) mod pages;
