@@ -270,16 +270,25 @@ impl Run {
         Ok(None)
     }
 
-    /// Its entries from `from` on, in ascending key order.
-    pub(crate) fn iter(&self, from: Bound<&[u8]>) -> RunIter<'_> {
+    /// Its entries from `from` on, in ascending key order (`reverse`: from `from` down, in
+    /// descending order).
+    pub(crate) fn iter(&self, from: Bound<&[u8]>, reverse: bool) -> RunIter<'_> {
+        let blocks = self.index.len();
         let (block, skip) = match from {
-            Bound::Unbounded => (0, None),
+            Bound::Unbounded => (if reverse { blocks } else { 0 }, None),
             Bound::Included(k) | Bound::Excluded(k) => {
-                (self.block_of(k).unwrap_or(0), Some(bound_to_owned(from)))
+                let at = self.block_of(k);
+                let block = match at {
+                    Some(at) if reverse => at + 1,
+                    Some(at) => at,
+                    None => 0,
+                };
+                (block, Some(bound_to_owned(from)))
             }
         };
         RunIter {
             run: self,
+            reverse,
             next_block: block,
             block: None,
             skip,
@@ -361,45 +370,74 @@ type EntryRef<'b> = (&'b [u8], Option<&'b [u8]>);
 
 type EntryRange = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
 
-/// A run's entries in ascending key order, a block read (and checked) at a time; the keys'
-/// order is checked too.
+/// A run's entries in key order (or reverse), a block read (and checked) at a time; the
+/// keys' order is checked too.
 pub(crate) struct RunIter<'r> {
     run: &'r Run,
+    reverse: bool,
+    /// The block to read next: its index (reverse: one past it).
     next_block: usize,
-    block: Option<Block>,
+    /// The block being walked, its entries, and the next of them (reverse: one past it).
+    block: Option<(Block, Vec<EntryRange>, usize)>,
     /// The range's start, until the walk has passed it.
     skip: Option<Bound<Vec<u8>>>,
-    /// The key handed out last (the next must lie above it).
+    /// The key handed out last (the next must lie beyond it).
     last: Option<Vec<u8>>,
     failed: bool,
 }
 
 impl RunIter<'_> {
+    fn read_block(&mut self) -> io::Result<bool> {
+        let at = match self.reverse {
+            false if self.next_block < self.run.index.len() => self.next_block,
+            true if self.next_block > 0 => self.next_block - 1,
+            _ => return Ok(false),
+        };
+        let mut block = self.run.block(at)?;
+        let mut entries = Vec::new();
+        while let Some(entry) = block.next_range()? {
+            entries.push(entry);
+        }
+        let next = if self.reverse { entries.len() } else { 0 };
+        self.block = Some((block, entries, next));
+        self.next_block = if self.reverse { at } else { at + 1 };
+        Ok(true)
+    }
+
     fn next_entry(&mut self) -> io::Result<Option<RunEntry>> {
         loop {
-            if self.block.is_none() {
-                if self.next_block == self.run.index.len() {
-                    return Ok(None);
-                }
-                self.block = Some(self.run.block(self.next_block)?);
-                self.next_block += 1;
+            if self.block.is_none() && !self.read_block()? {
+                return Ok(None);
             }
-            let block = self.block.as_mut().expect("read above");
-            let Some((k, v)) = block.next_range()? else {
-                self.block = None;
-                continue;
+            let (block, entries, next) = self.block.as_mut().expect("read above");
+            let (k, v) = match self.reverse {
+                false if *next < entries.len() => {
+                    *next += 1;
+                    entries[*next - 1].clone()
+                }
+                true if *next > 0 => {
+                    *next -= 1;
+                    entries[*next].clone()
+                }
+                _ => {
+                    self.block = None;
+                    continue;
+                }
             };
             let key = &block.body[k.clone()];
-            let before_start = match &self.skip {
-                Some(Bound::Included(from)) => key < from.as_slice(),
-                Some(Bound::Excluded(from)) => key <= from.as_slice(),
+            let before_start = match (&self.skip, self.reverse) {
+                (Some(Bound::Included(from)), false) => key < from.as_slice(),
+                (Some(Bound::Excluded(from)), false) => key <= from.as_slice(),
+                (Some(Bound::Included(from)), true) => key > from.as_slice(),
+                (Some(Bound::Excluded(from)), true) => key >= from.as_slice(),
                 _ => false,
             };
             if before_start {
                 continue;
             }
             self.skip = None;
-            if self.last.as_deref().is_some_and(|last| key <= last) {
+            let beyond = |last: &[u8]| if self.reverse { key < last } else { key > last };
+            if !self.last.as_deref().is_none_or(beyond) {
                 return Err(damaged(block.offset + k.start as u64, "keys out of order"));
             }
             let last = self.last.get_or_insert_with(Vec::new);
@@ -423,19 +461,24 @@ impl Iterator for RunIter<'_> {
     }
 }
 
-/// Runs' entries merged in ascending key order, each key's entry from the newest run that
-/// holds it (runs are given oldest first).
+/// Runs' entries merged in key order (or reverse, as the walks go), each key's entry from
+/// the newest run that holds it (runs are given oldest first).
 pub(crate) struct MergedRuns<'r> {
     /// Each run's walk and its next entry, oldest run first.
     heads: Vec<(RunIter<'r>, Option<RunEntry>)>,
+    reverse: bool,
     started: bool,
     failed: bool,
 }
 
 impl<'r> MergedRuns<'r> {
-    pub(crate) fn new(runs: impl IntoIterator<Item = RunIter<'r>>) -> Self {
+    /// `runs`' walks, oldest run first, all in the direction `reverse` says.
+    pub(crate) fn new(runs: impl IntoIterator<Item = RunIter<'r>>, reverse: bool) -> Self {
+        let heads: Vec<_> = runs.into_iter().map(|it| (it, None)).collect();
+        debug_assert!(heads.iter().all(|(it, _)| it.reverse == reverse));
         MergedRuns {
-            heads: runs.into_iter().map(|it| (it, None)).collect(),
+            heads,
+            reverse,
             started: false,
             failed: false,
         }
@@ -448,15 +491,19 @@ impl<'r> MergedRuns<'r> {
                 *head = it.next().transpose()?;
             }
         }
-        // The smallest key, the newest run's entry where runs tie.
+        // The first key in walk order, the newest run's entry where runs tie.
         let mut best: Option<usize> = None;
         for (i, (_, head)) in self.heads.iter().enumerate() {
             let Some((key, _)) = head else { continue };
-            let smaller_or_newer = best.is_none_or(|b| {
+            let first_or_newer = best.is_none_or(|b| {
                 let best_key = &self.heads[b].1.as_ref().expect("a head").0;
-                key <= best_key
+                if self.reverse {
+                    key >= best_key
+                } else {
+                    key <= best_key
+                }
             });
-            if smaller_or_newer {
+            if first_or_newer {
                 best = Some(i);
             }
         }

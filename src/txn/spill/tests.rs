@@ -52,7 +52,7 @@ fn a_run_reads_back_what_was_written_whole_from_any_start_and_by_key() {
     assert_eq!(run.len(), m.len() as u64);
     assert!(run.index.len() > 5, "several blocks: {}", run.index.len());
     let all: Vec<RunEntry> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    assert_eq!(collect(run.iter(Bound::Unbounded)), all);
+    assert_eq!(collect(run.iter(Bound::Unbounded, false)), all);
     let mut next = xorshift(11);
     for _ in 0..200 {
         // A written key, or a random one (mostly absent).
@@ -67,12 +67,30 @@ fn a_run_reads_back_what_was_written_whole_from_any_start_and_by_key() {
                 .range::<[u8], _>((from, Bound::Unbounded))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            assert_eq!(collect(run.iter(from)), want, "from {from:?}");
+            assert_eq!(collect(run.iter(from, false)), want, "from {from:?}");
+            let want_down: Vec<RunEntry> = m
+                .range::<[u8], _>((Bound::Unbounded, from))
+                .rev()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(
+                collect(run.iter(from, true)),
+                want_down,
+                "down from {from:?}"
+            );
         }
     }
+    let mut down = all.clone();
+    down.reverse();
+    assert_eq!(collect(run.iter(Bound::Unbounded, true)), down);
     // Below every key, and above.
     assert_eq!(run.get(b"").expect("get"), None);
-    assert_eq!(collect(run.iter(Bound::Excluded(&[0xFF; 41]))), vec![]);
+    assert_eq!(
+        collect(run.iter(Bound::Excluded(&[0xFF; 41]), false)),
+        vec![]
+    );
+    assert_eq!(collect(run.iter(Bound::Excluded(b""), true)), vec![]);
+    assert_eq!(collect(run.iter(Bound::Included(&[0xFF; 41]), true)), down);
 }
 
 #[test]
@@ -81,7 +99,7 @@ fn an_empty_run_holds_nothing() {
     let run = write(dir.path(), &Model::new());
     assert_eq!(run.len(), 0);
     assert_eq!(run.get(b"k").expect("get"), None);
-    assert_eq!(collect(run.iter(Bound::Unbounded)), vec![]);
+    assert_eq!(collect(run.iter(Bound::Unbounded, false)), vec![]);
 }
 
 #[test]
@@ -108,7 +126,7 @@ fn a_damaged_block_is_an_error_not_other_data() {
         let mut byte = [0u8];
         run.file.read_exact_at(&mut byte, at).expect("read");
         run.file.write_all_at(&[byte[0] ^ 0x5A], at).expect("write");
-        let walked: Vec<io::Result<RunEntry>> = run.iter(Bound::Unbounded).collect();
+        let walked: Vec<io::Result<RunEntry>> = run.iter(Bound::Unbounded, false).collect();
         let err = walked
             .last()
             .expect("entries")
@@ -120,9 +138,12 @@ fn a_damaged_block_is_an_error_not_other_data() {
         for (entry, (k, v)) in walked.iter().flatten().zip(&m) {
             assert_eq!(entry, &(k.clone(), v.clone()));
         }
+        let down: Vec<io::Result<RunEntry>> = run.iter(Bound::Unbounded, true).collect();
+        let err = down.last().expect("entries").as_ref().expect_err("damaged");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         run.file.write_all_at(&byte, at).expect("restore");
     }
-    assert_eq!(collect(run.iter(Bound::Unbounded)).len(), m.len());
+    assert_eq!(collect(run.iter(Bound::Unbounded, false)).len(), m.len());
     // A damaged header fails the run's check.
     run.file.write_all_at(&[0], 3).expect("write");
     assert_eq!(
@@ -146,7 +167,7 @@ fn a_run_lives_in_an_unlinked_private_file() {
     );
 }
 
-/// Runs merged: every key once, in order, from the newest run that holds it.
+/// Runs merged: every key once, in order (or reverse), from the newest run that holds it.
 #[test]
 fn merged_runs_take_each_keys_newest_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -167,9 +188,17 @@ fn merged_runs_take_each_keys_newest_entry() {
         want.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     let want: Vec<RunEntry> = want.into_iter().collect();
-    let merged = MergedRuns::new(runs.iter().map(|r| r.iter(Bound::Unbounded)));
+    let merged = MergedRuns::new(runs.iter().map(|r| r.iter(Bound::Unbounded, false)), false);
     assert_eq!(collect(merged), want);
-    let from = want[want.len() / 2].0.clone();
-    let merged = MergedRuns::new(runs.iter().map(|r| r.iter(Bound::Excluded(&from))));
-    assert_eq!(collect(merged), want[want.len() / 2 + 1..].to_vec());
+    let mid = want.len() / 2;
+    let from = want[mid].0.clone();
+    let above = runs.iter().map(|r| r.iter(Bound::Excluded(&from), false));
+    assert_eq!(
+        collect(MergedRuns::new(above, false)),
+        want[mid + 1..].to_vec()
+    );
+    let below = runs.iter().map(|r| r.iter(Bound::Included(&from), true));
+    let mut want_down = want[..=mid].to_vec();
+    want_down.reverse();
+    assert_eq!(collect(MergedRuns::new(below, true)), want_down);
 }
