@@ -200,6 +200,51 @@ fn a_large_commit_conflicts_with_older_snapshots_that_touch_its_table() {
     db.close().unwrap();
 }
 
+/// A large commit to several tables counts as a write to each of them: an older snapshot
+/// that touched any one of them conflicts, one that touched another table does not.
+#[test]
+fn a_large_commit_to_several_tables_conflicts_with_older_snapshots_of_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    let tables = ["a", "m", "z", "untouched"];
+    db.update(|t| {
+        for table in tables {
+            t.put(table, b"k", b"0")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut older: Vec<_> = tables
+        .iter()
+        .map(|table| {
+            let mut txn = db.write().unwrap();
+            assert_eq!(txn.get(table, b"k").unwrap(), Some(&b"0"[..]));
+            txn.put(table, b"new", b"1").unwrap();
+            txn
+        })
+        .collect();
+    let mut large = db.write().unwrap();
+    for i in 0..7_000 {
+        for table in &tables[..3] {
+            large.put(table, &key(i), &value(i, 1)).unwrap();
+        }
+    }
+    large.commit().unwrap();
+    let untouched = older.pop().unwrap();
+    for (txn, table) in older.into_iter().zip(tables) {
+        let result = txn.commit();
+        assert!(
+            matches!(result, Err(Error::Conflict { .. })),
+            "{table}: {result:?}"
+        );
+    }
+    untouched.commit().unwrap();
+    for table in &tables[..3] {
+        assert_eq!(db.read().unwrap().count(table).unwrap(), 7_001);
+    }
+    db.close().unwrap();
+}
+
 /// A commit that goes through is handed to the applier when it is admitted, so LMDB takes it
 /// while the flusher writes its record; LMDB commits it only once it is logged. Here its
 /// write fails for space (the group fails, the log goes on) or its sync fails (the engine
