@@ -66,8 +66,9 @@ fn unlinked_file(dir: &Path) -> io::Result<File> {
         }
         Err(e) => return Err(io_at(dir)(e.into())),
     }
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A name, not synchronisation: a counter nobody orders anything on.
+    static NEXT: crate::sync::StatCounter = crate::sync::StatCounter::new(0);
+    let n = NEXT.fetch_add(1, crate::sync::Ordering::Relaxed);
     let path = dir.join(format!("run-{}-{n}.tmp", std::process::id()));
     let file = create_private_file(&path)?;
     std::fs::remove_file(&path).map_err(io_at(&path))?;
@@ -80,7 +81,8 @@ pub(crate) struct RunWriter {
     offset: u64,
     body: Vec<u8>,
     body_first: Option<Box<[u8]>>,
-    last_key: Option<Box<[u8]>>,
+    /// The key pushed last (empty before the first: `entries` tells).
+    last_key: Vec<u8>,
     index: Vec<BlockRef>,
     entries: u64,
 }
@@ -99,7 +101,7 @@ impl RunWriter {
             offset: HEADER_LEN as u64,
             body: Vec::with_capacity(BLOCK_TARGET + 1024),
             body_first: None,
-            last_key: None,
+            last_key: Vec::new(),
             index: Vec::new(),
             entries: 0,
         })
@@ -107,7 +109,7 @@ impl RunWriter {
 
     /// Appends an entry; `key` must lie above every key pushed before it.
     pub(crate) fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> io::Result<()> {
-        if self.last_key.as_deref().is_some_and(|last| key <= last) {
+        if self.entries > 0 && key <= self.last_key.as_slice() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a spill run's keys must ascend strictly",
@@ -135,7 +137,8 @@ impl RunWriter {
                 self.body.extend_from_slice(key);
             }
         }
-        self.last_key = Some(key.into());
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
         self.entries += 1;
         if self.body.len() >= BLOCK_TARGET {
             self.write_block()?;
