@@ -146,10 +146,12 @@ impl RunWriter {
         Ok(())
     }
 
+    /// Writes the block being filled, if any. A failed write leaves it unwritten (and the
+    /// run unfinished: the caller drops the writer).
     fn write_block(&mut self) -> io::Result<()> {
-        let Some(first_key) = self.body_first.take() else {
+        if self.body_first.is_none() {
             return Ok(());
-        };
+        }
         let body_len = u32::try_from(self.body.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "block of 4 GiB or more"))?;
         let mut crc = crc32fast::Hasher::new();
@@ -162,7 +164,7 @@ impl RunWriter {
         self.file
             .write_all_at(&self.body, self.offset + BLOCK_HEADER_LEN as u64)?;
         self.index.push(BlockRef {
-            first_key,
+            first_key: self.body_first.take().expect("checked above"),
             offset: self.offset,
             body_len,
         });
