@@ -33,8 +33,8 @@ pub(crate) const RUN_MAGIC: [u8; 8] = *b"WALMRUN\0";
 /// The version of the run format this build writes and reads.
 pub(crate) const RUN_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 16;
-/// A block is written once its body reaches this many bytes (an entry larger than it is a
-/// block of its own).
+/// A block is written as soon as its body reaches this many bytes (so it holds at most one
+/// entry past it).
 pub(crate) const BLOCK_TARGET: usize = 64 << 10;
 const BLOCK_HEADER_LEN: usize = 8;
 const KIND_PUT: u8 = 1;
