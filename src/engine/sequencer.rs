@@ -360,12 +360,12 @@ impl EngineSequencer {
         }
         self.index_deferred();
         if writes.through {
-            // Its tables, each once: a commit names few, its operations table by table (a
-            // list of every operation's table would be 8 bytes an operation of a bulk load).
+            // Its tables, each once: a commit names few, its operations a table's run at a
+            // time (a list of every operation's table would be 8 bytes an operation).
             let mut tables: Vec<&Arc<str>> = Vec::new();
-            for op in &writes.ops {
-                let table = op.table();
-                if tables.last() != Some(&table) && !tables.contains(&table) {
+            for run in table_runs(&writes.ops) {
+                let table = run[0].table();
+                if !tables.contains(&table) {
                     tables.push(table);
                 }
             }
