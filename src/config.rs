@@ -307,6 +307,13 @@ pub struct Config {
     /// `backlog_wait`, then get `Error::ApplyBacklog`. A version is charged its key, its value
     /// and 200 bytes, about what it takes in memory. Default: 512 MiB.
     pub overlay_max_bytes: usize,
+    /// A write transaction's writes in memory past this many bytes (each write counted as
+    /// its key, its value and 48 bytes) are moved, sorted, into an unlinked file in
+    /// `<dir>/spill` and read back from there, so a transaction of any size takes about this
+    /// much memory. A transaction that spilled goes through to LMDB when it commits (visible
+    /// once LMDB holds it, as any transaction over a quarter of `overlay_max_bytes`). It does
+    /// not spill while it has a savepoint. At least 64 KiB. Default: 64 MiB.
+    pub txn_spill_bytes: usize,
     /// How long a commit waits for room when the apply backlog (`overlay_max_bytes`, or the
     /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at
     /// once. Default: 60 s.
@@ -359,6 +366,9 @@ pub struct Config {
     pub verify_scans: bool,
 }
 
+/// The least [`Config::txn_spill_bytes`]: a spill file's block.
+const MIN_TXN_SPILL_BYTES: usize = 64 << 10;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -370,6 +380,7 @@ impl Default for Config {
             max_readers: 1022,
             max_tables: 62,
             overlay_max_bytes: 512 << 20,
+            txn_spill_bytes: 64 << 20,
             backlog_wait: Duration::from_secs(60),
             apply_max_ops: 100_000,
             apply_interval: Duration::from_millis(100),
@@ -416,6 +427,8 @@ impl Config {
         max_tables: u32;
         /// Sets [`Config::overlay_max_bytes`].
         overlay_max_bytes: usize;
+        /// Sets [`Config::txn_spill_bytes`].
+        txn_spill_bytes: usize;
         /// Sets [`Config::backlog_wait`].
         backlog_wait: Duration;
         /// Sets [`Config::apply_max_ops`].
@@ -496,6 +509,12 @@ impl Config {
             return bad(format!(
                 "overlay_max_bytes {} is below the WAL's max_record_bytes {}",
                 self.overlay_max_bytes, self.wal.max_record_bytes
+            ));
+        }
+        if self.txn_spill_bytes < MIN_TXN_SPILL_BYTES {
+            return bad(format!(
+                "txn_spill_bytes {} is below {MIN_TXN_SPILL_BYTES}",
+                self.txn_spill_bytes
             ));
         }
         if self.checkpoint_bytes == 0 || self.max_replay_bytes < self.checkpoint_bytes {

@@ -106,6 +106,11 @@ pub(crate) fn wal_dir(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join(WAL_DIR)
 }
 
+/// `<dir>/spill`: write transactions' spilled writes, in unlinked files.
+pub(crate) fn spill_dir(dir: impl AsRef<Path>) -> PathBuf {
+    dir.as_ref().join("spill")
+}
+
 /// `<dir>/data`.
 pub(crate) fn data_dir(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join(DATA_DIR)

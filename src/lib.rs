@@ -55,6 +55,7 @@ mod clock;
 mod ends;
 mod overlay;
 mod snapshots;
+mod spill;
 mod store;
 
 // The engine behind the handle, one file per job; then transactions and the handle.

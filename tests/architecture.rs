@@ -28,6 +28,7 @@ const ORDER: &[&str] = &[
     "overlay",
     "catalog",
     "snapshots",
+    "spill",
     "store",
     // The engine's jobs, then transactions, operations and the handle.
     "engine",

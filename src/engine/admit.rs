@@ -15,6 +15,7 @@ use super::{now_micros, Engine, EngineState, Shutdown};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::spill::SpilledWrites;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
@@ -197,7 +198,10 @@ impl EngineState {
 #[derive(Debug)]
 pub(crate) struct Commit {
     pub ops: Vec<WriteOp>,
-    /// Bytes its versions would take in the overlay ([`versions_cost`] of `ops`).
+    /// Its writes in runs instead (`ops` then empty): it goes through.
+    pub spilled: Option<Box<SpilledWrites>>,
+    /// Bytes its versions would take in the overlay ([`versions_cost`] of `ops`, or the
+    /// spilled writes').
     pub versions_cost: usize,
     pub check: Check,
     /// The visible LSN of its snapshot (0 with none).
@@ -213,6 +217,7 @@ impl Commit {
         Commit {
             versions_cost: versions_cost(&ops),
             ops,
+            spilled: None,
             check: Check::Blind,
             snapshot: 0,
             pin: None,
@@ -222,14 +227,15 @@ impl Commit {
 
     /// True when it is applied through LMDB rather than held in the overlay.
     fn goes_through(&self, engine: &Engine) -> bool {
-        too_big_for_overlay(self.versions_cost, engine)
+        self.spilled.is_some() || too_big_for_overlay(self.versions_cost, engine)
     }
 
     /// What it takes of the overlay's room: nothing when it goes through.
     fn cost(&self, engine: &Engine) -> usize {
-        match self.versions_cost {
-            cost if too_big_for_overlay(cost, engine) => 0,
-            cost => cost,
+        if self.goes_through(engine) {
+            0
+        } else {
+            self.versions_cost
         }
     }
 
@@ -248,12 +254,10 @@ impl Commit {
             level if through && !level.is_durable() => Some(Durability::group_commit()),
             _ => self.durability,
         };
-        let writes = Arc::new(TxnWrites::new(
-            self.ops,
-            self.versions_cost,
-            commit_micros,
-            through,
-        ));
+        let writes = Arc::new(match self.spilled {
+            Some(spilled) => TxnWrites::spilled(*spilled, commit_micros),
+            None => TxnWrites::new(self.ops, self.versions_cost, commit_micros, through),
+        });
         // A commit that goes through is encoded a piece at a time as the log writes it: its
         // payload (as large as its writes) is never whole in memory beside them.
         let record = if through {

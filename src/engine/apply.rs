@@ -11,6 +11,7 @@ use crate::bytes::SharedBytes;
 use crate::error::{Error, Result};
 use crate::keys::HeadKey;
 use crate::lsn::Lsn;
+use crate::spill::SpilledWrites;
 use crate::store::{ApplyOps, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
@@ -48,7 +49,7 @@ impl EngineState {
     /// Hands the published commit at `lsn` to the applier, waking it when it sleeps or its
     /// batch is full.
     pub(crate) fn enqueue_for_apply(&self, lsn: Lsn, writes: Arc<TxnWrites>) {
-        let n = writes.ops.len();
+        let n = writes.op_count();
         let now = Instant::now();
         let mut q = self.apply.lock();
         if q.items.is_empty() {
@@ -159,14 +160,14 @@ impl EngineState {
         let mut ops = 0;
         q.applying_since = q.items.front().map(|item| item.2);
         while let Some((_, w, _)) = q.items.front() {
-            // A commit handed over at admission is a batch of its own.
-            let early = w.handed_early();
-            if !batch.is_empty() && (early || ops + w.ops.len() > cap) {
+            // A commit handed over at admission, or spilled, is a batch of its own.
+            let alone = w.handed_early() || w.spilled.is_some();
+            if !batch.is_empty() && (alone || ops + w.op_count() > cap) {
                 break;
             }
-            ops += w.ops.len();
+            ops += w.op_count();
             batch.push(q.items.pop_front().expect("front exists"));
-            if early {
+            if alone {
                 break;
             }
         }
@@ -458,14 +459,22 @@ pub(crate) fn applier_loop(engine: &Engine) {
             }
             let prepared = Instant::now();
             let batch_ops = batch.1.iter().flat_map(|(_, w, _)| &w.ops);
+            let spilled = batch.1.iter().filter_map(|(_, w, _)| w.spilled.as_ref());
             // What the batch covers, before overwritten keys are dropped.
-            let covered = batch_ops.clone().count();
-            let covered_bytes: usize = batch_ops.clone().map(op_bytes).sum();
-            let covered_cost: usize = batch_ops.map(WriteOp::overlay_cost).sum();
+            let covered = batch_ops.clone().count()
+                + spilled.clone().map(SpilledWrites::op_count).sum::<usize>();
+            let covered_bytes: usize = batch_ops.clone().map(op_bytes).sum::<usize>()
+                + spilled.clone().map(SpilledWrites::op_bytes).sum::<usize>();
+            let covered_cost: usize = batch_ops.map(WriteOp::overlay_cost).sum::<usize>()
+                + spilled.map(SpilledWrites::versions_cost).sum::<usize>();
             // One commit whose operations stay in their order (a bulk load's, above all) is
-            // applied from them as they are; a batch of several is listed and put in order.
+            // applied from them as they are, a spilled one (a batch of its own) from its
+            // runs; a batch of several is listed and put in order.
             let listed: Vec<(Lsn, &WriteOp)>;
             let ops = match &batch.1[..] {
+                [(lsn, w, _)] if w.spilled.is_some() => {
+                    ApplyOps::Spilled(*lsn, w.spilled.as_ref().expect("spilled"))
+                }
                 [(lsn, w, _)] if keeps_order(w.ops.iter()) => ApplyOps::OneCommit(*lsn, &w.ops),
                 commits => {
                     let mut all: Vec<(Lsn, &WriteOp)> = commits
@@ -572,7 +581,7 @@ impl Drop for Taken<'_> {
         }
         let mut q = self.0.apply.lock();
         for item in self.1.drain(..).rev() {
-            q.ops += item.1.ops.len();
+            q.ops += item.1.op_count();
             q.items.push_front(item);
         }
         q.oldest_at = Some(
@@ -702,6 +711,7 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::bytes::SharedBytes;
+    use crate::wal::log::record::OpRef;
 
     /// The sort by inline heads and table ranks orders as the plain stable sort by
     /// (table name, key) does, and keeps the same operation of each key: keys that share
@@ -791,15 +801,23 @@ mod tests {
         ];
         for (ops, kept) in &commits {
             assert_eq!(keeps_order(ops.iter()), *kept);
-            let as_it_is: Vec<(Lsn, &WriteOp)> = ApplyOps::OneCommit(7, ops).iter().collect();
-            let mut listed = as_it_is.clone();
+            let mut as_it_is = Vec::new();
+            ApplyOps::OneCommit(7, ops)
+                .try_for_each(|lsn, op| {
+                    let key = match op {
+                        OpRef::Put { key, .. } | OpRef::Delete { key, .. } => Some(key.to_vec()),
+                        OpRef::CreateTable { .. } | OpRef::DropTable { .. } => None,
+                    };
+                    as_it_is.push((lsn, key));
+                    Ok::<(), std::io::Error>(())
+                })
+                .unwrap();
+            let mut listed: Vec<(Lsn, &WriteOp)> = ops.iter().map(|op| (7, op)).collect();
             key_order(&mut listed);
-            let keys = |ops: &[(Lsn, &WriteOp)]| {
-                ops.iter()
-                    .map(|(lsn, op)| (*lsn, op.key().map(<[u8]>::to_vec)))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(keys(&as_it_is) == keys(&listed), *kept);
+            let listed: Vec<_> = (listed.iter())
+                .map(|(lsn, op)| (*lsn, op.key().map(<[u8]>::to_vec)))
+                .collect();
+            assert_eq!(as_it_is == listed, *kept);
             assert_eq!(ApplyOps::OneCommit(7, ops).len(), ops.len());
         }
     }

@@ -96,8 +96,16 @@ impl Feed {
             if ring.subscribers == 0 || lsn < ring.from {
                 return;
             }
-            ring.commits.push_back((lsn, writes.clone(), bytes));
-            ring.bytes += bytes;
+            if writes.spilled.is_some() {
+                // Its writes are not in memory: subscriptions read it, and what came
+                // before it, from the log.
+                ring.commits.clear();
+                ring.bytes = 0;
+                ring.from = lsn + 1;
+            } else {
+                ring.commits.push_back((lsn, writes.clone(), bytes));
+                ring.bytes += bytes;
+            }
             while ring.commits.len() > RING_COMMITS || ring.bytes > RING_BYTES {
                 let Some((oldest, _, freed)) = ring.commits.pop_front() else {
                     break;

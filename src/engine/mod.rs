@@ -19,6 +19,7 @@ pub(crate) mod feed;
 pub(crate) mod open;
 pub(crate) mod scrub;
 pub(crate) mod sequencer;
+pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

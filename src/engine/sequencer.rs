@@ -22,10 +22,15 @@ use crate::keys::{as_slice_bound, in_bounds, KeyBounds};
 use crate::lsn::Lsn;
 use crate::overlay::{CountedKey, Version};
 use crate::snapshots::Registration;
+use crate::spill::SpilledWrites;
 use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::Ordering;
 use crate::wal::Sequencer;
+
+pub(crate) use super::writes::{
+    versions_cost, TxnWrites, EARLY_LOGGED, EARLY_PENDING, EARLY_WITHDRAWN,
+};
 
 /// What a transaction read, for `Isolation::Serializable`.
 #[derive(Debug, Default)]
@@ -43,70 +48,6 @@ pub(crate) enum Check {
     Writes,
     /// Keys it writes and keys and ranges it read.
     WritesAndReads(ReadSet),
-}
-
-/// A committed transaction's writes, shared by the overlay and the applier.
-#[derive(Debug)]
-pub(crate) struct TxnWrites {
-    pub ops: Vec<WriteOp>,
-    /// Bytes its versions take in the overlay ([`WriteOp::overlay_cost`] summed).
-    pub versions_cost: usize,
-    /// The commit time its log record carries (Unix microseconds; 0 for none).
-    pub commit_micros: u64,
-    /// Applied to LMDB before it becomes visible, never held in the overlay: a transaction
-    /// too large for it (see [`THROUGH_SHARE`](super::admit::THROUGH_SHARE)).
-    pub through: bool,
-    /// Whether it was handed to the applier at admission, and what became of its record
-    /// since: [`NOT_EARLY`], [`EARLY_PENDING`], [`EARLY_LOGGED`] or [`EARLY_WITHDRAWN`].
-    pub early: AtomicUsize,
-}
-
-impl crate::wal::log::record::TxnOps for TxnWrites {
-    fn op_count(&self) -> usize {
-        self.ops.len()
-    }
-    fn op(&self, i: usize) -> crate::wal::log::record::OpRef<'_> {
-        self.ops[i].as_ref()
-    }
-}
-
-/// Bytes the versions of `ops` take in the overlay.
-pub(crate) fn versions_cost(ops: &[WriteOp]) -> usize {
-    ops.iter().map(WriteOp::overlay_cost).sum()
-}
-
-/// [`TxnWrites::early`]: handed to the applier once published, as every commit.
-pub(crate) const NOT_EARLY: usize = 0;
-/// Handed to the applier at admission (a commit that goes through, first of its group), so
-/// LMDB takes it while the flusher writes and syncs its record; not known to be logged yet.
-pub(crate) const EARLY_PENDING: usize = 1;
-/// Its record is in the log as durably as its level says: the applier may commit it.
-pub(crate) const EARLY_LOGGED: usize = 2;
-/// Its record never reached the log: the applier must not commit it to LMDB.
-pub(crate) const EARLY_WITHDRAWN: usize = 3;
-
-impl TxnWrites {
-    /// `versions_cost` is `ops`' [`WriteOp::overlay_cost`] summed (see [`versions_cost`]).
-    pub fn new(
-        ops: Vec<WriteOp>,
-        versions_cost: usize,
-        commit_micros: u64,
-        through: bool,
-    ) -> TxnWrites {
-        debug_assert_eq!(versions_cost, self::versions_cost(&ops));
-        TxnWrites {
-            ops,
-            versions_cost,
-            commit_micros,
-            through,
-            early: AtomicUsize::new(NOT_EARLY),
-        }
-    }
-
-    /// Handed to the applier at admission (whatever became of it since).
-    pub fn handed_early(&self) -> bool {
-        self.early.load(Ordering::Acquire) != NOT_EARLY
-    }
 }
 
 /// Withdraws an early hand-off whose ticket is dropped unpublished (a conflict cannot come
@@ -264,6 +205,9 @@ impl EngineSequencer {
             Check::Writes => None,
             Check::WritesAndReads(reads) => Some(reads),
         };
+        if let Some(spilled) = &ticket.writes.spilled {
+            spilled.for_each(|table, key, _| check_key(table, key))?;
+        }
         for op in &ticket.writes.ops {
             match op.key() {
                 Some(key) => check_key(op.table(), key)?,
@@ -325,6 +269,12 @@ impl EngineSequencer {
                 new.push(op.table());
             }
         }
+        let spilled = writes.spilled.iter().flat_map(|s| s.tables());
+        for table in spilled.filter(|t| t.put_span.is_some()) {
+            if !new.contains(&&table.name) && catalog.get(&table.name).is_none() {
+                new.push(&table.name);
+            }
+        }
         if new.is_empty() {
             return Ok(());
         }
@@ -360,17 +310,7 @@ impl EngineSequencer {
         }
         self.index_deferred();
         if writes.through {
-            // Its tables, each once: a commit names few, its operations a table's run at a
-            // time (a list of every operation's table would be 8 bytes an operation).
-            let mut tables: Vec<&Arc<str>> = Vec::new();
-            for run in table_runs(&writes.ops) {
-                let table = run[0].table();
-                if !tables.contains(&table) {
-                    tables.push(table);
-                }
-            }
-            tables.sort_unstable();
-            for table in tables {
+            for table in writes.through_tables() {
                 let t = self.tables.entry(table.clone()).or_default();
                 t.last_write = t.last_write.max(lsn);
                 self.undo.push_back(Undo {
@@ -554,6 +494,9 @@ impl Sequencer for EngineSequencer {
 /// goes through is applied to LMDB first, and no later commit is published meanwhile.
 pub(crate) fn publish(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
     note_ends(sh, lsn, &writes.ops);
+    if let Some(spilled) = &writes.spilled {
+        note_spilled_ends(sh, lsn, spilled);
+    }
     if writes.through {
         publish_through(sh, lsn, &writes);
     } else {
@@ -597,8 +540,41 @@ fn note_ends(sh: &EngineState, lsn: Lsn, ops: &[WriteOp]) {
     }
 }
 
+/// A spilled commit's operations read back into memory: for a commit LMDB cannot take now,
+/// which the overlay holds instead ([`publish_through`]).
+fn read_back(spilled: &SpilledWrites) -> std::io::Result<Vec<WriteOp>> {
+    let mut ops = Vec::with_capacity(spilled.op_count());
+    spilled.for_each(|table, key, value| {
+        let key = SharedBytes::copy_of(key);
+        ops.push(match value {
+            Some(value) => WriteOp::Put {
+                table: table.clone(),
+                key,
+                value: SharedBytes::copy_of(value),
+            },
+            None => WriteOp::Delete {
+                table: table.clone(),
+                key,
+            },
+        });
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(ops)
+}
+
+/// [`note_ends`] of a spilled commit's puts.
+fn note_spilled_ends(sh: &EngineState, lsn: Lsn, spilled: &SpilledWrites) {
+    for spilled in spilled.tables() {
+        if let (Some((lowest, highest)), Some(table)) =
+            (&spilled.put_span, sh.catalog.get(&spilled.name))
+        {
+            table.ends.lock().put(lsn, lowest, highest);
+        }
+    }
+}
+
 /// A commit's operations table by table: they come a run of one table's at a time.
-fn table_runs(ops: &[WriteOp]) -> impl Iterator<Item = &[WriteOp]> {
+pub(super) fn table_runs(ops: &[WriteOp]) -> impl Iterator<Item = &[WriteOp]> {
     ops.chunk_by(|a, b| a.table() == b.table())
 }
 
@@ -668,12 +644,18 @@ fn publish_to_overlay(sh: &EngineState, lsn: Lsn, writes: Arc<TxnWrites>) {
 fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
     let stuck = || sh.applier_gone() || sh.storage_full.load(Ordering::Acquire);
     let held_instead = || {
-        Arc::new(TxnWrites::new(
-            writes.ops.clone(),
-            writes.versions_cost,
-            writes.commit_micros,
-            false,
-        ))
+        let ops = match writes.spilled.as_ref().map(read_back) {
+            None => writes.ops.clone(),
+            Some(Ok(ops)) => ops,
+            Some(Err(e)) => {
+                // Logged, but neither LMDB nor the overlay can hold it: reads would miss
+                // it, so the engine stops (reopening replays it from the log).
+                sh.fail(format!("a spilled commit could not be read back: {e}"));
+                Vec::new()
+            }
+        };
+        let cost = versions_cost(&ops);
+        Arc::new(TxnWrites::new(ops, cost, writes.commit_micros, false))
     };
     if stuck() {
         return publish_to_overlay(sh, lsn, held_instead());
@@ -693,6 +675,12 @@ fn publish_through(sh: &EngineState, lsn: Lsn, writes: &Arc<TxnWrites>) {
                 WriteOp::DropTable { .. } => Table::note_dropped(&mut st, lsn),
                 _ => Table::note_exists(&mut st, lsn),
             }
+        }
+    }
+    let spilled = writes.spilled.iter().flat_map(|s| s.tables());
+    for spilled in spilled.filter(|t| t.put_span.is_some()) {
+        if let Some(table) = sh.catalog.get(&spilled.name) {
+            Table::note_exists(&mut table.state.write(), lsn);
         }
     }
     if !writes.handed_early() {

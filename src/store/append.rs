@@ -5,8 +5,6 @@
 //! sorted load leaves its pages fuller. It replaces nothing, so the tally counts it without
 //! a lookup; a delete above that key has nothing to delete.
 
-use std::borrow::Cow;
-
 use heed::{PutFlags, RoTxn};
 
 use super::tally::Tally;
@@ -17,25 +15,26 @@ use super::Dbi;
 /// Keys compare as LMDB's default comparator orders them (bytes as `memcmp` does, then the
 /// shorter first), which is the order of Rust's `[u8]`.
 #[derive(Debug)]
-pub(super) enum Greatest<'k> {
+pub(super) enum Greatest {
     /// Not looked up yet in this batch.
     Unknown,
     /// No key of the table is above this one (`None`: the table is empty). It may be above
     /// the true greatest key once that key is deleted; a key between the two then takes the
-    /// normal path, which is only slower. Borrowed from the batch's ops after an append.
-    AtMost(Option<Cow<'k, [u8]>>),
+    /// normal path, which is only slower. Copied from the batch's ops after an append, into
+    /// the buffer it holds already.
+    AtMost(Option<Vec<u8>>),
 }
 
-impl<'k> Greatest<'k> {
-    /// True when `key` is above every key of table `db`; looks the greatest key up (and
-    /// copies it, as it borrows `txn`) the first time in a batch.
+impl Greatest {
+    /// True when `key` is above every key of table `db`; looks the greatest key up the
+    /// first time in a batch.
     pub fn is_below(&mut self, key: &[u8], db: Dbi, txn: &RoTxn<'_>) -> heed::Result<bool> {
         if let Greatest::Unknown = self {
-            let last = db.last(txn)?.map(|(k, _)| Cow::Owned(k.to_vec()));
+            let last = db.last(txn)?.map(|(k, _)| k.to_vec());
             *self = Greatest::AtMost(last);
         }
         Ok(match self {
-            Greatest::AtMost(Some(greatest)) => key > &**greatest,
+            Greatest::AtMost(Some(greatest)) => key > &greatest[..],
             _ => true,
         })
     }
@@ -44,22 +43,32 @@ impl<'k> Greatest<'k> {
     pub fn cleared(&mut self) {
         *self = Greatest::AtMost(None);
     }
+
+    fn set(&mut self, key: &[u8]) {
+        match self {
+            Greatest::AtMost(Some(greatest)) => {
+                greatest.clear();
+                greatest.extend_from_slice(key);
+            }
+            _ => *self = Greatest::AtMost(Some(key.to_vec())),
+        }
+    }
 }
 
 /// Appends `stored` under `key`, which is above every key of table `db` ([`Greatest`] says
 /// so), counts it in `tally`, and makes it `greatest`. LMDB refuses (`MDB_KEYEXIST`) an
 /// append that is not above its last key, so a wrong bound fails the batch, never
 /// misplaces a key.
-pub(super) fn append_tallied<'k>(
+pub(super) fn append_tallied(
     db: Dbi,
     txn: &mut heed::RwTxn<'_>,
-    key: &'k [u8],
+    key: &[u8],
     stored: &[u8],
     tally: &mut Tally,
-    greatest: &mut Greatest<'k>,
+    greatest: &mut Greatest,
 ) -> heed::Result<()> {
     db.put_with_flags(txn, PutFlags::APPEND, key, stored)?;
     tally.add(stored);
-    *greatest = Greatest::AtMost(Some(Cow::Borrowed(key)));
+    greatest.set(key);
     Ok(())
 }

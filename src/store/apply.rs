@@ -10,14 +10,16 @@ use super::{apply_err, lmdb_name, meta_seed, ApplyError, Seed, Store, WriteOp, K
 use crate::catalog::{Catalog, Dbi};
 use crate::error::Error;
 use crate::lsn::Lsn;
+use crate::spill::SpilledWrites;
+use crate::wal::log::record::OpRef;
 
 /// A table an apply batch touches: its record as the batch leaves it (`None`: not listed),
-/// and its greatest key in LMDB as far as the batch knows (keys of the batch's ops, `'k`).
-struct Listed<'k> {
-    name: crate::sync::DataArc<str>,
+/// and its greatest key in LMDB as far as the batch knows.
+struct Listed {
+    name: Box<str>,
     record: Option<(Lsn, Tally)>,
     changed: bool,
-    greatest: Greatest<'k>,
+    greatest: Greatest,
 }
 
 /// What a committed apply batch wrote: its puts, and how many of them took the append path.
@@ -34,32 +36,67 @@ impl BatchApplied {
     }
 }
 
-/// Operations to apply in order, each with its commit's LSN: a batch's list of them, or one
+/// Operations to apply in order, each with its commit's LSN: a batch's list of them, one
 /// commit's operations as they are (a bulk load's list would take 16 bytes an operation
-/// beside them).
+/// beside them), or a spilled commit's, read from its runs as they are applied.
 #[derive(Clone, Copy)]
 pub(crate) enum ApplyOps<'a> {
     Listed(&'a [(Lsn, &'a WriteOp)]),
     OneCommit(Lsn, &'a [WriteOp]),
+    Spilled(Lsn, &'a SpilledWrites),
 }
 
 impl<'a> ApplyOps<'a> {
-    pub fn iter(self) -> impl Iterator<Item = (Lsn, &'a WriteOp)> {
-        let (listed, one): (&[(Lsn, &WriteOp)], _) = match self {
-            ApplyOps::Listed(listed) => (listed, None),
-            ApplyOps::OneCommit(lsn, ops) => (&[], Some((lsn, ops))),
-        };
-        let one = one
-            .into_iter()
-            .flat_map(|(lsn, ops)| ops.iter().map(move |op| (lsn, op)));
-        listed.iter().copied().chain(one)
+    /// Calls `f` with each operation in order (and its commit's LSN).
+    pub fn try_for_each<E: From<std::io::Error>>(
+        self,
+        mut f: impl FnMut(Lsn, OpRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            ApplyOps::Listed(listed) => {
+                listed.iter().try_for_each(|(lsn, op)| f(*lsn, op.as_ref()))
+            }
+            ApplyOps::OneCommit(lsn, ops) => ops.iter().try_for_each(|op| f(lsn, op.as_ref())),
+            ApplyOps::Spilled(lsn, spilled) => spilled.for_each(|table, key, value| {
+                f(
+                    lsn,
+                    match value {
+                        Some(value) => OpRef::Put { table, key, value },
+                        None => OpRef::Delete { table, key },
+                    },
+                )
+            }),
+        }
     }
 
     pub fn len(self) -> usize {
         match self {
             ApplyOps::Listed(listed) => listed.len(),
             ApplyOps::OneCommit(_, ops) => ops.len(),
+            ApplyOps::Spilled(_, spilled) => spilled.op_count(),
         }
+    }
+
+    /// The tables its puts and creates write to, with the first such operation's LSN, in
+    /// order (a table may come more than once).
+    fn created_tables(self) -> Vec<(Lsn, &'a str)> {
+        let mut tables: Vec<(Lsn, &'a str)> = Vec::new();
+        let mut note = |lsn: Lsn, op: &'a WriteOp| {
+            let creates = matches!(op, WriteOp::Put { .. } | WriteOp::CreateTable { .. });
+            // A run of writes to one table (a transaction's, in key order) is noted once.
+            if creates && tables.last().is_none_or(|(_, t)| *t != &**op.table()) {
+                tables.push((lsn, op.table()));
+            }
+        };
+        match self {
+            ApplyOps::Listed(listed) => listed.iter().for_each(|(lsn, op)| note(*lsn, op)),
+            ApplyOps::OneCommit(lsn, ops) => ops.iter().for_each(|op| note(lsn, op)),
+            ApplyOps::Spilled(lsn, spilled) => {
+                let puts = spilled.tables().iter().filter(|t| t.put_span.is_some());
+                tables.extend(puts.map(|t| (lsn, &*t.name)));
+            }
+        }
+        tables
     }
 }
 
@@ -72,17 +109,8 @@ impl Store {
         catalog: &Catalog,
     ) -> Result<(), ApplyError> {
         let mut missing: Vec<(crate::sync::DataArc<crate::catalog::Table>, Lsn)> = Vec::new();
-        let mut previous: Option<&str> = None;
-        for (lsn, op) in ops.iter() {
-            if matches!(op, WriteOp::Delete { .. } | WriteOp::DropTable { .. }) {
-                continue;
-            }
-            // A run of writes to one table (a transaction's, in key order) is looked up once.
-            if previous == Some(&**op.table()) {
-                continue;
-            }
-            previous = Some(op.table());
-            let table = catalog.get_or_add(op.table());
+        for (lsn, name) in ops.created_tables() {
+            let table = catalog.get_or_add(name);
             if table.state.read().lmdb().is_none()
                 && !missing.iter().any(|(t, _)| t.name == table.name)
             {
@@ -131,22 +159,23 @@ impl Store {
         let mut wtxn = self.write_txn()?;
         let mut applied = BatchApplied::default();
         let mut buf = Vec::new();
-        // (table, its handle, its seed, its place in `listed`)
-        let mut current: Option<(crate::sync::DataArc<str>, Option<Dbi>, Seed, usize)> = None;
+        // (its handle, its seed, its place in `listed`) of the table written last
+        let mut current: Option<(Option<Dbi>, Seed, usize)> = None;
         // The records of the tables this batch touches, written back once at its end.
         let mut listed: Vec<Listed> = Vec::new();
-        for (lsn, op) in ops.iter() {
+        ops.try_for_each(|lsn, op| -> Result<(), ApplyError> {
             let name = op.table();
-            if current.as_ref().is_none_or(|c| c.0 != *name) {
+            let switched = current.is_none_or(|(_, _, at)| &*listed[at].name != name);
+            if switched {
                 let table = catalog.get(name);
                 let dbi = table.as_ref().and_then(|t| t.state.read().lmdb());
                 let seed = table.map_or_else(|| Seed::of_table(name), |t| t.seed);
-                let at = match listed.iter().position(|l| l.name == *name) {
+                let at = match listed.iter().position(|l| &*l.name == name) {
                     Some(at) => at,
                     None => {
                         let record = self.table_record(&wtxn, name)?;
                         listed.push(Listed {
-                            name: name.clone(),
+                            name: name.into(),
                             record,
                             changed: false,
                             greatest: Greatest::Unknown,
@@ -154,14 +183,12 @@ impl Store {
                         listed.len() - 1
                     }
                 };
-                current = Some((name.clone(), dbi, seed, at));
+                current = Some((dbi, seed, at));
             }
-            let (dbi, seed, at) = current
-                .as_ref()
-                .map_or((None, Seed::default(), 0), |c| (c.1, c.2, c.3));
+            let (dbi, seed, at) = current.expect("set above");
             let table = &mut listed[at];
             match op {
-                WriteOp::Put { key, value, .. } => {
+                OpRef::Put { key, value, .. } => {
                     let dbi = dbi.ok_or_else(|| missing_handle(name))?;
                     seed.seal(&mut buf, key, value);
                     // A put creates its table: list it.
@@ -183,15 +210,15 @@ impl Store {
                     }
                     table.changed = true;
                 }
-                WriteOp::Delete { key, .. } => {
-                    let Some(dbi) = dbi else { continue };
+                OpRef::Delete { key, .. } => {
+                    let Some(dbi) = dbi else { return Ok(()) };
                     let above = table
                         .greatest
                         .is_below(key, dbi, &wtxn)
                         .map_err(apply_err("read"))?;
                     if above {
                         // Nothing to delete.
-                        continue;
+                        return Ok(());
                     }
                     if let Some((_, tally)) = table.record.as_mut() {
                         tally::delete_tallied(dbi, &mut wtxn, key, tally)
@@ -201,12 +228,12 @@ impl Store {
                         dbi.delete(&mut wtxn, key).map_err(apply_err("delete"))?;
                     }
                 }
-                WriteOp::CreateTable { .. } => {
+                OpRef::CreateTable { .. } => {
                     let tally = table.record.map(|(_, t)| t).unwrap_or_default();
                     table.record = Some((lsn, tally));
                     table.changed = true;
                 }
-                WriteOp::DropTable { .. } => {
+                OpRef::DropTable { .. } => {
                     if let Some(dbi) = dbi {
                         dbi.clear(&mut wtxn).map_err(apply_err("drop table"))?;
                     }
@@ -215,7 +242,8 @@ impl Store {
                     table.changed = true;
                 }
             }
-        }
+            Ok(())
+        })?;
         for table in listed.iter().filter(|t| t.changed) {
             let name = table.name.as_bytes();
             match table.record {

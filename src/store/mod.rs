@@ -154,6 +154,12 @@ pub(crate) enum ApplyError {
     Other(Error),
 }
 
+impl From<std::io::Error> for ApplyError {
+    fn from(e: std::io::Error) -> Self {
+        ApplyError::Other(Error::Io(e))
+    }
+}
+
 pub(crate) fn lmdb_err(op: &'static str) -> impl Fn(heed::Error) -> Error {
     move |e| match e {
         heed::Error::Io(io) => Error::Io(io),

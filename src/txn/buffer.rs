@@ -3,12 +3,20 @@
 //! use or commit. A transaction that only writes sorts its writes once instead of inserting
 //! each into a map of millions (a cache miss a level).
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+use std::path::Path;
 
 use crate::bytes::SharedBytes;
 use crate::keys::HeadKey;
+use crate::spill::{MergedRuns, Run, RunWriter};
 use crate::sync::DataArc as Arc;
+
+/// What a buffered write is counted in memory besides its key and value (its entry, and
+/// the map's or list's share).
+pub(super) const ENTRY_OVERHEAD: usize = 48;
 
 /// A table's buffered writes: key -> value, or `None` for delete. Keys and values are
 /// shared with the commit's operations, not copied into them.
@@ -32,11 +40,93 @@ pub(super) struct Buffer {
     tables: UnsafeCell<Tables>,
     /// Some table's `appended` holds writes.
     unsorted: Cell<bool>,
+    /// Writes moved out of memory ([`Buffer::spill`]): each table's runs, oldest first,
+    /// each older than what memory holds of the table.
+    spilled: BTreeMap<Arc<str>, Vec<Run>>,
+    /// What the writes in memory take (each its key, value and [`ENTRY_OVERHEAD`]).
+    bytes: usize,
+}
+
+/// Where spilled writes are taken for a commit: what memory holds, table by table, and the
+/// runs spilled before.
+pub(super) struct Taken {
+    pub memory: Vec<(Arc<str>, TableRun)>,
+    pub spilled: BTreeMap<Arc<str>, Vec<Run>>,
 }
 
 impl Buffer {
+    /// Bytes the writes in memory take (see [`ENTRY_OVERHEAD`]).
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts a write made in place (with a savepoint, through [`Buffer::sorted_mut`]).
+    pub(super) fn count_write(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.bytes += key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
+    }
+
+    /// `table`'s spilled runs, oldest first.
+    pub(super) fn spilled(&self, table: &str) -> &[Run] {
+        self.spilled.get(table).map_or(&[], Vec::as_slice)
+    }
+
+    /// Moves every write in memory into a run a table, in an unlinked file in `dir`. On
+    /// error the writes of the table that failed (and of those after it) stay in memory.
+    pub(super) fn spill(&mut self, dir: &Path) -> io::Result<()> {
+        let tables = std::mem::take(self.tables.get_mut());
+        self.unsorted.set(false);
+        let mut tables = tables.into_iter();
+        while let Some((name, t)) = tables.next() {
+            let run = t.into_run();
+            if run.is_empty() {
+                continue;
+            }
+            match write_run(dir, &run) {
+                Ok(written) => {
+                    tracing::debug!(
+                        table = &*name,
+                        entries = written.len(),
+                        bytes = written.file_bytes(),
+                        "a transaction's writes spilled"
+                    );
+                    self.spilled.entry(name).or_default().push(written);
+                }
+                Err(e) => {
+                    // Put back as a sorted list, which the next read or commit takes as is.
+                    let kept = std::iter::once((name, run))
+                        .chain(tables.map(|(name, t)| (name, t.into_run())))
+                        .map(|(name, run)| {
+                            let table = TableBuffer {
+                                sorted: TableWrites::new(),
+                                appended: run,
+                            };
+                            (name, table)
+                        });
+                    *self.tables.get_mut() = kept.collect();
+                    self.unsorted.set(true);
+                    self.bytes = self.count_memory();
+                    return Err(e);
+                }
+            }
+        }
+        self.bytes = 0;
+        Ok(())
+    }
+
+    fn count_memory(&mut self) -> usize {
+        let tables = self.tables.get_mut();
+        let sorted = tables.values().flat_map(|t| t.sorted.iter());
+        let appended = tables
+            .values()
+            .flat_map(|t| t.appended.iter().map(|(k, v)| (k, v)));
+        (sorted.chain(appended))
+            .map(|(k, v)| k.bytes().len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD)
+            .sum()
+    }
+
     /// Appends a write (it is sorted in when the buffer is next read).
     pub(super) fn append(&mut self, table: &str, key: HeadKey, value: Option<SharedBytes>) {
+        self.count_write(key.bytes(), value.as_deref());
         let tables = self.tables.get_mut();
         let t = match tables.get_mut(table) {
             Some(t) => t,
@@ -63,13 +153,15 @@ impl Buffer {
     /// The tables' writes in key order, each key's last, taken for a commit (tables left
     /// without writes are left out): a table whose writes were never read back is sorted
     /// from its appended list alone, in place, with no map built.
-    pub(super) fn into_runs(self) -> Vec<(Arc<str>, TableRun)> {
-        self.tables
-            .into_inner()
-            .into_iter()
+    pub(super) fn into_runs(self) -> Taken {
+        let memory = (self.tables.into_inner().into_iter())
             .map(|(name, t)| (name, t.into_run()))
             .filter(|(_, run)| !run.is_empty())
-            .collect()
+            .collect();
+        Taken {
+            memory,
+            spilled: self.spilled,
+        }
     }
 
     /// Sorts every table's appended writes in (each key's last write wins).
@@ -127,6 +219,97 @@ fn sort_in_table(t: &mut TableBuffer) {
         new: last.into_iter().peekable(),
     }
     .collect();
+}
+
+/// A sorted run of a table's writes written into a run file in `dir`.
+pub(super) fn write_run(dir: &Path, run: &TableRun) -> io::Result<Run> {
+    let mut writer = RunWriter::create(dir)?;
+    for (key, value) in run {
+        writer.push(key.bytes(), value.as_deref())?;
+    }
+    writer.finish()
+}
+
+/// Entries read back from spilled runs, kept so that reads can lend them for as long as
+/// the transaction is borrowed; emptied only through `&mut`, which ends every such loan.
+#[derive(Debug, Default)]
+pub(super) struct ReadBack(RefCell<Vec<Box<[u8]>>>);
+
+impl ReadBack {
+    pub(super) fn keep(&self, bytes: Vec<u8>) -> &[u8] {
+        let kept = bytes.into_boxed_slice();
+        let at: *const [u8] = &*kept;
+        self.0.borrow_mut().push(kept);
+        // SAFETY: a box's bytes do not move when the list grows, and stay until `clear`,
+        // which takes `&mut self`: no loan handed out here outlives it.
+        unsafe { &*at }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.get_mut().clear();
+    }
+}
+
+/// A walk over a table's spilled runs within bounds, its entries kept in a [`ReadBack`].
+pub(super) struct SpilledWalk<'t> {
+    merged: MergedRuns<'t>,
+    /// Where the walk ends (the upper bound going up, the lower going down).
+    end: Bound<&'t [u8]>,
+    reverse: bool,
+    kept: &'t ReadBack,
+    ended: bool,
+}
+
+impl<'t> SpilledWalk<'t> {
+    pub(super) fn new(
+        runs: &'t [Run],
+        bounds: (Bound<&'t [u8]>, Bound<&'t [u8]>),
+        reverse: bool,
+        kept: &'t ReadBack,
+    ) -> Self {
+        let (from, end) = if reverse {
+            (bounds.1, bounds.0)
+        } else {
+            (bounds.0, bounds.1)
+        };
+        let walks = runs.iter().map(|r| r.iter(from, reverse));
+        SpilledWalk {
+            merged: MergedRuns::new(walks, reverse),
+            end,
+            reverse,
+            kept,
+            ended: false,
+        }
+    }
+}
+
+impl<'t> Iterator for SpilledWalk<'t> {
+    /// A key, and its value or `None` for a delete.
+    type Item = io::Result<(&'t [u8], Option<&'t [u8]>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let (key, value) = match self.merged.next()? {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(e)),
+        };
+        let past = match self.end {
+            Bound::Unbounded => false,
+            Bound::Included(end) if self.reverse => key[..] < *end,
+            Bound::Excluded(end) if self.reverse => key[..] <= *end,
+            Bound::Included(end) => key[..] > *end,
+            Bound::Excluded(end) => key[..] >= *end,
+        };
+        if past {
+            self.ended = true;
+            return None;
+        }
+        let key = self.kept.keep(key);
+        let value = value.map(|v| self.kept.keep(v));
+        Some(Ok((key, value)))
+    }
 }
 
 /// `writes`, in the order made, sorted by key keeping each key's last write, in place.
@@ -266,6 +449,7 @@ mod tests {
     fn assert_runs(buffer: Buffer, model: &BTreeMap<String, ModelTable>) {
         let got: Vec<(String, Vec<_>)> = buffer
             .into_runs()
+            .memory
             .into_iter()
             .map(|(table, run)| {
                 let run = run

@@ -433,9 +433,91 @@ pub(super) fn merge_step<'t>(
 pub struct WriteIter<'t> {
     pub(super) snap: Iter<'t>,
     pub(super) snap_head: Option<(&'t [u8], &'t [u8])>,
-    pub(super) own: Option<btree_map::Range<'t, HeadKey, Option<crate::bytes::SharedBytes>>>,
+    pub(super) own: Option<OwnWalk<'t>>,
     pub(super) own_head: Option<Newer<'t>>,
     pub(super) reverse: bool,
+}
+
+/// A write transaction's own writes to a table within bounds: those in memory merged over
+/// those it spilled (which they shadow), in walk order.
+pub(super) struct OwnWalk<'t> {
+    memory: Option<btree_map::Range<'t, HeadKey, Option<crate::bytes::SharedBytes>>>,
+    memory_head: Option<Newer<'t>>,
+    spilled: Option<super::buffer::SpilledWalk<'t>>,
+    spilled_head: Option<Newer<'t>>,
+    reverse: bool,
+}
+
+impl<'t> OwnWalk<'t> {
+    pub(super) fn new(
+        memory: Option<btree_map::Range<'t, HeadKey, Option<crate::bytes::SharedBytes>>>,
+        spilled: Option<super::buffer::SpilledWalk<'t>>,
+        reverse: bool,
+    ) -> Self {
+        OwnWalk {
+            memory,
+            memory_head: None,
+            spilled,
+            spilled_head: None,
+            reverse,
+        }
+    }
+}
+
+impl<'t> Iterator for OwnWalk<'t> {
+    type Item = Result<Newer<'t>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.memory_head.is_none() {
+            let next = match self.memory.as_mut() {
+                Some(r) if self.reverse => r.next_back(),
+                Some(r) => r.next(),
+                None => None,
+            };
+            self.memory_head = next.map(|(k, v)| Newer {
+                head: k.head(),
+                key: k.bytes(),
+                value: v.as_deref(),
+            });
+        }
+        if self.spilled_head.is_none() {
+            match self.spilled.as_mut().and_then(Iterator::next) {
+                Some(Ok((key, value))) => {
+                    self.spilled_head = Some(Newer {
+                        head: crate::keys::head_of(key),
+                        key,
+                        value,
+                    })
+                }
+                Some(Err(e)) => {
+                    // The walk ends at its first error.
+                    self.memory = None;
+                    self.memory_head = None;
+                    return Some(Err(Error::Io(e)));
+                }
+                None => {}
+            }
+        }
+        let spilled_first = match (&self.memory_head, &self.spilled_head) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(m), Some(s)) => {
+                let ord = (m.head, m.key).cmp(&(s.head, s.key));
+                let ord = if self.reverse { ord.reverse() } else { ord };
+                if ord == std::cmp::Ordering::Equal {
+                    // Shadowed by the newer write in memory.
+                    self.spilled_head = None;
+                }
+                ord == std::cmp::Ordering::Greater
+            }
+        };
+        let head = if spilled_first {
+            self.spilled_head.take()
+        } else {
+            self.memory_head.take()
+        };
+        head.map(Ok)
+    }
 }
 
 impl std::fmt::Debug for WriteIter<'_> {
@@ -459,16 +541,11 @@ impl<'t> Iterator for WriteIter<'t> {
                 }
             }
             if self.own_head.is_none() {
-                let next = match self.own.as_mut() {
-                    Some(r) if self.reverse => r.next_back(),
-                    Some(r) => r.next(),
-                    None => None,
-                };
-                self.own_head = next.map(|(k, v)| Newer {
-                    head: k.head(),
-                    key: k.bytes(),
-                    value: v.as_deref(),
-                });
+                match self.own.as_mut().and_then(Iterator::next) {
+                    Some(Ok(newer)) => self.own_head = Some(newer),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
             }
             match merge_step(&mut self.snap_head, &mut self.own_head, self.reverse)? {
                 Taken::Older(key, value)

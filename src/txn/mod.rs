@@ -8,7 +8,6 @@
 mod buffer;
 mod iter;
 mod read;
-mod spill;
 mod write;
 
 pub use iter::{Iter, WriteIter};

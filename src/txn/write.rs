@@ -18,7 +18,8 @@ use crate::store::WriteOp;
 use crate::sync::{DataArc as Arc, Ordering};
 use crate::wal::CommitFuture;
 
-use super::buffer::Buffer;
+use super::buffer::{Buffer, ReadBack, SpilledWalk};
+use super::iter::OwnWalk;
 use super::{Snapshot, WriteIter};
 
 /// A point in a write transaction to roll back to; see [`WriteTxn::savepoint`].
@@ -75,6 +76,8 @@ pub struct WriteTxn<'db> {
     read_any: Cell<bool>,
     /// Set once `commit` runs: a drop without it is an abort.
     committing: bool,
+    /// Spilled writes read back, lent by reads.
+    read_back: ReadBack,
 }
 
 impl Drop for WriteTxn<'_> {
@@ -105,6 +108,7 @@ impl<'db> WriteTxn<'db> {
             reads: RefCell::default(),
             read_any: Cell::new(false),
             committing: false,
+            read_back: ReadBack::default(),
         }
     }
 
@@ -126,11 +130,52 @@ impl<'db> WriteTxn<'db> {
         super::check_age(self.engine, || self.started.elapsed())
     }
 
-    fn own(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.writes
-            .table(table)
-            .and_then(|w| w.get(key))
-            .map(|v| v.as_deref())
+    /// Its own write of `key`: `Some(None)` for a delete, `None` for none.
+    fn own(&self, table: &str, key: &[u8]) -> Result<Option<Option<&[u8]>>> {
+        if let Some(own) = self.writes.table(table).and_then(|w| w.get(key)) {
+            return Ok(Some(own.as_deref()));
+        }
+        for run in self.writes.spilled(table).iter().rev() {
+            if let Some(value) = run.get(key)? {
+                return Ok(Some(value.map(|v| self.read_back.keep(v))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Its own writes to `table` within `bounds` (valid ones), in memory and spilled.
+    fn own_walk(&self, table: &str, bounds: &KeyBounds, reverse: bool) -> Option<OwnWalk<'_>> {
+        let slices = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
+        let memory = self.writes.table(table).map(|w| w.range::<[u8], _>(slices));
+        let runs = self.writes.spilled(table);
+        let spilled = (!runs.is_empty()).then(|| {
+            // The bounds are the caller's; the walk keeps its own copies of their keys.
+            let kept = |b: &std::ops::Bound<Vec<u8>>| match b {
+                std::ops::Bound::Included(k) => {
+                    std::ops::Bound::Included(self.read_back.keep(k.clone()))
+                }
+                std::ops::Bound::Excluded(k) => {
+                    std::ops::Bound::Excluded(self.read_back.keep(k.clone()))
+                }
+                std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+            };
+            let kept = (kept(&bounds.0), kept(&bounds.1));
+            SpilledWalk::new(runs, kept, reverse, &self.read_back)
+        });
+        (memory.is_some() || spilled.is_some()).then(|| OwnWalk::new(memory, spilled, reverse))
+    }
+
+    /// Spills its writes in memory once they pass the budget (never while a savepoint is
+    /// live: a rollback undoes writes in memory only).
+    fn spill_if_due(&mut self) -> Result<()> {
+        let budget = self.engine.cfg.txn_spill_bytes;
+        if self.has_savepoint || self.writes.bytes() <= budget {
+            return Ok(());
+        }
+        self.read_back.clear();
+        let dir = crate::layout::spill_dir(&self.engine.path);
+        self.writes.spill(&dir)?;
+        Ok(())
     }
 
     fn note_read(&self, table: &str, read: impl FnOnce(Arc<str>, &mut ReadSet)) {
@@ -143,7 +188,7 @@ impl<'db> WriteTxn<'db> {
     /// The value of `key` in `table`: this transaction's own write, else its snapshot's.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<&[u8]>> {
         self.check_age()?;
-        if let Some(own) = self.own(table, key) {
+        if let Some(own) = self.own(table, key)? {
             return Ok(own);
         }
         let snap = self.snap()?;
@@ -183,8 +228,10 @@ impl<'db> WriteTxn<'db> {
                 .push((t, (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)))
         });
         let mut n = snap.count(table)?;
-        for (key, value) in self.writes.table(table).into_iter().flatten() {
-            match (snap.get(table, key.bytes())?.is_some(), value.is_some()) {
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        for own in self.own_walk(table, &all, false).into_iter().flatten() {
+            let own = own?;
+            match (snap.get(table, own.key)?.is_some(), own.value.is_some()) {
                 (false, true) => n += 1,
                 (true, false) => n = n.saturating_sub(1),
                 _ => {}
@@ -219,11 +266,9 @@ impl<'db> WriteTxn<'db> {
     fn iter(&self, table: &str, bounds: KeyBounds, reverse: bool) -> Result<WriteIter<'_>> {
         self.check_age()?;
         let snap = self.snap()?.iter(table, bounds.clone(), reverse)?;
-        let own = match (self.writes.table(table), bounds_valid(&bounds)) {
-            (Some(w), true) => {
-                Some(w.range::<[u8], _>((as_slice_bound(&bounds.0), as_slice_bound(&bounds.1))))
-            }
-            _ => None,
+        let own = match bounds_valid(&bounds) {
+            true => self.own_walk(table, &bounds, reverse),
+            false => None,
         };
         // An empty (or inverted) range reads nothing and is not recorded.
         if bounds_valid(&bounds) {
@@ -260,6 +305,7 @@ impl<'db> WriteTxn<'db> {
             return;
         }
         // With a savepoint, each write keeps what it replaced, for its undo.
+        self.writes.count_write(key.bytes(), value.as_deref());
         let mut sorted = self.writes.sorted_mut();
         let (table, writes) = sorted.table(table);
         let prev = writes.insert(key.clone(), value);
@@ -269,6 +315,7 @@ impl<'db> WriteTxn<'db> {
     /// Sets `key` in `table` to `value` (the table is created by the commit if missing).
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_write(table, key, Some(value))?;
+        self.spill_if_due()?;
         let (key, value) = self.arena.pair(key, value);
         self.buffer(table, HeadKey::shared(key), Some(value));
         Ok(())
@@ -277,6 +324,7 @@ impl<'db> WriteTxn<'db> {
     /// Removes `key` from `table`.
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
         self.check_write(table, key, None)?;
+        self.spill_if_due()?;
         let key = self.arena.copy_of(key);
         self.buffer(table, HeadKey::shared(key), None);
         Ok(())
@@ -440,7 +488,11 @@ impl<'db> WriteTxn<'db> {
         }
         self.check_age()?;
         // Taken, not read: a transaction that never read its writes back builds no map.
-        let runs = std::mem::take(&mut self.writes).into_runs();
+        let taken = std::mem::take(&mut self.writes).into_runs();
+        if !taken.spilled.is_empty() {
+            return self.prepare_spilled(taken, durability);
+        }
+        let runs = taken.memory;
         if runs.is_empty() {
             return Ok(Prepared::Nothing(match self.snap.get() {
                 Some(snap) => snap.lsn(),
@@ -493,6 +545,34 @@ impl<'db> WriteTxn<'db> {
                 }
             }
         }
+        self.finish_commit(ops, None, versions_cost, durability)
+    }
+
+    /// [`WriteTxn::prepare_commit`] of a transaction that spilled: what memory holds is
+    /// spilled too, and the commit carries the runs.
+    fn prepare_spilled(
+        &mut self,
+        taken: super::buffer::Taken,
+        durability: Option<Durability>,
+    ) -> Result<Prepared> {
+        let dir = crate::layout::spill_dir(&self.engine.path);
+        let mut tables = taken.spilled;
+        for (name, run) in taken.memory {
+            let written = super::buffer::write_run(&dir, &run)?;
+            tables.entry(name).or_default().push(written);
+        }
+        let spilled = crate::spill::SpilledWrites::new(tables.into_iter().collect())?;
+        let cost = spilled.versions_cost();
+        self.finish_commit(Vec::new(), Some(Box::new(spilled)), cost, durability)
+    }
+
+    fn finish_commit(
+        &mut self,
+        ops: Vec<WriteOp>,
+        spilled: Option<Box<crate::spill::SpilledWrites>>,
+        versions_cost: usize,
+        durability: Option<Durability>,
+    ) -> Result<Prepared> {
         let check = if !self.read_any.get() {
             Check::Blind
         } else if self.isolation == Isolation::Serializable {
@@ -514,6 +594,7 @@ impl<'db> WriteTxn<'db> {
         };
         Ok(Prepared::Commit(Commit {
             ops,
+            spilled,
             versions_cost,
             check,
             snapshot,

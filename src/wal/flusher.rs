@@ -254,6 +254,19 @@ impl LogWriter {
         self.buf.clear();
         let max_framed = self.cfg.max_record_bytes;
         for record in records.iter().flat_map(|r| r.pieces(max_framed)) {
+            let record = match record {
+                Ok(piece) => piece,
+                // A spilled transaction's run did not read back: its group fails (nothing
+                // was acknowledged), and the log is poisoned if a part of it is written.
+                Err(e) if written_any => {
+                    self.frame.discard();
+                    return Err(self.poison(shared, "reading a spilled transaction back", &e));
+                }
+                Err(e) => {
+                    self.frame.discard();
+                    return Err(Error::Io(e));
+                }
+            };
             let pending = self.buf.len() + FRAME_HEADER_LEN + self.frame.body_len();
             // A piece of a split transaction is a frame of its own.
             if self.frame.count() > 0

@@ -7,7 +7,12 @@ use super::record::{DecodeError, EncodedRecord, LogRecord, Lsn, RecordType, RECO
 impl EncodedRecord {
     /// The records this one is written as when a record may take at most `max_framed`
     /// bytes (`max_record_bytes`): itself, or, for a transaction over it, its parts and end.
-    pub(crate) fn pieces(&self, max_framed: usize) -> impl Iterator<Item = Piece<'_>> {
+    /// A lazy payload that cannot be encoded (a spilled transaction's run that cannot be
+    /// read back) ends the pieces with the error.
+    pub(crate) fn pieces(
+        &self,
+        max_framed: usize,
+    ) -> impl Iterator<Item = std::io::Result<Piece<'_>>> {
         let whole = self.kind != RecordType::Txn || self.framed_len() <= max_framed;
         let chunk_len = if whole {
             self.payload.len().max(1)
@@ -18,22 +23,26 @@ impl EncodedRecord {
         self.payload
             .chunks(chunk_len)
             .enumerate()
-            .map(move |(i, chunk)| match (whole, i + 1 == count) {
-                (true, _) => Piece {
-                    kind: self.kind,
-                    number: None,
-                    chunk,
-                },
-                (false, false) => Piece {
-                    kind: RecordType::TxnPart,
-                    number: Some(i as u32),
-                    chunk,
-                },
-                (false, true) => Piece {
-                    kind: RecordType::TxnEnd,
-                    number: Some(i as u32),
-                    chunk,
-                },
+            .map(move |(i, chunk)| Ok((i, chunk?)))
+            .map(move |piece: std::io::Result<_>| {
+                let (i, chunk) = piece?;
+                Ok(match (whole, i + 1 == count) {
+                    (true, _) => Piece {
+                        kind: self.kind,
+                        number: None,
+                        chunk,
+                    },
+                    (false, false) => Piece {
+                        kind: RecordType::TxnPart,
+                        number: Some(i as u32),
+                        chunk,
+                    },
+                    (false, true) => Piece {
+                        kind: RecordType::TxnEnd,
+                        number: Some(i as u32),
+                        chunk,
+                    },
+                })
             })
     }
 

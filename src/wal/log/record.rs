@@ -6,7 +6,9 @@
 use std::fmt;
 
 use super::pieces::Piece;
-pub(crate) use super::txn_payload::{encode_txn, lazy_txn, OpRef, Payload, TxnOps};
+pub(crate) use super::txn_payload::{
+    encode_txn, lazy_txn, op_len, put_op, IndexedEncoder, OpEncoder, OpRef, Payload, TxnOps,
+};
 use super::txn_payload::{encode_txn_into, put_table};
 
 pub use crate::limits::MAX_FRAME_BODY;
@@ -559,6 +561,12 @@ impl FrameBuilder {
             number: None,
             chunk: record.payload.bytes().into(),
         });
+    }
+
+    /// Drops the records pushed since the last `finish` (their group failed).
+    pub(crate) fn discard(&mut self) {
+        self.body.clear();
+        self.count = 0;
     }
 
     /// Appends one record, whole or a piece of a split transaction, to the frame body.

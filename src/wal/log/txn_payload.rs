@@ -16,7 +16,35 @@ use crate::sync::DataArc as Arc;
 /// A transaction's operations, which a lazy payload encodes as it is written.
 pub(crate) trait TxnOps: Send + Sync {
     fn op_count(&self) -> usize;
-    fn op(&self, i: usize) -> OpRef<'_>;
+    /// Bytes the operations take encoded (each [`op_len`]).
+    fn ops_len(&self) -> usize;
+    /// A walk that encodes the operations in order.
+    fn encoder(&self) -> Box<dyn OpEncoder + '_>;
+}
+
+/// Encodes a transaction's operations one at a time, in order.
+pub(crate) trait OpEncoder {
+    /// Encodes the next operation into `out`; false once every one is. An error (a spilled
+    /// transaction's run that cannot be read back) ends the walk.
+    fn encode_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool>;
+}
+
+/// The encoder of operations held in memory, `op(i)` for each `i` below `count`.
+pub(crate) struct IndexedEncoder<F> {
+    pub op: F,
+    pub count: usize,
+    pub next: usize,
+}
+
+impl<'a, F: Fn(usize) -> OpRef<'a>> OpEncoder for IndexedEncoder<F> {
+    fn encode_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        if self.next == self.count {
+            return Ok(false);
+        }
+        put_op(out, (self.op)(self.next));
+        self.next += 1;
+        Ok(true)
+    }
 }
 
 /// A record's payload: its bytes, or a transaction's operations encoded when asked.
@@ -44,73 +72,89 @@ impl Payload {
         }
     }
 
-    /// The whole payload (encoding a lazy one in full, once).
+    /// The whole payload (encoding a lazy one in full, once). Not on the write path: a
+    /// lazy payload whose operations cannot be read back (a spilled transaction's damaged
+    /// run) is cut short there, and does not decode.
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Payload::Owned(bytes) => bytes,
             Payload::Lazy(txn) => txn.whole.get_or_init(|| {
                 let mut out = Vec::with_capacity(txn.len);
-                let ops = (0..txn.ops.op_count()).map(|i| txn.ops.op(i));
-                encode_txn_into(&mut out, txn.commit_micros, txn.ops.op_count(), ops);
+                put_header(&mut out, txn.commit_micros, txn.ops.op_count());
+                let mut ops = txn.ops.encoder();
+                while let Ok(true) = ops.encode_next(&mut out) {}
                 out
             }),
         }
     }
 
     /// The payload in consecutive chunks of `chunk_len` bytes (the last may be shorter; one
-    /// empty chunk for an empty payload). A lazy payload is encoded chunk by chunk.
-    pub(crate) fn chunks(&self, chunk_len: usize) -> impl Iterator<Item = Cow<'_, [u8]>> {
+    /// empty chunk for an empty payload). A lazy payload is encoded chunk by chunk; an
+    /// operation it cannot read back ends the chunks with that error.
+    pub(crate) fn chunks(
+        &self,
+        chunk_len: usize,
+    ) -> impl Iterator<Item = std::io::Result<Cow<'_, [u8]>>> {
         let chunk_len = chunk_len.max(1);
         let count = self.len().div_ceil(chunk_len).max(1);
         let mut lazy = match self {
             Payload::Lazy(txn) if txn.whole.get().is_none() => Some(LazyChunks {
                 txn,
-                started: false,
-                next_op: 0,
+                ops: None,
                 buf: Vec::new(),
+                failed: false,
             }),
             _ => None,
         };
-        (0..count).map(move |i| match lazy.as_mut() {
-            Some(lazy) => Cow::Owned(lazy.next_chunk(chunk_len, i + 1 == count)),
+        (0..count).map_while(move |i| match lazy.as_mut() {
+            Some(lazy) if lazy.failed => None,
+            Some(lazy) => {
+                let chunk = lazy.next_chunk(chunk_len, i + 1 == count);
+                lazy.failed = chunk.is_err();
+                Some(chunk.map(Cow::Owned))
+            }
             None => {
                 let bytes = self.bytes();
                 let at = (i * chunk_len).min(bytes.len());
-                Cow::Borrowed(&bytes[at..(at + chunk_len).min(bytes.len())])
+                Some(Ok(Cow::Borrowed(
+                    &bytes[at..(at + chunk_len).min(bytes.len())],
+                )))
             }
         })
     }
 }
 
-/// The state of a lazy payload's chunks: the operations not encoded yet, and bytes encoded
-/// beyond the last chunk handed out.
+/// The state of a lazy payload's chunks: the walk over the operations not encoded yet
+/// (begun with the first chunk), and bytes encoded beyond the last chunk handed out.
 struct LazyChunks<'a> {
     txn: &'a LazyTxn,
-    started: bool,
-    next_op: usize,
+    ops: Option<Box<dyn OpEncoder + 'a>>,
     buf: Vec<u8>,
+    failed: bool,
 }
 
 impl LazyChunks<'_> {
-    fn next_chunk(&mut self, chunk_len: usize, last: bool) -> Vec<u8> {
-        let ops = &self.txn.ops;
-        if !self.started {
-            self.started = true;
-            put_header(&mut self.buf, self.txn.commit_micros, ops.op_count());
-        }
-        while self.buf.len() < chunk_len && self.next_op < ops.op_count() {
-            put_op(&mut self.buf, ops.op(self.next_op));
-            self.next_op += 1;
+    fn next_chunk(&mut self, chunk_len: usize, last: bool) -> std::io::Result<Vec<u8>> {
+        let txn = self.txn;
+        let ops = self.ops.get_or_insert_with(|| {
+            put_header(&mut self.buf, txn.commit_micros, txn.ops.op_count());
+            txn.ops.encoder()
+        });
+        let mut more = true;
+        while self.buf.len() < chunk_len && more {
+            more = ops.encode_next(&mut self.buf)?;
         }
         let rest = self.buf.split_off(chunk_len.min(self.buf.len()));
         let chunk = std::mem::replace(&mut self.buf, rest);
         // The operations are immutable: they encode to the length measured when the record
         // was made, so the chunks end where `chunks` counted them.
-        assert!(
-            !last || (self.buf.is_empty() && self.next_op == ops.op_count()),
-            "a lazy payload encoded to another length"
-        );
-        chunk
+        let ended = last && (!more || !ops.encode_next(&mut self.buf)?);
+        if last && !(ended && self.buf.is_empty()) {
+            return Err(std::io::Error::other(
+                "a lazy payload encoded to another length than measured",
+            ));
+        }
+        Ok(chunk)
     }
 }
 
@@ -160,7 +204,19 @@ pub(crate) enum OpRef<'a> {
     },
 }
 
-fn put_op(out: &mut Vec<u8>, op: OpRef<'_>) {
+impl<'a> OpRef<'a> {
+    /// The table it writes to.
+    pub(crate) fn table(&self) -> &'a str {
+        match *self {
+            OpRef::Put { table, .. }
+            | OpRef::Delete { table, .. }
+            | OpRef::CreateTable { table }
+            | OpRef::DropTable { table } => table,
+        }
+    }
+}
+
+pub(crate) fn put_op(out: &mut Vec<u8>, op: OpRef<'_>) {
     match op {
         OpRef::Put { table, key, value } => {
             out.push(OP_PUT);
@@ -185,7 +241,7 @@ fn put_op(out: &mut Vec<u8>, op: OpRef<'_>) {
 }
 
 /// Bytes `op` takes in a payload.
-fn op_len(op: OpRef<'_>) -> usize {
+pub(crate) fn op_len(op: OpRef<'_>) -> usize {
     let (table, strings) = match op {
         OpRef::Put { table, key, value } => (table, 8 + key.len() + value.len()),
         OpRef::Delete { table, key } => (table, 4 + key.len()),
@@ -228,10 +284,7 @@ pub(crate) fn encode_txn<'a>(
 
 /// A transaction record of `ops` encoded as the log writes it (see [`Payload::Lazy`]).
 pub(crate) fn lazy_txn(commit_micros: u64, ops: Arc<dyn TxnOps>) -> EncodedRecord {
-    let len = 12
-        + (0..ops.op_count())
-            .map(|i| op_len(ops.op(i)))
-            .sum::<usize>();
+    let len = 12 + ops.ops_len();
     EncodedRecord {
         kind: RecordType::Txn,
         payload: Payload::Lazy(Arc::new(LazyTxn {
@@ -253,6 +306,19 @@ mod tests {
         fn op_count(&self) -> usize {
             self.0.len()
         }
+        fn ops_len(&self) -> usize {
+            (0..self.0.len()).map(|i| op_len(self.op(i))).sum()
+        }
+        fn encoder(&self) -> Box<dyn OpEncoder + '_> {
+            Box::new(IndexedEncoder {
+                op: |i| self.op(i),
+                count: self.0.len(),
+                next: 0,
+            })
+        }
+    }
+
+    impl Ops {
         fn op(&self, i: usize) -> OpRef<'_> {
             let op = &self.0[i];
             match op.0 {
@@ -299,12 +365,12 @@ mod tests {
                 let chunks: Vec<Vec<u8>> = lazy
                     .payload
                     .chunks(chunk_len)
-                    .map(|c| c.into_owned())
+                    .map(|c| c.unwrap().into_owned())
                     .collect();
                 let expected: Vec<Vec<u8>> = eager
                     .payload
                     .chunks(chunk_len)
-                    .map(|c| c.into_owned())
+                    .map(|c| c.unwrap().into_owned())
                     .collect();
                 assert_eq!(chunks, expected, "chunks of {chunk_len}");
                 assert_eq!(chunks.concat(), eager_bytes);
@@ -313,7 +379,7 @@ mod tests {
                 let again: Vec<Vec<u8>> = lazy
                     .payload
                     .chunks(chunk_len)
-                    .map(|c| c.into_owned())
+                    .map(|c| c.unwrap().into_owned())
                     .collect();
                 assert_eq!(again, expected);
             }

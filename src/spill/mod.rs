@@ -1,6 +1,6 @@
 //! Sorted runs of a write transaction's buffered writes in private temporary files, read
-//! back a block at a time: the storage for spilling a transaction's writes beyond a memory
-//! budget (issue 21; staged here, not yet used by the write path).
+//! back a block at a time: where a write transaction's writes go past its memory budget
+//! (`Config::txn_spill_bytes`).
 //!
 //! A run file is unlinked from the start (`O_TMPFILE` in `<db>/spill/`, 0700; or created
 //! 0600 under a unique name and unlinked at once where the file system lacks it), so it
@@ -18,8 +18,6 @@
 //! Keys ascend strictly through a run. The writer keeps each block's first key and offset
 //! in memory: a point read or a range's start reads one block.
 
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fs::File;
 use std::io;
 use std::ops::Bound;
@@ -27,6 +25,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::layout::{create_private_dir, create_private_file, io_at, FILE_MODE};
+
+mod commit;
+pub(crate) use commit::SpilledWrites;
 
 /// The first bytes of every run file.
 pub(crate) const RUN_MAGIC: [u8; 8] = *b"WALMRUN\0";
