@@ -1,6 +1,7 @@
-//! Panics injected into the engine (issue 16, defects 2 and 9), through failpoints that
-//! every engine in the process hits: so they run in a test binary of their own, one
-//! scenario at a time (`fail::FailScenario` serializes them).
+//! Panics injected into the engine (issue 16, defects 2 and 9), and a spilled transaction's
+//! runs failing to read back (issue 21), through failpoints that every engine in the
+//! process hits: so they run in a test binary of their own, one scenario at a time
+//! (`fail::FailScenario` serializes them).
 //!
 //! Needs the feature: `cargo test --features failpoints --test failpoint_panics`.
 
@@ -422,4 +423,77 @@ fn a_commit_at_none_written_on_its_own_thread_that_panics_is_handled_as_the_flus
     }
     drop(txn);
     db.close().unwrap();
+}
+
+/// A spilled transaction whose runs fail to read back while its record is written fails
+/// its commit with the I/O error and loses nothing acknowledged: before any of its pieces is
+/// written, the log goes on; after some are, the log is poisoned, and the reopen discards
+/// the pieces without an end.
+#[test]
+fn a_spilled_commit_that_cannot_be_read_back_fails_and_loses_nothing_acknowledged() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let cfg = || {
+        Config::default()
+            .txn_spill_bytes(64 << 10)
+            .wal(walmdb::WalConfig {
+                max_record_bytes: 256 << 10,
+                ..walmdb::WalConfig::default()
+            })
+    };
+    let spilled_commit = |db: &Db, tag: u8| {
+        let mut txn = db.write().unwrap();
+        for i in 0..30_000u64 {
+            // Values that do not compress: the log's pieces are written as they fill.
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(tag);
+            let value: Vec<u8> = (0..100)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            txn.put("big", &i.to_be_bytes(), &value).unwrap();
+        }
+        txn.commit()
+    };
+    let db = Db::open_with(&path, cfg()).unwrap();
+    db.update(|t| t.put("t", b"before", b"1")).unwrap();
+    // At its first operation: nothing of it is written.
+    fail::cfg("spill-read-back", "return").unwrap();
+    assert!(matches!(spilled_commit(&db, 1), Err(Error::Io(_))));
+    fail::remove("spill-read-back");
+    db.update(|t| t.put("t", b"after", b"2")).unwrap();
+    assert_eq!(db.read().unwrap().count("big").unwrap(), 0);
+    // Past pieces of it built but not written yet (values that compress: the pieces stay
+    // in the flusher's buffer): they are dropped, and the log goes on.
+    fail::cfg("spill-read-back", "6000*off->return").unwrap();
+    let mut txn = db.write().unwrap();
+    for i in 0..30_000u32 {
+        txn.put("big", &i.to_be_bytes(), &[7; 100]).unwrap();
+    }
+    assert!(matches!(txn.commit(), Err(Error::Io(_))));
+    fail::remove("spill-read-back");
+    db.update(|t| t.put("t", b"after", b"2")).unwrap();
+    assert_eq!(db.read().unwrap().count("big").unwrap(), 0);
+    // Pieces of it written (30,000 operations of ~120 bytes, in pieces of 256 KiB) before
+    // the read fails: the log is poisoned, the engine refuses commits until reopened.
+    fail::cfg("spill-read-back", "20000*off->return").unwrap();
+    assert!(spilled_commit(&db, 2).is_err());
+    fail::remove("spill-read-back");
+    assert!(db.update(|t| t.put("t", b"refused", b"3")).is_err());
+    drop(db);
+    let db = Db::open_with(&path, cfg()).unwrap();
+    let read = db.read().unwrap();
+    assert_eq!(read.get("t", b"before").unwrap(), Some(&b"1"[..]));
+    assert_eq!(read.get("t", b"after").unwrap(), Some(&b"2"[..]));
+    assert_eq!(read.count("big").unwrap(), 0);
+    drop(read);
+    // And a spilled commit goes through once its runs read back.
+    spilled_commit(&db, 3).unwrap();
+    assert_eq!(db.read().unwrap().count("big").unwrap(), 30_000);
+    db.close().unwrap();
+    scenario.teardown();
 }

@@ -142,6 +142,9 @@ pub(crate) struct SpilledEncoder<'a> {
 
 impl OpEncoder for SpilledEncoder<'_> {
     fn encode_next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        fail::fail_point!("spill-read-back", |_| Err(io::Error::other(
+            "injected: a spill run read back failed"
+        )));
         while let Some(table) = self.writes.tables.get(self.table) {
             let walk = self.walk.get_or_insert_with(|| table.entries());
             match walk.next().transpose()? {

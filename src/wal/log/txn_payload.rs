@@ -385,4 +385,41 @@ mod tests {
             }
         }
     }
+
+    /// Operations that cannot all be read back (a spilled transaction's damaged run): the
+    /// chunks end with the error, and none is handed out after it.
+    struct Failing(usize);
+
+    impl TxnOps for Failing {
+        fn op_count(&self) -> usize {
+            self.0 + 1
+        }
+        fn ops_len(&self) -> usize {
+            (self.0 + 1) * op_len(OpRef::CreateTable { table: "t" })
+        }
+        fn encoder(&self) -> Box<dyn OpEncoder + '_> {
+            struct FailsAt(usize);
+            impl OpEncoder for FailsAt {
+                fn encode_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+                    if self.0 == 0 {
+                        return Err(std::io::Error::other("unreadable"));
+                    }
+                    self.0 -= 1;
+                    put_op(out, OpRef::CreateTable { table: "t" });
+                    Ok(true)
+                }
+            }
+            Box::new(FailsAt(self.0))
+        }
+    }
+
+    #[test]
+    fn a_lazy_payload_that_cannot_be_read_back_ends_its_chunks_with_the_error() {
+        let lazy = lazy_txn(1, Arc::new(Failing(100)));
+        let chunks: Vec<_> = lazy.payload.chunks(64).collect();
+        assert!(chunks.len() > 2, "some chunks before the error");
+        assert!(chunks.last().unwrap().is_err());
+        assert_eq!(chunks.iter().filter(|c| c.is_err()).count(), 1);
+        assert!(lazy.decode().is_err(), "cut short, it does not decode");
+    }
 }
