@@ -312,7 +312,7 @@ pub struct Config {
     /// `<dir>/spill` and read back from there, so a transaction of any size takes about this
     /// much memory. A transaction that spilled goes through to LMDB when it commits (visible
     /// once LMDB holds it, as any transaction over a quarter of `overlay_max_bytes`). It does
-    /// not spill while it has a savepoint. At least 64 KiB. Default: 64 MiB.
+    /// not spill once it has taken a savepoint. At least 64 KiB. Default: 64 MiB.
     pub txn_spill_bytes: usize,
     /// How long a commit waits for room when the apply backlog (`overlay_max_bytes`, or the
     /// replay bound `max_replay_bytes`) is full before `Error::ApplyBacklog`; zero refuses at

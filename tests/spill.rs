@@ -193,7 +193,8 @@ fn a_spilled_transaction_conflicts_as_one_in_memory_would() {
 }
 
 /// Writes spilled before a savepoint stay; writes after it, over spilled keys, are undone
-/// by a rollback, which brings the spilled values back. No spill happens past a savepoint.
+/// by a rollback, which brings the spilled values back. No spill happens once a savepoint
+/// was taken.
 #[test]
 fn a_rollback_over_spilled_writes_brings_them_back() {
     let dir = tempfile::tempdir().unwrap();

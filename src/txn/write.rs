@@ -165,8 +165,8 @@ impl<'db> WriteTxn<'db> {
         (memory.is_some() || spilled.is_some()).then(|| OwnWalk::new(memory, spilled, reverse))
     }
 
-    /// Spills its writes in memory once they pass the budget (never while a savepoint is
-    /// live: a rollback undoes writes in memory only).
+    /// Spills its writes in memory once they pass the budget (never once a savepoint was
+    /// taken: a rollback undoes writes in memory only).
     fn spill_if_due(&mut self) -> Result<()> {
         let budget = self.engine.cfg.txn_spill_bytes;
         if self.has_savepoint || self.writes.bytes() <= budget {
