@@ -470,59 +470,94 @@ impl Iterator for RunIter<'_> {
 /// Runs' entries merged in key order (or reverse, as the walks go), each key's entry from
 /// the newest run that holds it (runs are given oldest first).
 pub(crate) struct MergedRuns<'r> {
-    /// Each run's walk and its next entry, oldest run first.
-    heads: Vec<(RunIter<'r>, Option<RunEntry>)>,
+    /// Each run's walk, oldest run first.
+    walks: Vec<RunIter<'r>>,
+    /// Each run's next entry, the first in walk order on top (a heap: a transaction of
+    /// many spills merges many runs).
+    heads: std::collections::BinaryHeap<Head>,
     reverse: bool,
     started: bool,
     failed: bool,
 }
 
+/// A run's next entry in a merge.
+struct Head {
+    entry: RunEntry,
+    run: usize,
+    reverse: bool,
+}
+
+impl Ord for Head {
+    /// Greatest (the heap's top) is the first in walk order; of equal keys, the newest
+    /// run's.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let by_key = self.entry.0.cmp(&other.entry.0);
+        let by_key = if self.reverse {
+            by_key
+        } else {
+            by_key.reverse()
+        };
+        by_key.then(self.run.cmp(&other.run))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
 impl<'r> MergedRuns<'r> {
     /// `runs`' walks, oldest run first, all in the direction `reverse` says.
     pub(crate) fn new(runs: impl IntoIterator<Item = RunIter<'r>>, reverse: bool) -> Self {
-        let heads: Vec<_> = runs.into_iter().map(|it| (it, None)).collect();
-        debug_assert!(heads.iter().all(|(it, _)| it.reverse == reverse));
+        let walks: Vec<_> = runs.into_iter().collect();
+        debug_assert!(walks.iter().all(|it| it.reverse == reverse));
         MergedRuns {
-            heads,
+            heads: std::collections::BinaryHeap::with_capacity(walks.len()),
+            walks,
             reverse,
             started: false,
             failed: false,
         }
     }
 
+    /// Puts run `run`'s next entry, if any, among the heads.
+    fn advance(&mut self, run: usize) -> io::Result<()> {
+        if let Some(entry) = self.walks[run].next().transpose()? {
+            let reverse = self.reverse;
+            self.heads.push(Head {
+                entry,
+                run,
+                reverse,
+            });
+        }
+        Ok(())
+    }
+
     fn next_entry(&mut self) -> io::Result<Option<RunEntry>> {
         if !self.started {
             self.started = true;
-            for (it, head) in &mut self.heads {
-                *head = it.next().transpose()?;
+            for run in 0..self.walks.len() {
+                self.advance(run)?;
             }
         }
-        // The first key in walk order, the newest run's entry where runs tie.
-        let mut best: Option<usize> = None;
-        for (i, (_, head)) in self.heads.iter().enumerate() {
-            let Some((key, _)) = head else { continue };
-            let first_or_newer = best.is_none_or(|b| {
-                let best_key = &self.heads[b].1.as_ref().expect("a head").0;
-                if self.reverse {
-                    key >= best_key
-                } else {
-                    key <= best_key
-                }
-            });
-            if first_or_newer {
-                best = Some(i);
-            }
-        }
-        let Some(best) = best else {
+        let Some(Head { entry, run, .. }) = self.heads.pop() else {
             return Ok(None);
         };
-        let (it, head) = &mut self.heads[best];
-        let entry = std::mem::replace(head, it.next().transpose()?).expect("a head");
+        self.advance(run)?;
         // Older runs' entries of the same key are shadowed.
-        for (it, head) in &mut self.heads[..best] {
-            if head.as_ref().is_some_and(|(k, _)| *k == entry.0) {
-                *head = it.next().transpose()?;
-            }
+        while let Some(older) = self.heads.peek().filter(|h| h.entry.0 == entry.0) {
+            let older = older.run;
+            self.heads.pop();
+            self.advance(older)?;
         }
         Ok(Some(entry))
     }
