@@ -228,13 +228,28 @@ impl<'db> WriteTxn<'db> {
                 .push((t, (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)))
         });
         let mut n = snap.count(table)?;
-        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
-        for own in self.own_walk(table, &all, false).into_iter().flatten() {
-            let own = own?;
-            match (snap.get(table, own.key)?.is_some(), own.value.is_some()) {
+        let mut count = |key: &[u8], put: bool| -> Result<()> {
+            match (snap.get(table, key)?.is_some(), put) {
                 (false, true) => n += 1,
                 (true, false) => n = n.saturating_sub(1),
                 _ => {}
+            }
+            Ok(())
+        };
+        let memory = self.writes.table(table);
+        for (key, value) in memory.into_iter().flatten() {
+            count(key.bytes(), value.is_some())?;
+        }
+        // Spilled writes are walked, not kept (as a range's would be): each key once, those
+        // memory holds counted above.
+        let runs = self.writes.spilled(table);
+        let walks = runs
+            .iter()
+            .map(|r| r.iter(std::ops::Bound::Unbounded, false));
+        for entry in crate::spill::MergedRuns::new(walks, false) {
+            let (key, value) = entry?;
+            if !memory.is_some_and(|w| w.contains_key(&key[..])) {
+                count(&key, value.is_some())?;
             }
         }
         Ok(n)
