@@ -86,6 +86,54 @@ pub(crate) struct RunWriter {
     last_key: Vec<u8>,
     index: Vec<BlockRef>,
     entries: u64,
+    /// Each key's [`key_hash`], for the run's [`KeyFilter`].
+    hashes: Vec<u64>,
+}
+
+/// Which keys a run may hold: a Bloom filter of its keys (10 bits a key, 7 probes: about 1%
+/// of the keys it does not hold pass), so that a point read skips, without reading a block,
+/// nearly every run that cannot hold its key. In memory only.
+#[derive(Debug)]
+struct KeyFilter {
+    bits: Vec<u64>,
+}
+
+const FILTER_BITS_PER_KEY: usize = 10;
+const FILTER_PROBES: u64 = 7;
+
+/// A key's hash for [`KeyFilter`]s.
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(key);
+    h.finish()
+}
+
+impl KeyFilter {
+    fn of(hashes: &[u64]) -> KeyFilter {
+        let words = (hashes.len() * FILTER_BITS_PER_KEY).div_ceil(64).max(1);
+        let mut filter = KeyFilter {
+            bits: vec![0; words],
+        };
+        for &hash in hashes {
+            for bit in filter.probes(hash) {
+                filter.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        filter
+    }
+
+    /// The bits a hash sets (double hashing).
+    fn probes(&self, hash: u64) -> impl Iterator<Item = u64> {
+        let len = self.bits.len() as u64 * 64;
+        let (h1, h2) = (hash & 0xFFFF_FFFF, (hash >> 32) | 1);
+        (0..FILTER_PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % len)
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        self.probes(hash)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
 }
 
 impl RunWriter {
@@ -105,6 +153,7 @@ impl RunWriter {
             last_key: Vec::new(),
             index: Vec::new(),
             entries: 0,
+            hashes: Vec::new(),
         })
     }
 
@@ -140,6 +189,7 @@ impl RunWriter {
         }
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
+        self.hashes.push(key_hash(key));
         self.entries += 1;
         if self.body.len() >= BLOCK_TARGET {
             self.write_block()?;
@@ -180,6 +230,7 @@ impl RunWriter {
         let run = Run {
             file: self.file,
             index: self.index,
+            filter: KeyFilter::of(&self.hashes),
             entries: self.entries,
             bytes: self.offset,
         };
@@ -193,6 +244,7 @@ impl RunWriter {
 pub(crate) struct Run {
     file: File,
     index: Vec<BlockRef>,
+    filter: KeyFilter,
     entries: u64,
     bytes: u64,
 }
@@ -262,6 +314,9 @@ impl Run {
     /// `key`'s entry: `Some(Some(value))` for a put, `Some(None)` for a delete, `None` if the
     /// run holds no entry of it.
     pub(crate) fn get(&self, key: &[u8]) -> io::Result<Option<Option<Vec<u8>>>> {
+        if !self.filter.may_hold(key_hash(key)) {
+            return Ok(None);
+        }
         let Some(i) = self.block_of(key) else {
             return Ok(None);
         };

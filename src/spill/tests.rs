@@ -285,3 +285,25 @@ fn a_spilled_commit_walks_its_merged_runs_and_a_damaged_run_fails_it() {
     let refused = SpilledWrites::new(tables).expect_err("damaged");
     assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
 }
+
+/// A run's key filter passes every key the run holds and few it does not (about 1% by
+/// design; under 3% here), so a point read of a key a run lacks rarely reads its block.
+#[test]
+fn a_runs_key_filter_passes_its_keys_and_few_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(11, 5_000);
+    let run = write(dir.path(), &m);
+    assert!(m.keys().all(|k| run.filter.may_hold(key_hash(k))));
+    let mut next = xorshift(13);
+    let absent: Vec<Vec<u8>> = (0..20_000)
+        .map(|_| (0..41).map(|_| next() as u8).collect())
+        .collect();
+    let passed = absent
+        .iter()
+        .filter(|k| run.filter.may_hold(key_hash(k)))
+        .count();
+    assert!(passed < 600, "{passed} of 20,000 absent keys passed");
+    for k in absent.iter().take(200) {
+        assert_eq!(run.get(k).expect("get"), None);
+    }
+}
