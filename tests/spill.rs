@@ -272,3 +272,34 @@ fn a_spill_budget_below_a_block_is_refused() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+/// A spill that cannot write its file (here `<dir>/spill` is a file, not a folder) fails the
+/// write that needed it with an I/O error and loses nothing: the transaction keeps its writes
+/// in memory, reads them, and once the spill can be written goes on and commits them all.
+#[test]
+fn a_spill_that_fails_keeps_the_writes_and_the_transaction_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), config()).unwrap();
+    let blocker = dir.path().join("spill");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let mut txn = db.write().unwrap();
+    let mut written = 0u64;
+    let failed = loop {
+        match txn.put("a", &distinct(written), b"v") {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 100_000, "the spill never failed");
+    };
+    assert!(matches!(failed, Error::Io(_)), "{failed:?}");
+    assert_eq!(txn.count("a").unwrap(), written);
+    assert_eq!(txn.get("a", &distinct(0)).unwrap(), Some(&b"v"[..]));
+    std::fs::remove_file(&blocker).unwrap();
+    for i in written..written + 5_000 {
+        txn.put("a", &distinct(i), b"v").unwrap();
+    }
+    assert!(blocker.is_dir(), "spilled once it could");
+    txn.commit().unwrap();
+    assert_eq!(db.read().unwrap().count("a").unwrap(), written + 5_000);
+    db.close().unwrap();
+}
