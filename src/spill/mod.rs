@@ -16,7 +16,8 @@
 //! entry  = kind: u8 (1 put, 2 delete) | key_len: u32 | key | [value_len: u32 | value]
 //! ```
 //! Keys ascend strictly through a run. The writer keeps each block's first key and offset
-//! in memory: a point read or a range's start reads one block.
+//! in memory, so a point read or a range's start reads one block, and a filter of its keys
+//! ([`KeyFilter`]), so a point read of a key the run lacks nearly always reads none.
 
 use std::fs::File;
 use std::io;
