@@ -21,7 +21,7 @@ pub(crate) struct TxnWrites {
     /// Whether it was handed to the applier at admission, and what became of its record
     /// since: [`NOT_EARLY`], [`EARLY_PENDING`], [`EARLY_LOGGED`] or [`EARLY_WITHDRAWN`].
     pub early: AtomicUsize,
-    /// Its writes in runs, beside `ops` (then empty): a transaction that spilled. It goes
+    /// Its writes in runs instead of `ops` (then empty): a transaction that spilled. It goes
     /// through, and is applied as a batch of its own.
     pub spilled: Option<SpilledWrites>,
 }

@@ -1,7 +1,7 @@
-//! A committed transaction's writes as runs: table by table, each
-//! table's runs merged (a key's entry from the newest run). The log's encoder, the
-//! flusher's conflict check and the applier each walk them in order, so a spilled commit's
-//! writes are never in memory whole.
+//! A committed transaction's writes as runs: table by table, each table's runs merged (a
+//! key's entry from the newest run). The log's encoder, the flusher's conflict check and
+//! the applier each walk them in order, so a spilled commit's writes are never in memory
+//! whole.
 
 use std::io;
 use std::ops::Bound;
