@@ -112,8 +112,19 @@ fn a_transaction_larger_than_a_record_and_the_overlay_commits_whole_and_survives
 /// readers always see whole transactions (each large one sets a marker key with its pairs).
 #[test]
 fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
+    large_commits_beside_small_ones(config(), false);
+}
+
+/// As above, the large transactions spilled (`txn_spill_bytes` at its least): their commits
+/// stream from their runs beside the small ones.
+#[test]
+fn spilled_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
+    large_commits_beside_small_ones(config().txn_spill_bytes(64 << 10), true);
+}
+
+fn large_commits_beside_small_ones(cfg: Config, spills: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_with(dir.path(), config()).unwrap();
+    let db = Db::open_with(dir.path(), cfg).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let small_writers: Vec<_> = (0..3u64)
@@ -168,6 +179,7 @@ fn large_commits_go_through_beside_small_ones_and_readers_see_them_whole() {
         assert_eq!(db.read().unwrap().count("small").unwrap(), smalls);
     });
     assert_eq!(db.read().unwrap().count(T).unwrap(), 6 * 8_000 + 1);
+    assert_eq!(dir.path().join("spill").is_dir(), spills);
     db.close().unwrap();
 }
 
