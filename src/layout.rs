@@ -106,7 +106,7 @@ pub(crate) fn wal_dir(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join(WAL_DIR)
 }
 
-/// `<dir>/spill`: write transactions' spilled writes, in unlinked files.
+/// `<dir>/spill`: write transactions' spilled writes, in unlinked files (`crate::spill`).
 pub(crate) fn spill_dir(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join("spill")
 }
