@@ -545,18 +545,8 @@ fn note_ends(sh: &EngineState, lsn: Lsn, ops: &[WriteOp]) {
 fn read_back(spilled: &SpilledWrites) -> std::io::Result<Vec<WriteOp>> {
     let mut ops = Vec::with_capacity(spilled.op_count());
     spilled.for_each(|table, key, value| {
-        let key = SharedBytes::copy_of(key);
-        ops.push(match value {
-            Some(value) => WriteOp::Put {
-                table: table.clone(),
-                key,
-                value: SharedBytes::copy_of(value),
-            },
-            None => WriteOp::Delete {
-                table: table.clone(),
-                key,
-            },
-        });
+        let (key, value) = (SharedBytes::copy_of(key), value.map(SharedBytes::copy_of));
+        ops.push(WriteOp::put_or_delete(table.clone(), key, value));
         Ok::<(), std::io::Error>(())
     })?;
     Ok(ops)

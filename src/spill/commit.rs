@@ -24,8 +24,7 @@ pub(crate) struct SpilledTable {
 impl SpilledTable {
     /// Its writes in key order, each key's last.
     fn entries(&self) -> MergedRuns<'_> {
-        let walks = self.runs.iter().map(|r| r.iter(Bound::Unbounded, false));
-        MergedRuns::new(walks, false)
+        MergedRuns::of(&self.runs, Bound::Unbounded, false)
     }
 }
 
@@ -37,13 +36,6 @@ pub(crate) struct SpilledWrites {
     ops_len: usize,
     op_bytes: usize,
     versions_cost: usize,
-}
-
-fn op_ref<'a>(table: &'a str, key: &'a [u8], value: Option<&'a [u8]>) -> OpRef<'a> {
-    match value {
-        Some(value) => OpRef::Put { table, key, value },
-        None => OpRef::Delete { table, key },
-    }
 }
 
 impl SpilledWrites {
@@ -68,7 +60,7 @@ impl SpilledWrites {
             for entry in table.entries() {
                 let (key, value) = entry?;
                 writes.ops += 1;
-                writes.ops_len += op_len(op_ref(&table.name, &key, value.as_deref()));
+                writes.ops_len += op_len(OpRef::put_or_delete(&table.name, &key, value.as_deref()));
                 writes.op_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
                 writes.versions_cost += version_cost(&key, value.as_deref());
                 if value.is_some() {
@@ -149,7 +141,10 @@ impl OpEncoder for SpilledEncoder<'_> {
             let walk = self.walk.get_or_insert_with(|| table.entries());
             match walk.next().transpose()? {
                 Some((key, value)) => {
-                    put_op(out, op_ref(&table.name, &key, value.as_deref()));
+                    put_op(
+                        out,
+                        OpRef::put_or_delete(&table.name, &key, value.as_deref()),
+                    );
                     return Ok(true);
                 }
                 None => {

@@ -313,9 +313,9 @@ impl Run {
     }
 
     /// `key`'s entry: `Some(Some(value))` for a put, `Some(None)` for a delete, `None` if the
-    /// run holds no entry of it.
-    pub(crate) fn get(&self, key: &[u8]) -> io::Result<Option<Option<Vec<u8>>>> {
-        if !self.filter.may_hold(key_hash(key)) {
+    /// run holds no entry of it; `hash` is the key's [`key_hash`].
+    fn get(&self, key: &[u8], hash: u64) -> io::Result<Option<Option<Vec<u8>>>> {
+        if !self.filter.may_hold(hash) {
             return Ok(None);
         }
         let Some(i) = self.block_of(key) else {
@@ -358,6 +358,18 @@ impl Run {
             failed: false,
         }
     }
+}
+
+/// `key`'s entry in the newest of `runs` (oldest first) that holds one: `Some(Some(value))`
+/// for a put, `Some(None)` for a delete, `None` if none does. The key is hashed once.
+pub(crate) fn newest_entry(runs: &[Run], key: &[u8]) -> io::Result<Option<Option<Vec<u8>>>> {
+    let hash = key_hash(key);
+    for run in runs.iter().rev() {
+        if let Some(entry) = run.get(key, hash)? {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
 }
 
 fn bound_to_owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
@@ -572,6 +584,11 @@ impl PartialEq for Head {
 impl Eq for Head {}
 
 impl<'r> MergedRuns<'r> {
+    /// `runs` (oldest first) merged from `from` on, up or (`reverse`) down.
+    pub(crate) fn of(runs: &'r [Run], from: Bound<&[u8]>, reverse: bool) -> Self {
+        MergedRuns::new(runs.iter().map(|r| r.iter(from, reverse)), reverse)
+    }
+
     /// `runs`' walks, oldest run first, all in the direction `reverse` says.
     pub(crate) fn new(runs: impl IntoIterator<Item = RunIter<'r>>, reverse: bool) -> Self {
         let walks: Vec<_> = runs.into_iter().collect();

@@ -57,15 +57,8 @@ impl<'a> ApplyOps<'a> {
                 listed.iter().try_for_each(|(lsn, op)| f(*lsn, op.as_ref()))
             }
             ApplyOps::OneCommit(lsn, ops) => ops.iter().try_for_each(|op| f(lsn, op.as_ref())),
-            ApplyOps::Spilled(lsn, spilled) => spilled.for_each(|table, key, value| {
-                f(
-                    lsn,
-                    match value {
-                        Some(value) => OpRef::Put { table, key, value },
-                        None => OpRef::Delete { table, key },
-                    },
-                )
-            }),
+            ApplyOps::Spilled(lsn, spilled) => spilled
+                .for_each(|table, key, value| f(lsn, OpRef::put_or_delete(table, key, value))),
         }
     }
 

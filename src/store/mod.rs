@@ -68,6 +68,18 @@ pub(crate) enum WriteOp {
 }
 
 impl WriteOp {
+    /// A put of `value`, or a delete where it is `None` (a buffered write's shape).
+    pub fn put_or_delete(
+        table: crate::sync::DataArc<str>,
+        key: crate::bytes::SharedBytes,
+        value: Option<crate::bytes::SharedBytes>,
+    ) -> WriteOp {
+        match value {
+            Some(value) => WriteOp::Put { table, key, value },
+            None => WriteOp::Delete { table, key },
+        }
+    }
+
     pub fn table(&self) -> &crate::sync::DataArc<str> {
         match self {
             WriteOp::Put { table, .. }

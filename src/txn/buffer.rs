@@ -6,11 +6,10 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::BTreeMap;
 use std::io;
-use std::ops::Bound;
 use std::path::Path;
 
 use crate::bytes::SharedBytes;
-use crate::keys::HeadKey;
+use crate::keys::{as_slice_bound, in_bounds, HeadKey, KeyBounds};
 use crate::spill::{MergedRuns, Run, RunWriter};
 use crate::sync::DataArc as Arc;
 
@@ -253,9 +252,8 @@ impl ReadBack {
 /// A walk over a table's spilled runs within bounds, its entries kept in a [`ReadBack`].
 pub(super) struct SpilledWalk<'t> {
     merged: MergedRuns<'t>,
-    /// Where the walk ends (the upper bound going up, the lower going down).
-    end: Bound<&'t [u8]>,
-    reverse: bool,
+    /// The walk's bounds: it starts inside them, so it ends at the first key outside.
+    bounds: KeyBounds,
     kept: &'t ReadBack,
     ended: bool,
 }
@@ -263,20 +261,14 @@ pub(super) struct SpilledWalk<'t> {
 impl<'t> SpilledWalk<'t> {
     pub(super) fn new(
         runs: &'t [Run],
-        bounds: (Bound<&'t [u8]>, Bound<&'t [u8]>),
+        bounds: &KeyBounds,
         reverse: bool,
         kept: &'t ReadBack,
     ) -> Self {
-        let (from, end) = if reverse {
-            (bounds.1, bounds.0)
-        } else {
-            (bounds.0, bounds.1)
-        };
-        let walks = runs.iter().map(|r| r.iter(from, reverse));
+        let from = if reverse { &bounds.1 } else { &bounds.0 };
         SpilledWalk {
-            merged: MergedRuns::new(walks, reverse),
-            end,
-            reverse,
+            merged: MergedRuns::of(runs, as_slice_bound(from), reverse),
+            bounds: bounds.clone(),
             kept,
             ended: false,
         }
@@ -295,14 +287,7 @@ impl<'t> Iterator for SpilledWalk<'t> {
             Ok(entry) => entry,
             Err(e) => return Some(Err(e)),
         };
-        let past = match self.end {
-            Bound::Unbounded => false,
-            Bound::Included(end) if self.reverse => key[..] < *end,
-            Bound::Excluded(end) if self.reverse => key[..] <= *end,
-            Bound::Included(end) => key[..] > *end,
-            Bound::Excluded(end) => key[..] >= *end,
-        };
-        if past {
+        if !in_bounds(&self.bounds, &key) {
             self.ended = true;
             return None;
         }

@@ -135,12 +135,8 @@ impl<'db> WriteTxn<'db> {
         if let Some(own) = self.writes.table(table).and_then(|w| w.get(key)) {
             return Ok(Some(own.as_deref()));
         }
-        for run in self.writes.spilled(table).iter().rev() {
-            if let Some(value) = run.get(key)? {
-                return Ok(Some(value.map(|v| self.read_back.keep(v))));
-            }
-        }
-        Ok(None)
+        let spilled = crate::spill::newest_entry(self.writes.spilled(table), key)?;
+        Ok(spilled.map(|value| value.map(|v| self.read_back.keep(v))))
     }
 
     /// Its own writes to `table` within `bounds` (valid ones), in memory and spilled.
@@ -148,20 +144,8 @@ impl<'db> WriteTxn<'db> {
         let slices = (as_slice_bound(&bounds.0), as_slice_bound(&bounds.1));
         let memory = self.writes.table(table).map(|w| w.range::<[u8], _>(slices));
         let runs = self.writes.spilled(table);
-        let spilled = (!runs.is_empty()).then(|| {
-            // The bounds are the caller's; the walk keeps its own copies of their keys.
-            let kept = |b: &std::ops::Bound<Vec<u8>>| match b {
-                std::ops::Bound::Included(k) => {
-                    std::ops::Bound::Included(self.read_back.keep(k.clone()))
-                }
-                std::ops::Bound::Excluded(k) => {
-                    std::ops::Bound::Excluded(self.read_back.keep(k.clone()))
-                }
-                std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
-            };
-            let kept = (kept(&bounds.0), kept(&bounds.1));
-            SpilledWalk::new(runs, kept, reverse, &self.read_back)
-        });
+        let spilled =
+            (!runs.is_empty()).then(|| SpilledWalk::new(runs, bounds, reverse, &self.read_back));
         (memory.is_some() || spilled.is_some()).then(|| OwnWalk::new(memory, spilled, reverse))
     }
 
@@ -243,10 +227,7 @@ impl<'db> WriteTxn<'db> {
         // Spilled writes are walked, not kept (as a range's would be): each key once, those
         // memory holds counted above.
         let runs = self.writes.spilled(table);
-        let walks = runs
-            .iter()
-            .map(|r| r.iter(std::ops::Bound::Unbounded, false));
-        for entry in crate::spill::MergedRuns::new(walks, false) {
+        for entry in crate::spill::MergedRuns::of(runs, std::ops::Bound::Unbounded, false) {
             let (key, value) = entry?;
             if !memory.is_some_and(|w| w.contains_key(&key[..])) {
                 count(&key, value.is_some())?;
@@ -519,17 +500,7 @@ impl<'db> WriteTxn<'db> {
         let versions_cost: usize = (runs.iter().flat_map(|(_, run)| run))
             .map(|(key, value)| version_cost(key.bytes(), value.as_deref()))
             .sum();
-        let op = |table: &Arc<str>, key, value| match value {
-            Some(value) => WriteOp::Put {
-                table: table.clone(),
-                key,
-                value,
-            },
-            None => WriteOp::Delete {
-                table: table.clone(),
-                key,
-            },
-        };
+        let op = |table: &Arc<str>, key, value| WriteOp::put_or_delete(table.clone(), key, value);
         // The keys and values are in the arena's blocks, which the operations take as they
         // are: the applier frees a block at a time, not a write (`crate::bytes`). Blocks
         // that hold over an eighth more (a small transaction's, whose blocks were still

@@ -205,6 +205,14 @@ pub(crate) enum OpRef<'a> {
 }
 
 impl<'a> OpRef<'a> {
+    /// A put of `value`, or a delete where it is `None`.
+    pub(crate) fn put_or_delete(table: &'a str, key: &'a [u8], value: Option<&'a [u8]>) -> Self {
+        match value {
+            Some(value) => OpRef::Put { table, key, value },
+            None => OpRef::Delete { table, key },
+        }
+    }
+
     /// The table it writes to.
     pub(crate) fn table(&self) -> &'a str {
         match *self {
