@@ -17,6 +17,7 @@ pub(crate) mod apply;
 pub(crate) mod checkpoint;
 pub(crate) mod feed;
 pub(crate) mod open;
+mod replay;
 pub(crate) mod scrub;
 pub(crate) mod sequencer;
 pub(crate) mod writes;
