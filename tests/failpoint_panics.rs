@@ -10,6 +10,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use walmdb::{Config, Db, Durability, Error, HealthStatus};
@@ -495,5 +496,92 @@ fn a_spilled_commit_that_cannot_be_read_back_fails_and_loses_nothing_acknowledge
     spilled_commit(&db, 3).unwrap();
     assert_eq!(db.read().unwrap().count("big").unwrap(), 30_000);
     db.close().unwrap();
+    scenario.teardown();
+}
+
+/// A spilled commit whose record is in the log but not in LMDB when the engine stops (a
+/// crash while LMDB took it) is replayed at the next open a piece at a time: its operations
+/// are gathered into spill runs within `txn_spill_bytes`, not joined and decoded in memory,
+/// and LMDB takes it before `open` returns (in memory, the overlay would hold it), after the
+/// commit before it. The tables read whole after.
+#[test]
+fn a_spilled_commit_logged_but_not_applied_is_replayed_from_spill_runs() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let cfg = || {
+        Config::default()
+            .txn_spill_bytes(64 << 10)
+            .apply_interval(Duration::from_millis(1))
+            .wal(walmdb::WalConfig {
+                max_record_bytes: 256 << 10,
+                ..walmdb::WalConfig::default()
+            })
+    };
+    let value = |i: u32| i.to_le_bytes().repeat(25);
+    let db = Db::open_with(&path, cfg()).unwrap();
+    db.update(|t| t.put("t", b"before", b"1")).unwrap();
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    let commits = db.stats().wal.commits;
+    // The applier stops holding the next commit's batch: LMDB takes nothing after it.
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    static LET_GO: AtomicBool = AtomicBool::new(false);
+    fail::cfg_callback("applier-batch-taken", || {
+        TAKEN.store(true, Ordering::SeqCst);
+        while !LET_GO.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    db.update(|t| t.put("t", b"held", b"2")).unwrap();
+    while !TAKEN.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Older than the spilled commit, which overwrites it: replayed first.
+    db.update(|t| t.put("big", &5u32.to_be_bytes(), b"older"))
+        .unwrap();
+    let mut txn = db.write().unwrap();
+    for i in 0..30_000u32 {
+        txn.put("big", &i.to_be_bytes(), &value(i)).unwrap();
+    }
+    // Waits for LMDB, which never takes it: not awaited.
+    let pending = txn.commit_with_async(Durability::EveryWrite);
+    let logged = std::time::Instant::now();
+    loop {
+        let s = db.stats().wal;
+        if s.commits >= commits + 3 && s.durable_lsn == s.written_lsn {
+            break;
+        }
+        assert!(logged.elapsed() < Duration::from_secs(60), "never logged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(pending);
+    // The crash stops the applier at its next batch; it is let go once that is asked.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(500));
+        LET_GO.store(true, Ordering::SeqCst);
+    });
+    db.simulate_crash();
+    let db = Db::open_with(&path, cfg()).unwrap();
+    let report = db.recovery_report();
+    // The held commit's batch was applied once let go; the two after it were not.
+    assert_eq!(
+        (report.replayed_records, report.applied_records),
+        (2, 2),
+        "both applied at open, in order, none published to the overlay: {report:?}"
+    );
+    let read = db.read().unwrap();
+    assert_eq!(read.get("t", b"before").unwrap(), Some(&b"1"[..]));
+    assert_eq!(read.get("t", b"held").unwrap(), Some(&b"2"[..]));
+    assert_eq!(read.count("big").unwrap(), 30_000);
+    for (i, entry) in read.range("big", ..).unwrap().enumerate() {
+        let (key, got) = entry.unwrap();
+        let i = i as u32;
+        assert_eq!((key, got), (&i.to_be_bytes()[..], &value(i)[..]));
+    }
+    drop(read);
+    assert!(db.scrub().unwrap().is_healthy());
+    db.close().unwrap();
+    fail::remove("applier-batch-taken");
     scenario.teardown();
 }

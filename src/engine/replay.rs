@@ -12,10 +12,13 @@ use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::overlay::Version;
+use crate::spill::{Gather, Gathered};
 use crate::store::{ApplyOps, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
-use crate::wal::{LogRecord, Op, Record};
+use crate::wal::log::op_stream::{OpStream, StreamError};
+use crate::wal::log::txn_payload::OpRef;
+use crate::wal::{LogRecord, Op, Record, RecordType};
 
 /// Operations a replayed record's keys and values are packed by at a time: the decoded
 /// ones are freed as they are packed, so a large record is not held twice.
@@ -80,22 +83,35 @@ struct Replayed {
     cost: usize,
 }
 
-/// Decodes the log's records after LMDB's applied LSN, in order. Parts of a transaction
-/// whose end never came (a crash while it was written) can be left at the log's tail:
-/// they commit nothing, and are handed out last as one record without writes at the
-/// tail's LSN, so replay, the applied LSN and the log's next LSN all cover them.
+/// Decodes the log's records after LMDB's applied LSN, in order. A split transaction is
+/// read a piece at a time ([`SplitTxn`]). Parts of a transaction whose end never came (a
+/// crash while it was written) can be left at the log's tail: they commit nothing, and
+/// are handed out last as one record without writes at the tail's LSN, so replay, the
+/// applied LSN and the log's next LSN all cover them.
 fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>> + '_ {
-    let mut log = engine.wal.read_from(from);
+    let mut log = engine.wal.read_from(from).unjoined();
     let mut last = from - 1;
+    let mut split: Option<SplitTxn> = None;
     std::iter::from_fn(move || {
-        if let Some(item) = log.next() {
-            let rec = item.and_then(decode_replayed);
-            if let Ok(rec) = &rec {
-                last = rec.lsn;
+        for item in log.by_ref() {
+            let step = item.and_then(|rec| match rec.record.kind() {
+                RecordType::TxnPart | RecordType::TxnEnd => split_step(engine, &mut split, &rec),
+                _ => {
+                    drop_unended(&mut split, rec.lsn);
+                    decode_replayed(rec).map(Some)
+                }
+            });
+            match step {
+                Ok(Some(rec)) => {
+                    last = rec.lsn;
+                    return Some(Ok(rec));
+                }
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
             }
-            return Some(rec);
         }
         let through = log.read_through();
+        drop_unended(&mut split, through + 1);
         if through <= last {
             return None;
         }
@@ -114,13 +130,18 @@ fn replayed(engine: &Engine, from: Lsn) -> impl Iterator<Item = Result<Replayed>
     })
 }
 
-/// One log record as replay takes it.
-fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
-    let decoded = rec.record.decode().map_err(|e| Error::Corruption {
+/// A record that does not decode.
+fn undecodable(lsn: Lsn, e: impl std::fmt::Display) -> Error {
+    Error::Corruption {
         segment: 0,
         offset: 0,
-        reason: format!("record at LSN {} does not decode: {e}", rec.lsn),
-    })?;
+        reason: format!("record at LSN {lsn} does not decode: {e}"),
+    }
+}
+
+/// One log record as replay takes it.
+fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
+    let decoded = rec.record.decode().map_err(|e| undecodable(rec.lsn, e))?;
     let (ops, commit_micros): (Vec<WriteOp>, u64) = match decoded {
         Record::Txn(txn) => (write_ops(txn.ops), txn.commit_micros),
         _ => (Vec::new(), 0),
@@ -134,44 +155,206 @@ fn decode_replayed(rec: LogRecord) -> Result<Replayed> {
     })
 }
 
-/// Replays every log record after LMDB's applied LSN. The newest records whose versions fit
-/// in `overlay_max_bytes` (the running engine's own bound, so replay never needs more
-/// memory than the engine held) are published to the overlay, where reads see them and
-/// the applier applies them after `open` returns; older ones are applied to LMDB first, in
-/// sorted batches. When the whole log fits (always at the defaults after a crash of an
-/// engine that kept its bound) it is read once; otherwise a first pass finds where the
-/// overlay's part begins and a second applies what comes before it.
+/// A split transaction read a piece at a time: its operations decoded as the pieces come
+/// and gathered within `txn_spill_bytes`, past which they go to spill runs, so it is never
+/// in memory whole (neither its payload nor its operations), however large.
+struct SplitTxn {
+    first_lsn: Lsn,
+    /// Pieces read.
+    parts: u32,
+    /// Bytes of its payload read.
+    size: usize,
+    ops: OpStream,
+    gather: Gather,
+}
+
+/// Takes a piece of a split transaction (a `TxnPart` or `TxnEnd` record): the transaction
+/// when it is its end. Pieces are numbered from 0 up to the end's; a piece after the first
+/// of a transaction that began before the read is skipped, as a joining read skips it.
+fn split_step(
+    engine: &Engine,
+    open: &mut Option<SplitTxn>,
+    rec: &LogRecord,
+) -> Result<Option<Replayed>> {
+    let payload = rec.record.payload();
+    let Some(number) = payload.get(..4) else {
+        return Err(undecodable(
+            rec.lsn,
+            "a transaction piece shorter than its number",
+        ));
+    };
+    let number = u32::from_le_bytes(number.try_into().expect("4 bytes"));
+    match open {
+        _ if number == 0 => {
+            drop_unended(open, rec.lsn);
+            *open = Some(SplitTxn {
+                first_lsn: rec.lsn,
+                parts: 0,
+                size: 0,
+                ops: OpStream::new(),
+                gather: Gather::new(
+                    crate::layout::spill_dir(&engine.path),
+                    engine.cfg.txn_spill_bytes,
+                ),
+            });
+        }
+        Some(txn) if number == txn.parts => {}
+        None => return Ok(None),
+        Some(txn) => {
+            return Err(undecodable(
+                rec.lsn,
+                format!(
+                    "transaction piece {number} follows {} parts from LSN {}",
+                    txn.parts, txn.first_lsn
+                ),
+            ))
+        }
+    }
+    let txn = open.as_mut().expect("a transaction is open");
+    txn.feed(&payload[4..], rec.lsn)?;
+    if rec.record.kind() == RecordType::TxnEnd {
+        let txn = open.take().expect("a transaction is open");
+        return txn.finish(rec.lsn).map(Some);
+    }
+    Ok(None)
+}
+
+/// Drops the parts of a transaction read without their end (never committed), before the
+/// record at `lsn`; their spill runs go with them.
+fn drop_unended(open: &mut Option<SplitTxn>, lsn: Lsn) {
+    if let Some(txn) = open.take() {
+        tracing::warn!(
+            first_lsn = txn.first_lsn,
+            parts = txn.parts,
+            before_lsn = lsn,
+            "parts of a transaction without their end (never committed) are skipped"
+        );
+    }
+}
+
+impl SplitTxn {
+    /// Takes the chunk of its next piece, read at `lsn`.
+    fn feed(&mut self, chunk: &[u8], lsn: Lsn) -> Result<()> {
+        self.parts += 1;
+        self.size += chunk.len();
+        let gather = &mut self.gather;
+        let fed = self.ops.feed(chunk, |op| match op {
+            OpRef::Put { table, key, value } => Ok(gather.push(table, key, Some(value))?),
+            OpRef::Delete { table, key } => Ok(gather.push(table, key, None)?),
+            // Tables are created and dropped by commits of their own, never split.
+            OpRef::CreateTable { .. } | OpRef::DropTable { .. } => Err(undecodable(
+                lsn,
+                "a split transaction creates or drops a table",
+            )),
+        });
+        fed.map_err(|e| match e {
+            StreamError::Decode(e) => undecodable(lsn, e),
+            StreamError::Sink(e) => e,
+        })
+    }
+
+    /// The transaction, its end read at `lsn`: in memory if it fit `txn_spill_bytes`,
+    /// else spilled (applied to LMDB alone, as a spilled commit goes through).
+    fn finish(self, lsn: Lsn) -> Result<Replayed> {
+        let (commit_micros, _) = self.ops.finish().map_err(|e| undecodable(lsn, e))?;
+        let writes = match self.gather.finish()? {
+            Gathered::Memory(tables) => {
+                let ops: Vec<WriteOp> = (tables.into_iter())
+                    .flat_map(|(table, writes)| {
+                        (writes.into_iter()).map(move |(key, value)| {
+                            WriteOp::put_or_delete(table.clone(), key, value)
+                        })
+                    })
+                    .collect();
+                let cost = versions_cost(&ops);
+                TxnWrites::new(ops, cost, commit_micros, false)
+            }
+            Gathered::Spilled(spilled) => TxnWrites::spilled(spilled, commit_micros),
+        };
+        Ok(Replayed {
+            lsn,
+            size: self.size,
+            cost: writes.versions_cost,
+            writes: Arc::new(writes),
+        })
+    }
+}
+
+/// Records replay applies to LMDB before `open` returns, gathered into sorted batches.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Replayed>,
+    ops: usize,
+    cost: usize,
+}
+
+impl Batch {
+    /// Adds `rec` (newer than every record added before), applying the batch once it is
+    /// as large as the applier's or its versions reach the overlay's bound.
+    fn add(&mut self, engine: &Engine, rec: Replayed, report: &mut DbRecoveryReport) -> Result<()> {
+        self.ops += rec.writes.ops.len();
+        self.cost += rec.cost;
+        self.records.push(rec);
+        if self.ops >= batch_cap(engine, usize::MAX) || self.cost >= engine.cfg.overlay_max_bytes {
+            self.apply(engine, report)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the records added, if any.
+    fn apply(&mut self, engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
+        let Some(last) = self.records.last().map(|r| r.lsn) else {
+            return Ok(());
+        };
+        apply_at_open(engine, &self.records)?;
+        report.applied_records += self.records.len() as u64;
+        report.applied_lsn = last;
+        *self = Batch::default();
+        Ok(())
+    }
+}
+
+/// Replays every log record after LMDB's applied LSN, in one read of the log. The newest
+/// records whose versions fit in `overlay_max_bytes` (the running engine's own bound, so
+/// replay never needs more memory than the engine held) are published to the overlay,
+/// where reads see them and the applier applies them after `open` returns; older ones are
+/// applied to LMDB first, in sorted batches, as newer ones push them out of that window. A
+/// spilled transaction (one past `txn_spill_bytes`) is applied alone, after every record
+/// before it, as it went through when committed.
 pub(super) fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<()> {
     let bound = engine.cfg.overlay_max_bytes;
     let from = report.applied_lsn_at_open + 1;
-    // The newest records' LSNs and costs, at most `bound` in all, and while nothing older
-    // had to leave them, the records themselves.
-    let mut window: VecDeque<(Lsn, usize)> = VecDeque::new();
+    // The newest records, their versions at most `bound` in all.
+    let mut window: VecDeque<Replayed> = VecDeque::new();
     let mut window_cost = 0usize;
-    let mut kept: Option<Vec<Replayed>> = Some(Vec::new());
-    // Records at or below it go to LMDB directly.
-    let mut split = report.applied_lsn_at_open;
+    let mut batch = Batch::default();
     let mut last = report.applied_lsn_at_open;
     for item in replayed(engine, from) {
         let rec = item?;
         report.replayed_records += 1;
         report.replayed_bytes += rec.size as u64;
         last = rec.lsn;
-        window.push_back((rec.lsn, rec.cost));
+        if rec.writes.spilled.is_some() {
+            for older in window.drain(..) {
+                batch.add(engine, older, report)?;
+            }
+            window_cost = 0;
+            batch.apply(engine, report)?;
+            batch.records.push(rec);
+            batch.apply(engine, report)?;
+            continue;
+        }
         window_cost += rec.cost;
+        window.push_back(rec);
         while window_cost > bound {
-            let (lsn, cost) = window
+            let older = window
                 .pop_front()
                 .expect("a window over its bound has records");
-            window_cost -= cost;
-            split = lsn;
-            kept = None;
-        }
-        if let Some(kept) = &mut kept {
-            kept.push(rec);
+            window_cost -= older.cost;
+            batch.add(engine, older, report)?;
         }
     }
-    drop(window);
+    batch.apply(engine, report)?;
     let written = engine.wal.written_lsn();
     if written != last {
         return Err(Error::Inconsistent {
@@ -179,37 +362,8 @@ pub(super) fn replay(engine: &Engine, report: &mut DbRecoveryReport) -> Result<(
             reason: format!("replay ended at LSN {last} but the log holds LSN {written}"),
         });
     }
-    let mut publish_all = |records: &mut dyn Iterator<Item = Result<Replayed>>| -> Result<()> {
-        let records = records.collect::<Result<Vec<Replayed>>>()?;
-        report.overlay_records += records.len() as u64;
-        report.overlay_bytes += publish_replayed(&engine.state, records) as u64;
-        Ok(())
-    };
-    match kept {
-        Some(records) => publish_all(&mut records.into_iter().map(Ok))?,
-        None => {
-            let mut records = replayed(engine, from).peekable();
-            let mut batch: Vec<Replayed> = Vec::new();
-            let (mut batch_ops, mut batch_cost) = (0, 0);
-            while let Some(rec) = records.next_if(|r| r.as_ref().map_or(true, |r| r.lsn <= split)) {
-                let rec = rec?;
-                batch_ops += rec.writes.ops.len();
-                batch_cost += rec.cost;
-                batch.push(rec);
-                if batch_ops >= batch_cap(engine, usize::MAX) || batch_cost >= bound {
-                    apply_at_open(engine, &batch)?;
-                    report.applied_records += batch.len() as u64;
-                    (batch, batch_ops, batch_cost) = (Vec::new(), 0, 0);
-                }
-            }
-            if !batch.is_empty() {
-                apply_at_open(engine, &batch)?;
-                report.applied_records += batch.len() as u64;
-            }
-            publish_all(&mut records)?;
-        }
-    }
-    report.applied_lsn = split;
+    report.overlay_records += window.len() as u64;
+    report.overlay_bytes += publish_replayed(&engine.state, window.into()) as u64;
     report.last_lsn = last;
     Ok(())
 }
@@ -295,11 +449,31 @@ fn publish_replayed(sh: &EngineState, records: Vec<Replayed>) -> usize {
     bytes
 }
 
-/// Applies replayed records to LMDB in one sorted batch, before `open` returns.
+/// Applies replayed records to LMDB in one sorted batch, before `open` returns: records
+/// with their operations in memory, or one spilled record alone (read from its runs).
 fn apply_at_open(engine: &Engine, batch: &[Replayed]) -> Result<()> {
     let Some(last) = batch.last().map(|r| r.lsn) else {
         return Ok(());
     };
+    if let [rec] = batch {
+        if let Some(spilled) = &rec.writes.spilled {
+            apply_growing(
+                engine,
+                ApplyOps::Spilled(rec.lsn, spilled),
+                last,
+                || true,
+                &|| true,
+            )?;
+            fail::fail_point!("replay-batch-applied");
+            for table in spilled.tables() {
+                let catalogued = engine.state.catalog.get_or_add(&table.name);
+                if table.put_span.is_some() {
+                    Table::note_exists(&mut catalogued.state.write(), rec.lsn);
+                }
+            }
+            return Ok(());
+        }
+    }
     let mut ops: Vec<(Lsn, &WriteOp)> = batch
         .iter()
         .flat_map(|r| r.writes.ops.iter().map(move |op| (r.lsn, op)))

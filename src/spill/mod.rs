@@ -28,7 +28,9 @@ use std::path::Path;
 use crate::layout::{create_private_dir, create_private_file, io_at, FILE_MODE};
 
 mod commit;
+mod gather;
 pub(crate) use commit::SpilledWrites;
+pub(crate) use gather::{Gather, Gathered};
 
 /// The first bytes of every run file.
 pub(crate) const RUN_MAGIC: [u8; 8] = *b"WALMRUN\0";
@@ -41,6 +43,29 @@ pub(crate) const BLOCK_TARGET: usize = 64 << 10;
 const BLOCK_HEADER_LEN: usize = 8;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+
+/// What a write held in memory is counted besides its key and value (its entry, and its
+/// map's or list's share), against a transaction's spill budget.
+pub(crate) const ENTRY_OVERHEAD: usize = 48;
+
+/// `writes`, in the order made, sorted by key keeping each key's last write, in place.
+/// Writes made in ascending key order (sorted loads) are checked, not sorted.
+pub(crate) fn last_writes<K: Ord, V>(mut writes: Vec<(K, V)>) -> Vec<(K, V)> {
+    if !writes.is_sorted_by(|a, b| a.0 < b.0) {
+        // Stable: equal keys stay in the order made.
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        // `dedup_by` keeps the first of equal neighbours and hands the later one first:
+        // swapped, the kept entry holds the later write.
+        writes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+    }
+    writes
+}
 
 /// An owned entry of a run: a key and its value, or `None` for a delete.
 pub(crate) type RunEntry = (Vec<u8>, Option<Vec<u8>>);

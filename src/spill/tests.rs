@@ -319,3 +319,56 @@ fn a_runs_key_filter_passes_its_keys_and_few_others() {
         );
     }
 }
+
+/// Writes gathered in random order, keys rewritten and deleted, over many budgets: each
+/// table reads back what a model says (each key's last write), from memory while the
+/// writes fit and from runs once they did not.
+#[test]
+fn gathered_writes_read_back_each_keys_last_from_memory_or_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (budget, spills) in [(usize::MAX, false), (64 << 10, true)] {
+        let mut gather = Gather::new(dir.path().join("spill"), budget);
+        let mut models: BTreeMap<&str, Model> = BTreeMap::new();
+        let mut next = xorshift(23);
+        for _ in 0..20_000 {
+            let table = ["b", "a"][(next() % 2) as usize];
+            let key = (next() % 3_000).to_be_bytes().to_vec();
+            let value =
+                (!next().is_multiple_of(5)).then(|| vec![next() as u8; next() as usize % 64]);
+            gather.push(table, &key, value.as_deref()).expect("push");
+            models.entry(table).or_default().insert(key, value);
+        }
+        let read: BTreeMap<String, Model> = match gather.finish().expect("finish") {
+            Gathered::Memory(tables) => {
+                assert!(!spills, "in memory at a budget of {budget}");
+                (tables.into_iter())
+                    .map(|(name, writes)| {
+                        let writes = writes.into_iter();
+                        let model = writes.map(|(k, v)| (k.to_vec(), v.map(|v| v.to_vec())));
+                        (name.to_string(), model.collect())
+                    })
+                    .collect()
+            }
+            Gathered::Spilled(spilled) => {
+                assert!(spills, "spilled at a budget of {budget}");
+                let mut read: BTreeMap<String, Model> = BTreeMap::new();
+                spilled
+                    .for_each(|table, key, value| {
+                        let model = read.entry(table.to_string()).or_default();
+                        model.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+                        Ok::<(), io::Error>(())
+                    })
+                    .expect("read back");
+                assert_eq!(
+                    spilled.op_count(),
+                    models.values().map(BTreeMap::len).sum::<usize>()
+                );
+                read
+            }
+        };
+        let expected: BTreeMap<String, Model> = (models.into_iter())
+            .map(|(t, m)| (t.to_string(), m))
+            .collect();
+        assert_eq!(read, expected, "budget {budget}");
+    }
+}

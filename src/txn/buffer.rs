@@ -10,12 +10,8 @@ use std::path::Path;
 
 use crate::bytes::SharedBytes;
 use crate::keys::{as_slice_bound, in_bounds, HeadKey, KeyBounds};
-use crate::spill::{MergedRuns, Run, RunWriter};
+use crate::spill::{last_writes, MergedRuns, Run, RunWriter, ENTRY_OVERHEAD};
 use crate::sync::DataArc as Arc;
-
-/// What a buffered write is counted in memory besides its key and value (its entry, and
-/// the map's or list's share).
-pub(super) const ENTRY_OVERHEAD: usize = 48;
 
 /// A table's buffered writes: key -> value, or `None` for delete. Keys and values are
 /// shared with the commit's operations, not copied into them.
@@ -295,25 +291,6 @@ impl<'t> Iterator for SpilledWalk<'t> {
         let value = value.map(|v| self.kept.keep(v));
         Some(Ok((key, value)))
     }
-}
-
-/// `writes`, in the order made, sorted by key keeping each key's last write, in place.
-/// Writes made in ascending key order (sorted loads) are checked, not sorted.
-fn last_writes(mut writes: TableRun) -> TableRun {
-    if !writes.is_sorted_by(|a, b| a.0 < b.0) {
-        // Stable: equal keys stay in the order made.
-        writes.sort_by(|a, b| a.0.cmp(&b.0));
-        // `dedup_by` keeps the first of equal neighbours and hands the later one first:
-        // swapped, the kept entry holds the later write.
-        writes.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                std::mem::swap(later, kept);
-            }
-            same
-        });
-    }
-    writes
 }
 
 /// Two sorted runs of distinct keys merged in order, `new`'s entry where both hold a key.

@@ -24,6 +24,7 @@ impl<S: Sequencer> Wal<S> {
             buffered: Default::default(),
             done: false,
             pieces: Default::default(),
+            join: true,
         }
     }
 
@@ -71,6 +72,7 @@ impl<S: Sequencer> Wal<S> {
             buffered: Default::default(),
             done: false,
             pieces: Default::default(),
+            join: true,
         }))
     }
 }
@@ -86,6 +88,8 @@ pub struct LogIter {
     done: bool,
     /// Joins the pieces of split transactions.
     pieces: Reassembly,
+    /// Whether it does (see [`LogIter::unjoined`]).
+    join: bool,
 }
 
 impl LogIter {
@@ -112,6 +116,14 @@ impl LogIter {
     /// a transaction whose pieces the two reads share is read whole.
     pub(crate) fn holding(mut self, pieces: Reassembly) -> Self {
         self.pieces = pieces.holding_only();
+        self
+    }
+
+    /// Hands out the pieces of split transactions as they are read (`TxnPart` and
+    /// `TxnEnd` records), not joined: for a reader that takes a transaction a piece at a
+    /// time, so that it is never whole in memory.
+    pub(crate) fn unjoined(mut self) -> Self {
+        self.join = false;
         self
     }
 
@@ -158,6 +170,9 @@ impl Iterator for LogIter {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.buffered.pop_front() {
+                if !self.join {
+                    return Some(Ok(r));
+                }
                 match self.pieces.feed(r) {
                     Ok(Some(r)) => return Some(Ok(r)),
                     Ok(None) => continue,

@@ -5,6 +5,7 @@
 
 pub(crate) mod archive;
 pub mod fs;
+pub(crate) mod op_stream;
 pub(crate) mod pieces;
 pub mod quarantine;
 pub mod record;
