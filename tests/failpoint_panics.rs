@@ -585,3 +585,66 @@ fn a_spilled_commit_logged_but_not_applied_is_replayed_from_spill_runs() {
     fail::remove("applier-batch-taken");
     scenario.teardown();
 }
+
+/// Regression: a commit handed to the applier at admission (one that goes through) whose
+/// record then fails to reach the log, to a table it was the first to write, failed the
+/// engine when the applier was creating that table in LMDB as the failed commit's table
+/// was forgotten (`applying to LMDB failed: table "big" has no LMDB handle`): the applier
+/// found no handle for a commit it must not apply anyway. It drops the withdrawn commit
+/// and goes on.
+#[test]
+fn a_withdrawn_commit_whose_table_is_forgotten_while_the_applier_creates_it_fails_nothing() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(
+        dir.path().join("db"),
+        Config::default().txn_spill_bytes(64 << 10),
+    )
+    .unwrap();
+    db.update(|t| t.put("t", b"before", b"1")).unwrap();
+    db.wait_applied(db.stats().visible_lsn).unwrap();
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    static CREATING: AtomicBool = AtomicBool::new(false);
+    // The applier creates the table, and waits there until the commit has failed.
+    fail::cfg_callback("applier-creating-tables", || {
+        CREATING.store(true, Ordering::SeqCst);
+        let waited = std::time::Instant::now();
+        while !FAILED.load(Ordering::SeqCst) && waited.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    // The log's encoder fails at the second operation, a second after the first: the
+    // applier is creating the table by then.
+    fail::cfg("spill-read-back", "1*sleep(1000)->return").unwrap();
+    let mut txn = db.write().unwrap();
+    for i in 0..3_000u32 {
+        txn.put("big", &i.to_be_bytes(), &[7; 100]).unwrap();
+    }
+    assert!(matches!(txn.commit(), Err(Error::Io(_))));
+    assert!(
+        CREATING.load(Ordering::SeqCst),
+        "the applier took the commit"
+    );
+    FAILED.store(true, Ordering::SeqCst);
+    fail::remove("spill-read-back");
+    fail::remove("applier-creating-tables");
+    db.update(|t| t.put("t", b"after", b"2")).unwrap();
+    let mut txn = db.write().unwrap();
+    for i in 0..3_000u32 {
+        txn.put("big", &i.to_be_bytes(), &[8; 100]).unwrap();
+    }
+    txn.commit().unwrap();
+    let read = db.read().unwrap();
+    assert_eq!(read.count("big").unwrap(), 3_000);
+    assert_eq!(read.get("t", b"after").unwrap(), Some(&b"2"[..]));
+    drop(read);
+    assert_eq!(
+        db.health().status,
+        HealthStatus::Healthy,
+        "{:?}",
+        db.health()
+    );
+    db.close().unwrap();
+    scenario.teardown();
+}

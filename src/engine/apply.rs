@@ -498,9 +498,16 @@ pub(crate) fn applier_loop(engine: &Engine) {
             let logged = || early.as_ref().is_none_or(|writes| sh.wait_logged(writes));
             match apply_growing(engine, ops, last, give_up, &logged) {
                 Ok(Some(applied)) => appending = applied.appending(),
+                // Withdrawn (its record never reached the log), or the applier stops
+                // without applying: LMDB did not take it, and nothing waits for it. Also
+                // when applying it failed: a withdrawn commit's new tables are forgotten,
+                // even while they are being created, so it can meet a table without a handle.
                 Ok(None) => {
-                    // Withdrawn (its record never reached the log), or the applier stops
-                    // without applying: LMDB did not take it, and nothing waits for it.
+                    batch.1.clear();
+                    continue;
+                }
+                Err(e) if !logged() => {
+                    tracing::debug!(error = %e, "a withdrawn commit failed to apply; dropped");
                     batch.1.clear();
                     continue;
                 }

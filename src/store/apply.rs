@@ -124,6 +124,7 @@ impl Store {
                 .map_err(apply_err("create table"))?;
             created.push((table, dbi, lsn));
         }
+        fail::fail_point!("applier-creating-tables");
         wtxn.commit().map_err(apply_err("commit"))?;
         self.note_commit();
         for (table, dbi, lsn) in created {
