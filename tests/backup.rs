@@ -771,3 +771,63 @@ fn a_manifest_of_a_newer_format_is_unsupported_version_naming_the_manifest() {
     assert!(!message.contains("WAL"), "{message}");
     assert!(message.contains("MANIFEST"), "{message}");
 }
+
+/// A transaction written in pieces (about 100 KB, pieces of at most 16 KiB) in the archived
+/// log after the backup restores whole at its end's LSN or later, and not at all to a time
+/// before its commit or to an LSN among its pieces: the restore copies its pieces one at a
+/// time (never joined) and the open drops the parts a cut leaves without their end. Before,
+/// a restore joined it, and a cut among its pieces left the restored log short of the cut
+/// (`Inconsistent`). Recovery points date it by its commit.
+#[test]
+fn a_restore_takes_a_split_transaction_whole_or_not_at_all() {
+    let root = tempdir();
+    let p = |n: &str| root.path().join(n);
+    let db = Db::open_with(p("db"), small_cfg(Some(&p("archive")))).unwrap();
+    let mut history: Vec<Committed> = (0..20).map(|i| commit(&db, i)).collect();
+    let backup_lsn = db.backup(p("backup")).unwrap().lmdb_applied_lsn;
+    history.extend((20..40).map(|i| commit(&db, i)));
+    let before_big = history.last().unwrap().after_micros;
+    let mut t = db.write().unwrap();
+    for i in 0..100 {
+        t.put("t", &key(1_000 + i), &[b'y'; 1_000]).unwrap();
+    }
+    let big = t.commit_with(Durability::None).unwrap();
+    let big_micros = now_micros();
+    assert!(big > history.last().unwrap().lsn + 2, "written in pieces");
+    // Enough after it that the segments holding it retire into the archive.
+    history.extend((40..400).map(|i| commit(&db, i)));
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let with_big = |lsn: Lsn| {
+        let mut m = model(&history, lsn);
+        if lsn >= big {
+            m.extend((0..100).map(|i| (key(1_000 + i), vec![b'y'; 1_000])));
+        }
+        m
+    };
+    let from_archive = |into: &str, target: RestoreTarget| {
+        restore(&p("backup"), &p(into), &target, &opts(Some(&p("archive")))).unwrap()
+    };
+    let points = walmdb::recovery_points(&p("backup"), Some(&p("archive"))).unwrap();
+    assert!(points.last_lsn > big, "{points:?}");
+    let latest = from_archive("r-latest", RestoreTarget::Latest);
+    assert_eq!(latest.restored_lsn, points.last_lsn);
+    let commits = history
+        .iter()
+        .filter(|c| c.lsn > backup_lsn && c.lsn <= points.last_lsn);
+    assert_eq!(
+        latest.records,
+        commits.count() as u64 + 1,
+        "the split transaction counts once"
+    );
+    assert_eq!(contents(&p("r-latest")), with_big(points.last_lsn));
+    let at_end = from_archive("r-end", RestoreTarget::Lsn(big));
+    assert!(at_end.restored_micros.unwrap() <= big_micros);
+    assert_eq!(contents(&p("r-end")), with_big(big));
+    let among = from_archive("r-among", RestoreTarget::Lsn(big - 1));
+    assert_eq!(among.restored_lsn, big - 1);
+    assert_eq!(contents(&p("r-among")), with_big(big - 1));
+    let before = from_archive("r-before", RestoreTarget::Time(before_big));
+    assert_eq!(before.restored_lsn, big - 1);
+    assert_eq!(contents(&p("r-before")), with_big(history[39].lsn));
+}

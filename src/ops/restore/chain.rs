@@ -15,7 +15,7 @@ use crate::wal::log::fs::StdFs;
 use crate::wal::log::segment::{
     parse_segment_file_name, records_in, scan_segment, ScanEnd, SegmentHeader,
 };
-use crate::wal::{LogRecord, Lsn};
+use crate::wal::{LogRecord, Lsn, RecordType};
 
 /// A segment file found in the backup or the archive.
 pub(super) struct Candidate {
@@ -371,31 +371,100 @@ pub(super) fn chain(
     })
 }
 
+/// What a record of the chain is to restore (see [`for_records`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handed {
+    /// A record of its own (not a piece of a split transaction).
+    Whole,
+    /// A piece of a split transaction that does not end it (or one of a transaction that
+    /// began before the read).
+    Part,
+    /// The last piece of a split transaction: the transaction committed at its LSN, at
+    /// `commit_micros` (read from its first piece).
+    End { commit_micros: u64 },
+}
+
+/// A split transaction's first piece's commit time: its payload's first 8 bytes.
+fn piece_micros(chunk: &[u8], lsn: Lsn) -> Result<u64> {
+    chunk
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| Error::Corruption {
+            segment: 0,
+            offset: 0,
+            reason: format!(
+                "the first piece of a transaction at LSN {lsn} is shorter than its header"
+            ),
+        })
+}
+
 /// Calls `f` with each record after `from_lsn - 1` of the chain, in order, until it
-/// returns false.
+/// returns false: every record as it is in the log, a split transaction's pieces included
+/// (never joined, so none is in memory whole), each with what it is ([`Handed`]). The
+/// pieces' numbers are checked as a joining read checks them.
 pub(super) fn for_records(
     chain: &Chain,
     from_lsn: Lsn,
-    mut f: impl FnMut(LogRecord) -> Result<bool>,
+    mut f: impl FnMut(LogRecord, Handed) -> Result<bool>,
 ) -> Result<()> {
     let mut next = from_lsn;
-    // Split transactions are handed out whole, at their end's LSN.
-    let mut pieces = crate::wal::log::pieces::Reassembly::default();
+    // The split transaction being read: the number of its next piece and its commit time.
+    let mut open: Option<(u32, u64)> = None;
     for link in &chain.links {
         let c = &link.segment;
         let data = std::fs::read(&c.path)?;
         let (records, _) = records_in(&data, &c.header, next, link.until)?;
         for r in records {
             next = r.lsn + 1;
-            let joined = pieces.feed(r).map_err(|e| Error::Corruption {
+            let end = match r.record.kind() {
+                RecordType::TxnPart => false,
+                RecordType::TxnEnd => true,
+                _ => {
+                    open = None;
+                    if !f(r, Handed::Whole)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let payload = r.record.payload();
+            let corrupt = |reason: String| Error::Corruption {
                 segment: c.header.segment_no,
                 offset: 0,
-                reason: e.0,
-            })?;
-            if let Some(r) = joined {
-                if !f(r)? {
-                    return Ok(());
+                reason,
+            };
+            let number = payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .ok_or_else(|| corrupt("a transaction piece shorter than its number".into()))?;
+            let micros = match open {
+                _ if number == 0 => piece_micros(&payload[4..], r.lsn)?,
+                Some((expected, micros)) if number == expected => micros,
+                // A transaction that began before the read: skipped, as a joining read does.
+                None => {
+                    if !f(r, Handed::Part)? {
+                        return Ok(());
+                    }
+                    continue;
                 }
+                Some((expected, _)) => {
+                    return Err(corrupt(format!(
+                        "transaction piece {number} at LSN {} follows {expected} parts",
+                        r.lsn
+                    )))
+                }
+            };
+            let handed = if end {
+                open = None;
+                Handed::End {
+                    commit_micros: micros,
+                }
+            } else {
+                open = Some((number + 1, micros));
+                Handed::Part
+            };
+            if !f(r, handed)? {
+                return Ok(());
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::store::sync_dir;
 use crate::wal::log::archive::{record_history, TimelineHistory};
 use crate::wal::log::fs::StdFs;
 use crate::wal::{LogRecord, Lsn, Record, Wal};
-use chain::{chain, for_records, Chain};
+use chain::{chain, for_records, Chain, Handed};
 
 /// Where a restore stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,8 @@ pub struct RestoreReport {
     pub restored_lsn: Lsn,
     /// The commit time of the last transaction restored, if any was replayed.
     pub restored_micros: Option<u64>,
-    /// Records written into the restored log and replayed.
+    /// Records written into the restored log and replayed (a transaction written in pieces
+    /// counts once).
     pub records: u64,
     /// The segment files read, in order.
     pub segments: Vec<PathBuf>,
@@ -126,8 +127,16 @@ pub fn recovery_points_on(
     let mut last_lsn = manifest.lmdb_applied_lsn;
     let mut last_micros = None;
     let mut restore_points = Vec::new();
-    for_records(&chain, manifest.lmdb_applied_lsn + 1, |r| {
-        last_lsn = r.lsn;
+    for_records(&chain, manifest.lmdb_applied_lsn + 1, |r, handed| {
+        match handed {
+            Handed::Part => return Ok(true),
+            Handed::End { commit_micros } => {
+                last_lsn = r.lsn;
+                last_micros = Some(commit_micros);
+                return Ok(true);
+            }
+            Handed::Whole => last_lsn = r.lsn,
+        }
         match decode(&r)? {
             Record::Txn(t) => last_micros = Some(t.commit_micros),
             Record::Timestamp { unix_micros, name } if !name.is_empty() => {
@@ -230,16 +239,27 @@ pub fn restore(
         Ok(())
     };
     if cut > base {
-        for_records(&chain, base + 1, |r| {
+        // Every record at or below the cut as it is, a split transaction's pieces one at a
+        // time at their own LSNs (parts cut off from their end are dropped by the open).
+        for_records(&chain, base + 1, |r, handed| {
             if r.lsn > cut {
                 return Ok(false);
             }
-            if let Record::Txn(t) = decode(&r)? {
-                restored_micros = Some(t.commit_micros);
+            match handed {
+                Handed::Part => {}
+                Handed::End { commit_micros } => {
+                    restored_micros = Some(commit_micros);
+                    records += 1;
+                }
+                Handed::Whole => {
+                    if let Record::Txn(t) = decode(&r)? {
+                        restored_micros = Some(t.commit_micros);
+                    }
+                    records += 1;
+                }
             }
             let lsn = r.lsn;
             pending.push_back((lsn, wal.submit(r.record, (), Some(Durability::None))?));
-            records += 1;
             if pending.len() >= 256 {
                 answer(&mut pending)?;
             }
@@ -324,14 +344,24 @@ fn find_cut(chain: &Chain, manifest: &BackupManifest, target: &RestoreTarget) ->
     let mut last = base;
     let mut cut = None;
     let mut last_time = None;
-    for_records(chain, base + 1, |r| {
+    for_records(chain, base + 1, |r, handed| {
+        let commit_micros = match handed {
+            // Read, not handed out: a transaction is at its end's LSN.
+            Handed::Part => return Ok(true),
+            Handed::End { commit_micros } => Some(commit_micros),
+            Handed::Whole => None,
+        };
         match target {
             RestoreTarget::Lsn(t) if r.lsn > *t => {
                 cut = Some(*t);
                 return Ok(false);
             }
             RestoreTarget::Time(t) => {
-                if let Some(at) = decode(&r)?.time_micros() {
+                let at = match commit_micros {
+                    Some(at) => Some(at),
+                    None => decode(&r)?.time_micros(),
+                };
+                if let Some(at) = at {
                     if at > *t {
                         cut = Some(r.lsn - 1);
                         return Ok(false);
@@ -339,7 +369,7 @@ fn find_cut(chain: &Chain, manifest: &BackupManifest, target: &RestoreTarget) ->
                     last_time = Some(at);
                 }
             }
-            RestoreTarget::Name(n) => {
+            RestoreTarget::Name(n) if commit_micros.is_none() => {
                 if let Record::Timestamp { name, .. } = decode(&r)? {
                     if name == *n {
                         cut = Some(r.lsn - 1);
