@@ -648,3 +648,85 @@ fn a_withdrawn_commit_whose_table_is_forgotten_while_the_applier_creates_it_fail
     db.close().unwrap();
     scenario.teardown();
 }
+
+/// A spilled commit whose runs fail to read back in a group it shares with small commits,
+/// whose records the frame being built already holds: the whole group fails before any of
+/// it is written, the frame is discarded (not written with the next group), and the log
+/// goes on; none of the group's commits is in the log after a crash.
+#[test]
+fn a_spilled_commit_that_fails_in_a_shared_group_discards_the_frame() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let cfg = || Config::default().txn_spill_bytes(64 << 10);
+    let db = Db::open_with(&path, cfg()).unwrap();
+    db.update(|t| t.put("t", b"before", b"1")).unwrap();
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static HOLD: AtomicBool = AtomicBool::new(true);
+    // The flusher stops after writing the next group, until let go.
+    fail::cfg_callback("group-written-before-sync", || {
+        HELD.store(true, Ordering::SeqCst);
+        while HOLD.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    let db_ref = &db;
+    std::thread::scope(|s| {
+        let db = db_ref;
+        let first = s.spawn(|| db.update(|t| t.put("t", b"first", b"2")));
+        while !HELD.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Queued while the flusher is held: one group, the spilled commit between the two.
+        let small = |key: &'static [u8]| move || db.update(|t| t.put("t", key, b"lost"));
+        let a = s.spawn(small(b"a"));
+        while db.stats().wal.queued_commits < 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let big = s.spawn(|| {
+            let mut txn = db.write()?;
+            for i in 0..3_000u32 {
+                txn.put("big", &i.to_be_bytes(), &[7; 100])?;
+            }
+            txn.commit()
+        });
+        while db.stats().wal.queued_commits < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let b = s.spawn(small(b"b"));
+        while db.stats().wal.queued_commits < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fail::cfg("spill-read-back", "return").unwrap();
+        HOLD.store(false, Ordering::SeqCst);
+        assert!(first.join().unwrap().is_ok());
+        for (name, failed) in [
+            ("a", a.join().unwrap()),
+            ("big", big.join().unwrap().map(|_| ())),
+            ("b", b.join().unwrap()),
+        ] {
+            assert!(matches!(failed, Err(Error::Io(_))), "{name}: {failed:?}");
+        }
+    });
+    fail::remove("spill-read-back");
+    fail::remove("group-written-before-sync");
+    db.update(|t| t.put("t", b"after", b"3")).unwrap();
+    // Replayed from LMDB's applied LSN, before the failed group's.
+    db.simulate_crash();
+    let db = Db::open_with(&path, cfg()).unwrap();
+    let read = db.read().unwrap();
+    let got: Vec<(Vec<u8>, Vec<u8>)> = (read.range("t", ..).unwrap())
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = [("after", "3"), ("before", "1"), ("first", "2")]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(read.count("big").unwrap(), 0);
+    drop(read);
+    assert!(db.scrub().unwrap().is_healthy());
+    db.close().unwrap();
+    scenario.teardown();
+}
