@@ -1,9 +1,10 @@
 //! Reading the log back: from the live segments or from the archive, in LSN order, every
-//! frame checked as recovery checks it, one segment in memory at a time.
+//! frame checked as recovery checks it: one segment's bytes in memory at a time, its frames
+//! decoded one at a time (a segment of compressed frames decodes to many times its size).
 
 use super::log::fs::{self, FsRef};
 use super::log::pieces::Reassembly;
-use super::log::segment::{read_header, read_segment, records_in, SegmentHeader};
+use super::log::segment::{read_header, read_segment, FrameWalk, SegmentHeader};
 use super::{LogRecord, Lsn, SegmentMeta, Sequencer, Wal};
 use crate::error::{Error, Result};
 
@@ -25,6 +26,7 @@ impl<S: Sequencer> Wal<S> {
             done: false,
             pieces: Default::default(),
             join: true,
+            reading: None,
         }
     }
 
@@ -73,6 +75,7 @@ impl<S: Sequencer> Wal<S> {
             done: false,
             pieces: Default::default(),
             join: true,
+            reading: None,
         }))
     }
 }
@@ -90,6 +93,20 @@ pub struct LogIter {
     pieces: Reassembly,
     /// Whether it does (see [`LogIter::unjoined`]).
     join: bool,
+    /// The segment being read, a frame at a time.
+    reading: Option<SegmentRead>,
+}
+
+/// A segment a [`LogIter`] reads: its bytes, and its frames decoded one at a time.
+#[derive(Debug)]
+struct SegmentRead {
+    segment_no: u64,
+    data: Vec<u8>,
+    header: SegmentHeader,
+    walk: FrameWalk,
+    /// The LSN its run of frames must reach: the next segment's first less one, or the
+    /// read's end.
+    wanted_end: Lsn,
 }
 
 impl LogIter {
@@ -127,7 +144,8 @@ impl LogIter {
         self
     }
 
-    fn load_next_segment(&mut self) -> Result<()> {
+    /// Opens the segment holding `next_lsn` for [`LogIter::read_frame`].
+    fn open_segment(&mut self) -> Result<()> {
         // The segment holding `next_lsn`: the last one starting at or before it.
         let Some(idx) = self
             .segments
@@ -147,19 +165,47 @@ impl LogIter {
             offset: 0,
             reason: format!("{e:?}"),
         })?;
-        let (records, last) = records_in(&data, &header, self.next_lsn, self.until_lsn)?;
         let wanted_end = self.segments.get(idx + 1).map_or(self.until_lsn, |next| {
             (next.first_lsn - 1).min(self.until_lsn)
         });
-        if last < wanted_end {
-            return Err(Error::Corruption {
-                segment: m.segment_no,
-                offset: 0,
-                reason: format!("the segment ends at LSN {last}, before LSN {wanted_end}"),
-            });
+        self.reading = Some(SegmentRead {
+            segment_no: m.segment_no,
+            walk: FrameWalk::new(&header),
+            data,
+            header,
+            wanted_end,
+        });
+        Ok(())
+    }
+
+    /// Decodes the open segment's next frame into `buffered`, or closes the segment once
+    /// its run of frames ended (an error if it ended short of what the log holds).
+    fn read_frame(&mut self) -> Result<()> {
+        let r = self.reading.as_mut().expect("a segment is open");
+        match r
+            .walk
+            .next_frame(&r.data, &r.header, self.next_lsn, self.until_lsn)?
+        {
+            Some(records) => {
+                self.next_lsn = self.next_lsn.max(r.walk.last_lsn() + 1);
+                self.buffered.extend(records);
+            }
+            None => {
+                let last = r.walk.last_lsn();
+                if last < r.wanted_end {
+                    return Err(Error::Corruption {
+                        segment: r.segment_no,
+                        offset: 0,
+                        reason: format!(
+                            "the segment ends at LSN {last}, before LSN {}",
+                            r.wanted_end
+                        ),
+                    });
+                }
+                self.next_lsn = self.next_lsn.max(last + 1);
+                self.reading = None;
+            }
         }
-        self.next_lsn = last + 1;
-        self.buffered.extend(records);
         Ok(())
     }
 }
@@ -187,10 +233,19 @@ impl Iterator for LogIter {
                     }
                 }
             }
-            if self.done || self.next_lsn > self.until_lsn {
+            if self.done {
                 return None;
             }
-            if let Err(e) = self.load_next_segment() {
+            if self.reading.is_none() {
+                if self.next_lsn > self.until_lsn {
+                    return None;
+                }
+                if let Err(e) = self.open_segment() {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+            if let Err(e) = self.read_frame() {
                 self.done = true;
                 return Some(Err(e));
             }

@@ -13,7 +13,7 @@ use crate::wal::log::archive::{
 };
 use crate::wal::log::fs::StdFs;
 use crate::wal::log::segment::{
-    parse_segment_file_name, records_in, scan_segment, ScanEnd, SegmentHeader,
+    parse_segment_file_name, scan_segment, FrameWalk, ScanEnd, SegmentHeader,
 };
 use crate::wal::{LogRecord, Lsn, RecordType};
 
@@ -413,58 +413,61 @@ pub(super) fn for_records(
     for link in &chain.links {
         let c = &link.segment;
         let data = std::fs::read(&c.path)?;
-        let (records, _) = records_in(&data, &c.header, next, link.until)?;
-        for r in records {
-            next = r.lsn + 1;
-            let end = match r.record.kind() {
-                RecordType::TxnPart => false,
-                RecordType::TxnEnd => true,
-                _ => {
+        // A frame at a time: a segment of compressed frames decodes to many times its size.
+        let mut walk = FrameWalk::new(&c.header);
+        while let Some(records) = walk.next_frame(&data, &c.header, next, link.until)? {
+            for r in records {
+                next = r.lsn + 1;
+                let end = match r.record.kind() {
+                    RecordType::TxnPart => false,
+                    RecordType::TxnEnd => true,
+                    _ => {
+                        open = None;
+                        if !f(r, Handed::Whole)? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
+                let payload = r.record.payload();
+                let corrupt = |reason: String| Error::Corruption {
+                    segment: c.header.segment_no,
+                    offset: 0,
+                    reason,
+                };
+                let number = payload
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or_else(|| corrupt("a transaction piece shorter than its number".into()))?;
+                let micros = match open {
+                    _ if number == 0 => piece_micros(&payload[4..], r.lsn)?,
+                    Some((expected, micros)) if number == expected => micros,
+                    // A transaction that began before the read: skipped, as a joining read does.
+                    None => {
+                        if !f(r, Handed::Part)? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Some((expected, _)) => {
+                        return Err(corrupt(format!(
+                            "transaction piece {number} at LSN {} follows {expected} parts",
+                            r.lsn
+                        )))
+                    }
+                };
+                let handed = if end {
                     open = None;
-                    if !f(r, Handed::Whole)? {
-                        return Ok(());
+                    Handed::End {
+                        commit_micros: micros,
                     }
-                    continue;
+                } else {
+                    open = Some((number + 1, micros));
+                    Handed::Part
+                };
+                if !f(r, handed)? {
+                    return Ok(());
                 }
-            };
-            let payload = r.record.payload();
-            let corrupt = |reason: String| Error::Corruption {
-                segment: c.header.segment_no,
-                offset: 0,
-                reason,
-            };
-            let number = payload
-                .get(..4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .ok_or_else(|| corrupt("a transaction piece shorter than its number".into()))?;
-            let micros = match open {
-                _ if number == 0 => piece_micros(&payload[4..], r.lsn)?,
-                Some((expected, micros)) if number == expected => micros,
-                // A transaction that began before the read: skipped, as a joining read does.
-                None => {
-                    if !f(r, Handed::Part)? {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Some((expected, _)) => {
-                    return Err(corrupt(format!(
-                        "transaction piece {number} at LSN {} follows {expected} parts",
-                        r.lsn
-                    )))
-                }
-            };
-            let handed = if end {
-                open = None;
-                Handed::End {
-                    commit_micros: micros,
-                }
-            } else {
-                open = Some((number + 1, micros));
-                Handed::Part
-            };
-            if !f(r, handed)? {
-                return Ok(());
             }
         }
     }

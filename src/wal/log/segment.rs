@@ -421,42 +421,65 @@ pub(crate) fn read_prefix(file: &dyn FsFile, len: u64) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Decodes the records with `from_lsn <= LSN <= until_lsn` of the run of valid frames that
-/// starts after the header. Returns them with the last LSN of the run read (which stops at
-/// the first frame that is invalid, out of sequence, or wholly above `until_lsn`).
-pub fn records_in(
-    data: &[u8],
-    header: &SegmentHeader,
-    from_lsn: Lsn,
-    until_lsn: Lsn,
-) -> Result<(Vec<LogRecord>, Lsn)> {
-    let mut off = SEGMENT_HEADER_LEN;
-    let mut next_lsn = header.first_lsn;
-    let mut out = Vec::new();
-    while next_lsn <= until_lsn {
-        let Some(h) = valid_frame_at(data, off, header.salt) else {
-            break;
-        };
-        if h.first_lsn != next_lsn {
-            break;
+/// The records of the run of valid frames that starts after a segment's header, decoded a
+/// frame at a time: a reader holds one frame's records, not a whole segment's (a segment
+/// of compressed frames decodes to many times its size). The run stops at the first frame
+/// that is invalid, out of sequence, or wholly above the read's end.
+#[derive(Debug)]
+pub(crate) struct FrameWalk {
+    off: usize,
+    next_lsn: Lsn,
+    ended: bool,
+}
+
+impl FrameWalk {
+    pub(crate) fn new(header: &SegmentHeader) -> Self {
+        FrameWalk {
+            off: SEGMENT_HEADER_LEN,
+            next_lsn: header.first_lsn,
+            ended: false,
         }
+    }
+
+    /// The records of the run's next frame with `from_lsn <= LSN <= until_lsn` (none for a
+    /// frame below `from_lsn`); `None` once the run ended.
+    pub(crate) fn next_frame(
+        &mut self,
+        data: &[u8],
+        header: &SegmentHeader,
+        from_lsn: Lsn,
+        until_lsn: Lsn,
+    ) -> Result<Option<Vec<LogRecord>>> {
+        if self.ended || self.next_lsn > until_lsn {
+            self.ended = true;
+            return Ok(None);
+        }
+        let h = match valid_frame_at(data, self.off, header.salt) {
+            Some(h) if h.first_lsn == self.next_lsn => h,
+            _ => {
+                self.ended = true;
+                return Ok(None);
+            }
+        };
+        let mut records = Vec::new();
         if h.last_lsn() >= from_lsn {
-            let frame = &data[off..off + h.total_len()];
-            let records = decode_frame(&h, frame).map_err(|e| Error::Corruption {
+            let frame = &data[self.off..self.off + h.total_len()];
+            records = decode_frame(&h, frame).map_err(|e| Error::Corruption {
                 segment: header.segment_no,
-                offset: off as u64,
+                offset: self.off as u64,
                 reason: e.0,
             })?;
-            out.extend(
-                records
-                    .into_iter()
-                    .filter(|r| r.lsn >= from_lsn && r.lsn <= until_lsn),
-            );
+            records.retain(|r| r.lsn >= from_lsn && r.lsn <= until_lsn);
         }
-        off += h.total_len();
-        next_lsn = h.last_lsn() + 1;
+        self.off += h.total_len();
+        self.next_lsn = h.last_lsn() + 1;
+        Ok(Some(records))
     }
-    Ok((out, next_lsn - 1))
+
+    /// The last LSN of the run read so far.
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        self.next_lsn - 1
+    }
 }
 
 #[cfg(test)]
