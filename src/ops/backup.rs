@@ -29,6 +29,7 @@ use crate::engine::{now_micros, Engine};
 use crate::error::{Error, Result};
 use crate::lsn::{Lineage, Lsn};
 use crate::store::sync_dir;
+use crate::wal::RecordType;
 
 /// The manifest's format version. Version 1 (without the lineage) is still read.
 pub const BACKUP_FORMAT_VERSION: u32 = 2;
@@ -301,24 +302,37 @@ pub(crate) fn backup(engine: &Engine, dir: &Path) -> Result<BackupManifest> {
     Ok(manifest)
 }
 
-/// The commit time of the record at `lsn`, if the log still holds it.
+/// The commit time of the record at `lsn`, if the log still holds it. The log is read
+/// unjoined: a split transaction's time is in its first piece's header, so it is never
+/// read whole.
 fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
     if lsn == 0 {
         return None;
     }
-    let mut records = engine.wal.read_from(lsn);
-    let rec = match records.next() {
-        Some(Ok(rec)) if rec.lsn == lsn => rec,
-        // `lsn` ends a split transaction: read it whole from its first piece.
-        _ => {
-            let first = records.began_before().filter(|&first| first < lsn)?;
-            engine.wal.read_from(first).next()?.ok()?
-        }
-    };
+    let rec = engine.wal.read_from(lsn).unjoined().next()?.ok()?;
     if rec.lsn != lsn {
         return None;
     }
-    rec.record.decode().ok()?.time_micros()
+    if rec.record.kind() != RecordType::TxnEnd {
+        return rec.record.decode().ok()?.time_micros();
+    }
+    // `lsn` ends a split transaction; its number is the count of parts before it.
+    let parts = u32::from_le_bytes(rec.record.payload().get(..4)?.try_into().ok()?);
+    let first = match parts {
+        0 => rec,
+        parts => engine
+            .wal
+            .read_from(lsn - Lsn::from(parts))
+            .unjoined()
+            .next()?
+            .ok()?,
+    };
+    // Its first piece: number 0, then the payload's header (`commit_micros` first).
+    let payload = first.record.payload();
+    if first.lsn + Lsn::from(parts) != lsn || payload.get(..4)? != [0; 4] {
+        return None;
+    }
+    Some(u64::from_le_bytes(payload.get(4..12)?.try_into().ok()?))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
