@@ -25,7 +25,6 @@ use super::sequencer::TxnWrites;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::store::WriteOp;
 use crate::sync::DataArc as Arc;
 use crate::sync::{bug, fence, AtomicBool, Bug, Condvar, Mutex, Ordering};
 use crate::wal::log::pieces::Reassembly;
@@ -438,23 +437,7 @@ impl<'db> Subscription<'db> {
             .ops
             .iter()
             .filter(|op| self.wants(op.table()))
-            .map(|op| match op {
-                WriteOp::Put { table, key, value } => Op::Put {
-                    table: table.to_string(),
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                },
-                WriteOp::Delete { table, key } => Op::Delete {
-                    table: table.to_string(),
-                    key: key.to_vec(),
-                },
-                WriteOp::CreateTable { table } => Op::CreateTable {
-                    table: table.to_string(),
-                },
-                WriteOp::DropTable { table } => Op::DropTable {
-                    table: table.to_string(),
-                },
-            })
+            .map(|op| Op::from(op.as_ref()))
             .collect();
         (!ops.is_empty()).then_some(Change {
             lsn,

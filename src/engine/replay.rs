@@ -17,7 +17,7 @@ use crate::store::{ApplyOps, WriteOp};
 use crate::sync::DataArc as Arc;
 use crate::sync::Ordering;
 use crate::wal::log::op_stream::{OpStream, StreamError};
-use crate::wal::log::txn_payload::OpRef;
+use crate::wal::log::txn_payload::{piece_parts, OpRef};
 use crate::wal::{LogRecord, Op, Record, RecordType};
 
 /// Operations a replayed record's keys and values are packed by at a time: the decoded
@@ -177,14 +177,12 @@ fn split_step(
     open: &mut Option<SplitTxn>,
     rec: &LogRecord,
 ) -> Result<Option<Replayed>> {
-    let payload = rec.record.payload();
-    let Some(number) = payload.get(..4) else {
+    let Some((number, chunk)) = piece_parts(rec.record.payload()) else {
         return Err(undecodable(
             rec.lsn,
             "a transaction piece shorter than its number",
         ));
     };
-    let number = u32::from_le_bytes(number.try_into().expect("4 bytes"));
     match open {
         _ if number == 0 => {
             drop_unended(open, rec.lsn);
@@ -212,7 +210,7 @@ fn split_step(
         }
     }
     let txn = open.as_mut().expect("a transaction is open");
-    txn.feed(&payload[4..], rec.lsn)?;
+    txn.feed(chunk, rec.lsn)?;
     if rec.record.kind() == RecordType::TxnEnd {
         let txn = open.take().expect("a transaction is open");
         return txn.finish(rec.lsn).map(Some);

@@ -29,6 +29,7 @@ use crate::engine::{now_micros, Engine};
 use crate::error::{Error, Result};
 use crate::lsn::{Lineage, Lsn};
 use crate::store::sync_dir;
+use crate::wal::log::txn_payload::{header_commit_micros, piece_parts};
 use crate::wal::RecordType;
 
 /// The manifest's format version. Version 1 (without the lineage) is still read.
@@ -317,7 +318,7 @@ fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
         return rec.record.decode().ok()?.time_micros();
     }
     // `lsn` ends a split transaction; its number is the count of parts before it.
-    let parts = u32::from_le_bytes(rec.record.payload().get(..4)?.try_into().ok()?);
+    let (parts, _) = piece_parts(rec.record.payload())?;
     let first = match parts {
         0 => rec,
         parts => engine
@@ -327,12 +328,12 @@ fn record_time(engine: &Engine, lsn: Lsn) -> Option<u64> {
             .next()?
             .ok()?,
     };
-    // Its first piece: number 0, then the payload's header (`commit_micros` first).
-    let payload = first.record.payload();
-    if first.lsn + Lsn::from(parts) != lsn || payload.get(..4)? != [0; 4] {
+    // Its first piece: number 0, its chunk starting with the payload's header.
+    let (number, chunk) = piece_parts(first.record.payload())?;
+    if first.lsn + Lsn::from(parts) != lsn || number != 0 {
         return None;
     }
-    Some(u64::from_le_bytes(payload.get(4..12)?.try_into().ok()?))
+    header_commit_micros(chunk)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

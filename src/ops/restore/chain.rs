@@ -15,6 +15,7 @@ use crate::wal::log::fs::StdFs;
 use crate::wal::log::segment::{
     parse_segment_file_name, scan_segment, FrameWalk, ScanEnd, SegmentHeader,
 };
+use crate::wal::log::txn_payload::{header_commit_micros, piece_parts};
 use crate::wal::{LogRecord, Lsn, RecordType};
 
 /// A segment file found in the backup or the archive.
@@ -384,18 +385,13 @@ pub(super) enum Handed {
     End { commit_micros: u64 },
 }
 
-/// A split transaction's first piece's commit time: its payload's first 8 bytes.
+/// A split transaction's first piece's commit time: its chunk's header.
 fn piece_micros(chunk: &[u8], lsn: Lsn) -> Result<u64> {
-    chunk
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| Error::Corruption {
-            segment: 0,
-            offset: 0,
-            reason: format!(
-                "the first piece of a transaction at LSN {lsn} is shorter than its header"
-            ),
-        })
+    header_commit_micros(chunk).ok_or_else(|| Error::Corruption {
+        segment: 0,
+        offset: 0,
+        reason: format!("the first piece of a transaction at LSN {lsn} is shorter than its header"),
+    })
 }
 
 /// Calls `f` with each record after `from_lsn - 1` of the chain, in order, until it
@@ -435,12 +431,10 @@ pub(super) fn for_records(
                     offset: 0,
                     reason,
                 };
-                let number = payload
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                let (number, chunk) = piece_parts(payload)
                     .ok_or_else(|| corrupt("a transaction piece shorter than its number".into()))?;
                 let micros = match open {
-                    _ if number == 0 => piece_micros(&payload[4..], r.lsn)?,
+                    _ if number == 0 => piece_micros(chunk, r.lsn)?,
                     Some((expected, micros)) if number == expected => micros,
                     // A transaction that began before the read: skipped, as a joining read does.
                     None => {

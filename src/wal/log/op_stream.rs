@@ -179,26 +179,6 @@ mod tests {
     use super::*;
     use crate::wal::log::record::{Op, Record, TxnRecord};
 
-    fn owned(op: OpRef<'_>) -> Op {
-        match op {
-            OpRef::Put { table, key, value } => Op::Put {
-                table: table.into(),
-                key: key.into(),
-                value: value.into(),
-            },
-            OpRef::Delete { table, key } => Op::Delete {
-                table: table.into(),
-                key: key.into(),
-            },
-            OpRef::CreateTable { table } => Op::CreateTable {
-                table: table.into(),
-            },
-            OpRef::DropTable { table } => Op::DropTable {
-                table: table.into(),
-            },
-        }
-    }
-
     fn sample() -> TxnRecord {
         let mut ops = vec![Op::CreateTable { table: "t".into() }];
         for i in 0..40u32 {
@@ -232,7 +212,7 @@ mod tests {
         for piece in payload.chunks(len) {
             stream
                 .feed(piece, |op| {
-                    ops.push(owned(op));
+                    ops.push(Op::from(op));
                     Ok::<(), ()>(())
                 })
                 .map_err(|e| match e {

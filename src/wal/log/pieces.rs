@@ -3,6 +3,7 @@
 //! Pure encoding and joining; no I/O.
 
 use super::record::{DecodeError, EncodedRecord, LogRecord, Lsn, RecordType, RECORD_HEADER_LEN};
+use super::txn_payload::piece_parts;
 
 impl EncodedRecord {
     /// The records this one is written as when a record may take at most `max_framed`
@@ -103,12 +104,8 @@ impl Reassembly {
             self.drop_unended(rec.lsn);
             return Ok(Some(rec));
         }
-        let payload = rec.record.payload.bytes();
-        let number = payload
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        let (number, chunk) = piece_parts(rec.record.payload.bytes())
             .ok_or_else(|| DecodeError("a transaction piece shorter than its number".into()))?;
-        let chunk = &payload[4..];
         match (kind, self.parts) {
             (RecordType::TxnPart, _) if number == 0 => {
                 self.drop_unended(rec.lsn);

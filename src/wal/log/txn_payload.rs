@@ -224,6 +224,45 @@ impl<'a> OpRef<'a> {
     }
 }
 
+impl From<OpRef<'_>> for super::record::Op {
+    /// An owned copy.
+    fn from(op: OpRef<'_>) -> Self {
+        use super::record::Op;
+        match op {
+            OpRef::Put { table, key, value } => Op::Put {
+                table: table.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            OpRef::Delete { table, key } => Op::Delete {
+                table: table.into(),
+                key: key.into(),
+            },
+            OpRef::CreateTable { table } => Op::CreateTable {
+                table: table.into(),
+            },
+            OpRef::DropTable { table } => Op::DropTable {
+                table: table.into(),
+            },
+        }
+    }
+}
+
+/// A split transaction's piece payload: its number (a part's index, or the parts before an
+/// end) and its chunk of the transaction's payload; `None` if shorter than its number.
+pub(crate) fn piece_parts(payload: &[u8]) -> Option<(u32, &[u8])> {
+    let number = u32::from_le_bytes(payload.get(..4)?.try_into().expect("4 bytes"));
+    Some((number, &payload[4..]))
+}
+
+/// A transaction payload's commit time, read from its header (the start of a split
+/// transaction's first chunk); `None` if shorter than it.
+pub(crate) fn header_commit_micros(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        payload.get(..8)?.try_into().expect("8 bytes"),
+    ))
+}
+
 pub(crate) fn put_op(out: &mut Vec<u8>, op: OpRef<'_>) {
     match op {
         OpRef::Put { table, key, value } => {
